@@ -1,0 +1,162 @@
+//! Passwords, bearer tokens and the extractors that authenticate requests.
+//!
+//! Passwords are argon2 hashes. Tokens (sessions, grader tokens, cluster
+//! tokens, invites) are random secrets shown once; the store keeps only their
+//! sha256, looked up by hash and then compared in constant time. No secret is
+//! ever logged.
+
+use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use chrono::Utc;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use sqlarena_common::{GraderState, Role};
+use subtle::ConstantTimeEq;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::store::{Grader, User};
+
+/// Hashes a password with argon2id (off the async runtime: it is slow on
+/// purpose).
+///
+/// # Errors
+/// Fails only if the hasher fails, which is an internal error.
+pub async fn hash_password(password: String) -> Result<String, ApiError> {
+    tokio::task::spawn_blocking(move || {
+        let salt = SaltString::generate(&mut OsRng);
+        Argon2::default()
+            .hash_password(password.as_bytes(), &salt)
+            .map(|hash| hash.to_string())
+            .map_err(|error| ApiError::Internal(format!("hashing a password: {error}")))
+    })
+    .await
+    .map_err(|error| ApiError::Internal(format!("hashing task: {error}")))?
+}
+
+/// Checks a password against a stored argon2 hash.
+pub async fn verify_password(password: String, hash: String) -> bool {
+    tokio::task::spawn_blocking(move || {
+        PasswordHash::new(&hash)
+            .map(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+            .unwrap_or(false)
+    })
+    .await
+    .unwrap_or(false)
+}
+
+/// Creates a new random token with a readable prefix (`sqa_`, `sqg_`, ...).
+pub fn new_token(prefix: &str) -> String {
+    let mut bytes = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    format!("{prefix}{}", hex::encode(bytes))
+}
+
+/// Returns the hex sha256 of a token: what the store keeps.
+pub fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// Compares two token hashes in constant time.
+pub fn hashes_match(a: &str, b: &str) -> bool {
+    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
+
+/// Extracts the bearer token of a request, if any.
+pub fn bearer_token(parts: &Parts) -> Option<&str> {
+    let value = parts.headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))?;
+    let token = token.trim();
+    (!token.is_empty()).then_some(token)
+}
+
+/// The signed-in user of a request (`Authorization: Bearer TOKEN` from
+/// `/login`). Rejects with 401 when the token is missing, unknown or expired.
+#[derive(Debug, Clone)]
+pub struct CurrentUser(pub User);
+
+impl CurrentUser {
+    /// Returns 403 unless the user has one of `roles`.
+    ///
+    /// # Errors
+    /// `Forbidden` naming the roles allowed.
+    pub fn require(&self, roles: &[Role]) -> Result<(), ApiError> {
+        if roles.contains(&self.0.role) {
+            Ok(())
+        } else {
+            let names: Vec<&str> = roles.iter().map(|role| role.as_str()).collect();
+            Err(ApiError::Forbidden(format!("this needs one of the roles {}", names.join(", "))))
+        }
+    }
+
+    /// Returns true for admins.
+    pub fn is_admin(&self) -> bool {
+        self.0.role == Role::Admin
+    }
+}
+
+impl FromRequestParts<AppState> for CurrentUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let token = bearer_token(parts).ok_or_else(|| {
+            ApiError::Unauthorized("sign in first: send `Authorization: Bearer TOKEN` with the token from /login".into())
+        })?;
+        let hash = token_hash(token);
+        match state.store.get_session_user(&hash, Utc::now()).await? {
+            Some(user) => Ok(CurrentUser(user)),
+            None => Err(ApiError::Unauthorized("the token is unknown or expired: sign in again".into())),
+        }
+    }
+}
+
+/// The grader making a grader-protocol call, authenticated by its grader
+/// token. A grader declared DEAD gets 401 and must register again.
+#[derive(Debug, Clone)]
+pub struct GraderAuth(pub Grader);
+
+impl FromRequestParts<AppState> for GraderAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let token = bearer_token(parts)
+            .ok_or_else(|| ApiError::Unauthorized("send `Authorization: Bearer GRADER_TOKEN`".into()))?;
+        let hash = token_hash(token);
+        match state.store.get_grader_by_token(&hash).await? {
+            Some(grader) if hashes_match(&grader.token_hash, &hash) && grader.state != GraderState::Dead => {
+                Ok(GraderAuth(grader))
+            }
+            Some(_) => Err(ApiError::Unauthorized(
+                "this grader was declared dead or deregistered: register again".into(),
+            )),
+            None => Err(ApiError::Unauthorized("unknown grader token: register first".into())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn passwords_verify_only_against_their_own_hash() {
+        let hash = hash_password("correct horse".into()).await.unwrap();
+        assert!(hash.starts_with("$argon2"));
+        assert!(verify_password("correct horse".into(), hash.clone()).await);
+        assert!(!verify_password("wrong horse".into(), hash).await);
+        assert!(!verify_password("x".into(), "not a hash".into()).await);
+    }
+
+    #[test]
+    fn tokens_are_random_and_hashed() {
+        let a = new_token("sqa_");
+        let b = new_token("sqa_");
+        assert_ne!(a, b);
+        assert_eq!(token_hash(&a).len(), 64);
+        assert!(hashes_match(&token_hash(&a), &token_hash(&a)));
+        assert!(!hashes_match(&token_hash(&a), &token_hash(&b)));
+    }
+}

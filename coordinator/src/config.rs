@@ -1,0 +1,115 @@
+//! Command line and environment configuration (every flag is also
+//! `SQLARENA_<FLAG>`).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// sqlarena coordinator: keeps challenges, attempts and jobs, and hands work
+/// to graders.
+#[derive(Debug, Parser)]
+#[command(name = "coordinator", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: Config,
+}
+
+/// Subcommands; without one the coordinator serves.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serves the API (the default).
+    Serve(Config),
+    /// Creates an admin user in the store and exits.
+    CreateAdmin(CreateAdmin),
+}
+
+/// `coordinator create-admin`.
+#[derive(Debug, Clone, Args)]
+pub struct CreateAdmin {
+    /// Store URI: sqlite://PATH or mongodb://HOST:PORT/DB.
+    #[arg(long, env = "SQLARENA_STORE", default_value = "sqlite://data/sqlarena.db")]
+    pub store: String,
+    #[arg(long, env = "SQLARENA_EMAIL")]
+    pub email: String,
+    #[arg(long, env = "SQLARENA_PASSWORD", hide_env_values = true)]
+    pub password: String,
+    #[arg(long, env = "SQLARENA_FULL_NAME", default_value = "Administrator")]
+    pub full_name: String,
+}
+
+/// Settings of a serving coordinator.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address to listen on; port 0 picks a free port (the bound address is logged).
+    #[arg(long, env = "SQLARENA_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Store URI: sqlite://PATH (embedded, default) or mongodb://HOST:PORT/DB.
+    #[arg(long, env = "SQLARENA_STORE", default_value = "sqlite://data/sqlarena.db")]
+    pub store: String,
+    /// Lets anyone register as a professor (otherwise an admin invite is needed).
+    #[arg(long, env = "SQLARENA_ALLOW_PROFESSOR_SIGNUP")]
+    pub allow_professor_signup: bool,
+    /// A cluster token to accept from graders, seeded at start for simple setups.
+    #[arg(long, env = "SQLARENA_CLUSTER_TOKEN", hide_env_values = true)]
+    pub cluster_token: Option<String>,
+    /// Email of an admin to create at first start (with --admin-password).
+    #[arg(long, env = "SQLARENA_ADMIN_EMAIL")]
+    pub admin_email: Option<String>,
+    /// Password of the admin created at first start.
+    #[arg(long, env = "SQLARENA_ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<String>,
+    /// How often graders heartbeat.
+    #[arg(long, env = "SQLARENA_HEARTBEAT_INTERVAL_MS", default_value_t = 2000)]
+    pub heartbeat_interval_ms: u64,
+    /// A grader is declared dead after this many missed heartbeats.
+    #[arg(long, env = "SQLARENA_MISSED_HEARTBEATS", default_value_t = 3)]
+    pub missed_heartbeats: u32,
+    /// A job that was leased this many times without a result fails.
+    #[arg(long, env = "SQLARENA_MAX_TRIES", default_value_t = 3)]
+    pub max_tries: u32,
+    /// Deadline of an init job's lease.
+    #[arg(long, env = "SQLARENA_INIT_TIMEOUT_MS", default_value_t = 300_000)]
+    pub init_timeout_ms: u64,
+    /// Deadline of a fast-lane (FE) attempt job's lease.
+    #[arg(long, env = "SQLARENA_FAST_TIMEOUT_MS", default_value_t = 300_000)]
+    pub fast_timeout_ms: u64,
+    /// Deadline of a slow-lane (SE) attempt job's lease.
+    #[arg(long, env = "SQLARENA_SLOW_TIMEOUT_MS", default_value_t = 3_600_000)]
+    pub slow_timeout_ms: u64,
+    /// Largest request body accepted, in bytes (413 above).
+    #[arg(long, env = "SQLARENA_MAX_BODY_BYTES", default_value_t = 2 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Attempts a user may have PENDING or RUNNING at once (429 above).
+    #[arg(long, env = "SQLARENA_MAX_UNFINISHED_ATTEMPTS", default_value_t = 5)]
+    pub max_unfinished_attempts: u64,
+    /// Lifetime of a login token, in hours.
+    #[arg(long, env = "SQLARENA_SESSION_TTL_HOURS", default_value_t = 168)]
+    pub session_ttl_hours: i64,
+    /// How often the reaper looks for dead graders and expired leases.
+    #[arg(long, env = "SQLARENA_REAPER_INTERVAL_MS", default_value_t = 250)]
+    pub reaper_interval_ms: u64,
+    /// Logs as JSON lines.
+    #[arg(long, env = "SQLARENA_JSON_LOGS")]
+    pub json_logs: bool,
+}
+
+impl Config {
+    /// A configuration with every default, for tests and benchmarks.
+    pub fn for_store(store: &str) -> Config {
+        let cli = Cli::parse_from(["coordinator", "--store", store, "--listen", "127.0.0.1:0"]);
+        cli.serve
+    }
+
+    /// Returns the heartbeat interval.
+    pub fn heartbeat_interval(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_interval_ms)
+    }
+
+    /// Returns how long a silent grader keeps its leases.
+    pub fn grader_timeout(&self) -> Duration {
+        self.heartbeat_interval() * self.missed_heartbeats
+    }
+}

@@ -1,0 +1,187 @@
+//! API errors and the JSON envelope.
+//!
+//! Every response is `{"status":"success","data":...}` or
+//! `{"status":"error","message":"..."}` with a real HTTP status. Store faults
+//! become a logged 500 shown to the client as "internal error"; client
+//! mistakes never do.
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::store::StoreError;
+
+/// An error answered to a client, with its HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    Unprocessable(String),
+    #[error("{message}")]
+    TooManyRequests { message: String, retry_after_secs: u64 },
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Result alias for handlers.
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    /// Returns the HTTP status of this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Conflict(message) => ApiError::Conflict(message),
+            StoreError::NotFound(message) => ApiError::NotFound(message),
+            StoreError::StaleLease(message) => ApiError::Conflict(message),
+            StoreError::Backend(message) => ApiError::Internal(message),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let message = match &self {
+            ApiError::Internal(detail) => {
+                tracing::error!(error = %detail, "internal error");
+                "internal error".to_string()
+            }
+            ApiError::Unavailable(detail) => {
+                tracing::warn!(error = %detail, "store unavailable");
+                "the store is unavailable, try again shortly".to_string()
+            }
+            other => other.to_string(),
+        };
+        let mut response = (status, Json(json!({"status": "error", "message": message}))).into_response();
+        if let ApiError::TooManyRequests { retry_after_secs, .. } = self {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+        }
+        response
+    }
+}
+
+/// Wraps `data` in the success envelope with 200.
+pub fn ok<T: Serialize>(data: T) -> Response {
+    (StatusCode::OK, Json(json!({"status": "success", "data": data}))).into_response()
+}
+
+/// Wraps `data` in the success envelope with 201.
+pub fn created<T: Serialize>(data: T) -> Response {
+    (StatusCode::CREATED, Json(json!({"status": "success", "data": data}))).into_response()
+}
+
+/// A JSON body extractor whose rejections use the error envelope: malformed
+/// JSON and wrong types are 400 (422 for well-formed JSON of the wrong
+/// shape, as axum classifies it), a missing content type 415-as-400, and a
+/// body over the limit 413.
+pub struct AppJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for AppJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(request, state).await {
+            Ok(Json(value)) => Ok(AppJson(value)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> ApiError {
+    let status = rejection.status();
+    let detail = rejection.body_text();
+    match rejection {
+        JsonRejection::JsonDataError(_) => ApiError::Unprocessable(format!("invalid request body: {detail}")),
+        JsonRejection::JsonSyntaxError(_) => ApiError::BadRequest(format!("malformed JSON: {detail}")),
+        JsonRejection::MissingJsonContentType(_) => {
+            ApiError::BadRequest("expected a JSON body with `Content-Type: application/json`".into())
+        }
+        _ if status == StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::PayloadTooLarge("request body is larger than the limit".into())
+        }
+        _ => ApiError::BadRequest(format!("could not read the request body: {detail}")),
+    }
+}
+
+/// A path extractor whose rejections use the error envelope (a non-numeric
+/// id is a 404: no such resource can exist).
+pub struct AppPath<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for AppPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(AppPath(value)),
+            Err(rejection @ PathRejection::FailedToDeserializePathParams(_)) => {
+                Err(ApiError::NotFound(format!("no such resource: {}", rejection.body_text())))
+            }
+            Err(rejection) => Err(ApiError::BadRequest(rejection.body_text())),
+        }
+    }
+}
+
+/// A query-string extractor whose rejections use the error envelope.
+pub struct AppQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for AppQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(AppQuery(value)),
+            Err(rejection @ QueryRejection::FailedToDeserializeQueryString(_)) => {
+                Err(ApiError::BadRequest(format!("invalid query string: {}", rejection.body_text())))
+            }
+            Err(rejection) => Err(ApiError::BadRequest(rejection.body_text())),
+        }
+    }
+}

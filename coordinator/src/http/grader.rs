@@ -1,0 +1,267 @@
+//! The grader protocol (`/api/v1/grader`): registration with a cluster token,
+//! heartbeats, long-poll leases, fenced progress/complete/fail, bundles and
+//! deregistration.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use chrono::Utc;
+use serde::Deserialize;
+use sqlarena_common::{
+    BundleCase, ChallengeBundle, CompleteRequest, FailRequest, GraderState, HeartbeatRequest, HeartbeatResponse,
+    JobOutcome, JobPayload, LeasedJob, ProgressRequest, RegisterGraderRequest, RegisterGraderResponse,
+};
+use uuid::Uuid;
+
+use crate::auth::{self, GraderAuth};
+use crate::error::{created, ok, ApiError, ApiResult, AppJson, AppPath, AppQuery};
+use crate::jobs;
+use crate::metrics::Metrics;
+use crate::state::AppState;
+use crate::store::{Completion, FailOutcome, Grader, Job, StoreError};
+
+/// Longest a lease request may wait.
+const MAX_WAIT_MS: u64 = 30_000;
+
+/// Routes of the grader protocol.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/register", post(register_grader))
+        .route("/heartbeat", post(heartbeat_grader))
+        .route("/deregister", post(deregister_grader))
+        .route("/jobs/lease", post(lease_job))
+        .route("/jobs/{id}/progress", post(progress_job))
+        .route("/jobs/{id}/complete", post(complete_job))
+        .route("/jobs/{id}/fail", post(fail_job))
+        .route("/challenges/{id}/bundle", get(get_bundle))
+}
+
+/// The cluster token of a registration, checked against the store.
+struct ClusterAuth;
+
+impl axum::extract::FromRequestParts<AppState> for ClusterAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let token = auth::bearer_token(parts)
+            .ok_or_else(|| ApiError::Unauthorized("send `Authorization: Bearer CLUSTER_TOKEN` to register".into()))?;
+        let hash = auth::token_hash(token);
+        match state.store.get_cluster_token_by_hash(&hash).await? {
+            Some(stored) if !stored.revoked && auth::hashes_match(&stored.token_hash, &hash) => Ok(ClusterAuth),
+            Some(_) => Err(ApiError::Unauthorized("this cluster token was revoked: ask an admin for a new one".into())),
+            None => Err(ApiError::Unauthorized("unknown cluster token".into())),
+        }
+    }
+}
+
+async fn register_grader(
+    State(state): State<AppState>,
+    _cluster: ClusterAuth,
+    AppJson(request): AppJson<RegisterGraderRequest>,
+) -> ApiResult<Response> {
+    if request.lanes.is_empty() {
+        return Err(ApiError::Unprocessable("lanes: name at least one of init, fast, slow".into()));
+    }
+    if !(1..=256).contains(&request.slots) {
+        return Err(ApiError::Unprocessable("slots: must be between 1 and 256".into()));
+    }
+    for (field, value) in [("name", &request.name), ("hostname", &request.hostname), ("version", &request.version)] {
+        if value.len() > 200 {
+            return Err(ApiError::Unprocessable(format!("{field}: at most 200 characters")));
+        }
+    }
+    let mut lanes = request.lanes.clone();
+    lanes.sort();
+    lanes.dedup();
+    let token = auth::new_token("sqg_");
+    let now = Utc::now();
+    let grader = Grader {
+        id: Uuid::now_v7(),
+        name: request.name,
+        hostname: request.hostname,
+        version: request.version,
+        lanes,
+        slots: request.slots,
+        state: GraderState::Alive,
+        token_hash: auth::token_hash(&token),
+        last_heartbeat: now,
+        registered_at: now,
+        jobs_done: 0,
+    };
+    state.store.create_grader(grader.clone()).await?;
+    tracing::info!(grader_id = %grader.id, name = %grader.name, lanes = ?grader.lanes, "grader registered");
+    Ok(created(RegisterGraderResponse {
+        grader_id: grader.id,
+        grader_token: token,
+        heartbeat_interval_ms: state.config.heartbeat_interval_ms,
+        lease_timeout_ms: state.config.grader_timeout().as_millis() as u64,
+    }))
+}
+
+async fn heartbeat_grader(
+    State(state): State<AppState>,
+    GraderAuth(grader): GraderAuth,
+    AppJson(request): AppJson<HeartbeatRequest>,
+) -> ApiResult<Response> {
+    let Some(grader) = state.store.touch_grader(grader.id, Utc::now()).await? else {
+        return Err(ApiError::Unauthorized("this grader was declared dead: register again".into()));
+    };
+    let leases: Vec<(Uuid, Uuid)> = request.leases.iter().map(|lease| (lease.job_id, lease.lease_id)).collect();
+    let cancel = if leases.is_empty() { Vec::new() } else { state.store.stale_leases(grader.id, &leases).await? };
+    Ok(ok(HeartbeatResponse { cancel, drain: grader.state == GraderState::Draining }))
+}
+
+async fn deregister_grader(State(state): State<AppState>, GraderAuth(grader): GraderAuth) -> ApiResult<Response> {
+    state.store.set_grader_state(grader.id, GraderState::Dead).await?;
+    let reason = format!("grader {} deregistered", grader.name);
+    jobs::release_grader(&state, grader.id, false, &reason).await?;
+    tracing::info!(grader_id = %grader.id, name = %grader.name, "grader deregistered, leases released");
+    Ok(ok(serde_json::json!({"deregistered": true})))
+}
+
+#[derive(Deserialize)]
+struct LeaseParams {
+    #[serde(default)]
+    wait_ms: u64,
+}
+
+async fn lease_job(
+    State(state): State<AppState>,
+    GraderAuth(grader): GraderAuth,
+    AppQuery(params): AppQuery<LeaseParams>,
+) -> ApiResult<Response> {
+    let wait = Duration::from_millis(params.wait_ms.min(MAX_WAIT_MS));
+    if grader.state == GraderState::Draining {
+        // A draining grader takes nothing new; answer after the wait so a
+        // grader that ignores the drain flag does not spin.
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = state.shutdown.cancelled() => {}
+        }
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    match jobs::lease_next(&state, &grader, wait, &state.shutdown).await? {
+        Some(job) => Ok(ok(leased_job(job)?)),
+        None => Ok(StatusCode::NO_CONTENT.into_response()),
+    }
+}
+
+fn leased_job(job: Job) -> ApiResult<LeasedJob> {
+    let lease = job.lease.ok_or_else(|| ApiError::Internal(format!("claimed job {} has no lease", job.id)))?;
+    Ok(LeasedJob {
+        job_id: job.id,
+        lease_id: lease.lease_id,
+        lane: job.lane,
+        tries: job.tries,
+        deadline: lease.expires_at,
+        payload: job.payload,
+    })
+}
+
+/// Turns a stale-lease store error into a counted 409.
+fn fenced<T>(state: &AppState, result: Result<T, StoreError>) -> ApiResult<T> {
+    result.map_err(|error| {
+        if let StoreError::StaleLease(_) = &error {
+            Metrics::incr(&state.metrics.stale_lease_rejections);
+        }
+        ApiError::from(error)
+    })
+}
+
+async fn progress_job(
+    State(state): State<AppState>,
+    GraderAuth(_grader): GraderAuth,
+    AppPath(job_id): AppPath<Uuid>,
+    AppJson(request): AppJson<ProgressRequest>,
+) -> ApiResult<Response> {
+    let job = fenced(&state, state.store.record_progress(job_id, request.lease_id, request.case).await)?;
+    Ok(ok(serde_json::json!({"job_id": job.id, "cases_recorded": job.progress.len()})))
+}
+
+async fn complete_job(
+    State(state): State<AppState>,
+    GraderAuth(grader): GraderAuth,
+    AppPath(job_id): AppPath<Uuid>,
+    AppJson(request): AppJson<CompleteRequest>,
+) -> ApiResult<Response> {
+    let Some(job) = state.store.get_job(job_id).await? else {
+        return Err(ApiError::NotFound(format!("no job {job_id}")));
+    };
+    let kinds_match = matches!(
+        (&job.payload, &request.outcome),
+        (JobPayload::Init(_), JobOutcome::Init(_)) | (JobPayload::Attempt(_), JobOutcome::Attempt(_))
+    );
+    if !kinds_match {
+        return Err(ApiError::Unprocessable(format!("job {job_id} is a {} job: post an outcome of that kind", job.kind)));
+    }
+    let completion = fenced(&state, state.store.complete_job(job_id, request.lease_id, request.outcome, Utc::now()).await)?;
+    match completion {
+        Completion::Recorded(job) => {
+            jobs::observe_completion(&state, &job);
+            state.store.count_grader_job(grader.id).await?;
+            jobs::apply_finished_job(&state, &job).await?;
+            Ok(ok(serde_json::json!({"job_id": job.id, "recorded": true})))
+        }
+        Completion::AlreadyRecorded(job) => Ok(ok(serde_json::json!({"job_id": job.id, "recorded": false}))),
+    }
+}
+
+async fn fail_job(
+    State(state): State<AppState>,
+    GraderAuth(grader): GraderAuth,
+    AppPath(job_id): AppPath<Uuid>,
+    AppJson(request): AppJson<FailRequest>,
+) -> ApiResult<Response> {
+    let error = format!("grader {}: {}", grader.name, truncate(&request.error, 4000));
+    let outcome =
+        fenced(&state, state.store.fail_job(job_id, request.lease_id, &error, request.retryable, Utc::now()).await)?;
+    match outcome {
+        FailOutcome::Requeued(job) => {
+            Metrics::incr(&state.metrics.requeues);
+            state.dispatcher.notify(job.lane);
+            Ok(ok(serde_json::json!({"job_id": job.id, "state": job.state})))
+        }
+        FailOutcome::Failed(job) => {
+            Metrics::incr(&state.metrics.jobs_failed);
+            jobs::apply_finished_job(&state, &job).await?;
+            Ok(ok(serde_json::json!({"job_id": job.id, "state": job.state})))
+        }
+    }
+}
+
+async fn get_bundle(
+    State(state): State<AppState>,
+    GraderAuth(_grader): GraderAuth,
+    AppPath(challenge_id): AppPath<i64>,
+) -> ApiResult<Response> {
+    let challenge = state
+        .store
+        .get_challenge(challenge_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no challenge {challenge_id}")))?;
+    Ok(ok(ChallengeBundle {
+        challenge_id: challenge.id,
+        version: challenge.version,
+        version_hash: jobs::version_hash(&challenge),
+        init: challenge.init.clone(),
+        solution: challenge.solution.clone(),
+        times_to_run: challenge.times_to_run,
+        test_cases: challenge
+            .test_cases
+            .iter()
+            .map(|case| BundleCase { id: case.id, data: case.data.clone(), expected: case.expected.clone() })
+            .collect(),
+    }))
+}
+
+fn truncate(text: &str, max: usize) -> &str {
+    match text.char_indices().nth(max) {
+        Some((index, _)) => &text[..index],
+        None => text,
+    }
+}

@@ -1,0 +1,542 @@
+//! What the people API shows: users, challenges, test cases, attempts and the
+//! leaderboard, each shaped for the person asking.
+//!
+//! Store records are never serialized directly. A challenge's creator and
+//! admins see everything; everyone else never sees the solution, hidden test
+//! data, hidden expected results, or what a hidden case's result looked like.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlarena_common::{
+    AttemptStatus, CaseResult, CaseStatus, ChallengeState, ChallengeType, QueryResult, Role,
+};
+
+use crate::store::{Attempt, Challenge, TestCase, User};
+
+/// How many entries a leaderboard shows.
+pub const LEADERBOARD_SIZE: usize = 10;
+
+/// A user as clients see it: never the password or its hash.
+#[derive(Debug, Clone, Serialize)]
+pub struct UserView {
+    pub id: i64,
+    pub email: String,
+    pub full_name: String,
+    pub role: Role,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<&User> for UserView {
+    fn from(user: &User) -> Self {
+        UserView {
+            id: user.id,
+            email: user.email.clone(),
+            full_name: user.full_name.clone(),
+            role: user.role,
+            created_at: user.created_at,
+        }
+    }
+}
+
+/// The reply to a login: the user plus the bearer token (shown once).
+#[derive(Debug, Clone, Serialize)]
+pub struct LoginView {
+    #[serde(flatten)]
+    pub user: UserView,
+    pub token: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Returns true if `viewer` may see everything about `challenge`: its
+/// creator and admins.
+pub fn sees_everything(viewer: &User, challenge: &Challenge) -> bool {
+    viewer.role == Role::Admin || viewer.id == challenge.created_user_id
+}
+
+/// A test case; `data` and `expected_result` are null for hidden cases
+/// unless the viewer sees everything.
+#[derive(Debug, Clone, Serialize)]
+pub struct TestCaseView {
+    pub id: i64,
+    pub challenge_id: i64,
+    pub data: Option<String>,
+    pub is_visible: bool,
+    pub expected_result: Option<QueryResult>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl TestCaseView {
+    fn new(case: &TestCase, full: bool) -> TestCaseView {
+        let shown = full || case.is_visible;
+        TestCaseView {
+            id: case.id,
+            challenge_id: case.challenge_id,
+            data: shown.then(|| case.data.clone()),
+            is_visible: case.is_visible,
+            expected_result: if shown { case.expected.clone() } else { None },
+            created_at: case.created_at,
+        }
+    }
+}
+
+/// A challenge as one viewer may see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChallengeView {
+    pub id: i64,
+    pub created_user_id: i64,
+    pub name: String,
+    pub description: Option<String>,
+    #[serde(rename = "type")]
+    pub challenge_type: ChallengeType,
+    pub init: String,
+    /// Only for the creator and admins.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub solution: Option<String>,
+    pub times_to_run: u32,
+    pub expires_at: DateTime<Utc>,
+    pub version: i64,
+    pub state: ChallengeState,
+    pub init_at: Option<DateTime<Utc>>,
+    pub init_errors: Option<Vec<String>>,
+    pub init_warnings: Vec<String>,
+    pub test_cases: Vec<TestCaseView>,
+    pub created_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_attempts: Option<Vec<LeaderboardEntry>>,
+}
+
+impl ChallengeView {
+    /// Shapes `challenge` for `viewer`. Init errors and warnings can quote
+    /// hidden data or hint at the solution, so others only learn that
+    /// initialization failed.
+    pub fn new(challenge: &Challenge, viewer: &User) -> ChallengeView {
+        let full = sees_everything(viewer, challenge);
+        let init_errors = match &challenge.init_errors {
+            Some(errors) if !full && !errors.is_empty() => Some(vec![
+                "the challenge failed to initialize; its professor can see why".to_string(),
+            ]),
+            other => other.clone(),
+        };
+        ChallengeView {
+            id: challenge.id,
+            created_user_id: challenge.created_user_id,
+            name: challenge.name.clone(),
+            description: challenge.description.clone(),
+            challenge_type: challenge.challenge_type,
+            init: challenge.init.clone(),
+            solution: full.then(|| challenge.solution.clone()),
+            times_to_run: challenge.times_to_run,
+            expires_at: challenge.expires_at,
+            version: challenge.version,
+            state: challenge.state,
+            init_at: challenge.init_at,
+            init_errors,
+            init_warnings: if full {
+                challenge.init_warnings.clone()
+            } else {
+                Vec::new()
+            },
+            test_cases: challenge
+                .test_cases
+                .iter()
+                .map(|case| TestCaseView::new(case, full))
+                .collect(),
+            created_at: challenge.created_at,
+            top_attempts: None,
+        }
+    }
+}
+
+/// One test case of an attempt. For a hidden case and a viewer who is not
+/// the challenge's professor or an admin, only the status and timings are
+/// shown, and the error is reduced to "wrong answer" or "error".
+#[derive(Debug, Clone, Serialize)]
+pub struct CaseView {
+    pub test_case_id: i64,
+    pub is_visible: bool,
+    pub status: CaseStatus,
+    pub execution_ms: Option<f64>,
+    pub min_ms: Option<f64>,
+    pub reference_ms: Option<f64>,
+    pub ratio: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected_result: Option<QueryResult>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actual_result: Option<QueryResult>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diff: Option<String>,
+    pub error: Option<String>,
+}
+
+impl CaseView {
+    fn new(result: &CaseResult, case: Option<&TestCase>, full: bool) -> CaseView {
+        let is_visible = case.is_some_and(|case| case.is_visible);
+        let shown = full || is_visible;
+        let error = if shown {
+            result.error.clone()
+        } else {
+            match result.status {
+                CaseStatus::Failed => Some("wrong answer".to_string()),
+                CaseStatus::Error => Some("error".to_string()),
+                CaseStatus::Pending | CaseStatus::Passed => None,
+            }
+        };
+        CaseView {
+            test_case_id: result.test_case_id,
+            is_visible,
+            status: result.status,
+            execution_ms: result.execution_ms,
+            min_ms: result.min_ms,
+            reference_ms: result
+                .reference_ms
+                .or_else(|| case.and_then(|case| case.reference_ms)),
+            ratio: result.ratio,
+            expected_result: if shown {
+                case.and_then(|case| case.expected.clone())
+            } else {
+                None
+            },
+            actual_result: if shown {
+                result.actual_result.clone()
+            } else {
+                None
+            },
+            diff: if shown { result.diff.clone() } else { None },
+            error,
+        }
+    }
+
+    fn pending(case: &TestCase, full: bool) -> CaseView {
+        let shown = full || case.is_visible;
+        CaseView {
+            test_case_id: case.id,
+            is_visible: case.is_visible,
+            status: CaseStatus::Pending,
+            execution_ms: None,
+            min_ms: None,
+            reference_ms: None,
+            ratio: None,
+            expected_result: if shown { case.expected.clone() } else { None },
+            actual_result: None,
+            diff: None,
+            error: None,
+        }
+    }
+}
+
+/// An attempt with its per-test-case list (`attempts`, as the seed names it).
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptView {
+    pub id: i64,
+    pub user_id: i64,
+    pub challenge_id: i64,
+    pub challenge_version: i64,
+    pub query: String,
+    pub status: AttemptStatus,
+    pub error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub attempts: Vec<CaseView>,
+}
+
+impl AttemptView {
+    /// Shapes `attempt` for `viewer`. Cases of the challenge without a
+    /// result yet appear as PENDING (while the attempt is unfinished and was
+    /// made against the challenge's current version).
+    pub fn new(attempt: &Attempt, challenge: Option<&Challenge>, viewer: &User) -> AttemptView {
+        let full = viewer.role == Role::Admin
+            || challenge.is_some_and(|challenge| viewer.id == challenge.created_user_id);
+        let cases_by_id: HashMap<i64, &TestCase> = challenge
+            .map(|challenge| {
+                challenge
+                    .test_cases
+                    .iter()
+                    .map(|case| (case.id, case))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut attempts: Vec<CaseView> = attempt
+            .cases
+            .iter()
+            .map(|result| {
+                CaseView::new(result, cases_by_id.get(&result.test_case_id).copied(), full)
+            })
+            .collect();
+        if let Some(challenge) = challenge {
+            if !attempt.status.is_final() && challenge.version == attempt.challenge_version {
+                for case in &challenge.test_cases {
+                    if !attempt
+                        .cases
+                        .iter()
+                        .any(|result| result.test_case_id == case.id)
+                    {
+                        attempts.push(CaseView::pending(case, full));
+                    }
+                }
+                attempts.sort_by_key(|case| case.test_case_id);
+            }
+        }
+        AttemptView {
+            id: attempt.id,
+            user_id: attempt.user_id,
+            challenge_id: attempt.challenge_id,
+            challenge_version: attempt.challenge_version,
+            query: attempt.query.clone(),
+            status: attempt.status,
+            error: attempt.error.clone(),
+            created_at: attempt.created_at,
+            finished_at: attempt.finished_at,
+            attempts,
+        }
+    }
+}
+
+/// One row of a challenge's leaderboard (`top_attempts`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LeaderboardEntry {
+    pub rank: usize,
+    pub attempt_id: i64,
+    pub user_id: i64,
+    pub user_full_name: String,
+    /// Geometric mean of the cases' student/reference time ratios.
+    pub score: f64,
+    /// Sum of the cases' median execution times.
+    pub completion_time_ms: f64,
+    pub time_of_attempt: DateTime<Utc>,
+}
+
+/// An attempt that qualifies for the leaderboard, before names are looked up.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RankedAttempt {
+    pub attempt_id: i64,
+    pub user_id: i64,
+    pub score: f64,
+    pub completion_time_ms: f64,
+    pub time_of_attempt: DateTime<Utc>,
+}
+
+/// Returns the geometric mean of an attempt's case ratios, if it passed
+/// every test case of `challenge`'s current version and every case has a
+/// positive ratio (from the grader, or execution/reference times).
+fn attempt_score(attempt: &Attempt, challenge: &Challenge) -> Option<(f64, f64)> {
+    if attempt.status != AttemptStatus::Passed
+        || attempt.challenge_version != challenge.version
+        || challenge.test_cases.is_empty()
+    {
+        return None;
+    }
+    let mut log_sum = 0.0;
+    let mut completion_ms = 0.0;
+    for case in &challenge.test_cases {
+        let result = attempt
+            .cases
+            .iter()
+            .find(|result| result.test_case_id == case.id)?;
+        if result.status != CaseStatus::Passed {
+            return None;
+        }
+        let ratio = result.ratio.or_else(|| {
+            match (
+                result.execution_ms,
+                result.reference_ms.or(case.reference_ms),
+            ) {
+                (Some(student), Some(reference)) if reference > 0.0 => Some(student / reference),
+                _ => None,
+            }
+        })?;
+        if !ratio.is_finite() || ratio <= 0.0 {
+            return None;
+        }
+        log_sum += ratio.ln();
+        completion_ms += result.execution_ms.unwrap_or(0.0);
+    }
+    Some((
+        (log_sum / challenge.test_cases.len() as f64).exp(),
+        completion_ms,
+    ))
+}
+
+/// Ranks passed attempts: per user their best, FE by lowest score, SE by
+/// highest, ties by earlier submission; at most [`LEADERBOARD_SIZE`].
+pub fn rank_attempts(challenge: &Challenge, attempts: &[Attempt]) -> Vec<RankedAttempt> {
+    let better = |a: &RankedAttempt, b: &RankedAttempt| -> std::cmp::Ordering {
+        let by_score = match challenge.challenge_type {
+            ChallengeType::FE => a.score.total_cmp(&b.score),
+            ChallengeType::SE => b.score.total_cmp(&a.score),
+        };
+        by_score
+            .then(a.time_of_attempt.cmp(&b.time_of_attempt))
+            .then(a.attempt_id.cmp(&b.attempt_id))
+    };
+    let mut best: HashMap<i64, RankedAttempt> = HashMap::new();
+    for attempt in attempts
+        .iter()
+        .filter(|attempt| attempt.challenge_id == challenge.id)
+    {
+        let Some((score, completion_time_ms)) = attempt_score(attempt, challenge) else {
+            continue;
+        };
+        let candidate = RankedAttempt {
+            attempt_id: attempt.id,
+            user_id: attempt.user_id,
+            score,
+            completion_time_ms,
+            time_of_attempt: attempt.created_at,
+        };
+        match best.get(&attempt.user_id) {
+            Some(current) if better(current, &candidate) != std::cmp::Ordering::Greater => {}
+            _ => {
+                best.insert(attempt.user_id, candidate);
+            }
+        }
+    }
+    let mut ranked: Vec<RankedAttempt> = best.into_values().collect();
+    ranked.sort_by(better);
+    ranked.truncate(LEADERBOARD_SIZE);
+    ranked
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Duration;
+
+    fn challenge(challenge_type: ChallengeType) -> Challenge {
+        let now = Utc::now();
+        let case = |id: i64, is_visible: bool| TestCase {
+            id,
+            challenge_id: 1,
+            data: format!("insert {id}"),
+            is_visible,
+            expected: Some(QueryResult::default()),
+            reference_ms: Some(2.0),
+            created_at: now,
+        };
+        Challenge {
+            id: 1,
+            created_user_id: 7,
+            name: "c".into(),
+            description: None,
+            challenge_type,
+            init: "create table t(a int)".into(),
+            solution: "select a from t".into(),
+            times_to_run: 3,
+            expires_at: now + Duration::days(1),
+            version: 2,
+            state: ChallengeState::Ready,
+            init_at: Some(now),
+            init_errors: None,
+            init_warnings: vec!["a warning".into()],
+            created_at: now,
+            test_cases: vec![case(10, true), case(11, false)],
+        }
+    }
+
+    fn passed(id: i64, user_id: i64, ratios: [f64; 2], minutes: i64) -> Attempt {
+        let case = |test_case_id: i64, ratio: f64| CaseResult {
+            test_case_id,
+            status: CaseStatus::Passed,
+            execution_ms: Some(ratio * 2.0),
+            min_ms: None,
+            reference_ms: Some(2.0),
+            ratio: Some(ratio),
+            actual_result: None,
+            diff: None,
+            error: None,
+        };
+        Attempt {
+            id,
+            user_id,
+            challenge_id: 1,
+            challenge_version: 2,
+            query: "select a from t".into(),
+            status: AttemptStatus::Passed,
+            cases: vec![case(10, ratios[0]), case(11, ratios[1])],
+            error: None,
+            job_id: None,
+            created_at: Utc::now() - Duration::hours(1) + Duration::minutes(minutes),
+            finished_at: None,
+        }
+    }
+
+    #[test]
+    fn fastest_execution_ranks_lowest_geometric_mean_first_with_one_entry_per_user() {
+        let challenge = challenge(ChallengeType::FE);
+        let attempts = vec![
+            passed(1, 100, [2.0, 8.0], 0),  // score 4
+            passed(2, 100, [1.0, 1.0], 1),  // score 1: user 100's best
+            passed(3, 200, [0.5, 2.0], 2),  // score 1, later than attempt 2
+            passed(4, 300, [0.25, 1.0], 3), // score 0.5
+        ];
+        let ranked = rank_attempts(&challenge, &attempts);
+        let order: Vec<i64> = ranked.iter().map(|entry| entry.attempt_id).collect();
+        assert_eq!(order, vec![4, 2, 3]);
+        assert!((ranked[0].score - 0.5).abs() < 1e-9);
+        assert!((ranked[1].completion_time_ms - 4.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn slowest_execution_ranks_highest_first_and_skips_stale_or_incomplete_attempts() {
+        let challenge = challenge(ChallengeType::SE);
+        let mut stale = passed(5, 500, [100.0, 100.0], 0);
+        stale.challenge_version = 1;
+        let mut incomplete = passed(6, 600, [100.0, 100.0], 0);
+        incomplete.cases.pop();
+        let attempts = vec![
+            passed(1, 100, [2.0, 8.0], 0),
+            passed(2, 200, [1.0, 1.0], 1),
+            stale,
+            incomplete,
+        ];
+        let order: Vec<i64> = rank_attempts(&challenge, &attempts)
+            .iter()
+            .map(|entry| entry.attempt_id)
+            .collect();
+        assert_eq!(order, vec![1, 2]);
+    }
+
+    #[test]
+    fn hidden_cases_are_reduced_for_students_but_not_for_the_professor() {
+        let challenge = challenge(ChallengeType::FE);
+        let now = Utc::now();
+        let user = |id: i64, role: Role| User {
+            id,
+            email: format!("u{id}@example.com"),
+            full_name: "U".into(),
+            role,
+            password_hash: "$argon2id$secret".into(),
+            created_at: now,
+        };
+        let mut attempt = passed(1, 100, [1.0, 1.0], 0);
+        attempt.status = AttemptStatus::Failed;
+        attempt.cases[1].status = CaseStatus::Failed;
+        attempt.cases[1].diff = Some("row 1: expected 42".into());
+        attempt.cases[1].error = Some("expected 42 got 41".into());
+        let student = serde_json::to_value(AttemptView::new(
+            &attempt,
+            Some(&challenge),
+            &user(100, Role::Student),
+        ))
+        .unwrap();
+        let hidden = &student["attempts"][1];
+        assert_eq!(hidden["is_visible"], false);
+        assert_eq!(hidden["error"], "wrong answer");
+        assert!(hidden.get("diff").is_none() && hidden.get("expected_result").is_none());
+        let professor = serde_json::to_value(AttemptView::new(
+            &attempt,
+            Some(&challenge),
+            &user(7, Role::Professor),
+        ))
+        .unwrap();
+        assert_eq!(professor["attempts"][1]["diff"], "row 1: expected 42");
+
+        let view = serde_json::to_value(ChallengeView::new(&challenge, &user(100, Role::Student)))
+            .unwrap();
+        assert!(view.get("solution").is_none());
+        assert!(view["test_cases"][1]["data"].is_null());
+        assert_eq!(view["test_cases"][0]["data"], "insert 10");
+        assert_eq!(view["init_warnings"], serde_json::json!([]));
+    }
+}

@@ -1,0 +1,412 @@
+//! Jobs: queueing with wake-ups for long-polling graders, applying results to
+//! challenges and attempts, and the reaper that takes back leases from dead
+//! graders and expired jobs.
+//!
+//! A result reaches the domain in two steps: the store records it on the job
+//! under the lease fence (exactly once), then [`apply_finished_job`] copies it
+//! into the challenge or attempt and marks the job applied. Applying is
+//! idempotent, and the reaper re-applies any finished job left unapplied by a
+//! crash, so nothing accepted is lost.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use chrono::Utc;
+use futures_util::future::select_all;
+use sha2::{Digest, Sha256};
+use sqlarena_common::{
+    AttemptPayload, AttemptStatus, CaseResult, CaseStatus, ChallengeState, InitPayload, JobOutcome, JobPayload,
+    JobState, Lane, TestCaseData,
+};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::error::{ApiError, ApiResult};
+use crate::metrics::Metrics;
+use crate::state::AppState;
+use crate::store::{Attempt, AttemptUpdate, Challenge, FailOutcome, Grader, InitResult, Job, NewJob, StoreError, StoreResult};
+
+/// Wakes long-polling lease requests when a job is queued in their lanes.
+///
+/// Within one coordinator a queued job wakes a waiter at once. Jobs queued by
+/// another coordinator sharing the store are found by re-polling every
+/// `poll_interval` (short when several coordinators may share the store).
+pub struct Dispatcher {
+    lanes: [Notify; 3],
+    poll_interval: Duration,
+}
+
+impl Dispatcher {
+    /// Creates a dispatcher; `multi_coordinator` shortens the re-poll interval.
+    pub fn new(multi_coordinator: bool) -> Dispatcher {
+        let poll_interval = if multi_coordinator { Duration::from_millis(50) } else { Duration::from_millis(500) };
+        Dispatcher { lanes: [Notify::new(), Notify::new(), Notify::new()], poll_interval }
+    }
+
+    fn lane(&self, lane: Lane) -> &Notify {
+        &self.lanes[lane.priority() as usize]
+    }
+
+    /// Wakes one waiter of `lane` (or lets the next one through at once).
+    pub fn notify(&self, lane: Lane) {
+        self.lane(lane).notify_one();
+    }
+}
+
+/// Queues a job and wakes a grader waiting on its lane.
+///
+/// # Errors
+/// Store failures.
+pub async fn enqueue(state: &AppState, job: NewJob) -> StoreResult<Job> {
+    let job = state.store.enqueue_job(job).await?;
+    Metrics::incr(&state.metrics.jobs_enqueued);
+    state.dispatcher.notify(job.lane);
+    Ok(job)
+}
+
+/// Identifies what a grader must build for a challenge version: init SQL,
+/// solution and test data.
+pub fn version_hash(challenge: &Challenge) -> String {
+    let mut hasher = Sha256::new();
+    for part in [challenge.id.to_string(), challenge.version.to_string(), challenge.init.clone(), challenge.solution.clone()] {
+        hasher.update((part.len() as u64).to_le_bytes());
+        hasher.update(part.as_bytes());
+    }
+    for case in &challenge.test_cases {
+        hasher.update(case.id.to_le_bytes());
+        hasher.update((case.data.len() as u64).to_le_bytes());
+        hasher.update(case.data.as_bytes());
+    }
+    hex::encode(&hasher.finalize()[..16])
+}
+
+/// Queues the init job of a challenge's current version.
+///
+/// # Errors
+/// Store failures.
+pub async fn enqueue_init(state: &AppState, challenge: &Challenge) -> StoreResult<Job> {
+    let payload = JobPayload::Init(InitPayload {
+        challenge_id: challenge.id,
+        challenge_name: challenge.name.clone(),
+        version: challenge.version,
+        init: challenge.init.clone(),
+        solution: challenge.solution.clone(),
+        times_to_run: challenge.times_to_run,
+        test_cases: challenge
+            .test_cases
+            .iter()
+            .map(|case| TestCaseData { id: case.id, data: case.data.clone() })
+            .collect(),
+    });
+    let job = NewJob {
+        lane: Lane::Init,
+        payload,
+        max_tries: state.config.max_tries,
+        timeout_ms: state.config.init_timeout_ms,
+    };
+    enqueue(state, job).await
+}
+
+/// Queues the grading job of an attempt on its challenge's lane and links it
+/// to the attempt.
+///
+/// # Errors
+/// Store failures.
+pub async fn enqueue_attempt(state: &AppState, challenge: &Challenge, attempt: &Attempt) -> StoreResult<(Attempt, Job)> {
+    let lane = challenge.challenge_type.attempt_lane();
+    let payload = JobPayload::Attempt(AttemptPayload {
+        attempt_id: attempt.id,
+        user_id: attempt.user_id,
+        challenge_id: challenge.id,
+        challenge_name: challenge.name.clone(),
+        challenge_version: challenge.version,
+        version_hash: version_hash(challenge),
+        query: attempt.query.clone(),
+        times_to_run: challenge.times_to_run,
+        test_case_ids: challenge.test_cases.iter().map(|case| case.id).collect(),
+    });
+    let timeout_ms = match lane {
+        Lane::Slow => state.config.slow_timeout_ms,
+        _ => state.config.fast_timeout_ms,
+    };
+    let job = enqueue(state, NewJob { lane, payload, max_tries: state.config.max_tries, timeout_ms }).await?;
+    let update = AttemptUpdate { job_id: Some(job.id), ..AttemptUpdate::default() };
+    let attempt = state.store.update_attempt(attempt.id, update).await?;
+    Ok((attempt, job))
+}
+
+/// Waits up to `wait` for a job in the grader's lanes and leases it to the
+/// grader. Returns `None` when nothing came, the grader is draining, or the
+/// coordinator is shutting down.
+///
+/// # Errors
+/// Store failures.
+pub async fn lease_next(
+    state: &AppState,
+    grader: &Grader,
+    wait: Duration,
+    shutdown: &CancellationToken,
+) -> StoreResult<Option<Job>> {
+    let deadline = Instant::now() + wait;
+    let dispatcher = &state.dispatcher;
+    loop {
+        // Register for wake-ups before looking, so a job queued between the
+        // look and the wait is not missed.
+        let mut wakeups: Vec<Pin<Box<tokio::sync::futures::Notified<'_>>>> =
+            grader.lanes.iter().map(|lane| Box::pin(dispatcher.lane(*lane).notified())).collect();
+        for wakeup in &mut wakeups {
+            wakeup.as_mut().enable();
+        }
+        if let Some(job) = state.store.claim_job(grader.id, &grader.lanes, Utc::now()).await? {
+            Metrics::incr(&state.metrics.leases_granted);
+            return Ok(Some(job));
+        }
+        let now = Instant::now();
+        if now >= deadline || grader.lanes.is_empty() {
+            return Ok(None);
+        }
+        let tick = (deadline - now).min(dispatcher.poll_interval);
+        tokio::select! {
+            _ = select_all(wakeups) => {}
+            _ = tokio::time::sleep(tick) => {}
+            _ = shutdown.cancelled() => return Ok(None),
+        }
+    }
+}
+
+/// Derives an attempt's final status from its cases.
+pub fn attempt_status(cases: &[CaseResult], error: Option<&str>) -> AttemptStatus {
+    if error.is_some() || cases.iter().any(|case| case.status == CaseStatus::Error) {
+        AttemptStatus::Error
+    } else if !cases.is_empty() && cases.iter().all(|case| case.status == CaseStatus::Passed) {
+        AttemptStatus::Passed
+    } else {
+        AttemptStatus::Failed
+    }
+}
+
+/// Copies a finished job's result into its challenge or attempt, then marks
+/// the job applied. Safe to call more than once for the same job.
+///
+/// # Errors
+/// Store failures (the reaper retries later).
+pub async fn apply_finished_job(state: &AppState, job: &Job) -> StoreResult<()> {
+    let now = Utc::now();
+    match (&job.payload, job.state) {
+        (_, JobState::Queued | JobState::Leased) => return Ok(()),
+        (JobPayload::Init(init), state_now) => {
+            let result = match (state_now, &job.outcome) {
+                (JobState::Done, Some(JobOutcome::Init(outcome))) if outcome.errors.is_empty() => InitResult::Ready {
+                    expected: outcome
+                        .expected
+                        .iter()
+                        .map(|case| (case.test_case_id, case.result.clone(), case.reference_ms))
+                        .collect(),
+                    warnings: outcome.warnings.clone(),
+                },
+                (JobState::Done, Some(JobOutcome::Init(outcome))) => InitResult::Failed { errors: outcome.errors.clone() },
+                (JobState::Done, _) => InitResult::Failed { errors: vec!["the grader posted a result of the wrong kind".into()] },
+                (JobState::Cancelled, _) => InitResult::Failed {
+                    errors: vec![job.error.clone().unwrap_or_else(|| "the init job was cancelled".into())],
+                },
+                _ => InitResult::Failed {
+                    errors: vec![job.error.clone().unwrap_or_else(|| "the init job failed".into())],
+                },
+            };
+            match state.store.set_challenge_init(init.challenge_id, init.version, result, now).await {
+                Ok(_) => {}
+                Err(StoreError::NotFound(_)) => {
+                    tracing::warn!(job_id = %job.id, challenge_id = init.challenge_id, "finished job's challenge is gone");
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        (JobPayload::Attempt(attempt), state_now) => {
+            let update = match (state_now, &job.outcome) {
+                (JobState::Done, Some(JobOutcome::Attempt(outcome))) => AttemptUpdate {
+                    status: Some(attempt_status(&outcome.cases, outcome.error.as_deref())),
+                    cases: Some(outcome.cases.clone()),
+                    error: outcome.error.clone(),
+                    finished_at: Some(now),
+                    ..AttemptUpdate::default()
+                },
+                (JobState::Cancelled, _) => AttemptUpdate {
+                    status: Some(AttemptStatus::Cancelled),
+                    cases: Some(job.progress.clone()),
+                    error: Some(job.error.clone().unwrap_or_else(|| "cancelled".into())),
+                    finished_at: Some(now),
+                    ..AttemptUpdate::default()
+                },
+                _ => AttemptUpdate {
+                    status: Some(AttemptStatus::Error),
+                    cases: Some(job.progress.clone()),
+                    error: Some(job.error.clone().unwrap_or_else(|| "grading failed".into())),
+                    finished_at: Some(now),
+                    ..AttemptUpdate::default()
+                },
+            };
+            match state.store.update_attempt(attempt.attempt_id, update).await {
+                Ok(_) => {}
+                // Nothing left to apply the result to.
+                Err(StoreError::NotFound(_)) => {
+                    tracing::warn!(job_id = %job.id, attempt_id = attempt.attempt_id, "finished job's attempt is gone");
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+    state.store.mark_job_applied(job.id).await
+}
+
+/// Returns the attempt as a client should see it now: while its job runs,
+/// the status is RUNNING and the cases are those posted so far.
+///
+/// # Errors
+/// Store failures.
+pub async fn live_attempt(state: &AppState, mut attempt: Attempt) -> StoreResult<Attempt> {
+    if attempt.status.is_final() {
+        return Ok(attempt);
+    }
+    if let Some(job_id) = attempt.job_id {
+        if let Some(job) = state.store.get_job(job_id).await? {
+            if job.state == JobState::Leased {
+                attempt.status = AttemptStatus::Running;
+            }
+            if attempt.cases.is_empty() {
+                attempt.cases = job.progress;
+            }
+        }
+    }
+    Ok(attempt)
+}
+
+/// Cancels an unfinished attempt: a queued job is cancelled at once, a
+/// running one is taken back and its grader told to stop at its next
+/// heartbeat.
+///
+/// # Errors
+/// `Conflict` when the attempt is already final.
+pub async fn cancel_attempt(state: &AppState, attempt: &Attempt, reason: &str) -> ApiResult<Attempt> {
+    if attempt.status.is_final() {
+        return Err(ApiError::Conflict(format!("attempt {} is already {}", attempt.id, attempt.status)));
+    }
+    if let Some(job_id) = attempt.job_id {
+        if let Some(job) = state.store.cancel_job(job_id, reason, Utc::now()).await? {
+            apply_finished_job(state, &job).await?;
+        }
+    }
+    let attempt = state.store.update_attempt(
+        attempt.id,
+        AttemptUpdate {
+            status: Some(AttemptStatus::Cancelled),
+            error: Some(reason.to_string()),
+            finished_at: Some(Utc::now()),
+            ..AttemptUpdate::default()
+        },
+    );
+    Ok(attempt.await?)
+}
+
+/// Reports requeues and failures from lease take-backs: wakes graders for
+/// requeued jobs and applies failed ones.
+async fn settle(state: &AppState, outcomes: Vec<FailOutcome>) -> StoreResult<()> {
+    for outcome in outcomes {
+        match outcome {
+            FailOutcome::Requeued(job) => {
+                Metrics::incr(&state.metrics.requeues);
+                tracing::info!(job_id = %job.id, tries = job.tries, "lease taken back, job requeued");
+                state.dispatcher.notify(job.lane);
+            }
+            FailOutcome::Failed(job) => {
+                Metrics::incr(&state.metrics.jobs_failed);
+                tracing::warn!(job_id = %job.id, reason = job.error.as_deref().unwrap_or(""), "job failed");
+                apply_finished_job(state, &job).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Takes back a grader's leases and settles them.
+///
+/// # Errors
+/// Store failures.
+pub async fn release_grader(state: &AppState, grader_id: Uuid, count_try: bool, reason: &str) -> StoreResult<()> {
+    let outcomes = state.store.release_grader_leases(grader_id, count_try, reason, Utc::now()).await?;
+    settle(state, outcomes).await
+}
+
+/// One pass of the reaper: declares silent graders dead and takes back their
+/// leases, takes back leases past their deadline, and applies results left
+/// unapplied.
+///
+/// # Errors
+/// Store failures.
+pub async fn reap_once(state: &AppState) -> StoreResult<()> {
+    let now = Utc::now();
+    let timeout = chrono::Duration::from_std(state.config.grader_timeout()).unwrap_or(chrono::Duration::seconds(6));
+    for grader in state.store.mark_dead_graders(now - timeout).await? {
+        Metrics::incr(&state.metrics.graders_declared_dead);
+        tracing::warn!(grader_id = %grader.id, name = %grader.name, "grader missed its heartbeats, declared dead");
+        let reason = format!("grader {} ({}) stopped heartbeating", grader.name, grader.hostname);
+        release_grader(state, grader.id, true, &reason).await?;
+    }
+    let expired = state.store.requeue_expired(now).await?;
+    settle(state, expired).await?;
+    for job in state.store.list_unapplied_jobs().await? {
+        apply_finished_job(state, &job).await?;
+    }
+    Ok(())
+}
+
+/// Runs the reaper until shutdown.
+pub async fn run_reaper(state: AppState, shutdown: CancellationToken) {
+    let mut interval = tokio::time::interval(Duration::from_millis(state.config.reaper_interval_ms));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        if let Err(error) = reap_once(&state).await {
+            tracing::warn!(%error, "reaper pass failed");
+        }
+    }
+}
+
+/// Returns true if an attempt may be created for `challenge` now.
+///
+/// # Errors
+/// `Conflict` when the challenge is not READY, `Forbidden` once it expired.
+pub fn check_accepts_attempts(challenge: &Challenge) -> ApiResult<()> {
+    match challenge.state {
+        ChallengeState::Ready => {}
+        ChallengeState::Pending => {
+            return Err(ApiError::Conflict(format!(
+                "challenge {} is not ready yet: its databases are being built, try again shortly",
+                challenge.id
+            )))
+        }
+        ChallengeState::Failed => {
+            return Err(ApiError::Conflict(format!(
+                "challenge {} failed to initialize and accepts no attempts",
+                challenge.id
+            )))
+        }
+    }
+    if challenge.expires_at <= Utc::now() {
+        return Err(ApiError::Forbidden(format!("challenge {} expired at {}", challenge.id, challenge.expires_at)));
+    }
+    Ok(())
+}
+
+/// Counts a recorded completion in the metrics.
+pub fn observe_completion(state: &AppState, job: &Job) {
+    Metrics::incr(&state.metrics.jobs_completed);
+    if let (Some(leased_at), Some(finished_at)) = (job.leased_at, job.finished_at) {
+        let seconds = (finished_at - leased_at).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
+        state.metrics.observe_job_duration(seconds);
+    }
+}

@@ -1,0 +1,35 @@
+//! The state every handler shares.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::jobs::Dispatcher;
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// Shared by every handler and background task.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub config: Arc<Config>,
+    pub dispatcher: Arc<Dispatcher>,
+    pub metrics: Arc<Metrics>,
+    /// Cancelled when the coordinator shuts down (ends long polls).
+    pub shutdown: CancellationToken,
+}
+
+impl AppState {
+    /// Builds the state around an opened store.
+    pub fn new(store: Arc<dyn Store>, config: Config, shutdown: CancellationToken) -> AppState {
+        let multi_coordinator = !config.store.starts_with("sqlite://");
+        AppState {
+            store,
+            config: Arc::new(config),
+            dispatcher: Arc::new(Dispatcher::new(multi_coordinator)),
+            metrics: Arc::new(Metrics::default()),
+            shutdown,
+        }
+    }
+}

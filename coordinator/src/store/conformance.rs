@@ -1,0 +1,1953 @@
+//! The store conformance suite: one set of checks every [`Store`] backend
+//! must pass, in the style of quickwit's `metastore_test_suite!`.
+//!
+//! Each check is a `pub async fn` taking a fresh, empty `Arc<dyn Store>` and
+//! panicking on the first deviation from the trait's contract. A backend's
+//! integration test instantiates them all with
+//! [`store_conformance_suite!`](crate::store_conformance_suite):
+//!
+//! ```ignore
+//! async fn fresh_store() -> Arc<dyn Store> { /* a new empty store */ }
+//! sqlarena_coordinator::store_conformance_suite!(fresh_store);
+//! ```
+//!
+//! Checks create their own data and assume nothing about other checks'.
+//! Times are compared after truncation to milliseconds, the coarsest
+//! precision a backend may keep (BSON dates).
+//!
+//! Where the trait's doc comments leave room, the suite pins one reading so
+//! that both backends behave alike:
+//! - `JobFilter::limit == 0` lists every matching job;
+//! - a job is `applied = false` from enqueue on; `list_unapplied_jobs` lists
+//!   only finished (DONE, FAILED, CANCELLED) ones, oldest first;
+//! - `stale_leases` answers in the order of the leases asked about, and a
+//!   lease is stale for any grader but the one holding it;
+//! - a job out of tries fails with a reason that reads "gave up after N
+//!   tries: ..." (the lease deadline or the grader's reason);
+//! - a clean `release_grader_leases` gives the try back (tries - 1);
+//! - `cancel_job` and `retry_job` on a finished/unfinished job return `None`.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use sqlarena_common::{
+    AttemptOutcome, AttemptPayload, AttemptStatus, CaseResult, CaseStatus, ChallengeState,
+    ChallengeType, Column, GraderState, InitOutcome, InitPayload, JobKind, JobOutcome, JobPayload,
+    JobState, Lane, QueryResult, Role, TestCaseData,
+};
+use uuid::Uuid;
+
+use super::{
+    AttemptUpdate, ClusterToken, Completion, FailOutcome, Grader, InitResult, Invite, JobFilter,
+    NewAttempt, NewChallenge, NewJob, NewTestCase, NewUser, Session, Store, StoreError,
+};
+
+/// Generates one `#[tokio::test]` per conformance check, each on the fresh
+/// empty store returned by `$factory` (an `async fn() -> Arc<dyn Store>`).
+/// The tests are placed in a module `store_conformance`.
+#[macro_export]
+macro_rules! store_conformance_suite {
+    ($factory:expr) => {
+        $crate::__store_conformance_tests!(
+            $factory;
+            emails_are_unique_case_insensitively,
+            integer_ids_increase_and_are_distinct,
+            sessions_resolve_until_they_expire,
+            invites_are_single_use,
+            challenges_are_created_listed_and_initialized,
+            attempts_are_created_listed_and_updated,
+            concurrent_claims_lease_every_job_once,
+            claims_follow_lane_priority_then_age,
+            stale_leases_change_nothing,
+            completions_are_recorded_once_and_applied,
+            expired_leases_are_requeued_then_failed,
+            grader_leases_are_released,
+            failures_are_retried_or_final,
+            jobs_are_cancelled_and_retried,
+            jobs_are_listed_by_state_and_lane,
+            lane_stats_cover_every_lane,
+            graders_register_heartbeat_and_die,
+            cluster_tokens_are_created_and_revoked,
+        );
+    };
+}
+
+/// Implementation detail of [`store_conformance_suite!`].
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __store_conformance_tests {
+    ($factory:expr; $($check:ident),+ $(,)?) => {
+        mod store_conformance {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $check() {
+                    let store: ::std::sync::Arc<dyn $crate::store::Store> = ($factory)().await;
+                    $crate::store::conformance::$check(store).await;
+                }
+            )+
+        }
+    };
+}
+
+// ---------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------
+
+/// Returns a time as milliseconds since the epoch, the precision every
+/// backend keeps.
+fn ms(time: DateTime<Utc>) -> i64 {
+    time.timestamp_millis()
+}
+
+/// Returns `now` truncated to milliseconds, so that values passed in
+/// compare exactly with what any backend returns.
+fn now_ms() -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).expect("now is representable")
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", Uuid::new_v4().simple())
+}
+
+async fn create_user(store: &Arc<dyn Store>, role: Role) -> super::User {
+    store
+        .create_user(NewUser {
+            email: format!("{}@example.com", unique("user")),
+            full_name: "Test User".into(),
+            role,
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+        })
+        .await
+        .expect("create_user")
+}
+
+fn new_challenge(
+    created_user_id: i64,
+    challenge_type: ChallengeType,
+    cases: usize,
+) -> NewChallenge {
+    NewChallenge {
+        created_user_id,
+        name: unique("challenge"),
+        description: Some("find the answer".into()),
+        challenge_type,
+        init: "create table t (a int)".into(),
+        solution: "select a from t order by a".into(),
+        times_to_run: 3,
+        expires_at: now_ms() + Duration::days(7),
+        test_cases: (0..cases)
+            .map(|index| NewTestCase {
+                data: format!("insert into t values ({index})"),
+                is_visible: index % 2 == 0,
+            })
+            .collect(),
+    }
+}
+
+fn result_of(value: i64) -> QueryResult {
+    QueryResult {
+        columns: vec![Column {
+            name: "a".into(),
+            type_name: "int4".into(),
+        }],
+        rows: vec![
+            vec![serde_json::json!(value)],
+            vec![serde_json::Value::Null],
+        ],
+        ordered: true,
+    }
+}
+
+fn case_result(test_case_id: i64, status: CaseStatus) -> CaseResult {
+    CaseResult {
+        test_case_id,
+        status,
+        execution_ms: Some(1.5),
+        min_ms: Some(1.25),
+        reference_ms: Some(2.0),
+        ratio: Some(0.75),
+        actual_result: Some(result_of(test_case_id)),
+        diff: None,
+        error: None,
+    }
+}
+
+/// A job on `lane` with an attempt payload naming `attempt_id` (no real
+/// attempt is needed: the store does not interpret payloads).
+fn attempt_job(lane: Lane, attempt_id: i64) -> NewJob {
+    NewJob {
+        lane,
+        payload: JobPayload::Attempt(AttemptPayload {
+            attempt_id,
+            user_id: 1,
+            challenge_id: 1,
+            challenge_name: "c".into(),
+            challenge_version: 1,
+            version_hash: "abc".into(),
+            query: "select a from t".into(),
+            times_to_run: 3,
+            test_case_ids: vec![1, 2],
+        }),
+        max_tries: 3,
+        timeout_ms: 30_000,
+    }
+}
+
+fn init_job(challenge_id: i64) -> NewJob {
+    NewJob {
+        lane: Lane::Init,
+        payload: JobPayload::Init(InitPayload {
+            challenge_id,
+            challenge_name: "c".into(),
+            version: 1,
+            init: "create table t (a int)".into(),
+            solution: "select a from t".into(),
+            times_to_run: 3,
+            test_cases: vec![TestCaseData {
+                id: 1,
+                data: "insert into t values (1)".into(),
+            }],
+        }),
+        max_tries: 3,
+        timeout_ms: 30_000,
+    }
+}
+
+fn attempt_outcome() -> JobOutcome {
+    JobOutcome::Attempt(AttemptOutcome {
+        cases: vec![
+            case_result(1, CaseStatus::Passed),
+            case_result(2, CaseStatus::Failed),
+        ],
+        error: None,
+    })
+}
+
+fn payload_attempt_id(payload: &JobPayload) -> i64 {
+    match payload {
+        JobPayload::Attempt(attempt) => attempt.attempt_id,
+        JobPayload::Init(init) => init.challenge_id,
+    }
+}
+
+/// Enqueues one job and claims it for a new grader; returns the leased job.
+async fn leased_job(store: &Arc<dyn Store>, job: NewJob) -> (super::Job, Uuid) {
+    let lane = job.lane;
+    let queued = store.enqueue_job(job).await.expect("enqueue_job");
+    let grader_id = Uuid::now_v7();
+    let leased = store
+        .claim_job(grader_id, &[lane], now_ms())
+        .await
+        .expect("claim_job")
+        .expect("a queued job");
+    assert_eq!(leased.id, queued.id, "the only queued job is claimed");
+    (leased, grader_id)
+}
+
+fn lease_id_of(job: &super::Job) -> Uuid {
+    job.lease.expect("a leased job has a lease").lease_id
+}
+
+// ---------------------------------------------------------------------------
+// Users, sessions, invites
+// ---------------------------------------------------------------------------
+
+/// Emails are unique regardless of case; lookups ignore case too.
+pub async fn emails_are_unique_case_insensitively(store: Arc<dyn Store>) {
+    let local = unique("Ada.Lovelace");
+    let email = format!("{local}@Example.com");
+    let user = store
+        .create_user(NewUser {
+            email: email.clone(),
+            full_name: "Ada Lovelace".into(),
+            role: Role::Professor,
+            password_hash: "hash".into(),
+        })
+        .await
+        .expect("create_user");
+    assert_eq!(user.email, email, "the email is kept as typed");
+    assert_eq!(user.role, Role::Professor);
+    assert_eq!(user.password_hash, "hash");
+
+    let duplicate = store
+        .create_user(NewUser {
+            email: email.to_uppercase(),
+            full_name: "Someone Else".into(),
+            role: Role::Student,
+            password_hash: "other".into(),
+        })
+        .await;
+    assert!(
+        matches!(duplicate, Err(StoreError::Conflict(_))),
+        "same email in another case: {duplicate:?}"
+    );
+
+    let found = store
+        .get_user_by_email(&email.to_lowercase())
+        .await
+        .unwrap()
+        .expect("found by lower-case email");
+    assert_eq!(found, user);
+    assert_eq!(store.get_user(user.id).await.unwrap(), Some(user.clone()));
+    assert_eq!(store.get_user(user.id + 1_000_000).await.unwrap(), None);
+    assert_eq!(
+        store.get_user_by_email("nobody@example.com").await.unwrap(),
+        None
+    );
+    store.ping().await.expect("ping");
+}
+
+/// Users, challenges, test cases and attempts get increasing, distinct ids.
+pub async fn integer_ids_increase_and_are_distinct(store: Arc<dyn Store>) {
+    let mut user_ids = Vec::new();
+    for _ in 0..5 {
+        user_ids.push(create_user(&store, Role::Student).await.id);
+    }
+    let prof = create_user(&store, Role::Professor).await;
+    let mut challenge_ids = Vec::new();
+    let mut case_ids = Vec::new();
+    for _ in 0..3 {
+        let challenge = store
+            .create_challenge(new_challenge(prof.id, ChallengeType::FE, 3))
+            .await
+            .unwrap();
+        challenge_ids.push(challenge.id);
+        case_ids.extend(challenge.test_cases.iter().map(|case| case.id));
+    }
+    let mut attempt_ids = Vec::new();
+    for user_id in &user_ids {
+        let attempt = store
+            .create_attempt(NewAttempt {
+                user_id: *user_id,
+                challenge_id: challenge_ids[0],
+                challenge_version: 1,
+                query: "select 1".into(),
+            })
+            .await
+            .unwrap();
+        attempt_ids.push(attempt.id);
+    }
+    for (what, ids) in [
+        ("user", &user_ids),
+        ("challenge", &challenge_ids),
+        ("test case", &case_ids),
+        ("attempt", &attempt_ids),
+    ] {
+        assert!(
+            ids.windows(2).all(|pair| pair[0] < pair[1]),
+            "{what} ids increase: {ids:?}"
+        );
+        assert!(
+            ids.iter().all(|id| *id > 0),
+            "{what} ids are positive: {ids:?}"
+        );
+    }
+}
+
+/// A session resolves to its user until it expires.
+pub async fn sessions_resolve_until_they_expire(store: Arc<dyn Store>) {
+    let user = create_user(&store, Role::Student).await;
+    let now = now_ms();
+    let live = unique("live");
+    let expired = unique("expired");
+    store
+        .create_session(Session {
+            token_hash: live.clone(),
+            user_id: user.id,
+            created_at: now,
+            expires_at: now + Duration::hours(1),
+        })
+        .await
+        .unwrap();
+    store
+        .create_session(Session {
+            token_hash: expired.clone(),
+            user_id: user.id,
+            created_at: now - Duration::hours(2),
+            expires_at: now - Duration::hours(1),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_session_user(&live, now).await.unwrap(),
+        Some(user.clone())
+    );
+    assert_eq!(
+        store.get_session_user(&expired, now).await.unwrap(),
+        None,
+        "an expired session does not resolve"
+    );
+    assert_eq!(
+        store
+            .get_session_user(&live, now + Duration::hours(2))
+            .await
+            .unwrap(),
+        None,
+        "a session stops resolving once it expires"
+    );
+    assert_eq!(store.get_session_user("unknown", now).await.unwrap(), None);
+}
+
+/// An invite is used once; of two concurrent uses exactly one wins.
+pub async fn invites_are_single_use(store: Arc<dyn Store>) {
+    let admin = create_user(&store, Role::Admin).await;
+    let first = create_user(&store, Role::Professor).await;
+    let second = create_user(&store, Role::Professor).await;
+    let code = unique("invite");
+    store
+        .create_invite(Invite {
+            code_hash: code.clone(),
+            role: Role::Professor,
+            created_by: admin.id,
+            created_at: now_ms(),
+            used_by: None,
+        })
+        .await
+        .unwrap();
+
+    let (left, right) = tokio::join!(
+        {
+            let store = store.clone();
+            let code = code.clone();
+            tokio::spawn(async move { store.use_invite(&code, first.id).await })
+        },
+        {
+            let store = store.clone();
+            let code = code.clone();
+            tokio::spawn(async move { store.use_invite(&code, second.id).await })
+        }
+    );
+    let outcomes = [left.unwrap().unwrap(), right.unwrap().unwrap()];
+    let winners: Vec<&Invite> = outcomes.iter().flatten().collect();
+    assert_eq!(
+        winners.len(),
+        1,
+        "exactly one concurrent use wins: {outcomes:?}"
+    );
+    let winner = winners[0];
+    assert_eq!(winner.role, Role::Professor);
+    assert_eq!(winner.created_by, admin.id);
+    assert!(winner.used_by == Some(first.id) || winner.used_by == Some(second.id));
+    assert_eq!(
+        store.use_invite(&code, admin.id).await.unwrap(),
+        None,
+        "a used invite stays used"
+    );
+    assert_eq!(
+        store.use_invite("no-such-invite", admin.id).await.unwrap(),
+        None
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Challenges and attempts
+// ---------------------------------------------------------------------------
+
+/// Challenges are created PENDING at version 1 with their test cases, listed
+/// newest first (optionally by creator), and initialized once per version.
+pub async fn challenges_are_created_listed_and_initialized(store: Arc<dyn Store>) {
+    let alice = create_user(&store, Role::Professor).await;
+    let bob = create_user(&store, Role::Professor).await;
+    let nobody = create_user(&store, Role::Professor).await;
+    let input = new_challenge(alice.id, ChallengeType::FE, 3);
+    let first = store.create_challenge(input.clone()).await.unwrap();
+    let second = store
+        .create_challenge(new_challenge(bob.id, ChallengeType::SE, 2))
+        .await
+        .unwrap();
+    let third = store
+        .create_challenge(new_challenge(alice.id, ChallengeType::FE, 1))
+        .await
+        .unwrap();
+
+    assert_eq!(first.created_user_id, alice.id);
+    assert_eq!(first.name, input.name);
+    assert_eq!(first.description, input.description);
+    assert_eq!(first.challenge_type, ChallengeType::FE);
+    assert_eq!(
+        (first.init.as_str(), first.solution.as_str()),
+        (input.init.as_str(), input.solution.as_str())
+    );
+    assert_eq!(first.times_to_run, 3);
+    assert_eq!(ms(first.expires_at), ms(input.expires_at));
+    assert_eq!((first.version, first.state), (1, ChallengeState::Pending));
+    assert_eq!((first.init_at, first.init_errors.clone()), (None, None));
+    assert!(first.init_warnings.is_empty());
+    assert_eq!(first.test_cases.len(), 3);
+    assert!(
+        first
+            .test_cases
+            .windows(2)
+            .all(|pair| pair[0].id < pair[1].id),
+        "test cases ordered by id"
+    );
+    for (case, new_case) in first.test_cases.iter().zip(&input.test_cases) {
+        assert_eq!(case.challenge_id, first.id);
+        assert_eq!(
+            (case.data.as_str(), case.is_visible),
+            (new_case.data.as_str(), new_case.is_visible)
+        );
+        assert_eq!((case.expected.clone(), case.reference_ms), (None, None));
+    }
+    assert_eq!(
+        store.get_challenge(first.id).await.unwrap(),
+        Some(first.clone())
+    );
+    assert_eq!(store.get_challenge(third.id + 1_000).await.unwrap(), None);
+
+    let ids = |challenges: Vec<super::Challenge>| {
+        challenges.into_iter().map(|c| c.id).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ids(store.list_challenges(None).await.unwrap()),
+        vec![third.id, second.id, first.id]
+    );
+    assert_eq!(
+        ids(store.list_challenges(Some(alice.id)).await.unwrap()),
+        vec![third.id, first.id]
+    );
+    assert_eq!(
+        ids(store.list_challenges(Some(nobody.id)).await.unwrap()),
+        Vec::<i64>::new()
+    );
+    let listed = store.list_challenges(Some(bob.id)).await.unwrap();
+    assert_eq!(
+        listed,
+        vec![second.clone()],
+        "listed challenges carry their test cases"
+    );
+
+    // Another version's result changes nothing.
+    let expected: Vec<(i64, QueryResult, Option<f64>)> = first
+        .test_cases
+        .iter()
+        .map(|case| (case.id, result_of(case.id), Some(case.id as f64 + 0.5)))
+        .collect();
+    let ready = InitResult::Ready {
+        expected: expected.clone(),
+        warnings: vec!["order is not fixed".into()],
+    };
+    let at = now_ms();
+    assert!(
+        !store
+            .set_challenge_init(first.id, 2, ready.clone(), at)
+            .await
+            .unwrap(),
+        "wrong version"
+    );
+    assert_eq!(
+        store.get_challenge(first.id).await.unwrap(),
+        Some(first.clone()),
+        "wrong version changes nothing"
+    );
+
+    assert!(store
+        .set_challenge_init(first.id, 1, ready, at)
+        .await
+        .unwrap());
+    let initialized = store.get_challenge(first.id).await.unwrap().unwrap();
+    assert_eq!(initialized.state, ChallengeState::Ready);
+    assert_eq!(initialized.init_at.map(ms), Some(ms(at)));
+    assert_eq!(initialized.init_errors, None);
+    assert_eq!(
+        initialized.init_warnings,
+        vec!["order is not fixed".to_owned()]
+    );
+    for (case, (case_id, result, reference_ms)) in initialized.test_cases.iter().zip(&expected) {
+        assert_eq!(case.id, *case_id);
+        assert_eq!(
+            case.expected.as_ref(),
+            Some(result),
+            "expected result of case {case_id}"
+        );
+        assert_eq!(case.reference_ms, *reference_ms);
+    }
+
+    let errors = vec![
+        "syntax error at or near \"tabel\"".to_owned(),
+        "test case 2: relation t does not exist".to_owned(),
+    ];
+    assert!(store
+        .set_challenge_init(
+            second.id,
+            1,
+            InitResult::Failed {
+                errors: errors.clone()
+            },
+            at
+        )
+        .await
+        .unwrap());
+    let failed = store.get_challenge(second.id).await.unwrap().unwrap();
+    assert_eq!(failed.state, ChallengeState::Failed);
+    assert_eq!(failed.init_errors, Some(errors));
+
+    assert!(!store
+        .set_challenge_init(
+            third.id,
+            0,
+            InitResult::Failed {
+                errors: vec!["late".into()]
+            },
+            at
+        )
+        .await
+        .unwrap());
+    assert_eq!(
+        store.get_challenge(third.id).await.unwrap().unwrap().state,
+        ChallengeState::Pending
+    );
+}
+
+/// Attempts are created PENDING, listed, counted and updated until final.
+pub async fn attempts_are_created_listed_and_updated(store: Arc<dyn Store>) {
+    let student = create_user(&store, Role::Student).await;
+    let other = create_user(&store, Role::Student).await;
+    let prof = create_user(&store, Role::Professor).await;
+    let challenge = store
+        .create_challenge(new_challenge(prof.id, ChallengeType::FE, 2))
+        .await
+        .unwrap();
+    let new_attempt = |user_id: i64| NewAttempt {
+        user_id,
+        challenge_id: challenge.id,
+        challenge_version: 1,
+        query: "select a from t".into(),
+    };
+    let first = store.create_attempt(new_attempt(student.id)).await.unwrap();
+    let second = store.create_attempt(new_attempt(student.id)).await.unwrap();
+    let theirs = store.create_attempt(new_attempt(other.id)).await.unwrap();
+
+    assert_eq!(
+        (first.user_id, first.challenge_id, first.challenge_version),
+        (student.id, challenge.id, 1)
+    );
+    assert_eq!(first.query, "select a from t");
+    assert_eq!(first.status, AttemptStatus::Pending);
+    assert!(first.cases.is_empty());
+    assert_eq!(
+        (first.error.clone(), first.job_id, first.finished_at),
+        (None, None, None)
+    );
+    assert_eq!(
+        store.get_attempt(first.id).await.unwrap(),
+        Some(first.clone())
+    );
+    assert_eq!(store.get_attempt(theirs.id + 1_000).await.unwrap(), None);
+
+    let ids =
+        |attempts: Vec<super::Attempt>| attempts.into_iter().map(|a| a.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.list_user_attempts(student.id).await.unwrap()),
+        vec![second.id, first.id]
+    );
+    assert_eq!(
+        ids(store.list_user_attempts(other.id).await.unwrap()),
+        vec![theirs.id]
+    );
+    assert_eq!(
+        store.count_unfinished_attempts(student.id).await.unwrap(),
+        2
+    );
+
+    let untouched = store
+        .update_attempt(theirs.id, AttemptUpdate::default())
+        .await
+        .unwrap();
+    assert_eq!(untouched, theirs, "an empty update changes nothing");
+
+    let job_id = Uuid::now_v7();
+    let running = store
+        .update_attempt(
+            first.id,
+            AttemptUpdate {
+                status: Some(AttemptStatus::Running),
+                job_id: Some(job_id),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (running.status, running.job_id),
+        (AttemptStatus::Running, Some(job_id))
+    );
+    assert_eq!(
+        store.count_unfinished_attempts(student.id).await.unwrap(),
+        2,
+        "RUNNING is unfinished"
+    );
+
+    let cases = vec![
+        case_result(challenge.test_cases[0].id, CaseStatus::Passed),
+        case_result(challenge.test_cases[1].id, CaseStatus::Passed),
+    ];
+    let finished_at = now_ms();
+    let passed = store
+        .update_attempt(
+            first.id,
+            AttemptUpdate {
+                status: Some(AttemptStatus::Passed),
+                cases: Some(cases.clone()),
+                finished_at: Some(finished_at),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(passed.status, AttemptStatus::Passed);
+    assert_eq!(passed.cases, cases);
+    assert_eq!(
+        passed.job_id,
+        Some(job_id),
+        "fields left as None keep their value"
+    );
+    assert_eq!(passed.finished_at.map(ms), Some(ms(finished_at)));
+    assert_eq!(
+        store.get_attempt(first.id).await.unwrap(),
+        Some(passed.clone())
+    );
+    assert_eq!(
+        store.count_unfinished_attempts(student.id).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        ids(store.list_passed_attempts(challenge.id).await.unwrap()),
+        vec![first.id]
+    );
+
+    let after_final = store
+        .update_attempt(
+            first.id,
+            AttemptUpdate {
+                status: Some(AttemptStatus::Failed),
+                error: Some("late".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(after_final, passed, "a final attempt does not change");
+    assert_eq!(store.get_attempt(first.id).await.unwrap(), Some(passed));
+
+    let errored = store
+        .update_attempt(
+            second.id,
+            AttemptUpdate {
+                status: Some(AttemptStatus::Error),
+                error: Some("not a single read-only statement".into()),
+                finished_at: Some(finished_at),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        errored.error.as_deref(),
+        Some("not a single read-only statement")
+    );
+    assert_eq!(
+        store.count_unfinished_attempts(student.id).await.unwrap(),
+        0
+    );
+    assert_eq!(
+        ids(store.list_passed_attempts(challenge.id).await.unwrap()),
+        vec![first.id]
+    );
+
+    // Reopening (an admin retried the job) applies even to a final attempt
+    // and ignores the update's other fields.
+    let reopened = store
+        .update_attempt(
+            first.id,
+            AttemptUpdate {
+                reopen: true,
+                status: Some(AttemptStatus::Failed),
+                error: Some("ignored".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(reopened.status, AttemptStatus::Pending);
+    assert!(reopened.cases.is_empty());
+    assert_eq!((reopened.error.clone(), reopened.finished_at), (None, None));
+    assert_eq!(reopened.job_id, Some(job_id), "the job stays the attempt's");
+    assert_eq!(store.get_attempt(first.id).await.unwrap(), Some(reopened));
+    assert_eq!(
+        store.count_unfinished_attempts(student.id).await.unwrap(),
+        1
+    );
+    assert!(store
+        .list_passed_attempts(challenge.id)
+        .await
+        .unwrap()
+        .is_empty());
+
+    let missing = store
+        .update_attempt(theirs.id + 1_000, AttemptUpdate::default())
+        .await;
+    assert!(
+        matches!(missing, Err(StoreError::NotFound(_))),
+        "{missing:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Jobs: claims
+// ---------------------------------------------------------------------------
+
+/// Sixteen tasks claiming 300 jobs at once lease every job exactly once.
+pub async fn concurrent_claims_lease_every_job_once(store: Arc<dyn Store>) {
+    const JOBS: i64 = 300;
+    let mut enqueued = HashSet::new();
+    for index in 0..JOBS {
+        let lane = Lane::ALL[(index % 3) as usize];
+        let job = store.enqueue_job(attempt_job(lane, index)).await.unwrap();
+        assert_eq!(
+            (job.state, job.tries, job.lease),
+            (JobState::Queued, 0, None)
+        );
+        enqueued.insert(job.id);
+    }
+    assert_eq!(enqueued.len() as i64, JOBS, "job ids are distinct");
+
+    let now = now_ms();
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let grader_id = Uuid::now_v7();
+            let mut claimed = Vec::new();
+            while let Some(job) = store
+                .claim_job(grader_id, &Lane::ALL, now)
+                .await
+                .expect("claim_job")
+            {
+                claimed.push((grader_id, job));
+            }
+            claimed
+        }));
+    }
+    let mut claimed = Vec::new();
+    for task in tasks {
+        claimed.extend(task.await.unwrap());
+    }
+    assert_eq!(claimed.len() as i64, JOBS, "every job is claimed once");
+    let claimed_ids: HashSet<Uuid> = claimed.iter().map(|(_, job)| job.id).collect();
+    assert_eq!(
+        claimed_ids, enqueued,
+        "the claimed jobs are the enqueued ones, none twice"
+    );
+    let lease_ids: HashSet<Uuid> = claimed.iter().map(|(_, job)| lease_id_of(job)).collect();
+    assert_eq!(lease_ids.len() as i64, JOBS, "every lease id is new");
+    for (grader_id, job) in &claimed {
+        let lease = job.lease.unwrap();
+        assert_eq!((job.state, job.tries), (JobState::Leased, 1));
+        assert_eq!(lease.grader_id, *grader_id);
+        assert_eq!(
+            ms(lease.expires_at),
+            ms(now) + 30_000,
+            "the lease expires timeout_ms after the claim"
+        );
+        assert_eq!(job.leased_at.map(ms), Some(ms(now)));
+    }
+    let leased = store
+        .list_jobs(JobFilter {
+            state: Some(JobState::Leased),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(leased.len() as i64, JOBS, "a limit of 0 lists every job");
+    assert!(store
+        .claim_job(Uuid::now_v7(), &Lane::ALL, now)
+        .await
+        .unwrap()
+        .is_none());
+}
+
+/// Claims take the init lane before fast before slow, the oldest job first
+/// within a lane, and only from the lanes asked for.
+pub async fn claims_follow_lane_priority_then_age(store: Arc<dyn Store>) {
+    let slow_old = store.enqueue_job(attempt_job(Lane::Slow, 1)).await.unwrap();
+    let fast_old = store.enqueue_job(attempt_job(Lane::Fast, 2)).await.unwrap();
+    let slow_new = store.enqueue_job(attempt_job(Lane::Slow, 3)).await.unwrap();
+    let init = store.enqueue_job(init_job(4)).await.unwrap();
+    let fast_new = store.enqueue_job(attempt_job(Lane::Fast, 5)).await.unwrap();
+    assert_eq!((init.kind, init.lane), (JobKind::Init, Lane::Init));
+    assert_eq!(
+        (fast_old.kind, fast_old.lane),
+        (JobKind::Attempt, Lane::Fast)
+    );
+    assert!(
+        !init.applied
+            && !init.cancel_requested
+            && init.progress.is_empty()
+            && init.outcome.is_none()
+    );
+    assert_eq!((init.max_tries, init.timeout_ms), (3, 30_000));
+    assert_eq!(store.get_job(init.id).await.unwrap(), Some(init.clone()));
+    assert_eq!(store.get_job(Uuid::now_v7()).await.unwrap(), None);
+
+    let grader_id = Uuid::now_v7();
+    let now = now_ms();
+    assert_eq!(
+        store.claim_job(grader_id, &[], now).await.unwrap(),
+        None,
+        "no lanes, no job"
+    );
+    let claim = |lanes: Vec<Lane>| {
+        let store = store.clone();
+        async move {
+            store
+                .claim_job(grader_id, &lanes, now)
+                .await
+                .unwrap()
+                .map(|job| job.id)
+        }
+    };
+    assert_eq!(
+        claim(vec![Lane::Fast]).await,
+        Some(fast_old.id),
+        "only the lanes asked for"
+    );
+    let all_lanes_in_any_order = vec![Lane::Slow, Lane::Fast, Lane::Init];
+    assert_eq!(
+        claim(all_lanes_in_any_order.clone()).await,
+        Some(init.id),
+        "init goes first"
+    );
+    assert_eq!(claim(vec![Lane::Init]).await, None);
+    assert_eq!(
+        claim(all_lanes_in_any_order.clone()).await,
+        Some(fast_new.id),
+        "fast before slow"
+    );
+    assert_eq!(
+        claim(all_lanes_in_any_order.clone()).await,
+        Some(slow_old.id),
+        "oldest first"
+    );
+    assert_eq!(
+        claim(all_lanes_in_any_order.clone()).await,
+        Some(slow_new.id)
+    );
+    assert_eq!(claim(all_lanes_in_any_order).await, None);
+    let slow = store.get_job(slow_new.id).await.unwrap().unwrap();
+    assert_eq!(
+        payload_attempt_id(&slow.payload),
+        3,
+        "the payload round-trips"
+    );
+    assert_eq!(slow.payload, slow_new.payload);
+}
+
+// ---------------------------------------------------------------------------
+// Jobs: fencing and outcomes
+// ---------------------------------------------------------------------------
+
+/// Progress, completion and failure under a lease that is not the job's
+/// current one change nothing and report `StaleLease`.
+pub async fn stale_leases_change_nothing(store: Arc<dyn Store>) {
+    let (leased, grader_id) = leased_job(&store, attempt_job(Lane::Fast, 1)).await;
+    let lease_id = lease_id_of(&leased);
+    let now = now_ms();
+
+    let assert_stale = |result: Result<(), StoreError>, what: &str| match result {
+        Err(StoreError::StaleLease(message)) => {
+            assert!(
+                message.contains(&leased.id.to_string()),
+                "{what}: the message names the job: {message}"
+            )
+        }
+        other => panic!("{what}: expected StaleLease, got {other:?}"),
+    };
+    let forged = Uuid::now_v7();
+    assert_stale(
+        store
+            .record_progress(leased.id, forged, case_result(1, CaseStatus::Passed))
+            .await
+            .map(drop),
+        "progress",
+    );
+    assert_stale(
+        store
+            .complete_job(leased.id, forged, attempt_outcome(), now)
+            .await
+            .map(drop),
+        "complete",
+    );
+    assert_stale(
+        store
+            .fail_job(leased.id, forged, "boom", false, now)
+            .await
+            .map(drop),
+        "fail",
+    );
+    assert_eq!(
+        store.get_job(leased.id).await.unwrap(),
+        Some(leased.clone()),
+        "a forged lease changes nothing"
+    );
+
+    store
+        .record_progress(leased.id, lease_id, case_result(2, CaseStatus::Passed))
+        .await
+        .unwrap();
+    store
+        .record_progress(leased.id, lease_id, case_result(1, CaseStatus::Passed))
+        .await
+        .unwrap();
+    let progressed = store
+        .record_progress(leased.id, lease_id, case_result(2, CaseStatus::Failed))
+        .await
+        .unwrap();
+    assert_eq!(
+        progressed.progress.len(),
+        2,
+        "a repeated case replaces the earlier one: {:?}",
+        progressed.progress
+    );
+    let case_two = progressed
+        .progress
+        .iter()
+        .find(|case| case.test_case_id == 2)
+        .expect("case 2");
+    assert_eq!(case_two.status, CaseStatus::Failed);
+    assert_eq!(
+        case_two,
+        &case_result(2, CaseStatus::Failed),
+        "case results round-trip"
+    );
+    assert_eq!(
+        store.get_job(leased.id).await.unwrap().unwrap().progress,
+        progressed.progress
+    );
+
+    // The lease is taken back: the old lease id is stale from now on.
+    store
+        .release_grader_leases(grader_id, false, "grader stopped", now)
+        .await
+        .unwrap();
+    assert_stale(
+        store
+            .record_progress(leased.id, lease_id, case_result(1, CaseStatus::Passed))
+            .await
+            .map(drop),
+        "progress",
+    );
+    assert_stale(
+        store
+            .complete_job(leased.id, lease_id, attempt_outcome(), now)
+            .await
+            .map(drop),
+        "complete",
+    );
+    assert_stale(
+        store
+            .fail_job(leased.id, lease_id, "boom", true, now)
+            .await
+            .map(drop),
+        "fail",
+    );
+    let queued = store.get_job(leased.id).await.unwrap().unwrap();
+    assert_eq!(
+        (queued.state, queued.outcome.clone()),
+        (JobState::Queued, None)
+    );
+
+    let other_grader = Uuid::now_v7();
+    let again = store
+        .claim_job(other_grader, &[Lane::Fast], now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.id, leased.id);
+    assert!(
+        again.progress.is_empty(),
+        "a new lease starts without progress"
+    );
+    let new_lease = lease_id_of(&again);
+    assert_ne!(new_lease, lease_id);
+    assert_stale(
+        store
+            .complete_job(leased.id, lease_id, attempt_outcome(), now)
+            .await
+            .map(drop),
+        "complete",
+    );
+    assert_eq!(store.get_job(leased.id).await.unwrap(), Some(again.clone()));
+
+    let unknown_job = Uuid::now_v7();
+    let stale = store
+        .stale_leases(
+            other_grader,
+            &[
+                (again.id, new_lease),
+                (again.id, lease_id),
+                (unknown_job, Uuid::now_v7()),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        stale,
+        vec![again.id, unknown_job],
+        "only the current lease is still held"
+    );
+    assert_eq!(
+        store
+            .stale_leases(grader_id, &[(again.id, new_lease)])
+            .await
+            .unwrap(),
+        vec![again.id],
+        "a lease held by another grader is stale for this one"
+    );
+    assert!(store
+        .stale_leases(other_grader, &[])
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+/// A completion is recorded once; a repeat by the same lease is
+/// `AlreadyRecorded`; the result stays unapplied until marked.
+pub async fn completions_are_recorded_once_and_applied(store: Arc<dyn Store>) {
+    let (leased, _) = leased_job(&store, attempt_job(Lane::Fast, 1)).await;
+    let lease_id = lease_id_of(&leased);
+    let now = now_ms();
+    let outcome = attempt_outcome();
+    let recorded = match store
+        .complete_job(leased.id, lease_id, outcome.clone(), now)
+        .await
+        .unwrap()
+    {
+        Completion::Recorded(job) => job,
+        other => panic!("expected Recorded, got {other:?}"),
+    };
+    assert_eq!(recorded.state, JobState::Done);
+    assert_eq!(recorded.outcome, Some(outcome.clone()));
+    assert!(!recorded.applied);
+    assert_eq!(recorded.finished_at.map(ms), Some(ms(now)));
+    assert_eq!(
+        store.get_job(leased.id).await.unwrap(),
+        Some(recorded.clone())
+    );
+
+    let other_outcome = JobOutcome::Attempt(AttemptOutcome {
+        cases: vec![],
+        error: Some("late".into()),
+    });
+    match store
+        .complete_job(
+            leased.id,
+            lease_id,
+            other_outcome,
+            now + Duration::seconds(1),
+        )
+        .await
+        .unwrap()
+    {
+        Completion::AlreadyRecorded(job) => assert_eq!(job, recorded, "a repeat changes nothing"),
+        other => panic!("expected AlreadyRecorded, got {other:?}"),
+    }
+    let forged = store
+        .complete_job(leased.id, Uuid::now_v7(), outcome.clone(), now)
+        .await;
+    assert!(
+        matches!(forged, Err(StoreError::StaleLease(_))),
+        "{forged:?}"
+    );
+    let late_failure = store.fail_job(leased.id, lease_id, "boom", true, now).await;
+    assert!(
+        matches!(late_failure, Err(StoreError::StaleLease(_))),
+        "{late_failure:?}"
+    );
+    let late_progress = store
+        .record_progress(leased.id, lease_id, case_result(1, CaseStatus::Passed))
+        .await;
+    assert!(
+        matches!(late_progress, Err(StoreError::StaleLease(_))),
+        "{late_progress:?}"
+    );
+    assert_eq!(
+        store.get_job(leased.id).await.unwrap(),
+        Some(recorded.clone())
+    );
+
+    // Init outcomes round-trip too.
+    let (init, _) = leased_job(&store, init_job(7)).await;
+    let init_outcome = JobOutcome::Init(InitOutcome {
+        expected: vec![sqlarena_common::ExpectedCase {
+            test_case_id: 1,
+            result: result_of(1),
+            reference_ms: Some(0.25),
+        }],
+        errors: vec![],
+        warnings: vec!["ties".into()],
+    });
+    let Completion::Recorded(init_done) = store
+        .complete_job(init.id, lease_id_of(&init), init_outcome.clone(), now)
+        .await
+        .unwrap()
+    else {
+        panic!("the first completion is recorded");
+    };
+    assert_eq!(init_done.outcome, Some(init_outcome));
+
+    let queued = store.enqueue_job(attempt_job(Lane::Slow, 2)).await.unwrap();
+    assert!(!queued.applied);
+    let unapplied: Vec<Uuid> = store
+        .list_unapplied_jobs()
+        .await
+        .unwrap()
+        .iter()
+        .map(|job| job.id)
+        .collect();
+    assert_eq!(
+        unapplied,
+        vec![leased.id, init.id],
+        "finished jobs only, oldest first"
+    );
+    store.mark_job_applied(leased.id).await.unwrap();
+    assert!(store.get_job(leased.id).await.unwrap().unwrap().applied);
+    let unapplied: Vec<Uuid> = store
+        .list_unapplied_jobs()
+        .await
+        .unwrap()
+        .iter()
+        .map(|job| job.id)
+        .collect();
+    assert_eq!(unapplied, vec![init.id]);
+}
+
+/// Leases past their deadline are taken back: requeued with the try
+/// counted, then FAILED with a reason once out of tries.
+pub async fn expired_leases_are_requeued_then_failed(store: Arc<dyn Store>) {
+    let mut short = attempt_job(Lane::Fast, 1);
+    short.max_tries = 2;
+    short.timeout_ms = 1_000;
+    let job = store.enqueue_job(short).await.unwrap();
+    let long = store.enqueue_job(attempt_job(Lane::Slow, 2)).await.unwrap();
+    let grader_id = Uuid::now_v7();
+    let start = now_ms();
+    let first = store
+        .claim_job(grader_id, &[Lane::Fast], start)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.id, job.id);
+    assert_eq!(
+        first.lease.map(|lease| ms(lease.expires_at)),
+        Some(ms(start) + 1_000)
+    );
+    let held = store
+        .claim_job(grader_id, &[Lane::Slow], start)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(held.id, long.id);
+
+    assert!(store
+        .requeue_expired(start + Duration::milliseconds(500))
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        store.get_job(job.id).await.unwrap().unwrap().state,
+        JobState::Leased
+    );
+
+    let outcomes = store
+        .requeue_expired(start + Duration::seconds(2))
+        .await
+        .unwrap();
+    let requeued = match outcomes.as_slice() {
+        [FailOutcome::Requeued(requeued)] => requeued.clone(),
+        other => panic!("expected one requeued job, got {other:?}"),
+    };
+    assert_eq!(requeued.id, job.id);
+    assert_eq!(
+        (requeued.state, requeued.tries, requeued.lease),
+        (JobState::Queued, 1, None)
+    );
+    assert_eq!(store.get_job(job.id).await.unwrap(), Some(requeued));
+    let stale = store
+        .complete_job(job.id, lease_id_of(&first), attempt_outcome(), start)
+        .await;
+    assert!(matches!(stale, Err(StoreError::StaleLease(_))), "{stale:?}");
+
+    let later = start + Duration::seconds(3);
+    let second = store
+        .claim_job(grader_id, &[Lane::Fast], later)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((second.id, second.tries), (job.id, 2));
+    let end = later + Duration::seconds(2);
+    let outcomes = store.requeue_expired(end).await.unwrap();
+    let failed = match outcomes.as_slice() {
+        [FailOutcome::Failed(failed)] => failed.clone(),
+        other => panic!("expected one failed job, got {other:?}"),
+    };
+    assert_eq!(
+        (failed.id, failed.state, failed.tries),
+        (job.id, JobState::Failed, 2)
+    );
+    let reason = failed.error.clone().unwrap_or_default();
+    assert!(
+        reason.contains("gave up after 2 tries") && reason.contains("deadline"),
+        "reason: {reason}"
+    );
+    assert_eq!(failed.finished_at.map(ms), Some(ms(end)));
+    assert!(!failed.applied);
+    assert_eq!(store.get_job(job.id).await.unwrap(), Some(failed));
+    let unapplied: Vec<Uuid> = store
+        .list_unapplied_jobs()
+        .await
+        .unwrap()
+        .iter()
+        .map(|job| job.id)
+        .collect();
+    assert_eq!(unapplied, vec![job.id]);
+
+    assert_eq!(
+        store.get_job(long.id).await.unwrap(),
+        Some(held),
+        "an unexpired lease is left alone"
+    );
+    assert!(
+        store.requeue_expired(end).await.unwrap().is_empty(),
+        "nothing is taken back twice"
+    );
+}
+
+/// A grader's leases are released: cleanly (the try does not count) or
+/// because it died (the try counts, and a job out of tries FAILS).
+pub async fn grader_leases_are_released(store: Arc<dyn Store>) {
+    let roomy = store.enqueue_job(attempt_job(Lane::Fast, 1)).await.unwrap();
+    let mut last_try = attempt_job(Lane::Fast, 2);
+    last_try.max_tries = 1;
+    let last_try = store.enqueue_job(last_try).await.unwrap();
+    let elsewhere = store.enqueue_job(attempt_job(Lane::Fast, 3)).await.unwrap();
+    let (dying, healthy) = (Uuid::now_v7(), Uuid::now_v7());
+    let now = now_ms();
+    for (grader_id, expected) in [
+        (dying, roomy.id),
+        (dying, last_try.id),
+        (healthy, elsewhere.id),
+    ] {
+        let job = store
+            .claim_job(grader_id, &[Lane::Fast], now)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(job.id, expected);
+    }
+    let held_elsewhere = store.get_job(elsewhere.id).await.unwrap().unwrap();
+
+    let released = store
+        .release_grader_leases(dying, false, "grader g1 shut down", now)
+        .await
+        .unwrap();
+    assert_eq!(released.len(), 2);
+    for outcome in &released {
+        let FailOutcome::Requeued(job) = outcome else {
+            panic!("a clean release requeues: {outcome:?}")
+        };
+        assert_eq!(
+            (job.state, job.tries, job.lease),
+            (JobState::Queued, 0, None),
+            "the try does not count"
+        );
+    }
+    assert_eq!(
+        store.get_job(elsewhere.id).await.unwrap(),
+        Some(held_elsewhere.clone())
+    );
+
+    for expected in [roomy.id, last_try.id] {
+        let job = store
+            .claim_job(dying, &[Lane::Fast], now)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((job.id, job.tries), (expected, 1));
+    }
+    let released = store
+        .release_grader_leases(dying, true, "grader g1 stopped heartbeating", now)
+        .await
+        .unwrap();
+    assert_eq!(released.len(), 2);
+    for outcome in released {
+        match outcome {
+            FailOutcome::Requeued(job) => {
+                assert_eq!(
+                    (job.id, job.state, job.tries),
+                    (roomy.id, JobState::Queued, 1),
+                    "the try counts"
+                )
+            }
+            FailOutcome::Failed(job) => {
+                assert_eq!((job.id, job.state), (last_try.id, JobState::Failed));
+                let reason = job.error.unwrap_or_default();
+                assert!(
+                    reason.contains("gave up after 1")
+                        && reason.contains("grader g1 stopped heartbeating"),
+                    "reason: {reason}"
+                );
+            }
+        }
+    }
+    assert!(store
+        .release_grader_leases(Uuid::now_v7(), true, "unknown", now)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        store.get_job(elsewhere.id).await.unwrap(),
+        Some(held_elsewhere)
+    );
+}
+
+/// A grader's failure report requeues a retryable job with tries left and
+/// FAILS it otherwise.
+pub async fn failures_are_retried_or_final(store: Arc<dyn Store>) {
+    let mut twice = attempt_job(Lane::Fast, 1);
+    twice.max_tries = 2;
+    let (leased, grader_id) = leased_job(&store, twice).await;
+    let now = now_ms();
+    let FailOutcome::Requeued(requeued) = store
+        .fail_job(
+            leased.id,
+            lease_id_of(&leased),
+            "connection refused",
+            true,
+            now,
+        )
+        .await
+        .unwrap()
+    else {
+        panic!("a retryable failure with tries left is requeued");
+    };
+    assert_eq!(
+        (requeued.state, requeued.tries, requeued.lease),
+        (JobState::Queued, 1, None)
+    );
+    assert!(requeued
+        .error
+        .clone()
+        .unwrap_or_default()
+        .contains("connection refused"));
+
+    let again = store
+        .claim_job(grader_id, &[Lane::Fast], now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.tries, 2);
+    let FailOutcome::Failed(failed) = store
+        .fail_job(
+            again.id,
+            lease_id_of(&again),
+            "connection refused",
+            true,
+            now,
+        )
+        .await
+        .unwrap()
+    else {
+        panic!("no tries left: the job fails");
+    };
+    assert_eq!(failed.state, JobState::Failed);
+    assert!(failed
+        .error
+        .clone()
+        .unwrap_or_default()
+        .contains("connection refused"));
+    assert_eq!(failed.finished_at.map(ms), Some(ms(now)));
+
+    let (leased, _) = leased_job(&store, attempt_job(Lane::Slow, 2)).await;
+    let FailOutcome::Failed(terminal) = store
+        .fail_job(
+            leased.id,
+            lease_id_of(&leased),
+            "syntax error in init SQL",
+            false,
+            now,
+        )
+        .await
+        .unwrap()
+    else {
+        panic!("a failure that a retry cannot fix is final");
+    };
+    assert_eq!((terminal.state, terminal.tries), (JobState::Failed, 1));
+    assert!(terminal
+        .error
+        .clone()
+        .unwrap_or_default()
+        .contains("syntax error in init SQL"));
+    let repeat = store
+        .fail_job(leased.id, lease_id_of(&leased), "again", false, now)
+        .await;
+    assert!(
+        matches!(repeat, Err(StoreError::StaleLease(_))),
+        "{repeat:?}"
+    );
+    let unapplied: BTreeSet<Uuid> = store
+        .list_unapplied_jobs()
+        .await
+        .unwrap()
+        .iter()
+        .map(|job| job.id)
+        .collect();
+    assert_eq!(unapplied, BTreeSet::from([failed.id, terminal.id]));
+}
+
+/// Queued jobs are cancelled at once; leased ones are cancelled with
+/// `cancel_requested`, which makes their lease stale. Failed and cancelled
+/// jobs can be retried from zero tries.
+pub async fn jobs_are_cancelled_and_retried(store: Arc<dyn Store>) {
+    let (leased, grader_id) = leased_job(&store, attempt_job(Lane::Fast, 1)).await;
+    let lease_id = lease_id_of(&leased);
+    let queued = store.enqueue_job(attempt_job(Lane::Fast, 2)).await.unwrap();
+    let now = now_ms();
+
+    let cancelled = store
+        .cancel_job(queued.id, "cancelled by its owner", now)
+        .await
+        .unwrap()
+        .expect("cancelled");
+    assert_eq!(
+        (cancelled.state, cancelled.cancel_requested),
+        (JobState::Cancelled, false)
+    );
+    assert!(cancelled
+        .error
+        .clone()
+        .unwrap_or_default()
+        .contains("cancelled by its owner"));
+    assert_eq!(store.get_job(queued.id).await.unwrap(), Some(cancelled));
+
+    let stopping = store
+        .cancel_job(leased.id, "cancelled by an admin", now)
+        .await
+        .unwrap()
+        .expect("cancelled");
+    assert_eq!(
+        (stopping.state, stopping.cancel_requested),
+        (JobState::Cancelled, true)
+    );
+    assert_eq!(
+        store
+            .stale_leases(grader_id, &[(leased.id, lease_id)])
+            .await
+            .unwrap(),
+        vec![leased.id]
+    );
+    let late = store
+        .complete_job(leased.id, lease_id, attempt_outcome(), now)
+        .await;
+    assert!(matches!(late, Err(StoreError::StaleLease(_))), "{late:?}");
+    let late = store
+        .record_progress(leased.id, lease_id, case_result(1, CaseStatus::Passed))
+        .await;
+    assert!(matches!(late, Err(StoreError::StaleLease(_))), "{late:?}");
+    assert_eq!(
+        store.cancel_job(leased.id, "again", now).await.unwrap(),
+        None,
+        "already finished"
+    );
+    assert_eq!(
+        store.claim_job(grader_id, &Lane::ALL, now).await.unwrap(),
+        None,
+        "cancelled jobs are not claimed"
+    );
+    let unapplied: BTreeSet<Uuid> = store
+        .list_unapplied_jobs()
+        .await
+        .unwrap()
+        .iter()
+        .map(|job| job.id)
+        .collect();
+    assert_eq!(
+        unapplied,
+        BTreeSet::from([leased.id, queued.id]),
+        "cancellations are applied like outcomes"
+    );
+
+    let retried = store
+        .retry_job(queued.id)
+        .await
+        .unwrap()
+        .expect("a cancelled job can be retried");
+    assert_eq!(
+        (retried.state, retried.tries, retried.lease),
+        (JobState::Queued, 0, None)
+    );
+    assert!(!retried.cancel_requested);
+    assert_eq!(
+        store.retry_job(queued.id).await.unwrap(),
+        None,
+        "a queued job is not retried"
+    );
+    let retried = store.retry_job(leased.id).await.unwrap().expect("retried");
+    assert_eq!(
+        (retried.state, retried.tries, retried.cancel_requested),
+        (JobState::Queued, 0, false)
+    );
+
+    let first = store
+        .claim_job(grader_id, &[Lane::Fast], now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (first.id, first.tries),
+        (leased.id, 1),
+        "a retried job keeps its place by age"
+    );
+    assert_eq!(
+        store.retry_job(first.id).await.unwrap(),
+        None,
+        "a leased job is not retried"
+    );
+    let Completion::Recorded(done) = store
+        .complete_job(first.id, lease_id_of(&first), attempt_outcome(), now)
+        .await
+        .unwrap()
+    else {
+        panic!("recorded");
+    };
+    assert_eq!(
+        store.retry_job(done.id).await.unwrap(),
+        None,
+        "a done job is not retried"
+    );
+    assert_eq!(
+        store.cancel_job(done.id, "too late", now).await.unwrap(),
+        None,
+        "a done job is not cancelled"
+    );
+    assert_eq!(store.get_job(done.id).await.unwrap(), Some(done));
+}
+
+/// Jobs are listed oldest first, by state, by lane, or both, up to a limit.
+pub async fn jobs_are_listed_by_state_and_lane(store: Arc<dyn Store>) {
+    let fast_one = store.enqueue_job(attempt_job(Lane::Fast, 1)).await.unwrap();
+    let slow_one = store.enqueue_job(attempt_job(Lane::Slow, 2)).await.unwrap();
+    let init = store.enqueue_job(init_job(3)).await.unwrap();
+    let fast_two = store.enqueue_job(attempt_job(Lane::Fast, 4)).await.unwrap();
+    let slow_two = store.enqueue_job(attempt_job(Lane::Slow, 5)).await.unwrap();
+    let claimed = store
+        .claim_job(Uuid::now_v7(), &[Lane::Fast], now_ms())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(claimed.id, fast_one.id);
+
+    let list = |state: Option<JobState>, lane: Option<Lane>, limit: u32| {
+        let store = store.clone();
+        async move {
+            store
+                .list_jobs(JobFilter { state, lane, limit })
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|job| job.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        list(None, None, 0).await,
+        vec![fast_one.id, slow_one.id, init.id, fast_two.id, slow_two.id]
+    );
+    assert_eq!(
+        list(Some(JobState::Queued), None, 0).await,
+        vec![slow_one.id, init.id, fast_two.id, slow_two.id]
+    );
+    assert_eq!(
+        list(None, Some(Lane::Fast), 0).await,
+        vec![fast_one.id, fast_two.id]
+    );
+    assert_eq!(
+        list(Some(JobState::Queued), Some(Lane::Slow), 0).await,
+        vec![slow_one.id, slow_two.id]
+    );
+    assert_eq!(
+        list(Some(JobState::Leased), None, 0).await,
+        vec![fast_one.id]
+    );
+    assert_eq!(list(None, None, 2).await, vec![fast_one.id, slow_one.id]);
+    assert_eq!(
+        list(Some(JobState::Done), None, 0).await,
+        Vec::<Uuid>::new()
+    );
+    let listed = store
+        .list_jobs(JobFilter {
+            lane: Some(Lane::Init),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed, vec![init]);
+}
+
+/// Lane statistics list every lane with its queue depth, leases held and
+/// oldest queued job.
+pub async fn lane_stats_cover_every_lane(store: Arc<dyn Store>) {
+    let stats = store.lane_stats().await.unwrap();
+    assert_eq!(
+        stats
+            .iter()
+            .map(|stats| stats.lane)
+            .collect::<BTreeSet<_>>(),
+        BTreeSet::from(Lane::ALL)
+    );
+    for lane_stats in &stats {
+        assert_eq!(
+            (
+                lane_stats.queued,
+                lane_stats.leased,
+                lane_stats.oldest_queued_at
+            ),
+            (0, 0, None)
+        );
+    }
+
+    let oldest_fast = store.enqueue_job(attempt_job(Lane::Fast, 1)).await.unwrap();
+    store.enqueue_job(attempt_job(Lane::Fast, 2)).await.unwrap();
+    store.enqueue_job(init_job(3)).await.unwrap();
+    store
+        .claim_job(Uuid::now_v7(), &[Lane::Init], now_ms())
+        .await
+        .unwrap()
+        .expect("the init job");
+    let stats = store.lane_stats().await.unwrap();
+    assert_eq!(stats.len(), 3, "{stats:?}");
+    let of = |lane: Lane| {
+        stats
+            .iter()
+            .find(|stats| stats.lane == lane)
+            .expect("every lane is listed")
+            .clone()
+    };
+    let fast = of(Lane::Fast);
+    assert_eq!((fast.queued, fast.leased), (2, 0));
+    assert_eq!(
+        fast.oldest_queued_at.map(ms),
+        Some(ms(oldest_fast.created_at))
+    );
+    let init = of(Lane::Init);
+    assert_eq!(
+        (init.queued, init.leased, init.oldest_queued_at),
+        (0, 1, None)
+    );
+    let slow = of(Lane::Slow);
+    assert_eq!(
+        (slow.queued, slow.leased, slow.oldest_queued_at),
+        (0, 0, None)
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Graders and cluster tokens
+// ---------------------------------------------------------------------------
+
+fn grader(
+    registered_at: DateTime<Utc>,
+    last_heartbeat: DateTime<Utc>,
+    state: GraderState,
+) -> Grader {
+    Grader {
+        id: Uuid::now_v7(),
+        name: unique("grader"),
+        hostname: "box-1".into(),
+        version: "0.1.0".into(),
+        lanes: vec![Lane::Init, Lane::Fast],
+        slots: 2,
+        state,
+        token_hash: unique("token"),
+        last_heartbeat,
+        registered_at,
+        jobs_done: 0,
+    }
+}
+
+/// Graders are stored, found by id and token, heartbeat until declared
+/// dead, and DEAD is final.
+pub async fn graders_register_heartbeat_and_die(store: Arc<dyn Store>) {
+    let now = now_ms();
+    let first = grader(
+        now - Duration::seconds(60),
+        now - Duration::seconds(60),
+        GraderState::Alive,
+    );
+    let second = grader(now - Duration::seconds(30), now, GraderState::Alive);
+    let draining = grader(
+        now - Duration::seconds(120),
+        now - Duration::seconds(120),
+        GraderState::Draining,
+    );
+    for grader in [&first, &second, &draining] {
+        store.create_grader(grader.clone()).await.unwrap();
+    }
+    assert_eq!(
+        store.get_grader(first.id).await.unwrap(),
+        Some(first.clone())
+    );
+    assert_eq!(store.get_grader(Uuid::now_v7()).await.unwrap(), None);
+    assert_eq!(
+        store.get_grader_by_token(&second.token_hash).await.unwrap(),
+        Some(second.clone())
+    );
+    assert_eq!(store.get_grader_by_token("unknown").await.unwrap(), None);
+    let ids: Vec<Uuid> = store
+        .list_graders()
+        .await
+        .unwrap()
+        .iter()
+        .map(|grader| grader.id)
+        .collect();
+    assert_eq!(ids, vec![second.id, first.id, draining.id], "newest first");
+    let mut same_token = grader(now, now, GraderState::Alive);
+    same_token.token_hash = first.token_hash.clone();
+    let duplicate = store.create_grader(same_token).await;
+    assert!(
+        matches!(duplicate, Err(StoreError::Conflict(_))),
+        "{duplicate:?}"
+    );
+
+    let touched = store
+        .touch_grader(first.id, now)
+        .await
+        .unwrap()
+        .expect("alive");
+    assert_eq!(ms(touched.last_heartbeat), ms(now));
+    assert!(store
+        .set_grader_state(second.id, GraderState::Draining)
+        .await
+        .unwrap());
+    assert_eq!(
+        store.get_grader(second.id).await.unwrap().unwrap().state,
+        GraderState::Draining
+    );
+
+    let dead = store
+        .mark_dead_graders(now - Duration::seconds(10))
+        .await
+        .unwrap();
+    assert_eq!(
+        dead.iter().map(|grader| grader.id).collect::<Vec<_>>(),
+        vec![draining.id]
+    );
+    assert_eq!(dead[0].state, GraderState::Dead);
+    assert_eq!(
+        store.touch_grader(draining.id, now).await.unwrap(),
+        None,
+        "a dead grader must register again"
+    );
+    assert!(
+        !store
+            .set_grader_state(draining.id, GraderState::Alive)
+            .await
+            .unwrap(),
+        "DEAD is final"
+    );
+    assert_eq!(
+        store.get_grader(draining.id).await.unwrap().unwrap().state,
+        GraderState::Dead
+    );
+    assert_eq!(store.touch_grader(Uuid::now_v7(), now).await.unwrap(), None);
+
+    store.count_grader_job(first.id).await.unwrap();
+    store.count_grader_job(first.id).await.unwrap();
+    assert_eq!(
+        store.get_grader(first.id).await.unwrap().unwrap().jobs_done,
+        2
+    );
+
+    let dead: BTreeSet<Uuid> = store
+        .mark_dead_graders(now + Duration::seconds(10))
+        .await
+        .unwrap()
+        .iter()
+        .map(|grader| grader.id)
+        .collect();
+    assert_eq!(
+        dead,
+        BTreeSet::from([first.id, second.id]),
+        "draining graders die too"
+    );
+    assert!(store
+        .mark_dead_graders(now + Duration::seconds(10))
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+/// Cluster tokens are stored by hash, listed newest first and revoked.
+pub async fn cluster_tokens_are_created_and_revoked(store: Arc<dyn Store>) {
+    let admin = create_user(&store, Role::Admin).await;
+    let now = now_ms();
+    let older = ClusterToken {
+        id: Uuid::now_v7(),
+        label: "rack 1".into(),
+        token_hash: unique("hash"),
+        created_by: Some(admin.id),
+        created_at: now - Duration::seconds(10),
+        revoked: false,
+    };
+    let newer = ClusterToken {
+        id: Uuid::now_v7(),
+        label: "from the command line".into(),
+        token_hash: unique("hash"),
+        created_by: None,
+        created_at: now,
+        revoked: false,
+    };
+    store.create_cluster_token(older.clone()).await.unwrap();
+    store.create_cluster_token(newer.clone()).await.unwrap();
+    assert_eq!(
+        store.list_cluster_tokens().await.unwrap(),
+        vec![newer.clone(), older.clone()]
+    );
+    assert_eq!(
+        store
+            .get_cluster_token_by_hash(&older.token_hash)
+            .await
+            .unwrap(),
+        Some(older.clone())
+    );
+    assert_eq!(
+        store.get_cluster_token_by_hash("unknown").await.unwrap(),
+        None
+    );
+
+    let mut duplicate = newer.clone();
+    duplicate.id = Uuid::now_v7();
+    let result = store.create_cluster_token(duplicate).await;
+    assert!(matches!(result, Err(StoreError::Conflict(_))), "{result:?}");
+
+    assert!(store.revoke_cluster_token(older.id).await.unwrap());
+    let revoked = store
+        .get_cluster_token_by_hash(&older.token_hash)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(revoked.revoked);
+    assert!(
+        !store
+            .get_cluster_token_by_hash(&newer.token_hash)
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked
+    );
+    assert!(!store.revoke_cluster_token(Uuid::now_v7()).await.unwrap());
+    assert_eq!(store.list_cluster_tokens().await.unwrap().len(), 2);
+}

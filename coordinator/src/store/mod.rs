@@ -1,0 +1,500 @@
+//! The coordinator's store: one async [`Store`] trait for everything the
+//! coordinator keeps, with two backends chosen by URI scheme.
+//!
+//! - `sqlite://PATH`: the embedded default ([`sqlite::SqliteStore`]), one file
+//!   in WAL mode, one coordinator at a time.
+//! - `mongodb://...`: [`mongo::MongoStore`], several coordinators may share it.
+//!
+//! Both pass the one conformance suite in [`conformance`]. The store knows
+//! nothing of HTTP or of grading rules; the fenced job operations
+//! (`record_progress`, `complete_job`, `fail_job`) are atomic so that a result
+//! is recorded exactly once.
+
+pub mod conformance;
+pub mod mongo;
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlarena_common::{
+    AttemptStatus, CaseResult, ChallengeState, ChallengeType, GraderState, JobKind, JobOutcome,
+    JobPayload, JobState, Lane, QueryResult, Role,
+};
+use uuid::Uuid;
+
+/// Errors a store reports. `Conflict`, `NotFound` and `StaleLease` are
+/// expected outcomes a caller turns into 409/404; `Backend` is a fault.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique constraint was violated (e.g. an email already registered).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The record does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// A fenced job call carried a lease that is no longer the job's current
+    /// lease (requeued, cancelled, finished, or another grader's). Nothing
+    /// was changed.
+    #[error("stale lease: {0}")]
+    StaleLease(String),
+    /// The backend failed (I/O, corruption, connection lost).
+    #[error("store backend error: {0}")]
+    Backend(String),
+}
+
+/// Result alias for store calls.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Opens the store named by `uri`.
+///
+/// # Errors
+/// Fails when the scheme is unknown or the backend cannot be opened (e.g. a
+/// second coordinator on the same SQLite file).
+pub async fn open(uri: &str) -> anyhow::Result<Arc<dyn Store>> {
+    if let Some(path) = uri.strip_prefix("sqlite://") {
+        let store = sqlite::SqliteStore::open(path)?;
+        Ok(Arc::new(store))
+    } else if uri.starts_with("mongodb://") || uri.starts_with("mongodb+srv://") {
+        let store = mongo::MongoStore::connect(uri).await?;
+        Ok(Arc::new(store))
+    } else {
+        anyhow::bail!("unknown store URI {uri:?}: use sqlite://PATH or mongodb://HOST:PORT/DB")
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Records
+// ---------------------------------------------------------------------------
+
+/// A user as stored, including the password hash. Never serialize this to a
+/// client: the HTTP layer has its own views.
+#[derive(Debug, Clone, PartialEq)]
+pub struct User {
+    pub id: i64,
+    /// As the user typed it; uniqueness is case-insensitive.
+    pub email: String,
+    pub full_name: String,
+    pub role: Role,
+    /// PHC-format argon2 hash.
+    pub password_hash: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Fields of a user to be created; the store assigns `id` and `created_at`.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub email: String,
+    pub full_name: String,
+    pub role: Role,
+    pub password_hash: String,
+}
+
+/// A bearer session: the sha256 of the token, never the token itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Session {
+    pub token_hash: String,
+    pub user_id: i64,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A single-use invitation to register with a given role.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Invite {
+    pub code_hash: String,
+    pub role: Role,
+    pub created_by: i64,
+    pub created_at: DateTime<Utc>,
+    pub used_by: Option<i64>,
+}
+
+/// A test case as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TestCase {
+    pub id: i64,
+    pub challenge_id: i64,
+    pub data: String,
+    pub is_visible: bool,
+    /// Filled by the init job.
+    pub expected: Option<QueryResult>,
+    pub reference_ms: Option<f64>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A challenge with its test cases.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Challenge {
+    pub id: i64,
+    pub created_user_id: i64,
+    pub name: String,
+    pub description: Option<String>,
+    pub challenge_type: ChallengeType,
+    pub init: String,
+    pub solution: String,
+    pub times_to_run: u32,
+    pub expires_at: DateTime<Utc>,
+    pub version: i64,
+    pub state: ChallengeState,
+    pub init_at: Option<DateTime<Utc>>,
+    pub init_errors: Option<Vec<String>>,
+    pub init_warnings: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    pub test_cases: Vec<TestCase>,
+}
+
+/// A test case to be created with its challenge.
+#[derive(Debug, Clone)]
+pub struct NewTestCase {
+    pub data: String,
+    pub is_visible: bool,
+}
+
+/// A challenge to be created: the store assigns ids, `version = 1`,
+/// `state = PENDING` and timestamps.
+#[derive(Debug, Clone)]
+pub struct NewChallenge {
+    pub created_user_id: i64,
+    pub name: String,
+    pub description: Option<String>,
+    pub challenge_type: ChallengeType,
+    pub init: String,
+    pub solution: String,
+    pub times_to_run: u32,
+    pub expires_at: DateTime<Utc>,
+    pub test_cases: Vec<NewTestCase>,
+}
+
+/// What an init job established for one version of a challenge.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InitResult {
+    /// Expected results per test case id; the challenge becomes READY.
+    Ready {
+        expected: Vec<(i64, QueryResult, Option<f64>)>,
+        warnings: Vec<String>,
+    },
+    /// The challenge becomes FAILED with these messages.
+    Failed { errors: Vec<String> },
+}
+
+/// An attempt with its per-test-case results.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attempt {
+    pub id: i64,
+    pub user_id: i64,
+    pub challenge_id: i64,
+    pub challenge_version: i64,
+    pub query: String,
+    pub status: AttemptStatus,
+    /// One entry per test case once results arrive (ordered by test case id).
+    pub cases: Vec<CaseResult>,
+    /// Why the attempt is ERROR or CANCELLED, when it is.
+    pub error: Option<String>,
+    /// The attempt's grading job.
+    pub job_id: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// An attempt to be created with status PENDING.
+#[derive(Debug, Clone)]
+pub struct NewAttempt {
+    pub user_id: i64,
+    pub challenge_id: i64,
+    pub challenge_version: i64,
+    pub query: String,
+}
+
+/// Changes to an attempt; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct AttemptUpdate {
+    pub status: Option<AttemptStatus>,
+    pub cases: Option<Vec<CaseResult>>,
+    pub error: Option<String>,
+    pub job_id: Option<Uuid>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Reopens the attempt (an admin retried its job): status PENDING, no
+    /// cases, no error, no finished_at, even when it was final. The other
+    /// fields of the update are ignored.
+    pub reopen: bool,
+}
+
+/// A job's current lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    pub lease_id: Uuid,
+    pub grader_id: Uuid,
+    /// The job's deadline: past it, the lease is taken back.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A unit of work for a grader.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    pub id: Uuid,
+    pub kind: JobKind,
+    pub lane: Lane,
+    pub payload: JobPayload,
+    pub state: JobState,
+    /// Times leased so far (a clean release does not count).
+    pub tries: u32,
+    pub max_tries: u32,
+    pub lease: Option<Lease>,
+    /// How long one lease may run before it is taken back, in milliseconds.
+    pub timeout_ms: u64,
+    /// Per-test-case results posted as progress under the current lease.
+    pub progress: Vec<CaseResult>,
+    /// The final outcome, once DONE.
+    pub outcome: Option<JobOutcome>,
+    /// Why the job FAILED or was CANCELLED; the last failure while queued.
+    pub error: Option<String>,
+    /// False between recording an outcome and applying it to the domain
+    /// (challenge or attempt); the reaper re-applies after a crash.
+    pub applied: bool,
+    /// Set when an admin or owner cancels a LEASED job, so the grader learns
+    /// it from its next heartbeat.
+    pub cancel_requested: bool,
+    pub created_at: DateTime<Utc>,
+    pub leased_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// A job to be queued.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub lane: Lane,
+    pub payload: JobPayload,
+    pub max_tries: u32,
+    pub timeout_ms: u64,
+}
+
+/// Outcome of [`Store::complete_job`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Completion {
+    /// This call recorded the outcome; the job is DONE.
+    Recorded(Job),
+    /// The same lease already completed the job; nothing changed.
+    AlreadyRecorded(Job),
+}
+
+/// Outcome of [`Store::fail_job`] and of lease expiry.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FailOutcome {
+    /// Back in the queue for another try.
+    Requeued(Job),
+    /// No tries left (or not retryable): the job is FAILED.
+    Failed(Job),
+}
+
+/// Queue depth and age of the oldest queued job of a lane.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LaneStats {
+    pub lane: Lane,
+    pub queued: u64,
+    pub leased: u64,
+    pub oldest_queued_at: Option<DateTime<Utc>>,
+}
+
+/// A filter for [`Store::list_jobs`].
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    pub state: Option<JobState>,
+    pub lane: Option<Lane>,
+    pub limit: u32,
+}
+
+/// A registered grader node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Grader {
+    pub id: Uuid,
+    pub name: String,
+    pub hostname: String,
+    pub version: String,
+    pub lanes: Vec<Lane>,
+    pub slots: u32,
+    pub state: GraderState,
+    /// sha256 of the grader token.
+    pub token_hash: String,
+    pub last_heartbeat: DateTime<Utc>,
+    pub registered_at: DateTime<Utc>,
+    pub jobs_done: u64,
+}
+
+/// A cluster token: graders register with it. Only its sha256 is kept.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterToken {
+    pub id: Uuid,
+    pub label: String,
+    pub token_hash: String,
+    pub created_by: Option<i64>,
+    pub created_at: DateTime<Utc>,
+    pub revoked: bool,
+}
+
+// ---------------------------------------------------------------------------
+// The trait
+// ---------------------------------------------------------------------------
+
+/// Everything the coordinator keeps. Implementations must be safe to share
+/// between tasks; the MongoDB one between coordinator processes too.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Checks the backend is reachable (for `/readyz`).
+    async fn ping(&self) -> StoreResult<()>;
+
+    // --- users, sessions, invites -------------------------------------------
+
+    /// Creates a user with the next user id.
+    /// `Conflict` if the email is taken, compared case-insensitively.
+    async fn create_user(&self, user: NewUser) -> StoreResult<User>;
+    /// Returns the user with this id.
+    async fn get_user(&self, id: i64) -> StoreResult<Option<User>>;
+    /// Returns the user with this email, compared case-insensitively.
+    async fn get_user_by_email(&self, email: &str) -> StoreResult<Option<User>>;
+    /// Stores a session (by token hash).
+    async fn create_session(&self, session: Session) -> StoreResult<()>;
+    /// Returns the user of an unexpired session with this token hash.
+    async fn get_session_user(&self, token_hash: &str, now: DateTime<Utc>) -> StoreResult<Option<User>>;
+    /// Stores an invite.
+    async fn create_invite(&self, invite: Invite) -> StoreResult<()>;
+    /// Atomically marks an unused invite as used by `user_id` and returns it;
+    /// `None` if there is no such unused invite.
+    async fn use_invite(&self, code_hash: &str, user_id: i64) -> StoreResult<Option<Invite>>;
+
+    // --- challenges ---------------------------------------------------------
+
+    /// Creates a challenge (version 1, PENDING) and its test cases, with ids
+    /// from the challenge and test case sequences.
+    async fn create_challenge(&self, challenge: NewChallenge) -> StoreResult<Challenge>;
+    /// Returns a challenge with its test cases (ordered by id).
+    async fn get_challenge(&self, id: i64) -> StoreResult<Option<Challenge>>;
+    /// Lists challenges, newest first, optionally only those `created_by`.
+    async fn list_challenges(&self, created_by: Option<i64>) -> StoreResult<Vec<Challenge>>;
+    /// Records an init job's result for `version`. Returns false (and changes
+    /// nothing) if the challenge has moved on to another version.
+    async fn set_challenge_init(
+        &self,
+        id: i64,
+        version: i64,
+        result: InitResult,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+
+    // --- attempts -----------------------------------------------------------
+
+    /// Creates a PENDING attempt with the next attempt id.
+    async fn create_attempt(&self, attempt: NewAttempt) -> StoreResult<Attempt>;
+    /// Returns an attempt.
+    async fn get_attempt(&self, id: i64) -> StoreResult<Option<Attempt>>;
+    /// Lists a user's attempts, newest first.
+    async fn list_user_attempts(&self, user_id: i64) -> StoreResult<Vec<Attempt>>;
+    /// Lists a challenge's PASSED attempts (for the leaderboard).
+    async fn list_passed_attempts(&self, challenge_id: i64) -> StoreResult<Vec<Attempt>>;
+    /// Counts a user's attempts that are PENDING or RUNNING.
+    async fn count_unfinished_attempts(&self, user_id: i64) -> StoreResult<u64>;
+    /// Applies `update` unless the attempt is already final (then returns the
+    /// attempt unchanged); `update.reopen` applies even then. `NotFound` if there is no such attempt.
+    async fn update_attempt(&self, id: i64, update: AttemptUpdate) -> StoreResult<Attempt>;
+
+    // --- jobs ---------------------------------------------------------------
+
+    /// Queues a job (QUEUED, tries 0) with a new v7 id.
+    async fn enqueue_job(&self, job: NewJob) -> StoreResult<Job>;
+    /// Returns a job.
+    async fn get_job(&self, id: Uuid) -> StoreResult<Option<Job>>;
+    /// Lists jobs, oldest first, filtered by state and lane.
+    async fn list_jobs(&self, filter: JobFilter) -> StoreResult<Vec<Job>>;
+    /// Atomically claims the next QUEUED job in `lanes` (by lane priority,
+    /// then age) for `grader_id`: LEASED, tries+1, a new lease id, lease
+    /// expiring at `now + timeout_ms`. Every job is claimed by one caller only.
+    async fn claim_job(&self, grader_id: Uuid, lanes: &[Lane], now: DateTime<Utc>) -> StoreResult<Option<Job>>;
+    /// Appends or replaces (by test case id) one case result under the
+    /// current lease. `StaleLease` if `lease_id` is not the job's LEASED lease.
+    async fn record_progress(&self, job_id: Uuid, lease_id: Uuid, case: CaseResult) -> StoreResult<Job>;
+    /// Records the outcome: LEASED with this lease -> DONE, `applied = false`.
+    /// A repeat by the same lease is `AlreadyRecorded`; any other lease is
+    /// `StaleLease`. Nothing changes in either case.
+    async fn complete_job(
+        &self,
+        job_id: Uuid,
+        lease_id: Uuid,
+        outcome: JobOutcome,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Completion>;
+    /// A grader reports failure under its lease: requeued when `retryable`
+    /// and tries < max_tries, else FAILED with `error`. `StaleLease` as above.
+    async fn fail_job(
+        &self,
+        job_id: Uuid,
+        lease_id: Uuid,
+        error: &str,
+        retryable: bool,
+        now: DateTime<Utc>,
+    ) -> StoreResult<FailOutcome>;
+    /// Marks a DONE/FAILED/CANCELLED job's result as applied to the domain.
+    async fn mark_job_applied(&self, job_id: Uuid) -> StoreResult<()>;
+    /// Lists finished jobs whose result is not yet applied (crash recovery).
+    async fn list_unapplied_jobs(&self) -> StoreResult<Vec<Job>>;
+    /// Takes back every lease of `grader_id`. With `count_try` the try counts
+    /// (the grader died): jobs out of tries become FAILED with `reason`.
+    /// Without it (clean release) tries is decremented and the job requeued.
+    async fn release_grader_leases(
+        &self,
+        grader_id: Uuid,
+        count_try: bool,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<FailOutcome>>;
+    /// Takes back every LEASED job whose lease expired before `now`: requeued,
+    /// or FAILED once out of tries, with a reason saying the deadline passed.
+    async fn requeue_expired(&self, now: DateTime<Utc>) -> StoreResult<Vec<FailOutcome>>;
+    /// Returns the job ids among `leases` (job id, lease id) that the grader
+    /// must stop: the lease is no longer its own (requeued, finished, given
+    /// to another grader) or a cancel was requested. Leases are not extended:
+    /// a job's deadline is fixed when it is leased.
+    async fn stale_leases(&self, grader_id: Uuid, leases: &[(Uuid, Uuid)]) -> StoreResult<Vec<Uuid>>;
+    /// Cancels a QUEUED or LEASED job: QUEUED becomes CANCELLED at once;
+    /// LEASED becomes CANCELLED (so its lease is stale) with
+    /// `cancel_requested` set. `None` if the job is already finished.
+    async fn cancel_job(&self, job_id: Uuid, reason: &str, now: DateTime<Utc>) -> StoreResult<Option<Job>>;
+    /// Puts a FAILED or CANCELLED job back in the queue with tries 0.
+    /// `None` if the job is in another state.
+    async fn retry_job(&self, job_id: Uuid) -> StoreResult<Option<Job>>;
+    /// Queue depth, leases held and oldest queued job per lane (every lane
+    /// is listed, even when empty).
+    async fn lane_stats(&self) -> StoreResult<Vec<LaneStats>>;
+
+    // --- graders ------------------------------------------------------------
+
+    /// Stores a newly registered grader.
+    async fn create_grader(&self, grader: Grader) -> StoreResult<()>;
+    /// Returns a grader.
+    async fn get_grader(&self, id: Uuid) -> StoreResult<Option<Grader>>;
+    /// Returns the grader with this token hash.
+    async fn get_grader_by_token(&self, token_hash: &str) -> StoreResult<Option<Grader>>;
+    /// Lists all graders, newest first.
+    async fn list_graders(&self) -> StoreResult<Vec<Grader>>;
+    /// Records a heartbeat of a grader that is not DEAD; returns it, or
+    /// `None` if it is DEAD or unknown (it must register again).
+    async fn touch_grader(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<Option<Grader>>;
+    /// Sets a grader's state; DEAD is final (returns false if already DEAD).
+    async fn set_grader_state(&self, id: Uuid, state: GraderState) -> StoreResult<bool>;
+    /// Marks every ALIVE or DRAINING grader whose last heartbeat is before
+    /// `cutoff` as DEAD and returns them.
+    async fn mark_dead_graders(&self, cutoff: DateTime<Utc>) -> StoreResult<Vec<Grader>>;
+    /// Adds one to a grader's finished-job count.
+    async fn count_grader_job(&self, id: Uuid) -> StoreResult<()>;
+
+    // --- cluster tokens -----------------------------------------------------
+
+    /// Stores a cluster token.
+    async fn create_cluster_token(&self, token: ClusterToken) -> StoreResult<()>;
+    /// Lists cluster tokens, newest first.
+    async fn list_cluster_tokens(&self) -> StoreResult<Vec<ClusterToken>>;
+    /// Returns the cluster token with this hash (revoked or not).
+    async fn get_cluster_token_by_hash(&self, token_hash: &str) -> StoreResult<Option<ClusterToken>>;
+    /// Revokes a cluster token; false if there is none with this id.
+    async fn revoke_cluster_token(&self, id: Uuid) -> StoreResult<bool>;
+}

@@ -1,0 +1,1728 @@
+//! The embedded store: one SQLite file in WAL mode, one coordinator at a time.
+//!
+//! `SqliteStore::open("data/sqlarena.db")` creates the parent directory and
+//! the schema (idempotently), and takes an exclusive lock on the sibling file
+//! `data/sqlarena.db.lock` for the store's lifetime, so a second coordinator on
+//! the same file refuses to start.
+//!
+//! # Durability
+//!
+//! The journal is WAL with `synchronous=NORMAL` by default: every
+//! acknowledged write survives the coordinator process being killed
+//! (SIGKILL included), but the last transactions may be lost if the machine
+//! loses power. For power-loss durability, append `?synchronous=full` to the
+//! path (`--store sqlite://data/sqlarena.db?synchronous=full`): each commit
+//! then waits for the disk.
+//!
+//! # Concurrency
+//!
+//! rusqlite is synchronous: one connection sits behind a mutex and every call
+//! runs on tokio's blocking pool as one short transaction (`BEGIN IMMEDIATE`
+//! for writes), so a read-check-write inside one call is atomic. Times are
+//! stored as integer microseconds since the epoch; ids of users, challenges,
+//! test cases and attempts come from `AUTOINCREMENT` columns (never reused);
+//! job payloads, progress and outcomes are JSON text.
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context as _;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use fs2::FileExt as _;
+use rusqlite::types::Type;
+use rusqlite::{params, Connection, OptionalExtension as _, Row, Transaction, TransactionBehavior};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sqlarena_common::{
+    AttemptStatus, CaseResult, ChallengeState, ChallengeType, GraderState, JobOutcome, JobState,
+    Lane, Role,
+};
+use uuid::Uuid;
+
+use super::{
+    Attempt, AttemptUpdate, Challenge, ClusterToken, Completion, FailOutcome, Grader, InitResult,
+    Invite, Job, JobFilter, LaneStats, Lease, NewAttempt, NewChallenge, NewJob, NewUser, Session,
+    Store, StoreError, StoreResult, TestCase, User,
+};
+
+/// Version of the schema created by [`SCHEMA`]; kept in `schema_version` so a
+/// future release can migrate.
+const SCHEMA_VERSION: i64 = 1;
+
+/// The schema, created idempotently at every open.
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS schema_version (
+    version INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS users (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    email TEXT NOT NULL,
+    email_lower TEXT NOT NULL UNIQUE,
+    full_name TEXT NOT NULL,
+    role TEXT NOT NULL,
+    password_hash TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    token_hash TEXT PRIMARY KEY,
+    user_id INTEGER NOT NULL REFERENCES users(id),
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS invites (
+    code_hash TEXT PRIMARY KEY,
+    role TEXT NOT NULL,
+    created_by INTEGER NOT NULL REFERENCES users(id),
+    created_at INTEGER NOT NULL,
+    used_by INTEGER
+);
+CREATE TABLE IF NOT EXISTS challenges (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created_user_id INTEGER NOT NULL REFERENCES users(id),
+    name TEXT NOT NULL,
+    description TEXT,
+    challenge_type TEXT NOT NULL,
+    init TEXT NOT NULL,
+    solution TEXT NOT NULL,
+    times_to_run INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    version INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    init_at INTEGER,
+    init_errors TEXT,
+    init_warnings TEXT NOT NULL DEFAULT '[]',
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS challenges_by_user ON challenges (created_user_id, id);
+CREATE TABLE IF NOT EXISTS test_cases (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    challenge_id INTEGER NOT NULL REFERENCES challenges(id),
+    data TEXT NOT NULL,
+    is_visible INTEGER NOT NULL,
+    expected TEXT,
+    reference_ms REAL,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS test_cases_by_challenge ON test_cases (challenge_id, id);
+CREATE TABLE IF NOT EXISTS attempts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    user_id INTEGER NOT NULL REFERENCES users(id),
+    challenge_id INTEGER NOT NULL REFERENCES challenges(id),
+    challenge_version INTEGER NOT NULL,
+    query TEXT NOT NULL,
+    status TEXT NOT NULL,
+    cases TEXT NOT NULL DEFAULT '[]',
+    error TEXT,
+    job_id TEXT,
+    created_at INTEGER NOT NULL,
+    finished_at INTEGER
+);
+CREATE INDEX IF NOT EXISTS attempts_by_user ON attempts (user_id, status);
+CREATE INDEX IF NOT EXISTS attempts_by_challenge ON attempts (challenge_id, status);
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    lane TEXT NOT NULL,
+    lane_priority INTEGER NOT NULL,
+    payload TEXT NOT NULL,
+    state TEXT NOT NULL,
+    tries INTEGER NOT NULL,
+    max_tries INTEGER NOT NULL,
+    lease_id TEXT,
+    grader_id TEXT,
+    lease_expires_at INTEGER,
+    timeout_ms INTEGER NOT NULL,
+    progress TEXT NOT NULL DEFAULT '[]',
+    outcome TEXT,
+    error TEXT,
+    applied INTEGER NOT NULL,
+    cancel_requested INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    leased_at INTEGER,
+    finished_at INTEGER
+);
+CREATE INDEX IF NOT EXISTS jobs_claim ON jobs (state, lane_priority, seq);
+CREATE INDEX IF NOT EXISTS jobs_by_lane ON jobs (lane_priority, seq);
+CREATE INDEX IF NOT EXISTS jobs_lease_expiry ON jobs (state, lease_expires_at);
+CREATE INDEX IF NOT EXISTS jobs_by_grader ON jobs (grader_id) WHERE state = 'LEASED';
+CREATE INDEX IF NOT EXISTS jobs_unapplied_finished ON jobs (seq)
+    WHERE applied = 0 AND state IN ('DONE', 'FAILED', 'CANCELLED');
+CREATE TABLE IF NOT EXISTS graders (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    hostname TEXT NOT NULL,
+    version TEXT NOT NULL,
+    lanes TEXT NOT NULL,
+    slots INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    token_hash TEXT NOT NULL UNIQUE,
+    last_heartbeat INTEGER NOT NULL,
+    registered_at INTEGER NOT NULL,
+    jobs_done INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS graders_by_heartbeat ON graders (state, last_heartbeat);
+CREATE TABLE IF NOT EXISTS cluster_tokens (
+    id TEXT PRIMARY KEY,
+    label TEXT NOT NULL,
+    token_hash TEXT NOT NULL UNIQUE,
+    created_by INTEGER,
+    created_at INTEGER NOT NULL,
+    revoked INTEGER NOT NULL
+);
+";
+
+/// The oldest queued job of one lane: one seek in `jobs_claim`.
+const NEXT_QUEUED_SQL: &str =
+    "SELECT seq FROM jobs WHERE state = 'QUEUED' AND lane_priority = ?1 ORDER BY seq LIMIT 1";
+/// A grader's leases: the partial index `jobs_by_grader`.
+const GRADER_LEASES_FILTER: &str = "WHERE state = 'LEASED' AND grader_id = ?1 ORDER BY seq";
+/// Leases past their deadline: a range of `jobs_lease_expiry`.
+const EXPIRED_LEASES_FILTER: &str = "WHERE state = 'LEASED' AND lease_expires_at < ?1 ORDER BY seq";
+/// Finished jobs not yet applied: the partial index `jobs_unapplied_finished`.
+/// Without statistics the planner would rather search `state` and sort, which
+/// reads every finished job; `INDEXED BY` fails loudly if the index is gone.
+const UNAPPLIED_FILTER: &str = "INDEXED BY jobs_unapplied_finished \
+     WHERE applied = 0 AND state IN ('DONE', 'FAILED', 'CANCELLED') ORDER BY seq";
+
+const USER_COLUMNS: &str = "id, email, full_name, role, password_hash, created_at";
+const CHALLENGE_COLUMNS: &str =
+    "id, created_user_id, name, description, challenge_type, init, solution, \
+     times_to_run, expires_at, version, state, init_at, init_errors, init_warnings, created_at";
+const TEST_CASE_COLUMNS: &str =
+    "id, challenge_id, data, is_visible, expected, reference_ms, created_at";
+const ATTEMPT_COLUMNS: &str =
+    "id, user_id, challenge_id, challenge_version, query, status, cases, error, job_id, created_at, finished_at";
+const JOB_COLUMNS: &str = "id, kind, lane, payload, state, tries, max_tries, lease_id, grader_id, \
+     lease_expires_at, timeout_ms, progress, outcome, error, applied, cancel_requested, created_at, \
+     leased_at, finished_at";
+const GRADER_COLUMNS: &str =
+    "id, name, hostname, version, lanes, slots, state, token_hash, last_heartbeat, registered_at, jobs_done";
+const CLUSTER_TOKEN_COLUMNS: &str = "id, label, token_hash, created_by, created_at, revoked";
+
+/// The embedded SQLite store. Cheap to share behind an `Arc`.
+pub struct SqliteStore {
+    connection: Arc<Mutex<Connection>>,
+    /// Held (locked) for the store's lifetime; the lock goes with the file.
+    _lock_file: File,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").finish_non_exhaustive()
+    }
+}
+
+/// How hard SQLite waits for the disk at each commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Synchronous {
+    Normal,
+    Full,
+}
+
+/// Splits `PATH[?synchronous=normal|full]` into the file path and the mode.
+fn parse_location(location: &str) -> anyhow::Result<(PathBuf, Synchronous)> {
+    let (path, query) = match location.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (location, None),
+    };
+    if path.is_empty() {
+        anyhow::bail!("the sqlite store needs a file path, e.g. sqlite://data/sqlarena.db");
+    }
+    let mut synchronous = Synchronous::Normal;
+    for option in query
+        .into_iter()
+        .flat_map(|query| query.split('&'))
+        .filter(|option| !option.is_empty())
+    {
+        match option.split_once('=') {
+            Some(("synchronous", value)) if value.eq_ignore_ascii_case("normal") => {
+                synchronous = Synchronous::Normal
+            }
+            Some(("synchronous", value)) if value.eq_ignore_ascii_case("full") => synchronous = Synchronous::Full,
+            _ => anyhow::bail!(
+                "unknown sqlite store option {option:?} in {location:?}: the only option is synchronous=normal|full"
+            ),
+        }
+    }
+    Ok((PathBuf::from(path), synchronous))
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store at `location`, a file path
+    /// optionally followed by `?synchronous=full`.
+    ///
+    /// # Errors
+    /// Fails when the directory or file cannot be created, when another
+    /// process holds the store's lock file, or when the schema cannot be set
+    /// up (e.g. the file is not a SQLite database).
+    pub fn open(location: &str) -> anyhow::Result<SqliteStore> {
+        let (path, synchronous) = parse_location(location)?;
+        if let Some(parent) = path
+            .parent()
+            .filter(|parent| !parent.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating the store directory {}", parent.display()))?;
+        }
+        let lock_path = lock_path(&path);
+        let lock_file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .with_context(|| format!("creating the store lock file {}", lock_path.display()))?;
+        if lock_file.try_lock_exclusive().is_err() {
+            anyhow::bail!(
+                "the store {} is in use by another coordinator (it holds the lock file {}); \
+                 stop that coordinator or choose another --store path",
+                path.display(),
+                lock_path.display()
+            );
+        }
+        let connection = Connection::open(&path)
+            .with_context(|| format!("opening the sqlite store {}", path.display()))?;
+        configure(&connection, synchronous)
+            .with_context(|| format!("setting up the sqlite store {}", path.display()))?;
+        Ok(SqliteStore {
+            connection: Arc::new(Mutex::new(connection)),
+            _lock_file: lock_file,
+        })
+    }
+
+    /// Runs `work` on the connection on tokio's blocking pool.
+    async fn call<T, F>(&self, work: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let connection = Arc::clone(&self.connection);
+        tokio::task::spawn_blocking(move || {
+            // A panic while holding the lock rolled its transaction back (the
+            // transaction guard is dropped while unwinding): the connection
+            // itself is still usable.
+            let mut connection = connection
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            work(&mut connection)
+        })
+        .await
+        .map_err(|error| StoreError::Backend(format!("sqlite task failed: {error}")))?
+    }
+
+    /// Runs `work` in one `BEGIN IMMEDIATE` transaction, committed when it
+    /// returns `Ok`, rolled back otherwise.
+    async fn write<T, F>(&self, work: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> StoreResult<T> + Send + 'static,
+    {
+        self.call(move |connection| {
+            let transaction =
+                connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let value = work(&transaction)?;
+            transaction.commit()?;
+            Ok(value)
+        })
+        .await
+    }
+}
+
+/// Returns the path of the lock file guarding the store at `path`.
+fn lock_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+/// Sets the connection's pragmas and creates the schema.
+fn configure(connection: &Connection, synchronous: Synchronous) -> anyhow::Result<()> {
+    connection.busy_timeout(std::time::Duration::from_secs(5))?;
+    let mode: String = connection.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        anyhow::bail!("could not switch the journal to WAL (it is {mode})");
+    }
+    let synchronous = match synchronous {
+        Synchronous::Normal => "NORMAL",
+        Synchronous::Full => "FULL",
+    };
+    connection.execute_batch(&format!(
+        "PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON;"
+    ))?;
+    connection.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} COMMIT;"))?;
+    let version: Option<i64> =
+        connection.query_row("SELECT MAX(version) FROM schema_version", [], |row| {
+            row.get(0)
+        })?;
+    if version.is_none() {
+        connection.execute(
+            "INSERT INTO schema_version (version) VALUES (?1)",
+            [SCHEMA_VERSION],
+        )?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Errors and column conversions
+// ---------------------------------------------------------------------------
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(error: rusqlite::Error) -> StoreError {
+        if let rusqlite::Error::SqliteFailure(failure, message) = &error {
+            let code = failure.extended_code;
+            if code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                || code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+            {
+                return StoreError::Conflict(
+                    message
+                        .clone()
+                        .unwrap_or_else(|| "duplicate key".to_owned()),
+                );
+            }
+        }
+        StoreError::Backend(format!("sqlite: {error}"))
+    }
+}
+
+fn conversion_error(index: usize, message: String) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(index, Type::Text, message.into())
+}
+
+fn micros(time: DateTime<Utc>) -> i64 {
+    time.timestamp_micros()
+}
+
+fn time_at(row: &Row<'_>, index: usize) -> rusqlite::Result<DateTime<Utc>> {
+    let value: i64 = row.get(index)?;
+    DateTime::from_timestamp_micros(value)
+        .ok_or_else(|| conversion_error(index, format!("bad time {value}")))
+}
+
+fn optional_time_at(row: &Row<'_>, index: usize) -> rusqlite::Result<Option<DateTime<Utc>>> {
+    match row.get::<_, Option<i64>>(index)? {
+        None => Ok(None),
+        Some(_) => time_at(row, index).map(Some),
+    }
+}
+
+fn json_at<T: DeserializeOwned>(row: &Row<'_>, index: usize) -> rusqlite::Result<T> {
+    let text: String = row.get(index)?;
+    serde_json::from_str(&text)
+        .map_err(|error| conversion_error(index, format!("bad JSON: {error}")))
+}
+
+fn optional_json_at<T: DeserializeOwned>(
+    row: &Row<'_>,
+    index: usize,
+) -> rusqlite::Result<Option<T>> {
+    match row.get::<_, Option<String>>(index)? {
+        None => Ok(None),
+        Some(_) => json_at(row, index).map(Some),
+    }
+}
+
+fn wire_at<T>(row: &Row<'_>, index: usize, parse: fn(&str) -> Option<T>) -> rusqlite::Result<T> {
+    let text: String = row.get(index)?;
+    parse(&text).ok_or_else(|| conversion_error(index, format!("unknown value {text:?}")))
+}
+
+fn uuid_at(row: &Row<'_>, index: usize) -> rusqlite::Result<Uuid> {
+    let text: String = row.get(index)?;
+    Uuid::parse_str(&text)
+        .map_err(|error| conversion_error(index, format!("bad uuid {text:?}: {error}")))
+}
+
+fn optional_uuid_at(row: &Row<'_>, index: usize) -> rusqlite::Result<Option<Uuid>> {
+    match row.get::<_, Option<String>>(index)? {
+        None => Ok(None),
+        Some(_) => uuid_at(row, index).map(Some),
+    }
+}
+
+fn u32_at(row: &Row<'_>, index: usize) -> rusqlite::Result<u32> {
+    let value: i64 = row.get(index)?;
+    u32::try_from(value).map_err(|_| conversion_error(index, format!("{value} is out of range")))
+}
+
+fn to_json<T: Serialize>(value: &T) -> StoreResult<String> {
+    serde_json::to_string(value)
+        .map_err(|error| StoreError::Backend(format!("serializing to JSON: {error}")))
+}
+
+fn to_i64(value: u64, what: &str) -> StoreResult<i64> {
+    i64::try_from(value)
+        .map_err(|_| StoreError::Backend(format!("{what} {value} is too large to store")))
+}
+
+fn user_from(row: &Row<'_>) -> rusqlite::Result<User> {
+    Ok(User {
+        id: row.get(0)?,
+        email: row.get(1)?,
+        full_name: row.get(2)?,
+        role: wire_at(row, 3, Role::parse)?,
+        password_hash: row.get(4)?,
+        created_at: time_at(row, 5)?,
+    })
+}
+
+fn invite_from(row: &Row<'_>) -> rusqlite::Result<Invite> {
+    Ok(Invite {
+        code_hash: row.get(0)?,
+        role: wire_at(row, 1, Role::parse)?,
+        created_by: row.get(2)?,
+        created_at: time_at(row, 3)?,
+        used_by: row.get(4)?,
+    })
+}
+
+fn parse_challenge_type(text: &str) -> Option<ChallengeType> {
+    match text {
+        "FE" => Some(ChallengeType::FE),
+        "SE" => Some(ChallengeType::SE),
+        _ => None,
+    }
+}
+
+fn challenge_type_name(challenge_type: ChallengeType) -> &'static str {
+    match challenge_type {
+        ChallengeType::FE => "FE",
+        ChallengeType::SE => "SE",
+    }
+}
+
+/// Reads a challenge row; its test cases are filled in separately.
+fn challenge_from(row: &Row<'_>) -> rusqlite::Result<Challenge> {
+    Ok(Challenge {
+        id: row.get(0)?,
+        created_user_id: row.get(1)?,
+        name: row.get(2)?,
+        description: row.get(3)?,
+        challenge_type: wire_at(row, 4, parse_challenge_type)?,
+        init: row.get(5)?,
+        solution: row.get(6)?,
+        times_to_run: u32_at(row, 7)?,
+        expires_at: time_at(row, 8)?,
+        version: row.get(9)?,
+        state: wire_at(row, 10, ChallengeState::parse)?,
+        init_at: optional_time_at(row, 11)?,
+        init_errors: optional_json_at(row, 12)?,
+        init_warnings: json_at(row, 13)?,
+        created_at: time_at(row, 14)?,
+        test_cases: Vec::new(),
+    })
+}
+
+fn test_case_from(row: &Row<'_>) -> rusqlite::Result<TestCase> {
+    Ok(TestCase {
+        id: row.get(0)?,
+        challenge_id: row.get(1)?,
+        data: row.get(2)?,
+        is_visible: row.get(3)?,
+        expected: optional_json_at(row, 4)?,
+        reference_ms: row.get(5)?,
+        created_at: time_at(row, 6)?,
+    })
+}
+
+fn attempt_from(row: &Row<'_>) -> rusqlite::Result<Attempt> {
+    Ok(Attempt {
+        id: row.get(0)?,
+        user_id: row.get(1)?,
+        challenge_id: row.get(2)?,
+        challenge_version: row.get(3)?,
+        query: row.get(4)?,
+        status: wire_at(row, 5, AttemptStatus::parse)?,
+        cases: json_at(row, 6)?,
+        error: row.get(7)?,
+        job_id: optional_uuid_at(row, 8)?,
+        created_at: time_at(row, 9)?,
+        finished_at: optional_time_at(row, 10)?,
+    })
+}
+
+fn job_from(row: &Row<'_>) -> rusqlite::Result<Job> {
+    let lease = match (
+        optional_uuid_at(row, 7)?,
+        optional_uuid_at(row, 8)?,
+        optional_time_at(row, 9)?,
+    ) {
+        (Some(lease_id), Some(grader_id), Some(expires_at)) => Some(Lease {
+            lease_id,
+            grader_id,
+            expires_at,
+        }),
+        _ => None,
+    };
+    let timeout_ms: i64 = row.get(10)?;
+    Ok(Job {
+        id: uuid_at(row, 0)?,
+        kind: wire_at(row, 1, sqlarena_common::JobKind::parse)?,
+        lane: wire_at(row, 2, Lane::parse)?,
+        payload: json_at(row, 3)?,
+        state: wire_at(row, 4, JobState::parse)?,
+        tries: u32_at(row, 5)?,
+        max_tries: u32_at(row, 6)?,
+        lease,
+        timeout_ms: u64::try_from(timeout_ms)
+            .map_err(|_| conversion_error(10, format!("bad timeout {timeout_ms}")))?,
+        progress: json_at(row, 11)?,
+        outcome: optional_json_at(row, 12)?,
+        error: row.get(13)?,
+        applied: row.get(14)?,
+        cancel_requested: row.get(15)?,
+        created_at: time_at(row, 16)?,
+        leased_at: optional_time_at(row, 17)?,
+        finished_at: optional_time_at(row, 18)?,
+    })
+}
+
+fn grader_from(row: &Row<'_>) -> rusqlite::Result<Grader> {
+    let jobs_done: i64 = row.get(10)?;
+    Ok(Grader {
+        id: uuid_at(row, 0)?,
+        name: row.get(1)?,
+        hostname: row.get(2)?,
+        version: row.get(3)?,
+        lanes: json_at(row, 4)?,
+        slots: u32_at(row, 5)?,
+        state: wire_at(row, 6, GraderState::parse)?,
+        token_hash: row.get(7)?,
+        last_heartbeat: time_at(row, 8)?,
+        registered_at: time_at(row, 9)?,
+        jobs_done: u64::try_from(jobs_done)
+            .map_err(|_| conversion_error(10, format!("bad count {jobs_done}")))?,
+    })
+}
+
+fn cluster_token_from(row: &Row<'_>) -> rusqlite::Result<ClusterToken> {
+    Ok(ClusterToken {
+        id: uuid_at(row, 0)?,
+        label: row.get(1)?,
+        token_hash: row.get(2)?,
+        created_by: row.get(3)?,
+        created_at: time_at(row, 4)?,
+        revoked: row.get(5)?,
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Queries shared by several calls
+// ---------------------------------------------------------------------------
+
+/// Returns the current time truncated to the microseconds the store keeps.
+fn stored_now() -> DateTime<Utc> {
+    let now = Utc::now();
+    DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now)
+}
+
+fn select_user(connection: &Connection, id: i64) -> StoreResult<Option<User>> {
+    let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1");
+    Ok(connection
+        .prepare_cached(&sql)?
+        .query_row([id], user_from)
+        .optional()?)
+}
+
+fn select_challenge(connection: &Connection, id: i64) -> StoreResult<Option<Challenge>> {
+    let sql = format!("SELECT {CHALLENGE_COLUMNS} FROM challenges WHERE id = ?1");
+    let challenge = connection
+        .prepare_cached(&sql)?
+        .query_row([id], challenge_from)
+        .optional()?;
+    match challenge {
+        None => Ok(None),
+        Some(mut challenge) => {
+            challenge.test_cases = select_test_cases(connection, id)?;
+            Ok(Some(challenge))
+        }
+    }
+}
+
+fn select_test_cases(connection: &Connection, challenge_id: i64) -> StoreResult<Vec<TestCase>> {
+    let sql =
+        format!("SELECT {TEST_CASE_COLUMNS} FROM test_cases WHERE challenge_id = ?1 ORDER BY id");
+    let mut statement = connection.prepare_cached(&sql)?;
+    let cases = statement
+        .query_map([challenge_id], test_case_from)?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(cases)
+}
+
+fn select_attempt(connection: &Connection, id: i64) -> StoreResult<Option<Attempt>> {
+    let sql = format!("SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE id = ?1");
+    Ok(connection
+        .prepare_cached(&sql)?
+        .query_row([id], attempt_from)
+        .optional()?)
+}
+
+fn select_attempts(
+    connection: &Connection,
+    filter_sql: &str,
+    key: i64,
+) -> StoreResult<Vec<Attempt>> {
+    let sql = format!("SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE {filter_sql}");
+    let mut statement = connection.prepare_cached(&sql)?;
+    let attempts = statement
+        .query_map([key], attempt_from)?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(attempts)
+}
+
+fn select_job(connection: &Connection, id: Uuid) -> StoreResult<Option<Job>> {
+    let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1");
+    Ok(connection
+        .prepare_cached(&sql)?
+        .query_row([id.to_string()], job_from)
+        .optional()?)
+}
+
+/// Returns the job or `NotFound`.
+fn existing_job(connection: &Connection, id: Uuid) -> StoreResult<Job> {
+    select_job(connection, id)?.ok_or_else(|| StoreError::NotFound(format!("job {id}")))
+}
+
+/// Selects jobs; `filter_sql` follows `FROM jobs` (an optional index hint,
+/// then `WHERE ...`).
+fn select_jobs(
+    connection: &Connection,
+    filter_sql: &str,
+    parameters: impl rusqlite::Params,
+) -> StoreResult<Vec<Job>> {
+    let sql = format!("SELECT {JOB_COLUMNS} FROM jobs {filter_sql}");
+    let mut statement = connection.prepare_cached(&sql)?;
+    let jobs = statement
+        .query_map(parameters, job_from)?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(jobs)
+}
+
+fn select_grader(connection: &Connection, id: Uuid) -> StoreResult<Option<Grader>> {
+    let sql = format!("SELECT {GRADER_COLUMNS} FROM graders WHERE id = ?1");
+    Ok(connection
+        .prepare_cached(&sql)?
+        .query_row([id.to_string()], grader_from)
+        .optional()?)
+}
+
+/// Checks that `job` is LEASED under `lease_id`; otherwise explains why
+/// the lease is stale.
+fn check_lease(job: &Job, lease_id: Uuid) -> StoreResult<()> {
+    let current = job.lease.map(|lease| lease.lease_id);
+    if job.state == JobState::Leased && current == Some(lease_id) {
+        return Ok(());
+    }
+    let id = job.id;
+    let why = match job.state {
+        JobState::Queued => format!("job {id} is QUEUED again: lease {lease_id} was taken back"),
+        JobState::Cancelled => format!("job {id} was CANCELLED"),
+        state if current == Some(lease_id) => {
+            format!("job {id} is already {state} under this lease")
+        }
+        state => format!("job {id} is {state} under another lease"),
+    };
+    Err(StoreError::StaleLease(why))
+}
+
+/// Formats a job timeout for people: `30 s`, `1.5 s`, `250 ms`.
+fn human_duration(timeout_ms: u64) -> String {
+    if timeout_ms.is_multiple_of(1000) {
+        format!("{} s", timeout_ms / 1000)
+    } else if timeout_ms >= 1000 {
+        format!("{:.1} s", timeout_ms as f64 / 1000.0)
+    } else {
+        format!("{timeout_ms} ms")
+    }
+}
+
+/// Explains why a job out of tries FAILED: "gave up after 3 tries: REASON".
+fn gave_up(tries: u32, reason: &str) -> String {
+    let plural = if tries == 1 { "try" } else { "tries" };
+    format!("gave up after {tries} {plural}: {reason}")
+}
+
+/// Puts a LEASED job back in the queue, or FAILS it when `count_try` and
+/// it is out of tries. `reason` says why its lease was taken back.
+fn take_back(
+    transaction: &Transaction<'_>,
+    job: &Job,
+    count_try: bool,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> StoreResult<FailOutcome> {
+    let id = job.id.to_string();
+    if count_try && job.tries >= job.max_tries {
+        let error = gave_up(job.tries, reason);
+        transaction
+            .prepare_cached(
+                "UPDATE jobs SET state = 'FAILED', error = ?2, finished_at = ?3, applied = 0 \
+                 WHERE id = ?1 AND state = 'LEASED'",
+            )?
+            .execute(params![id, error, micros(now)])?;
+        return Ok(FailOutcome::Failed(existing_job(transaction, job.id)?));
+    }
+    if count_try {
+        transaction
+            .prepare_cached(
+                "UPDATE jobs SET state = 'QUEUED', error = ?2, lease_id = NULL, grader_id = NULL, \
+                 lease_expires_at = NULL WHERE id = ?1 AND state = 'LEASED'",
+            )?
+            .execute(params![id, reason])?;
+    } else {
+        transaction
+            .prepare_cached(
+                "UPDATE jobs SET state = 'QUEUED', tries = MAX(tries - 1, 0), lease_id = NULL, \
+                 grader_id = NULL, lease_expires_at = NULL WHERE id = ?1 AND state = 'LEASED'",
+            )?
+            .execute([id])?;
+    }
+    Ok(FailOutcome::Requeued(existing_job(transaction, job.id)?))
+}
+
+// ---------------------------------------------------------------------------
+// The trait
+// ---------------------------------------------------------------------------
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> StoreResult<()> {
+        self.call(|connection| {
+            connection
+                .prepare_cached("SELECT 1")?
+                .query_row([], |row| row.get::<_, i64>(0))?;
+            Ok(())
+        })
+        .await
+    }
+
+    // --- users, sessions, invites -------------------------------------------
+
+    async fn create_user(&self, user: NewUser) -> StoreResult<User> {
+        self.write(move |transaction| {
+            let inserted = transaction
+                .prepare_cached(
+                    "INSERT INTO users (email, email_lower, full_name, role, password_hash, created_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?
+                .execute(params![
+                    user.email,
+                    user.email.to_lowercase(),
+                    user.full_name,
+                    user.role.as_str(),
+                    user.password_hash,
+                    micros(stored_now())
+                ]);
+            match inserted.map_err(StoreError::from) {
+                Err(StoreError::Conflict(_)) => {
+                    return Err(StoreError::Conflict(format!("the email {} is already registered", user.email)))
+                }
+                other => other?,
+            };
+            let id = transaction.last_insert_rowid();
+            select_user(transaction, id)?.ok_or_else(|| StoreError::Backend(format!("user {id} vanished")))
+        })
+        .await
+    }
+
+    async fn get_user(&self, id: i64) -> StoreResult<Option<User>> {
+        self.call(move |connection| select_user(connection, id))
+            .await
+    }
+
+    async fn get_user_by_email(&self, email: &str) -> StoreResult<Option<User>> {
+        let email_lower = email.to_lowercase();
+        self.call(move |connection| {
+            let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE email_lower = ?1");
+            Ok(connection
+                .prepare_cached(&sql)?
+                .query_row([email_lower], user_from)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn create_session(&self, session: Session) -> StoreResult<()> {
+        self.write(move |transaction| {
+            transaction
+                .prepare_cached(
+                    "INSERT INTO sessions (token_hash, user_id, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                )?
+                .execute(params![
+                    session.token_hash,
+                    session.user_id,
+                    micros(session.created_at),
+                    micros(session.expires_at)
+                ])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_session_user(
+        &self,
+        token_hash: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<User>> {
+        let token_hash = token_hash.to_owned();
+        self.call(move |connection| {
+            let sql = format!(
+                "SELECT {} FROM sessions JOIN users ON users.id = sessions.user_id \
+                 WHERE sessions.token_hash = ?1 AND sessions.expires_at > ?2",
+                USER_COLUMNS
+                    .split(", ")
+                    .map(|column| format!("users.{column}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            Ok(connection
+                .prepare_cached(&sql)?
+                .query_row(params![token_hash, micros(now)], user_from)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn create_invite(&self, invite: Invite) -> StoreResult<()> {
+        self.write(move |transaction| {
+            transaction
+                .prepare_cached(
+                    "INSERT INTO invites (code_hash, role, created_by, created_at, used_by) \
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?
+                .execute(params![
+                    invite.code_hash,
+                    invite.role.as_str(),
+                    invite.created_by,
+                    micros(invite.created_at),
+                    invite.used_by
+                ])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn use_invite(&self, code_hash: &str, user_id: i64) -> StoreResult<Option<Invite>> {
+        let code_hash = code_hash.to_owned();
+        self.write(move |transaction| {
+            Ok(transaction
+                .prepare_cached(
+                    "UPDATE invites SET used_by = ?2 WHERE code_hash = ?1 AND used_by IS NULL \
+                     RETURNING code_hash, role, created_by, created_at, used_by",
+                )?
+                .query_row(params![code_hash, user_id], invite_from)
+                .optional()?)
+        })
+        .await
+    }
+
+    // --- challenges ---------------------------------------------------------
+
+    async fn create_challenge(&self, challenge: NewChallenge) -> StoreResult<Challenge> {
+        self.write(move |transaction| {
+            let now = micros(stored_now());
+            transaction
+                .prepare_cached(
+                    "INSERT INTO challenges (created_user_id, name, description, challenge_type, init, solution, \
+                     times_to_run, expires_at, version, state, init_warnings, created_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, 'PENDING', '[]', ?9)",
+                )?
+                .execute(params![
+                    challenge.created_user_id,
+                    challenge.name,
+                    challenge.description,
+                    challenge_type_name(challenge.challenge_type),
+                    challenge.init,
+                    challenge.solution,
+                    challenge.times_to_run,
+                    micros(challenge.expires_at),
+                    now
+                ])?;
+            let id = transaction.last_insert_rowid();
+            let mut insert_case = transaction.prepare_cached(
+                "INSERT INTO test_cases (challenge_id, data, is_visible, created_at) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for case in &challenge.test_cases {
+                insert_case.execute(params![id, case.data, case.is_visible, now])?;
+            }
+            select_challenge(transaction, id)?.ok_or_else(|| StoreError::Backend(format!("challenge {id} vanished")))
+        })
+        .await
+    }
+
+    async fn get_challenge(&self, id: i64) -> StoreResult<Option<Challenge>> {
+        self.call(move |connection| select_challenge(connection, id))
+            .await
+    }
+
+    async fn list_challenges(&self, created_by: Option<i64>) -> StoreResult<Vec<Challenge>> {
+        self.call(move |connection| {
+            let transaction = connection.transaction()?;
+            let ids: Vec<i64> = match created_by {
+                Some(user_id) => transaction
+                    .prepare_cached(
+                        "SELECT id FROM challenges WHERE created_user_id = ?1 ORDER BY id DESC",
+                    )?
+                    .query_map([user_id], |row| row.get(0))?
+                    .collect::<rusqlite::Result<_>>()?,
+                None => transaction
+                    .prepare_cached("SELECT id FROM challenges ORDER BY id DESC")?
+                    .query_map([], |row| row.get(0))?
+                    .collect::<rusqlite::Result<_>>()?,
+            };
+            let mut challenges = Vec::with_capacity(ids.len());
+            for id in ids {
+                challenges.extend(select_challenge(&transaction, id)?);
+            }
+            Ok(challenges)
+        })
+        .await
+    }
+
+    async fn set_challenge_init(
+        &self,
+        id: i64,
+        version: i64,
+        result: InitResult,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        self.write(move |transaction| {
+            let current: Option<i64> = transaction
+                .prepare_cached("SELECT version FROM challenges WHERE id = ?1")?
+                .query_row([id], |row| row.get(0))
+                .optional()?;
+            match current {
+                None => return Err(StoreError::NotFound(format!("challenge {id}"))),
+                Some(current) if current != version => return Ok(false),
+                Some(_) => {}
+            }
+            match result {
+                InitResult::Ready { expected, warnings } => {
+                    let mut update_case = transaction.prepare_cached(
+                        "UPDATE test_cases SET expected = ?3, reference_ms = ?4 WHERE id = ?1 AND challenge_id = ?2",
+                    )?;
+                    for (case_id, result, reference_ms) in &expected {
+                        if update_case.execute(params![case_id, id, to_json(result)?, reference_ms])? == 0 {
+                            return Err(StoreError::NotFound(format!("test case {case_id} of challenge {id}")));
+                        }
+                    }
+                    transaction
+                        .prepare_cached(
+                            "UPDATE challenges SET state = 'READY', init_at = ?2, init_errors = NULL, \
+                             init_warnings = ?3 WHERE id = ?1",
+                        )?
+                        .execute(params![id, micros(at), to_json(&warnings)?])?;
+                }
+                InitResult::Failed { errors } => {
+                    transaction
+                        .prepare_cached(
+                            "UPDATE challenges SET state = 'FAILED', init_at = ?2, init_errors = ?3 WHERE id = ?1",
+                        )?
+                        .execute(params![id, micros(at), to_json(&errors)?])?;
+                }
+            }
+            Ok(true)
+        })
+        .await
+    }
+
+    // --- attempts -----------------------------------------------------------
+
+    async fn create_attempt(&self, attempt: NewAttempt) -> StoreResult<Attempt> {
+        self.write(move |transaction| {
+            transaction
+                .prepare_cached(
+                    "INSERT INTO attempts (user_id, challenge_id, challenge_version, query, status, cases, \
+                     created_at) VALUES (?1, ?2, ?3, ?4, 'PENDING', '[]', ?5)",
+                )?
+                .execute(params![
+                    attempt.user_id,
+                    attempt.challenge_id,
+                    attempt.challenge_version,
+                    attempt.query,
+                    micros(stored_now())
+                ])?;
+            let id = transaction.last_insert_rowid();
+            select_attempt(transaction, id)?.ok_or_else(|| StoreError::Backend(format!("attempt {id} vanished")))
+        })
+        .await
+    }
+
+    async fn get_attempt(&self, id: i64) -> StoreResult<Option<Attempt>> {
+        self.call(move |connection| select_attempt(connection, id))
+            .await
+    }
+
+    async fn list_user_attempts(&self, user_id: i64) -> StoreResult<Vec<Attempt>> {
+        self.call(move |connection| {
+            select_attempts(connection, "user_id = ?1 ORDER BY id DESC", user_id)
+        })
+        .await
+    }
+
+    async fn list_passed_attempts(&self, challenge_id: i64) -> StoreResult<Vec<Attempt>> {
+        self.call(move |connection| {
+            select_attempts(
+                connection,
+                "challenge_id = ?1 AND status = 'PASSED' ORDER BY id",
+                challenge_id,
+            )
+        })
+        .await
+    }
+
+    async fn count_unfinished_attempts(&self, user_id: i64) -> StoreResult<u64> {
+        self.call(move |connection| {
+            let count: i64 = connection
+                .prepare_cached("SELECT COUNT(*) FROM attempts WHERE user_id = ?1 AND status IN ('PENDING', 'RUNNING')")?
+                .query_row([user_id], |row| row.get(0))?;
+            Ok(count.unsigned_abs())
+        })
+        .await
+    }
+
+    async fn update_attempt(&self, id: i64, update: AttemptUpdate) -> StoreResult<Attempt> {
+        self.write(move |transaction| {
+            let attempt = select_attempt(transaction, id)?.ok_or_else(|| StoreError::NotFound(format!("attempt {id}")))?;
+            if update.reopen {
+                transaction
+                    .prepare_cached(
+                        "UPDATE attempts SET status = 'PENDING', cases = '[]', error = NULL, finished_at = NULL \
+                         WHERE id = ?1",
+                    )?
+                    .execute([id])?;
+                return select_attempt(transaction, id)?
+                    .ok_or_else(|| StoreError::Backend(format!("attempt {id} vanished")));
+            }
+            if attempt.status.is_final() {
+                return Ok(attempt);
+            }
+            let cases = match &update.cases {
+                Some(cases) => to_json(cases)?,
+                None => to_json(&attempt.cases)?,
+            };
+            transaction
+                .prepare_cached(
+                    "UPDATE attempts SET status = ?2, cases = ?3, error = ?4, job_id = ?5, finished_at = ?6 \
+                     WHERE id = ?1",
+                )?
+                .execute(params![
+                    id,
+                    update.status.unwrap_or(attempt.status).as_str(),
+                    cases,
+                    update.error.or(attempt.error),
+                    update.job_id.or(attempt.job_id).map(|job_id| job_id.to_string()),
+                    update.finished_at.or(attempt.finished_at).map(micros)
+                ])?;
+            select_attempt(transaction, id)?.ok_or_else(|| StoreError::Backend(format!("attempt {id} vanished")))
+        })
+        .await
+    }
+
+    // --- jobs ---------------------------------------------------------------
+
+    async fn enqueue_job(&self, job: NewJob) -> StoreResult<Job> {
+        self.write(move |transaction| {
+            let id = Uuid::now_v7();
+            transaction
+                .prepare_cached(
+                    "INSERT INTO jobs (id, kind, lane, lane_priority, payload, state, tries, max_tries, timeout_ms, \
+                     progress, applied, cancel_requested, created_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, 'QUEUED', 0, ?6, ?7, '[]', 0, 0, ?8)",
+                )?
+                .execute(params![
+                    id.to_string(),
+                    job.payload.kind().as_str(),
+                    job.lane.as_str(),
+                    job.lane.priority(),
+                    to_json(&job.payload)?,
+                    job.max_tries,
+                    to_i64(job.timeout_ms, "timeout_ms")?,
+                    micros(stored_now())
+                ])?;
+            existing_job(transaction, id)
+        })
+        .await
+    }
+
+    async fn get_job(&self, id: Uuid) -> StoreResult<Option<Job>> {
+        self.call(move |connection| select_job(connection, id))
+            .await
+    }
+
+    async fn list_jobs(&self, filter: JobFilter) -> StoreResult<Vec<Job>> {
+        self.call(move |connection| {
+            // A limit of 0 means no limit (SQLite treats -1 as unlimited).
+            let limit = if filter.limit == 0 {
+                -1
+            } else {
+                i64::from(filter.limit)
+            };
+            // One statement per filter shape, so each can use its index
+            // (`jobs_claim` or `jobs_by_lane`) instead of scanning every job.
+            match (filter.state, filter.lane) {
+                (Some(state), Some(lane)) => select_jobs(
+                    connection,
+                    "WHERE state = ?1 AND lane_priority = ?2 ORDER BY seq LIMIT ?3",
+                    params![state.as_str(), lane.priority(), limit],
+                ),
+                (Some(state), None) => select_jobs(
+                    connection,
+                    "WHERE state = ?1 ORDER BY seq LIMIT ?2",
+                    params![state.as_str(), limit],
+                ),
+                (None, Some(lane)) => select_jobs(
+                    connection,
+                    "WHERE lane_priority = ?1 ORDER BY seq LIMIT ?2",
+                    params![lane.priority(), limit],
+                ),
+                (None, None) => select_jobs(connection, "ORDER BY seq LIMIT ?1", params![limit]),
+            }
+        })
+        .await
+    }
+
+    async fn claim_job(
+        &self,
+        grader_id: Uuid,
+        lanes: &[Lane],
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<Job>> {
+        let mut priorities: Vec<i64> = lanes.iter().map(|lane| lane.priority()).collect();
+        priorities.sort_unstable();
+        priorities.dedup();
+        self.write(move |transaction| {
+            // One index seek per lane, in priority order: cheap however deep
+            // the queue is.
+            let mut next = transaction.prepare_cached(NEXT_QUEUED_SQL)?;
+            let mut chosen = None;
+            for priority in priorities {
+                chosen = next.query_row([priority], |row| row.get::<_, i64>(0)).optional()?;
+                if chosen.is_some() {
+                    break;
+                }
+            }
+            let Some(seq) = chosen else { return Ok(None) };
+            let sql = format!(
+                "UPDATE jobs SET state = 'LEASED', tries = tries + 1, lease_id = ?2, grader_id = ?3, \
+                 lease_expires_at = ?4 + timeout_ms * 1000, leased_at = ?4, progress = '[]', \
+                 cancel_requested = 0 WHERE seq = ?1 AND state = 'QUEUED' RETURNING {JOB_COLUMNS}"
+            );
+            let job = transaction
+                .prepare_cached(&sql)?
+                .query_row(params![seq, Uuid::now_v7().to_string(), grader_id.to_string(), micros(now)], job_from)?;
+            Ok(Some(job))
+        })
+        .await
+    }
+
+    async fn record_progress(
+        &self,
+        job_id: Uuid,
+        lease_id: Uuid,
+        case: CaseResult,
+    ) -> StoreResult<Job> {
+        self.write(move |transaction| {
+            let job = existing_job(transaction, job_id)?;
+            check_lease(&job, lease_id)?;
+            let mut progress = job.progress;
+            progress.retain(|existing| existing.test_case_id != case.test_case_id);
+            progress.push(case);
+            progress.sort_by_key(|existing| existing.test_case_id);
+            transaction
+                .prepare_cached("UPDATE jobs SET progress = ?3 WHERE id = ?1 AND state = 'LEASED' AND lease_id = ?2")?
+                .execute(params![job_id.to_string(), lease_id.to_string(), to_json(&progress)?])?;
+            existing_job(transaction, job_id)
+        })
+        .await
+    }
+
+    async fn complete_job(
+        &self,
+        job_id: Uuid,
+        lease_id: Uuid,
+        outcome: JobOutcome,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Completion> {
+        self.write(move |transaction| {
+            let job = existing_job(transaction, job_id)?;
+            if job.state == JobState::Done
+                && job.lease.map(|lease| lease.lease_id) == Some(lease_id)
+            {
+                return Ok(Completion::AlreadyRecorded(job));
+            }
+            check_lease(&job, lease_id)?;
+            transaction
+                .prepare_cached(
+                    "UPDATE jobs SET state = 'DONE', outcome = ?3, finished_at = ?4, applied = 0 \
+                     WHERE id = ?1 AND state = 'LEASED' AND lease_id = ?2",
+                )?
+                .execute(params![
+                    job_id.to_string(),
+                    lease_id.to_string(),
+                    to_json(&outcome)?,
+                    micros(now)
+                ])?;
+            Ok(Completion::Recorded(existing_job(transaction, job_id)?))
+        })
+        .await
+    }
+
+    async fn fail_job(
+        &self,
+        job_id: Uuid,
+        lease_id: Uuid,
+        error: &str,
+        retryable: bool,
+        now: DateTime<Utc>,
+    ) -> StoreResult<FailOutcome> {
+        let error = error.to_owned();
+        self.write(move |transaction| {
+            let job = existing_job(transaction, job_id)?;
+            check_lease(&job, lease_id)?;
+            if retryable && job.tries < job.max_tries {
+                transaction
+                    .prepare_cached(
+                        "UPDATE jobs SET state = 'QUEUED', error = ?3, lease_id = NULL, grader_id = NULL, \
+                         lease_expires_at = NULL WHERE id = ?1 AND state = 'LEASED' AND lease_id = ?2",
+                    )?
+                    .execute(params![job_id.to_string(), lease_id.to_string(), error])?;
+                return Ok(FailOutcome::Requeued(existing_job(transaction, job_id)?));
+            }
+            let error = if retryable { gave_up(job.tries, &error) } else { error };
+            transaction
+                .prepare_cached(
+                    "UPDATE jobs SET state = 'FAILED', error = ?3, finished_at = ?4, applied = 0 \
+                     WHERE id = ?1 AND state = 'LEASED' AND lease_id = ?2",
+                )?
+                .execute(params![job_id.to_string(), lease_id.to_string(), error, micros(now)])?;
+            Ok(FailOutcome::Failed(existing_job(transaction, job_id)?))
+        })
+        .await
+    }
+
+    async fn mark_job_applied(&self, job_id: Uuid) -> StoreResult<()> {
+        self.write(move |transaction| {
+            existing_job(transaction, job_id)?;
+            transaction
+                .prepare_cached(
+                    "UPDATE jobs SET applied = 1 WHERE id = ?1 AND state IN ('DONE', 'FAILED', 'CANCELLED')",
+                )?
+                .execute([job_id.to_string()])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_unapplied_jobs(&self) -> StoreResult<Vec<Job>> {
+        self.call(|connection| select_jobs(connection, UNAPPLIED_FILTER, []))
+            .await
+    }
+
+    async fn release_grader_leases(
+        &self,
+        grader_id: Uuid,
+        count_try: bool,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<FailOutcome>> {
+        let reason = reason.to_owned();
+        self.write(move |transaction| {
+            let jobs = select_jobs(transaction, GRADER_LEASES_FILTER, [grader_id.to_string()])?;
+            jobs.iter()
+                .map(|job| take_back(transaction, job, count_try, &reason, now))
+                .collect()
+        })
+        .await
+    }
+
+    async fn requeue_expired(&self, now: DateTime<Utc>) -> StoreResult<Vec<FailOutcome>> {
+        self.write(move |transaction| {
+            let jobs = select_jobs(transaction, EXPIRED_LEASES_FILTER, [micros(now)])?;
+            jobs.iter()
+                .map(|job| {
+                    let reason = format!(
+                        "the job ran past its {} deadline",
+                        human_duration(job.timeout_ms)
+                    );
+                    take_back(transaction, job, true, &reason, now)
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn stale_leases(
+        &self,
+        grader_id: Uuid,
+        leases: &[(Uuid, Uuid)],
+    ) -> StoreResult<Vec<Uuid>> {
+        let leases = leases.to_vec();
+        self.call(move |connection| {
+            let transaction = connection.transaction()?;
+            let mut stale = Vec::new();
+            for (job_id, lease_id) in leases {
+                let still_held = match select_job(&transaction, job_id)? {
+                    Some(job) => {
+                        job.state == JobState::Leased
+                            && !job.cancel_requested
+                            && job.lease.is_some_and(|lease| {
+                                lease.lease_id == lease_id && lease.grader_id == grader_id
+                            })
+                    }
+                    None => false,
+                };
+                if !still_held {
+                    stale.push(job_id);
+                }
+            }
+            Ok(stale)
+        })
+        .await
+    }
+
+    async fn cancel_job(
+        &self,
+        job_id: Uuid,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<Job>> {
+        let reason = reason.to_owned();
+        self.write(move |transaction| {
+            let job = existing_job(transaction, job_id)?;
+            let cancel_requested = match job.state {
+                JobState::Queued => false,
+                JobState::Leased => true,
+                JobState::Done | JobState::Failed | JobState::Cancelled => return Ok(None),
+            };
+            transaction
+                .prepare_cached(
+                    "UPDATE jobs SET state = 'CANCELLED', cancel_requested = ?2, error = ?3, finished_at = ?4, \
+                     applied = 0 WHERE id = ?1 AND state IN ('QUEUED', 'LEASED')",
+                )?
+                .execute(params![job_id.to_string(), cancel_requested, reason, micros(now)])?;
+            Ok(Some(existing_job(transaction, job_id)?))
+        })
+        .await
+    }
+
+    async fn retry_job(&self, job_id: Uuid) -> StoreResult<Option<Job>> {
+        self.write(move |transaction| {
+            let job = existing_job(transaction, job_id)?;
+            if !matches!(job.state, JobState::Failed | JobState::Cancelled) {
+                return Ok(None);
+            }
+            transaction
+                .prepare_cached(
+                    "UPDATE jobs SET state = 'QUEUED', tries = 0, lease_id = NULL, grader_id = NULL, \
+                     lease_expires_at = NULL, leased_at = NULL, finished_at = NULL, outcome = NULL, \
+                     progress = '[]', applied = 0, cancel_requested = 0 \
+                     WHERE id = ?1 AND state IN ('FAILED', 'CANCELLED')",
+                )?
+                .execute([job_id.to_string()])?;
+            Ok(Some(existing_job(transaction, job_id)?))
+        })
+        .await
+    }
+
+    async fn lane_stats(&self) -> StoreResult<Vec<LaneStats>> {
+        self.call(|connection| {
+            let transaction = connection.transaction()?;
+            let mut stats = Vec::with_capacity(Lane::ALL.len());
+            for lane in Lane::ALL {
+                let count_in = |state: &str| -> StoreResult<u64> {
+                    let count: i64 = transaction
+                        .prepare_cached(
+                            "SELECT COUNT(*) FROM jobs WHERE state = ?1 AND lane_priority = ?2",
+                        )?
+                        .query_row(params![state, lane.priority()], |row| row.get(0))?;
+                    Ok(count.unsigned_abs())
+                };
+                let queued = count_in("QUEUED")?;
+                let leased = count_in("LEASED")?;
+                let oldest_queued_at = transaction
+                    .prepare_cached(
+                        "SELECT created_at FROM jobs WHERE state = 'QUEUED' AND lane_priority = ?1 \
+                         ORDER BY seq LIMIT 1",
+                    )?
+                    .query_row([lane.priority()], |row| time_at(row, 0))
+                    .optional()?;
+                stats.push(LaneStats {
+                    lane,
+                    queued,
+                    leased,
+                    oldest_queued_at,
+                });
+            }
+            Ok(stats)
+        })
+        .await
+    }
+
+    // --- graders ------------------------------------------------------------
+
+    async fn create_grader(&self, grader: Grader) -> StoreResult<()> {
+        self.write(move |transaction| {
+            transaction
+                .prepare_cached(
+                    "INSERT INTO graders (id, name, hostname, version, lanes, slots, state, token_hash, \
+                     last_heartbeat, registered_at, jobs_done) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                )?
+                .execute(params![
+                    grader.id.to_string(),
+                    grader.name,
+                    grader.hostname,
+                    grader.version,
+                    to_json(&grader.lanes)?,
+                    grader.slots,
+                    grader.state.as_str(),
+                    grader.token_hash,
+                    micros(grader.last_heartbeat),
+                    micros(grader.registered_at),
+                    to_i64(grader.jobs_done, "jobs_done")?
+                ])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_grader(&self, id: Uuid) -> StoreResult<Option<Grader>> {
+        self.call(move |connection| select_grader(connection, id))
+            .await
+    }
+
+    async fn get_grader_by_token(&self, token_hash: &str) -> StoreResult<Option<Grader>> {
+        let token_hash = token_hash.to_owned();
+        self.call(move |connection| {
+            let sql = format!("SELECT {GRADER_COLUMNS} FROM graders WHERE token_hash = ?1");
+            Ok(connection
+                .prepare_cached(&sql)?
+                .query_row([token_hash], grader_from)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn list_graders(&self) -> StoreResult<Vec<Grader>> {
+        self.call(|connection| {
+            let sql = format!(
+                "SELECT {GRADER_COLUMNS} FROM graders ORDER BY registered_at DESC, rowid DESC"
+            );
+            let mut statement = connection.prepare_cached(&sql)?;
+            let graders = statement
+                .query_map([], grader_from)?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(graders)
+        })
+        .await
+    }
+
+    async fn touch_grader(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<Option<Grader>> {
+        self.write(move |transaction| {
+            let sql = format!(
+                "UPDATE graders SET last_heartbeat = ?2 WHERE id = ?1 AND state != 'DEAD' RETURNING {GRADER_COLUMNS}"
+            );
+            Ok(transaction.prepare_cached(&sql)?.query_row(params![id.to_string(), micros(now)], grader_from).optional()?)
+        })
+        .await
+    }
+
+    async fn set_grader_state(&self, id: Uuid, state: GraderState) -> StoreResult<bool> {
+        self.write(move |transaction| {
+            let changed = transaction
+                .prepare_cached("UPDATE graders SET state = ?2 WHERE id = ?1 AND state != 'DEAD'")?
+                .execute(params![id.to_string(), state.as_str()])?;
+            Ok(changed > 0)
+        })
+        .await
+    }
+
+    async fn mark_dead_graders(&self, cutoff: DateTime<Utc>) -> StoreResult<Vec<Grader>> {
+        self.write(move |transaction| {
+            let sql = format!(
+                "UPDATE graders SET state = 'DEAD' WHERE state IN ('ALIVE', 'DRAINING') AND last_heartbeat < ?1 \
+                 RETURNING {GRADER_COLUMNS}"
+            );
+            let mut statement = transaction.prepare_cached(&sql)?;
+            let graders = statement.query_map([micros(cutoff)], grader_from)?.collect::<rusqlite::Result<_>>()?;
+            Ok(graders)
+        })
+        .await
+    }
+
+    async fn count_grader_job(&self, id: Uuid) -> StoreResult<()> {
+        self.write(move |transaction| {
+            let changed = transaction
+                .prepare_cached("UPDATE graders SET jobs_done = jobs_done + 1 WHERE id = ?1")?
+                .execute([id.to_string()])?;
+            if changed == 0 {
+                return Err(StoreError::NotFound(format!("grader {id}")));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    // --- cluster tokens -----------------------------------------------------
+
+    async fn create_cluster_token(&self, token: ClusterToken) -> StoreResult<()> {
+        self.write(move |transaction| {
+            transaction
+                .prepare_cached(
+                    "INSERT INTO cluster_tokens (id, label, token_hash, created_by, created_at, revoked) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?
+                .execute(params![
+                    token.id.to_string(),
+                    token.label,
+                    token.token_hash,
+                    token.created_by,
+                    micros(token.created_at),
+                    token.revoked
+                ])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_cluster_tokens(&self) -> StoreResult<Vec<ClusterToken>> {
+        self.call(|connection| {
+            let sql = format!("SELECT {CLUSTER_TOKEN_COLUMNS} FROM cluster_tokens ORDER BY created_at DESC, rowid DESC");
+            let mut statement = connection.prepare_cached(&sql)?;
+            let tokens = statement.query_map([], cluster_token_from)?.collect::<rusqlite::Result<_>>()?;
+            Ok(tokens)
+        })
+        .await
+    }
+
+    async fn get_cluster_token_by_hash(
+        &self,
+        token_hash: &str,
+    ) -> StoreResult<Option<ClusterToken>> {
+        let token_hash = token_hash.to_owned();
+        self.call(move |connection| {
+            let sql =
+                format!("SELECT {CLUSTER_TOKEN_COLUMNS} FROM cluster_tokens WHERE token_hash = ?1");
+            Ok(connection
+                .prepare_cached(&sql)?
+                .query_row([token_hash], cluster_token_from)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn revoke_cluster_token(&self, id: Uuid) -> StoreResult<bool> {
+        self.write(move |transaction| {
+            let changed = transaction
+                .prepare_cached("UPDATE cluster_tokens SET revoked = 1 WHERE id = ?1")?
+                .execute([id.to_string()])?;
+            Ok(changed > 0)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_accept_only_the_synchronous_option() {
+        assert_eq!(
+            parse_location("data/a.db").unwrap(),
+            (PathBuf::from("data/a.db"), Synchronous::Normal)
+        );
+        assert_eq!(
+            parse_location("/tmp/a.db?synchronous=full").unwrap(),
+            (PathBuf::from("/tmp/a.db"), Synchronous::Full)
+        );
+        let error = parse_location("a.db?cache=shared").unwrap_err().to_string();
+        assert!(error.contains("synchronous=normal|full"), "{error}");
+        assert!(parse_location("").is_err());
+    }
+
+    #[test]
+    fn timeouts_read_like_people_write_them() {
+        assert_eq!(human_duration(30_000), "30 s");
+        assert_eq!(human_duration(1_500), "1.5 s");
+        assert_eq!(human_duration(250), "250 ms");
+    }
+
+    #[test]
+    fn give_up_reasons_count_tries() {
+        assert_eq!(
+            gave_up(1, "the job ran past its 30 s deadline"),
+            "gave up after 1 try: the job ran past its 30 s deadline"
+        );
+        assert_eq!(
+            gave_up(3, "grader g1 stopped heartbeating"),
+            "gave up after 3 tries: grader g1 stopped heartbeating"
+        );
+    }
+
+    /// Returns SQLite's query plan for `sql`, its parameters bound to NULL.
+    fn plan(connection: &Connection, sql: &str) -> String {
+        let mut statement = connection
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap();
+        let nulls = vec![rusqlite::types::Null; statement.parameter_count()];
+        let details = statement
+            .query_map(rusqlite::params_from_iter(nulls), |row| {
+                row.get::<_, String>(3)
+            })
+            .unwrap();
+        details
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .unwrap()
+            .join("; ")
+    }
+
+    #[test]
+    fn job_queries_use_their_indexes() {
+        let path = std::env::temp_dir()
+            .join(format!("sqlarena-plan-{}", Uuid::new_v4().simple()))
+            .join("store.db");
+        let store = SqliteStore::open(path.to_str().unwrap()).unwrap();
+        let connection = store.connection.lock().unwrap();
+        let claim = plan(&connection, NEXT_QUEUED_SQL);
+        assert!(
+            claim.contains("jobs_claim") && !claim.contains("TEMP B-TREE"),
+            "claim: {claim}"
+        );
+        let select = |filter: &str| format!("SELECT {JOB_COLUMNS} FROM jobs {filter}");
+        let listing = plan(
+            &connection,
+            &select("WHERE state = ?1 AND lane_priority = ?2 ORDER BY seq LIMIT ?3"),
+        );
+        assert!(
+            listing.contains("jobs_claim") && !listing.contains("TEMP B-TREE"),
+            "listing: {listing}"
+        );
+        let by_lane = plan(
+            &connection,
+            &select("WHERE lane_priority = ?1 ORDER BY seq LIMIT ?2"),
+        );
+        assert!(
+            by_lane.contains("jobs_by_lane") && !by_lane.contains("TEMP B-TREE"),
+            "by lane: {by_lane}"
+        );
+        for (filter, index) in [
+            (GRADER_LEASES_FILTER, "jobs_by_grader"),
+            (EXPIRED_LEASES_FILTER, "jobs_lease_expiry"),
+            (UNAPPLIED_FILTER, "jobs_unapplied_finished"),
+        ] {
+            let found = plan(&connection, &select(filter));
+            assert!(found.contains(index), "{filter}: {found}");
+        }
+    }
+
+    #[test]
+    fn lock_files_sit_next_to_the_store() {
+        assert_eq!(
+            lock_path(Path::new("data/sqlarena.db")),
+            PathBuf::from("data/sqlarena.db.lock")
+        );
+    }
+}

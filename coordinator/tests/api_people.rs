@@ -1,0 +1,1429 @@
+//! The people API over real HTTP against an in-process coordinator on a
+//! fresh SQLite store: accounts and tokens, professor invites, challenge
+//! visibility, attempts and their jobs, the leaderboard, a table of bad
+//! requests that must change nothing, and the OpenAPI document.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use chrono::Utc;
+use common::{Reply, TestServer};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use sqlarena_common::{
+    AttemptStatus, CaseResult, CaseStatus, Column, JobKind, JobPayload, JobState, Lane, QueryResult,
+};
+use sqlarena_coordinator::store::{AttemptUpdate, InitResult, Job, JobFilter};
+
+const PASSWORD: &str = "password-123";
+
+/// A challenge body in the seed's shape, with one visible and one hidden case.
+fn challenge_body(name: &str, challenge_type: &str) -> Value {
+    json!({
+        "name": name,
+        "description": "find the answer",
+        "type": challenge_type,
+        "init": "CREATE TABLE t (a int)",
+        "expires_at": "2099-06-01T12:00",
+        "solution": "SELECT a FROM t",
+        "times_to_run": 3,
+        "test_cases": [
+            {"data": "INSERT INTO t VALUES (1)", "is_visible": true},
+            {"data": "INSERT INTO t VALUES (42) -- secret", "is_visible": false}
+        ]
+    })
+}
+
+fn result_of(value: i64) -> QueryResult {
+    QueryResult {
+        columns: vec![Column {
+            name: "a".into(),
+            type_name: "int4".into(),
+        }],
+        rows: vec![vec![json!(value)]],
+        ordered: false,
+    }
+}
+
+/// Creates a challenge as `token` and returns its JSON.
+async fn create_challenge(server: &TestServer, token: &str, body: Value) -> Value {
+    let reply = server.post("/api/v1/challenges", Some(token), body).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::CREATED,
+        "create challenge: {}",
+        reply.text
+    );
+    reply.data().clone()
+}
+
+/// Plays the init job's part: the challenge becomes READY with expected results.
+async fn make_ready(server: &TestServer, challenge: &Value) {
+    let id = challenge["id"].as_i64().unwrap();
+    let version = challenge["version"].as_i64().unwrap();
+    let expected = challenge["test_cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .map(|(index, case)| {
+            (
+                case["id"].as_i64().unwrap(),
+                result_of(index as i64 + 1),
+                Some(2.0),
+            )
+        })
+        .collect();
+    let ready = InitResult::Ready {
+        expected,
+        warnings: vec!["solution warning".into()],
+    };
+    assert!(server
+        .store()
+        .set_challenge_init(id, version, ready, Utc::now())
+        .await
+        .unwrap());
+}
+
+async fn all_jobs(server: &TestServer) -> Vec<Job> {
+    server
+        .store()
+        .list_jobs(JobFilter {
+            state: None,
+            lane: None,
+            limit: 1000,
+        })
+        .await
+        .unwrap()
+}
+
+/// A bad request: name, method, path, token, body, expected status, and a
+/// word its message must contain.
+type BadRequest<'a> = (
+    &'a str,
+    Method,
+    String,
+    Option<&'a str>,
+    Value,
+    StatusCode,
+    &'a str,
+);
+
+/// Everything a bad request must leave untouched.
+#[derive(Debug, PartialEq)]
+struct Counts {
+    challenges: usize,
+    jobs: usize,
+    attempts: usize,
+    next_user_exists: bool,
+}
+
+async fn counts(server: &TestServer, student_id: i64) -> Counts {
+    Counts {
+        challenges: server.store().list_challenges(None).await.unwrap().len(),
+        jobs: all_jobs(server).await.len(),
+        attempts: server
+            .store()
+            .list_user_attempts(student_id)
+            .await
+            .unwrap()
+            .len(),
+        next_user_exists: server
+            .store()
+            .get_user(student_id + 1)
+            .await
+            .unwrap()
+            .is_some(),
+    }
+}
+
+fn assert_no_secret(reply: &Reply) {
+    for secret in ["$argon2", "password", PASSWORD, "password_hash"] {
+        assert!(
+            !reply.text.contains(secret),
+            "a response shows {secret:?}: {}",
+            reply.text
+        );
+    }
+}
+
+#[tokio::test]
+async fn register_login_and_tokens() {
+    let server = TestServer::start().await;
+    let reply = server
+        .post(
+            "/api/v1/register",
+            None,
+            json!({"email": "Dexter@Example.com", "full_name": "Dexter", "unsafe_password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    assert_no_secret(&reply);
+    let user = reply.data().clone();
+    assert_eq!(user["email"], "Dexter@Example.com");
+    assert_eq!(user["full_name"], "Dexter");
+    assert_eq!(user["role"], "STUD");
+    assert!(user["created_at"].as_str().unwrap().contains('T'));
+    let id = user["id"].as_i64().unwrap();
+    let stored = server.store().get_user(id).await.unwrap().unwrap();
+    assert!(
+        stored.password_hash.starts_with("$argon2"),
+        "the password is kept hashed"
+    );
+
+    // Login with the alias, with a differently cased email.
+    let login = server
+        .post(
+            "/api/v1/login",
+            None,
+            json!({"email": "dexter@example.com", "unsafe_password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(login.status, StatusCode::OK, "{}", login.text);
+    assert_no_secret(&login);
+    assert_eq!(login.data()["id"], id);
+    let token = login.data()["token"].as_str().unwrap().to_string();
+    assert!(token.len() > 40);
+
+    let me = server
+        .get(&format!("/api/v1/users/{id}"), Some(&token))
+        .await;
+    assert_eq!(me.status, StatusCode::OK, "{}", me.text);
+    assert_eq!(me.data()["email"], "Dexter@Example.com");
+    assert_no_secret(&me);
+
+    // Wrong password and unknown email: the same 401.
+    let wrong = server
+        .post(
+            "/api/v1/login",
+            None,
+            json!({"email": "dexter@example.com", "password": "nope-nope"}),
+        )
+        .await;
+    let unknown = server
+        .post(
+            "/api/v1/login",
+            None,
+            json!({"email": "nobody@example.com", "password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(
+        wrong.expect_error(StatusCode::UNAUTHORIZED),
+        unknown.expect_error(StatusCode::UNAUTHORIZED)
+    );
+
+    // Tokens: missing, unknown, someone else's record, admin.
+    server
+        .get(&format!("/api/v1/users/{id}"), None)
+        .await
+        .expect_error(StatusCode::UNAUTHORIZED);
+    server
+        .get(&format!("/api/v1/users/{id}"), Some("sqa_not-a-token"))
+        .await
+        .expect_error(StatusCode::UNAUTHORIZED);
+    let (other_id, other_token) = server.user("other@example.com", None, None).await;
+    server
+        .get(&format!("/api/v1/users/{id}"), Some(&other_token))
+        .await
+        .expect_error(StatusCode::FORBIDDEN);
+    let admin = server.admin_token().await;
+    let seen = server
+        .get(&format!("/api/v1/users/{other_id}"), Some(&admin))
+        .await;
+    assert_eq!(seen.data()["email"], "other@example.com");
+    server
+        .get("/api/v1/users/99999", Some(&admin))
+        .await
+        .expect_error(StatusCode::NOT_FOUND);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn professors_need_an_invite_or_the_signup_flag() {
+    let server = TestServer::start().await;
+    let body = |email: &str, role: &str| json!({"email": email, "full_name": "P", "password": PASSWORD, "role": role});
+    let message = server
+        .post("/api/v1/register", None, body("p@example.com", "PROF"))
+        .await
+        .expect_error(StatusCode::FORBIDDEN);
+    assert!(message.contains("invite"), "{message}");
+    server
+        .post("/api/v1/register", None, body("a@example.com", "ADMIN"))
+        .await
+        .expect_error(StatusCode::FORBIDDEN);
+    for email in ["p@example.com", "a@example.com"] {
+        assert!(
+            server
+                .store()
+                .get_user_by_email(email)
+                .await
+                .unwrap()
+                .is_none(),
+            "{email} was created"
+        );
+    }
+
+    // Only admins invite.
+    let (_, student) = server.user("s@example.com", None, None).await;
+    server
+        .post("/api/v1/invites", Some(&student), json!({"role": "PROF"}))
+        .await
+        .expect_error(StatusCode::FORBIDDEN);
+    let admin = server.admin_token().await;
+    let invite = server
+        .post("/api/v1/invites", Some(&admin), json!({}))
+        .await;
+    assert_eq!(invite.status, StatusCode::CREATED, "{}", invite.text);
+    assert_eq!(invite.data()["role"], "PROF");
+    let code = invite.data()["code"].as_str().unwrap().to_string();
+
+    let mut with_invite = body("p@example.com", "PROF");
+    with_invite["invite"] = json!(code);
+    let reply = server
+        .post("/api/v1/register", None, with_invite.clone())
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    assert_eq!(reply.data()["role"], "PROF");
+
+    // An invite works once; an unknown one never.
+    with_invite["email"] = json!("p2@example.com");
+    server
+        .post("/api/v1/register", None, with_invite.clone())
+        .await
+        .expect_error(StatusCode::FORBIDDEN);
+    with_invite["invite"] = json!("sqi_made-up");
+    server
+        .post("/api/v1/register", None, with_invite)
+        .await
+        .expect_error(StatusCode::FORBIDDEN);
+    assert!(server
+        .store()
+        .get_user_by_email("p2@example.com")
+        .await
+        .unwrap()
+        .is_none());
+    server.stop().await;
+
+    let open = TestServer::start_with(|config| config.allow_professor_signup = true).await;
+    let reply = open
+        .post("/api/v1/register", None, body("p@example.com", "PROF"))
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    assert_eq!(reply.data()["role"], "PROF");
+    open.post("/api/v1/register", None, body("a@example.com", "ADMIN"))
+        .await
+        .expect_error(StatusCode::FORBIDDEN);
+    open.stop().await;
+}
+
+#[tokio::test]
+async fn challenges_queue_an_init_job_and_hide_solutions_and_hidden_data() {
+    let server = TestServer::start().await;
+    let (professor_id, professor) = server.professor("prof@example.com").await;
+    let (_, other_professor) = server.professor("prof2@example.com").await;
+    let (_, student) = server.user("student@example.com", None, None).await;
+
+    let mut body = challenge_body("Fabian Pascal", "FE");
+    body["user_id"] = json!(professor_id);
+    let challenge = create_challenge(&server, &professor, body).await;
+    let id = challenge["id"].as_i64().unwrap();
+    assert_eq!(challenge["state"], "PENDING");
+    assert_eq!(challenge["created_user_id"], professor_id);
+    assert_eq!(challenge["solution"], "SELECT a FROM t");
+    assert_eq!(challenge["expires_at"], "2099-06-01T12:00:00Z");
+    assert_eq!(challenge["type"], "FE");
+    assert_eq!(challenge["test_cases"].as_array().unwrap().len(), 2);
+
+    // One init job, on the init lane, carrying the challenge.
+    let jobs = all_jobs(&server).await;
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(
+        (jobs[0].lane, jobs[0].kind, jobs[0].state),
+        (Lane::Init, JobKind::Init, JobState::Queued)
+    );
+    let JobPayload::Init(payload) = &jobs[0].payload else {
+        panic!("not an init payload")
+    };
+    assert_eq!((payload.challenge_id, payload.version), (id, 1));
+    assert_eq!(payload.solution, "SELECT a FROM t");
+    assert_eq!(payload.times_to_run, 3);
+    let case_ids: Vec<i64> = challenge["test_cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        payload
+            .test_cases
+            .iter()
+            .map(|case| case.id)
+            .collect::<Vec<_>>(),
+        case_ids
+    );
+    assert_eq!(
+        payload.test_cases[1].data,
+        "INSERT INTO t VALUES (42) -- secret"
+    );
+
+    make_ready(&server, &challenge).await;
+    for token in [&student, &other_professor] {
+        for reply in [
+            server
+                .get(&format!("/api/v1/challenges/{id}"), Some(token))
+                .await,
+            server.get("/api/v1/challenges", Some(token)).await,
+            server
+                .get(
+                    &format!("/api/v1/challenges-by-user/{professor_id}"),
+                    Some(token),
+                )
+                .await,
+        ] {
+            assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+            assert!(
+                !reply.text.contains("secret"),
+                "hidden data leaked: {}",
+                reply.text
+            );
+            assert!(
+                !reply.text.contains("SELECT a FROM t"),
+                "solution leaked: {}",
+                reply.text
+            );
+            assert!(
+                !reply.text.contains("solution warning"),
+                "warnings leaked: {}",
+                reply.text
+            );
+        }
+        let view = server
+            .get(&format!("/api/v1/challenges/{id}"), Some(token))
+            .await
+            .data()
+            .clone();
+        assert_eq!(view["state"], "READY");
+        assert_eq!(view["test_cases"][0]["data"], "INSERT INTO t VALUES (1)");
+        assert_eq!(
+            view["test_cases"][0]["expected_result"]["rows"],
+            json!([[1]])
+        );
+        assert!(view["test_cases"][1]["data"].is_null());
+        assert!(view["test_cases"][1]["expected_result"].is_null());
+        assert_eq!(view["top_attempts"], json!([]));
+    }
+    let own = server
+        .get(&format!("/api/v1/challenges/{id}"), Some(&professor))
+        .await;
+    assert!(own.text.contains("secret") && own.text.contains("SELECT a FROM t"));
+    assert_eq!(
+        own.data()["test_cases"][1]["expected_result"]["rows"],
+        json!([[2]])
+    );
+    assert_eq!(own.data()["init_warnings"], json!(["solution warning"]));
+    let admin = server.admin_token().await;
+    assert!(server
+        .get("/api/v1/challenges", Some(&admin))
+        .await
+        .text
+        .contains("secret"));
+
+    let mine = server
+        .get(
+            &format!("/api/v1/challenges-by-user/{professor_id}"),
+            Some(&student),
+        )
+        .await;
+    assert_eq!(mine.data().as_array().unwrap().len(), 1);
+    let none = server
+        .get(
+            &format!("/api/v1/challenges-by-user/{}", professor_id + 1),
+            Some(&student),
+        )
+        .await;
+    assert_eq!(none.data(), &json!([]));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn attempts_need_a_ready_unexpired_challenge_and_queue_on_its_lane() {
+    let server = TestServer::start_with(|config| config.max_unfinished_attempts = 2).await;
+    let (_, professor) = server.professor("prof@example.com").await;
+    let (student_id, student) = server.user("student@example.com", None, None).await;
+    let fe = create_challenge(&server, &professor, challenge_body("fast one", "FE")).await;
+    let fe_id = fe["id"].as_i64().unwrap();
+    let attempt = json!({"challenge_id": fe_id, "query": "SELECT a FROM t", "user_id": student_id});
+
+    let message = server
+        .post("/api/v1/attempts", Some(&student), attempt.clone())
+        .await
+        .expect_error(StatusCode::CONFLICT);
+    assert!(message.contains("not ready"), "{message}");
+    assert!(server
+        .store()
+        .list_user_attempts(student_id)
+        .await
+        .unwrap()
+        .is_empty());
+
+    make_ready(&server, &fe).await;
+    let reply = server
+        .post("/api/v1/attempts", Some(&student), attempt.clone())
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    let created = reply.data().clone();
+    assert_eq!(created["status"], "PENDING");
+    assert_eq!(created["user_id"], student_id);
+    assert_eq!(created["challenge_version"], 1);
+    let statuses: Vec<&Value> = created["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|case| &case["status"])
+        .collect();
+    assert_eq!(statuses, vec!["PENDING", "PENDING"]);
+    let attempt_id = created["id"].as_i64().unwrap();
+
+    let job = all_jobs(&server)
+        .await
+        .into_iter()
+        .find(|job| job.kind == JobKind::Attempt)
+        .expect("an attempt job");
+    assert_eq!((job.lane, job.state), (Lane::Fast, JobState::Queued));
+    let JobPayload::Attempt(payload) = &job.payload else {
+        panic!("not an attempt payload")
+    };
+    assert_eq!(
+        (payload.attempt_id, payload.user_id, payload.challenge_id),
+        (attempt_id, student_id, fe_id)
+    );
+    assert_eq!(payload.query, "SELECT a FROM t");
+    assert_eq!(payload.test_case_ids.len(), 2);
+    assert_eq!(
+        server
+            .store()
+            .get_attempt(attempt_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .job_id,
+        Some(job.id)
+    );
+
+    // The cap on unfinished attempts.
+    let second = server
+        .post("/api/v1/attempts", Some(&student), attempt.clone())
+        .await;
+    assert_eq!(second.status, StatusCode::CREATED, "{}", second.text);
+    let third = server
+        .post("/api/v1/attempts", Some(&student), attempt.clone())
+        .await;
+    third.expect_error(StatusCode::TOO_MANY_REQUESTS);
+    let retry_after: u64 = third.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry_after > 0);
+    assert_eq!(
+        server
+            .store()
+            .list_user_attempts(student_id)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+
+    // Cancelling frees a slot; a second cancel is a conflict.
+    let cancelled = server
+        .post(
+            &format!("/api/v1/attempts/{attempt_id}/cancel"),
+            Some(&student),
+            json!({}),
+        )
+        .await;
+    assert_eq!(cancelled.status, StatusCode::OK, "{}", cancelled.text);
+    assert_eq!(cancelled.data()["status"], "CANCELLED");
+    assert_eq!(
+        server.store().get_job(job.id).await.unwrap().unwrap().state,
+        JobState::Cancelled
+    );
+    server
+        .post(
+            &format!("/api/v1/attempts/{attempt_id}/cancel"),
+            Some(&student),
+            json!({}),
+        )
+        .await
+        .expect_error(StatusCode::CONFLICT);
+
+    // SE attempts go to the slow lane.
+    let (_, student2) = server.user("student2@example.com", None, None).await;
+    let se = create_challenge(&server, &professor, challenge_body("slow one", "SE")).await;
+    make_ready(&server, &se).await;
+    let reply = server
+        .post(
+            "/api/v1/attempts",
+            Some(&student2),
+            json!({"challenge_id": se["id"], "query": "SELECT 1"}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    let se_attempt = reply.data()["id"].as_i64().unwrap();
+    let job = all_jobs(&server)
+        .await
+        .into_iter()
+        .find(|job| matches!(&job.payload, JobPayload::Attempt(p) if p.attempt_id == se_attempt))
+        .expect("the SE attempt's job");
+    assert_eq!(job.lane, Lane::Slow);
+
+    // An expired challenge refuses attempts.
+    let mut soon = challenge_body("expiring", "FE");
+    soon["expires_at"] = json!((Utc::now() + chrono::Duration::milliseconds(1500)).to_rfc3339());
+    let expiring = create_challenge(&server, &professor, soon).await;
+    make_ready(&server, &expiring).await;
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let message = server
+        .post(
+            "/api/v1/attempts",
+            Some(&student2),
+            json!({"challenge_id": expiring["id"], "query": "SELECT 1"}),
+        )
+        .await
+        .expect_error(StatusCode::FORBIDDEN);
+    assert!(message.contains("expired"), "{message}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn attempt_results_hide_hidden_cases_from_students_only() {
+    let server = TestServer::start().await;
+    let (_, professor) = server.professor("prof@example.com").await;
+    let (student_id, student) = server.user("student@example.com", None, None).await;
+    let (_, stranger) = server.user("stranger@example.com", None, None).await;
+    let challenge = create_challenge(&server, &professor, challenge_body("c", "FE")).await;
+    make_ready(&server, &challenge).await;
+    let reply = server
+        .post(
+            "/api/v1/attempts",
+            Some(&student),
+            json!({"challenge_id": challenge["id"], "query": "SELECT a FROM t"}),
+        )
+        .await;
+    let attempt_id = reply.data()["id"].as_i64().unwrap();
+    let case_ids: Vec<i64> = challenge["test_cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_i64().unwrap())
+        .collect();
+
+    // The grader's part: a visible pass and a hidden wrong answer.
+    let case = |test_case_id: i64, status: CaseStatus, actual: i64| CaseResult {
+        test_case_id,
+        status,
+        execution_ms: Some(3.0),
+        min_ms: Some(2.5),
+        reference_ms: Some(2.0),
+        ratio: Some(1.5),
+        actual_result: Some(result_of(actual)),
+        diff: (status == CaseStatus::Failed).then(|| "row 1: expected 777, got 41".to_string()),
+        error: (status == CaseStatus::Failed).then(|| "wrong answer: expected 777".to_string()),
+    };
+    let update = AttemptUpdate {
+        status: Some(AttemptStatus::Failed),
+        cases: Some(vec![
+            case(case_ids[0], CaseStatus::Passed, 1),
+            case(case_ids[1], CaseStatus::Failed, 41),
+        ]),
+        finished_at: Some(Utc::now()),
+        ..AttemptUpdate::default()
+    };
+    server
+        .store()
+        .update_attempt(attempt_id, update)
+        .await
+        .unwrap();
+
+    for path in [
+        format!("/api/v1/attempts/{attempt_id}"),
+        format!("/api/v1/users/{student_id}/attempts/{attempt_id}"),
+    ] {
+        let mine = server.get(&path, Some(&student)).await;
+        assert_eq!(mine.status, StatusCode::OK, "{}", mine.text);
+        assert!(
+            !mine.text.contains("777") && !mine.text.contains("41"),
+            "hidden result leaked: {}",
+            mine.text
+        );
+        let view = mine.data();
+        assert_eq!(view["status"], "FAILED");
+        assert_eq!(view["attempts"][0]["actual_result"]["rows"], json!([[1]]));
+        let hidden = &view["attempts"][1];
+        assert_eq!(
+            (hidden["is_visible"].clone(), hidden["status"].clone()),
+            (json!(false), json!("FAILED"))
+        );
+        assert_eq!(hidden["error"], "wrong answer");
+        assert_eq!(hidden["ratio"], 1.5);
+        assert!(hidden.get("diff").is_none() && hidden.get("actual_result").is_none());
+
+        let theirs = server.get(&path, Some(&professor)).await;
+        assert_eq!(
+            theirs.data()["attempts"][1]["diff"],
+            "row 1: expected 777, got 41"
+        );
+        server
+            .get(&path, Some(&stranger))
+            .await
+            .expect_error(StatusCode::FORBIDDEN);
+    }
+    let listed = server
+        .get(
+            &format!("/api/v1/users/{student_id}/attempts"),
+            Some(&student),
+        )
+        .await;
+    assert_eq!(listed.data().as_array().unwrap().len(), 1);
+    assert!(!listed.text.contains("777"));
+    server
+        .get(
+            &format!("/api/v1/users/{student_id}/attempts"),
+            Some(&stranger),
+        )
+        .await
+        .expect_error(StatusCode::FORBIDDEN);
+    server
+        .get(
+            &format!("/api/v1/users/{student_id}/attempts/{}", attempt_id + 1),
+            Some(&student),
+        )
+        .await
+        .expect_error(StatusCode::NOT_FOUND);
+    server
+        .post(
+            &format!("/api/v1/attempts/{attempt_id}/cancel"),
+            Some(&stranger),
+            json!({}),
+        )
+        .await
+        .expect_error(StatusCode::FORBIDDEN);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_leaderboard_ranks_each_users_best_passing_attempt() {
+    let server = TestServer::start().await;
+    let (_, professor) = server.professor("prof@example.com").await;
+    let challenge = create_challenge(&server, &professor, challenge_body("race", "FE")).await;
+    make_ready(&server, &challenge).await;
+    let case_ids: Vec<i64> = challenge["test_cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_i64().unwrap())
+        .collect();
+
+    // (student, ratios, passed?) in submission order.
+    let plan: [(usize, [f64; 2], bool); 5] = [
+        (0, [2.0, 8.0], true),
+        (1, [1.0, 1.0], true),
+        (0, [0.5, 2.0], true),
+        (2, [0.1, 0.1], false),
+        (2, [3.0, 3.0], true),
+    ];
+    let mut students = Vec::new();
+    for index in 0..3 {
+        students.push(
+            server
+                .user(&format!("s{index}@example.com"), None, None)
+                .await,
+        );
+    }
+    let mut attempt_ids = Vec::new();
+    for (student, ratios, passed) in plan {
+        let reply = server
+            .post(
+                "/api/v1/attempts",
+                Some(&students[student].1),
+                json!({"challenge_id": challenge["id"], "query": "SELECT a FROM t"}),
+            )
+            .await;
+        let id = reply.data()["id"].as_i64().unwrap();
+        attempt_ids.push(id);
+        let status = if passed {
+            CaseStatus::Passed
+        } else {
+            CaseStatus::Failed
+        };
+        let cases = case_ids
+            .iter()
+            .zip(ratios)
+            .map(|(case_id, ratio)| CaseResult {
+                test_case_id: *case_id,
+                status,
+                execution_ms: Some(ratio * 10.0),
+                min_ms: None,
+                reference_ms: Some(10.0),
+                ratio: Some(ratio),
+                actual_result: None,
+                diff: None,
+                error: None,
+            })
+            .collect();
+        let update = AttemptUpdate {
+            status: Some(if passed {
+                AttemptStatus::Passed
+            } else {
+                AttemptStatus::Failed
+            }),
+            cases: Some(cases),
+            finished_at: Some(Utc::now()),
+            ..AttemptUpdate::default()
+        };
+        server.store().update_attempt(id, update).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let view = server
+        .get(
+            &format!("/api/v1/challenges/{}", challenge["id"]),
+            Some(&students[0].1),
+        )
+        .await;
+    let board = view.data()["top_attempts"].as_array().unwrap().clone();
+    // s0's best is 1.0 (attempt 3) tied with s1's 1.0 (attempt 2, earlier); s2 only passed with 3.0.
+    let order: Vec<i64> = board
+        .iter()
+        .map(|entry| entry["attempt_id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        order,
+        vec![attempt_ids[1], attempt_ids[2], attempt_ids[4]],
+        "{board:?}"
+    );
+    assert_eq!(board[0]["rank"], 1);
+    assert_eq!(board[0]["user_id"], students[1].0);
+    assert_eq!(board[0]["user_full_name"], "Name of s1@example.com");
+    assert!((board[2]["score"].as_f64().unwrap() - 3.0).abs() < 1e-9);
+    assert!((board[2]["completion_time_ms"].as_f64().unwrap() - 60.0).abs() < 1e-9);
+    assert!(board[0]["time_of_attempt"].is_string());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bad_requests_get_the_envelope_and_change_nothing() {
+    let server = TestServer::start_with(|config| config.max_body_bytes = 512 * 1024).await;
+    let (_, professor) = server.professor("prof@example.com").await;
+    let (student_id, student) = server.user("student@example.com", None, None).await;
+    let ready = create_challenge(&server, &professor, challenge_body("ready", "FE")).await;
+    make_ready(&server, &ready).await;
+    let ready_id = ready["id"].as_i64().unwrap();
+    let before = counts(&server, student_id).await;
+
+    let register = |change: &dyn Fn(&mut Value)| {
+        let mut body =
+            json!({"email": "new@example.com", "full_name": "New", "password": PASSWORD});
+        change(&mut body);
+        body
+    };
+    let challenge = |change: &dyn Fn(&mut Value)| {
+        let mut body = challenge_body("bad", "FE");
+        change(&mut body);
+        body
+    };
+    let big = "x".repeat(257 * 1024);
+    let fifty_one: Vec<Value> = (0..51)
+        .map(|_| json!({"data": "", "is_visible": true}))
+        .collect();
+    let json_cases: Vec<BadRequest> = vec![
+        (
+            "register: wrong type",
+            Method::POST,
+            "/api/v1/register".into(),
+            None,
+            register(&|b| b["email"] = json!(5)),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "email",
+        ),
+        (
+            "register: missing field",
+            Method::POST,
+            "/api/v1/register".into(),
+            None,
+            json!({"email": "new@example.com"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "full_name",
+        ),
+        (
+            "register: unknown field",
+            Method::POST,
+            "/api/v1/register".into(),
+            None,
+            register(&|b| b["is_admin"] = json!(true)),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "is_admin",
+        ),
+        (
+            "register: bad email",
+            Method::POST,
+            "/api/v1/register".into(),
+            None,
+            register(&|b| b["email"] = json!("not-an-email")),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "email",
+        ),
+        (
+            "register: short password",
+            Method::POST,
+            "/api/v1/register".into(),
+            None,
+            register(&|b| b["password"] = json!("short")),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "password",
+        ),
+        (
+            "register: no password",
+            Method::POST,
+            "/api/v1/register".into(),
+            None,
+            register(&|b| {
+                b.as_object_mut().unwrap().remove("password");
+            }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "password",
+        ),
+        (
+            "register: empty name",
+            Method::POST,
+            "/api/v1/register".into(),
+            None,
+            register(&|b| b["full_name"] = json!("  ")),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "full_name",
+        ),
+        (
+            "register: unknown role",
+            Method::POST,
+            "/api/v1/register".into(),
+            None,
+            register(&|b| b["role"] = json!("KING")),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "KING",
+        ),
+        (
+            "register: duplicate email",
+            Method::POST,
+            "/api/v1/register".into(),
+            None,
+            register(&|b| b["email"] = json!("STUDENT@example.com")),
+            StatusCode::CONFLICT,
+            "already registered",
+        ),
+        (
+            "login: missing password",
+            Method::POST,
+            "/api/v1/login".into(),
+            None,
+            json!({"email": "student@example.com"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "password",
+        ),
+        (
+            "challenge: no token",
+            Method::POST,
+            "/api/v1/challenges".into(),
+            None,
+            challenge(&|_| {}),
+            StatusCode::UNAUTHORIZED,
+            "Bearer",
+        ),
+        (
+            "challenge: bad token",
+            Method::POST,
+            "/api/v1/challenges".into(),
+            Some("sqa_bogus"),
+            challenge(&|_| {}),
+            StatusCode::UNAUTHORIZED,
+            "sign in",
+        ),
+        (
+            "challenge: student",
+            Method::POST,
+            "/api/v1/challenges".into(),
+            Some(&student),
+            challenge(&|_| {}),
+            StatusCode::FORBIDDEN,
+            "PROF",
+        ),
+        (
+            "challenge: bad type",
+            Method::POST,
+            "/api/v1/challenges".into(),
+            Some(&professor),
+            challenge(&|b| b["type"] = json!("XX")),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "XX",
+        ),
+        (
+            "challenge: times_to_run 0",
+            Method::POST,
+            "/api/v1/challenges".into(),
+            Some(&professor),
+            challenge(&|b| b["times_to_run"] = json!(0)),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "times_to_run",
+        ),
+        (
+            "challenge: times_to_run 101",
+            Method::POST,
+            "/api/v1/challenges".into(),
+            Some(&professor),
+            challenge(&|b| b["times_to_run"] = json!(101)),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "times_to_run",
+        ),
+        (
+            "challenge: negative times",
+            Method::POST,
+            "/api/v1/challenges".into(),
+            Some(&professor),
+            challenge(&|b| b["times_to_run"] = json!(-3)),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "times_to_run",
+        ),
+        (
+            "challenge: empty name",
+            Method::POST,
+            "/api/v1/challenges".into(),
+            Some(&professor),
+            challenge(&|b| b["name"] = json!("")),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "name",
+        ),
+        (
+            "challenge: long name",
+            Method::POST,
+            "/api/v1/challenges".into(),
+            Some(&professor),
+            challenge(&|b| b["name"] = json!("n".repeat(201))),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "name",
+        ),
+        (
+            "challenge: no cases",
+            Method::POST,
+            "/api/v1/challenges".into(),
+            Some(&professor),
+            challenge(&|b| b["test_cases"] = json!([])),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "test_cases",
+        ),
+        (
+            "challenge: 51 cases",
+            Method::POST,
+            "/api/v1/challenges".into(),
+            Some(&professor),
+            challenge(&|b| b["test_cases"] = json!(fifty_one)),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "test_cases",
+        ),
+        (
+            "challenge: huge init",
+            Method::POST,
+            "/api/v1/challenges".into(),
+            Some(&professor),
+            challenge(&|b| b["init"] = json!(big)),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "init",
+        ),
+        (
+            "challenge: huge case",
+            Method::POST,
+            "/api/v1/challenges".into(),
+            Some(&professor),
+            challenge(&|b| b["test_cases"][0]["data"] = json!(big)),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "test_cases[0].data",
+        ),
+        (
+            "challenge: past expiry",
+            Method::POST,
+            "/api/v1/challenges".into(),
+            Some(&professor),
+            challenge(&|b| b["expires_at"] = json!("2001-01-01T00:00")),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "expires_at",
+        ),
+        (
+            "challenge: bad expiry",
+            Method::POST,
+            "/api/v1/challenges".into(),
+            Some(&professor),
+            challenge(&|b| b["expires_at"] = json!("soon")),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "expires_at",
+        ),
+        (
+            "challenge: empty solution",
+            Method::POST,
+            "/api/v1/challenges".into(),
+            Some(&professor),
+            challenge(&|b| b["solution"] = json!(" ")),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "solution",
+        ),
+        (
+            "challenge: missing solution",
+            Method::POST,
+            "/api/v1/challenges".into(),
+            Some(&professor),
+            challenge(&|b| {
+                b.as_object_mut().unwrap().remove("solution");
+            }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "solution",
+        ),
+        (
+            "challenge: unknown field",
+            Method::POST,
+            "/api/v1/challenges".into(),
+            Some(&professor),
+            challenge(&|b| b["state"] = json!("READY")),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "state",
+        ),
+        (
+            "challenge: someone else's user_id",
+            Method::POST,
+            "/api/v1/challenges".into(),
+            Some(&professor),
+            challenge(&|b| b["user_id"] = json!(student_id)),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "user_id",
+        ),
+        (
+            "attempt: unknown challenge",
+            Method::POST,
+            "/api/v1/attempts".into(),
+            Some(&student),
+            json!({"challenge_id": 9999, "query": "SELECT 1"}),
+            StatusCode::NOT_FOUND,
+            "9999",
+        ),
+        (
+            "attempt: text challenge id",
+            Method::POST,
+            "/api/v1/attempts".into(),
+            Some(&student),
+            json!({"challenge_id": "one", "query": "SELECT 1"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "challenge_id",
+        ),
+        (
+            "attempt: empty query",
+            Method::POST,
+            "/api/v1/attempts".into(),
+            Some(&student),
+            json!({"challenge_id": ready_id, "query": ""}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "query",
+        ),
+        (
+            "attempt: huge query",
+            Method::POST,
+            "/api/v1/attempts".into(),
+            Some(&student),
+            json!({"challenge_id": ready_id, "query": "x".repeat(65 * 1024)}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "query",
+        ),
+        (
+            "attempt: unknown field",
+            Method::POST,
+            "/api/v1/attempts".into(),
+            Some(&student),
+            json!({"challenge_id": ready_id, "query": "SELECT 1", "priority": 1}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "priority",
+        ),
+        (
+            "attempt: no token",
+            Method::POST,
+            "/api/v1/attempts".into(),
+            None,
+            json!({"challenge_id": ready_id, "query": "SELECT 1"}),
+            StatusCode::UNAUTHORIZED,
+            "Bearer",
+        ),
+        (
+            "invite: professor",
+            Method::POST,
+            "/api/v1/invites".into(),
+            Some(&professor),
+            json!({"role": "PROF"}),
+            StatusCode::FORBIDDEN,
+            "ADMIN",
+        ),
+        (
+            "cancel: unknown attempt",
+            Method::POST,
+            "/api/v1/attempts/9999/cancel".into(),
+            Some(&student),
+            json!({}),
+            StatusCode::NOT_FOUND,
+            "9999",
+        ),
+    ];
+    for (name, method, path, token, body, status, needle) in json_cases {
+        let reply = server.call(method, &path, token, Some(body)).await;
+        let message = reply.expect_error(status);
+        assert!(
+            message.contains(needle),
+            "{name}: message {message:?} does not mention {needle:?}"
+        );
+        assert_eq!(
+            counts(&server, student_id).await,
+            before,
+            "{name} changed something"
+        );
+    }
+
+    let get_cases: Vec<(&str, String, Option<&str>, StatusCode)> = vec![
+        (
+            "unknown challenge",
+            "/api/v1/challenges/9999".into(),
+            Some(&student),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "text challenge id",
+            "/api/v1/challenges/abc".into(),
+            Some(&student),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "unknown attempt",
+            "/api/v1/attempts/9999".into(),
+            Some(&student),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "text attempt id",
+            "/api/v1/attempts/abc".into(),
+            Some(&student),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "text user id",
+            "/api/v1/users/abc".into(),
+            Some(&student),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "unknown creator",
+            "/api/v1/challenges-by-user/9999".into(),
+            Some(&student),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "list without token",
+            "/api/v1/challenges".into(),
+            None,
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "unknown route",
+            "/api/v1/nothing-here".into(),
+            Some(&student),
+            StatusCode::NOT_FOUND,
+        ),
+    ];
+    for (name, path, token, status) in get_cases {
+        let reply = server.get(&path, token).await;
+        reply.expect_error(status);
+        assert_eq!(
+            counts(&server, student_id).await,
+            before,
+            "{name} changed something"
+        );
+    }
+
+    // Bodies that are not JSON at all, or too large.
+    let malformed = server
+        .call_raw(Method::POST, "/api/v1/register", None, "{\"email\": ")
+        .await;
+    assert!(malformed
+        .expect_error(StatusCode::BAD_REQUEST)
+        .contains("malformed JSON"));
+    let malformed = server
+        .call_raw(
+            Method::POST,
+            "/api/v1/challenges",
+            Some(&professor),
+            "not json",
+        )
+        .await;
+    malformed.expect_error(StatusCode::BAD_REQUEST);
+    let text = server
+        .http
+        .post(format!("{}/api/v1/register", server.base))
+        .header("content-type", "text/plain")
+        .body("hello")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(text.status(), StatusCode::BAD_REQUEST);
+    let mut huge = challenge_body("huge", "FE");
+    huge["description"] = json!("d".repeat(600 * 1024));
+    let too_large = server
+        .call_raw(
+            Method::POST,
+            "/api/v1/challenges",
+            Some(&professor),
+            huge.to_string(),
+        )
+        .await;
+    too_large.expect_error(StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        counts(&server, student_id).await,
+        before,
+        "a bad body changed something"
+    );
+    assert!(server
+        .store()
+        .get_user_by_email("new@example.com")
+        .await
+        .unwrap()
+        .is_none());
+    server.stop().await;
+}
+
+/// Every `.route("PATH", METHOD(handler)...)` in a router source file, as
+/// (METHOD, PATH) with `prefix` prepended.
+fn routes_in(source: &str, prefix: &str) -> Vec<(String, String)> {
+    let mut routes = Vec::new();
+    for chunk in source.split(".route(\"").skip(1) {
+        let (path, rest) = chunk.split_once('"').expect("a quoted route path");
+        let end = rest
+            .find("\n        .route")
+            .or_else(|| rest.find("\n}"))
+            .unwrap_or(rest.len());
+        let handlers = &rest[..end];
+        for method in ["get", "post", "put", "patch", "delete"] {
+            let call = format!("{method}(");
+            let mut from = 0;
+            while let Some(at) = handlers[from..].find(&call) {
+                let index = from + at;
+                let before = handlers[..index].chars().last().unwrap_or(' ');
+                if !(before.is_alphanumeric() || before == '_') {
+                    routes.push((method.to_string(), format!("{prefix}{path}")));
+                }
+                from = index + call.len();
+            }
+        }
+    }
+    routes
+}
+
+#[tokio::test]
+async fn every_route_is_in_the_openapi_document_and_the_docs_page_works() {
+    let server = TestServer::start().await;
+    let reply = server.get("/api/v1/openapi.json", None).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let document = reply.body.clone();
+    assert!(
+        document["openapi"].as_str().unwrap().starts_with("3.0"),
+        "not OpenAPI 3.0"
+    );
+    assert!(
+        document["components"]["securitySchemes"]["bearer"].is_object(),
+        "no bearer auth scheme"
+    );
+    assert!(
+        document["components"]["schemas"]["Error"].is_object(),
+        "no error envelope schema"
+    );
+    let paths = document["paths"].as_object().expect("paths");
+
+    let sources = [
+        (include_str!("../src/http/users.rs"), ""),
+        (include_str!("../src/http/challenges.rs"), ""),
+        (include_str!("../src/http/attempts.rs"), ""),
+        (include_str!("../src/http/admin.rs"), ""),
+        (include_str!("../src/http/grader.rs"), "/grader"),
+    ];
+    let mut routes: BTreeSet<(String, String)> = BTreeSet::new();
+    for (source, prefix) in sources {
+        routes.extend(routes_in(source, prefix));
+    }
+    // Operations routes sit outside /api/v1; the document lists them with their full path.
+    routes.extend(routes_in(include_str!("../src/http/ops.rs"), ""));
+    assert!(
+        routes.len() >= 30,
+        "found only {} routes: {routes:?}",
+        routes.len()
+    );
+    assert!(routes.contains(&("post".to_string(), "/grader/jobs/{id}/complete".to_string())));
+    let mut missing = Vec::new();
+    for (method, path) in &routes {
+        let operation = &paths.get(path).unwrap_or(&Value::Null)[method];
+        if !operation.is_object() {
+            missing.push(format!("{} {path}", method.to_uppercase()));
+        } else {
+            assert!(
+                operation["summary"].is_string(),
+                "{method} {path} has no summary"
+            );
+            assert!(
+                operation["responses"].is_object(),
+                "{method} {path} has no responses"
+            );
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "routes missing from openapi.json: {missing:?}"
+    );
+
+    // And the document lists no route the server does not have.
+    for (path, item) in paths {
+        for method in item
+            .as_object()
+            .unwrap()
+            .keys()
+            .filter(|key| ["get", "post", "put", "patch", "delete"].contains(&key.as_str()))
+        {
+            assert!(
+                routes.contains(&(method.clone(), path.clone())),
+                "openapi.json lists {method} {path}, which the router lacks"
+            );
+        }
+    }
+
+    for page in ["/docs", "/api/v1/docs"] {
+        let response = server
+            .http
+            .get(format!("{}{page}", server.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html"));
+        let html = response.text().await.unwrap();
+        assert!(
+            html.contains("/api/v1/openapi.json"),
+            "the docs page does not load the document"
+        );
+        assert!(
+            !html.contains("https://") && !html.contains("http://"),
+            "the docs page loads something from the network"
+        );
+    }
+    server.stop().await;
+}

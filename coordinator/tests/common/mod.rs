@@ -1,0 +1,275 @@
+//! A real coordinator served in-process on `127.0.0.1:0` with a fresh SQLite
+//! store in a temporary directory, and a small HTTP client for it.
+//!
+//! The test keeps a handle on the same store (`server.store()`) to assert on
+//! what the API did (jobs queued, counts unchanged) and to play the grader's
+//! part (e.g. `set_challenge_init` to make a challenge READY).
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::header::HeaderMap;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use sqlarena_coordinator::config::Config;
+use sqlarena_coordinator::state::AppState;
+use sqlarena_coordinator::store::{self, Store};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// The first admin's credentials, seeded at start.
+pub const ADMIN_EMAIL: &str = "admin@example.com";
+pub const ADMIN_PASSWORD: &str = "admin-password-1";
+
+/// A reply: status, headers, the JSON body (or `Value::Null`) and raw text.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Reply {
+    /// Returns `data` of a success envelope, panicking with the body otherwise.
+    pub fn data(&self) -> &Value {
+        assert_eq!(
+            self.body["status"], "success",
+            "not a success envelope: {}",
+            self.text
+        );
+        &self.body["data"]
+    }
+
+    /// Asserts an error envelope with `status` and returns its message.
+    pub fn expect_error(&self, status: StatusCode) -> String {
+        assert_eq!(
+            self.status, status,
+            "unexpected status; body: {}",
+            self.text
+        );
+        assert_eq!(
+            self.body["status"], "error",
+            "not an error envelope: {}",
+            self.text
+        );
+        let message = self.body["message"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no message: {}", self.text));
+        assert!(!message.is_empty(), "empty error message");
+        message.to_string()
+    }
+}
+
+/// A coordinator serving in this test process.
+pub struct TestServer {
+    pub base: String,
+    pub state: AppState,
+    pub http: reqwest::Client,
+    dir: PathBuf,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestServer {
+    /// Starts a coordinator with the default configuration, changed by `tune`.
+    pub async fn start_with(tune: impl FnOnce(&mut Config)) -> TestServer {
+        let dir =
+            std::env::temp_dir().join(format!("sqlarena-people-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("creating a temporary directory");
+        let uri = format!("sqlite://{}/store.db", dir.display());
+        let mut config = Config::for_store(&uri);
+        config.admin_email = Some(ADMIN_EMAIL.into());
+        config.admin_password = Some(ADMIN_PASSWORD.into());
+        tune(&mut config);
+        let store: Arc<dyn Store> = store::open(&uri).await.expect("opening the SQLite store");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binding 127.0.0.1:0");
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let state = AppState::new(store, config, CancellationToken::new());
+        let task = tokio::spawn(sqlarena_coordinator::serve_state(state.clone(), listener));
+        let server = TestServer {
+            base,
+            state,
+            http: reqwest::Client::new(),
+            dir,
+            task: Some(task),
+        };
+        for _ in 0..200 {
+            if server
+                .http
+                .get(format!("{}/healthz", server.base))
+                .send()
+                .await
+                .is_ok()
+            {
+                return server;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the coordinator did not answer /healthz");
+    }
+
+    /// Starts a coordinator with the default configuration.
+    pub async fn start() -> TestServer {
+        TestServer::start_with(|_| {}).await
+    }
+
+    /// The store the coordinator serves from.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.state.store
+    }
+
+    /// Stops the coordinator and waits for it.
+    pub async fn stop(mut self) {
+        self.state.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            task.await
+                .expect("coordinator task panicked")
+                .expect("coordinator failed");
+        }
+    }
+
+    /// Sends a request with an optional bearer token and JSON body.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        Reply::from(request.send().await.expect("sending a request")).await
+    }
+
+    /// Sends a raw body with `Content-Type: application/json`.
+    pub async fn call_raw(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: impl Into<reqwest::Body>,
+    ) -> Reply {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        Reply::from(request.send().await.expect("sending a request")).await
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Reply {
+        self.call(Method::GET, path, token, None).await
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Reply {
+        self.call(Method::POST, path, token, Some(body)).await
+    }
+
+    /// Registers a user (201 expected) and returns its id.
+    pub async fn register(&self, email: &str, role: Option<&str>, invite: Option<&str>) -> i64 {
+        let mut body = json!({"email": email, "full_name": format!("Name of {email}"), "password": "password-123"});
+        if let Some(role) = role {
+            body["role"] = json!(role);
+        }
+        if let Some(invite) = invite {
+            body["invite"] = json!(invite);
+        }
+        let reply = self.post("/api/v1/register", None, body).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::CREATED,
+            "register {email}: {}",
+            reply.text
+        );
+        reply.data()["id"].as_i64().unwrap()
+    }
+
+    /// Signs in and returns the token.
+    pub async fn login(&self, email: &str, password: &str) -> String {
+        let reply = self
+            .post(
+                "/api/v1/login",
+                None,
+                json!({"email": email, "password": password}),
+            )
+            .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::OK,
+            "login {email}: {}",
+            reply.text
+        );
+        reply.data()["token"].as_str().unwrap().to_string()
+    }
+
+    /// Signs in as the seeded admin.
+    pub async fn admin_token(&self) -> String {
+        self.login(ADMIN_EMAIL, ADMIN_PASSWORD).await
+    }
+
+    /// Registers and signs in a user; returns (id, token).
+    pub async fn user(
+        &self,
+        email: &str,
+        role: Option<&str>,
+        invite: Option<&str>,
+    ) -> (i64, String) {
+        let id = self.register(email, role, invite).await;
+        (id, self.login(email, "password-123").await)
+    }
+
+    /// Creates a professor through an admin invite; returns (id, token).
+    pub async fn professor(&self, email: &str) -> (i64, String) {
+        let admin = self.admin_token().await;
+        let invite = self
+            .post("/api/v1/invites", Some(&admin), json!({"role": "PROF"}))
+            .await;
+        assert_eq!(
+            invite.status,
+            StatusCode::CREATED,
+            "invite: {}",
+            invite.text
+        );
+        let code = invite.data()["code"].as_str().unwrap().to_string();
+        self.user(email, None, Some(&code)).await
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.state.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Reply {
+    async fn from(response: reqwest::Response) -> Reply {
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.expect("reading a response body");
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply {
+            status,
+            headers,
+            body,
+            text,
+        }
+    }
+}

@@ -1,0 +1,485 @@
+//! The grader's outer loop: register, heartbeat, lease jobs into slots,
+//! run them, post results, and shut down gracefully.
+//!
+//! One root `CancellationToken` (the caller's `shutdown`) stops leasing;
+//! running jobs then get `--shutdown-grace-ms` to finish before they are
+//! cancelled, and the grader deregisters. A 401 on any call means the
+//! coordinator forgot this grader: its jobs are dropped and it registers
+//! again. Transient errors never end the loop.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use rand::Rng;
+use sqlarena_common::{
+    CompleteRequest, FailRequest, HeartbeatRequest, HeldLease, JobOutcome, JobPayload, LeasedJob,
+    ProgressRequest, RegisterGraderRequest,
+};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, instrument, warn};
+use uuid::Uuid;
+
+use crate::client::{ClientError, CoordinatorClient};
+use crate::config::Config;
+use crate::error::JobError;
+use crate::run::{run_attempt, run_init};
+use crate::sandbox::{Sandbox, SandboxConfig};
+
+/// How long one lease poll waits on the coordinator.
+const LEASE_WAIT: Duration = Duration::from_secs(20);
+/// Pause between registrations while the cluster token is refused.
+const UNAUTHORIZED_PAUSE: Duration = Duration::from_secs(30);
+
+/// Exponential backoff with jitter.
+#[derive(Debug)]
+struct Backoff {
+    attempt: u32,
+}
+
+impl Backoff {
+    fn new() -> Backoff {
+        Backoff { attempt: 0 }
+    }
+
+    /// Returns the next delay: 250 ms doubling up to 30 s, plus up to 50 % jitter.
+    fn next_delay(&mut self) -> Duration {
+        let base = Duration::from_millis(250)
+            .saturating_mul(1 << self.attempt.min(7))
+            .min(Duration::from_secs(30));
+        self.attempt += 1;
+        base + base.mul_f64(rand::thread_rng().gen_range(0.0..0.5))
+    }
+
+    fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+/// Sleeps for `duration` unless `cancel` fires first; returns false if it did.
+async fn pause(duration: Duration, cancel: &CancellationToken) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(duration) => true,
+        () = cancel.cancelled() => false,
+    }
+}
+
+/// A job this grader is running.
+struct RunningJob {
+    lease_id: Uuid,
+    cancel: CancellationToken,
+}
+
+/// State shared by one registration's tasks.
+struct Session {
+    client: CoordinatorClient,
+    sandbox: Arc<Sandbox>,
+    config: Arc<Config>,
+    jobs: Mutex<HashMap<Uuid, RunningJob>>,
+    draining: AtomicBool,
+    /// Fired when the coordinator no longer knows this grader.
+    lost: CancellationToken,
+}
+
+/// Runs the grader until `shutdown` fires.
+///
+/// # Errors
+///
+/// Fails only on startup problems that retrying cannot fix (an invalid
+/// configuration or an unsafe runner role).
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    let Some(sandbox) = start_sandbox(&config, &shutdown).await? else {
+        return Ok(());
+    };
+    let sandbox = Arc::new(sandbox);
+    let client = CoordinatorClient::new(&config.coordinator).context("building the HTTP client")?;
+    let request = RegisterGraderRequest {
+        name: config.name(),
+        hostname: crate::config::hostname(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        lanes: config.lanes.clone(),
+        slots: config.slots,
+    };
+    let mut backoff = Backoff::new();
+    while !shutdown.is_cancelled() {
+        let registration = match client.register(&config.cluster_token, &request).await {
+            Ok(registration) => registration,
+            Err(ClientError::Unauthorized(message)) => {
+                error!(%message, "the coordinator refused the cluster token; retrying in 30 s");
+                pause(UNAUTHORIZED_PAUSE, &shutdown).await;
+                continue;
+            }
+            Err(error) => {
+                let delay = backoff.next_delay();
+                warn!(%error, delay_ms = delay.as_millis() as u64, "cannot register; retrying");
+                pause(delay, &shutdown).await;
+                continue;
+            }
+        };
+        backoff.reset();
+        info!(grader_id = %registration.grader_id, coordinator = %config.coordinator, "registered");
+        let session = Arc::new(Session {
+            client: client.with_token(registration.grader_token),
+            sandbox: Arc::clone(&sandbox),
+            config: Arc::clone(&config),
+            jobs: Mutex::new(HashMap::new()),
+            draining: AtomicBool::new(false),
+            lost: CancellationToken::new(),
+        });
+        run_session(
+            &session,
+            Duration::from_millis(registration.heartbeat_interval_ms.max(100)),
+            &shutdown,
+        )
+        .await;
+    }
+    sandbox.shutdown().await;
+    info!("grader stopped");
+    Ok(())
+}
+
+/// Starts the sandbox, retrying while PostgreSQL is unreachable. Returns
+/// `None` when shutdown came first.
+async fn start_sandbox(
+    config: &Config,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Option<Sandbox>> {
+    let sandbox_config = SandboxConfig {
+        admin_url: config.postgres.clone(),
+        prefix: config.prefix(),
+        runner_connection_limit: config.slots * 2 + 2,
+        runner_statement_timeout: config.longest_timeout(),
+        init_timeout: Duration::from_millis(config.init_timeout_ms),
+        cache_size: config.cache_size,
+    };
+    let mut backoff = Backoff::new();
+    loop {
+        match Sandbox::start(&sandbox_config).await {
+            Ok(sandbox) => return Ok(Some(sandbox)),
+            Err(error @ crate::sandbox::SandboxError::Connect { .. }) => {
+                let delay = backoff.next_delay();
+                warn!(%error, delay_ms = delay.as_millis() as u64, "postgres unavailable; retrying");
+                if !pause(delay, shutdown).await {
+                    return Ok(None);
+                }
+            }
+            Err(error) => return Err(error).context("setting up the PostgreSQL sandbox"),
+        }
+    }
+}
+
+/// Runs one registration: heartbeats and slot workers, until shutdown or
+/// until the coordinator forgets this grader.
+async fn run_session(
+    session: &Arc<Session>,
+    heartbeat_interval: Duration,
+    shutdown: &CancellationToken,
+) {
+    let stop_heartbeat = CancellationToken::new();
+    let heartbeat = tokio::spawn(heartbeat_loop(
+        Arc::clone(session),
+        heartbeat_interval,
+        stop_heartbeat.clone(),
+    ));
+    let mut workers = JoinSet::new();
+    for _ in 0..session.config.slots {
+        workers.spawn(worker_loop(Arc::clone(session), shutdown.clone()));
+    }
+    tokio::select! {
+        () = async { while workers.join_next().await.is_some() {} } => {}
+        () = shutdown.cancelled() => {
+            info!("shutting down: no new jobs, waiting for running ones");
+            let grace = Duration::from_millis(session.config.shutdown_grace_ms);
+            let finished = tokio::time::timeout(grace, async { while workers.join_next().await.is_some() {} }).await;
+            if finished.is_err() {
+                warn!("running jobs did not finish in time; cancelling them");
+                for job in session.jobs.lock().expect("jobs lock").values() {
+                    job.cancel.cancel();
+                }
+                while workers.join_next().await.is_some() {}
+            }
+            if !session.lost.is_cancelled() {
+                match session.client.deregister().await {
+                    Ok(()) => info!("deregistered"),
+                    Err(error) => warn!(%error, "cannot deregister"),
+                }
+            }
+        }
+    }
+    stop_heartbeat.cancel();
+    let _ = heartbeat.await;
+}
+
+/// Sends heartbeats; cancels the jobs the coordinator names and follows
+/// its drain flag.
+async fn heartbeat_loop(session: Arc<Session>, interval: Duration, stop: CancellationToken) {
+    loop {
+        if !pause(interval, &stop).await || session.lost.is_cancelled() {
+            return;
+        }
+        let leases: Vec<HeldLease> = session
+            .jobs
+            .lock()
+            .expect("jobs lock")
+            .iter()
+            .map(|(job_id, job)| HeldLease {
+                job_id: *job_id,
+                lease_id: job.lease_id,
+            })
+            .collect();
+        match session.client.heartbeat(&HeartbeatRequest { leases }).await {
+            Ok(reply) => {
+                let jobs = session.jobs.lock().expect("jobs lock");
+                for job_id in reply.cancel {
+                    if let Some(job) = jobs.get(&job_id) {
+                        info!(%job_id, "coordinator cancelled the job");
+                        job.cancel.cancel();
+                    }
+                }
+                if session.draining.swap(reply.drain, Ordering::Relaxed) != reply.drain {
+                    info!(drain = reply.drain, "drain state changed");
+                }
+            }
+            Err(ClientError::Unauthorized(message)) => {
+                warn!(%message, "the coordinator no longer knows this grader; registering again");
+                session.lost.cancel();
+                return;
+            }
+            Err(error) => warn!(%error, "heartbeat failed"),
+        }
+    }
+}
+
+/// One slot: lease a job, run it, repeat.
+async fn worker_loop(session: Arc<Session>, shutdown: CancellationToken) {
+    let mut backoff = Backoff::new();
+    loop {
+        if shutdown.is_cancelled() || session.lost.is_cancelled() {
+            return;
+        }
+        if session.draining.load(Ordering::Relaxed) {
+            pause(Duration::from_secs(1), &shutdown).await;
+            continue;
+        }
+        let leased = tokio::select! {
+            leased = session.client.lease(LEASE_WAIT) => leased,
+            () = shutdown.cancelled() => return,
+            () = session.lost.cancelled() => return,
+        };
+        match leased {
+            Ok(Some(job)) => {
+                backoff.reset();
+                execute_job(&session, job).await;
+            }
+            Ok(None) => backoff.reset(),
+            Err(ClientError::Unauthorized(message)) => {
+                warn!(%message, "lease refused: the coordinator no longer knows this grader");
+                session.lost.cancel();
+                return;
+            }
+            Err(error) => {
+                let delay = backoff.next_delay();
+                warn!(%error, delay_ms = delay.as_millis() as u64, "lease failed; retrying");
+                pause(delay, &shutdown).await;
+            }
+        }
+    }
+}
+
+/// Runs one leased job and posts its outcome (nothing when cancelled or
+/// when the lease went stale).
+#[instrument(skip_all, fields(job_id = %job.job_id, lane = %job.lane, tries = job.tries))]
+async fn execute_job(session: &Arc<Session>, job: LeasedJob) {
+    let cancel = session.lost.child_token();
+    session.jobs.lock().expect("jobs lock").insert(
+        job.job_id,
+        RunningJob {
+            lease_id: job.lease_id,
+            cancel: cancel.clone(),
+        },
+    );
+    let until_deadline = (job.deadline - chrono::Utc::now())
+        .to_std()
+        .unwrap_or(Duration::ZERO);
+    let deadline_guard = {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            if pause(until_deadline, &cancel).await {
+                warn!("job deadline passed; cancelling");
+                cancel.cancel();
+            }
+        })
+    };
+    let (progress, mut progress_receiver) = tokio::sync::mpsc::unbounded_channel();
+    let forwarder = {
+        let (session, cancel, job_id, lease_id) = (
+            Arc::clone(session),
+            cancel.clone(),
+            job.job_id,
+            job.lease_id,
+        );
+        tokio::spawn(async move {
+            while let Some(case) = progress_receiver.recv().await {
+                if cancel.is_cancelled() {
+                    continue;
+                }
+                let request = ProgressRequest { lease_id, case };
+                if let Err(error) = post_with_retry(&session, &cancel, || {
+                    session.client.progress(job_id, &request)
+                })
+                .await
+                {
+                    warn!(%error, "progress not accepted; stopping the job");
+                    cancel.cancel();
+                }
+            }
+        })
+    };
+    let limits = session.config.limits(job.lane);
+    let result = match &job.payload {
+        JobPayload::Init(payload) => run_init(&session.sandbox, payload, &limits, &cancel)
+            .await
+            .map(JobOutcome::Init),
+        JobPayload::Attempt(payload) => {
+            match ensure_bundle(session, payload.challenge_id, &payload.version_hash).await {
+                Ok(bundle) => run_attempt(
+                    &session.sandbox,
+                    payload,
+                    bundle,
+                    &limits,
+                    &cancel,
+                    Some(&progress),
+                )
+                .await
+                .map(JobOutcome::Attempt),
+                Err(error) => Err(error),
+            }
+        }
+    };
+    drop(progress);
+    let _ = forwarder.await;
+    if !cancel.is_cancelled() {
+        let posted = match result {
+            Ok(outcome) => {
+                let request = CompleteRequest {
+                    lease_id: job.lease_id,
+                    outcome,
+                };
+                post_with_retry(session, &cancel, || {
+                    session.client.complete(job.job_id, &request)
+                })
+                .await
+            }
+            Err(JobError::Cancelled) => Ok(()),
+            Err(error) => {
+                warn!(%error, retryable = error.is_retryable(), "job failed");
+                let request = FailRequest {
+                    lease_id: job.lease_id,
+                    error: error.to_string(),
+                    retryable: error.is_retryable(),
+                };
+                post_with_retry(session, &cancel, || {
+                    session.client.fail(job.job_id, &request)
+                })
+                .await
+            }
+        };
+        match posted {
+            Ok(()) => info!("job finished"),
+            Err(error) => warn!(%error, "result not accepted"),
+        }
+    } else {
+        info!("job cancelled; nothing posted");
+    }
+    cancel.cancel();
+    let _ = deadline_guard.await;
+    session.jobs.lock().expect("jobs lock").remove(&job.job_id);
+}
+
+/// Posts with retries on transient errors; a 401 marks the session lost.
+async fn post_with_retry<F, Fut>(
+    session: &Session,
+    cancel: &CancellationToken,
+    post: F,
+) -> Result<(), ClientError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<(), ClientError>>,
+{
+    let mut backoff = Backoff::new();
+    loop {
+        match post().await {
+            Err(ClientError::Transient(message))
+                if backoff.attempt < 8 && !cancel.is_cancelled() =>
+            {
+                let delay = backoff.next_delay();
+                warn!(%message, delay_ms = delay.as_millis() as u64, "post failed; retrying");
+                pause(delay, cancel).await;
+            }
+            Err(ClientError::Unauthorized(message)) => {
+                session.lost.cancel();
+                return Err(ClientError::Unauthorized(message));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Returns the built bundle, fetching and building it when missing.
+async fn ensure_bundle(
+    session: &Session,
+    challenge_id: i64,
+    version_hash: &str,
+) -> Result<Arc<crate::sandbox::CachedBundle>, JobError> {
+    if let Some(bundle) = session.sandbox.cached_bundle(version_hash).await {
+        return Ok(bundle);
+    }
+    let bundle = session
+        .client
+        .bundle(challenge_id)
+        .await
+        .map_err(|error| match error {
+            ClientError::Refused { .. } => {
+                JobError::Terminal(format!("cannot fetch the challenge bundle: {error}"))
+            }
+            _ => JobError::Retryable(format!("cannot fetch the challenge bundle: {error}")),
+        })?;
+    if bundle.version_hash != version_hash {
+        return Err(JobError::Retryable(format!(
+            "the coordinator served bundle {} but the attempt needs {version_hash}",
+            bundle.version_hash
+        )));
+    }
+    session.sandbox.install_bundle(bundle).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_with_jitter_and_caps() {
+        let mut backoff = Backoff::new();
+        let first = backoff.next_delay();
+        assert!(first >= Duration::from_millis(250) && first <= Duration::from_millis(375));
+        let second = backoff.next_delay();
+        assert!(second >= Duration::from_millis(500));
+        for _ in 0..20 {
+            assert!(backoff.next_delay() <= Duration::from_secs(45));
+        }
+        backoff.reset();
+        assert!(backoff.next_delay() <= Duration::from_millis(375));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pause_stops_early_on_cancel() {
+        let cancel = CancellationToken::new();
+        assert!(pause(Duration::from_secs(5), &cancel).await);
+        cancel.cancel();
+        assert!(!pause(Duration::from_secs(5), &cancel).await);
+    }
+}

@@ -1,0 +1,42 @@
+//! The `grader` binary: parses the configuration, sets up tracing, and runs
+//! the job loop until SIGTERM/SIGINT (a second signal exits at once).
+
+use clap::Parser;
+use sqlarena_grader::config::Config;
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    if config.json_logs {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    let shutdown = CancellationToken::new();
+    tokio::spawn(watch_signals(shutdown.clone()));
+    sqlarena_grader::daemon::run(config, shutdown).await
+}
+
+/// Cancels `shutdown` on the first SIGTERM/SIGINT and exits on the second.
+async fn watch_signals(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut terminate), Ok(mut interrupt)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! { _ = terminate.recv() => {}, _ = interrupt.recv() => {} }
+    tracing::info!("signal received: finishing current jobs (send again to exit at once)");
+    shutdown.cancel();
+    tokio::select! { _ = terminate.recv() => {}, _ = interrupt.recv() => {} }
+    tracing::warn!("second signal: exiting now");
+    std::process::exit(1);
+}

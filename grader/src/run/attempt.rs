@@ -1,0 +1,211 @@
+//! Attempt jobs: time a student query against the reference on each test
+//! case and check its result.
+
+use std::sync::Arc;
+
+use sqlarena_common::{AttemptOutcome, AttemptPayload, CaseResult, CaseStatus, QueryResult};
+use tokio::sync::mpsc::UnboundedSender;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, instrument};
+
+use super::query::{check_query_shape, Limits, QueryError, RunnerSession};
+use super::row_order;
+use crate::compare::compare;
+use crate::error::JobError;
+use crate::sandbox::{CachedBundle, Sandbox};
+use crate::timing::{millis, CaseTimings};
+
+/// Rows of a student's result kept for display.
+const SHOWN_ROWS: usize = 50;
+
+/// Runs an attempt job on a built bundle. Each case's result is sent to
+/// `progress` as it finishes.
+///
+/// # Errors
+///
+/// [`JobError::Terminal`] when the payload names cases the bundle lacks,
+/// [`JobError::Retryable`] when PostgreSQL fails, [`JobError::Cancelled`]
+/// when `cancel` fires.
+#[instrument(skip_all, fields(attempt_id = payload.attempt_id, challenge_id = payload.challenge_id))]
+pub async fn run_attempt(
+    sandbox: &Sandbox,
+    payload: &AttemptPayload,
+    bundle: Arc<CachedBundle>,
+    limits: &Limits,
+    cancel: &CancellationToken,
+    progress: Option<&UnboundedSender<CaseResult>>,
+) -> Result<AttemptOutcome, JobError> {
+    let mut outcome = AttemptOutcome {
+        cases: Vec::new(),
+        error: None,
+    };
+    if let Err(rejection) = check_query_shape(&payload.query) {
+        outcome.error = Some(rejection.to_string());
+    }
+    for &case_id in &payload.test_case_ids {
+        if cancel.is_cancelled() {
+            return Err(JobError::Cancelled);
+        }
+        let case = match &outcome.error {
+            Some(message) => error_case(case_id, message.clone()),
+            None => run_case(sandbox, payload, &bundle, case_id, limits, cancel).await?,
+        };
+        debug!(case_id, status = %case.status, "case finished");
+        if let Some(progress) = progress {
+            // The receiver is gone only when the job is being abandoned.
+            let _ = progress.send(case.clone());
+        }
+        outcome.cases.push(case);
+    }
+    Ok(outcome)
+}
+
+/// A case result carrying only an error.
+fn error_case(test_case_id: i64, error: String) -> CaseResult {
+    CaseResult {
+        test_case_id,
+        status: CaseStatus::Error,
+        execution_ms: None,
+        min_ms: None,
+        reference_ms: None,
+        ratio: None,
+        actual_result: None,
+        diff: None,
+        error: Some(error),
+    }
+}
+
+/// Maps a student query's failure into a case result or a job error.
+fn student_failure(case_id: i64, error: QueryError) -> Result<CaseResult, JobError> {
+    match error {
+        QueryError::Cancelled => Err(JobError::Cancelled),
+        QueryError::Connection(message) => Err(JobError::Retryable(format!(
+            "database connection problem: {message}"
+        ))),
+        QueryError::Rejected(message) | QueryError::Failed(message) => {
+            Ok(error_case(case_id, message))
+        }
+    }
+}
+
+/// Maps a reference failure (which should not happen) into a job error.
+fn reference_failure(case_id: i64, error: QueryError) -> JobError {
+    match error {
+        QueryError::Cancelled => JobError::Cancelled,
+        other => JobError::Retryable(format!(
+            "test case {case_id}: the reference solution failed here: {other}"
+        )),
+    }
+}
+
+/// Grades one test case: prepare both queries, one discarded warm-up each
+/// (the student's warm-up result is the one compared), then alternating
+/// timed rounds.
+async fn run_case(
+    sandbox: &Sandbox,
+    payload: &AttemptPayload,
+    bundle: &CachedBundle,
+    case_id: i64,
+    limits: &Limits,
+    cancel: &CancellationToken,
+) -> Result<CaseResult, JobError> {
+    let Some(database) = bundle.databases.get(&case_id) else {
+        return Err(JobError::Terminal(format!(
+            "test case {case_id} is not part of the challenge's bundle"
+        )));
+    };
+    let expected = bundle
+        .bundle
+        .test_cases
+        .iter()
+        .find(|case| case.id == case_id)
+        .and_then(|case| case.expected.as_ref())
+        .ok_or_else(|| JobError::Terminal(format!("test case {case_id} has no expected result")))?;
+    let mut session = sandbox
+        .runner_session(database)
+        .await
+        .map_err(|e| JobError::Retryable(e.to_string()))?;
+    let result = grade_case(
+        &mut session,
+        payload,
+        bundle,
+        case_id,
+        expected,
+        limits,
+        cancel,
+    )
+    .await;
+    sandbox.release_session(database, session);
+    result
+}
+
+/// Grades one case on a runner connection to its database.
+async fn grade_case(
+    session: &mut RunnerSession,
+    payload: &AttemptPayload,
+    bundle: &CachedBundle,
+    case_id: i64,
+    expected: &QueryResult,
+    limits: &Limits,
+    cancel: &CancellationToken,
+) -> Result<CaseResult, JobError> {
+    let student = match session.prepare(&payload.query).await {
+        Ok(prepared) => prepared,
+        Err(error) => return student_failure(case_id, error),
+    };
+    let reference = session
+        .prepare(&bundle.bundle.solution)
+        .await
+        .map_err(|e| reference_failure(case_id, e))?;
+    let warm_up = match session.execute(&student, limits, true, cancel).await {
+        Ok(execution) => execution,
+        Err(error) => return student_failure(case_id, error),
+    };
+    let actual = warm_up.result.unwrap_or_default();
+    let order = row_order(&bundle.bundle.solution, &expected.columns);
+    if let Err(diff) = compare(expected, &actual, &order) {
+        let mut case = error_case(case_id, String::new());
+        case.status = CaseStatus::Failed;
+        case.error = None;
+        case.diff = Some(diff);
+        case.execution_ms = Some(millis(warm_up.elapsed));
+        case.actual_result = Some(truncated(actual));
+        return Ok(case);
+    }
+    session
+        .execute(&reference, limits, false, cancel)
+        .await
+        .map_err(|e| reference_failure(case_id, e))?;
+    let mut timings = CaseTimings::default();
+    for _ in 0..payload.times_to_run.max(1) {
+        let student_run = match session.execute(&student, limits, false, cancel).await {
+            Ok(execution) => execution,
+            Err(error) => return student_failure(case_id, error),
+        };
+        let reference_run = session
+            .execute(&reference, limits, false, cancel)
+            .await
+            .map_err(|e| reference_failure(case_id, e))?;
+        timings.push(student_run.elapsed, reference_run.elapsed);
+    }
+    let summary = timings
+        .summary()
+        .ok_or_else(|| JobError::Terminal("no timed runs".into()))?;
+    Ok(CaseResult {
+        test_case_id: case_id,
+        status: CaseStatus::Passed,
+        execution_ms: Some(summary.execution_ms),
+        min_ms: Some(summary.min_ms),
+        reference_ms: Some(summary.reference_ms),
+        ratio: Some(summary.ratio),
+        actual_result: Some(truncated(actual)),
+        diff: None,
+        error: None,
+    })
+}
+
+/// Keeps the first rows of a result for display.
+fn truncated(mut result: QueryResult) -> QueryResult {
+    result.rows.truncate(SHOWN_ROWS);
+    result
+}

@@ -1,0 +1,166 @@
+//! Init jobs: build a challenge's databases, run the reference solution on
+//! each test case as the runner, and report the expected results.
+
+use sqlarena_common::{ExpectedCase, InitOutcome, InitPayload};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, instrument};
+
+use super::query::{Limits, QueryError, RunnerSession};
+use super::row_order;
+use crate::compare::{first_unfixed_tie, RowOrder};
+use crate::error::JobError;
+use crate::sandbox::{BuildError, Sandbox};
+use crate::timing::{median, millis};
+
+/// Runs an init job. Problems with the professor's SQL are reported in the
+/// outcome's `errors` (one per failing statement or test case); only
+/// infrastructure problems are job errors. The databases are dropped at the
+/// end: attempts build their own from the bundle.
+///
+/// # Errors
+///
+/// [`JobError::Retryable`] when PostgreSQL fails, [`JobError::Cancelled`]
+/// when `cancel` fires.
+#[instrument(skip_all, fields(challenge_id = payload.challenge_id, version = payload.version))]
+pub async fn run_init(
+    sandbox: &Sandbox,
+    payload: &InitPayload,
+    limits: &Limits,
+    cancel: &CancellationToken,
+) -> Result<InitOutcome, JobError> {
+    let mut databases = Vec::new();
+    let result = build_and_run(sandbox, payload, limits, cancel, &mut databases).await;
+    sandbox
+        .drop_databases(databases.into_iter().map(|(_, name)| name))
+        .await;
+    let outcome = result?;
+    info!(
+        errors = outcome.errors.len(),
+        warnings = outcome.warnings.len(),
+        "init finished"
+    );
+    Ok(outcome)
+}
+
+/// Builds every case's database (recording them in `databases`) and runs
+/// the reference on each.
+async fn build_and_run(
+    sandbox: &Sandbox,
+    payload: &InitPayload,
+    limits: &Limits,
+    cancel: &CancellationToken,
+    databases: &mut Vec<(i64, String)>,
+) -> Result<InitOutcome, JobError> {
+    let mut outcome = InitOutcome {
+        expected: vec![],
+        errors: vec![],
+        warnings: vec![],
+    };
+    if payload.test_cases.is_empty() {
+        outcome
+            .errors
+            .push("the challenge has no test cases".into());
+        return Ok(outcome);
+    }
+    for case in &payload.test_cases {
+        if cancel.is_cancelled() {
+            return Err(JobError::Cancelled);
+        }
+        match sandbox.build_case_database(&payload.init, &case.data).await {
+            Ok(name) => databases.push((case.id, name)),
+            Err(BuildError::Infrastructure(message)) => return Err(JobError::Retryable(message)),
+            Err(error @ BuildError::Init { .. }) => {
+                // The init SQL is the same for every case: report it once.
+                outcome.errors.push(error.describe(case.id));
+                return Ok(outcome);
+            }
+            Err(error) => outcome.errors.push(error.describe(case.id)),
+        }
+    }
+    if !outcome.errors.is_empty() {
+        return Ok(outcome);
+    }
+    for (case_id, database) in databases.iter() {
+        match run_reference(
+            sandbox,
+            &payload.solution,
+            database,
+            payload.times_to_run,
+            limits,
+            cancel,
+        )
+        .await
+        {
+            Ok(expected) => {
+                if let Some(warning) = order_warning(*case_id, &payload.solution, &expected) {
+                    outcome.warnings.push(warning);
+                }
+                outcome.expected.push(ExpectedCase {
+                    test_case_id: *case_id,
+                    ..expected
+                });
+            }
+            Err(QueryError::Cancelled) => return Err(JobError::Cancelled),
+            Err(QueryError::Connection(message)) => return Err(JobError::Retryable(message)),
+            Err(error) => outcome
+                .errors
+                .push(format!("test case {case_id}: the solution failed: {error}")),
+        }
+    }
+    if !outcome.errors.is_empty() {
+        outcome.expected.clear();
+    }
+    Ok(outcome)
+}
+
+/// Runs the reference once for its result and `times_to_run` more times for
+/// its median time, on a runner connection.
+async fn run_reference(
+    sandbox: &Sandbox,
+    solution: &str,
+    database: &str,
+    times_to_run: u32,
+    limits: &Limits,
+    cancel: &CancellationToken,
+) -> Result<ExpectedCase, QueryError> {
+    let mut session = RunnerSession::connect(&sandbox.runner_config(database)).await?;
+    let prepared = session.prepare(solution).await?;
+    let first = session.execute(&prepared, limits, true, cancel).await?;
+    let mut result = first.result.unwrap_or_default();
+    let mut times = Vec::new();
+    for _ in 0..times_to_run.max(1) {
+        times.push(millis(
+            session
+                .execute(&prepared, limits, false, cancel)
+                .await?
+                .elapsed,
+        ));
+    }
+    result.ordered = matches!(
+        row_order(solution, &result.columns),
+        RowOrder::Ordered { .. }
+    );
+    Ok(ExpectedCase {
+        test_case_id: 0,
+        result,
+        reference_ms: median(&times),
+    })
+}
+
+/// Warns when the ORDER BY leaves ties whose order is not fixed.
+fn order_warning(case_id: i64, solution: &str, expected: &ExpectedCase) -> Option<String> {
+    let RowOrder::Ordered { tie_columns } = row_order(solution, &expected.result.columns) else {
+        return None;
+    };
+    if tie_columns.is_empty() {
+        return None;
+    }
+    let row = first_unfixed_tie(&expected.result.rows, &tie_columns)?;
+    Some(format!(
+        "test case {case_id}: the ORDER BY does not fix the order: rows {} and {} tie on the ORDER BY \
+         columns but differ elsewhere; add a tie-breaker (rows tied on the ORDER BY columns are compared \
+         in any order)",
+        row + 1,
+        row + 2
+    ))
+}

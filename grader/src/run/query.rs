@@ -1,0 +1,486 @@
+//! Running one SQL query as the runner role, safely.
+//!
+//! A [`RunnerSession`] is one connection that logs in as the runner. A
+//! query is checked to be a single SELECT-like statement, prepared with the
+//! extended protocol (which rejects several statements), and must return at
+//! least one column. Each run happens inside `BEGIN ISOLATION LEVEL
+//! REPEATABLE READ, READ ONLY` with `SET LOCAL` statement and lock timeouts,
+//! fetches through a portal in batches under row and byte caps, and rolls
+//! back. A client-side deadline (or a job cancellation) cancels the query
+//! with the connection's CancelToken; after any error the connection is
+//! dropped.
+
+use std::time::{Duration, Instant};
+
+use sqlarena_common::{Column, QueryResult};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{CancelToken, Client, Config, IsolationLevel, NoTls, Row, Statement};
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use super::cells::{decode, needs_text_cast, RawCell};
+use crate::sqltext::{first_keyword, split_statements};
+
+/// Rows fetched from the portal per round trip.
+const FETCH_BATCH: i32 = 1000;
+/// How much longer than the server-side timeout the client waits before
+/// cancelling the query itself.
+const CLIENT_DEADLINE_GRACE: Duration = Duration::from_millis(500);
+
+/// Limits of one run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub timeout: Duration,
+    pub lock_timeout: Duration,
+    pub max_rows: usize,
+    pub max_bytes: usize,
+}
+
+impl Limits {
+    /// Limits with the given timeout and caps, and a lock timeout of at
+    /// most one second.
+    pub fn new(timeout: Duration, max_rows: usize, max_bytes: usize) -> Limits {
+        Limits {
+            timeout,
+            lock_timeout: timeout.min(Duration::from_secs(1)),
+            max_rows,
+            max_bytes,
+        }
+    }
+}
+
+/// Why a query produced no result.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    /// The query is not something students may run (wrong shape).
+    #[error("{0}")]
+    Rejected(String),
+    /// The query failed in PostgreSQL or broke a limit: the student's fault.
+    #[error("{0}")]
+    Failed(String),
+    /// The job was cancelled while the query ran.
+    #[error("the run was cancelled")]
+    Cancelled,
+    /// PostgreSQL could not be reached or the connection broke: not the
+    /// student's fault.
+    #[error("database connection problem: {0}")]
+    Connection(String),
+}
+
+/// A prepared query and how to read its columns.
+#[derive(Debug, Clone)]
+pub struct PreparedQuery {
+    statement: Statement,
+    columns: Vec<Column>,
+}
+
+impl PreparedQuery {
+    /// Returns the result columns (names and original type names).
+    pub fn columns(&self) -> &[Column] {
+        &self.columns
+    }
+}
+
+/// One run's result and its client-side wall time (execute + fetch-all).
+#[derive(Debug, Clone)]
+pub struct Execution {
+    pub result: Option<QueryResult>,
+    pub elapsed: Duration,
+}
+
+/// A connection logged in as the runner role.
+pub struct RunnerSession {
+    client: Option<Client>,
+    cancel: CancelToken,
+}
+
+/// Formats a limit for a student: `5 s` or `250 ms`.
+pub fn describe_duration(duration: Duration) -> String {
+    if duration.as_millis().is_multiple_of(1000) {
+        format!("{} s", duration.as_secs())
+    } else {
+        format!("{} ms", duration.as_millis())
+    }
+}
+
+/// Checks the shape of a student query before it reaches PostgreSQL: one
+/// statement starting with SELECT, WITH, VALUES or TABLE.
+///
+/// # Errors
+///
+/// Returns [`QueryError::Rejected`] with a message for the student.
+pub fn check_query_shape(sql: &str) -> Result<(), QueryError> {
+    let statements = split_statements(sql);
+    match statements.len() {
+        0 => return Err(QueryError::Rejected("the query is empty".into())),
+        1 => {}
+        count => {
+            return Err(QueryError::Rejected(format!(
+                "only a single SELECT statement is allowed (found {count} statements)"
+            )))
+        }
+    }
+    match first_keyword(statements[0].text).as_deref() {
+        Some("select" | "with" | "values" | "table") => Ok(()),
+        Some(keyword) if !keyword.is_empty() => Err(QueryError::Rejected(format!(
+            "only a single SELECT statement is allowed (found {})",
+            keyword.to_uppercase()
+        ))),
+        _ => Err(QueryError::Rejected(
+            "only a single SELECT statement is allowed".into(),
+        )),
+    }
+}
+
+/// Maps a PostgreSQL error to a message for the student.
+fn failure(error: &tokio_postgres::Error, limits: &Limits) -> QueryError {
+    let Some(db) = error.as_db_error() else {
+        return QueryError::Connection(error.to_string());
+    };
+    let code = db.code();
+    let message = crate::sandbox::db_message(error);
+    if *code == SqlState::QUERY_CANCELED {
+        QueryError::Failed(format!(
+            "your query ran longer than the {} limit",
+            describe_duration(limits.timeout)
+        ))
+    } else if *code == SqlState::LOCK_NOT_AVAILABLE {
+        QueryError::Failed(format!("your query waited too long for a lock: {message}"))
+    } else if *code == SqlState::READ_ONLY_SQL_TRANSACTION {
+        QueryError::Failed(format!("only read-only queries are allowed: {message}"))
+    } else if *code == SqlState::INSUFFICIENT_PRIVILEGE {
+        QueryError::Failed(format!("not allowed: {message}"))
+    } else if *code == SqlState::CONFIGURATION_LIMIT_EXCEEDED || *code == SqlState::DISK_FULL {
+        QueryError::Failed(format!(
+            "your query used too much temporary space: {message}"
+        ))
+    } else if *code == SqlState::OUT_OF_MEMORY || *code == SqlState::PROGRAM_LIMIT_EXCEEDED {
+        QueryError::Failed(format!("your query used too many resources: {message}"))
+    } else if code.code().starts_with("08")
+        || code.code().starts_with("57P")
+        || code.code().starts_with("53300")
+    {
+        QueryError::Connection(message)
+    } else {
+        QueryError::Failed(message)
+    }
+}
+
+impl RunnerSession {
+    /// Connects as the runner with `config`.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`QueryError::Connection`] when PostgreSQL refuses.
+    pub async fn connect(config: &Config) -> Result<RunnerSession, QueryError> {
+        let (client, connection) = config
+            .connect(NoTls)
+            .await
+            .map_err(|e| QueryError::Connection(crate::sandbox::db_message(&e)))?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                debug!(%error, "runner connection ended");
+            }
+        });
+        let cancel = client.cancel_token();
+        Ok(RunnerSession {
+            client: Some(client),
+            cancel,
+        })
+    }
+
+    /// Returns true while the connection is usable.
+    pub fn is_open(&self) -> bool {
+        self.client
+            .as_ref()
+            .is_some_and(|client| !client.is_closed())
+    }
+
+    /// Returns the live client, or an error once the connection was dropped.
+    fn client(&mut self) -> Result<&mut Client, QueryError> {
+        self.client.as_mut().ok_or_else(|| {
+            QueryError::Connection("the connection was closed after an earlier error".into())
+        })
+    }
+
+    /// Checks and prepares a query. Columns whose type has no typed reading
+    /// are cast to text by a wrapper query.
+    ///
+    /// # Errors
+    ///
+    /// [`QueryError::Rejected`] for a query of the wrong shape (several
+    /// statements, not a SELECT, no columns), [`QueryError::Failed`] with
+    /// PostgreSQL's message for an invalid query.
+    pub async fn prepare(&mut self, sql: &str) -> Result<PreparedQuery, QueryError> {
+        check_query_shape(sql)?;
+        let limits = Limits::new(Duration::from_secs(10), 0, 0);
+        let result = self.prepare_unchecked(sql, &limits).await;
+        if result.is_err() {
+            self.client = None;
+        }
+        result
+    }
+
+    /// Prepares an already checked query.
+    async fn prepare_unchecked(
+        &mut self,
+        sql: &str,
+        limits: &Limits,
+    ) -> Result<PreparedQuery, QueryError> {
+        let client = self.client()?;
+        let statement = client.prepare(sql).await.map_err(|error| {
+            let multiple = error
+                .as_db_error()
+                .is_some_and(|db| db.message().contains("cannot insert multiple commands"));
+            if multiple {
+                QueryError::Rejected(
+                    "only a single SELECT statement is allowed (found several statements)".into(),
+                )
+            } else {
+                failure(&error, limits)
+            }
+        })?;
+        if statement.columns().is_empty() {
+            return Err(QueryError::Rejected(
+                "the query must be a SELECT that returns at least one column".into(),
+            ));
+        }
+        let columns: Vec<Column> = statement
+            .columns()
+            .iter()
+            .map(|c| Column {
+                name: c.name().to_string(),
+                type_name: c.type_().name().to_string(),
+            })
+            .collect();
+        if !statement
+            .columns()
+            .iter()
+            .any(|c| needs_text_cast(c.type_()))
+        {
+            return Ok(PreparedQuery { statement, columns });
+        }
+        let selected: Vec<String> = statement
+            .columns()
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                if needs_text_cast(c.type_()) {
+                    format!("c{i}::text")
+                } else {
+                    format!("c{i}")
+                }
+            })
+            .collect();
+        let aliases: Vec<String> = (0..columns.len()).map(|i| format!("c{i}")).collect();
+        let wrapped = format!(
+            "SELECT {} FROM (\n{sql}\n) AS sqlarena_query({})",
+            selected.join(", "),
+            aliases.join(", ")
+        );
+        let statement = client
+            .prepare(&wrapped)
+            .await
+            .map_err(|error| failure(&error, limits))?;
+        Ok(PreparedQuery { statement, columns })
+    }
+
+    /// Runs a prepared query once. With `keep_rows`, the decoded result is
+    /// returned; otherwise rows are fetched (and capped) but not decoded.
+    ///
+    /// # Errors
+    ///
+    /// [`QueryError::Failed`] for PostgreSQL errors, timeouts and caps,
+    /// [`QueryError::Cancelled`] when `cancel` fires. Any error drops the
+    /// connection.
+    pub async fn execute(
+        &mut self,
+        query: &PreparedQuery,
+        limits: &Limits,
+        keep_rows: bool,
+        cancel: &CancellationToken,
+    ) -> Result<Execution, QueryError> {
+        let cancel_token = self.cancel.clone();
+        let client = self.client()?;
+        let deadline = limits.timeout + CLIENT_DEADLINE_GRACE;
+        let outcome = tokio::select! {
+            outcome = run_once(client, query, limits) => outcome,
+            () = tokio::time::sleep(deadline) => {
+                cancel_query(&cancel_token).await;
+                Err(QueryError::Failed(format!(
+                    "your query ran longer than the {} limit",
+                    describe_duration(limits.timeout)
+                )))
+            }
+            () = cancel.cancelled() => {
+                cancel_query(&cancel_token).await;
+                Err(QueryError::Cancelled)
+            }
+        };
+        let (rows, elapsed) = match outcome {
+            Ok(fetched) => fetched,
+            Err(error) => {
+                self.client = None;
+                return Err(error);
+            }
+        };
+        let result = if keep_rows {
+            match decode_rows(query, &rows) {
+                Ok(result) => Some(result),
+                Err(error) => {
+                    self.client = None;
+                    return Err(error);
+                }
+            }
+        } else {
+            None
+        };
+        Ok(Execution { result, elapsed })
+    }
+}
+
+/// Sends a cancel request for the connection's running query.
+async fn cancel_query(token: &CancelToken) {
+    if let Err(error) = token.cancel_query(NoTls).await {
+        debug!(%error, "cancel request failed");
+    }
+}
+
+/// One transaction: begin read-only, set timeouts, bind and fetch under
+/// the caps, roll back. Returns the rows and the execute + fetch time.
+async fn run_once(
+    client: &mut Client,
+    query: &PreparedQuery,
+    limits: &Limits,
+) -> Result<(Vec<Row>, Duration), QueryError> {
+    let transaction = client
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(|e| failure(&e, limits))?;
+    let set_timeouts = format!(
+        "SET LOCAL statement_timeout = {}; SET LOCAL lock_timeout = {}",
+        limits.timeout.as_millis().max(1),
+        limits.lock_timeout.as_millis().max(1)
+    );
+    // SET LOCAL and Bind are pipelined: the server runs them in order, so
+    // the timeouts apply before the query starts, one round trip sooner.
+    let started = Instant::now();
+    let (set, portal) = tokio::join!(
+        transaction.batch_execute(&set_timeouts),
+        transaction.bind(&query.statement, &[])
+    );
+    set.map_err(|e| failure(&e, limits))?;
+    let portal = portal.map_err(|e| failure(&e, limits))?;
+    let mut rows = Vec::new();
+    let mut bytes = 0usize;
+    loop {
+        let batch = transaction
+            .query_portal(&portal, FETCH_BATCH)
+            .await
+            .map_err(|e| failure(&e, limits))?;
+        let done = batch.len() < FETCH_BATCH as usize;
+        for row in batch {
+            for index in 0..row.len() {
+                if let Ok(Some(RawCell(raw))) = row.try_get::<_, Option<RawCell>>(index) {
+                    bytes += raw.len();
+                }
+            }
+            rows.push(row);
+        }
+        if rows.len() > limits.max_rows {
+            return Err(QueryError::Failed(format!(
+                "your query returned more than {} rows (the limit)",
+                limits.max_rows
+            )));
+        }
+        if bytes > limits.max_bytes {
+            return Err(QueryError::Failed(format!(
+                "your query returned more than {} bytes of data (the limit)",
+                limits.max_bytes
+            )));
+        }
+        if done {
+            break;
+        }
+    }
+    let elapsed = started.elapsed();
+    drop(portal);
+    // Dropping the transaction queues its ROLLBACK without waiting for the
+    // reply; the next command on this connection runs after it.
+    drop(transaction);
+    Ok((rows, elapsed))
+}
+
+/// Converts fetched rows into a typed result.
+fn decode_rows(query: &PreparedQuery, rows: &[Row]) -> Result<QueryResult, QueryError> {
+    let types: Vec<_> = query
+        .statement
+        .columns()
+        .iter()
+        .map(|c| c.type_().clone())
+        .collect();
+    let mut decoded = Vec::with_capacity(rows.len());
+    for row in rows {
+        let mut cells = Vec::with_capacity(types.len());
+        for (index, ty) in types.iter().enumerate() {
+            let raw = row.try_get::<_, Option<RawCell>>(index).map_err(|e| {
+                QueryError::Failed(format!("cannot read column {}: {e}", index + 1))
+            })?;
+            let cell = match raw {
+                None => serde_json::Value::Null,
+                Some(RawCell(raw)) => decode(ty, raw).map_err(|e| {
+                    QueryError::Failed(format!(
+                        "cannot read a value of type {} in column {}: {e}",
+                        ty.name(),
+                        index + 1
+                    ))
+                })?,
+            };
+            cells.push(cell);
+        }
+        decoded.push(cells);
+    }
+    Ok(QueryResult {
+        columns: query.columns.clone(),
+        rows: decoded,
+        ordered: false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_single_select_like_statements_pass_the_shape_check() {
+        for ok in [
+            "select 1",
+            "  WITH a AS (select 1) select * from a",
+            "(select 1)",
+            "values (1)",
+            "table t",
+            "select 1;",
+        ] {
+            assert!(check_query_shape(ok).is_ok(), "{ok}");
+        }
+        let message = check_query_shape("select 1; select 2")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("single SELECT") && message.contains("2 statements"),
+            "{message}"
+        );
+        let message = check_query_shape("delete from t").unwrap_err().to_string();
+        assert!(message.contains("found DELETE"), "{message}");
+        assert!(check_query_shape("  -- nothing\n").is_err());
+    }
+
+    #[test]
+    fn durations_are_described_for_students() {
+        assert_eq!(describe_duration(Duration::from_secs(5)), "5 s");
+        assert_eq!(describe_duration(Duration::from_millis(250)), "250 ms");
+    }
+}

@@ -1,0 +1,257 @@
+//! Attempt jobs against the real local PostgreSQL: correct and wrong
+//! answers, the reference as an attempt, typed cells, progress and the
+//! bundle cache.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use sqlarena_common::{AttemptPayload, CaseStatus};
+use sqlarena_grader::run::run_attempt;
+use tokio_util::sync::CancellationToken;
+
+const PREFIX: &str = "sqlarena_t_attempt";
+
+#[tokio::test]
+async fn attempt_jobs() {
+    let sandbox = start_sandbox(PREFIX).await;
+    let payload = people_init(
+        "SELECT name, age FROM people WHERE age >= 30",
+        &[
+            (1, people_data(1000, 0)),
+            (2, people_data(1000, 3)),
+            (3, people_data(0, 0)),
+        ],
+        5,
+    );
+    let bundle = prepare_challenge(&sandbox, &payload, "people-v1").await;
+
+    // Correct, written differently.
+    let outcome = attempt(
+        &sandbox,
+        &bundle,
+        "select p.name, p.age from people p where not p.age < 30 order by 2",
+        3,
+    )
+    .await;
+    assert_eq!(outcome.error, None);
+    assert_eq!(outcome.cases.len(), 3);
+    for case in &outcome.cases {
+        assert_eq!(case.status, CaseStatus::Passed, "{case:?}");
+        assert!(
+            case.execution_ms.is_some() && case.min_ms.is_some() && case.reference_ms.is_some()
+        );
+        assert!(case.min_ms <= case.execution_ms);
+        assert!(case.ratio.is_some_and(|r| r.is_finite() && r > 0.0));
+        assert!(case
+            .actual_result
+            .as_ref()
+            .is_some_and(|r| r.rows.len() <= 50));
+    }
+
+    // Wrong: a subset, with a diff naming the missing rows.
+    let outcome = attempt(
+        &sandbox,
+        &bundle,
+        "SELECT name, age FROM people WHERE age > 30",
+        3,
+    )
+    .await;
+    let case = &outcome.cases[0];
+    assert_eq!(case.status, CaseStatus::Failed);
+    let diff = case.diff.as_deref().unwrap();
+    assert!(
+        diff.contains("missing") && diff.contains("0 unexpected"),
+        "{diff}"
+    );
+    assert!(diff.contains("missing: (\"person"), "{diff}");
+    assert_eq!(
+        outcome.cases[2].status,
+        CaseStatus::Passed,
+        "the empty case is still right"
+    );
+    assert!(
+        case.actual_result.as_ref().unwrap().rows.len() == 50,
+        "actual result is truncated"
+    );
+
+    // Wrong: wrong column type, and a student error.
+    let outcome = attempt(
+        &sandbox,
+        &bundle,
+        "SELECT name, age::text FROM people WHERE age >= 30",
+        1,
+    )
+    .await;
+    assert!(
+        outcome.cases[0]
+            .diff
+            .as_deref()
+            .unwrap()
+            .contains("column 2"),
+        "{:?}",
+        outcome.cases[0]
+    );
+    let outcome = attempt(&sandbox, &bundle, "SELECT name, agee FROM people", 1).await;
+    assert_eq!(outcome.cases[0].status, CaseStatus::Error);
+    assert!(outcome.cases[0]
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("column \"agee\" does not exist"));
+
+    // The reference itself: ratio near 1.
+    let outcome = attempt(&sandbox, &bundle, &payload.solution, 9).await;
+    for case in &outcome.cases[..2] {
+        assert_eq!(case.status, CaseStatus::Passed);
+        let ratio = case.ratio.unwrap();
+        assert!((0.5..2.0).contains(&ratio), "reference ratio {ratio}");
+    }
+
+    // Progress: one message per case, in order.
+    let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel();
+    let attempt_payload = AttemptPayload {
+        attempt_id: 7,
+        user_id: 1,
+        challenge_id: 1,
+        challenge_name: "people".into(),
+        challenge_version: 1,
+        version_hash: "people-v1".into(),
+        query: payload.solution.clone(),
+        times_to_run: 1,
+        test_case_ids: vec![2, 1],
+    };
+    let outcome = run_attempt(
+        &sandbox,
+        &attempt_payload,
+        Arc::clone(&bundle),
+        &limits(),
+        &CancellationToken::new(),
+        Some(&sender),
+    )
+    .await
+    .unwrap();
+    drop(sender);
+    let mut seen = Vec::new();
+    while let Some(case) = receiver.recv().await {
+        seen.push(case.test_case_id);
+    }
+    assert_eq!(seen, vec![2, 1]);
+    assert_eq!(outcome.cases.len(), 2);
+
+    // A cancelled job stops.
+    let cancelled = CancellationToken::new();
+    cancelled.cancel();
+    let result = run_attempt(
+        &sandbox,
+        &attempt_payload,
+        Arc::clone(&bundle),
+        &limits(),
+        &cancelled,
+        None,
+    )
+    .await;
+    assert_eq!(result.unwrap_err(), sqlarena_grader::JobError::Cancelled);
+
+    // The bundle stays cached; installing it again reuses its databases.
+    let again = sandbox.install_bundle(bundle.bundle.clone()).await.unwrap();
+    assert!(Arc::ptr_eq(&again, &bundle));
+    drop(again);
+    drop(bundle);
+    cleanup(sandbox).await;
+}
+
+#[tokio::test]
+async fn ordered_challenges_and_typed_cells() {
+    let sandbox = start_sandbox("sqlarena_t_ordered").await;
+    let payload = people_init(
+        "SELECT age, count(*) AS n, avg(score) AS mean, min(joined) AS first, interval '1 day' * age AS span, \
+         array[age] AS ages FROM people GROUP BY age ORDER BY age DESC",
+        &[(1, people_data(200, 0))],
+        3,
+    );
+    let bundle = prepare_challenge(&sandbox, &payload, "ordered-v1").await;
+    let expected = bundle.bundle.test_cases[0].expected.as_ref().unwrap();
+    assert!(expected.ordered);
+    let types: Vec<&str> = expected
+        .columns
+        .iter()
+        .map(|c| c.type_name.as_str())
+        .collect();
+    assert_eq!(
+        types,
+        ["int4", "int8", "numeric", "date", "interval", "_int4"]
+    );
+    let first = &expected.rows[0];
+    assert!(first[2].is_number(), "numeric is a number: {first:?}");
+    assert!(first[3].as_str().unwrap().starts_with("2024-01-01"));
+    assert!(first[4].as_str().unwrap().ends_with("days"), "{first:?}");
+    assert!(first[5].as_str().unwrap().starts_with('{'), "{first:?}");
+
+    let right = attempt(
+        &sandbox,
+        &bundle,
+        &payload
+            .solution
+            .replace("avg(score)", "sum(score) / count(score)"),
+        1,
+    )
+    .await;
+    assert_eq!(
+        right.cases[0].status,
+        CaseStatus::Passed,
+        "{:?}",
+        right.cases[0]
+    );
+    let wrong_order = attempt(
+        &sandbox,
+        &bundle,
+        &payload.solution.replace("DESC", "ASC"),
+        1,
+    )
+    .await;
+    assert_eq!(wrong_order.cases[0].status, CaseStatus::Failed);
+    assert!(wrong_order.cases[0]
+        .diff
+        .as_deref()
+        .unwrap()
+        .contains("order matters"));
+    drop(bundle);
+    cleanup(sandbox).await;
+}
+
+#[tokio::test]
+async fn the_bundle_cache_evicts_whole_bundles() {
+    let mut config = sandbox_config("sqlarena_t_cache");
+    config.cache_size = 1;
+    let sandbox = sqlarena_grader::sandbox::Sandbox::start(&config)
+        .await
+        .expect("sandbox (see scripts/setup.sh)");
+    let payload = people_init(
+        "SELECT id FROM people",
+        &[(1, people_data(5, 0)), (2, people_data(6, 0))],
+        1,
+    );
+    let first = prepare_challenge(&sandbox, &payload, "cache-a").await;
+    let first_databases: Vec<String> = first.databases.values().cloned().collect();
+    assert_eq!(sandbox.list_databases().await.unwrap().len(), 3);
+    drop(first);
+    let second = prepare_challenge(&sandbox, &payload, "cache-b").await;
+    let databases = sandbox.list_databases().await.unwrap();
+    assert_eq!(databases.len(), 3, "{databases:?}");
+    assert!(
+        first_databases.iter().all(|name| !databases.contains(name)),
+        "evicted bundle's databases are dropped"
+    );
+    assert!(sandbox.cached_bundle("cache-a").await.is_none());
+    assert_eq!(
+        attempt(&sandbox, &second, "SELECT id FROM people", 1)
+            .await
+            .cases[1]
+            .status,
+        CaseStatus::Passed
+    );
+    drop(second);
+    cleanup(sandbox).await;
+}

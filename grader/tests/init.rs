@@ -1,0 +1,229 @@
+//! Init jobs against the real local PostgreSQL: expected results, precise
+//! failure reports, ORDER BY detection and the unfixed-order warning.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+
+const PREFIX: &str = "sqlarena_t_init";
+
+#[tokio::test]
+async fn init_jobs() {
+    let sandbox = start_sandbox(PREFIX).await;
+
+    // Success: expected results per case, typed cells, ordered by the ORDER BY.
+    let payload = people_init(
+        "SELECT id, name, score FROM people WHERE age > 40 ORDER BY id",
+        &[(1, people_data(10, 0)), (2, people_data(30, 5))],
+        3,
+    );
+    let outcome = init(&sandbox, &payload).await;
+    assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
+    assert!(outcome.warnings.is_empty(), "{:?}", outcome.warnings);
+    assert_eq!(outcome.expected.len(), 2);
+    let first = &outcome.expected[0];
+    assert_eq!(first.test_case_id, 1);
+    assert!(first.result.ordered);
+    assert!(first.reference_ms.is_some_and(|ms| ms >= 0.0));
+    let types: Vec<&str> = first
+        .result
+        .columns
+        .iter()
+        .map(|c| c.type_name.as_str())
+        .collect();
+    assert_eq!(types, ["int4", "text", "numeric"]);
+    let ids: Vec<i64> = first
+        .result
+        .rows
+        .iter()
+        .map(|r| r[0].as_i64().unwrap())
+        .collect();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(ids, sorted);
+    assert!(!ids.is_empty());
+    assert!(outcome.expected[1].result.rows.len() > first.result.rows.len());
+    let seven = outcome.expected[1]
+        .result
+        .rows
+        .iter()
+        .find(|r| r[0] == json!(7));
+    if let Some(row) = seven {
+        assert_eq!(
+            row[2],
+            serde_json::Value::Null,
+            "score of every 7th row is NULL"
+        );
+    }
+    assert_eq!(
+        sandbox.list_databases().await.unwrap(),
+        vec![format!("{PREFIX}_template")],
+        "init drops its databases"
+    );
+
+    // ORDER BY only inside a subquery or window: unordered.
+    for solution in [
+        "SELECT id FROM (SELECT id FROM people ORDER BY id) q",
+        "SELECT id, row_number() OVER (ORDER BY age) FROM people",
+        "SELECT id FROM people -- ORDER BY id",
+    ] {
+        let outcome = init(
+            &sandbox,
+            &people_init(solution, &[(1, people_data(5, 0))], 1),
+        )
+        .await;
+        assert!(!outcome.expected[0].result.ordered, "{solution}");
+    }
+
+    // An ORDER BY that leaves ties: a warning naming the case.
+    let outcome = init(
+        &sandbox,
+        &people_init(
+            "SELECT age, name FROM people ORDER BY age",
+            &[(4, people_data(60, 0))],
+            1,
+        ),
+    )
+    .await;
+    assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
+    assert!(outcome.expected[0].result.ordered);
+    assert_eq!(outcome.warnings.len(), 1, "{:?}", outcome.warnings);
+    assert!(
+        outcome.warnings[0].contains("test case 4")
+            && outcome.warnings[0].contains("does not fix the order")
+    );
+    let fixed = init(
+        &sandbox,
+        &people_init(
+            "SELECT age, name FROM people ORDER BY age, name",
+            &[(4, people_data(60, 0))],
+            1,
+        ),
+    )
+    .await;
+    assert!(fixed.warnings.is_empty(), "{:?}", fixed.warnings);
+
+    // A failing init statement: named once, with PostgreSQL's message and position.
+    let mut broken = people_init(
+        "SELECT id FROM people",
+        &[(1, people_data(3, 0)), (2, people_data(3, 0))],
+        1,
+    );
+    broken.init =
+        format!("{PEOPLE_INIT}\nCREATE TABLE other (id int);\nCREAT TABLE oops (id int);");
+    let outcome = init(&sandbox, &broken).await;
+    assert_eq!(outcome.errors.len(), 1, "{:?}", outcome.errors);
+    let error = &outcome.errors[0];
+    assert!(error.contains("init SQL, statement 4"), "{error}");
+    assert!(
+        error.contains("syntax error at or near \"CREAT\"") && error.contains("at character"),
+        "{error}"
+    );
+    assert!(outcome.expected.is_empty());
+
+    // A failing data statement: names the test case and statement; other cases still checked.
+    let bad_data = people_init(
+        "SELECT id FROM people",
+        &[
+            (1, people_data(3, 0)),
+            (
+                2,
+                format!(
+                    "{}\nINSERT INTO people (id, name, age) VALUES (1, 'duplicate', 30);",
+                    people_data(3, 0)
+                ),
+            ),
+            (
+                3,
+                "INSERT INTO people (id, name) VALUES (9, 'no age');".into(),
+            ),
+        ],
+        1,
+    );
+    let outcome = init(&sandbox, &bad_data).await;
+    assert_eq!(outcome.errors.len(), 2, "{:?}", outcome.errors);
+    assert!(
+        outcome.errors[0].starts_with("test case 2, data statement 2"),
+        "{:?}",
+        outcome.errors
+    );
+    assert!(
+        outcome.errors[0].contains("duplicate key value"),
+        "{:?}",
+        outcome.errors
+    );
+    assert!(
+        outcome.errors[1].starts_with("test case 3, data statement 1"),
+        "{:?}",
+        outcome.errors
+    );
+    assert!(
+        outcome.errors[1].contains("null value in column \"age\""),
+        "{:?}",
+        outcome.errors
+    );
+
+    // A failing solution.
+    let outcome = init(
+        &sandbox,
+        &people_init("SELECT nope FROM people", &[(1, people_data(3, 0))], 1),
+    )
+    .await;
+    assert!(
+        outcome.errors[0].contains("test case 1: the solution failed")
+            && outcome.errors[0].contains("nope"),
+        "{:?}",
+        outcome.errors
+    );
+    assert!(outcome.expected.is_empty());
+    let outcome = init(
+        &sandbox,
+        &people_init("DELETE FROM people", &[(1, people_data(3, 0))], 1),
+    )
+    .await;
+    assert!(
+        outcome.errors[0].contains("single SELECT"),
+        "{:?}",
+        outcome.errors
+    );
+
+    assert_eq!(
+        sandbox.list_databases().await.unwrap(),
+        vec![format!("{PREFIX}_template")],
+        "failed builds are dropped"
+    );
+    cleanup(sandbox).await;
+}
+
+#[tokio::test]
+async fn a_runner_role_with_memberships_is_refused() {
+    let prefix = "sqlarena_t_badrunner";
+    let client = admin("postgres").await;
+    client
+        .batch_execute(&format!(
+            "DROP ROLE IF EXISTS {prefix}_runner; DROP ROLE IF EXISTS {prefix}_powerful;
+             CREATE ROLE {prefix}_powerful CREATEDB; CREATE ROLE {prefix}_runner;
+             GRANT {prefix}_powerful TO {prefix}_runner;"
+        ))
+        .await
+        .unwrap();
+    let error = sqlarena_grader::sandbox::Sandbox::start(&sandbox_config(prefix))
+        .await
+        .unwrap_err()
+        .to_string();
+    client
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {prefix}_template"))
+        .await
+        .unwrap();
+    client
+        .batch_execute(&format!(
+            "DROP ROLE {prefix}_runner; DROP ROLE {prefix}_powerful; DROP ROLE IF EXISTS {prefix}_owner;"
+        ))
+        .await
+        .unwrap();
+    assert!(
+        error.contains("refusing to run") && error.contains("member of other roles"),
+        "{error}"
+    );
+}

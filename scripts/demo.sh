@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The demo: installs what is missing (scripts/setup.sh), builds, starts a
+# coordinator on the embedded store and two graders, creates an admin, a
+# professor and three students, publishes a sample challenge (three test
+# cases, one hidden), submits correct, wrong, slow and hostile attempts,
+# prints each attempt's results and the leaderboard, then stops everything.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+scripts/setup.sh
+# shellcheck disable=SC1091
+. "$root/.sqlarena.env"
+cargo build --workspace --bins
+SQLARENA_TEST_POSTGRES_URL="$SQLARENA_TEST_POSTGRES_URL" target/debug/demo

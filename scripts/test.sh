@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Runs every test: installs and starts what the tests need (scripts/setup.sh),
+# then the whole workspace's tests against real PostgreSQL, the embedded
+# store and the MongoDB wire-protocol test server.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+scripts/setup.sh
+# shellcheck disable=SC1091
+. "$root/.sqlarena.env"
+cargo build --workspace --bins
+cargo test --workspace -- --test-threads=4 "$@"
