@@ -15,12 +15,23 @@ if [ -x "$venv/bin/nx-27017" ]; then
     exit 0
 fi
 
-if ! command -v python3 >/dev/null 2>&1; then
-    echo "python3 is missing: install it (e.g. apt-get install python3 python3-venv)" >&2
-    exit 1
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null 2>&1; then sudo "$@"; else return 1; fi
+}
+
+# A fresh Debian/Ubuntu has python3 but not always its venv module.
+if ! command -v python3 >/dev/null 2>&1 || ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+    echo "python3 with venv is missing: installing it with apt-get"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+        && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv >/dev/null \
+        || {
+            echo "could not install python3-venv; run as root: apt-get install -y python3 python3-venv" >&2
+            exit 1
+        }
 fi
 
 if [ ! -x "$venv/bin/pip" ]; then
+    rm -rf "$venv"
     python3 -m venv "$venv" || {
         echo "python3 -m venv failed: install python3-venv (apt-get install python3-venv)" >&2
         exit 1

@@ -8,5 +8,7 @@ cd "$root"
 scripts/setup.sh
 # shellcheck disable=SC1091
 . "$root/.sqlarena.env"
-cargo build --workspace --bins
-cargo test --workspace -- --test-threads=4 "$@"
+# --all-targets resolves features as `cargo test` does, so the binaries the
+# end-to-end tests start are built once.
+cargo build --workspace --all-targets
+cargo test --workspace --no-fail-fast -- --test-threads=4 "$@"

@@ -474,7 +474,10 @@ mod tests {
             init: "create table t(a int)".into(),
             solution: "select a from t".into(),
             times_to_run: 3,
-            test_cases: vec![TestCaseData { id: 1, data: "insert into t values (1)".into() }],
+            test_cases: vec![TestCaseData {
+                id: 1,
+                data: "insert into t values (1)".into(),
+            }],
         });
         let json = serde_json::to_value(&payload).unwrap();
         assert_eq!(json["kind"], "init");
@@ -485,7 +488,10 @@ mod tests {
     fn enums_use_the_seed_wire_names() {
         assert_eq!(serde_json::to_string(&Role::Student).unwrap(), "\"STUD\"");
         assert_eq!(serde_json::to_string(&Lane::Slow).unwrap(), "\"slow\"");
-        assert_eq!(serde_json::to_string(&JobState::Leased).unwrap(), "\"LEASED\"");
+        assert_eq!(
+            serde_json::to_string(&JobState::Leased).unwrap(),
+            "\"LEASED\""
+        );
         assert_eq!(JobState::parse("DONE"), Some(JobState::Done));
         assert_eq!(Lane::parse("nope"), None);
     }

@@ -211,8 +211,12 @@ fn spawn_graders(
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = Vec::new();
     for original in graders {
-        let (grader, arrivals, done, stopped) =
-            (original.clone(), arrivals.clone(), done.clone(), stop.clone());
+        let (grader, arrivals, done, stopped) = (
+            original.clone(),
+            arrivals.clone(),
+            done.clone(),
+            stop.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             while !stopped.is_cancelled() {
                 let job = tokio::select! {

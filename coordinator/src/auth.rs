@@ -5,7 +5,9 @@
 //! sha256, looked up by hash and then compared in constant time. No secret is
 //! ever logged.
 
-use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{
+    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
+};
 use argon2::Argon2;
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
@@ -41,7 +43,11 @@ pub async fn hash_password(password: String) -> Result<String, ApiError> {
 pub async fn verify_password(password: String, hash: String) -> bool {
     tokio::task::spawn_blocking(move || {
         PasswordHash::new(&hash)
-            .map(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+            .map(|parsed| {
+                Argon2::default()
+                    .verify_password(password.as_bytes(), &parsed)
+                    .is_ok()
+            })
             .unwrap_or(false)
     })
     .await
@@ -68,7 +74,9 @@ pub fn hashes_match(a: &str, b: &str) -> bool {
 /// Extracts the bearer token of a request, if any.
 pub fn bearer_token(parts: &Parts) -> Option<&str> {
     let value = parts.headers.get(AUTHORIZATION)?.to_str().ok()?;
-    let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))?;
     let token = token.trim();
     (!token.is_empty()).then_some(token)
 }
@@ -88,7 +96,10 @@ impl CurrentUser {
             Ok(())
         } else {
             let names: Vec<&str> = roles.iter().map(|role| role.as_str()).collect();
-            Err(ApiError::Forbidden(format!("this needs one of the roles {}", names.join(", "))))
+            Err(ApiError::Forbidden(format!(
+                "this needs one of the roles {}",
+                names.join(", ")
+            )))
         }
     }
 
@@ -101,14 +112,22 @@ impl CurrentUser {
 impl FromRequestParts<AppState> for CurrentUser {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let token = bearer_token(parts).ok_or_else(|| {
-            ApiError::Unauthorized("sign in first: send `Authorization: Bearer TOKEN` with the token from /login".into())
+            ApiError::Unauthorized(
+                "sign in first: send `Authorization: Bearer TOKEN` with the token from /login"
+                    .into(),
+            )
         })?;
         let hash = token_hash(token);
         match state.store.get_session_user(&hash, Utc::now()).await? {
             Some(user) => Ok(CurrentUser(user)),
-            None => Err(ApiError::Unauthorized("the token is unknown or expired: sign in again".into())),
+            None => Err(ApiError::Unauthorized(
+                "the token is unknown or expired: sign in again".into(),
+            )),
         }
     }
 }
@@ -121,18 +140,26 @@ pub struct GraderAuth(pub Grader);
 impl FromRequestParts<AppState> for GraderAuth {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let token = bearer_token(parts)
-            .ok_or_else(|| ApiError::Unauthorized("send `Authorization: Bearer GRADER_TOKEN`".into()))?;
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let token = bearer_token(parts).ok_or_else(|| {
+            ApiError::Unauthorized("send `Authorization: Bearer GRADER_TOKEN`".into())
+        })?;
         let hash = token_hash(token);
         match state.store.get_grader_by_token(&hash).await? {
-            Some(grader) if hashes_match(&grader.token_hash, &hash) && grader.state != GraderState::Dead => {
+            Some(grader)
+                if hashes_match(&grader.token_hash, &hash) && grader.state != GraderState::Dead =>
+            {
                 Ok(GraderAuth(grader))
             }
             Some(_) => Err(ApiError::Unauthorized(
                 "this grader was declared dead or deregistered: register again".into(),
             )),
-            None => Err(ApiError::Unauthorized("unknown grader token: register first".into())),
+            None => Err(ApiError::Unauthorized(
+                "unknown grader token: register first".into(),
+            )),
         }
     }
 }

@@ -30,7 +30,11 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct CreateAdmin {
     /// Store URI: sqlite://PATH or mongodb://HOST:PORT/DB.
-    #[arg(long, env = "SQLARENA_STORE", default_value = "sqlite://data/sqlarena.db")]
+    #[arg(
+        long,
+        env = "SQLARENA_STORE",
+        default_value = "sqlite://data/sqlarena.db"
+    )]
     pub store: String,
     #[arg(long, env = "SQLARENA_EMAIL")]
     pub email: String,
@@ -47,7 +51,11 @@ pub struct Config {
     #[arg(long, env = "SQLARENA_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
     /// Store URI: sqlite://PATH (embedded, default) or mongodb://HOST:PORT/DB.
-    #[arg(long, env = "SQLARENA_STORE", default_value = "sqlite://data/sqlarena.db")]
+    #[arg(
+        long,
+        env = "SQLARENA_STORE",
+        default_value = "sqlite://data/sqlarena.db"
+    )]
     pub store: String,
     /// Lets anyone register as a professor (otherwise an admin invite is needed).
     #[arg(long, env = "SQLARENA_ALLOW_PROFESSOR_SIGNUP")]

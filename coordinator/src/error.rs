@@ -35,7 +35,10 @@ pub enum ApiError {
     #[error("{0}")]
     Unprocessable(String),
     #[error("{message}")]
-    TooManyRequests { message: String, retry_after_secs: u64 },
+    TooManyRequests {
+        message: String,
+        retry_after_secs: u64,
+    },
     #[error("store unavailable: {0}")]
     Unavailable(String),
     #[error("internal error: {0}")]
@@ -88,9 +91,15 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        let mut response = (status, Json(json!({"status": "error", "message": message}))).into_response();
-        if let ApiError::TooManyRequests { retry_after_secs, .. } = self {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+        let mut response =
+            (status, Json(json!({"status": "error", "message": message}))).into_response();
+        if let ApiError::TooManyRequests {
+            retry_after_secs, ..
+        } = self
+        {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
         }
         response
     }
@@ -98,12 +107,20 @@ impl IntoResponse for ApiError {
 
 /// Wraps `data` in the success envelope with 200.
 pub fn ok<T: Serialize>(data: T) -> Response {
-    (StatusCode::OK, Json(json!({"status": "success", "data": data}))).into_response()
+    (
+        StatusCode::OK,
+        Json(json!({"status": "success", "data": data})),
+    )
+        .into_response()
 }
 
 /// Wraps `data` in the success envelope with 201.
 pub fn created<T: Serialize>(data: T) -> Response {
-    (StatusCode::CREATED, Json(json!({"status": "success", "data": data}))).into_response()
+    (
+        StatusCode::CREATED,
+        Json(json!({"status": "success", "data": data})),
+    )
+        .into_response()
 }
 
 /// A JSON body extractor whose rejections use the error envelope: malformed
@@ -131,11 +148,15 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
     let status = rejection.status();
     let detail = rejection.body_text();
     match rejection {
-        JsonRejection::JsonDataError(_) => ApiError::Unprocessable(format!("invalid request body: {detail}")),
-        JsonRejection::JsonSyntaxError(_) => ApiError::BadRequest(format!("malformed JSON: {detail}")),
-        JsonRejection::MissingJsonContentType(_) => {
-            ApiError::BadRequest("expected a JSON body with `Content-Type: application/json`".into())
+        JsonRejection::JsonDataError(_) => {
+            ApiError::Unprocessable(format!("invalid request body: {detail}"))
         }
+        JsonRejection::JsonSyntaxError(_) => {
+            ApiError::BadRequest(format!("malformed JSON: {detail}"))
+        }
+        JsonRejection::MissingJsonContentType(_) => ApiError::BadRequest(
+            "expected a JSON body with `Content-Type: application/json`".into(),
+        ),
         _ if status == StatusCode::PAYLOAD_TOO_LARGE => {
             ApiError::PayloadTooLarge("request body is larger than the limit".into())
         }
@@ -157,9 +178,9 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         match axum::extract::Path::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Path(value)) => Ok(AppPath(value)),
-            Err(rejection @ PathRejection::FailedToDeserializePathParams(_)) => {
-                Err(ApiError::NotFound(format!("no such resource: {}", rejection.body_text())))
-            }
+            Err(rejection @ PathRejection::FailedToDeserializePathParams(_)) => Err(
+                ApiError::NotFound(format!("no such resource: {}", rejection.body_text())),
+            ),
             Err(rejection) => Err(ApiError::BadRequest(rejection.body_text())),
         }
     }
@@ -178,9 +199,9 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(value)) => Ok(AppQuery(value)),
-            Err(rejection @ QueryRejection::FailedToDeserializeQueryString(_)) => {
-                Err(ApiError::BadRequest(format!("invalid query string: {}", rejection.body_text())))
-            }
+            Err(rejection @ QueryRejection::FailedToDeserializeQueryString(_)) => Err(
+                ApiError::BadRequest(format!("invalid query string: {}", rejection.body_text())),
+            ),
             Err(rejection) => Err(ApiError::BadRequest(rejection.body_text())),
         }
     }

@@ -15,8 +15,8 @@ use chrono::Utc;
 use futures_util::future::select_all;
 use sha2::{Digest, Sha256};
 use sqlarena_common::{
-    AttemptPayload, AttemptStatus, CaseResult, CaseStatus, ChallengeState, InitPayload, JobOutcome, JobPayload,
-    JobState, Lane, TestCaseData,
+    AttemptPayload, AttemptStatus, CaseResult, CaseStatus, ChallengeState, GraderState,
+    InitPayload, JobOutcome, JobPayload, JobState, Lane, TestCaseData,
 };
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -26,7 +26,10 @@ use uuid::Uuid;
 use crate::error::{ApiError, ApiResult};
 use crate::metrics::Metrics;
 use crate::state::AppState;
-use crate::store::{Attempt, AttemptUpdate, Challenge, FailOutcome, Grader, InitResult, Job, NewJob, StoreError, StoreResult};
+use crate::store::{
+    Attempt, AttemptUpdate, Challenge, FailOutcome, Grader, InitResult, Job, NewJob, StoreError,
+    StoreResult,
+};
 
 /// Wakes long-polling lease requests when a job is queued in their lanes.
 ///
@@ -41,8 +44,15 @@ pub struct Dispatcher {
 impl Dispatcher {
     /// Creates a dispatcher; `multi_coordinator` shortens the re-poll interval.
     pub fn new(multi_coordinator: bool) -> Dispatcher {
-        let poll_interval = if multi_coordinator { Duration::from_millis(50) } else { Duration::from_millis(500) };
-        Dispatcher { lanes: [Notify::new(), Notify::new(), Notify::new()], poll_interval }
+        let poll_interval = if multi_coordinator {
+            Duration::from_millis(50)
+        } else {
+            Duration::from_millis(500)
+        };
+        Dispatcher {
+            lanes: [Notify::new(), Notify::new(), Notify::new()],
+            poll_interval,
+        }
     }
 
     fn lane(&self, lane: Lane) -> &Notify {
@@ -70,7 +80,12 @@ pub async fn enqueue(state: &AppState, job: NewJob) -> StoreResult<Job> {
 /// solution and test data.
 pub fn version_hash(challenge: &Challenge) -> String {
     let mut hasher = Sha256::new();
-    for part in [challenge.id.to_string(), challenge.version.to_string(), challenge.init.clone(), challenge.solution.clone()] {
+    for part in [
+        challenge.id.to_string(),
+        challenge.version.to_string(),
+        challenge.init.clone(),
+        challenge.solution.clone(),
+    ] {
         hasher.update((part.len() as u64).to_le_bytes());
         hasher.update(part.as_bytes());
     }
@@ -97,7 +112,10 @@ pub async fn enqueue_init(state: &AppState, challenge: &Challenge) -> StoreResul
         test_cases: challenge
             .test_cases
             .iter()
-            .map(|case| TestCaseData { id: case.id, data: case.data.clone() })
+            .map(|case| TestCaseData {
+                id: case.id,
+                data: case.data.clone(),
+            })
             .collect(),
     });
     let job = NewJob {
@@ -114,7 +132,11 @@ pub async fn enqueue_init(state: &AppState, challenge: &Challenge) -> StoreResul
 ///
 /// # Errors
 /// Store failures.
-pub async fn enqueue_attempt(state: &AppState, challenge: &Challenge, attempt: &Attempt) -> StoreResult<(Attempt, Job)> {
+pub async fn enqueue_attempt(
+    state: &AppState,
+    challenge: &Challenge,
+    attempt: &Attempt,
+) -> StoreResult<(Attempt, Job)> {
     let lane = challenge.challenge_type.attempt_lane();
     let payload = JobPayload::Attempt(AttemptPayload {
         attempt_id: attempt.id,
@@ -131,8 +153,20 @@ pub async fn enqueue_attempt(state: &AppState, challenge: &Challenge, attempt: &
         Lane::Slow => state.config.slow_timeout_ms,
         _ => state.config.fast_timeout_ms,
     };
-    let job = enqueue(state, NewJob { lane, payload, max_tries: state.config.max_tries, timeout_ms }).await?;
-    let update = AttemptUpdate { job_id: Some(job.id), ..AttemptUpdate::default() };
+    let job = enqueue(
+        state,
+        NewJob {
+            lane,
+            payload,
+            max_tries: state.config.max_tries,
+            timeout_ms,
+        },
+    )
+    .await?;
+    let update = AttemptUpdate {
+        job_id: Some(job.id),
+        ..AttemptUpdate::default()
+    };
     let attempt = state.store.update_attempt(attempt.id, update).await?;
     Ok((attempt, job))
 }
@@ -151,15 +185,32 @@ pub async fn lease_next(
 ) -> StoreResult<Option<Job>> {
     let deadline = Instant::now() + wait;
     let dispatcher = &state.dispatcher;
+    let mut woken = false;
     loop {
+        // The caller checked the grader on entry; after a wait it may have
+        // been drained or declared dead, and then it takes nothing new.
+        if woken {
+            let current = state.store.get_grader(grader.id).await?;
+            if current.is_none_or(|current| current.state != GraderState::Alive) {
+                return Ok(None);
+            }
+        }
+        woken = true;
         // Register for wake-ups before looking, so a job queued between the
         // look and the wait is not missed.
-        let mut wakeups: Vec<Pin<Box<tokio::sync::futures::Notified<'_>>>> =
-            grader.lanes.iter().map(|lane| Box::pin(dispatcher.lane(*lane).notified())).collect();
+        let mut wakeups: Vec<Pin<Box<tokio::sync::futures::Notified<'_>>>> = grader
+            .lanes
+            .iter()
+            .map(|lane| Box::pin(dispatcher.lane(*lane).notified()))
+            .collect();
         for wakeup in &mut wakeups {
             wakeup.as_mut().enable();
         }
-        if let Some(job) = state.store.claim_job(grader.id, &grader.lanes, Utc::now()).await? {
+        if let Some(job) = state
+            .store
+            .claim_job(grader.id, &grader.lanes, Utc::now())
+            .await?
+        {
             Metrics::incr(&state.metrics.leases_granted);
             return Ok(Some(job));
         }
@@ -198,24 +249,40 @@ pub async fn apply_finished_job(state: &AppState, job: &Job) -> StoreResult<()> 
         (_, JobState::Queued | JobState::Leased) => return Ok(()),
         (JobPayload::Init(init), state_now) => {
             let result = match (state_now, &job.outcome) {
-                (JobState::Done, Some(JobOutcome::Init(outcome))) if outcome.errors.is_empty() => InitResult::Ready {
-                    expected: outcome
-                        .expected
-                        .iter()
-                        .map(|case| (case.test_case_id, case.result.clone(), case.reference_ms))
-                        .collect(),
-                    warnings: outcome.warnings.clone(),
+                (JobState::Done, Some(JobOutcome::Init(outcome))) if outcome.errors.is_empty() => {
+                    InitResult::Ready {
+                        expected: outcome
+                            .expected
+                            .iter()
+                            .map(|case| (case.test_case_id, case.result.clone(), case.reference_ms))
+                            .collect(),
+                        warnings: outcome.warnings.clone(),
+                    }
+                }
+                (JobState::Done, Some(JobOutcome::Init(outcome))) => InitResult::Failed {
+                    errors: outcome.errors.clone(),
                 },
-                (JobState::Done, Some(JobOutcome::Init(outcome))) => InitResult::Failed { errors: outcome.errors.clone() },
-                (JobState::Done, _) => InitResult::Failed { errors: vec!["the grader posted a result of the wrong kind".into()] },
+                (JobState::Done, _) => InitResult::Failed {
+                    errors: vec!["the grader posted a result of the wrong kind".into()],
+                },
                 (JobState::Cancelled, _) => InitResult::Failed {
-                    errors: vec![job.error.clone().unwrap_or_else(|| "the init job was cancelled".into())],
+                    errors: vec![job
+                        .error
+                        .clone()
+                        .unwrap_or_else(|| "the init job was cancelled".into())],
                 },
                 _ => InitResult::Failed {
-                    errors: vec![job.error.clone().unwrap_or_else(|| "the init job failed".into())],
+                    errors: vec![job
+                        .error
+                        .clone()
+                        .unwrap_or_else(|| "the init job failed".into())],
                 },
             };
-            match state.store.set_challenge_init(init.challenge_id, init.version, result, now).await {
+            match state
+                .store
+                .set_challenge_init(init.challenge_id, init.version, result, now)
+                .await
+            {
                 Ok(_) => {}
                 Err(StoreError::NotFound(_)) => {
                     tracing::warn!(job_id = %job.id, challenge_id = init.challenge_id, "finished job's challenge is gone");
@@ -288,9 +355,16 @@ pub async fn live_attempt(state: &AppState, mut attempt: Attempt) -> StoreResult
 ///
 /// # Errors
 /// `Conflict` when the attempt is already final.
-pub async fn cancel_attempt(state: &AppState, attempt: &Attempt, reason: &str) -> ApiResult<Attempt> {
+pub async fn cancel_attempt(
+    state: &AppState,
+    attempt: &Attempt,
+    reason: &str,
+) -> ApiResult<Attempt> {
     if attempt.status.is_final() {
-        return Err(ApiError::Conflict(format!("attempt {} is already {}", attempt.id, attempt.status)));
+        return Err(ApiError::Conflict(format!(
+            "attempt {} is already {}",
+            attempt.id, attempt.status
+        )));
     }
     if let Some(job_id) = attempt.job_id {
         if let Some(job) = state.store.cancel_job(job_id, reason, Utc::now()).await? {
@@ -333,8 +407,16 @@ async fn settle(state: &AppState, outcomes: Vec<FailOutcome>) -> StoreResult<()>
 ///
 /// # Errors
 /// Store failures.
-pub async fn release_grader(state: &AppState, grader_id: Uuid, count_try: bool, reason: &str) -> StoreResult<()> {
-    let outcomes = state.store.release_grader_leases(grader_id, count_try, reason, Utc::now()).await?;
+pub async fn release_grader(
+    state: &AppState,
+    grader_id: Uuid,
+    count_try: bool,
+    reason: &str,
+) -> StoreResult<()> {
+    let outcomes = state
+        .store
+        .release_grader_leases(grader_id, count_try, reason, Utc::now())
+        .await?;
     settle(state, outcomes).await
 }
 
@@ -346,11 +428,15 @@ pub async fn release_grader(state: &AppState, grader_id: Uuid, count_try: bool, 
 /// Store failures.
 pub async fn reap_once(state: &AppState) -> StoreResult<()> {
     let now = Utc::now();
-    let timeout = chrono::Duration::from_std(state.config.grader_timeout()).unwrap_or(chrono::Duration::seconds(6));
+    let timeout = chrono::Duration::from_std(state.config.grader_timeout())
+        .unwrap_or(chrono::Duration::seconds(6));
     for grader in state.store.mark_dead_graders(now - timeout).await? {
         Metrics::incr(&state.metrics.graders_declared_dead);
         tracing::warn!(grader_id = %grader.id, name = %grader.name, "grader missed its heartbeats, declared dead");
-        let reason = format!("grader {} ({}) stopped heartbeating", grader.name, grader.hostname);
+        let reason = format!(
+            "grader {} ({}) stopped heartbeating",
+            grader.name, grader.hostname
+        );
         release_grader(state, grader.id, true, &reason).await?;
     }
     let expired = state.store.requeue_expired(now).await?;
@@ -363,7 +449,8 @@ pub async fn reap_once(state: &AppState) -> StoreResult<()> {
 
 /// Runs the reaper until shutdown.
 pub async fn run_reaper(state: AppState, shutdown: CancellationToken) {
-    let mut interval = tokio::time::interval(Duration::from_millis(state.config.reaper_interval_ms));
+    let mut interval =
+        tokio::time::interval(Duration::from_millis(state.config.reaper_interval_ms));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -397,7 +484,10 @@ pub fn check_accepts_attempts(challenge: &Challenge) -> ApiResult<()> {
         }
     }
     if challenge.expires_at <= Utc::now() {
-        return Err(ApiError::Forbidden(format!("challenge {} expired at {}", challenge.id, challenge.expires_at)));
+        return Err(ApiError::Forbidden(format!(
+            "challenge {} expired at {}",
+            challenge.id, challenge.expires_at
+        )));
     }
     Ok(())
 }
@@ -406,7 +496,11 @@ pub fn check_accepts_attempts(challenge: &Challenge) -> ApiResult<()> {
 pub fn observe_completion(state: &AppState, job: &Job) {
     Metrics::incr(&state.metrics.jobs_completed);
     if let (Some(leased_at), Some(finished_at)) = (job.leased_at, job.finished_at) {
-        let seconds = (finished_at - leased_at).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
+        let seconds = (finished_at - leased_at)
+            .num_microseconds()
+            .unwrap_or(0)
+            .max(0) as f64
+            / 1e6;
         state.metrics.observe_job_duration(seconds);
     }
 }

@@ -31,8 +31,14 @@ use crate::store::{ClusterToken, NewUser, Store, StoreError};
 ///
 /// # Errors
 /// Fails when the store cannot be opened or the server cannot run.
-pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let store = store::open(&config.store).await.with_context(|| format!("opening the store {}", redact(&config.store)))?;
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let store = store::open(&config.store)
+        .await
+        .with_context(|| format!("opening the store {}", redact(&config.store)))?;
     serve(store, config, listener, shutdown).await
 }
 
@@ -56,8 +62,12 @@ pub async fn serve(
 /// Fails when seeding or serving fails.
 pub async fn serve_state(state: AppState, listener: TcpListener) -> anyhow::Result<()> {
     let shutdown = state.shutdown.clone();
-    seed(state.store.as_ref(), &state.config).await.context("seeding the store")?;
-    jobs::reap_once(&state).await.context("recovering unapplied results")?;
+    seed(state.store.as_ref(), &state.config)
+        .await
+        .context("seeding the store")?;
+    jobs::reap_once(&state)
+        .await
+        .context("recovering unapplied results")?;
     let tracker = TaskTracker::new();
     tracker.spawn(jobs::run_reaper(state.clone(), shutdown.clone()));
     let address = listener.local_addr().context("reading the bound address")?;
@@ -104,12 +114,26 @@ async fn seed(store: &dyn Store, config: &Config) -> anyhow::Result<()> {
 ///
 /// # Errors
 /// Fails when the email is taken or the store fails.
-pub async fn create_admin(store: &dyn Store, email: &str, password: &str, full_name: &str) -> anyhow::Result<i64> {
-    let password_hash = auth::hash_password(password.to_string()).await.map_err(|error| anyhow::anyhow!("{error}"))?;
-    let user = NewUser { email: email.to_string(), full_name: full_name.to_string(), role: Role::Admin, password_hash };
+pub async fn create_admin(
+    store: &dyn Store,
+    email: &str,
+    password: &str,
+    full_name: &str,
+) -> anyhow::Result<i64> {
+    let password_hash = auth::hash_password(password.to_string())
+        .await
+        .map_err(|error| anyhow::anyhow!("{error}"))?;
+    let user = NewUser {
+        email: email.to_string(),
+        full_name: full_name.to_string(),
+        role: Role::Admin,
+        password_hash,
+    };
     match store.create_user(user).await {
         Ok(user) => Ok(user.id),
-        Err(StoreError::Conflict(_)) => anyhow::bail!("a user with the email {email} already exists"),
+        Err(StoreError::Conflict(_)) => {
+            anyhow::bail!("a user with the email {email} already exists")
+        }
         Err(error) => Err(error.into()),
     }
 }
@@ -117,7 +141,9 @@ pub async fn create_admin(store: &dyn Store, email: &str, password: &str, full_n
 /// Hides credentials in a store URI for logs.
 pub fn redact(uri: &str) -> String {
     match (uri.find("://"), uri.find('@')) {
-        (Some(scheme), Some(at)) if at > scheme => format!("{}://***{}", &uri[..scheme], &uri[at..]),
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***{}", &uri[..scheme], &uri[at..])
+        }
         _ => uri.to_string(),
     }
 }

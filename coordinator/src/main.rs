@@ -11,8 +11,16 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Some(Command::CreateAdmin(args)) => {
             init_tracing(false);
-            let store = sqlarena_coordinator::store::open(&args.store).await.context("opening the store")?;
-            let id = sqlarena_coordinator::create_admin(store.as_ref(), &args.email, &args.password, &args.full_name).await?;
+            let store = sqlarena_coordinator::store::open(&args.store)
+                .await
+                .context("opening the store")?;
+            let id = sqlarena_coordinator::create_admin(
+                store.as_ref(),
+                &args.email,
+                &args.password,
+                &args.full_name,
+            )
+            .await?;
             println!("created admin {} with id {id}", args.email);
             Ok(())
         }
@@ -34,7 +42,10 @@ async fn serve(config: sqlarena_coordinator::config::Config) -> anyhow::Result<(
 /// Cancels `shutdown` on the first SIGTERM/SIGINT; exits at once on a second.
 async fn watch_signals(shutdown: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         return;
     };
     tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }

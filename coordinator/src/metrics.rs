@@ -10,7 +10,9 @@ use sqlarena_common::GraderState;
 use crate::store::{Store, StoreResult};
 
 /// Upper bounds (seconds) of the job duration histogram buckets.
-const DURATION_BUCKETS: [f64; 12] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0, 600.0];
+const DURATION_BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0, 600.0,
+];
 
 /// Counters since this coordinator started.
 #[derive(Debug, Default)]
@@ -41,7 +43,8 @@ impl Metrics {
             }
         }
         self.duration_count.fetch_add(1, Ordering::Relaxed);
-        self.duration_sum_micros.fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
+        self.duration_sum_micros
+            .fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
     }
 
     /// Renders every metric in the Prometheus text format.
@@ -54,47 +57,101 @@ impl Metrics {
         let lanes = store.lane_stats().await?;
         gauge_header(&mut out, "sqlarena_queue_depth", "Jobs queued per lane.");
         for stats in &lanes {
-            let _ = writeln!(out, "sqlarena_queue_depth{{lane=\"{}\"}} {}", stats.lane, stats.queued);
+            let _ = writeln!(
+                out,
+                "sqlarena_queue_depth{{lane=\"{}\"}} {}",
+                stats.lane, stats.queued
+            );
         }
-        gauge_header(&mut out, "sqlarena_queue_oldest_age_seconds", "Age of the oldest queued job per lane.");
+        gauge_header(
+            &mut out,
+            "sqlarena_queue_oldest_age_seconds",
+            "Age of the oldest queued job per lane.",
+        );
         for stats in &lanes {
             let age = stats
                 .oldest_queued_at
                 .map(|at| (now - at).num_milliseconds().max(0) as f64 / 1000.0)
                 .unwrap_or(0.0);
-            let _ = writeln!(out, "sqlarena_queue_oldest_age_seconds{{lane=\"{}\"}} {age}", stats.lane);
+            let _ = writeln!(
+                out,
+                "sqlarena_queue_oldest_age_seconds{{lane=\"{}\"}} {age}",
+                stats.lane
+            );
         }
-        gauge_header(&mut out, "sqlarena_leases_held", "Jobs currently leased per lane.");
+        gauge_header(
+            &mut out,
+            "sqlarena_leases_held",
+            "Jobs currently leased per lane.",
+        );
         for stats in &lanes {
-            let _ = writeln!(out, "sqlarena_leases_held{{lane=\"{}\"}} {}", stats.lane, stats.leased);
+            let _ = writeln!(
+                out,
+                "sqlarena_leases_held{{lane=\"{}\"}} {}",
+                stats.lane, stats.leased
+            );
         }
         let graders = store.list_graders().await?;
         gauge_header(&mut out, "sqlarena_graders", "Graders by state.");
         for state in [GraderState::Alive, GraderState::Draining, GraderState::Dead] {
-            let count = graders.iter().filter(|grader| grader.state == state).count();
+            let count = graders
+                .iter()
+                .filter(|grader| grader.state == state)
+                .count();
             let _ = writeln!(out, "sqlarena_graders{{state=\"{state}\"}} {count}");
         }
         let counters = [
-            ("sqlarena_jobs_enqueued_total", "Jobs queued.", &self.jobs_enqueued),
-            ("sqlarena_leases_granted_total", "Leases handed to graders.", &self.leases_granted),
-            ("sqlarena_jobs_completed_total", "Job results recorded.", &self.jobs_completed),
-            ("sqlarena_jobs_failed_total", "Jobs that ended FAILED.", &self.jobs_failed),
-            ("sqlarena_requeues_total", "Leases taken back and requeued.", &self.requeues),
+            (
+                "sqlarena_jobs_enqueued_total",
+                "Jobs queued.",
+                &self.jobs_enqueued,
+            ),
+            (
+                "sqlarena_leases_granted_total",
+                "Leases handed to graders.",
+                &self.leases_granted,
+            ),
+            (
+                "sqlarena_jobs_completed_total",
+                "Job results recorded.",
+                &self.jobs_completed,
+            ),
+            (
+                "sqlarena_jobs_failed_total",
+                "Jobs that ended FAILED.",
+                &self.jobs_failed,
+            ),
+            (
+                "sqlarena_requeues_total",
+                "Leases taken back and requeued.",
+                &self.requeues,
+            ),
             (
                 "sqlarena_stale_lease_rejections_total",
                 "Grader calls rejected with 409 for a stale lease.",
                 &self.stale_lease_rejections,
             ),
-            ("sqlarena_graders_declared_dead_total", "Graders declared dead.", &self.graders_declared_dead),
+            (
+                "sqlarena_graders_declared_dead_total",
+                "Graders declared dead.",
+                &self.graders_declared_dead,
+            ),
         ];
         for (name, help, counter) in counters {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
             let _ = writeln!(out, "{name} {}", counter.load(Ordering::Relaxed));
         }
         let name = "sqlarena_job_duration_seconds";
-        let _ = writeln!(out, "# HELP {name} Time from lease to recorded result.\n# TYPE {name} histogram");
+        let _ = writeln!(
+            out,
+            "# HELP {name} Time from lease to recorded result.\n# TYPE {name} histogram"
+        );
         for (bound, bucket) in DURATION_BUCKETS.iter().zip(&self.duration_buckets) {
-            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {}", bucket.load(Ordering::Relaxed));
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"{bound}\"}} {}",
+                bucket.load(Ordering::Relaxed)
+            );
         }
         let count = self.duration_count.load(Ordering::Relaxed);
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
@@ -119,7 +176,10 @@ mod tests {
         metrics.observe_job_duration(3.0);
         assert_eq!(metrics.duration_buckets[0].load(Ordering::Relaxed), 0);
         assert_eq!(metrics.duration_buckets[2].load(Ordering::Relaxed), 1);
-        assert_eq!(metrics.duration_buckets[DURATION_BUCKETS.len() - 1].load(Ordering::Relaxed), 2);
+        assert_eq!(
+            metrics.duration_buckets[DURATION_BUCKETS.len() - 1].load(Ordering::Relaxed),
+            2
+        );
         assert_eq!(metrics.duration_count.load(Ordering::Relaxed), 2);
     }
 }

@@ -105,6 +105,7 @@ impl Coordinator {
 }
 
 /// A grader driven step by step by the test.
+#[derive(Clone)]
 struct ScriptedGrader {
     http: reqwest::Client,
     base: String,
@@ -177,6 +178,19 @@ impl ScriptedGrader {
         (status, serde_json::from_value(body["data"].clone()).ok())
     }
 
+    /// Heartbeats every 100 ms until the returned guard is dropped, as a
+    /// real grader does beside its work: only heartbeats keep it alive.
+    fn keep_alive(&self) -> KeepAlive {
+        let grader = self.clone();
+        KeepAlive(tokio::spawn(async move {
+            loop {
+                let (status, _) = grader.heartbeat(&[]).await;
+                assert_eq!(status, StatusCode::OK, "heartbeat refused");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }))
+    }
+
     async fn complete(&self, job: &LeasedJob) -> (StatusCode, Value) {
         let outcome = passing_outcome(job);
         self.post(
@@ -189,6 +203,15 @@ impl ScriptedGrader {
     async fn fail(&self, job: &LeasedJob, retryable: bool) -> (StatusCode, Value) {
         let body = json!({"lease_id": job.lease_id, "error": "postgres went away", "retryable": retryable});
         self.post(&format!("/jobs/{}/fail", job.job_id), body).await
+    }
+}
+
+/// Stops a grader's background heartbeats when dropped.
+struct KeepAlive(tokio::task::JoinHandle<()>);
+
+impl Drop for KeepAlive {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -280,6 +303,7 @@ async fn racing_graders_complete_each_job_once(spec: StoreSpec) {
                 .await;
         let recorded = recorded.clone();
         workers.push(tokio::spawn(async move {
+            let _alive = grader.keep_alive();
             let mut seen = Vec::new();
             while let Some(job) = grader.lease(200).await {
                 let (status, body) = grader.complete(&job).await;
@@ -668,6 +692,7 @@ async fn two_coordinators_share_one_mongodb() {
     {
         let grader = ScriptedGrader::register(base, &format!("split-{index}"), &[Lane::Fast]).await;
         workers.push(tokio::spawn(async move {
+            let _alive = grader.keep_alive();
             let mut done = Vec::new();
             while let Some(job) = grader.lease(300).await {
                 let (status, body) = grader.complete(&job).await;

@@ -27,6 +27,12 @@ fn hostile(name: &'static str, query: &str, message: &'static [&'static str]) ->
 const SINGLE: &[&str] = &["only a single SELECT statement is allowed"];
 const DENIED: &[&str] = &["permission denied"];
 const TIMEOUT: &[&str] = &["ran longer than the 1 s limit"];
+/// A function scan materializes its rows: whichever limit it hits first,
+/// time or temp_file_limit, stops it.
+const TIME_OR_SPACE: &[&str] = &[
+    "ran longer than the 1 s limit",
+    "used too much temporary space",
+];
 
 fn submissions(other_database: &str) -> Vec<Hostile> {
     vec![
@@ -48,7 +54,7 @@ fn submissions(other_database: &str) -> Vec<Hostile> {
         ),
         hostile("pg_sleep", "SELECT pg_sleep(10)", DENIED),
         hostile("pg_sleep_for", "SELECT pg_sleep_for('10 seconds')", DENIED),
-        hostile("generate_series bomb", "SELECT count(*) FROM generate_series(1, 100000000000)", TIMEOUT),
+        hostile("generate_series bomb", "SELECT count(*) FROM generate_series(1, 100000000000)", TIME_OR_SPACE),
         hostile(
             "recursive CTE bomb",
             "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT count(*) FROM r",

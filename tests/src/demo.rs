@@ -37,7 +37,7 @@ pub fn demo_attempts() -> Vec<(&'static str, &'static str)> {
     vec![
         (
             "correct",
-            "SELECT name, total FROM (SELECT c.name, c.id, (SELECT sum(amount) FROM orders o WHERE o.customer_id = c.id) AS total FROM customers c) t WHERE total IS NOT NULL ORDER BY total DESC, name",
+            "SELECT c.name, t.total FROM customers c JOIN (SELECT customer_id, sum(amount) AS total FROM orders GROUP BY customer_id) t ON t.customer_id = c.id ORDER BY t.total DESC, c.name",
         ),
         (
             "wrong",

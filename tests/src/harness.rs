@@ -23,7 +23,9 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Path of a workspace binary built by `cargo build --workspace --bins`.
+/// Path of a workspace binary built by `cargo build --workspace --bins`,
+/// from the `debug` profile unless `SQLARENA_BIN_PROFILE` names another
+/// (the benchmarks use `release`).
 ///
 /// # Panics
 /// When the binary is missing, with the command that builds it.
@@ -31,10 +33,16 @@ pub fn binary(name: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target"));
-    let path = target.join("debug").join(name);
+    let profile = std::env::var("SQLARENA_BIN_PROFILE").unwrap_or_else(|_| "debug".into());
+    let path = target.join(&profile).join(name);
+    let build = if profile == "debug" {
+        "cargo build --workspace --bins".to_string()
+    } else {
+        format!("cargo build --profile {profile} --workspace --bins")
+    };
     assert!(
         path.exists(),
-        "{} is missing: run `cargo build --workspace --bins` first (scripts/test.sh does)",
+        "{} is missing: run `{build}` first (scripts/test.sh and scripts/bench.sh do)",
         path.display()
     );
     path

@@ -19,7 +19,10 @@ use crate::store::{AttemptUpdate, ClusterToken, Grader, Job, JobFilter};
 /// Routes of the admin endpoints.
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/admin/cluster-tokens", post(create_cluster_token).get(list_cluster_tokens))
+        .route(
+            "/admin/cluster-tokens",
+            post(create_cluster_token).get(list_cluster_tokens),
+        )
         .route("/admin/cluster-tokens/{id}", delete(revoke_cluster_token))
         .route("/admin/graders", get(list_graders))
         .route("/admin/graders/{id}/drain", post(drain_grader))
@@ -77,7 +80,9 @@ async fn create_cluster_token(
 ) -> ApiResult<Response> {
     require_admin(&user)?;
     if request.label.len() > 200 {
-        return Err(ApiError::Unprocessable("label: at most 200 characters".into()));
+        return Err(ApiError::Unprocessable(
+            "label: at most 200 characters".into(),
+        ));
     }
     let secret = auth::new_token("sqc_");
     let token = ClusterToken {
@@ -95,9 +100,18 @@ async fn create_cluster_token(
     Ok(created(view))
 }
 
-async fn list_cluster_tokens(State(state): State<AppState>, user: CurrentUser) -> ApiResult<Response> {
+async fn list_cluster_tokens(
+    State(state): State<AppState>,
+    user: CurrentUser,
+) -> ApiResult<Response> {
     require_admin(&user)?;
-    let tokens: Vec<ClusterTokenView> = state.store.list_cluster_tokens().await?.into_iter().map(Into::into).collect();
+    let tokens: Vec<ClusterTokenView> = state
+        .store
+        .list_cluster_tokens()
+        .await?
+        .into_iter()
+        .map(Into::into)
+        .collect();
     Ok(ok(tokens))
 }
 
@@ -147,18 +161,41 @@ impl From<Grader> for GraderView {
 
 async fn list_graders(State(state): State<AppState>, user: CurrentUser) -> ApiResult<Response> {
     require_admin(&user)?;
-    let graders: Vec<GraderView> = state.store.list_graders().await?.into_iter().map(Into::into).collect();
+    let graders: Vec<GraderView> = state
+        .store
+        .list_graders()
+        .await?
+        .into_iter()
+        .map(Into::into)
+        .collect();
     Ok(ok(graders))
 }
 
-async fn drain_grader(State(state): State<AppState>, user: CurrentUser, AppPath(id): AppPath<Uuid>) -> ApiResult<Response> {
+async fn drain_grader(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    AppPath(id): AppPath<Uuid>,
+) -> ApiResult<Response> {
     require_admin(&user)?;
-    let grader = state.store.get_grader(id).await?.ok_or_else(|| ApiError::NotFound(format!("no grader {id}")))?;
-    if !state.store.set_grader_state(id, GraderState::Draining).await? {
-        return Err(ApiError::Conflict(format!("grader {} is {} and cannot be drained", grader.name, grader.state)));
+    let grader = state
+        .store
+        .get_grader(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no grader {id}")))?;
+    if !state
+        .store
+        .set_grader_state(id, GraderState::Draining)
+        .await?
+    {
+        return Err(ApiError::Conflict(format!(
+            "grader {} is {} and cannot be drained",
+            grader.name, grader.state
+        )));
     }
     tracing::info!(grader_id = %id, admin = user.0.id, "grader draining");
-    Ok(ok(serde_json::json!({"id": id, "state": GraderState::Draining})))
+    Ok(ok(
+        serde_json::json!({"id": id, "state": GraderState::Draining}),
+    ))
 }
 
 /// A job as admins see it.
@@ -233,49 +270,95 @@ async fn list_jobs(
     let job_state = match params.state.as_deref() {
         None | Some("") => None,
         Some(text) => Some(JobState::parse(&text.to_ascii_uppercase()).ok_or_else(|| {
-            ApiError::BadRequest(format!("state: {text:?} is not one of QUEUED, LEASED, DONE, FAILED, CANCELLED"))
+            ApiError::BadRequest(format!(
+                "state: {text:?} is not one of QUEUED, LEASED, DONE, FAILED, CANCELLED"
+            ))
         })?),
     };
     let lane = match params.lane.as_deref() {
         None | Some("") => None,
-        Some(text) => Some(
-            Lane::parse(&text.to_ascii_lowercase())
-                .ok_or_else(|| ApiError::BadRequest(format!("lane: {text:?} is not one of init, fast, slow")))?,
-        ),
+        Some(text) => Some(Lane::parse(&text.to_ascii_lowercase()).ok_or_else(|| {
+            ApiError::BadRequest(format!("lane: {text:?} is not one of init, fast, slow"))
+        })?),
     };
     let limit = params.limit.unwrap_or(100).clamp(1, 1000);
-    let jobs: Vec<JobView> =
-        state.store.list_jobs(JobFilter { state: job_state, lane, limit }).await?.into_iter().map(Into::into).collect();
+    let jobs: Vec<JobView> = state
+        .store
+        .list_jobs(JobFilter {
+            state: job_state,
+            lane,
+            limit,
+        })
+        .await?
+        .into_iter()
+        .map(Into::into)
+        .collect();
     Ok(ok(jobs))
 }
 
-async fn get_job(State(state): State<AppState>, user: CurrentUser, AppPath(id): AppPath<Uuid>) -> ApiResult<Response> {
+async fn get_job(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    AppPath(id): AppPath<Uuid>,
+) -> ApiResult<Response> {
     require_admin(&user)?;
-    let job = state.store.get_job(id).await?.ok_or_else(|| ApiError::NotFound(format!("no job {id}")))?;
+    let job = state
+        .store
+        .get_job(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no job {id}")))?;
     Ok(ok(JobView::from(job)))
 }
 
-async fn cancel_job(State(state): State<AppState>, user: CurrentUser, AppPath(id): AppPath<Uuid>) -> ApiResult<Response> {
+async fn cancel_job(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    AppPath(id): AppPath<Uuid>,
+) -> ApiResult<Response> {
     require_admin(&user)?;
-    let existing = state.store.get_job(id).await?.ok_or_else(|| ApiError::NotFound(format!("no job {id}")))?;
+    let existing = state
+        .store
+        .get_job(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no job {id}")))?;
     let reason = format!("cancelled by admin {}", user.0.email);
     let Some(job) = state.store.cancel_job(id, &reason, Utc::now()).await? else {
-        return Err(ApiError::Conflict(format!("job {id} is already {}", existing.state)));
+        return Err(ApiError::Conflict(format!(
+            "job {id} is already {}",
+            existing.state
+        )));
     };
     jobs::apply_finished_job(&state, &job).await?;
     tracing::info!(job_id = %id, admin = user.0.id, "job cancelled");
     Ok(ok(JobView::from(job)))
 }
 
-async fn retry_job(State(state): State<AppState>, user: CurrentUser, AppPath(id): AppPath<Uuid>) -> ApiResult<Response> {
+async fn retry_job(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    AppPath(id): AppPath<Uuid>,
+) -> ApiResult<Response> {
     require_admin(&user)?;
-    let existing = state.store.get_job(id).await?.ok_or_else(|| ApiError::NotFound(format!("no job {id}")))?;
+    let existing = state
+        .store
+        .get_job(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no job {id}")))?;
     let Some(job) = state.store.retry_job(id).await? else {
-        return Err(ApiError::Conflict(format!("job {id} is {}: only FAILED or CANCELLED jobs can be retried", existing.state)));
+        return Err(ApiError::Conflict(format!(
+            "job {id} is {}: only FAILED or CANCELLED jobs can be retried",
+            existing.state
+        )));
     };
     if let JobPayload::Attempt(attempt) = &job.payload {
-        let reopen = AttemptUpdate { reopen: true, ..AttemptUpdate::default() };
-        state.store.update_attempt(attempt.attempt_id, reopen).await?;
+        let reopen = AttemptUpdate {
+            reopen: true,
+            ..AttemptUpdate::default()
+        };
+        state
+            .store
+            .update_attempt(attempt.attempt_id, reopen)
+            .await?;
     }
     state.dispatcher.notify(job.lane);
     tracing::info!(job_id = %id, admin = user.0.id, "job requeued by admin");
@@ -304,7 +387,10 @@ async fn get_queues(State(state): State<AppState>, user: CurrentUser) -> ApiResu
             queued: stats.queued,
             leased: stats.leased,
             oldest_queued_at: stats.oldest_queued_at,
-            oldest_age_ms: stats.oldest_queued_at.map(|at| (now - at).num_milliseconds().max(0)).unwrap_or(0),
+            oldest_age_ms: stats
+                .oldest_queued_at
+                .map(|at| (now - at).num_milliseconds().max(0))
+                .unwrap_or(0),
         })
         .collect();
     Ok(ok(queues))

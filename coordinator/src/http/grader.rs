@@ -13,8 +13,9 @@ use axum::Router;
 use chrono::Utc;
 use serde::Deserialize;
 use sqlarena_common::{
-    BundleCase, ChallengeBundle, CompleteRequest, FailRequest, GraderState, HeartbeatRequest, HeartbeatResponse,
-    JobOutcome, JobPayload, LeasedJob, ProgressRequest, RegisterGraderRequest, RegisterGraderResponse,
+    BundleCase, ChallengeBundle, CompleteRequest, FailRequest, GraderState, HeartbeatRequest,
+    HeartbeatResponse, JobOutcome, JobPayload, LeasedJob, ProgressRequest, RegisterGraderRequest,
+    RegisterGraderResponse,
 };
 use uuid::Uuid;
 
@@ -47,13 +48,21 @@ struct ClusterAuth;
 impl axum::extract::FromRequestParts<AppState> for ClusterAuth {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let token = auth::bearer_token(parts)
-            .ok_or_else(|| ApiError::Unauthorized("send `Authorization: Bearer CLUSTER_TOKEN` to register".into()))?;
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let token = auth::bearer_token(parts).ok_or_else(|| {
+            ApiError::Unauthorized("send `Authorization: Bearer CLUSTER_TOKEN` to register".into())
+        })?;
         let hash = auth::token_hash(token);
         match state.store.get_cluster_token_by_hash(&hash).await? {
-            Some(stored) if !stored.revoked && auth::hashes_match(&stored.token_hash, &hash) => Ok(ClusterAuth),
-            Some(_) => Err(ApiError::Unauthorized("this cluster token was revoked: ask an admin for a new one".into())),
+            Some(stored) if !stored.revoked && auth::hashes_match(&stored.token_hash, &hash) => {
+                Ok(ClusterAuth)
+            }
+            Some(_) => Err(ApiError::Unauthorized(
+                "this cluster token was revoked: ask an admin for a new one".into(),
+            )),
             None => Err(ApiError::Unauthorized("unknown cluster token".into())),
         }
     }
@@ -65,14 +74,24 @@ async fn register_grader(
     AppJson(request): AppJson<RegisterGraderRequest>,
 ) -> ApiResult<Response> {
     if request.lanes.is_empty() {
-        return Err(ApiError::Unprocessable("lanes: name at least one of init, fast, slow".into()));
+        return Err(ApiError::Unprocessable(
+            "lanes: name at least one of init, fast, slow".into(),
+        ));
     }
     if !(1..=256).contains(&request.slots) {
-        return Err(ApiError::Unprocessable("slots: must be between 1 and 256".into()));
+        return Err(ApiError::Unprocessable(
+            "slots: must be between 1 and 256".into(),
+        ));
     }
-    for (field, value) in [("name", &request.name), ("hostname", &request.hostname), ("version", &request.version)] {
+    for (field, value) in [
+        ("name", &request.name),
+        ("hostname", &request.hostname),
+        ("version", &request.version),
+    ] {
         if value.len() > 200 {
-            return Err(ApiError::Unprocessable(format!("{field}: at most 200 characters")));
+            return Err(ApiError::Unprocessable(format!(
+                "{field}: at most 200 characters"
+            )));
         }
     }
     let mut lanes = request.lanes.clone();
@@ -109,15 +128,34 @@ async fn heartbeat_grader(
     AppJson(request): AppJson<HeartbeatRequest>,
 ) -> ApiResult<Response> {
     let Some(grader) = state.store.touch_grader(grader.id, Utc::now()).await? else {
-        return Err(ApiError::Unauthorized("this grader was declared dead: register again".into()));
+        return Err(ApiError::Unauthorized(
+            "this grader was declared dead: register again".into(),
+        ));
     };
-    let leases: Vec<(Uuid, Uuid)> = request.leases.iter().map(|lease| (lease.job_id, lease.lease_id)).collect();
-    let cancel = if leases.is_empty() { Vec::new() } else { state.store.stale_leases(grader.id, &leases).await? };
-    Ok(ok(HeartbeatResponse { cancel, drain: grader.state == GraderState::Draining }))
+    let leases: Vec<(Uuid, Uuid)> = request
+        .leases
+        .iter()
+        .map(|lease| (lease.job_id, lease.lease_id))
+        .collect();
+    let cancel = if leases.is_empty() {
+        Vec::new()
+    } else {
+        state.store.stale_leases(grader.id, &leases).await?
+    };
+    Ok(ok(HeartbeatResponse {
+        cancel,
+        drain: grader.state == GraderState::Draining,
+    }))
 }
 
-async fn deregister_grader(State(state): State<AppState>, GraderAuth(grader): GraderAuth) -> ApiResult<Response> {
-    state.store.set_grader_state(grader.id, GraderState::Dead).await?;
+async fn deregister_grader(
+    State(state): State<AppState>,
+    GraderAuth(grader): GraderAuth,
+) -> ApiResult<Response> {
+    state
+        .store
+        .set_grader_state(grader.id, GraderState::Dead)
+        .await?;
     let reason = format!("grader {} deregistered", grader.name);
     jobs::release_grader(&state, grader.id, false, &reason).await?;
     tracing::info!(grader_id = %grader.id, name = %grader.name, "grader deregistered, leases released");
@@ -152,7 +190,9 @@ async fn lease_job(
 }
 
 fn leased_job(job: Job) -> ApiResult<LeasedJob> {
-    let lease = job.lease.ok_or_else(|| ApiError::Internal(format!("claimed job {} has no lease", job.id)))?;
+    let lease = job
+        .lease
+        .ok_or_else(|| ApiError::Internal(format!("claimed job {} has no lease", job.id)))?;
     Ok(LeasedJob {
         job_id: job.id,
         lease_id: lease.lease_id,
@@ -179,8 +219,16 @@ async fn progress_job(
     AppPath(job_id): AppPath<Uuid>,
     AppJson(request): AppJson<ProgressRequest>,
 ) -> ApiResult<Response> {
-    let job = fenced(&state, state.store.record_progress(job_id, request.lease_id, request.case).await)?;
-    Ok(ok(serde_json::json!({"job_id": job.id, "cases_recorded": job.progress.len()})))
+    let job = fenced(
+        &state,
+        state
+            .store
+            .record_progress(job_id, request.lease_id, request.case)
+            .await,
+    )?;
+    Ok(ok(
+        serde_json::json!({"job_id": job.id, "cases_recorded": job.progress.len()}),
+    ))
 }
 
 async fn complete_job(
@@ -194,12 +242,22 @@ async fn complete_job(
     };
     let kinds_match = matches!(
         (&job.payload, &request.outcome),
-        (JobPayload::Init(_), JobOutcome::Init(_)) | (JobPayload::Attempt(_), JobOutcome::Attempt(_))
+        (JobPayload::Init(_), JobOutcome::Init(_))
+            | (JobPayload::Attempt(_), JobOutcome::Attempt(_))
     );
     if !kinds_match {
-        return Err(ApiError::Unprocessable(format!("job {job_id} is a {} job: post an outcome of that kind", job.kind)));
+        return Err(ApiError::Unprocessable(format!(
+            "job {job_id} is a {} job: post an outcome of that kind",
+            job.kind
+        )));
     }
-    let completion = fenced(&state, state.store.complete_job(job_id, request.lease_id, request.outcome, Utc::now()).await)?;
+    let completion = fenced(
+        &state,
+        state
+            .store
+            .complete_job(job_id, request.lease_id, request.outcome, Utc::now())
+            .await,
+    )?;
     match completion {
         Completion::Recorded(job) => {
             jobs::observe_completion(&state, &job);
@@ -207,7 +265,9 @@ async fn complete_job(
             jobs::apply_finished_job(&state, &job).await?;
             Ok(ok(serde_json::json!({"job_id": job.id, "recorded": true})))
         }
-        Completion::AlreadyRecorded(job) => Ok(ok(serde_json::json!({"job_id": job.id, "recorded": false}))),
+        Completion::AlreadyRecorded(job) => {
+            Ok(ok(serde_json::json!({"job_id": job.id, "recorded": false})))
+        }
     }
 }
 
@@ -218,18 +278,33 @@ async fn fail_job(
     AppJson(request): AppJson<FailRequest>,
 ) -> ApiResult<Response> {
     let error = format!("grader {}: {}", grader.name, truncate(&request.error, 4000));
-    let outcome =
-        fenced(&state, state.store.fail_job(job_id, request.lease_id, &error, request.retryable, Utc::now()).await)?;
+    let outcome = fenced(
+        &state,
+        state
+            .store
+            .fail_job(
+                job_id,
+                request.lease_id,
+                &error,
+                request.retryable,
+                Utc::now(),
+            )
+            .await,
+    )?;
     match outcome {
         FailOutcome::Requeued(job) => {
             Metrics::incr(&state.metrics.requeues);
             state.dispatcher.notify(job.lane);
-            Ok(ok(serde_json::json!({"job_id": job.id, "state": job.state})))
+            Ok(ok(
+                serde_json::json!({"job_id": job.id, "state": job.state}),
+            ))
         }
         FailOutcome::Failed(job) => {
             Metrics::incr(&state.metrics.jobs_failed);
             jobs::apply_finished_job(&state, &job).await?;
-            Ok(ok(serde_json::json!({"job_id": job.id, "state": job.state})))
+            Ok(ok(
+                serde_json::json!({"job_id": job.id, "state": job.state}),
+            ))
         }
     }
 }
@@ -254,7 +329,11 @@ async fn get_bundle(
         test_cases: challenge
             .test_cases
             .iter()
-            .map(|case| BundleCase { id: case.id, data: case.data.clone(), expected: case.expected.clone() })
+            .map(|case| BundleCase {
+                id: case.id,
+                data: case.data.clone(),
+                expected: case.expected.clone(),
+            })
             .collect(),
     }))
 }

@@ -31,13 +31,22 @@ async fn get_health() -> Response {
 
 /// The store is reachable.
 async fn get_readiness(State(state): State<AppState>) -> ApiResult<Response> {
-    state.store.ping().await.map_err(|error| ApiError::Unavailable(error.to_string()))?;
+    state
+        .store
+        .ping()
+        .await
+        .map_err(|error| ApiError::Unavailable(error.to_string()))?;
     Ok(ok(serde_json::json!({"ready": true})))
 }
 
 async fn get_metrics(State(state): State<AppState>) -> ApiResult<Response> {
     let text = state.metrics.render(state.store.as_ref()).await?;
-    Ok((StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        text,
+    )
+        .into_response())
 }
 
 async fn get_openapi() -> Response {
@@ -45,5 +54,9 @@ async fn get_openapi() -> Response {
 }
 
 async fn get_docs() -> Response {
-    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], DOCS_PAGE).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        DOCS_PAGE,
+    )
+        .into_response()
 }

@@ -356,7 +356,11 @@ pub trait Store: Send + Sync + 'static {
     /// Stores a session (by token hash).
     async fn create_session(&self, session: Session) -> StoreResult<()>;
     /// Returns the user of an unexpired session with this token hash.
-    async fn get_session_user(&self, token_hash: &str, now: DateTime<Utc>) -> StoreResult<Option<User>>;
+    async fn get_session_user(
+        &self,
+        token_hash: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<User>>;
     /// Stores an invite.
     async fn create_invite(&self, invite: Invite) -> StoreResult<()>;
     /// Atomically marks an unused invite as used by `user_id` and returns it;
@@ -409,10 +413,20 @@ pub trait Store: Send + Sync + 'static {
     /// Atomically claims the next QUEUED job in `lanes` (by lane priority,
     /// then age) for `grader_id`: LEASED, tries+1, a new lease id, lease
     /// expiring at `now + timeout_ms`. Every job is claimed by one caller only.
-    async fn claim_job(&self, grader_id: Uuid, lanes: &[Lane], now: DateTime<Utc>) -> StoreResult<Option<Job>>;
+    async fn claim_job(
+        &self,
+        grader_id: Uuid,
+        lanes: &[Lane],
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<Job>>;
     /// Appends or replaces (by test case id) one case result under the
     /// current lease. `StaleLease` if `lease_id` is not the job's LEASED lease.
-    async fn record_progress(&self, job_id: Uuid, lease_id: Uuid, case: CaseResult) -> StoreResult<Job>;
+    async fn record_progress(
+        &self,
+        job_id: Uuid,
+        lease_id: Uuid,
+        case: CaseResult,
+    ) -> StoreResult<Job>;
     /// Records the outcome: LEASED with this lease -> DONE, `applied = false`.
     /// A repeat by the same lease is `AlreadyRecorded`; any other lease is
     /// `StaleLease`. Nothing changes in either case.
@@ -454,11 +468,20 @@ pub trait Store: Send + Sync + 'static {
     /// must stop: the lease is no longer its own (requeued, finished, given
     /// to another grader) or a cancel was requested. Leases are not extended:
     /// a job's deadline is fixed when it is leased.
-    async fn stale_leases(&self, grader_id: Uuid, leases: &[(Uuid, Uuid)]) -> StoreResult<Vec<Uuid>>;
+    async fn stale_leases(
+        &self,
+        grader_id: Uuid,
+        leases: &[(Uuid, Uuid)],
+    ) -> StoreResult<Vec<Uuid>>;
     /// Cancels a QUEUED or LEASED job: QUEUED becomes CANCELLED at once;
     /// LEASED becomes CANCELLED (so its lease is stale) with
     /// `cancel_requested` set. `None` if the job is already finished.
-    async fn cancel_job(&self, job_id: Uuid, reason: &str, now: DateTime<Utc>) -> StoreResult<Option<Job>>;
+    async fn cancel_job(
+        &self,
+        job_id: Uuid,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<Job>>;
     /// Puts a FAILED or CANCELLED job back in the queue with tries 0.
     /// `None` if the job is in another state.
     async fn retry_job(&self, job_id: Uuid) -> StoreResult<Option<Job>>;
@@ -494,7 +517,10 @@ pub trait Store: Send + Sync + 'static {
     /// Lists cluster tokens, newest first.
     async fn list_cluster_tokens(&self) -> StoreResult<Vec<ClusterToken>>;
     /// Returns the cluster token with this hash (revoked or not).
-    async fn get_cluster_token_by_hash(&self, token_hash: &str) -> StoreResult<Option<ClusterToken>>;
+    async fn get_cluster_token_by_hash(
+        &self,
+        token_hash: &str,
+    ) -> StoreResult<Option<ClusterToken>>;
     /// Revokes a cluster token; false if there is none with this id.
     async fn revoke_cluster_token(&self, id: Uuid) -> StoreResult<bool>;
 }
