@@ -6,7 +6,7 @@
 //! integration test instantiates them all with
 //! [`store_conformance_suite!`](crate::store_conformance_suite):
 //!
-//! ```ignore
+//! ```text
 //! async fn fresh_store() -> Arc<dyn Store> { /* a new empty store */ }
 //! sqlarena_coordinator::store_conformance_suite!(fresh_store);
 //! ```
