@@ -292,24 +292,25 @@ impl SqliteStore {
         })
     }
 
-    /// Runs `work` on the connection on tokio's blocking pool.
+    /// Runs `work` on the connection, inline on the calling task.
+    ///
+    /// Calls are short transactions (tens of microseconds with WAL and
+    /// `synchronous=NORMAL`), so they run on the async worker rather than on
+    /// the blocking pool: the two thread hand-offs a `spawn_blocking` costs
+    /// per call took more CPU than the calls themselves (BENCHMARKS.md).
     async fn call<T, F>(&self, work: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
     {
-        let connection = Arc::clone(&self.connection);
-        tokio::task::spawn_blocking(move || {
-            // A panic while holding the lock rolled its transaction back (the
-            // transaction guard is dropped while unwinding): the connection
-            // itself is still usable.
-            let mut connection = connection
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            work(&mut connection)
-        })
-        .await
-        .map_err(|error| StoreError::Backend(format!("sqlite task failed: {error}")))?
+        // A panic while holding the lock rolled its transaction back (the
+        // transaction guard is dropped while unwinding): the connection
+        // itself is still usable.
+        let mut connection = self
+            .connection
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        work(&mut connection)
     }
 
     /// Runs `work` in one `BEGIN IMMEDIATE` transaction, committed when it
@@ -340,6 +341,10 @@ fn lock_path(path: &Path) -> PathBuf {
 /// Sets the connection's pragmas and creates the schema.
 fn configure(connection: &Connection, synchronous: Synchronous) -> anyhow::Result<()> {
     connection.busy_timeout(std::time::Duration::from_secs(5))?;
+    // One coordinator per file (the lock file enforces it), so SQLite may
+    // keep its locks for the connection's lifetime: no fcntl lock and
+    // unlock around every transaction, and the WAL index lives in memory.
+    connection.query_row("PRAGMA locking_mode = EXCLUSIVE", [], |_| Ok(()))?;
     let mode: String = connection.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
         anyhow::bail!("could not switch the journal to WAL (it is {mode})");
@@ -349,7 +354,7 @@ fn configure(connection: &Connection, synchronous: Synchronous) -> anyhow::Resul
         Synchronous::Full => "FULL",
     };
     connection.execute_batch(&format!(
-        "PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON;"
+        "PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 10000;"
     ))?;
     connection.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} COMMIT;"))?;
     let version: Option<i64> =
