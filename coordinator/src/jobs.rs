@@ -349,6 +349,28 @@ pub async fn live_attempt(state: &AppState, mut attempt: Attempt) -> StoreResult
     Ok(attempt)
 }
 
+/// Loads the challenge of `attempt` with the test cases of the version the
+/// attempt was made against (the store keeps them after the challenge
+/// changes), so an old attempt shows its own cases.
+///
+/// # Errors
+/// Store failures.
+pub async fn attempt_challenge(
+    state: &AppState,
+    attempt: &Attempt,
+) -> StoreResult<Option<Challenge>> {
+    let Some(mut challenge) = state.store.get_challenge(attempt.challenge_id).await? else {
+        return Ok(None);
+    };
+    if challenge.version != attempt.challenge_version {
+        challenge.test_cases = state
+            .store
+            .list_test_cases(challenge.id, attempt.challenge_version)
+            .await?;
+    }
+    Ok(Some(challenge))
+}
+
 /// Cancels an unfinished attempt: a queued job is cancelled at once, a
 /// running one is taken back and its grader told to stop at its next
 /// heartbeat.

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use sqlarena_common::{
     AttemptStatus, CaseResult, CaseStatus, Column, JobKind, JobPayload, JobState, Lane, QueryResult,
 };
-use sqlarena_coordinator::store::{AttemptUpdate, InitResult, Job, JobFilter};
+use sqlarena_coordinator::store::{AttemptUpdate, Challenge, InitResult, Job, JobFilter};
 
 const PASSWORD: &str = "password-123";
 
@@ -87,6 +87,83 @@ async fn make_ready(server: &TestServer, challenge: &Value) {
         .unwrap());
 }
 
+/// Changes challenge `id` as `token`; returns the reply.
+async fn update_challenge(server: &TestServer, token: &str, id: i64, body: Value) -> Reply {
+    server
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/challenges/{id}"),
+            Some(token),
+            Some(body),
+        )
+        .await
+}
+
+/// Returns the ids of a challenge's test cases, from its JSON.
+fn case_ids(challenge: &Value) -> Vec<i64> {
+    challenge["test_cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|case| case["id"].as_i64().unwrap())
+        .collect()
+}
+
+/// Submits an attempt as `token` and returns its id.
+async fn submit(server: &TestServer, token: &str, challenge_id: i64) -> i64 {
+    let reply = server
+        .post(
+            "/api/v1/attempts",
+            Some(token),
+            json!({"challenge_id": challenge_id, "query": "SELECT a FROM t"}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "attempt: {}", reply.text);
+    reply.data()["id"].as_i64().unwrap()
+}
+
+/// Plays the grader's part: the attempt passed every case of `case_ids`.
+async fn pass(server: &TestServer, attempt_id: i64, case_ids: &[i64]) {
+    let cases = case_ids
+        .iter()
+        .map(|case_id| CaseResult {
+            test_case_id: *case_id,
+            status: CaseStatus::Passed,
+            execution_ms: Some(2.0),
+            min_ms: None,
+            reference_ms: Some(2.0),
+            ratio: Some(1.0),
+            actual_result: Some(result_of(*case_id)),
+            diff: None,
+            error: None,
+        })
+        .collect();
+    let update = AttemptUpdate {
+        status: Some(AttemptStatus::Passed),
+        cases: Some(cases),
+        finished_at: Some(Utc::now()),
+        ..AttemptUpdate::default()
+    };
+    server
+        .store()
+        .update_attempt(attempt_id, update)
+        .await
+        .unwrap();
+}
+
+/// The attempt ids on a challenge's leaderboard, as `token` sees it.
+async fn leaderboard(server: &TestServer, token: &str, challenge_id: i64) -> Vec<i64> {
+    server
+        .get(&format!("/api/v1/challenges/{challenge_id}"), Some(token))
+        .await
+        .data()["top_attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| entry["attempt_id"].as_i64().unwrap())
+        .collect()
+}
+
 async fn all_jobs(server: &TestServer) -> Vec<Job> {
     server
         .store()
@@ -114,7 +191,7 @@ type BadRequest<'a> = (
 /// Everything a bad request must leave untouched.
 #[derive(Debug, PartialEq)]
 struct Counts {
-    challenges: usize,
+    challenges: Vec<Challenge>,
     jobs: usize,
     attempts: usize,
     next_user_exists: bool,
@@ -122,7 +199,7 @@ struct Counts {
 
 async fn counts(server: &TestServer, student_id: i64) -> Counts {
     Counts {
-        challenges: server.store().list_challenges(None).await.unwrap().len(),
+        challenges: server.store().list_challenges(None).await.unwrap(),
         jobs: all_jobs(server).await.len(),
         attempts: server
             .store()
@@ -818,6 +895,271 @@ async fn the_leaderboard_ranks_each_users_best_passing_attempt() {
 }
 
 #[tokio::test]
+async fn metadata_changes_in_place_and_only_the_creator_or_an_admin_may_change() {
+    let server = TestServer::start().await;
+    let (_, professor) = server.professor("prof@example.com").await;
+    let (_, stranger) = server.professor("stranger@example.com").await;
+    let (_, student) = server.user("student@example.com", None, None).await;
+    let challenge = create_challenge(&server, &professor, challenge_body("first name", "FE")).await;
+    let id = challenge["id"].as_i64().unwrap();
+    make_ready(&server, &challenge).await;
+    let jobs_before = all_jobs(&server).await;
+
+    for token in [&stranger, &student] {
+        let message = update_challenge(&server, token, id, json!({"name": "mine now"}))
+            .await
+            .expect_error(StatusCode::FORBIDDEN);
+        assert!(!message.is_empty());
+    }
+    let stored = server.store().get_challenge(id).await.unwrap().unwrap();
+    assert_eq!(
+        stored.name, "first name",
+        "a refused update changes nothing"
+    );
+
+    let reply = update_challenge(
+        &server,
+        &professor,
+        id,
+        json!({
+            "name": "  second name ",
+            "description": "",
+            "times_to_run": 5,
+            "expires_at": "2098-01-01T00:00",
+            // The same solution and test cases: nothing to re-initialize.
+            "solution": "SELECT a FROM t",
+            "test_cases": challenge["test_cases"].as_array().unwrap().iter()
+                .map(|case| json!({"data": case["data"], "is_visible": case["is_visible"]}))
+                .collect::<Vec<_>>(),
+        }),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let updated = reply.data().clone();
+    assert_eq!(updated["name"], "second name");
+    assert!(
+        updated["description"].is_null(),
+        "a blank description is removed"
+    );
+    assert_eq!(updated["times_to_run"], 5);
+    assert_eq!(updated["expires_at"], "2098-01-01T00:00:00Z");
+    assert_eq!(
+        (updated["version"].clone(), updated["state"].clone()),
+        (json!(1), json!("READY"))
+    );
+    assert_eq!(case_ids(&updated), case_ids(&challenge));
+    assert_eq!(
+        updated["test_cases"][0]["expected_result"]["rows"],
+        json!([[1]])
+    );
+    assert_eq!(updated["top_attempts"], json!([]));
+    let get = server
+        .get(&format!("/api/v1/challenges/{id}"), Some(&professor))
+        .await;
+    assert_eq!(
+        &updated,
+        get.data(),
+        "the reply is the challenge as GET shows it"
+    );
+    assert_eq!(
+        all_jobs(&server).await,
+        jobs_before,
+        "no init job for metadata"
+    );
+
+    // An admin may change anyone's challenge.
+    let admin = server.admin_token().await;
+    let reply = update_challenge(&server, &admin, id, json!({"description": "by the admin"})).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(reply.data()["description"], "by the admin");
+    assert_eq!(reply.data()["version"], 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_new_solution_makes_a_new_version_that_is_reinitialized() {
+    let server = TestServer::start().await;
+    let (_, professor) = server.professor("prof@example.com").await;
+    let (_, student) = server.user("student@example.com", None, None).await;
+    let (_, other) = server.user("other@example.com", None, None).await;
+    let challenge = create_challenge(&server, &professor, challenge_body("evolving", "FE")).await;
+    let id = challenge["id"].as_i64().unwrap();
+    make_ready(&server, &challenge).await;
+    let old_ids = case_ids(&challenge);
+
+    // A graded attempt on version 1 leads the board; another is still queued.
+    let graded = submit(&server, &student, id).await;
+    pass(&server, graded, &old_ids).await;
+    let queued = submit(&server, &other, id).await;
+    assert_eq!(leaderboard(&server, &student, id).await, vec![graded]);
+
+    let reply = update_challenge(
+        &server,
+        &professor,
+        id,
+        json!({"solution": "SELECT a FROM t ORDER BY a"}),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let updated = reply.data().clone();
+    assert_eq!(updated["version"], 2);
+    assert_eq!(updated["state"], "PENDING");
+    assert!(updated["init_errors"].is_null() && updated["init_at"].is_null());
+    assert_eq!(updated["solution"], "SELECT a FROM t ORDER BY a");
+    assert_eq!(updated["name"], "evolving", "the rest stays");
+    let new_ids = case_ids(&updated);
+    assert_eq!(new_ids.len(), 2);
+    assert!(
+        new_ids.iter().all(|case_id| !old_ids.contains(case_id)),
+        "new test case ids: {new_ids:?} after {old_ids:?}"
+    );
+    assert_eq!(
+        updated["test_cases"][1]["data"],
+        "INSERT INTO t VALUES (42) -- secret"
+    );
+    assert!(updated["test_cases"][0]["expected_result"].is_null());
+    assert_eq!(
+        updated["top_attempts"],
+        json!([]),
+        "version 1 attempts leave the board"
+    );
+
+    // The store holds version 2 and a queued init job for it.
+    let stored = server.store().get_challenge(id).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.version, stored.solution.as_str()),
+        (2, "SELECT a FROM t ORDER BY a")
+    );
+    let inits: Vec<Job> = all_jobs(&server)
+        .await
+        .into_iter()
+        .filter(|job| job.kind == JobKind::Init)
+        .collect();
+    assert_eq!(inits.len(), 2, "the first init job and the new one");
+    let JobPayload::Init(payload) = &inits[1].payload else {
+        panic!("not an init payload")
+    };
+    assert_eq!(
+        (inits[1].lane, inits[1].state),
+        (Lane::Init, JobState::Queued)
+    );
+    assert_eq!((payload.challenge_id, payload.version), (id, 2));
+    assert_eq!(payload.solution, "SELECT a FROM t ORDER BY a");
+    assert_eq!(
+        payload
+            .test_cases
+            .iter()
+            .map(|case| case.id)
+            .collect::<Vec<_>>(),
+        new_ids
+    );
+
+    // The queued attempt could only be graded against version 1: cancelled.
+    let cancelled = server
+        .get(&format!("/api/v1/attempts/{queued}"), Some(&other))
+        .await;
+    assert_eq!(
+        cancelled.data()["status"],
+        "CANCELLED",
+        "{}",
+        cancelled.text
+    );
+    let error = cancelled.data()["error"].as_str().unwrap();
+    assert!(error.contains("challenge changed"), "{error}");
+    let job_id = server
+        .store()
+        .get_attempt(queued)
+        .await
+        .unwrap()
+        .unwrap()
+        .job_id
+        .unwrap();
+    assert_eq!(
+        server.store().get_job(job_id).await.unwrap().unwrap().state,
+        JobState::Cancelled
+    );
+
+    // PENDING again: no attempts until the new version is READY.
+    let message = server
+        .post(
+            "/api/v1/attempts",
+            Some(&student),
+            json!({"challenge_id": id, "query": "SELECT a FROM t"}),
+        )
+        .await
+        .expect_error(StatusCode::CONFLICT);
+    assert!(message.contains("not ready"), "{message}");
+
+    // The old attempt stays viewable, with version 1's test cases.
+    for token in [&student, &professor] {
+        let old = server
+            .get(&format!("/api/v1/attempts/{graded}"), Some(token))
+            .await;
+        assert_eq!(old.status, StatusCode::OK, "{}", old.text);
+        let view = old.data();
+        assert_eq!(
+            (view["status"].clone(), view["challenge_version"].clone()),
+            (json!("PASSED"), json!(1))
+        );
+        let shown: Vec<i64> = view["attempts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|case| case["test_case_id"].as_i64().unwrap())
+            .collect();
+        assert_eq!(shown, old_ids);
+        assert_eq!(view["attempts"][0]["is_visible"], true);
+        assert_eq!(view["attempts"][0]["expected_result"]["rows"], json!([[1]]));
+    }
+    let student_view = server
+        .get(&format!("/api/v1/attempts/{graded}"), Some(&student))
+        .await;
+    assert_eq!(student_view.data()["attempts"][1]["is_visible"], false);
+    assert!(student_view.data()["attempts"][1]
+        .get("expected_result")
+        .is_none());
+    let listed = server
+        .get(
+            &format!("/api/v1/users/{}/attempts", student_view.data()["user_id"]),
+            Some(&student),
+        )
+        .await;
+    assert_eq!(listed.data()[0]["attempts"][0]["test_case_id"], old_ids[0]);
+
+    // Version 2 becomes READY; only its attempts rank.
+    make_ready(&server, &updated).await;
+    assert!(leaderboard(&server, &student, id).await.is_empty());
+    let fresh = submit(&server, &other, id).await;
+    pass(&server, fresh, &new_ids).await;
+    assert_eq!(leaderboard(&server, &student, id).await, vec![fresh]);
+
+    // An init result for version 1 arriving late changes nothing.
+    assert!(!server
+        .store()
+        .set_challenge_init(
+            id,
+            1,
+            InitResult::Failed {
+                errors: vec!["late".into()]
+            },
+            Utc::now()
+        )
+        .await
+        .unwrap());
+    assert_eq!(
+        server
+            .store()
+            .get_challenge(id)
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        sqlarena_common::ChallengeState::Ready
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn bad_requests_get_the_envelope_and_change_nothing() {
     let server = TestServer::start_with(|config| config.max_body_bytes = 512 * 1024).await;
     let (_, professor) = server.professor("prof@example.com").await;
@@ -1109,6 +1451,123 @@ async fn bad_requests_get_the_envelope_and_change_nothing() {
             "user_id",
         ),
         (
+            "update: student",
+            Method::PATCH,
+            format!("/api/v1/challenges/{ready_id}"),
+            Some(&student),
+            json!({"name": "mine"}),
+            StatusCode::FORBIDDEN,
+            "PROF",
+        ),
+        (
+            "update: no token",
+            Method::PATCH,
+            format!("/api/v1/challenges/{ready_id}"),
+            None,
+            json!({"name": "mine"}),
+            StatusCode::UNAUTHORIZED,
+            "Bearer",
+        ),
+        (
+            "update: unknown challenge",
+            Method::PATCH,
+            "/api/v1/challenges/9999".into(),
+            Some(&professor),
+            json!({"name": "x"}),
+            StatusCode::NOT_FOUND,
+            "9999",
+        ),
+        (
+            "update: unknown field",
+            Method::PATCH,
+            format!("/api/v1/challenges/{ready_id}"),
+            Some(&professor),
+            json!({"type": "SE"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "type",
+        ),
+        (
+            "update: wrong type",
+            Method::PATCH,
+            format!("/api/v1/challenges/{ready_id}"),
+            Some(&professor),
+            json!({"name": 5}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "name",
+        ),
+        (
+            "update: empty name",
+            Method::PATCH,
+            format!("/api/v1/challenges/{ready_id}"),
+            Some(&professor),
+            json!({"name": " "}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "name",
+        ),
+        (
+            "update: times_to_run 0",
+            Method::PATCH,
+            format!("/api/v1/challenges/{ready_id}"),
+            Some(&professor),
+            json!({"times_to_run": 0}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "times_to_run",
+        ),
+        (
+            "update: empty solution",
+            Method::PATCH,
+            format!("/api/v1/challenges/{ready_id}"),
+            Some(&professor),
+            json!({"solution": ""}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "solution",
+        ),
+        (
+            "update: huge init",
+            Method::PATCH,
+            format!("/api/v1/challenges/{ready_id}"),
+            Some(&professor),
+            json!({"init": big}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "init",
+        ),
+        (
+            "update: no cases",
+            Method::PATCH,
+            format!("/api/v1/challenges/{ready_id}"),
+            Some(&professor),
+            json!({"test_cases": []}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "test_cases",
+        ),
+        (
+            "update: huge case",
+            Method::PATCH,
+            format!("/api/v1/challenges/{ready_id}"),
+            Some(&professor),
+            json!({"test_cases": [{"data": big}]}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "test_cases[0].data",
+        ),
+        (
+            "update: past expiry",
+            Method::PATCH,
+            format!("/api/v1/challenges/{ready_id}"),
+            Some(&professor),
+            json!({"expires_at": "2001-01-01T00:00"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "expires_at",
+        ),
+        (
+            "update: a valid name with a bad solution",
+            Method::PATCH,
+            format!("/api/v1/challenges/{ready_id}"),
+            Some(&professor),
+            json!({"name": "fine", "solution": " "}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "solution",
+        ),
+        (
             "attempt: unknown challenge",
             Method::POST,
             "/api/v1/attempts".into(),
@@ -1271,6 +1730,17 @@ async fn bad_requests_get_the_envelope_and_change_nothing() {
         )
         .await;
     malformed.expect_error(StatusCode::BAD_REQUEST);
+    let malformed = server
+        .call_raw(
+            Method::PATCH,
+            &format!("/api/v1/challenges/{ready_id}"),
+            Some(&professor),
+            "{\"name\": ",
+        )
+        .await;
+    assert!(malformed
+        .expect_error(StatusCode::BAD_REQUEST)
+        .contains("malformed JSON"));
     let text = server
         .http
         .post(format!("{}/api/v1/register", server.base))

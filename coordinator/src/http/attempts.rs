@@ -110,7 +110,7 @@ async fn visible_attempt(
         .get_attempt(id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no attempt {id}")))?;
-    let challenge = state.store.get_challenge(attempt.challenge_id).await?;
+    let challenge = jobs::attempt_challenge(state, &attempt).await?;
     let is_professor = challenge
         .as_ref()
         .is_some_and(|challenge| challenge.created_user_id == viewer.0.id);

@@ -1,4 +1,5 @@
-//! Challenges: professors publish them (each queues an init job), everyone
+//! Challenges: professors publish them (each queues an init job) and change
+//! them (a new version when what grading depends on changes), everyone
 //! signed in lists and reads them, shaped by what they may see, with the
 //! leaderboard (`top_attempts`).
 
@@ -15,7 +16,9 @@ use crate::error::{created, ok, ApiError, ApiResult, AppJson, AppPath};
 use crate::http::views::{rank_attempts, ChallengeView, LeaderboardEntry};
 use crate::jobs;
 use crate::state::AppState;
-use crate::store::{Challenge, NewChallenge, NewTestCase};
+use crate::store::{
+    Challenge, ChallengeUpdate, ChallengeVersion, NewChallenge, NewTestCase, StoreError,
+};
 
 /// Longest name, in characters.
 const MAX_NAME: usize = 200;
@@ -32,7 +35,10 @@ const TIMES_TO_RUN: std::ops::RangeInclusive<u32> = 1..=100;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/challenges", get(list_challenges).post(create_challenge))
-        .route("/challenges/{id}", get(get_challenge))
+        .route(
+            "/challenges/{id}",
+            get(get_challenge).patch(update_challenge),
+        )
         .route("/challenges-by-user/{user_id}", get(list_user_challenges))
 }
 
@@ -52,6 +58,21 @@ struct CreateChallengeRequest {
     times_to_run: u32,
     expires_at: String,
     test_cases: Vec<TestCaseRequest>,
+}
+
+/// A change to a challenge. Every field is optional: absent (or null) leaves
+/// it as it is. `test_cases` is the full new list, as on creation.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateChallengeRequest {
+    name: Option<String>,
+    /// Blank removes the description.
+    description: Option<String>,
+    init: Option<String>,
+    solution: Option<String>,
+    times_to_run: Option<u32>,
+    expires_at: Option<String>,
+    test_cases: Option<Vec<TestCaseRequest>>,
 }
 
 #[derive(Deserialize)]
@@ -101,23 +122,21 @@ fn check_sql(field: &str, text: &str) -> ApiResult<()> {
     Ok(())
 }
 
-/// Validates a challenge for `creator`.
-fn validate(request: CreateChallengeRequest, creator: &CurrentUser) -> ApiResult<NewChallenge> {
-    if let Some(user_id) = request.user_id {
-        if user_id != creator.0.id && !creator.is_admin() {
-            return Err(ApiError::Unprocessable(format!(
-                "user_id: {user_id} is not you; leave it out, the creator is whoever is signed in"
-            )));
-        }
-    }
-    let name = request.name.trim().to_string();
+/// Returns the trimmed name, if its length is acceptable.
+fn check_name(name: &str) -> ApiResult<String> {
+    let name = name.trim().to_string();
     let name_chars = name.chars().count();
     if name_chars == 0 || name_chars > MAX_NAME {
         return Err(ApiError::Unprocessable(format!(
             "name: must be 1 to {MAX_NAME} characters"
         )));
     }
-    let description = request.description.filter(|text| !text.trim().is_empty());
+    Ok(name)
+}
+
+/// Returns the description (none when blank), if it is not too long.
+fn check_description(description: Option<String>) -> ApiResult<Option<String>> {
+    let description = description.filter(|text| !text.trim().is_empty());
     if description
         .as_ref()
         .is_some_and(|text| text.len() > MAX_DESCRIPTION)
@@ -127,23 +146,29 @@ fn validate(request: CreateChallengeRequest, creator: &CurrentUser) -> ApiResult
             MAX_DESCRIPTION / 1024
         )));
     }
-    if !TIMES_TO_RUN.contains(&request.times_to_run) {
+    Ok(description)
+}
+
+fn check_times_to_run(times_to_run: u32) -> ApiResult<u32> {
+    if !TIMES_TO_RUN.contains(&times_to_run) {
         return Err(ApiError::Unprocessable(format!(
             "times_to_run: must be between {} and {}",
             TIMES_TO_RUN.start(),
             TIMES_TO_RUN.end()
         )));
     }
-    check_sql("init", &request.init)?;
-    check_sql("solution", &request.solution)?;
-    if !TEST_CASES.contains(&request.test_cases.len()) {
+    Ok(times_to_run)
+}
+
+fn check_test_cases(test_cases: Vec<TestCaseRequest>) -> ApiResult<Vec<NewTestCase>> {
+    if !TEST_CASES.contains(&test_cases.len()) {
         return Err(ApiError::Unprocessable(format!(
             "test_cases: give {} to {} test cases",
             TEST_CASES.start(),
             TEST_CASES.end()
         )));
     }
-    for (index, case) in request.test_cases.iter().enumerate() {
+    for (index, case) in test_cases.iter().enumerate() {
         if case.data.len() > MAX_SQL {
             return Err(ApiError::Unprocessable(format!(
                 "test_cases[{index}].data: at most {} KiB",
@@ -151,12 +176,42 @@ fn validate(request: CreateChallengeRequest, creator: &CurrentUser) -> ApiResult
             )));
         }
     }
-    let expires_at = parse_expiry(&request.expires_at)?;
+    Ok(test_cases
+        .into_iter()
+        .map(|case| NewTestCase {
+            data: case.data,
+            is_visible: case.is_visible,
+        })
+        .collect())
+}
+
+/// Returns the expiry, if it parses and is in the future.
+fn check_expiry(text: &str) -> ApiResult<DateTime<Utc>> {
+    let expires_at = parse_expiry(text)?;
     if expires_at <= Utc::now() {
         return Err(ApiError::Unprocessable(format!(
             "expires_at: {expires_at} is in the past"
         )));
     }
+    Ok(expires_at)
+}
+
+/// Validates a challenge for `creator`.
+fn validate(request: CreateChallengeRequest, creator: &CurrentUser) -> ApiResult<NewChallenge> {
+    if let Some(user_id) = request.user_id {
+        if user_id != creator.0.id && !creator.is_admin() {
+            return Err(ApiError::Unprocessable(format!(
+                "user_id: {user_id} is not you; leave it out, the creator is whoever is signed in"
+            )));
+        }
+    }
+    let name = check_name(&request.name)?;
+    let description = check_description(request.description)?;
+    let times_to_run = check_times_to_run(request.times_to_run)?;
+    check_sql("init", &request.init)?;
+    check_sql("solution", &request.solution)?;
+    let test_cases = check_test_cases(request.test_cases)?;
+    let expires_at = check_expiry(&request.expires_at)?;
     Ok(NewChallenge {
         created_user_id: creator.0.id,
         name,
@@ -164,16 +219,67 @@ fn validate(request: CreateChallengeRequest, creator: &CurrentUser) -> ApiResult
         challenge_type: request.challenge_type,
         init: request.init,
         solution: request.solution,
-        times_to_run: request.times_to_run,
+        times_to_run,
         expires_at,
-        test_cases: request
+        test_cases,
+    })
+}
+
+/// Validates a change to `challenge` with the checks of creation. It makes a
+/// new version only when the init SQL, solution or test cases it results in
+/// differ from the current ones.
+fn validate_update(
+    request: UpdateChallengeRequest,
+    challenge: &Challenge,
+) -> ApiResult<ChallengeUpdate> {
+    let name = request.name.as_deref().map(check_name).transpose()?;
+    let description = request
+        .description
+        .map(|text| check_description(Some(text)))
+        .transpose()?;
+    let times_to_run = request.times_to_run.map(check_times_to_run).transpose()?;
+    if let Some(init) = &request.init {
+        check_sql("init", init)?;
+    }
+    if let Some(solution) = &request.solution {
+        check_sql("solution", solution)?;
+    }
+    let test_cases = request.test_cases.map(check_test_cases).transpose()?;
+    let expires_at = request
+        .expires_at
+        .as_deref()
+        .map(check_expiry)
+        .transpose()?;
+    let version = ChallengeVersion {
+        init: request.init.unwrap_or_else(|| challenge.init.clone()),
+        solution: request
+            .solution
+            .unwrap_or_else(|| challenge.solution.clone()),
+        test_cases: test_cases.unwrap_or_else(|| {
+            challenge
+                .test_cases
+                .iter()
+                .map(|case| NewTestCase {
+                    data: case.data.clone(),
+                    is_visible: case.is_visible,
+                })
+                .collect()
+        }),
+    };
+    let changed = version.init != challenge.init
+        || version.solution != challenge.solution
+        || version.test_cases.len() != challenge.test_cases.len()
+        || version
             .test_cases
-            .into_iter()
-            .map(|case| NewTestCase {
-                data: case.data,
-                is_visible: case.is_visible,
-            })
-            .collect(),
+            .iter()
+            .zip(&challenge.test_cases)
+            .any(|(new, old)| new.data != old.data || new.is_visible != old.is_visible);
+    Ok(ChallengeUpdate {
+        name,
+        description,
+        times_to_run,
+        expires_at,
+        new_version: changed.then_some(version),
     })
 }
 
@@ -239,19 +345,111 @@ async fn leaderboard(state: &AppState, challenge: &Challenge) -> ApiResult<Vec<L
     Ok(entries)
 }
 
+async fn find_challenge(state: &AppState, id: i64) -> ApiResult<Challenge> {
+    state
+        .store
+        .get_challenge(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no challenge {id}")))
+}
+
+/// Shapes `challenge` for `viewer` with its leaderboard, as GET shows it.
+async fn full_view(
+    state: &AppState,
+    challenge: &Challenge,
+    viewer: &CurrentUser,
+) -> ApiResult<ChallengeView> {
+    let mut view = ChallengeView::new(challenge, &viewer.0);
+    view.top_attempts = Some(leaderboard(state, challenge).await?);
+    Ok(view)
+}
+
 async fn get_challenge(
     State(state): State<AppState>,
     user: CurrentUser,
     AppPath(id): AppPath<i64>,
 ) -> ApiResult<Response> {
-    let challenge = state
+    let challenge = find_challenge(&state, id).await?;
+    Ok(ok(full_view(&state, &challenge, &user).await?))
+}
+
+/// Changes a challenge: its creator or an admin (others 403; 404 for an
+/// unknown id). Answers 200 with the challenge as GET shows it.
+///
+/// Each body field is optional and checked as on creation. Name,
+/// description, times_to_run and expires_at change in place. New init SQL,
+/// solution or test cases (differing from the current ones) make a new
+/// version: version + 1, PENDING with no init result, the test cases under
+/// new ids, and a new init job. Until the new version is READY, attempts get
+/// 409 as for any PENDING challenge.
+///
+/// Attempts keep the version they were made against. Finished ones stay
+/// viewable with that version's test cases (the store keeps them) and drop
+/// off the leaderboard, which ranks the current version only. Unfinished
+/// ones are cancelled, with an error saying the challenge changed: graders
+/// fetch only the current version's databases, so the old version can no
+/// longer be graded. (An attempt accepted in the instant before the switch
+/// may escape the sweep: a grader still holding the old databases grades it,
+/// any other fails it for the version mismatch.)
+///
+/// The switch is conditional on the version read here, so of two updates
+/// at once only one makes the next version; the other gets 409.
+async fn update_challenge(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    AppPath(id): AppPath<i64>,
+    AppJson(request): AppJson<UpdateChallengeRequest>,
+) -> ApiResult<Response> {
+    user.require(&[Role::Professor, Role::Admin])?;
+    let challenge = find_challenge(&state, id).await?;
+    if challenge.created_user_id != user.0.id && !user.is_admin() {
+        return Err(ApiError::Forbidden(
+            "only the challenge's creator or an admin may change it".into(),
+        ));
+    }
+    let update = validate_update(request, &challenge)?;
+    let new_version = update.new_version.is_some();
+    let challenge = match state
         .store
-        .get_challenge(id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no challenge {id}")))?;
-    let mut view = ChallengeView::new(&challenge, &user.0);
-    view.top_attempts = Some(leaderboard(&state, &challenge).await?);
-    Ok(ok(view))
+        .update_challenge(id, challenge.version, update)
+        .await
+    {
+        Ok(challenge) => challenge,
+        Err(StoreError::Conflict(detail)) => {
+            return Err(ApiError::Conflict(format!(
+                "challenge {id} was changed meanwhile ({detail}); reload it and try again"
+            )))
+        }
+        Err(error) => return Err(error.into()),
+    };
+    if new_version {
+        let job = jobs::enqueue_init(&state, &challenge).await?;
+        let reason = format!(
+            "the challenge changed (now version {}) before this attempt was graded; \
+             submit it again once the challenge is READY",
+            challenge.version
+        );
+        let mut cancelled = 0;
+        for attempt in state.store.list_unfinished_challenge_attempts(id).await? {
+            if attempt.challenge_version == challenge.version {
+                continue;
+            }
+            match jobs::cancel_attempt(&state, &attempt, &reason).await {
+                Ok(_) => cancelled += 1,
+                // It finished meanwhile.
+                Err(ApiError::Conflict(_)) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        tracing::info!(challenge_id = id, version = challenge.version, user_id = user.0.id, job_id = %job.id, cancelled, "challenge changed, new version queued for init");
+    } else {
+        tracing::info!(
+            challenge_id = id,
+            user_id = user.0.id,
+            "challenge updated in place"
+        );
+    }
+    Ok(ok(full_view(&state, &challenge, &user).await?))
 }
 
 #[cfg(test)]

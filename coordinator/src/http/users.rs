@@ -324,14 +324,14 @@ async fn list_user_attempts(
 ) -> ApiResult<Response> {
     require_self_or_admin(&viewer, id)?;
     find_user(&state, id).await?;
-    let mut challenges: HashMap<i64, Option<Challenge>> = HashMap::new();
+    // By challenge and version: attempts show their version's test cases.
+    let mut challenges: HashMap<(i64, i64), Option<Challenge>> = HashMap::new();
     let mut views = Vec::new();
     for attempt in state.store.list_user_attempts(id).await? {
-        let challenge = match challenges.entry(attempt.challenge_id) {
+        let key = (attempt.challenge_id, attempt.challenge_version);
+        let challenge = match challenges.entry(key) {
             Entry::Occupied(entry) => entry.into_mut(),
-            Entry::Vacant(entry) => {
-                entry.insert(state.store.get_challenge(attempt.challenge_id).await?)
-            }
+            Entry::Vacant(entry) => entry.insert(jobs::attempt_challenge(&state, &attempt).await?),
         };
         let challenge = challenge.as_ref();
         let attempt = jobs::live_attempt(&state, attempt).await?;
@@ -361,7 +361,7 @@ async fn get_user_attempt(
             ))
         }
     };
-    let challenge = state.store.get_challenge(attempt.challenge_id).await?;
+    let challenge = jobs::attempt_challenge(&state, &attempt).await?;
     let is_professor = challenge
         .as_ref()
         .is_some_and(|challenge| challenge.created_user_id == viewer.0.id);

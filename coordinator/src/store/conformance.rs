@@ -39,8 +39,9 @@ use sqlarena_common::{
 use uuid::Uuid;
 
 use super::{
-    AttemptUpdate, ClusterToken, Completion, FailOutcome, Grader, InitResult, Invite, JobFilter,
-    NewAttempt, NewChallenge, NewJob, NewTestCase, NewUser, Session, Store, StoreError,
+    AttemptUpdate, ChallengeUpdate, ChallengeVersion, ClusterToken, Completion, FailOutcome,
+    Grader, InitResult, Invite, JobFilter, NewAttempt, NewChallenge, NewJob, NewTestCase, NewUser,
+    Session, Store, StoreError,
 };
 
 /// Generates one `#[tokio::test]` per conformance check, each on the fresh
@@ -56,6 +57,8 @@ macro_rules! store_conformance_suite {
             sessions_resolve_until_they_expire,
             invites_are_single_use,
             challenges_are_created_listed_and_initialized,
+            challenges_change_in_place_or_move_to_a_new_version,
+            concurrent_updates_make_one_new_version,
             attempts_are_created_listed_and_updated,
             concurrent_claims_lease_every_job_once,
             claims_follow_lane_priority_then_age,
@@ -602,6 +605,262 @@ pub async fn challenges_are_created_listed_and_initialized(store: Arc<dyn Store>
     );
 }
 
+/// Returns the init result that makes every test case of `challenge` READY.
+fn ready_for(challenge: &super::Challenge) -> InitResult {
+    InitResult::Ready {
+        expected: challenge
+            .test_cases
+            .iter()
+            .map(|case| (case.id, result_of(case.id), Some(1.5)))
+            .collect(),
+        warnings: vec!["a warning".into()],
+    }
+}
+
+/// A new version built from `solution`, with three test cases.
+fn next_version(solution: &str) -> ChallengeVersion {
+    ChallengeVersion {
+        init: "create table t (a int, b int)".into(),
+        solution: solution.into(),
+        test_cases: (0..3)
+            .map(|index| NewTestCase {
+                data: format!("insert into t values ({index}, {index})"),
+                is_visible: index == 0,
+            })
+            .collect(),
+    }
+}
+
+/// A challenge changes in place (name, description, times_to_run, expiry)
+/// or moves to its next version (init, solution, test cases): PENDING with
+/// no init result and test cases under new ids, the old version's test
+/// cases kept. An update from a stale version conflicts and changes
+/// nothing, and so does an init result for the old version.
+pub async fn challenges_change_in_place_or_move_to_a_new_version(store: Arc<dyn Store>) {
+    let prof = create_user(&store, Role::Professor).await;
+    let created = store
+        .create_challenge(new_challenge(prof.id, ChallengeType::SE, 2))
+        .await
+        .unwrap();
+    let id = created.id;
+    assert!(store
+        .set_challenge_init(id, 1, ready_for(&created), now_ms())
+        .await
+        .unwrap());
+    let first = store.get_challenge(id).await.unwrap().unwrap();
+
+    // In place: the version, state, init result and test cases stay.
+    let expires_at = now_ms() + Duration::days(30);
+    let renamed = store
+        .update_challenge(
+            id,
+            1,
+            ChallengeUpdate {
+                name: Some("renamed".into()),
+                description: Some(None),
+                times_to_run: Some(7),
+                expires_at: Some(expires_at),
+                new_version: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (renamed.name.as_str(), renamed.description.clone()),
+        ("renamed", None)
+    );
+    assert_eq!(renamed.times_to_run, 7);
+    assert_eq!(ms(renamed.expires_at), ms(expires_at));
+    assert_eq!((renamed.version, renamed.state), (1, ChallengeState::Ready));
+    assert_eq!(renamed.init_at.map(ms), first.init_at.map(ms));
+    assert_eq!(renamed.init_warnings, first.init_warnings);
+    assert_eq!(
+        (renamed.init.as_str(), renamed.solution.as_str()),
+        (first.init.as_str(), first.solution.as_str())
+    );
+    assert_eq!(renamed.test_cases, first.test_cases);
+    assert_eq!(
+        store.get_challenge(id).await.unwrap(),
+        Some(renamed.clone())
+    );
+    let unchanged = store
+        .update_challenge(id, 1, ChallengeUpdate::default())
+        .await
+        .unwrap();
+    assert_eq!(unchanged, renamed, "an empty update changes nothing");
+    let described = store
+        .update_challenge(
+            id,
+            1,
+            ChallengeUpdate {
+                description: Some(Some("new words".into())),
+                ..ChallengeUpdate::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(described.description.as_deref(), Some("new words"));
+    assert_eq!(
+        described.name, "renamed",
+        "fields left as None keep their value"
+    );
+
+    // A new version.
+    let version = next_version("select a, b from t order by a");
+    let second = store
+        .update_challenge(
+            id,
+            1,
+            ChallengeUpdate {
+                name: Some("second".into()),
+                new_version: Some(version.clone()),
+                ..ChallengeUpdate::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!((second.version, second.state), (2, ChallengeState::Pending));
+    assert_eq!((second.init_at, second.init_errors.clone()), (None, None));
+    assert!(second.init_warnings.is_empty());
+    assert_eq!(
+        (second.init.as_str(), second.solution.as_str()),
+        (version.init.as_str(), version.solution.as_str())
+    );
+    assert_eq!(second.name, "second");
+    assert_eq!(second.times_to_run, 7);
+    assert_eq!(second.challenge_type, ChallengeType::SE);
+    assert_eq!(second.test_cases.len(), 3);
+    let old_ids: BTreeSet<i64> = first.test_cases.iter().map(|case| case.id).collect();
+    let newest_old_id = *old_ids.last().unwrap();
+    for (case, new_case) in second.test_cases.iter().zip(&version.test_cases) {
+        assert!(
+            case.id > newest_old_id,
+            "new test case ids come from the sequence"
+        );
+        assert_eq!(case.challenge_id, id);
+        assert_eq!(
+            (case.data.as_str(), case.is_visible),
+            (new_case.data.as_str(), new_case.is_visible)
+        );
+        assert_eq!((case.expected.clone(), case.reference_ms), (None, None));
+    }
+    assert!(
+        second
+            .test_cases
+            .windows(2)
+            .all(|pair| pair[0].id < pair[1].id),
+        "test cases ordered by id"
+    );
+    assert_eq!(store.get_challenge(id).await.unwrap(), Some(second.clone()));
+
+    // Each version's test cases, the old ones with their expected results.
+    assert_eq!(
+        store.list_test_cases(id, 1).await.unwrap(),
+        first.test_cases
+    );
+    assert_eq!(
+        store.list_test_cases(id, 2).await.unwrap(),
+        second.test_cases
+    );
+    assert!(store.list_test_cases(id, 3).await.unwrap().is_empty());
+    assert!(store
+        .list_test_cases(id + 1_000, 1)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Stale: an update from version 1, in place or not, and its init result.
+    for update in [
+        ChallengeUpdate {
+            name: Some("late".into()),
+            ..ChallengeUpdate::default()
+        },
+        ChallengeUpdate {
+            new_version: Some(next_version("select 1")),
+            ..ChallengeUpdate::default()
+        },
+    ] {
+        let stale = store.update_challenge(id, 1, update).await;
+        assert!(matches!(stale, Err(StoreError::Conflict(_))), "{stale:?}");
+    }
+    assert!(!store
+        .set_challenge_init(id, 1, ready_for(&first), now_ms())
+        .await
+        .unwrap());
+    assert_eq!(
+        store.get_challenge(id).await.unwrap(),
+        Some(second.clone()),
+        "stale updates change nothing"
+    );
+    let missing = store
+        .update_challenge(id + 1_000, 1, ChallengeUpdate::default())
+        .await;
+    assert!(
+        matches!(missing, Err(StoreError::NotFound(_))),
+        "{missing:?}"
+    );
+
+    // The new version initializes as the first did.
+    assert!(store
+        .set_challenge_init(id, 2, ready_for(&second), now_ms())
+        .await
+        .unwrap());
+    let ready = store.get_challenge(id).await.unwrap().unwrap();
+    assert_eq!((ready.version, ready.state), (2, ChallengeState::Ready));
+    assert!(ready
+        .test_cases
+        .iter()
+        .all(|case| case.expected == Some(result_of(case.id))));
+    assert_eq!(
+        store.list_test_cases(id, 1).await.unwrap(),
+        first.test_cases,
+        "the old version's test cases are untouched"
+    );
+}
+
+/// Of several updates made at once from the same version, exactly one moves
+/// the challenge to the next version; the others conflict.
+pub async fn concurrent_updates_make_one_new_version(store: Arc<dyn Store>) {
+    let prof = create_user(&store, Role::Professor).await;
+    let challenge = store
+        .create_challenge(new_challenge(prof.id, ChallengeType::FE, 2))
+        .await
+        .unwrap();
+    let mut updates = tokio::task::JoinSet::new();
+    for index in 0..8 {
+        let store = store.clone();
+        let id = challenge.id;
+        updates.spawn(async move {
+            let solution = format!("select a from t -- {index}");
+            let update = ChallengeUpdate {
+                new_version: Some(next_version(&solution)),
+                ..ChallengeUpdate::default()
+            };
+            (solution, store.update_challenge(id, 1, update).await)
+        });
+    }
+    let mut winners = Vec::new();
+    while let Some(joined) = updates.join_next().await {
+        match joined.expect("update task panicked") {
+            (solution, Ok(updated)) => {
+                assert_eq!(updated.version, 2);
+                winners.push(solution);
+            }
+            (_, Err(StoreError::Conflict(_))) => {}
+            (_, Err(error)) => panic!("unexpected error: {error}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "one winner: {winners:?}");
+    let stored = store.get_challenge(challenge.id).await.unwrap().unwrap();
+    assert_eq!(stored.version, 2);
+    assert_eq!(stored.solution, winners[0]);
+    assert_eq!(stored.test_cases.len(), 3, "the winner's test cases");
+    assert_eq!(
+        store.list_test_cases(challenge.id, 1).await.unwrap(),
+        challenge.test_cases
+    );
+}
+
 /// Attempts are created PENDING, listed, counted and updated until final.
 pub async fn attempts_are_created_listed_and_updated(store: Arc<dyn Store>) {
     let student = create_user(&store, Role::Student).await;
@@ -652,6 +911,26 @@ pub async fn attempts_are_created_listed_and_updated(store: Arc<dyn Store>) {
         store.count_unfinished_attempts(student.id).await.unwrap(),
         2
     );
+    let challenge_id = challenge.id;
+    let unfinished = || {
+        let store = store.clone();
+        async move {
+            ids(store
+                .list_unfinished_challenge_attempts(challenge_id)
+                .await
+                .unwrap())
+        }
+    };
+    assert_eq!(
+        unfinished().await,
+        vec![first.id, second.id, theirs.id],
+        "a challenge's unfinished attempts, oldest first"
+    );
+    assert!(store
+        .list_unfinished_challenge_attempts(challenge.id + 1_000)
+        .await
+        .unwrap()
+        .is_empty());
 
     let untouched = store
         .update_attempt(theirs.id, AttemptUpdate::default())
@@ -756,6 +1035,11 @@ pub async fn attempts_are_created_listed_and_updated(store: Arc<dyn Store>) {
     assert_eq!(
         ids(store.list_passed_attempts(challenge.id).await.unwrap()),
         vec![first.id]
+    );
+    assert_eq!(
+        unfinished().await,
+        vec![theirs.id],
+        "finished attempts are not listed"
     );
 
     // Reopening (an admin retried the job) applies even to a final attempt

@@ -167,6 +167,28 @@ pub struct NewChallenge {
     pub test_cases: Vec<NewTestCase>,
 }
 
+/// What a version of a challenge is built from: the init SQL, the reference
+/// solution and the test cases. Changing any of it makes a new version.
+#[derive(Debug, Clone)]
+pub struct ChallengeVersion {
+    pub init: String,
+    pub solution: String,
+    pub test_cases: Vec<NewTestCase>,
+}
+
+/// Changes to a challenge for [`Store::update_challenge`]; `None` leaves a
+/// field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct ChallengeUpdate {
+    pub name: Option<String>,
+    /// `Some(None)` removes the description.
+    pub description: Option<Option<String>>,
+    pub times_to_run: Option<u32>,
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Moves the challenge to its next version, built from this.
+    pub new_version: Option<ChallengeVersion>,
+}
+
 /// What an init job established for one version of a challenge.
 #[derive(Debug, Clone, PartialEq)]
 pub enum InitResult {
@@ -376,6 +398,28 @@ pub trait Store: Send + Sync + 'static {
     async fn get_challenge(&self, id: i64) -> StoreResult<Option<Challenge>>;
     /// Lists challenges, newest first, optionally only those `created_by`.
     async fn list_challenges(&self, created_by: Option<i64>) -> StoreResult<Vec<Challenge>>;
+    /// Applies `update` to a challenge that is still at `expected_version`
+    /// and returns the challenge as updated. With `update.new_version` the
+    /// challenge moves to `expected_version + 1`: PENDING, init result
+    /// cleared (init_at, init_errors, init_warnings), the new test cases
+    /// with new ids from the test case sequence; the previous version's test
+    /// cases are kept for [`Store::list_test_cases`].
+    ///
+    /// `NotFound` if there is no such challenge; `Conflict` (nothing
+    /// changed) if it is at another version, so of two concurrent updates
+    /// made from the same version only one moves it to the next. A backend
+    /// may also answer `Conflict` to a new version when an init result for
+    /// the current one lands at the same moment; a retry then succeeds.
+    async fn update_challenge(
+        &self,
+        id: i64,
+        expected_version: i64,
+        update: ChallengeUpdate,
+    ) -> StoreResult<Challenge>;
+    /// Returns the test cases of one version of a challenge, ordered by id
+    /// (the current ones for the current version; empty for an unknown
+    /// challenge or version).
+    async fn list_test_cases(&self, challenge_id: i64, version: i64) -> StoreResult<Vec<TestCase>>;
     /// Records an init job's result for `version`. Returns false (and changes
     /// nothing) if the challenge has moved on to another version.
     async fn set_challenge_init(
@@ -396,6 +440,11 @@ pub trait Store: Send + Sync + 'static {
     async fn list_user_attempts(&self, user_id: i64) -> StoreResult<Vec<Attempt>>;
     /// Lists a challenge's PASSED attempts (for the leaderboard).
     async fn list_passed_attempts(&self, challenge_id: i64) -> StoreResult<Vec<Attempt>>;
+    /// Lists a challenge's attempts that are PENDING or RUNNING, oldest first.
+    async fn list_unfinished_challenge_attempts(
+        &self,
+        challenge_id: i64,
+    ) -> StoreResult<Vec<Attempt>>;
     /// Counts a user's attempts that are PENDING or RUNNING.
     async fn count_unfinished_attempts(&self, user_id: i64) -> StoreResult<u64>;
     /// Applies `update` unless the attempt is already final (then returns the

@@ -16,7 +16,9 @@
 //! (millisecond precision), payloads, outcomes, results and case lists as
 //! BSON documents converted with serde. Test cases live inside their
 //! challenge document, so an init result for one version is one atomic
-//! write conditioned on that version.
+//! write conditioned on that version, and so is the switch to a new
+//! version; the test cases of earlier versions are kept, for their attempts,
+//! in `past_test_cases` (one document per test case).
 //!
 //! The tests run against nx-27017, a MongoDB wire-protocol server backed by
 //! SQLite, which deviates from MongoDB in a few places (see the quirk tests
@@ -40,9 +42,9 @@ use sqlarena_common::{
 use uuid::Uuid;
 
 use super::{
-    Attempt, AttemptUpdate, Challenge, ClusterToken, Completion, FailOutcome, Grader, InitResult,
-    Invite, Job, JobFilter, LaneStats, Lease, NewAttempt, NewChallenge, NewJob, NewUser, Session,
-    Store, StoreError, StoreResult, TestCase, User,
+    Attempt, AttemptUpdate, Challenge, ChallengeUpdate, ClusterToken, Completion, FailOutcome,
+    Grader, InitResult, Invite, Job, JobFilter, LaneStats, Lease, NewAttempt, NewChallenge, NewJob,
+    NewTestCase, NewUser, Session, Store, StoreError, StoreResult, TestCase, User,
 };
 
 /// Database used when the URI names none.
@@ -104,7 +106,7 @@ impl MongoStore {
         // No compound index names `_id`: nx-27017 then rejects every insert
         // into the collection ("JSON path error near '_id'"); sorts by `_id`
         // use the `_id` index.
-        let indexes: [(&str, Document, Option<IndexOptions>); 12] = [
+        let indexes: [(&str, Document, Option<IndexOptions>); 13] = [
             // Case-insensitive email uniqueness: the lower-cased copy.
             ("users", doc! { "email_lower": 1 }, unique()),
             // Sessions and invites are keyed by their hash (`_id`).
@@ -112,6 +114,11 @@ impl MongoStore {
             ("graders", doc! { "last_heartbeat_ms": 1 }, None),
             ("cluster_tokens", doc! { "token_hash": 1 }, unique()),
             ("challenges", doc! { "created_user_id": 1 }, None),
+            (
+                "past_test_cases",
+                doc! { "challenge_id": 1, "version": 1 },
+                None,
+            ),
             ("attempts", doc! { "user_id": 1 }, None),
             ("attempts", doc! { "challenge_id": 1, "status": 1 }, None),
             // Claims: the next QUEUED job by lane priority, then age.
@@ -266,6 +273,48 @@ impl MongoStore {
             JobState::Failed => FailOutcome::Failed(job),
             _ => FailOutcome::Requeued(job),
         }))
+    }
+
+    /// Returns new test cases of `challenge_id` as stored in its document,
+    /// with ids from the test case sequence.
+    async fn new_test_cases(
+        &self,
+        challenge_id: i64,
+        cases: &[NewTestCase],
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<Bson>> {
+        let mut test_cases = Vec::with_capacity(cases.len());
+        for case in cases {
+            let case = TestCase {
+                id: self.next_id("test_cases").await?,
+                challenge_id,
+                data: case.data.clone(),
+                is_visible: case.is_visible,
+                expected: None,
+                reference_ms: None,
+                created_at: now,
+            };
+            test_cases.push(Bson::Document(test_case_document(&case)?));
+        }
+        Ok(test_cases)
+    }
+
+    /// Copies the test cases of `challenge`'s current version into
+    /// `past_test_cases`. Idempotent (one upsert per test case id), so it
+    /// can run before the switch to the next version and again on a retry.
+    async fn keep_test_cases(&self, challenge: &Challenge) -> StoreResult<()> {
+        let past = self.collection("past_test_cases");
+        for case in &challenge.test_cases {
+            let mut document = test_case_document(case)?;
+            document.insert("_id", case.id);
+            document.insert("challenge_id", challenge.id);
+            document.insert("version", challenge.version);
+            past.replace_one(doc! { "_id": case.id }, document)
+                .upsert(true)
+                .await
+                .map_err(backend)?;
+        }
+        Ok(())
     }
 
     async fn find_grader(&self, filter: Document) -> StoreResult<Option<Grader>> {
@@ -824,19 +873,7 @@ impl Store for MongoStore {
     async fn create_challenge(&self, challenge: NewChallenge) -> StoreResult<Challenge> {
         let now = stored_now();
         let id = self.next_id("challenges").await?;
-        let mut test_cases = Vec::with_capacity(challenge.test_cases.len());
-        for case in &challenge.test_cases {
-            let case = TestCase {
-                id: self.next_id("test_cases").await?,
-                challenge_id: id,
-                data: case.data.clone(),
-                is_visible: case.is_visible,
-                expected: None,
-                reference_ms: None,
-                created_at: now,
-            };
-            test_cases.push(Bson::Document(test_case_document(&case)?));
-        }
+        let test_cases = self.new_test_cases(id, &challenge.test_cases, now).await?;
         let document = doc! {
             "_id": id,
             "created_user_id": challenge.created_user_id,
@@ -880,6 +917,97 @@ impl Store for MongoStore {
             .find_many("challenges", filter, doc! { "_id": -1 }, 0)
             .await?;
         documents.iter().map(challenge_from).collect()
+    }
+
+    async fn update_challenge(
+        &self,
+        id: i64,
+        expected_version: i64,
+        update: ChallengeUpdate,
+    ) -> StoreResult<Challenge> {
+        let mut filter = doc! { "_id": id, "version": expected_version };
+        let mut set = Document::new();
+        if let Some(name) = &update.name {
+            set.insert("name", name.as_str());
+        }
+        if let Some(description) = &update.description {
+            set.insert("description", description.as_deref());
+        }
+        if let Some(times_to_run) = update.times_to_run {
+            set.insert("times_to_run", i64::from(times_to_run));
+        }
+        if let Some(expires_at) = update.expires_at {
+            set.insert("expires_at", bson_time(expires_at));
+        }
+        if let Some(new_version) = &update.new_version {
+            let current = self
+                .get_challenge(id)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("challenge {id}")))?;
+            if current.version != expected_version {
+                return Err(StoreError::Conflict(format!(
+                    "challenge {id} is at version {}, not {expected_version}",
+                    current.version
+                )));
+            }
+            // Kept before the switch: if the switch then misses, the copy
+            // is of the still current version, which reads ignore.
+            self.keep_test_cases(&current).await?;
+            let test_cases = self
+                .new_test_cases(id, &new_version.test_cases, stored_now())
+                .await?;
+            set.insert("init", new_version.init.as_str());
+            set.insert("solution", new_version.solution.as_str());
+            set.insert("version", expected_version + 1);
+            set.insert("state", ChallengeState::Pending.as_str());
+            set.insert("init_at", Bson::Null);
+            set.insert("init_errors", Bson::Null);
+            set.insert("init_warnings", Bson::Array(Vec::new()));
+            set.insert("test_cases", test_cases);
+            // An init result landing since the read changes the state (and
+            // the kept copy would miss its expected results): then the
+            // switch misses and the caller retries.
+            filter.insert("state", current.state.as_str());
+        }
+        let updated = if set.is_empty() {
+            self.collection("challenges")
+                .find_one(filter)
+                .await
+                .map_err(backend)?
+        } else {
+            self.collection("challenges")
+                .find_one_and_update(filter, doc! { "$set": set })
+                .return_document(ReturnDocument::After)
+                .await
+                .map_err(backend)?
+        };
+        match updated {
+            Some(document) => challenge_from(&document),
+            None => match self.get_challenge(id).await? {
+                None => Err(StoreError::NotFound(format!("challenge {id}"))),
+                Some(challenge) => Err(StoreError::Conflict(format!(
+                    "challenge {id} changed meanwhile (it is at version {}, {})",
+                    challenge.version, challenge.state
+                ))),
+            },
+        }
+    }
+
+    async fn list_test_cases(&self, challenge_id: i64, version: i64) -> StoreResult<Vec<TestCase>> {
+        let Some(challenge) = self.get_challenge(challenge_id).await? else {
+            return Ok(Vec::new());
+        };
+        if challenge.version == version {
+            return Ok(challenge.test_cases);
+        }
+        let filter = doc! { "challenge_id": challenge_id, "version": version };
+        let documents = self
+            .find_many("past_test_cases", filter, doc! { "_id": 1 }, 0)
+            .await?;
+        documents
+            .iter()
+            .map(|document| test_case_from(document, challenge_id))
+            .collect()
     }
 
     async fn set_challenge_init(
@@ -985,6 +1113,20 @@ impl Store for MongoStore {
     async fn list_passed_attempts(&self, challenge_id: i64) -> StoreResult<Vec<Attempt>> {
         let filter =
             doc! { "challenge_id": challenge_id, "status": AttemptStatus::Passed.as_str() };
+        let documents = self
+            .find_many("attempts", filter, doc! { "_id": 1 }, 0)
+            .await?;
+        documents.iter().map(attempt_from).collect()
+    }
+
+    async fn list_unfinished_challenge_attempts(
+        &self,
+        challenge_id: i64,
+    ) -> StoreResult<Vec<Attempt>> {
+        let filter = doc! {
+            "challenge_id": challenge_id,
+            "status": { "$in": [AttemptStatus::Pending.as_str(), AttemptStatus::Running.as_str()] },
+        };
         let documents = self
             .find_many("attempts", filter, doc! { "_id": 1 }, 0)
             .await?;

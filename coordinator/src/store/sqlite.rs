@@ -42,14 +42,14 @@ use sqlarena_common::{
 use uuid::Uuid;
 
 use super::{
-    Attempt, AttemptUpdate, Challenge, ClusterToken, Completion, FailOutcome, Grader, InitResult,
-    Invite, Job, JobFilter, LaneStats, Lease, NewAttempt, NewChallenge, NewJob, NewUser, Session,
-    Store, StoreError, StoreResult, TestCase, User,
+    Attempt, AttemptUpdate, Challenge, ChallengeUpdate, ClusterToken, Completion, FailOutcome,
+    Grader, InitResult, Invite, Job, JobFilter, LaneStats, Lease, NewAttempt, NewChallenge, NewJob,
+    NewTestCase, NewUser, Session, Store, StoreError, StoreResult, TestCase, User,
 };
 
-/// Version of the schema created by [`SCHEMA`]; kept in `schema_version` so a
-/// future release can migrate.
-const SCHEMA_VERSION: i64 = 1;
+/// Version of the schema created by [`SCHEMA`]; kept in `schema_version` so
+/// that [`migrate`] can bring an older file up to date.
+const SCHEMA_VERSION: i64 = 2;
 
 /// The schema, created idempotently at every open.
 const SCHEMA: &str = "
@@ -99,6 +99,7 @@ CREATE INDEX IF NOT EXISTS challenges_by_user ON challenges (created_user_id, id
 CREATE TABLE IF NOT EXISTS test_cases (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     challenge_id INTEGER NOT NULL REFERENCES challenges(id),
+    version INTEGER NOT NULL DEFAULT 1,
     data TEXT NOT NULL,
     is_visible INTEGER NOT NULL,
     expected TEXT,
@@ -361,13 +362,38 @@ fn configure(connection: &Connection, synchronous: Synchronous) -> anyhow::Resul
         connection.query_row("SELECT MAX(version) FROM schema_version", [], |row| {
             row.get(0)
         })?;
-    if version.is_none() {
-        connection.execute(
-            "INSERT INTO schema_version (version) VALUES (?1)",
-            [SCHEMA_VERSION],
-        )?;
+    match version {
+        None => {
+            connection.execute(
+                "INSERT INTO schema_version (version) VALUES (?1)",
+                [SCHEMA_VERSION],
+            )?;
+        }
+        Some(version) if version < SCHEMA_VERSION => migrate(connection, version)?,
+        Some(SCHEMA_VERSION) => {}
+        Some(version) => anyhow::bail!(
+            "the store has schema version {version}, newer than this coordinator's \
+             {SCHEMA_VERSION}: run a newer coordinator"
+        ),
     }
     Ok(())
+}
+
+/// Brings a store file from schema `from` up to [`SCHEMA_VERSION`], in one
+/// transaction.
+fn migrate(connection: &Connection, from: i64) -> anyhow::Result<()> {
+    let mut steps = String::from("BEGIN IMMEDIATE;");
+    if from < 2 {
+        // Version 2: test cases belong to one version of their challenge,
+        // so that an update keeps the old ones for old attempts.
+        steps.push_str("ALTER TABLE test_cases ADD COLUMN version INTEGER NOT NULL DEFAULT 1;");
+    }
+    steps.push_str(&format!(
+        "UPDATE schema_version SET version = {SCHEMA_VERSION}; COMMIT;"
+    ));
+    connection
+        .execute_batch(&steps)
+        .with_context(|| format!("migrating the schema from version {from} to {SCHEMA_VERSION}"))
 }
 
 // ---------------------------------------------------------------------------
@@ -640,20 +666,49 @@ fn select_challenge(connection: &Connection, id: i64) -> StoreResult<Option<Chal
     match challenge {
         None => Ok(None),
         Some(mut challenge) => {
-            challenge.test_cases = select_test_cases(connection, id)?;
+            challenge.test_cases = select_test_cases(connection, id, challenge.version)?;
             Ok(Some(challenge))
         }
     }
 }
 
-fn select_test_cases(connection: &Connection, challenge_id: i64) -> StoreResult<Vec<TestCase>> {
-    let sql =
-        format!("SELECT {TEST_CASE_COLUMNS} FROM test_cases WHERE challenge_id = ?1 ORDER BY id");
+fn select_test_cases(
+    connection: &Connection,
+    challenge_id: i64,
+    version: i64,
+) -> StoreResult<Vec<TestCase>> {
+    let sql = format!(
+        "SELECT {TEST_CASE_COLUMNS} FROM test_cases WHERE challenge_id = ?1 AND version = ?2 ORDER BY id"
+    );
     let mut statement = connection.prepare_cached(&sql)?;
     let cases = statement
-        .query_map([challenge_id], test_case_from)?
+        .query_map([challenge_id, version], test_case_from)?
         .collect::<rusqlite::Result<_>>()?;
     Ok(cases)
+}
+
+/// Inserts the test cases of one version of a challenge.
+fn insert_test_cases(
+    transaction: &Transaction<'_>,
+    challenge_id: i64,
+    version: i64,
+    cases: &[NewTestCase],
+    now: i64,
+) -> StoreResult<()> {
+    let mut insert_case = transaction.prepare_cached(
+        "INSERT INTO test_cases (challenge_id, version, data, is_visible, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for case in cases {
+        insert_case.execute(params![
+            challenge_id,
+            version,
+            case.data,
+            case.is_visible,
+            now
+        ])?;
+    }
+    Ok(())
 }
 
 fn select_attempt(connection: &Connection, id: i64) -> StoreResult<Option<Attempt>> {
@@ -946,12 +1001,7 @@ impl Store for SqliteStore {
                     now
                 ])?;
             let id = transaction.last_insert_rowid();
-            let mut insert_case = transaction.prepare_cached(
-                "INSERT INTO test_cases (challenge_id, data, is_visible, created_at) VALUES (?1, ?2, ?3, ?4)",
-            )?;
-            for case in &challenge.test_cases {
-                insert_case.execute(params![id, case.data, case.is_visible, now])?;
-            }
+            insert_test_cases(transaction, id, 1, &challenge.test_cases, now)?;
             select_challenge(transaction, id)?.ok_or_else(|| StoreError::Backend(format!("challenge {id} vanished")))
         })
         .await
@@ -986,6 +1036,57 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn update_challenge(
+        &self,
+        id: i64,
+        expected_version: i64,
+        update: ChallengeUpdate,
+    ) -> StoreResult<Challenge> {
+        self.write(move |transaction| {
+            let challenge = select_challenge(transaction, id)?
+                .ok_or_else(|| StoreError::NotFound(format!("challenge {id}")))?;
+            if challenge.version != expected_version {
+                return Err(StoreError::Conflict(format!(
+                    "challenge {id} is at version {}, not {expected_version}",
+                    challenge.version
+                )));
+            }
+            transaction
+                .prepare_cached(
+                    "UPDATE challenges SET name = ?2, description = ?3, times_to_run = ?4, \
+                     expires_at = ?5 WHERE id = ?1",
+                )?
+                .execute(params![
+                    id,
+                    update.name.unwrap_or(challenge.name),
+                    update.description.unwrap_or(challenge.description),
+                    update.times_to_run.unwrap_or(challenge.times_to_run),
+                    micros(update.expires_at.unwrap_or(challenge.expires_at))
+                ])?;
+            if let Some(new_version) = update.new_version {
+                // The old version's test cases stay, for its attempts.
+                let version = expected_version + 1;
+                transaction
+                    .prepare_cached(
+                        "UPDATE challenges SET init = ?2, solution = ?3, version = ?4, \
+                         state = 'PENDING', init_at = NULL, init_errors = NULL, \
+                         init_warnings = '[]' WHERE id = ?1",
+                    )?
+                    .execute(params![id, new_version.init, new_version.solution, version])?;
+                let now = micros(stored_now());
+                insert_test_cases(transaction, id, version, &new_version.test_cases, now)?;
+            }
+            select_challenge(transaction, id)?
+                .ok_or_else(|| StoreError::Backend(format!("challenge {id} vanished")))
+        })
+        .await
+    }
+
+    async fn list_test_cases(&self, challenge_id: i64, version: i64) -> StoreResult<Vec<TestCase>> {
+        self.call(move |connection| select_test_cases(connection, challenge_id, version))
+            .await
+    }
+
     async fn set_challenge_init(
         &self,
         id: i64,
@@ -1006,10 +1107,11 @@ impl Store for SqliteStore {
             match result {
                 InitResult::Ready { expected, warnings } => {
                     let mut update_case = transaction.prepare_cached(
-                        "UPDATE test_cases SET expected = ?3, reference_ms = ?4 WHERE id = ?1 AND challenge_id = ?2",
+                        "UPDATE test_cases SET expected = ?4, reference_ms = ?5 \
+                         WHERE id = ?1 AND challenge_id = ?2 AND version = ?3",
                     )?;
                     for (case_id, result, reference_ms) in &expected {
-                        if update_case.execute(params![case_id, id, to_json(result)?, reference_ms])? == 0 {
+                        if update_case.execute(params![case_id, id, version, to_json(result)?, reference_ms])? == 0 {
                             return Err(StoreError::NotFound(format!("test case {case_id} of challenge {id}")));
                         }
                     }
@@ -1072,6 +1174,20 @@ impl Store for SqliteStore {
             select_attempts(
                 connection,
                 "challenge_id = ?1 AND status = 'PASSED' ORDER BY id",
+                challenge_id,
+            )
+        })
+        .await
+    }
+
+    async fn list_unfinished_challenge_attempts(
+        &self,
+        challenge_id: i64,
+    ) -> StoreResult<Vec<Attempt>> {
+        self.call(move |connection| {
+            select_attempts(
+                connection,
+                "challenge_id = ?1 AND status IN ('PENDING', 'RUNNING') ORDER BY id",
                 challenge_id,
             )
         })
@@ -1721,6 +1837,79 @@ mod tests {
             let found = plan(&connection, &select(filter));
             assert!(found.contains(index), "{filter}: {found}");
         }
+    }
+
+    /// A file of schema version 1 (test cases without a version) opens,
+    /// keeps its data and becomes version 2; a newer file is refused.
+    #[tokio::test]
+    async fn older_schemas_are_migrated_and_newer_ones_refused() {
+        let path = std::env::temp_dir()
+            .join(format!("sqlarena-migrate-{}", Uuid::new_v4().simple()))
+            .join("store.db");
+        let location = path.to_str().unwrap().to_owned();
+        let store = SqliteStore::open(&location).unwrap();
+        let user = store
+            .create_user(NewUser {
+                email: "prof@example.com".into(),
+                full_name: "Prof".into(),
+                role: Role::Professor,
+                password_hash: "$argon2id$hash".into(),
+            })
+            .await
+            .unwrap();
+        let challenge = store
+            .create_challenge(NewChallenge {
+                created_user_id: user.id,
+                name: "old".into(),
+                description: None,
+                challenge_type: ChallengeType::FE,
+                init: "create table t (a int)".into(),
+                solution: "select a from t".into(),
+                times_to_run: 3,
+                expires_at: stored_now() + chrono::Duration::days(1),
+                test_cases: vec![NewTestCase {
+                    data: "insert into t values (1)".into(),
+                    is_visible: true,
+                }],
+            })
+            .await
+            .unwrap();
+        drop(store);
+        let schema_version = |connection: &Connection| -> i64 {
+            connection
+                .query_row("SELECT MAX(version) FROM schema_version", [], |row| {
+                    row.get(0)
+                })
+                .unwrap()
+        };
+        {
+            let connection = Connection::open(&path).unwrap();
+            connection
+                .execute_batch(
+                    "ALTER TABLE test_cases DROP COLUMN version; \
+                     UPDATE schema_version SET version = 1;",
+                )
+                .unwrap();
+        }
+
+        let store = SqliteStore::open(&location).unwrap();
+        assert_eq!(
+            store.get_challenge(challenge.id).await.unwrap(),
+            Some(challenge.clone())
+        );
+        assert_eq!(
+            store.list_test_cases(challenge.id, 1).await.unwrap(),
+            challenge.test_cases
+        );
+        assert_eq!(schema_version(&store.connection.lock().unwrap()), 2);
+        drop(store);
+
+        Connection::open(&path)
+            .unwrap()
+            .execute("UPDATE schema_version SET version = 99", [])
+            .unwrap();
+        let error = format!("{:#}", SqliteStore::open(&location).unwrap_err());
+        assert!(error.contains("schema version 99"), "{error}");
     }
 
     #[test]
