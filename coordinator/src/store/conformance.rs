@@ -2148,8 +2148,26 @@ pub async fn graders_register_heartbeat_and_die(store: Arc<dyn Store>) {
     );
     assert_eq!(store.touch_grader(Uuid::now_v7(), now).await.unwrap(), None);
 
-    store.count_grader_job(first.id).await.unwrap();
-    store.count_grader_job(first.id).await.unwrap();
+    // A recorded completion counts in the lease holder's jobs_done, once:
+    // the repeat of the same completion counts nothing.
+    for attempt_id in [1, 2] {
+        store
+            .enqueue_job(attempt_job(Lane::Fast, attempt_id))
+            .await
+            .unwrap();
+        let job = store
+            .claim_job(first.id, &[Lane::Fast], now)
+            .await
+            .unwrap()
+            .expect("a queued job");
+        let lease_id = lease_id_of(&job);
+        for _ in 0..2 {
+            store
+                .complete_job(job.id, lease_id, attempt_outcome(), now)
+                .await
+                .unwrap();
+        }
+    }
     assert_eq!(
         store.get_grader(first.id).await.unwrap().unwrap().jobs_done,
         2

@@ -476,9 +476,10 @@ pub trait Store: Send + Sync + 'static {
         lease_id: Uuid,
         case: CaseResult,
     ) -> StoreResult<Job>;
-    /// Records the outcome: LEASED with this lease -> DONE, `applied = false`.
-    /// A repeat by the same lease is `AlreadyRecorded`; any other lease is
-    /// `StaleLease`. Nothing changes in either case.
+    /// Records the outcome: LEASED with this lease -> DONE, `applied = false`,
+    /// and counts the job in the lease holder's `jobs_done`. A repeat by the
+    /// same lease is `AlreadyRecorded`; any other lease is `StaleLease`.
+    /// Nothing changes in either case.
     async fn complete_job(
         &self,
         job_id: Uuid,
@@ -556,8 +557,6 @@ pub trait Store: Send + Sync + 'static {
     /// Marks every ALIVE or DRAINING grader whose last heartbeat is before
     /// `cutoff` as DEAD and returns them.
     async fn mark_dead_graders(&self, cutoff: DateTime<Utc>) -> StoreResult<Vec<Grader>>;
-    /// Adds one to a grader's finished-job count.
-    async fn count_grader_job(&self, id: Uuid) -> StoreResult<()>;
 
     // --- cluster tokens -----------------------------------------------------
 

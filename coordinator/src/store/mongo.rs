@@ -1386,6 +1386,16 @@ impl Store for MongoStore {
             "lease_expires_ms": Bson::Null,
         } };
         if let Some(job) = self.update_leased(job_id, lease_id, update).await? {
+            // Only the write that recorded the outcome gets here: counted once.
+            if let Some(lease) = &job.lease {
+                self.collection("graders")
+                    .update_one(
+                        doc! { "_id": lease.grader_id.to_string() },
+                        doc! { "$inc": { "jobs_done": 1_i64 } },
+                    )
+                    .await
+                    .map_err(backend)?;
+            }
             return Ok(Completion::Recorded(job));
         }
         let job = self.existing_job(job_id).await?;
@@ -1745,21 +1755,6 @@ impl Store for MongoStore {
             }
         }
         Ok(dead)
-    }
-
-    async fn count_grader_job(&self, id: Uuid) -> StoreResult<()> {
-        let updated = self
-            .collection("graders")
-            .update_one(
-                doc! { "_id": id.to_string() },
-                doc! { "$inc": { "jobs_done": 1_i64 } },
-            )
-            .await
-            .map_err(backend)?;
-        if updated.matched_count == 0 {
-            return Err(StoreError::NotFound(format!("grader {id}")));
-        }
-        Ok(())
     }
 
     // --- cluster tokens -----------------------------------------------------

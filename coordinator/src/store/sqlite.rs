@@ -49,7 +49,7 @@ use super::{
 
 /// Version of the schema created by [`SCHEMA`]; kept in `schema_version` so
 /// that [`migrate`] can bring an older file up to date.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// The schema, created idempotently at every open.
 const SCHEMA: &str = "
@@ -145,9 +145,11 @@ CREATE TABLE IF NOT EXISTS jobs (
     leased_at INTEGER,
     finished_at INTEGER
 );
-CREATE INDEX IF NOT EXISTS jobs_claim ON jobs (state, lane_priority, seq);
+-- Partial indexes over the few live jobs: a state change of a job touches
+-- small, hot index pages, however many finished jobs the table holds.
+CREATE INDEX IF NOT EXISTS jobs_queued ON jobs (lane_priority, seq) WHERE state = 'QUEUED';
 CREATE INDEX IF NOT EXISTS jobs_by_lane ON jobs (lane_priority, seq);
-CREATE INDEX IF NOT EXISTS jobs_lease_expiry ON jobs (state, lease_expires_at);
+CREATE INDEX IF NOT EXISTS jobs_leased_expiry ON jobs (lease_expires_at) WHERE state = 'LEASED';
 CREATE INDEX IF NOT EXISTS jobs_by_grader ON jobs (grader_id) WHERE state = 'LEASED';
 CREATE INDEX IF NOT EXISTS jobs_unapplied_finished ON jobs (seq)
     WHERE applied = 0 AND state IN ('DONE', 'FAILED', 'CANCELLED');
@@ -175,13 +177,15 @@ CREATE TABLE IF NOT EXISTS cluster_tokens (
 );
 ";
 
-/// The oldest queued job of one lane: one seek in `jobs_claim`.
+/// The oldest queued job of one lane: one seek in `jobs_queued`.
 const NEXT_QUEUED_SQL: &str =
     "SELECT seq FROM jobs WHERE state = 'QUEUED' AND lane_priority = ?1 ORDER BY seq LIMIT 1";
 /// A grader's leases: the partial index `jobs_by_grader`.
 const GRADER_LEASES_FILTER: &str = "WHERE state = 'LEASED' AND grader_id = ?1 ORDER BY seq";
-/// Leases past their deadline: a range of `jobs_lease_expiry`.
-const EXPIRED_LEASES_FILTER: &str = "WHERE state = 'LEASED' AND lease_expires_at < ?1 ORDER BY seq";
+/// Leases past their deadline, earliest deadline first: a range of
+/// `jobs_leased_expiry` (whose entries end with the rowid, `seq`).
+const EXPIRED_LEASES_FILTER: &str =
+    "WHERE state = 'LEASED' AND lease_expires_at < ?1 ORDER BY lease_expires_at, seq";
 /// Finished jobs not yet applied: the partial index `jobs_unapplied_finished`.
 /// Without statistics the planner would rather search `state` and sort, which
 /// reads every finished job; `INDEXED BY` fails loudly if the index is gone.
@@ -387,6 +391,11 @@ fn migrate(connection: &Connection, from: i64) -> anyhow::Result<()> {
         // Version 2: test cases belong to one version of their challenge,
         // so that an update keeps the old ones for old attempts.
         steps.push_str("ALTER TABLE test_cases ADD COLUMN version INTEGER NOT NULL DEFAULT 1;");
+    }
+    if from < 3 {
+        // Version 3: the claim and expiry indexes cover live jobs only
+        // (`jobs_queued`, `jobs_leased_expiry`, created with the schema).
+        steps.push_str("DROP INDEX IF EXISTS jobs_claim; DROP INDEX IF EXISTS jobs_lease_expiry;");
     }
     steps.push_str(&format!(
         "UPDATE schema_version SET version = {SCHEMA_VERSION}; COMMIT;"
@@ -1281,8 +1290,8 @@ impl Store for SqliteStore {
             } else {
                 i64::from(filter.limit)
             };
-            // One statement per filter shape, so each can use its index
-            // (`jobs_claim` or `jobs_by_lane`) instead of scanning every job.
+            // One statement per filter shape, so each can use an index
+            // (`jobs_queued` or `jobs_by_lane`) instead of sorting every job.
             match (filter.state, filter.lane) {
                 (Some(state), Some(lane)) => select_jobs(
                     connection,
@@ -1386,6 +1395,11 @@ impl Store for SqliteStore {
                     to_json(&outcome)?,
                     micros(now)
                 ])?;
+            if let Some(lease) = &job.lease {
+                transaction
+                    .prepare_cached("UPDATE graders SET jobs_done = jobs_done + 1 WHERE id = ?1")?
+                    .execute([lease.grader_id.to_string()])?;
+            }
             Ok(Completion::Recorded(existing_job(transaction, job_id)?))
         })
         .await
@@ -1673,19 +1687,6 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn count_grader_job(&self, id: Uuid) -> StoreResult<()> {
-        self.write(move |transaction| {
-            let changed = transaction
-                .prepare_cached("UPDATE graders SET jobs_done = jobs_done + 1 WHERE id = ?1")?
-                .execute([id.to_string()])?;
-            if changed == 0 {
-                return Err(StoreError::NotFound(format!("grader {id}")));
-            }
-            Ok(())
-        })
-        .await
-    }
-
     // --- cluster tokens -----------------------------------------------------
 
     async fn create_cluster_token(&self, token: ClusterToken) -> StoreResult<()> {
@@ -1809,7 +1810,7 @@ mod tests {
         let connection = store.connection.lock().unwrap();
         let claim = plan(&connection, NEXT_QUEUED_SQL);
         assert!(
-            claim.contains("jobs_claim") && !claim.contains("TEMP B-TREE"),
+            claim.contains("jobs_queued") && !claim.contains("TEMP B-TREE"),
             "claim: {claim}"
         );
         let select = |filter: &str| format!("SELECT {JOB_COLUMNS} FROM jobs {filter}");
@@ -1818,7 +1819,7 @@ mod tests {
             &select("WHERE state = ?1 AND lane_priority = ?2 ORDER BY seq LIMIT ?3"),
         );
         assert!(
-            listing.contains("jobs_claim") && !listing.contains("TEMP B-TREE"),
+            listing.contains("jobs_by_lane") && !listing.contains("TEMP B-TREE"),
             "listing: {listing}"
         );
         let by_lane = plan(
@@ -1831,7 +1832,7 @@ mod tests {
         );
         for (filter, index) in [
             (GRADER_LEASES_FILTER, "jobs_by_grader"),
-            (EXPIRED_LEASES_FILTER, "jobs_lease_expiry"),
+            (EXPIRED_LEASES_FILTER, "jobs_leased_expiry"),
             (UNAPPLIED_FILTER, "jobs_unapplied_finished"),
         ] {
             let found = plan(&connection, &select(filter));
@@ -1901,7 +1902,10 @@ mod tests {
             store.list_test_cases(challenge.id, 1).await.unwrap(),
             challenge.test_cases
         );
-        assert_eq!(schema_version(&store.connection.lock().unwrap()), 2);
+        assert_eq!(
+            schema_version(&store.connection.lock().unwrap()),
+            SCHEMA_VERSION
+        );
         drop(store);
 
         Connection::open(&path)
