@@ -319,6 +319,16 @@ async fn main() -> anyhow::Result<()> {
     // Lease latency with a shallow and a deep queue (one grader).
     if options.deep_queue > 0 {
         let client = Grader::register(&base, "lease-probe").await;
+        // Filling a deep queue takes longer than a grader may stay silent.
+        let heartbeat = {
+            let client = client.clone();
+            tokio::spawn(async move {
+                loop {
+                    client.heartbeat().await;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            })
+        };
         for depth in [1000, options.deep_queue] {
             let queued = state
                 .store
@@ -349,6 +359,7 @@ async fn main() -> anyhow::Result<()> {
                 ms(percentile(&samples, 0.99))
             );
         }
+        heartbeat.abort();
     }
 
     // A grader that vanishes with leases held (as after SIGKILL: no more

@@ -720,24 +720,32 @@ async fn two_coordinators_share_one_mongodb() {
             .unwrap();
         assert_eq!(attempt.status, AttemptStatus::Passed);
     }
-    // A job queued through one coordinator wakes a grader waiting on the other.
+    // A job queued through one coordinator wakes a grader waiting on the
+    // other within 250 ms (the median of several tries, so one slow answer
+    // of the test server does not decide; none may take seconds).
     let waiter = ScriptedGrader::register(&second.base, "waiter", &[Lane::Fast]).await;
-    let waiting = tokio::spawn(async move {
-        let started = tokio::time::Instant::now();
-        let job = waiter.lease(5000).await;
-        (job, started.elapsed())
-    });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let queued_at = tokio::time::Instant::now();
-    queue_attempts(&first.state, 1).await;
-    let (job, _) = waiting.await.unwrap();
-    assert!(job.is_some());
-    // Woken by the other coordinator's queue, long before its 5 s wait ends
-    // (the dispatch latency itself is measured by the benchmark).
-    let latency = queued_at.elapsed();
+    let _alive = waiter.keep_alive();
+    let mut latencies = Vec::new();
+    for _ in 0..5 {
+        let waiting = {
+            let waiter = waiter.clone();
+            tokio::spawn(async move { waiter.lease(5000).await })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let queued_at = tokio::time::Instant::now();
+        queue_attempts(&first.state, 1).await;
+        let job = waiting
+            .await
+            .unwrap()
+            .expect("the waiting grader gets the job");
+        latencies.push(queued_at.elapsed());
+        let (status, _) = waiter.complete(&job).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    latencies.sort();
     assert!(
-        latency < Duration::from_millis(2500),
-        "cross-coordinator dispatch took {latency:?}"
+        latencies[2] < Duration::from_millis(250) && latencies[4] < Duration::from_millis(2500),
+        "cross-coordinator dispatch took {latencies:?}"
     );
     first.stop().await;
     second.stop().await;
