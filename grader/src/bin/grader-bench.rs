@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 const ATTEMPTS: usize = 50;
 const REFERENCE_RUNS: usize = 20;
 const TIMES_TO_RUN: u32 = 5;
+const RUN_SAMPLES: usize = 500;
 
 /// One test case's INSERT of 1,000 rows.
 fn case_data(seed: usize) -> String {
@@ -166,6 +167,34 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "measured query time per attempt (student + reference, timed runs only): median {:.2} ms",
         median(&measured).unwrap_or(0.0)
+    );
+
+    // Where the overhead goes: one run's wall time (execute() from the
+    // caller's side: BEGIN, SET LOCAL + bind, fetch, queued ROLLBACK) against
+    // the part it reports as measured (SET LOCAL + bind + fetch).
+    let database = bundle.databases[&1].clone();
+    let mut session = sandbox.runner_session(&database).await?;
+    let prepared = session.prepare(solution).await?;
+    let (mut wall, mut timed) = (Vec::new(), Vec::new());
+    for _ in 0..RUN_SAMPLES {
+        let started = Instant::now();
+        let execution = session.execute(&prepared, &limits, false, &cancel).await?;
+        wall.push(started.elapsed().as_secs_f64() * 1000.0);
+        timed.push(execution.elapsed.as_secs_f64() * 1000.0);
+    }
+    let started = Instant::now();
+    for _ in 0..RUN_SAMPLES {
+        session.prepare(solution).await?;
+    }
+    let prepare_ms = started.elapsed().as_secs_f64() * 1000.0 / RUN_SAMPLES as f64;
+    drop(session);
+    println!(
+        "one run of the reference ({RUN_SAMPLES} runs): wall median {:.3} ms, measured median {:.3} ms, \
+         untimed part median {:.3} ms; one prepare {:.3} ms",
+        median(&wall).unwrap_or(0.0),
+        median(&timed).unwrap_or(0.0),
+        median(&wall.iter().zip(&timed).map(|(w, t)| w - t).collect::<Vec<_>>()).unwrap_or(0.0),
+        prepare_ms
     );
 
     let reference = attempt(solution);
