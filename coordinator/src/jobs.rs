@@ -27,8 +27,8 @@ use crate::error::{ApiError, ApiResult};
 use crate::metrics::Metrics;
 use crate::state::AppState;
 use crate::store::{
-    Attempt, AttemptUpdate, Challenge, FailOutcome, Grader, InitResult, Job, NewJob, StoreError,
-    StoreResult,
+    Attempt, AttemptUpdate, Challenge, FailOutcome, Grader, InitResult, Job, JobFilter, NewJob,
+    StoreError, StoreResult,
 };
 
 /// Wakes long-polling lease requests when a job is queued in their lanes.
@@ -403,6 +403,42 @@ pub async fn cancel_attempt(
         },
     );
     Ok(attempt.await?)
+}
+
+/// Cancels the queued or running init jobs of older versions of a
+/// challenge, whose results would be ignored anyway; a grader running one
+/// learns it from its next heartbeat. Returns how many were cancelled.
+///
+/// # Errors
+/// Store failures.
+pub async fn cancel_stale_inits(
+    state: &AppState,
+    challenge_id: i64,
+    version: i64,
+) -> StoreResult<usize> {
+    let reason = format!("challenge {challenge_id} moved on to version {version}");
+    let mut cancelled = 0;
+    for job_state in [JobState::Queued, JobState::Leased] {
+        let filter = JobFilter {
+            state: Some(job_state),
+            lane: Some(Lane::Init),
+            limit: 0,
+        };
+        for job in state.store.list_jobs(filter).await? {
+            let JobPayload::Init(init) = &job.payload else {
+                continue;
+            };
+            if init.challenge_id != challenge_id || init.version >= version {
+                continue;
+            }
+            // None: it finished meanwhile, and its stale result is ignored.
+            if let Some(job) = state.store.cancel_job(job.id, &reason, Utc::now()).await? {
+                apply_finished_job(state, &job).await?;
+                cancelled += 1;
+            }
+        }
+    }
+    Ok(cancelled)
 }
 
 /// Reports requeues and failures from lease take-backs: wakes graders for

@@ -1036,6 +1036,15 @@ async fn a_new_solution_makes_a_new_version_that_is_reinitialized() {
         .filter(|job| job.kind == JobKind::Init)
         .collect();
     assert_eq!(inits.len(), 2, "the first init job and the new one");
+    // The first init job was still queued (make_ready skipped the grader):
+    // it is for a version nobody needs any more.
+    assert_eq!(
+        (inits[0].state, inits[0].error.as_deref()),
+        (
+            JobState::Cancelled,
+            Some(format!("challenge {id} moved on to version 2").as_str())
+        )
+    );
     let JobPayload::Init(payload) = &inits[1].payload else {
         panic!("not an init payload")
     };

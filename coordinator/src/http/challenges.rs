@@ -441,7 +441,8 @@ async fn update_challenge(
                 Err(error) => return Err(error),
             }
         }
-        tracing::info!(challenge_id = id, version = challenge.version, user_id = user.0.id, job_id = %job.id, cancelled, "challenge changed, new version queued for init");
+        let stale_inits = jobs::cancel_stale_inits(&state, id, challenge.version).await?;
+        tracing::info!(challenge_id = id, version = challenge.version, user_id = user.0.id, job_id = %job.id, cancelled, stale_inits, "challenge changed, new version queued for init");
     } else {
         tracing::info!(
             challenge_id = id,
