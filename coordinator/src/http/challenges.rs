@@ -250,30 +250,24 @@ fn validate_update(
         .as_deref()
         .map(check_expiry)
         .transpose()?;
-    let version = ChallengeVersion {
-        init: request.init.unwrap_or_else(|| challenge.init.clone()),
-        solution: request
-            .solution
-            .unwrap_or_else(|| challenge.solution.clone()),
-        test_cases: test_cases.unwrap_or_else(|| {
-            challenge
-                .test_cases
-                .iter()
-                .map(|case| NewTestCase {
-                    data: case.data.clone(),
-                    is_visible: case.is_visible,
-                })
-                .collect()
-        }),
-    };
-    let changed = version.init != challenge.init
-        || version.solution != challenge.solution
-        || version.test_cases.len() != challenge.test_cases.len()
-        || version
+    let current = ChallengeVersion {
+        init: challenge.init.clone(),
+        solution: challenge.solution.clone(),
+        test_cases: challenge
             .test_cases
             .iter()
-            .zip(&challenge.test_cases)
-            .any(|(new, old)| new.data != old.data || new.is_visible != old.is_visible);
+            .map(|case| NewTestCase {
+                data: case.data.clone(),
+                is_visible: case.is_visible,
+            })
+            .collect(),
+    };
+    let version = ChallengeVersion {
+        init: request.init.unwrap_or_else(|| current.init.clone()),
+        solution: request.solution.unwrap_or_else(|| current.solution.clone()),
+        test_cases: test_cases.unwrap_or_else(|| current.test_cases.clone()),
+    };
+    let changed = version != current;
     Ok(ChallengeUpdate {
         name,
         description,

@@ -146,7 +146,7 @@ pub struct Challenge {
 }
 
 /// A test case to be created with its challenge.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct NewTestCase {
     pub data: String,
     pub is_visible: bool,
@@ -169,7 +169,7 @@ pub struct NewChallenge {
 
 /// What a version of a challenge is built from: the init SQL, the reference
 /// solution and the test cases. Changing any of it makes a new version.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ChallengeVersion {
     pub init: String,
     pub solution: String,

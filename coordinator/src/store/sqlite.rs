@@ -305,8 +305,8 @@ impl SqliteStore {
     /// per call took more CPU than the calls themselves (BENCHMARKS.md).
     async fn call<T, F>(&self, work: F) -> StoreResult<T>
     where
-        T: Send + 'static,
-        F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+        T: Send,
+        F: FnOnce(&mut Connection) -> StoreResult<T> + Send,
     {
         // A panic while holding the lock rolled its transaction back (the
         // transaction guard is dropped while unwinding): the connection
@@ -322,8 +322,8 @@ impl SqliteStore {
     /// returns `Ok`, rolled back otherwise.
     async fn write<T, F>(&self, work: F) -> StoreResult<T>
     where
-        T: Send + 'static,
-        F: FnOnce(&Transaction<'_>) -> StoreResult<T> + Send + 'static,
+        T: Send,
+        F: FnOnce(&Transaction<'_>) -> StoreResult<T> + Send,
     {
         self.call(move |connection| {
             let transaction =
