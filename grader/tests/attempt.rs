@@ -255,3 +255,51 @@ async fn the_bundle_cache_evicts_whole_bundles() {
     drop(second);
     cleanup(sandbox).await;
 }
+
+/// A run's BEGIN, query and ROLLBACK travel in one pipeline: each run must
+/// still be its own read-only, repeatable-read transaction with the
+/// limits' timeouts, and leave the connection idle for the next one.
+#[tokio::test]
+async fn every_run_is_its_own_read_only_transaction() {
+    let sandbox = start_sandbox("sqlarena_t_runs").await;
+    let payload = people_init("SELECT id FROM people", &[(1, people_data(3, 0))], 1);
+    let bundle = prepare_challenge(&sandbox, &payload, "runs-v1").await;
+    let mut session = sandbox.runner_session(&bundle.databases[&1]).await.unwrap();
+    let probe = session
+        .prepare(
+            "SELECT current_setting('transaction_isolation') AS isolation, \
+             current_setting('transaction_read_only') AS read_only, \
+             current_setting('statement_timeout') AS statement_timeout, \
+             current_setting('lock_timeout') AS lock_timeout, \
+             now()::text AS transaction_start",
+        )
+        .await
+        .unwrap();
+    let limits =
+        sqlarena_grader::run::Limits::new(std::time::Duration::from_millis(1500), 10, 1 << 20);
+    let clock = sandbox.query_time();
+    let mut starts = Vec::new();
+    for _ in 0..3 {
+        let execution = session
+            .execute(&probe, &limits, true, &CancellationToken::new())
+            .await
+            .unwrap();
+        let row = &execution.result.unwrap().rows[0];
+        let text = |i: usize| row[i].as_str().unwrap().to_owned();
+        assert_eq!(text(0), "repeatable read");
+        assert_eq!(text(1), "on");
+        assert_eq!(text(2), "1500ms");
+        assert_eq!(text(3), "1s");
+        starts.push(text(4));
+    }
+    starts.dedup();
+    assert_eq!(starts.len(), 3, "each run starts a transaction: {starts:?}");
+    assert!(
+        sandbox.query_time() > clock,
+        "the sandbox's query clock counts the runs"
+    );
+    assert!(session.is_open());
+    drop(session);
+    drop(bundle);
+    cleanup(sandbox).await;
+}

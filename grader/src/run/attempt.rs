@@ -149,14 +149,14 @@ async fn grade_case(
     limits: &Limits,
     cancel: &CancellationToken,
 ) -> Result<CaseResult, JobError> {
-    let student = match session.prepare(&payload.query).await {
+    let (student, reference) = session
+        .prepare_pair(&payload.query, &bundle.bundle.solution)
+        .await;
+    let student = match student {
         Ok(prepared) => prepared,
         Err(error) => return student_failure(case_id, error),
     };
-    let reference = session
-        .prepare(&bundle.bundle.solution)
-        .await
-        .map_err(|e| reference_failure(case_id, e))?;
+    let reference = reference.map_err(|e| reference_failure(case_id, e))?;
     let warm_up = match session.execute(&student, limits, true, cancel).await {
         Ok(execution) => execution,
         Err(error) => return student_failure(case_id, error),

@@ -5,7 +5,7 @@ use sqlarena_common::{ExpectedCase, InitOutcome, InitPayload};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, instrument};
 
-use super::query::{Limits, QueryError, RunnerSession};
+use super::query::{Limits, QueryError};
 use super::row_order;
 use crate::compare::{first_unfixed_tie, RowOrder};
 use crate::error::JobError;
@@ -123,7 +123,7 @@ async fn run_reference(
     limits: &Limits,
     cancel: &CancellationToken,
 ) -> Result<ExpectedCase, QueryError> {
-    let mut session = RunnerSession::connect(&sandbox.runner_config(database)).await?;
+    let mut session = sandbox.connect_runner(database).await?;
     let prepared = session.prepare(solution).await?;
     let first = session.execute(&prepared, limits, true, cancel).await?;
     let mut result = first.result.unwrap_or_default();

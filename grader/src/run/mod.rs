@@ -9,7 +9,7 @@ pub mod query;
 
 pub use attempt::run_attempt;
 pub use init::run_init;
-pub use query::{Limits, QueryError, RunnerSession};
+pub use query::{Limits, QueryClock, QueryError, RunnerSession};
 
 use sqlarena_common::Column;
 

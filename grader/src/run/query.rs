@@ -3,26 +3,27 @@
 //! A [`RunnerSession`] is one connection that logs in as the runner. A
 //! query is checked to be a single SELECT-like statement, prepared with the
 //! extended protocol (which rejects several statements), and must return at
-//! least one column. Each run happens inside `BEGIN ISOLATION LEVEL
+//! least one column. Each run happens inside its own `BEGIN ISOLATION LEVEL
 //! REPEATABLE READ, READ ONLY` with `SET LOCAL` statement and lock timeouts,
-//! fetches through a portal in batches under row and byte caps, and rolls
-//! back. A client-side deadline (or a job cancellation) cancels the query
-//! with the connection's CancelToken; after any error the connection is
-//! dropped.
+//! streams its rows through the unnamed portal under row and byte caps, and
+//! rolls back; the three are pipelined into one round trip. A client-side
+//! deadline, a cap (or a job cancellation) cancels the query with the
+//! connection's CancelToken; after any error the connection is dropped.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::TryStreamExt;
 use sqlarena_common::{Column, QueryResult};
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{CancelToken, Client, Config, IsolationLevel, NoTls, Row, Statement};
+use tokio_postgres::{CancelToken, Client, Config, NoTls, Row, RowStream, Statement};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use super::cells::{decode, needs_text_cast, RawCell};
 use crate::sqltext::{first_keyword, split_statements};
 
-/// Rows fetched from the portal per round trip.
-const FETCH_BATCH: i32 = 1000;
 /// How much longer than the server-side timeout the client waits before
 /// cancelling the query itself.
 const CLIENT_DEADLINE_GRACE: Duration = Duration::from_millis(500);
@@ -92,6 +93,27 @@ pub struct Execution {
 pub struct RunnerSession {
     client: Option<Client>,
     cancel: CancelToken,
+    clock: Arc<QueryClock>,
+}
+
+/// The total time of the runs (execute + fetch) of the sessions sharing
+/// it, so the time spent around them can be told apart.
+#[derive(Debug, Default)]
+pub struct QueryClock {
+    nanos: AtomicU64,
+}
+
+impl QueryClock {
+    /// Adds one run's time.
+    fn add(&self, elapsed: Duration) {
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        self.nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    /// Returns the time of all runs so far.
+    pub fn total(&self) -> Duration {
+        Duration::from_nanos(self.nanos.load(Ordering::Relaxed))
+    }
 }
 
 /// Formats a limit for a student: `5 s` or `250 ms`.
@@ -167,12 +189,15 @@ fn failure(error: &tokio_postgres::Error, limits: &Limits) -> QueryError {
 }
 
 impl RunnerSession {
-    /// Connects as the runner with `config`.
+    /// Connects as the runner with `config`; its runs add to `clock`.
     ///
     /// # Errors
     ///
     /// Returns [`QueryError::Connection`] when PostgreSQL refuses.
-    pub async fn connect(config: &Config) -> Result<RunnerSession, QueryError> {
+    pub async fn connect(
+        config: &Config,
+        clock: Arc<QueryClock>,
+    ) -> Result<RunnerSession, QueryError> {
         let (client, connection) = config
             .connect(NoTls)
             .await
@@ -186,6 +211,7 @@ impl RunnerSession {
         Ok(RunnerSession {
             client: Some(client),
             cancel,
+            clock,
         })
     }
 
@@ -210,79 +236,38 @@ impl RunnerSession {
     ///
     /// [`QueryError::Rejected`] for a query of the wrong shape (several
     /// statements, not a SELECT, no columns), [`QueryError::Failed`] with
-    /// PostgreSQL's message for an invalid query.
+    /// PostgreSQL's message for an invalid query. Any error drops the
+    /// connection.
     pub async fn prepare(&mut self, sql: &str) -> Result<PreparedQuery, QueryError> {
-        check_query_shape(sql)?;
-        let limits = Limits::new(Duration::from_secs(10), 0, 0);
-        let result = self.prepare_unchecked(sql, &limits).await;
+        let result = prepare_checked(self.client()?, sql).await;
         if result.is_err() {
             self.client = None;
         }
         result
     }
 
-    /// Prepares an already checked query.
-    async fn prepare_unchecked(
+    /// Prepares two queries in one round trip, with the results and errors
+    /// of [`prepare`](Self::prepare) for each.
+    pub async fn prepare_pair(
         &mut self,
-        sql: &str,
-        limits: &Limits,
-    ) -> Result<PreparedQuery, QueryError> {
-        let client = self.client()?;
-        let statement = client.prepare(sql).await.map_err(|error| {
-            let multiple = error
-                .as_db_error()
-                .is_some_and(|db| db.message().contains("cannot insert multiple commands"));
-            if multiple {
-                QueryError::Rejected(
-                    "only a single SELECT statement is allowed (found several statements)".into(),
-                )
-            } else {
-                failure(&error, limits)
-            }
-        })?;
-        if statement.columns().is_empty() {
-            return Err(QueryError::Rejected(
-                "the query must be a SELECT that returns at least one column".into(),
-            ));
-        }
-        let columns: Vec<Column> = statement
-            .columns()
-            .iter()
-            .map(|c| Column {
-                name: c.name().to_string(),
-                type_name: c.type_().name().to_string(),
-            })
-            .collect();
-        if !statement
-            .columns()
-            .iter()
-            .any(|c| needs_text_cast(c.type_()))
-        {
-            return Ok(PreparedQuery { statement, columns });
-        }
-        let selected: Vec<String> = statement
-            .columns()
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                if needs_text_cast(c.type_()) {
-                    format!("c{i}::text")
-                } else {
-                    format!("c{i}")
-                }
-            })
-            .collect();
-        let aliases: Vec<String> = (0..columns.len()).map(|i| format!("c{i}")).collect();
-        let wrapped = format!(
-            "SELECT {} FROM (\n{sql}\n) AS sqlarena_query({})",
-            selected.join(", "),
-            aliases.join(", ")
+        first: &str,
+        second: &str,
+    ) -> (
+        Result<PreparedQuery, QueryError>,
+        Result<PreparedQuery, QueryError>,
+    ) {
+        let client = match self.client() {
+            Ok(client) => client,
+            Err(error) => return (Err(error.clone()), Err(error)),
+        };
+        let pair = tokio::join!(
+            prepare_checked(client, first),
+            prepare_checked(client, second)
         );
-        let statement = client
-            .prepare(&wrapped)
-            .await
-            .map_err(|error| failure(&error, limits))?;
-        Ok(PreparedQuery { statement, columns })
+        if pair.0.is_err() || pair.1.is_err() {
+            self.client = None;
+        }
+        pair
     }
 
     /// Runs a prepared query once. With `keep_rows`, the decoded result is
@@ -304,7 +289,7 @@ impl RunnerSession {
         let client = self.client()?;
         let deadline = limits.timeout + CLIENT_DEADLINE_GRACE;
         let outcome = tokio::select! {
-            outcome = run_once(client, query, limits) => outcome,
+            outcome = run_once(client, &cancel_token, query, limits) => outcome,
             () = tokio::time::sleep(deadline) => {
                 cancel_query(&cancel_token).await;
                 Err(QueryError::Failed(format!(
@@ -324,6 +309,7 @@ impl RunnerSession {
                 return Err(error);
             }
         };
+        self.clock.add(elapsed);
         let result = if keep_rows {
             match decode_rows(query, &rows) {
                 Ok(result) => Some(result),
@@ -339,6 +325,67 @@ impl RunnerSession {
     }
 }
 
+/// Checks the shape of a query and prepares it.
+async fn prepare_checked(client: &Client, sql: &str) -> Result<PreparedQuery, QueryError> {
+    check_query_shape(sql)?;
+    let limits = Limits::new(Duration::from_secs(10), 0, 0);
+    let statement = client.prepare(sql).await.map_err(|error| {
+        let multiple = error
+            .as_db_error()
+            .is_some_and(|db| db.message().contains("cannot insert multiple commands"));
+        if multiple {
+            QueryError::Rejected(
+                "only a single SELECT statement is allowed (found several statements)".into(),
+            )
+        } else {
+            failure(&error, &limits)
+        }
+    })?;
+    if statement.columns().is_empty() {
+        return Err(QueryError::Rejected(
+            "the query must be a SELECT that returns at least one column".into(),
+        ));
+    }
+    let columns: Vec<Column> = statement
+        .columns()
+        .iter()
+        .map(|c| Column {
+            name: c.name().to_string(),
+            type_name: c.type_().name().to_string(),
+        })
+        .collect();
+    if !statement
+        .columns()
+        .iter()
+        .any(|c| needs_text_cast(c.type_()))
+    {
+        return Ok(PreparedQuery { statement, columns });
+    }
+    let selected: Vec<String> = statement
+        .columns()
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            if needs_text_cast(c.type_()) {
+                format!("c{i}::text")
+            } else {
+                format!("c{i}")
+            }
+        })
+        .collect();
+    let aliases: Vec<String> = (0..columns.len()).map(|i| format!("c{i}")).collect();
+    let wrapped = format!(
+        "SELECT {} FROM (\n{sql}\n) AS sqlarena_query({})",
+        selected.join(", "),
+        aliases.join(", ")
+    );
+    let statement = client
+        .prepare(&wrapped)
+        .await
+        .map_err(|error| failure(&error, &limits))?;
+    Ok(PreparedQuery { statement, columns })
+}
+
 /// Sends a cancel request for the connection's running query.
 async fn cancel_query(token: &CancelToken) {
     if let Err(error) = token.cancel_query(NoTls).await {
@@ -346,50 +393,75 @@ async fn cancel_query(token: &CancelToken) {
     }
 }
 
-/// One transaction: begin read-only, set timeouts, bind and fetch under
-/// the caps, roll back. Returns the rows and the execute + fetch time.
+/// One run in its own transaction, sent as one pipeline: `BEGIN ... READ
+/// ONLY` with `SET LOCAL` timeouts, then the query (bind and execute), then
+/// `ROLLBACK`. PostgreSQL runs the three in order, so the run pays one
+/// round trip, not three; the rows stream back under the caps. Returns the
+/// rows and the time from sending to the last row.
+///
+/// If BEGIN failed, the query would run outside the transaction but still
+/// under the runner role's own settings (read-only, statement timeout); the
+/// failure is reported and the connection dropped.
 async fn run_once(
-    client: &mut Client,
+    client: &Client,
+    cancel: &CancelToken,
     query: &PreparedQuery,
     limits: &Limits,
 ) -> Result<(Vec<Row>, Duration), QueryError> {
-    let transaction = client
-        .build_transaction()
-        .isolation_level(IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await
-        .map_err(|e| failure(&e, limits))?;
-    let set_timeouts = format!(
-        "SET LOCAL statement_timeout = {}; SET LOCAL lock_timeout = {}",
+    let begin = format!(
+        "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; \
+         SET LOCAL statement_timeout = {}; SET LOCAL lock_timeout = {}",
         limits.timeout.as_millis().max(1),
         limits.lock_timeout.as_millis().max(1)
     );
-    // SET LOCAL and Bind are pipelined: the server runs them in order, so
-    // the timeouts apply before the query starts, one round trip sooner.
     let started = Instant::now();
-    let (set, portal) = tokio::join!(
-        transaction.batch_execute(&set_timeouts),
-        transaction.bind(&query.statement, &[])
-    );
-    set.map_err(|e| failure(&e, limits))?;
-    let portal = portal.map_err(|e| failure(&e, limits))?;
-    let mut rows = Vec::new();
-    let mut bytes = 0usize;
-    loop {
-        let batch = transaction
-            .query_portal(&portal, FETCH_BATCH)
+    let fetch = async {
+        let stream = client
+            .query_raw(&query.statement, NO_PARAMETERS)
             .await
             .map_err(|e| failure(&e, limits))?;
-        let done = batch.len() < FETCH_BATCH as usize;
-        for row in batch {
-            for index in 0..row.len() {
-                if let Ok(Some(RawCell(raw))) = row.try_get::<_, Option<RawCell>>(index) {
-                    bytes += raw.len();
-                }
-            }
-            rows.push(row);
+        let rows = fetch_capped(stream, limits).await;
+        if rows.is_err() {
+            // The server may still be producing rows nobody will read.
+            cancel_query(cancel).await;
         }
+        Ok::<_, QueryError>((rows?, started.elapsed()))
+    };
+    // try_join polls the three in order, which sends them in order, and
+    // gives up as soon as one fails.
+    let ((), fetched, ()) = tokio::try_join!(
+        async {
+            client
+                .batch_execute(&begin)
+                .await
+                .map_err(|e| failure(&e, limits))
+        },
+        fetch,
+        async {
+            client
+                .batch_execute("ROLLBACK")
+                .await
+                .map_err(|e| failure(&e, limits))
+        },
+    )?;
+    Ok(fetched)
+}
+
+/// No query parameters: student queries take none.
+const NO_PARAMETERS: [&(dyn tokio_postgres::types::ToSql + Sync); 0] = [];
+
+/// Reads a result stream, failing as soon as it passes the row or byte cap.
+async fn fetch_capped(stream: RowStream, limits: &Limits) -> Result<Vec<Row>, QueryError> {
+    let mut stream = std::pin::pin!(stream);
+    let mut rows = Vec::new();
+    let mut bytes = 0usize;
+    while let Some(row) = stream.try_next().await.map_err(|e| failure(&e, limits))? {
+        for index in 0..row.len() {
+            if let Ok(Some(RawCell(raw))) = row.try_get::<_, Option<RawCell>>(index) {
+                bytes += raw.len();
+            }
+        }
+        rows.push(row);
         if rows.len() > limits.max_rows {
             return Err(QueryError::Failed(format!(
                 "your query returned more than {} rows (the limit)",
@@ -402,16 +474,8 @@ async fn run_once(
                 limits.max_bytes
             )));
         }
-        if done {
-            break;
-        }
     }
-    let elapsed = started.elapsed();
-    drop(portal);
-    // Dropping the transaction queues its ROLLBACK without waiting for the
-    // reply; the next command on this connection runs after it.
-    drop(transaction);
-    Ok((rows, elapsed))
+    Ok(rows)
 }
 
 /// Converts fetched rows into a typed result.

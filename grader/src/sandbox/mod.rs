@@ -27,7 +27,7 @@ pub use hardening::{check_runner_attributes, RoleAttributes};
 
 use crate::error::JobError;
 use crate::run::pool::SessionPool;
-use crate::run::{QueryError, RunnerSession};
+use crate::run::{QueryClock, QueryError, RunnerSession};
 use crate::sqltext::split_statements;
 
 /// Settings of the sandbox.
@@ -120,6 +120,7 @@ pub struct Sandbox {
     cache: Mutex<BundleCache>,
     build_lock: Mutex<()>,
     sessions: SessionPool,
+    query_clock: Arc<QueryClock>,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -208,6 +209,7 @@ impl Sandbox {
             cache: Mutex::new(BundleCache::new(config.cache_size)),
             build_lock: Mutex::new(()),
             sessions: SessionPool::new((config.runner_connection_limit / 2) as usize),
+            query_clock: Arc::default(),
             prefix,
         };
         let client = sandbox.admin_client(None).await?;
@@ -248,7 +250,7 @@ impl Sandbox {
 
     /// Returns the connection settings of the runner role for `database`:
     /// TCP to the admin URL's host (127.0.0.1 when it names a socket).
-    pub fn runner_config(&self, database: &str) -> Config {
+    fn runner_config(&self, database: &str) -> Config {
         let host = self
             .admin
             .get_hosts()
@@ -509,8 +511,23 @@ impl Sandbox {
     pub async fn runner_session(&self, database: &str) -> Result<RunnerSession, QueryError> {
         match self.sessions.take(database) {
             Some(session) => Ok(session),
-            None => RunnerSession::connect(&self.runner_config(database)).await,
+            None => self.connect_runner(database).await,
         }
+    }
+
+    /// Opens a new runner connection to `database`, outside the pool.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`QueryError::Connection`] when PostgreSQL refuses.
+    pub async fn connect_runner(&self, database: &str) -> Result<RunnerSession, QueryError> {
+        RunnerSession::connect(&self.runner_config(database), Arc::clone(&self.query_clock)).await
+    }
+
+    /// Returns the total time runner connections spent in runs (execute +
+    /// fetch), everything the grader does around them excluded.
+    pub fn query_time(&self) -> Duration {
+        self.query_clock.total()
     }
 
     /// Gives back a runner connection after a clean run for reuse.
