@@ -173,7 +173,7 @@ async fn main() -> anyhow::Result<()> {
         percentile(&overheads, 99.0)
     );
     println!(
-        "of which the first attempt (opens the pooled runner connections): {:.2} ms",
+        "the first attempt after the bundle build: {:.2} ms",
         overheads[0]
     );
     println!(

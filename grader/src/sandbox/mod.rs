@@ -588,6 +588,12 @@ impl Sandbox {
             }
         }
         info!(challenge_id = bundle.challenge_id, version_hash = %bundle.version_hash, "bundle built");
+        // Log the runner in now, so the first attempt does not pay for it.
+        for name in databases.values() {
+            if let Ok(session) = self.connect_runner(name).await {
+                self.sessions.put(name, session);
+            }
+        }
         let built = Arc::new(CachedBundle { bundle, databases });
         let evicted = self.cache.lock().await.insert(Arc::clone(&built));
         for bundle in evicted {
