@@ -405,6 +405,69 @@ pub async fn cancel_attempt(
     Ok(attempt.await?)
 }
 
+/// Why an attempt of an older version of a challenge was cancelled.
+fn outdated_reason(version: i64) -> String {
+    format!(
+        "the challenge changed (now version {version}) before this attempt was graded; \
+         submit it again once the challenge is READY"
+    )
+}
+
+/// Cancels the unfinished attempts of older versions of `challenge`, which
+/// could only be graded against databases that no longer match. Returns
+/// how many were cancelled.
+///
+/// # Errors
+/// Store failures.
+pub async fn cancel_outdated_attempts(state: &AppState, challenge: &Challenge) -> ApiResult<usize> {
+    let reason = outdated_reason(challenge.version);
+    let mut cancelled = 0;
+    for attempt in state
+        .store
+        .list_unfinished_challenge_attempts(challenge.id)
+        .await?
+    {
+        if attempt.challenge_version == challenge.version {
+            continue;
+        }
+        match cancel_attempt(state, &attempt, &reason).await {
+            Ok(_) => cancelled += 1,
+            // It finished meanwhile.
+            Err(ApiError::Conflict(_)) => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(cancelled)
+}
+
+/// Cancels an attempt just queued if its challenge moved to another
+/// version meanwhile. A change cancels the unfinished attempts it lists,
+/// but an attempt created while the change ran can come after that list;
+/// looking at the challenge again once the attempt is stored closes the
+/// gap: either the change's list holds the attempt or this sees the new
+/// version.
+///
+/// # Errors
+/// Store failures.
+pub async fn cancel_if_outdated(state: &AppState, attempt: Attempt) -> ApiResult<Attempt> {
+    let Some(challenge) = state.store.get_challenge(attempt.challenge_id).await? else {
+        return Ok(attempt);
+    };
+    if challenge.version == attempt.challenge_version {
+        return Ok(attempt);
+    }
+    match cancel_attempt(state, &attempt, &outdated_reason(challenge.version)).await {
+        Ok(cancelled) => Ok(cancelled),
+        // The change's own sweep got there first.
+        Err(ApiError::Conflict(_)) => Ok(state
+            .store
+            .get_attempt(attempt.id)
+            .await?
+            .unwrap_or(attempt)),
+        Err(error) => Err(error),
+    }
+}
+
 /// Cancels the queued or running init jobs of older versions of a
 /// challenge, whose results would be ignored anyway; a grader running one
 /// learns it from its next heartbeat. Returns how many were cancelled.

@@ -15,7 +15,10 @@ use serde_json::{json, Value};
 use sqlarena_common::{
     AttemptStatus, CaseResult, CaseStatus, Column, JobKind, JobPayload, JobState, Lane, QueryResult,
 };
-use sqlarena_coordinator::store::{AttemptUpdate, Challenge, InitResult, Job, JobFilter};
+use sqlarena_coordinator::jobs;
+use sqlarena_coordinator::store::{
+    AttemptUpdate, Challenge, InitResult, Job, JobFilter, NewAttempt,
+};
 
 const PASSWORD: &str = "password-123";
 
@@ -992,6 +995,8 @@ async fn a_new_solution_makes_a_new_version_that_is_reinitialized() {
     pass(&server, graded, &old_ids).await;
     let queued = submit(&server, &other, id).await;
     assert_eq!(leaderboard(&server, &student, id).await, vec![graded]);
+    // What a submission racing the change read: version 1.
+    let read_before_change = server.store().get_challenge(id).await.unwrap().unwrap();
 
     let reply = update_challenge(
         &server,
@@ -1086,6 +1091,70 @@ async fn a_new_solution_makes_a_new_version_that_is_reinitialized() {
     assert_eq!(
         server.store().get_job(job_id).await.unwrap().unwrap().state,
         JobState::Cancelled
+    );
+
+    // A submission that read version 1 but was stored after the change's
+    // sweep is cancelled once it sees the new version.
+    let late = server
+        .store()
+        .create_attempt(NewAttempt {
+            user_id: read_before_change.created_user_id,
+            challenge_id: id,
+            challenge_version: 1,
+            query: "SELECT a FROM t".into(),
+        })
+        .await
+        .unwrap();
+    let (late, late_job) = jobs::enqueue_attempt(&server.state, &read_before_change, &late)
+        .await
+        .unwrap();
+    let late = jobs::cancel_if_outdated(&server.state, late).await.unwrap();
+    assert_eq!(late.status, AttemptStatus::Cancelled);
+    assert!(late
+        .error
+        .as_deref()
+        .is_some_and(|error| error.contains("challenge changed (now version 2)")));
+    assert_eq!(
+        server
+            .store()
+            .get_job(late_job.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        JobState::Cancelled
+    );
+
+    // Jobs made for version 1 cannot be retried: there is nothing left to
+    // grade them against.
+    let admin = server.admin_token().await;
+    for job in [job_id, inits[0].id] {
+        let message = server
+            .post(
+                &format!("/api/v1/admin/jobs/{job}/retry"),
+                Some(&admin),
+                json!({}),
+            )
+            .await
+            .expect_error(StatusCode::CONFLICT);
+        assert!(
+            message.contains("version 1") && message.contains("cannot be retried"),
+            "{message}"
+        );
+        assert_eq!(
+            server.store().get_job(job).await.unwrap().unwrap().state,
+            JobState::Cancelled
+        );
+    }
+    assert_eq!(
+        server
+            .store()
+            .get_attempt(queued)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        AttemptStatus::Cancelled
     );
 
     // PENDING again: no attempts until the new version is READY.

@@ -344,6 +344,7 @@ async fn retry_job(
         .get_job(id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no job {id}")))?;
+    check_version_is_current(&state, &existing).await?;
     let Some(job) = state.store.retry_job(id).await? else {
         return Err(ApiError::Conflict(format!(
             "job {id} is {}: only FAILED or CANCELLED jobs can be retried",
@@ -363,6 +364,35 @@ async fn retry_job(
     state.dispatcher.notify(job.lane);
     tracing::info!(job_id = %id, admin = user.0.id, "job requeued by admin");
     Ok(ok(JobView::from(job)))
+}
+
+/// Refuses to retry a job made for a version of a challenge that has since
+/// changed: its grading would be against databases that no longer exist.
+async fn check_version_is_current(state: &AppState, job: &Job) -> ApiResult<()> {
+    let (challenge_id, version, what) = match &job.payload {
+        JobPayload::Attempt(payload) => (
+            payload.challenge_id,
+            payload.challenge_version,
+            format!("attempt {}", payload.attempt_id),
+        ),
+        JobPayload::Init(payload) => (
+            payload.challenge_id,
+            payload.version,
+            "initialization".to_string(),
+        ),
+    };
+    match state.store.get_challenge(challenge_id).await? {
+        Some(challenge) if challenge.version == version => Ok(()),
+        Some(challenge) => Err(ApiError::Conflict(format!(
+            "job {} ({what}) was made for version {version} of challenge {challenge_id}, which is \
+             now at version {}: it cannot be retried; submit a new attempt instead",
+            job.id, challenge.version
+        ))),
+        None => Err(ApiError::Conflict(format!(
+            "job {}: challenge {challenge_id} no longer exists, so it cannot be retried",
+            job.id
+        ))),
+    }
 }
 
 #[derive(Serialize)]

@@ -90,6 +90,7 @@ async fn create_attempt(
         })
         .await?;
     let (attempt, job) = jobs::enqueue_attempt(&state, &challenge, &attempt).await?;
+    let attempt = jobs::cancel_if_outdated(&state, attempt).await?;
     tracing::info!(attempt_id = attempt.id, challenge_id = challenge.id, user_id = user.0.id, job_id = %job.id, lane = %job.lane, "attempt queued");
     Ok(created(AttemptView::new(
         &attempt,

@@ -418,23 +418,7 @@ async fn update_challenge(
     };
     if new_version {
         let job = jobs::enqueue_init(&state, &challenge).await?;
-        let reason = format!(
-            "the challenge changed (now version {}) before this attempt was graded; \
-             submit it again once the challenge is READY",
-            challenge.version
-        );
-        let mut cancelled = 0;
-        for attempt in state.store.list_unfinished_challenge_attempts(id).await? {
-            if attempt.challenge_version == challenge.version {
-                continue;
-            }
-            match jobs::cancel_attempt(&state, &attempt, &reason).await {
-                Ok(_) => cancelled += 1,
-                // It finished meanwhile.
-                Err(ApiError::Conflict(_)) => {}
-                Err(error) => return Err(error),
-            }
-        }
+        let cancelled = jobs::cancel_outdated_attempts(&state, &challenge).await?;
         let stale_inits = jobs::cancel_stale_inits(&state, id, challenge.version).await?;
         tracing::info!(challenge_id = id, version = challenge.version, user_id = user.0.id, job_id = %job.id, cancelled, stale_inits, "challenge changed, new version queued for init");
     } else {
