@@ -227,3 +227,62 @@ async fn a_runner_role_with_memberships_is_refused() {
         "{error}"
     );
 }
+
+/// Init SQL is the professor's and may be hostile: it runs on a connection
+/// that logs in as the owner role, so RESET ROLE or SET SESSION
+/// AUTHORIZATION give nothing back, and superuser powers stay out of reach.
+#[tokio::test]
+async fn init_sql_runs_as_the_owner_login_and_cannot_escalate() {
+    let prefix = "sqlarena_t_init_owner";
+    let sandbox = start_sandbox(prefix).await;
+    let mut payload = people_init("SELECT login, acting FROM who", &[(1, String::new())], 1);
+    payload.init = "RESET ROLE; SET SESSION AUTHORIZATION DEFAULT; \
+                    CREATE TABLE who AS SELECT session_user::text AS login, current_user::text AS acting"
+        .into();
+    let outcome = init(&sandbox, &payload).await;
+    assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
+    let owner = format!("{prefix}_owner");
+    assert_eq!(
+        outcome.expected[0].result.rows,
+        vec![vec![json!(owner), json!(owner)]]
+    );
+
+    let marker = std::env::temp_dir().join(format!("{prefix}_escaped"));
+    let _ = std::fs::remove_file(&marker);
+    for hostile in [
+        format!("RESET ROLE; ALTER ROLE {prefix}_runner SUPERUSER"),
+        format!("ALTER ROLE {prefix}_owner SUPERUSER"),
+        "SET SESSION AUTHORIZATION postgres".to_string(),
+        "SET ROLE postgres".to_string(),
+        format!("COPY (SELECT 1) TO PROGRAM 'touch {}'", marker.display()),
+        "CREATE DATABASE sqlarena_t_escaped".to_string(),
+    ] {
+        payload.init = format!("CREATE TABLE who (login text, acting text); {hostile}");
+        let outcome = init(&sandbox, &payload).await;
+        assert_eq!(outcome.errors.len(), 1, "{hostile}: {:?}", outcome.errors);
+        assert!(
+            outcome.errors[0].contains("statement"),
+            "{hostile}: {:?}",
+            outcome.errors
+        );
+    }
+    assert!(!marker.exists(), "COPY TO PROGRAM ran");
+    let admin = admin("postgres").await;
+    let row = admin
+        .query_one(
+            "SELECT bool_or(rolsuper) FROM pg_roles WHERE rolname = ANY($1)",
+            &[&vec![format!("{prefix}_owner"), format!("{prefix}_runner")]],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, Option<bool>>(0), Some(false));
+    let escaped = admin
+        .query_opt(
+            "SELECT 1 FROM pg_database WHERE datname = 'sqlarena_t_escaped'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(escaped.is_none());
+    cleanup(sandbox).await;
+}

@@ -180,12 +180,17 @@ pub struct RoleAttributes {
     pub memberships: i64,
 }
 
-/// Checks that a runner role is harmless.
+/// Checks that a role that logs in for hostile SQL (the runner for
+/// students, the owner for init SQL) is harmless.
 ///
 /// # Errors
 ///
 /// Returns a message naming every dangerous attribute.
-pub fn check_runner_attributes(role: &str, attributes: &RoleAttributes) -> Result<(), String> {
+pub fn check_role_attributes(
+    kind: &str,
+    role: &str,
+    attributes: &RoleAttributes,
+) -> Result<(), String> {
     let mut problems = Vec::new();
     if attributes.superuser {
         problems.push("is a superuser");
@@ -209,7 +214,7 @@ pub fn check_runner_attributes(role: &str, attributes: &RoleAttributes) -> Resul
         Ok(())
     } else {
         Err(format!(
-            "refusing to run: the runner role {role:?} {}; fix the role or choose another --prefix",
+            "refusing to run: the {kind} role {role:?} {}; fix the role or choose another --prefix",
             problems.join(", ")
         ))
     }
@@ -221,7 +226,7 @@ mod tests {
 
     #[test]
     fn a_plain_runner_passes_the_check() {
-        assert!(check_runner_attributes("r", &RoleAttributes::default()).is_ok());
+        assert!(check_role_attributes("runner", "r", &RoleAttributes::default()).is_ok());
     }
 
     #[test]
@@ -230,7 +235,7 @@ mod tests {
             superuser: true,
             ..RoleAttributes::default()
         };
-        let message = check_runner_attributes("sqlarena_runner", &attributes).unwrap_err();
+        let message = check_role_attributes("runner", "sqlarena_runner", &attributes).unwrap_err();
         assert!(
             message.contains("refusing to run") && message.contains("is a superuser"),
             "{message}"
@@ -248,7 +253,7 @@ mod tests {
             bypass_rls: true,
             memberships: 1,
         };
-        let message = check_runner_attributes("r", &attributes).unwrap_err();
+        let message = check_role_attributes("runner", "r", &attributes).unwrap_err();
         for part in [
             "create roles",
             "create databases",

@@ -23,7 +23,7 @@ use tokio_postgres::{Client, Config, NoTls};
 use tracing::{debug, info, warn};
 
 pub use cache::{BundleCache, CachedBundle};
-pub use hardening::{check_runner_attributes, RoleAttributes};
+pub use hardening::{check_role_attributes, RoleAttributes};
 
 use crate::error::JobError;
 use crate::run::pool::SessionPool;
@@ -61,7 +61,7 @@ pub enum SandboxError {
     #[error("sandbox setup failed while {step}: {message}")]
     Setup { step: &'static str, message: String },
     #[error("{0}")]
-    UnsafeRunner(String),
+    UnsafeRole(String),
 }
 
 /// Why a test-case database could not be built.
@@ -116,6 +116,7 @@ pub struct Sandbox {
     runner_role: String,
     template: String,
     runner_password: String,
+    owner_password: String,
     init_timeout: Duration,
     cache: Mutex<BundleCache>,
     build_lock: Mutex<()>,
@@ -144,6 +145,25 @@ fn valid_prefix(prefix: &str) -> bool {
         && prefix
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// Runs an ALTER ROLE that sets a password; its error is reported without
+/// the statement, which carries the password.
+async fn alter_with_password(
+    client: &Client,
+    statement: &str,
+    step: &'static str,
+) -> Result<(), SandboxError> {
+    client
+        .batch_execute(statement)
+        .await
+        .map_err(|e| SandboxError::Setup {
+            step,
+            message: e
+                .as_db_error()
+                .map(|db| db.message().to_string())
+                .unwrap_or_else(|| e.to_string()),
+        })
 }
 
 /// Connects with `config` and drives the connection in a background task.
@@ -205,6 +225,7 @@ impl Sandbox {
             runner_role: format!("{prefix}_runner"),
             template: format!("{prefix}_template"),
             runner_password: Alphanumeric.sample_string(&mut rand::thread_rng(), 32),
+            owner_password: Alphanumeric.sample_string(&mut rand::thread_rng(), 32),
             init_timeout: config.init_timeout,
             cache: Mutex::new(BundleCache::new(config.cache_size)),
             build_lock: Mutex::new(()),
@@ -215,7 +236,7 @@ impl Sandbox {
         let client = sandbox.admin_client(None).await?;
         sandbox.drop_stale_databases(&client).await?;
         sandbox.setup_roles(&client, config).await?;
-        sandbox.check_runner(&client).await?;
+        sandbox.check_roles(&client).await?;
         sandbox.create_template(&client).await?;
         info!(prefix = %sandbox.prefix, "sandbox ready");
         Ok(sandbox)
@@ -251,6 +272,33 @@ impl Sandbox {
     /// Returns the connection settings of the runner role for `database`:
     /// TCP to the admin URL's host (127.0.0.1 when it names a socket).
     fn runner_config(&self, database: &str) -> Config {
+        self.login_config(
+            &self.runner_role,
+            &self.runner_password,
+            database,
+            "sqlarena-runner",
+        )
+    }
+
+    /// Returns the connection settings of the owner role for `database`.
+    fn owner_config(&self, database: &str) -> Config {
+        self.login_config(
+            &self.owner_role,
+            &self.owner_password,
+            database,
+            "sqlarena-owner",
+        )
+    }
+
+    /// Returns the settings of a password login as `role` to `database`:
+    /// TCP to the admin URL's host (127.0.0.1 when it names a socket).
+    fn login_config(
+        &self,
+        role: &str,
+        password: &str,
+        database: &str,
+        application: &str,
+    ) -> Config {
         let host = self
             .admin
             .get_hosts()
@@ -265,10 +313,10 @@ impl Sandbox {
         config
             .host(&host)
             .port(port)
-            .user(&self.runner_role)
-            .password(&self.runner_password)
+            .user(role)
+            .password(password)
             .dbname(database)
-            .application_name("sqlarena-runner")
+            .application_name(application)
             .connect_timeout(Duration::from_secs(10));
         config
     }
@@ -313,31 +361,22 @@ impl Sandbox {
                 .map_err(|e| setup_error("creating roles", &e))?;
         }
         let owner = quote_ident(&self.owner_role);
-        // INHERIT: the owner gets the public schema through its implicit
-        // pg_database_owner membership. It never logs in.
-        client
-            .batch_execute(&format!(
-                "ALTER ROLE {owner} NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE INHERIT NOREPLICATION NOBYPASSRLS"
-            ))
-            .await
-            .map_err(|e| setup_error("configuring the owner role", &e))?;
+        // The owner logs in itself to run init SQL, never via SET ROLE from
+        // the admin (RESET ROLE would undo that). INHERIT: it gets the
+        // public schema through its implicit pg_database_owner membership.
+        let alter_owner = format!(
+            "ALTER ROLE {owner} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE INHERIT NOREPLICATION NOBYPASSRLS \
+             CONNECTION LIMIT {} PASSWORD '{}'",
+            config.runner_connection_limit, self.owner_password
+        );
+        alter_with_password(client, &alter_owner, "configuring the owner role").await?;
         let runner = quote_ident(&self.runner_role);
-        let alter = format!(
+        let alter_runner = format!(
             "ALTER ROLE {runner} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT NOREPLICATION NOBYPASSRLS \
              CONNECTION LIMIT {} PASSWORD '{}'",
             config.runner_connection_limit, self.runner_password
         );
-        // The statement carries the password: its error is reported without it.
-        client
-            .batch_execute(&alter)
-            .await
-            .map_err(|e| SandboxError::Setup {
-                step: "configuring the runner role",
-                message: e
-                    .as_db_error()
-                    .map(|db| db.message().to_string())
-                    .unwrap_or_else(|| e.to_string()),
-            })?;
+        alter_with_password(client, &alter_runner, "configuring the runner role").await?;
         let timeout_ms = config.runner_statement_timeout.as_millis() as u64;
         for (name, value) in hardening::runner_settings(timeout_ms) {
             client
@@ -348,26 +387,30 @@ impl Sandbox {
         Ok(())
     }
 
-    /// Refuses to go on when the runner role can do anything dangerous.
-    async fn check_runner(&self, client: &Client) -> Result<(), SandboxError> {
-        let row = client
-            .query_one(
-                "SELECT rolsuper, rolcreaterole, rolcreatedb, rolreplication, rolbypassrls,
-                        (SELECT count(*) FROM pg_auth_members m WHERE m.member = r.oid)
-                 FROM pg_roles r WHERE rolname = $1",
-                &[&self.runner_role],
-            )
-            .await
-            .map_err(|e| setup_error("checking the runner role", &e))?;
-        let attributes = RoleAttributes {
-            superuser: row.get(0),
-            create_role: row.get(1),
-            create_db: row.get(2),
-            replication: row.get(3),
-            bypass_rls: row.get(4),
-            memberships: row.get(5),
-        };
-        check_runner_attributes(&self.runner_role, &attributes).map_err(SandboxError::UnsafeRunner)
+    /// Refuses to go on when the owner or the runner role can do more
+    /// than it should (superuser, role or database creation, memberships).
+    async fn check_roles(&self, client: &Client) -> Result<(), SandboxError> {
+        for (kind, role) in [("owner", &self.owner_role), ("runner", &self.runner_role)] {
+            let row = client
+                .query_one(
+                    "SELECT rolsuper, rolcreaterole, rolcreatedb, rolreplication, rolbypassrls,
+                            (SELECT count(*) FROM pg_auth_members m WHERE m.member = r.oid)
+                     FROM pg_roles r WHERE rolname = $1",
+                    &[role],
+                )
+                .await
+                .map_err(|e| setup_error("checking the owner and runner roles", &e))?;
+            let attributes = RoleAttributes {
+                superuser: row.get(0),
+                create_role: row.get(1),
+                create_db: row.get(2),
+                replication: row.get(3),
+                bypass_rls: row.get(4),
+                memberships: row.get(5),
+            };
+            check_role_attributes(kind, role, &attributes).map_err(SandboxError::UnsafeRole)?;
+        }
+        Ok(())
     }
 
     /// Creates the hardened template database.
@@ -438,28 +481,27 @@ impl Sandbox {
         }
     }
 
-    /// Runs init and data as the owner in `name`, then grants the runner
-    /// USAGE on the owner's schemas and SELECT on their tables.
+    /// Runs init and data on a connection logged in as the owner in
+    /// `name`, then, as the admin, grants the runner USAGE on the owner's
+    /// schemas and SELECT on their tables.
     async fn fill_case_database(
         &self,
         name: &str,
         init: &str,
         data: &str,
     ) -> Result<(), BuildError> {
-        let client = self
-            .admin_client(Some(name))
+        let owner = connect(&self.owner_config(name))
             .await
             .map_err(|e| BuildError::Infrastructure(e.to_string()))?;
-        client
+        owner
             .batch_execute(&format!(
-                "SET statement_timeout = {}; SET ROLE {}",
-                self.init_timeout.as_millis(),
-                quote_ident(&self.owner_role)
+                "SET statement_timeout = {}",
+                self.init_timeout.as_millis()
             ))
             .await
             .map_err(|e| BuildError::Infrastructure(db_message(&e)))?;
         for (index, statement) in split_statements(init).iter().enumerate() {
-            client
+            owner
                 .batch_execute(statement.text)
                 .await
                 .map_err(|e| BuildError::Init {
@@ -469,7 +511,7 @@ impl Sandbox {
                 })?;
         }
         for (index, statement) in split_statements(data).iter().enumerate() {
-            client
+            owner
                 .batch_execute(statement.text)
                 .await
                 .map_err(|e| BuildError::Data {
@@ -478,9 +520,13 @@ impl Sandbox {
                     message: db_message(&e),
                 })?;
         }
+        drop(owner);
+        let client = self
+            .admin_client(Some(name))
+            .await
+            .map_err(|e| BuildError::Infrastructure(e.to_string()))?;
         let grants = format!(
-            "RESET ROLE;
-             DO $grant$
+            "DO $grant$
              DECLARE schema_name text;
              BEGIN
                FOR schema_name IN
