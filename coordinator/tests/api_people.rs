@@ -1392,6 +1392,15 @@ async fn bad_requests_get_the_envelope_and_change_nothing() {
             "XX",
         ),
         (
+            "challenge: NUL in the solution",
+            Method::POST,
+            "/api/v1/challenges".into(),
+            Some(&professor),
+            challenge(&|b| b["solution"] = json!("SELECT '\u{0}'")),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "solution: must not contain NUL",
+        ),
+        (
             "challenge: times_to_run 0",
             Method::POST,
             "/api/v1/challenges".into(),
@@ -1680,6 +1689,15 @@ async fn bad_requests_get_the_envelope_and_change_nothing() {
             json!({"challenge_id": ready_id, "query": "x".repeat(65 * 1024)}),
             StatusCode::UNPROCESSABLE_ENTITY,
             "query",
+        ),
+        (
+            "attempt: NUL in the query",
+            Method::POST,
+            "/api/v1/attempts".into(),
+            Some(&student),
+            json!({"challenge_id": ready_id, "query": "SELECT '\u{0}'"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "NUL",
         ),
         (
             "attempt: unknown field",

@@ -303,3 +303,43 @@ async fn every_run_is_its_own_read_only_transaction() {
     drop(bundle);
     cleanup(sandbox).await;
 }
+
+/// Columns read as text go through a wrapper query: a trailing semicolon
+/// or comment must not break it, for the reference or for a student. A
+/// NUL character is the student's mistake, not a grader failure.
+#[tokio::test]
+async fn wrapped_queries_survive_semicolons_and_nul_is_rejected() {
+    let sandbox = start_sandbox("sqlarena_t_wrap").await;
+    let payload = people_init(
+        "SELECT id, make_interval(days => age) AS waited FROM people WHERE age >= 30;",
+        &[(1, people_data(20, 0))],
+        1,
+    );
+    let bundle = prepare_challenge(&sandbox, &payload, "wrap-v1").await;
+    let expected = bundle.bundle.test_cases[0].expected.as_ref().unwrap();
+    assert_eq!(expected.columns[1].type_name, "interval");
+    assert!(!expected.rows.is_empty());
+    let outcome = attempt(
+        &sandbox,
+        &bundle,
+        "select id, make_interval(days => age) as waited from people where not age < 30; -- done",
+        1,
+    )
+    .await;
+    assert_eq!(outcome.cases[0].status, CaseStatus::Passed, "{outcome:?}");
+
+    let outcome = attempt(
+        &sandbox,
+        &bundle,
+        "SELECT id FROM people WHERE name = '\0'",
+        1,
+    )
+    .await;
+    assert_eq!(outcome.cases[0].status, CaseStatus::Error);
+    assert!(
+        outcome.cases[0].error.as_deref().unwrap().contains("NUL"),
+        "{outcome:?}"
+    );
+    drop(bundle);
+    cleanup(sandbox).await;
+}

@@ -53,6 +53,11 @@ async fn create_attempt(
     if request.query.trim().is_empty() {
         return Err(ApiError::Unprocessable("query: must not be empty".into()));
     }
+    if request.query.contains('\0') {
+        return Err(ApiError::Unprocessable(
+            "query: must not contain NUL characters (PostgreSQL cannot run them)".into(),
+        ));
+    }
     if request.query.len() > MAX_QUERY {
         return Err(ApiError::Unprocessable(format!(
             "query: at most {} KiB",

@@ -119,6 +119,11 @@ fn check_sql(field: &str, text: &str) -> ApiResult<()> {
             MAX_SQL / 1024
         )));
     }
+    if text.contains('\0') {
+        return Err(ApiError::Unprocessable(format!(
+            "{field}: must not contain NUL characters (PostgreSQL cannot run them)"
+        )));
+    }
     Ok(())
 }
 

@@ -126,12 +126,18 @@ pub fn describe_duration(duration: Duration) -> String {
 }
 
 /// Checks the shape of a student query before it reaches PostgreSQL: one
-/// statement starting with SELECT, WITH, VALUES or TABLE.
+/// statement starting with SELECT, WITH, VALUES or TABLE. Returns that
+/// statement without its semicolon.
 ///
 /// # Errors
 ///
 /// Returns [`QueryError::Rejected`] with a message for the student.
-pub fn check_query_shape(sql: &str) -> Result<(), QueryError> {
+pub fn check_query_shape(sql: &str) -> Result<&str, QueryError> {
+    if sql.contains('\0') {
+        return Err(QueryError::Rejected(
+            "the query contains a NUL character, which PostgreSQL does not accept".into(),
+        ));
+    }
     let statements = split_statements(sql);
     match statements.len() {
         0 => return Err(QueryError::Rejected("the query is empty".into())),
@@ -143,7 +149,7 @@ pub fn check_query_shape(sql: &str) -> Result<(), QueryError> {
         }
     }
     match first_keyword(statements[0].text).as_deref() {
-        Some("select" | "with" | "values" | "table") => Ok(()),
+        Some("select" | "with" | "values" | "table") => Ok(statements[0].text),
         Some(keyword) if !keyword.is_empty() => Err(QueryError::Rejected(format!(
             "only a single SELECT statement is allowed (found {})",
             keyword.to_uppercase()
@@ -327,7 +333,7 @@ impl RunnerSession {
 
 /// Checks the shape of a query and prepares it.
 async fn prepare_checked(client: &Client, sql: &str) -> Result<PreparedQuery, QueryError> {
-    check_query_shape(sql)?;
+    let statement_text = check_query_shape(sql)?;
     let limits = Limits::new(Duration::from_secs(10), 0, 0);
     let statement = client.prepare(sql).await.map_err(|error| {
         let multiple = error
@@ -375,7 +381,7 @@ async fn prepare_checked(client: &Client, sql: &str) -> Result<PreparedQuery, Qu
         .collect();
     let aliases: Vec<String> = (0..columns.len()).map(|i| format!("c{i}")).collect();
     let wrapped = format!(
-        "SELECT {} FROM (\n{sql}\n) AS sqlarena_query({})",
+        "SELECT {} FROM (\n{statement_text}\n) AS sqlarena_query({})",
         selected.join(", "),
         aliases.join(", ")
     );
@@ -540,6 +546,12 @@ mod tests {
         let message = check_query_shape("delete from t").unwrap_err().to_string();
         assert!(message.contains("found DELETE"), "{message}");
         assert!(check_query_shape("  -- nothing\n").is_err());
+        assert_eq!(
+            check_query_shape("select 1; -- done\n").unwrap(),
+            "select 1"
+        );
+        let message = check_query_shape("select '\0'").unwrap_err().to_string();
+        assert!(message.contains("NUL"), "{message}");
     }
 
     #[test]
