@@ -33,6 +33,7 @@ pub struct CreateAdmin {
     #[arg(
         long,
         env = "SQLARENA_STORE",
+        hide_env_values = true,
         default_value = "sqlite://data/sqlarena.db"
     )]
     pub store: String,
@@ -54,6 +55,7 @@ pub struct Config {
     #[arg(
         long,
         env = "SQLARENA_STORE",
+        hide_env_values = true,
         default_value = "sqlite://data/sqlarena.db"
     )]
     pub store: String,

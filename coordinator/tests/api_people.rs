@@ -1691,6 +1691,15 @@ async fn bad_requests_get_the_envelope_and_change_nothing() {
             "query",
         ),
         (
+            "wrong method",
+            Method::PUT,
+            format!("/api/v1/challenges/{ready_id}"),
+            Some(&student),
+            json!({}),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "does not take PUT",
+        ),
+        (
             "attempt: NUL in the query",
             Method::POST,
             "/api/v1/attempts".into(),

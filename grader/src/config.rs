@@ -31,6 +31,7 @@ pub struct Config {
     #[arg(
         long,
         env = "SQLARENA_POSTGRES",
+        hide_env_values = true,
         default_value = "postgres://postgres@127.0.0.1:5432/postgres"
     )]
     pub postgres: String,

@@ -343,3 +343,26 @@ async fn wrapped_queries_survive_semicolons_and_nul_is_rejected() {
     drop(bundle);
     cleanup(sandbox).await;
 }
+
+/// A grader that cannot rebuild a challenge's databases for an attempt
+/// reports which statement failed, but not its text or PostgreSQL's
+/// message: that error reaches the student, and the data may be hidden.
+#[tokio::test]
+async fn a_failed_bundle_build_does_not_quote_test_data() {
+    let sandbox = start_sandbox("sqlarena_t_build").await;
+    let payload = people_init("SELECT name FROM people", &[(1, people_data(3, 0))], 1);
+    let outcome = init(&sandbox, &payload).await;
+    let mut bundle = bundle_from(&payload, &outcome, "build-v1");
+    bundle.test_cases[0].data =
+        "INSERT INTO people (name, age) VALUES ('hidden-secret-name', 1); \
+         INSERT INTO people (id, name, age) VALUES (1, 'hidden-secret-name', 2), (1, 'hidden-secret-name', 3)"
+            .into();
+    let message = match sandbox.install_bundle(bundle).await {
+        Ok(_) => panic!("the bundle built"),
+        Err(error) => error.to_string(),
+    };
+    assert!(message.contains("data statement 2"), "{message}");
+    assert!(!message.contains("hidden-secret"), "{message}");
+    assert!(!message.contains("(1)"), "{message}");
+    cleanup(sandbox).await;
+}

@@ -31,6 +31,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .nest("/api/v1", api)
         .merge(ops::router())
+        .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(TraceLayer::new_for_http())
@@ -39,4 +40,11 @@ pub fn router(state: AppState) -> Router {
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {
     ApiError::NotFound(format!("no route for {method} {}", uri.path()))
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::MethodNotAllowed(format!(
+        "{} does not take {method}; see /docs for its methods",
+        uri.path()
+    ))
 }

@@ -106,6 +106,23 @@ impl BuildError {
             }
         }
     }
+
+    /// Describes the failure without the statement's text or PostgreSQL's
+    /// message, which can quote hidden test data: for attempts, whose
+    /// errors students see.
+    pub fn summary(&self, test_case_id: i64) -> String {
+        match self {
+            BuildError::Init { statement, .. } => {
+                format!("init SQL statement {statement} failed on this grader")
+            }
+            BuildError::Data { statement, .. } => {
+                format!(
+                    "test case {test_case_id}, data statement {statement} failed on this grader"
+                )
+            }
+            BuildError::Infrastructure(_) => self.describe(test_case_id),
+        }
+    }
 }
 
 /// The sandbox of one grader.
@@ -625,10 +642,15 @@ impl Sandbox {
                 }
                 Err(error) => {
                     self.drop_databases(databases.into_values()).await;
+                    warn!(
+                        challenge_id = bundle.challenge_id,
+                        detail = %error.describe(case.id),
+                        "cannot build a challenge's databases"
+                    );
                     return Err(JobError::Retryable(format!(
-                        "cannot build the databases of challenge {}: {}",
+                        "cannot build the databases of challenge {}: {} (the grader's log has the details)",
                         bundle.challenge_id,
-                        error.describe(case.id)
+                        error.summary(case.id)
                     )));
                 }
             }
@@ -739,6 +761,13 @@ mod tests {
         assert_eq!(
             error.describe(7),
             "test case 7, data statement 2 (`insert ...`): boom"
+        );
+        let summary = error.summary(7);
+        assert!(
+            summary.contains("data statement 2")
+                && !summary.contains("insert")
+                && !summary.contains("boom"),
+            "{summary}"
         );
     }
 }
