@@ -305,6 +305,10 @@ async fn execute_job(session: &Arc<Session>, job: LeasedJob) {
     let until_deadline = (job.deadline - chrono::Utc::now())
         .to_std()
         .unwrap_or(Duration::ZERO);
+    // Grading aims to end this much before the deadline, leaving time to
+    // post the result.
+    let finish_by = std::time::Instant::now() + until_deadline
+        - (until_deadline / 10).min(Duration::from_secs(30));
     let deadline_guard = {
         let cancel = cancel.clone();
         tokio::spawn(async move {
@@ -353,6 +357,7 @@ async fn execute_job(session: &Arc<Session>, job: LeasedJob) {
                     &limits,
                     &cancel,
                     Some(&progress),
+                    Some(finish_by),
                 )
                 .await
                 .map(JobOutcome::Attempt),

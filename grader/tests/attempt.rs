@@ -129,6 +129,7 @@ async fn attempt_jobs() {
         &limits(),
         &CancellationToken::new(),
         Some(&sender),
+        None,
     )
     .await
     .unwrap();
@@ -149,6 +150,7 @@ async fn attempt_jobs() {
         Arc::clone(&bundle),
         &limits(),
         &cancelled,
+        None,
         None,
     )
     .await;
@@ -364,5 +366,54 @@ async fn a_failed_bundle_build_does_not_quote_test_data() {
     assert!(message.contains("data statement 2"), "{message}");
     assert!(!message.contains("hidden-secret"), "{message}");
     assert!(!message.contains("(1)"), "{message}");
+    cleanup(sandbox).await;
+}
+
+/// A correct but slow query whose rounds cannot all fit before the job's
+/// deadline still gets its result, from fewer timed rounds, in time.
+#[tokio::test]
+async fn slow_attempts_run_fewer_rounds_to_finish_by_the_deadline() {
+    let sandbox = start_sandbox("sqlarena_t_budget").await;
+    let solution = "SELECT count(*) AS n FROM people a, people b, people c";
+    let payload = people_init(solution, &[(1, people_data(150, 0))], 30);
+    let bundle = prepare_challenge(&sandbox, &payload, "budget-v1").await;
+    let job = AttemptPayload {
+        attempt_id: 9,
+        user_id: 1,
+        challenge_id: 1,
+        challenge_name: "people".into(),
+        challenge_version: 1,
+        version_hash: "budget-v1".into(),
+        query: solution.into(),
+        times_to_run: 30,
+        test_case_ids: vec![1],
+    };
+    // One round (student + reference) of this query takes well over 60 ms
+    // here, so 31 rounds take several seconds; the budget is 1.5 s.
+    let started = std::time::Instant::now();
+    let outcome = run_attempt(
+        &sandbox,
+        &job,
+        Arc::clone(&bundle),
+        &limits(),
+        &CancellationToken::new(),
+        None,
+        Some(started + std::time::Duration::from_millis(1500)),
+    )
+    .await
+    .unwrap();
+    let took = started.elapsed();
+    assert_eq!(outcome.cases[0].status, CaseStatus::Passed, "{outcome:?}");
+    assert!(outcome.cases[0].ratio.is_some());
+    let one_run = outcome.cases[0].reference_ms.unwrap();
+    assert!(
+        one_run * 2.0 * 31.0 > 3000.0,
+        "the query is too fast for this test to mean anything ({one_run} ms)"
+    );
+    assert!(
+        took < std::time::Duration::from_millis(1500 + 2 * one_run as u64 + 500),
+        "took {took:?} with a 1.5 s budget ({one_run} ms per run)"
+    );
+    drop(bundle);
     cleanup(sandbox).await;
 }

@@ -146,6 +146,7 @@ async fn main() -> anyhow::Result<()> {
             &limits,
             &cancel,
             None,
+            None,
         )
         .await?;
         let wall_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -223,6 +224,7 @@ async fn main() -> anyhow::Result<()> {
             Arc::clone(&bundle),
             &limits,
             &cancel,
+            None,
             None,
         )
         .await?;

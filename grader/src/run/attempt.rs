@@ -2,6 +2,7 @@
 //! case and check its result.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use sqlarena_common::{AttemptOutcome, AttemptPayload, CaseResult, CaseStatus, QueryResult};
 use tokio::sync::mpsc::UnboundedSender;
@@ -19,7 +20,10 @@ use crate::timing::{millis, CaseTimings};
 const SHOWN_ROWS: usize = 50;
 
 /// Runs an attempt job on a built bundle. Each case's result is sent to
-/// `progress` as it finishes.
+/// `progress` as it finishes. With `finish_by` (the job's deadline less a
+/// margin), a case whose rounds would not fit its share of the time left
+/// runs fewer timed rounds, at least one, instead of running past the
+/// deadline: a slow but correct query still gets its result.
 ///
 /// # Errors
 ///
@@ -34,6 +38,7 @@ pub async fn run_attempt(
     limits: &Limits,
     cancel: &CancellationToken,
     progress: Option<&UnboundedSender<CaseResult>>,
+    finish_by: Option<Instant>,
 ) -> Result<AttemptOutcome, JobError> {
     let mut outcome = AttemptOutcome {
         cases: Vec::new(),
@@ -42,13 +47,17 @@ pub async fn run_attempt(
     if let Err(rejection) = check_query_shape(&payload.query) {
         outcome.error = Some(rejection.to_string());
     }
-    for &case_id in &payload.test_case_ids {
+    let cases = payload.test_case_ids.len();
+    for (index, &case_id) in payload.test_case_ids.iter().enumerate() {
         if cancel.is_cancelled() {
             return Err(JobError::Cancelled);
         }
+        let budget = finish_by.map(|at| {
+            at.saturating_duration_since(Instant::now()) / u32::try_from(cases - index).unwrap_or(1)
+        });
         let case = match &outcome.error {
             Some(message) => error_case(case_id, message.clone()),
-            None => run_case(sandbox, payload, &bundle, case_id, limits, cancel).await?,
+            None => run_case(sandbox, payload, &bundle, case_id, limits, cancel, budget).await?,
         };
         debug!(case_id, status = %case.status, "case finished");
         if let Some(progress) = progress {
@@ -108,19 +117,13 @@ async fn run_case(
     case_id: i64,
     limits: &Limits,
     cancel: &CancellationToken,
+    budget: Option<Duration>,
 ) -> Result<CaseResult, JobError> {
     let Some(database) = bundle.databases.get(&case_id) else {
         return Err(JobError::Terminal(format!(
             "test case {case_id} is not part of the challenge's bundle"
         )));
     };
-    let expected = bundle
-        .bundle
-        .test_cases
-        .iter()
-        .find(|case| case.id == case_id)
-        .and_then(|case| case.expected.as_ref())
-        .ok_or_else(|| JobError::Terminal(format!("test case {case_id} has no expected result")))?;
     let mut session = sandbox
         .runner_session(database)
         .await
@@ -130,9 +133,9 @@ async fn run_case(
         payload,
         bundle,
         case_id,
-        expected,
         limits,
         cancel,
+        budget,
     )
     .await;
     sandbox.release_session(database, session);
@@ -145,10 +148,18 @@ async fn grade_case(
     payload: &AttemptPayload,
     bundle: &CachedBundle,
     case_id: i64,
-    expected: &QueryResult,
     limits: &Limits,
     cancel: &CancellationToken,
+    budget: Option<Duration>,
 ) -> Result<CaseResult, JobError> {
+    let started = Instant::now();
+    let expected = bundle
+        .bundle
+        .test_cases
+        .iter()
+        .find(|case| case.id == case_id)
+        .and_then(|case| case.expected.as_ref())
+        .ok_or_else(|| JobError::Terminal(format!("test case {case_id} has no expected result")))?;
     let (student, reference) = session
         .prepare_pair(&payload.query, &bundle.bundle.solution)
         .await;
@@ -172,12 +183,23 @@ async fn grade_case(
         case.actual_result = Some(truncated(actual));
         return Ok(case);
     }
-    session
+    let reference_warm_up = session
         .execute(&reference, limits, false, cancel)
         .await
         .map_err(|e| reference_failure(case_id, e))?;
+    let rounds = timed_rounds(
+        payload.times_to_run,
+        budget.map(|budget| budget.saturating_sub(started.elapsed())),
+        warm_up.elapsed + reference_warm_up.elapsed,
+    );
+    if rounds < payload.times_to_run {
+        debug!(
+            case_id,
+            rounds, "fewer timed rounds to finish before the job's deadline"
+        );
+    }
     let mut timings = CaseTimings::default();
-    for _ in 0..payload.times_to_run.max(1) {
+    for _ in 0..rounds {
         let student_run = match session.execute(&student, limits, false, cancel).await {
             Ok(execution) => execution,
             Err(error) => return student_failure(case_id, error),
@@ -204,8 +226,35 @@ async fn grade_case(
     })
 }
 
+/// How many timed rounds to run: `times_to_run`, or as many rounds as fit
+/// in the time `left` (each costing about a warm-up pair), at least one.
+fn timed_rounds(times_to_run: u32, left: Option<Duration>, round: Duration) -> u32 {
+    let wanted = times_to_run.max(1);
+    let Some(left) = left else {
+        return wanted;
+    };
+    let fit = left.as_nanos() / round.as_nanos().max(1);
+    u32::try_from(fit).unwrap_or(u32::MAX).clamp(1, wanted)
+}
+
 /// Keeps the first rows of a result for display.
 fn truncated(mut result: QueryResult) -> QueryResult {
     result.rows.truncate(SHOWN_ROWS);
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounds_shrink_to_fit_the_time_left_but_never_below_one() {
+        let ms = Duration::from_millis;
+        assert_eq!(timed_rounds(5, None, ms(100)), 5);
+        assert_eq!(timed_rounds(0, None, ms(100)), 1);
+        assert_eq!(timed_rounds(5, Some(ms(10_000)), ms(100)), 5);
+        assert_eq!(timed_rounds(20, Some(ms(1_050)), ms(100)), 10);
+        assert_eq!(timed_rounds(20, Some(ms(50)), ms(100)), 1);
+        assert_eq!(timed_rounds(20, Some(ms(0)), ms(0)), 1);
+    }
 }

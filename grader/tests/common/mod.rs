@@ -208,6 +208,7 @@ pub async fn attempt(
         &limits(),
         &CancellationToken::new(),
         None,
+        None,
     )
     .await
     .expect("attempt job")
