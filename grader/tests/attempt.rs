@@ -417,3 +417,70 @@ async fn slow_attempts_run_fewer_rounds_to_finish_by_the_deadline() {
     drop(bundle);
     cleanup(sandbox).await;
 }
+
+/// Student queries run on a login of the runner role itself, with the
+/// role's settings in force, and the role has its connection limit.
+#[tokio::test]
+async fn runner_connections_log_in_as_the_runner_with_its_settings() {
+    let prefix = "sqlarena_t_settings";
+    let sandbox = start_sandbox(prefix).await;
+    let payload = people_init("SELECT id FROM people", &[(1, people_data(3, 0))], 1);
+    let bundle = prepare_challenge(&sandbox, &payload, "settings-v1").await;
+    let mut session = sandbox.runner_session(&bundle.databases[&1]).await.unwrap();
+    let names = [
+        "idle_in_transaction_session_timeout",
+        "idle_session_timeout",
+        "temp_file_limit",
+        "work_mem",
+        "jit",
+        "max_parallel_workers_per_gather",
+        "default_transaction_read_only",
+    ];
+    let columns: Vec<String> = names
+        .iter()
+        .map(|name| format!("current_setting('{name}')"))
+        .collect();
+    let probe = session
+        .prepare(&format!(
+            "SELECT session_user::text, current_user::text, {}",
+            columns.join(", ")
+        ))
+        .await
+        .unwrap();
+    let execution = session
+        .execute(&probe, &limits(), true, &CancellationToken::new())
+        .await
+        .unwrap();
+    let row: Vec<String> = execution.result.unwrap().rows[0]
+        .iter()
+        .map(|cell| cell.as_str().unwrap().to_owned())
+        .collect();
+    let runner = format!("{prefix}_runner");
+    assert_eq!(
+        row,
+        [
+            runner.as_str(),
+            runner.as_str(),
+            "30s",
+            "10min",
+            "256MB",
+            "16MB",
+            "off",
+            "0",
+            "on"
+        ]
+    );
+    let admin = admin("postgres").await;
+    let limit: i32 = admin
+        .query_one(
+            "SELECT rolconnlimit FROM pg_roles WHERE rolname = $1",
+            &[&runner],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(limit, 10, "the test sandbox's runner_connection_limit");
+    drop(session);
+    drop(bundle);
+    cleanup(sandbox).await;
+}
