@@ -451,6 +451,61 @@ async fn cancel_while_leased_reaches_the_grader(spec: StoreSpec) {
     coordinator.stop().await;
 }
 
+/// A grader speaks only for its own leases: another grader that somehow
+/// learned a lease id can neither report progress, fail nor complete it.
+async fn graders_report_only_on_their_own_leases(spec: StoreSpec) {
+    let store = store::open(&spec.uri).await.unwrap();
+    let coordinator = Coordinator::start(store, &spec.uri).await;
+    let queued = queue_attempts(&coordinator.state, 1).await;
+    let holder = ScriptedGrader::register(&coordinator.base, "holder", &[Lane::Fast]).await;
+    let other = ScriptedGrader::register(&coordinator.base, "other", &[Lane::Fast]).await;
+    let job = holder.lease(1000).await.expect("a job");
+    let (status, body) = other.complete(&job).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("not this grader's"),
+        "{body}"
+    );
+    assert_eq!(other.fail(&job, false).await.0, StatusCode::CONFLICT);
+    let JobOutcome::Attempt(outcome) = passing_outcome(&job) else {
+        panic!("an attempt outcome")
+    };
+    let progress = json!({"lease_id": job.lease_id, "case": outcome.cases[0]});
+    assert_eq!(
+        other
+            .post(&format!("/jobs/{}/progress", job.job_id), progress)
+            .await
+            .0,
+        StatusCode::CONFLICT
+    );
+    let attempt = coordinator
+        .store()
+        .get_attempt(queued[0].0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!attempt.status.is_final(), "{attempt:?}");
+    let stored = coordinator
+        .store()
+        .get_job(job.job_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(stored.progress.is_empty(), "{stored:?}");
+    assert_eq!(holder.complete(&job).await.0, StatusCode::OK);
+    let attempt = coordinator
+        .store()
+        .get_attempt(queued[0].0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(attempt.status, AttemptStatus::Passed);
+    coordinator.stop().await;
+}
+
 async fn drained_grader_finishes_but_takes_nothing_new(spec: StoreSpec) {
     let store = store::open(&spec.uri).await.unwrap();
     let coordinator = Coordinator::start(store, &spec.uri).await;
@@ -669,6 +724,7 @@ on_both_stores!(
     racing_graders_complete_each_job_once,
     silent_grader_loses_its_job_to_another,
     cancel_while_leased_reaches_the_grader,
+    graders_report_only_on_their_own_leases,
     drained_grader_finishes_but_takes_nothing_new,
     deregistering_releases_leases_at_once,
     job_fails_after_max_tries,

@@ -213,12 +213,36 @@ fn fenced<T>(state: &AppState, result: Result<T, StoreError>) -> ApiResult<T> {
     })
 }
 
+/// Loads a job a grader is reporting on, refusing it when its lease is held
+/// by another grader. Unknown or stale leases are left to the store's
+/// fencing, which answers them the same way for every grader.
+async fn reported_job(
+    state: &AppState,
+    grader: &Grader,
+    job_id: Uuid,
+    lease_id: Uuid,
+) -> ApiResult<Job> {
+    let Some(job) = state.store.get_job(job_id).await? else {
+        return Err(ApiError::NotFound(format!("no job {job_id}")));
+    };
+    match &job.lease {
+        Some(lease) if lease.lease_id == lease_id && lease.grader_id != grader.id => {
+            Metrics::incr(&state.metrics.stale_lease_rejections);
+            Err(ApiError::Conflict(format!(
+                "lease {lease_id} of job {job_id} is not this grader's"
+            )))
+        }
+        _ => Ok(job),
+    }
+}
+
 async fn progress_job(
     State(state): State<AppState>,
-    GraderAuth(_grader): GraderAuth,
+    GraderAuth(grader): GraderAuth,
     AppPath(job_id): AppPath<Uuid>,
     AppJson(request): AppJson<ProgressRequest>,
 ) -> ApiResult<Response> {
+    reported_job(&state, &grader, job_id, request.lease_id).await?;
     let job = fenced(
         &state,
         state
@@ -233,13 +257,11 @@ async fn progress_job(
 
 async fn complete_job(
     State(state): State<AppState>,
-    GraderAuth(_grader): GraderAuth,
+    GraderAuth(grader): GraderAuth,
     AppPath(job_id): AppPath<Uuid>,
     AppJson(request): AppJson<CompleteRequest>,
 ) -> ApiResult<Response> {
-    let Some(job) = state.store.get_job(job_id).await? else {
-        return Err(ApiError::NotFound(format!("no job {job_id}")));
-    };
+    let job = reported_job(&state, &grader, job_id, request.lease_id).await?;
     let kinds_match = matches!(
         (&job.payload, &request.outcome),
         (JobPayload::Init(_), JobOutcome::Init(_))
@@ -276,6 +298,7 @@ async fn fail_job(
     AppPath(job_id): AppPath<Uuid>,
     AppJson(request): AppJson<FailRequest>,
 ) -> ApiResult<Response> {
+    reported_job(&state, &grader, job_id, request.lease_id).await?;
     let error = format!("grader {}: {}", grader.name, truncate(&request.error, 4000));
     let outcome = fenced(
         &state,
