@@ -345,9 +345,11 @@ async fn execute_job(session: &Arc<Session>, job: LeasedJob) {
     };
     let limits = session.config.limits(job.lane);
     let result = match &job.payload {
-        JobPayload::Init(payload) => run_init(&session.sandbox, payload, &limits, &cancel)
-            .await
-            .map(JobOutcome::Init),
+        JobPayload::Init(payload) => {
+            run_init(&session.sandbox, payload, &limits, &cancel, Some(finish_by))
+                .await
+                .map(JobOutcome::Init)
+        }
         JobPayload::Attempt(payload) => {
             match ensure_bundle(session, payload.challenge_id, &payload.version_hash).await {
                 Ok(bundle) => run_attempt(

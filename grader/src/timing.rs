@@ -36,6 +36,18 @@ pub fn minimum(values: &[f64]) -> Option<f64> {
     values.iter().copied().min_by(f64::total_cmp)
 }
 
+/// How many timed rounds to run: `times_to_run`, or as many rounds as fit
+/// in the time `left` when each costs `round`, at least one. Keeps a job
+/// with slow queries within its deadline, timed on fewer rounds.
+pub fn timed_rounds(times_to_run: u32, left: Option<Duration>, round: Duration) -> u32 {
+    let wanted = times_to_run.max(1);
+    let Some(left) = left else {
+        return wanted;
+    };
+    let fit = left.as_nanos() / round.as_nanos().max(1);
+    u32::try_from(fit).unwrap_or(u32::MAX).clamp(1, wanted)
+}
+
 /// The timings of one test case: paired student and reference runs.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CaseTimings {
@@ -83,6 +95,17 @@ impl CaseTimings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rounds_shrink_to_fit_the_time_left_but_never_below_one() {
+        let ms = Duration::from_millis;
+        assert_eq!(timed_rounds(5, None, ms(100)), 5);
+        assert_eq!(timed_rounds(0, None, ms(100)), 1);
+        assert_eq!(timed_rounds(5, Some(ms(10_000)), ms(100)), 5);
+        assert_eq!(timed_rounds(20, Some(ms(1_050)), ms(100)), 10);
+        assert_eq!(timed_rounds(20, Some(ms(50)), ms(100)), 1);
+        assert_eq!(timed_rounds(20, Some(ms(0)), ms(0)), 1);
+    }
 
     #[test]
     fn median_of_odd_and_even_counts() {

@@ -3,8 +3,13 @@
 
 mod common;
 
+use std::time::{Duration, Instant};
+
 use common::*;
 use serde_json::json;
+use sqlarena_common::InitPayload;
+use sqlarena_grader::run::run_init;
+use tokio_util::sync::CancellationToken;
 
 const PREFIX: &str = "sqlarena_t_init";
 
@@ -284,5 +289,50 @@ async fn init_sql_runs_as_the_owner_login_and_cannot_escalate() {
         .await
         .unwrap();
     assert!(escaped.is_none());
+    cleanup(sandbox).await;
+}
+
+/// A slow reference with many timed runs still finishes its init before
+/// the job's deadline, timed on fewer runs.
+#[tokio::test]
+async fn slow_references_run_fewer_times_to_finish_by_the_deadline() {
+    let sandbox = start_sandbox("sqlarena_t_init_budget").await;
+    let mut payload = people_init(
+        "SELECT count(*) AS n FROM people a, people b, people c",
+        &[(1, people_data(200, 0)), (2, people_data(200, 1))],
+        1,
+    );
+    let run = |payload: InitPayload, budget: Option<Duration>| {
+        let sandbox = &sandbox;
+        async move {
+            let started = Instant::now();
+            let outcome = run_init(
+                sandbox,
+                &payload,
+                &limits(),
+                &CancellationToken::new(),
+                budget.map(|budget| started + budget),
+            )
+            .await
+            .unwrap();
+            assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
+            assert_eq!(outcome.expected.len(), 2);
+            (outcome.expected[0].reference_ms.unwrap(), started.elapsed())
+        }
+    };
+    // Building the databases and two runs per case: what no budget saves.
+    let (one_run, baseline) = run(payload.clone(), None).await;
+    assert!(
+        one_run * 2.0 * 29.0 > 4000.0,
+        "the query is too fast for this test to mean anything ({one_run} ms)"
+    );
+    // 30 timed runs per case would add over 4 s; the budget allows 1.5 s.
+    payload.times_to_run = 30;
+    let (_, took) = run(payload, Some(baseline + Duration::from_millis(1500))).await;
+    let bound = baseline + Duration::from_millis(2500 + 2 * one_run as u64);
+    assert!(
+        took < bound,
+        "took {took:?}, expected under {bound:?} ({one_run} ms per run, {baseline:?} without timed runs)"
+    );
     cleanup(sandbox).await;
 }

@@ -79,7 +79,7 @@ async fn main() -> anyhow::Result<()> {
     };
 
     let started = Instant::now();
-    let init = run_init(&sandbox, &payload, &limits, &cancel).await?;
+    let init = run_init(&sandbox, &payload, &limits, &cancel, None).await?;
     let init_ms = started.elapsed().as_secs_f64() * 1000.0;
     anyhow::ensure!(init.errors.is_empty(), "init failed: {:?}", init.errors);
     println!("init: {init_ms:.1} ms (3 test cases x 1,000 rows, times_to_run={TIMES_TO_RUN})");

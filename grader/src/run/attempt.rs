@@ -14,7 +14,7 @@ use super::row_order;
 use crate::compare::compare;
 use crate::error::JobError;
 use crate::sandbox::{CachedBundle, Sandbox};
-use crate::timing::{millis, CaseTimings};
+use crate::timing::{millis, timed_rounds, CaseTimings};
 
 /// Rows of a student's result kept for display.
 const SHOWN_ROWS: usize = 50;
@@ -226,35 +226,8 @@ async fn grade_case(
     })
 }
 
-/// How many timed rounds to run: `times_to_run`, or as many rounds as fit
-/// in the time `left` (each costing about a warm-up pair), at least one.
-fn timed_rounds(times_to_run: u32, left: Option<Duration>, round: Duration) -> u32 {
-    let wanted = times_to_run.max(1);
-    let Some(left) = left else {
-        return wanted;
-    };
-    let fit = left.as_nanos() / round.as_nanos().max(1);
-    u32::try_from(fit).unwrap_or(u32::MAX).clamp(1, wanted)
-}
-
 /// Keeps the first rows of a result for display.
 fn truncated(mut result: QueryResult) -> QueryResult {
     result.rows.truncate(SHOWN_ROWS);
     result
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rounds_shrink_to_fit_the_time_left_but_never_below_one() {
-        let ms = Duration::from_millis;
-        assert_eq!(timed_rounds(5, None, ms(100)), 5);
-        assert_eq!(timed_rounds(0, None, ms(100)), 1);
-        assert_eq!(timed_rounds(5, Some(ms(10_000)), ms(100)), 5);
-        assert_eq!(timed_rounds(20, Some(ms(1_050)), ms(100)), 10);
-        assert_eq!(timed_rounds(20, Some(ms(50)), ms(100)), 1);
-        assert_eq!(timed_rounds(20, Some(ms(0)), ms(0)), 1);
-    }
 }

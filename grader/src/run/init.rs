@@ -1,6 +1,8 @@
 //! Init jobs: build a challenge's databases, run the reference solution on
 //! each test case as the runner, and report the expected results.
 
+use std::time::{Duration, Instant};
+
 use sqlarena_common::{ExpectedCase, InitOutcome, InitPayload};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, instrument};
@@ -10,12 +12,14 @@ use super::row_order;
 use crate::compare::{first_unfixed_tie, RowOrder};
 use crate::error::JobError;
 use crate::sandbox::{BuildError, Sandbox};
-use crate::timing::{median, millis};
+use crate::timing::{median, millis, timed_rounds};
 
 /// Runs an init job. Problems with the professor's SQL are reported in the
 /// outcome's `errors` (one per failing statement or test case); only
 /// infrastructure problems are job errors. The databases are dropped at the
-/// end: attempts build their own from the bundle.
+/// end: attempts build their own from the bundle. With `finish_by`, the
+/// reference's timed runs on each case shrink to fit its share of the time
+/// left, as an attempt's rounds do.
 ///
 /// # Errors
 ///
@@ -27,9 +31,10 @@ pub async fn run_init(
     payload: &InitPayload,
     limits: &Limits,
     cancel: &CancellationToken,
+    finish_by: Option<Instant>,
 ) -> Result<InitOutcome, JobError> {
     let mut databases = Vec::new();
-    let result = build_and_run(sandbox, payload, limits, cancel, &mut databases).await;
+    let result = build_and_run(sandbox, payload, limits, cancel, finish_by, &mut databases).await;
     sandbox
         .drop_databases(databases.into_iter().map(|(_, name)| name))
         .await;
@@ -49,6 +54,7 @@ async fn build_and_run(
     payload: &InitPayload,
     limits: &Limits,
     cancel: &CancellationToken,
+    finish_by: Option<Instant>,
     databases: &mut Vec<(i64, String)>,
 ) -> Result<InitOutcome, JobError> {
     let mut outcome = InitOutcome {
@@ -80,17 +86,16 @@ async fn build_and_run(
     if !outcome.errors.is_empty() {
         return Ok(outcome);
     }
-    for (case_id, database) in databases.iter() {
-        match run_reference(
-            sandbox,
-            &payload.solution,
-            database,
-            payload.times_to_run,
-            limits,
-            cancel,
-        )
-        .await
-        {
+    for (index, (case_id, database)) in databases.iter().enumerate() {
+        let budget = finish_by.map(|at| {
+            at.saturating_duration_since(Instant::now())
+                / u32::try_from(databases.len() - index).unwrap_or(1)
+        });
+        let runs = Runs {
+            times_to_run: payload.times_to_run,
+            budget,
+        };
+        match run_reference(sandbox, &payload.solution, database, runs, limits, cancel).await {
             Ok(expected) => {
                 if let Some(warning) = order_warning(*case_id, &payload.solution, &expected) {
                     outcome.warnings.push(warning);
@@ -113,22 +118,36 @@ async fn build_and_run(
     Ok(outcome)
 }
 
-/// Runs the reference once for its result and `times_to_run` more times for
-/// its median time, on a runner connection.
+/// How often to time the reference on one case, and in how long.
+struct Runs {
+    times_to_run: u32,
+    budget: Option<Duration>,
+}
+
+/// Runs the reference once for its result and `times_to_run` more times
+/// (fewer when they do not fit the budget) for its median time, on a
+/// runner connection.
 async fn run_reference(
     sandbox: &Sandbox,
     solution: &str,
     database: &str,
-    times_to_run: u32,
+    runs: Runs,
     limits: &Limits,
     cancel: &CancellationToken,
 ) -> Result<ExpectedCase, QueryError> {
+    let started = Instant::now();
     let mut session = sandbox.connect_runner(database).await?;
     let prepared = session.prepare(solution).await?;
     let first = session.execute(&prepared, limits, true, cancel).await?;
     let mut result = first.result.unwrap_or_default();
     let mut times = Vec::new();
-    for _ in 0..times_to_run.max(1) {
+    let rounds = timed_rounds(
+        runs.times_to_run,
+        runs.budget
+            .map(|budget| budget.saturating_sub(started.elapsed())),
+        first.elapsed,
+    );
+    for _ in 0..rounds {
         times.push(millis(
             session
                 .execute(&prepared, limits, false, cancel)

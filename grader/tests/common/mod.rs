@@ -130,7 +130,7 @@ pub fn people_init(solution: &str, cases: &[(i64, String)], times_to_run: u32) -
 
 /// Runs an init job with the test limits.
 pub async fn init(sandbox: &Sandbox, payload: &InitPayload) -> InitOutcome {
-    run_init(sandbox, payload, &limits(), &CancellationToken::new())
+    run_init(sandbox, payload, &limits(), &CancellationToken::new(), None)
         .await
         .expect("init job")
 }
