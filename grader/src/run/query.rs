@@ -433,9 +433,10 @@ async fn run_once(
         }
         Ok::<_, QueryError>((rows?, started.elapsed()))
     };
-    // try_join polls the three in order, which sends them in order, and
-    // gives up as soon as one fails.
+    // Biased: the first poll of each sends it, so the three must be polled
+    // in this order; try_join gives up as soon as one fails.
     let ((), fetched, ()) = tokio::try_join!(
+        biased;
         async {
             client
                 .batch_execute(&begin)
