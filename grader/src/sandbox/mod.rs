@@ -286,8 +286,7 @@ impl Sandbox {
             })
     }
 
-    /// Returns the connection settings of the runner role for `database`:
-    /// TCP to the admin URL's host (127.0.0.1 when it names a socket).
+    /// Returns the connection settings of the runner role for `database`.
     fn runner_config(&self, database: &str) -> Config {
         self.login_config(
             &self.runner_role,
