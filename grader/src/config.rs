@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::Parser;
 use sqlarena_common::Lane;
 
-use crate::run::Limits;
+use crate::sandbox::Limits;
 
 /// Command line of the `grader` binary.
 #[derive(Debug, Clone, Parser)]
@@ -62,6 +62,13 @@ pub struct Config {
     /// Most bytes a query may return (e.g. 16MiB, 500KB, 1048576).
     #[arg(long, env = "SQLARENA_MAX_BYTES", default_value = "16MiB", value_parser = parse_size)]
     pub max_bytes: usize,
+    /// Most bytes one value of a result may take once decoded.
+    #[arg(long, env = "SQLARENA_MAX_CELL_BYTES", default_value = "1MiB", value_parser = parse_size)]
+    pub max_cell_bytes: usize,
+    /// Largest size a test-case database may reach while init SQL and data
+    /// fill it; a build that grows past it fails as the professor's error.
+    #[arg(long, env = "SQLARENA_MAX_DATABASE_BYTES", default_value = "256MiB", value_parser = parse_size)]
+    pub max_database_bytes: usize,
     /// How long running jobs may take to finish on shutdown, in milliseconds.
     #[arg(long, env = "SQLARENA_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
     pub shutdown_grace_ms: u64,
@@ -148,6 +155,7 @@ impl Config {
             self.max_rows,
             self.max_bytes,
         )
+        .with_max_cell_bytes(self.max_cell_bytes)
     }
 
     /// Returns the longest timeout of any lane.

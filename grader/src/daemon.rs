@@ -151,9 +151,12 @@ async fn start_sandbox(
     let sandbox_config = SandboxConfig {
         admin_url: config.postgres.clone(),
         prefix: config.prefix(),
-        runner_connection_limit: config.slots * 2 + 2,
+        // Two connections per running attempt, as many idle in the pool,
+        // and room for backends that are still exiting.
+        runner_connection_limit: config.slots * 8 + 4,
         runner_statement_timeout: config.longest_timeout(),
         init_timeout: Duration::from_millis(config.init_timeout_ms),
+        max_database_bytes: config.max_database_bytes as u64,
         cache_size: config.cache_size,
     };
     let mut backoff = Backoff::new();
@@ -351,7 +354,14 @@ async fn execute_job(session: &Arc<Session>, job: LeasedJob) {
                 .map(JobOutcome::Init)
         }
         JobPayload::Attempt(payload) => {
-            match ensure_bundle(session, payload.challenge_id, &payload.version_hash).await {
+            match ensure_bundle(
+                session,
+                payload.challenge_id,
+                &payload.version_hash,
+                &cancel,
+            )
+            .await
+            {
                 Ok(bundle) => run_attempt(
                     &session.sandbox,
                     payload,
@@ -441,6 +451,7 @@ async fn ensure_bundle(
     session: &Session,
     challenge_id: i64,
     version_hash: &str,
+    cancel: &CancellationToken,
 ) -> Result<Arc<crate::sandbox::CachedBundle>, JobError> {
     if let Some(bundle) = session.sandbox.cached_bundle(version_hash).await {
         return Ok(bundle);
@@ -461,7 +472,7 @@ async fn ensure_bundle(
             bundle.version_hash
         )));
     }
-    session.sandbox.install_bundle(bundle).await
+    session.sandbox.install_bundle(bundle, cancel).await
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use common::*;
 use sqlarena_common::{AttemptPayload, CaseStatus};
 use sqlarena_grader::run::run_attempt;
+use sqlarena_grader::sandbox::SessionKind;
 use tokio_util::sync::CancellationToken;
 
 const PREFIX: &str = "sqlarena_t_attempt";
@@ -157,7 +158,10 @@ async fn attempt_jobs() {
     assert_eq!(result.unwrap_err(), sqlarena_grader::JobError::Cancelled);
 
     // The bundle stays cached; installing it again reuses its databases.
-    let again = sandbox.install_bundle(bundle.bundle.clone()).await.unwrap();
+    let again = sandbox
+        .install_bundle(bundle.bundle.clone(), &CancellationToken::new())
+        .await
+        .unwrap();
     assert!(Arc::ptr_eq(&again, &bundle));
     drop(again);
     drop(bundle);
@@ -266,7 +270,10 @@ async fn every_run_is_its_own_read_only_transaction() {
     let sandbox = start_sandbox("sqlarena_t_runs").await;
     let payload = people_init("SELECT id FROM people", &[(1, people_data(3, 0))], 1);
     let bundle = prepare_challenge(&sandbox, &payload, "runs-v1").await;
-    let mut session = sandbox.runner_session(&bundle.databases[&1]).await.unwrap();
+    let mut session = sandbox
+        .runner_session(&bundle.databases[&1], SessionKind::Student)
+        .await
+        .unwrap();
     let probe = session
         .prepare(
             "SELECT current_setting('transaction_isolation') AS isolation, \
@@ -278,7 +285,7 @@ async fn every_run_is_its_own_read_only_transaction() {
         .await
         .unwrap();
     let limits =
-        sqlarena_grader::run::Limits::new(std::time::Duration::from_millis(1500), 10, 1 << 20);
+        sqlarena_grader::sandbox::Limits::new(std::time::Duration::from_millis(1500), 10, 1 << 20);
     let clock = sandbox.query_time();
     let mut starts = Vec::new();
     for _ in 0..3 {
@@ -359,7 +366,10 @@ async fn a_failed_bundle_build_does_not_quote_test_data() {
         "INSERT INTO people (name, age) VALUES ('hidden-secret-name', 1); \
          INSERT INTO people (id, name, age) VALUES (1, 'hidden-secret-name', 2), (1, 'hidden-secret-name', 3)"
             .into();
-    let message = match sandbox.install_bundle(bundle).await {
+    let message = match sandbox
+        .install_bundle(bundle, &CancellationToken::new())
+        .await
+    {
         Ok(_) => panic!("the bundle built"),
         Err(error) => error.to_string(),
     };
@@ -429,7 +439,10 @@ async fn runner_connections_log_in_as_the_runner_with_its_settings() {
     let sandbox = start_sandbox(prefix).await;
     let payload = people_init("SELECT id FROM people", &[(1, people_data(3, 0))], 1);
     let bundle = prepare_challenge(&sandbox, &payload, "settings-v1").await;
-    let mut session = sandbox.runner_session(&bundle.databases[&1]).await.unwrap();
+    let mut session = sandbox
+        .runner_session(&bundle.databases[&1], SessionKind::Student)
+        .await
+        .unwrap();
     let names = [
         "idle_in_transaction_session_timeout",
         "idle_session_timeout",

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use sqlarena_common::{AttemptPayload, BundleCase, ChallengeBundle, InitPayload, TestCaseData};
-use sqlarena_grader::run::{run_attempt, run_init, Limits};
-use sqlarena_grader::sandbox::{Sandbox, SandboxConfig};
+use sqlarena_grader::run::{run_attempt, run_init};
+use sqlarena_grader::sandbox::{Limits, Sandbox, SandboxConfig, SessionKind};
 use sqlarena_grader::timing::median;
 use tokio_util::sync::CancellationToken;
 
@@ -60,6 +60,7 @@ async fn main() -> anyhow::Result<()> {
         runner_connection_limit: 8,
         runner_statement_timeout: Duration::from_secs(10),
         init_timeout: Duration::from_secs(10),
+        max_database_bytes: 256 << 20,
         cache_size: 4,
     })
     .await
@@ -108,7 +109,7 @@ async fn main() -> anyhow::Result<()> {
             .collect(),
     };
     let started = Instant::now();
-    let bundle = sandbox.install_bundle(bundle).await?;
+    let bundle = sandbox.install_bundle(bundle, &cancel).await?;
     println!(
         "bundle build (first attempt on a fresh grader): {:.1} ms",
         started.elapsed().as_secs_f64() * 1000.0
@@ -191,7 +192,9 @@ async fn main() -> anyhow::Result<()> {
     // caller's side) against the part it reports as measured (from sending
     // BEGIN, the query and ROLLBACK to the last row).
     let database = bundle.databases[&1].clone();
-    let mut session = sandbox.runner_session(&database).await?;
+    let mut session = sandbox
+        .runner_session(&database, SessionKind::Reference)
+        .await?;
     let prepared = session.prepare(solution).await?;
     let (mut wall, mut timed) = (Vec::new(), Vec::new());
     for _ in 0..RUN_SAMPLES {
@@ -242,7 +245,7 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn(connection);
     admin
         .batch_execute(
-            "DROP ROLE IF EXISTS sqlarena_bench_owner; DROP ROLE IF EXISTS sqlarena_bench_runner",
+            "DROP ROLE IF EXISTS sqlarena_bench_owners; DROP ROLE IF EXISTS sqlarena_bench_runner",
         )
         .await?;
     Ok(())

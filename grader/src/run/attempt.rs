@@ -9,11 +9,11 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, instrument};
 
-use super::query::{check_query_shape, Limits, QueryError, RunnerSession};
 use super::row_order;
 use crate::compare::compare;
 use crate::error::JobError;
-use crate::sandbox::{CachedBundle, Sandbox};
+use crate::sandbox::session::check_query_shape;
+use crate::sandbox::{CachedBundle, Limits, QueryError, RunnerSession, Sandbox, SessionKind};
 use crate::timing::{millis, timed_rounds, CaseTimings};
 
 /// Rows of a student's result kept for display.
@@ -107,9 +107,11 @@ fn reference_failure(case_id: i64, error: QueryError) -> JobError {
     }
 }
 
-/// Grades one test case: prepare both queries, one discarded warm-up each
-/// (the student's warm-up result is the one compared), then alternating
-/// timed rounds.
+/// Grades one test case on two runner connections to its database: the
+/// student's holds nothing but the student's statement, the reference is
+/// prepared and run on the other. One discarded warm-up each (the
+/// student's warm-up result is the one compared), then timed rounds
+/// alternating the two.
 async fn run_case(
     sandbox: &Sandbox,
     payload: &AttemptPayload,
@@ -124,12 +126,20 @@ async fn run_case(
             "test case {case_id} is not part of the challenge's bundle"
         )));
     };
-    let mut session = sandbox
-        .runner_session(database)
+    let connection = |e: QueryError| JobError::Retryable(e.to_string());
+    let mut student = sandbox
+        .runner_session(database, SessionKind::Student)
         .await
-        .map_err(|e| JobError::Retryable(e.to_string()))?;
+        .map_err(connection)?;
+    let mut reference = sandbox
+        .runner_session(database, SessionKind::Reference)
+        .await
+        .map_err(connection)?;
     let result = grade_case(
-        &mut session,
+        Sessions {
+            student: &mut student,
+            reference: &mut reference,
+        },
         payload,
         bundle,
         case_id,
@@ -138,13 +148,20 @@ async fn run_case(
         budget,
     )
     .await;
-    sandbox.release_session(database, session);
+    sandbox.release_session(database, SessionKind::Student, student);
+    sandbox.release_session(database, SessionKind::Reference, reference);
     result
+}
+
+/// The two connections a case is graded on.
+struct Sessions<'a> {
+    student: &'a mut RunnerSession,
+    reference: &'a mut RunnerSession,
 }
 
 /// Grades one case on a runner connection to its database.
 async fn grade_case(
-    session: &mut RunnerSession,
+    sessions: Sessions<'_>,
     payload: &AttemptPayload,
     bundle: &CachedBundle,
     case_id: i64,
@@ -160,15 +177,23 @@ async fn grade_case(
         .find(|case| case.id == case_id)
         .and_then(|case| case.expected.as_ref())
         .ok_or_else(|| JobError::Terminal(format!("test case {case_id} has no expected result")))?;
-    let (student, reference) = session
-        .prepare_pair(&payload.query, &bundle.bundle.solution)
-        .await;
+    let Sessions {
+        student: student_session,
+        reference: reference_session,
+    } = sessions;
+    let (student, reference) = tokio::join!(
+        student_session.prepare(&payload.query),
+        reference_session.prepare(&bundle.bundle.solution)
+    );
     let student = match student {
         Ok(prepared) => prepared,
         Err(error) => return student_failure(case_id, error),
     };
     let reference = reference.map_err(|e| reference_failure(case_id, e))?;
-    let warm_up = match session.execute(&student, limits, true, cancel).await {
+    let warm_up = match student_session
+        .execute(&student, limits, true, cancel)
+        .await
+    {
         Ok(execution) => execution,
         Err(error) => return student_failure(case_id, error),
     };
@@ -183,7 +208,7 @@ async fn grade_case(
         case.actual_result = Some(truncated(actual));
         return Ok(case);
     }
-    let reference_warm_up = session
+    let reference_warm_up = reference_session
         .execute(&reference, limits, false, cancel)
         .await
         .map_err(|e| reference_failure(case_id, e))?;
@@ -200,11 +225,14 @@ async fn grade_case(
     }
     let mut timings = CaseTimings::default();
     for _ in 0..rounds {
-        let student_run = match session.execute(&student, limits, false, cancel).await {
+        let student_run = match student_session
+            .execute(&student, limits, false, cancel)
+            .await
+        {
             Ok(execution) => execution,
             Err(error) => return student_failure(case_id, error),
         };
-        let reference_run = session
+        let reference_run = reference_session
             .execute(&reference, limits, false, cancel)
             .await
             .map_err(|e| reference_failure(case_id, e))?;

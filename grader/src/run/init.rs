@@ -7,17 +7,16 @@ use sqlarena_common::{ExpectedCase, InitOutcome, InitPayload};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, instrument};
 
-use super::query::{Limits, QueryError};
 use super::row_order;
 use crate::compare::{first_unfixed_tie, RowOrder};
 use crate::error::JobError;
-use crate::sandbox::{BuildError, Sandbox};
+use crate::sandbox::{BuildError, Limits, Login, QueryError, Sandbox};
 use crate::timing::{median, millis, timed_rounds};
 
 /// Runs an init job. Problems with the professor's SQL are reported in the
 /// outcome's `errors` (one per failing statement or test case); only
-/// infrastructure problems are job errors. The databases are dropped at the
-/// end: attempts build their own from the bundle. With `finish_by`, the
+/// infrastructure problems are job errors. The databases and their owner
+/// role are dropped at the end: attempts build their own from the bundle. With `finish_by`, the
 /// reference's timed runs on each case shrink to fit its share of the time
 /// left, as an attempt's rounds do.
 ///
@@ -33,10 +32,23 @@ pub async fn run_init(
     cancel: &CancellationToken,
     finish_by: Option<Instant>,
 ) -> Result<InitOutcome, JobError> {
+    let owner = sandbox.create_owner().await.map_err(|error| match error {
+        BuildError::Cancelled => JobError::Cancelled,
+        other => JobError::Retryable(other.describe(0)),
+    })?;
     let mut databases = Vec::new();
-    let result = build_and_run(sandbox, payload, limits, cancel, finish_by, &mut databases).await;
+    let result = build_and_run(
+        sandbox,
+        &owner,
+        payload,
+        limits,
+        cancel,
+        finish_by,
+        &mut databases,
+    )
+    .await;
     sandbox
-        .drop_databases(databases.into_iter().map(|(_, name)| name))
+        .drop_version(&owner.role, databases.into_iter().map(|(_, name)| name))
         .await;
     let outcome = result?;
     info!(
@@ -51,6 +63,7 @@ pub async fn run_init(
 /// the reference on each.
 async fn build_and_run(
     sandbox: &Sandbox,
+    owner: &Login,
     payload: &InitPayload,
     limits: &Limits,
     cancel: &CancellationToken,
@@ -72,9 +85,13 @@ async fn build_and_run(
         if cancel.is_cancelled() {
             return Err(JobError::Cancelled);
         }
-        match sandbox.build_case_database(&payload.init, &case.data).await {
+        match sandbox
+            .build_case_database(owner, &payload.init, &case.data, cancel)
+            .await
+        {
             Ok(name) => databases.push((case.id, name)),
             Err(BuildError::Infrastructure(message)) => return Err(JobError::Retryable(message)),
+            Err(BuildError::Cancelled) => return Err(JobError::Cancelled),
             Err(error @ BuildError::Init { .. }) => {
                 // The init SQL is the same for every case: report it once.
                 outcome.errors.push(error.describe(case.id));
@@ -86,6 +103,10 @@ async fn build_and_run(
     if !outcome.errors.is_empty() {
         return Ok(outcome);
     }
+    sandbox
+        .seal_owner(owner)
+        .await
+        .map_err(|error| JobError::Retryable(error.describe(0)))?;
     for (index, (case_id, database)) in databases.iter().enumerate() {
         let budget = finish_by.map(|at| {
             at.saturating_duration_since(Instant::now())

@@ -1,15 +1,11 @@
-//! Executing jobs: init jobs build databases and expected results, attempt
-//! jobs time and check a student query.
+//! Executing jobs on top of the sandbox: init jobs build databases and
+//! expected results, attempt jobs time and check a student query.
 
 pub mod attempt;
-pub mod cells;
 pub mod init;
-pub mod pool;
-pub mod query;
 
 pub use attempt::run_attempt;
 pub use init::run_init;
-pub use query::{Limits, QueryClock, QueryError, RunnerSession};
 
 use sqlarena_common::Column;
 

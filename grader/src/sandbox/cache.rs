@@ -13,6 +13,8 @@ use sqlarena_common::ChallengeBundle;
 #[derive(Debug)]
 pub struct CachedBundle {
     pub bundle: ChallengeBundle,
+    /// The version's owner role, dropped with the databases.
+    pub owner: String,
     /// Test case id to database name.
     pub databases: HashMap<i64, String>,
 }
@@ -105,6 +107,7 @@ mod tests {
                 times_to_run: 1,
                 test_cases: vec![],
             },
+            owner: String::new(),
             databases: HashMap::new(),
         })
     }

@@ -45,6 +45,8 @@ pub const REVOKED_FUNCTIONS: &[&str] = &[
     "lowrite",
     "txid_current",
     "pg_current_xact_id",
+    "pg_prepared_statement",
+    "pg_cursor",
 ];
 
 /// `LIKE` patterns of further `pg_catalog` functions PUBLIC loses.
@@ -103,24 +105,26 @@ pub const REVOKED_RELATIONS: &[&str] = &[
     "pg_ident_file_mappings",
     "pg_config",
     "pg_stat_statements",
+    "pg_prepared_statements",
+    "pg_cursors",
 ];
 
 /// Returns `'text'` as a SQL string literal.
-fn literal(text: &str) -> String {
+pub fn literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
 /// Returns the script that hardens the template database, run there by
-/// the admin. `owner` keeps `set_config` and the SQL languages, which
-/// professors' init scripts may use.
-pub fn template_script(owner: &str) -> String {
+/// the admin. The owners' group keeps `set_config` and the SQL languages,
+/// which professors' init scripts may use.
+pub fn template_script(owners_group: &str) -> String {
     let names: Vec<String> = REVOKED_FUNCTIONS.iter().map(|name| literal(name)).collect();
     let patterns: Vec<String> = REVOKED_FUNCTION_PATTERNS
         .iter()
         .map(|p| literal(p))
         .collect();
     let relations: Vec<String> = REVOKED_RELATIONS.iter().map(|name| literal(name)).collect();
-    let owner = quote_ident(owner);
+    let owner = quote_ident(owners_group);
     format!(
         "REVOKE ALL ON SCHEMA public FROM PUBLIC;
          REVOKE ALL ON LANGUAGE plpgsql FROM PUBLIC;
@@ -180,8 +184,8 @@ pub struct RoleAttributes {
     pub memberships: i64,
 }
 
-/// Checks that a role that logs in for hostile SQL (the runner for
-/// students, the owner for init SQL) is harmless.
+/// Checks that a role that runs hostile SQL (the runner for students, the
+/// owners' group that every init SQL's owner belongs to) is harmless.
 ///
 /// # Errors
 ///

@@ -1,39 +1,58 @@
-//! The PostgreSQL sandbox: roles, the hardened template, one database per
-//! test case, and the cache of built challenge bundles.
+//! The PostgreSQL sandbox: the rules student and professor SQL run under.
 //!
-//! At start the sandbox idempotently creates an owner role (runs professors'
-//! init SQL through `SET ROLE` on the admin connection) and a runner role
-//! (logs in for student queries, with a fresh random password kept only in
-//! memory), drops stale databases carrying this grader's prefix, and builds
-//! a hardened template. Test-case databases are cloned from the template
-//! under opaque names `{prefix}_{12 hex digits}`.
+//! - [`roles`]: the runner, the per-version owners and their group;
+//! - [`hardening`]: the template's revocations and the runner's settings;
+//! - [`build`]: test-case databases built by a version's owner;
+//! - [`session`], [`pool`] and [`cells`]: runner connections, the runs
+//!   they make and how their results are read under caps;
+//! - [`cache`]: which challenge versions are built on this grader.
+//!
+//! At start the sandbox drops stale databases and owner roles carrying its
+//! prefix, (re)creates the runner role (with a fresh random password kept
+//! only in memory) and the owners' group, and builds a hardened template
+//! owned by the admin. Test-case databases are cloned from it under opaque
+//! names `{prefix}_{12 hex digits}`. Every admin connection pins
+//! `search_path=pg_catalog, pg_temp` at connect time, so no privileged
+//! session resolves a name through objects a professor made.
 
+pub mod build;
 pub mod cache;
+pub mod cells;
 pub mod hardening;
+pub mod pool;
+pub mod roles;
+pub mod session;
 
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::distributions::{Alphanumeric, DistString};
 use sqlarena_common::ChallengeBundle;
 use tokio::sync::Mutex;
 use tokio_postgres::config::Host;
 use tokio_postgres::{Client, Config, NoTls};
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+pub use build::BuildError;
 pub use cache::{BundleCache, CachedBundle};
 pub use hardening::{check_role_attributes, RoleAttributes};
+pub use pool::SessionKind;
+pub use roles::Login;
+pub use session::{Limits, QueryClock, QueryError, RunnerSession};
 
 use crate::error::JobError;
-use crate::run::pool::SessionPool;
-use crate::run::{QueryClock, QueryError, RunnerSession};
-use crate::sqltext::split_statements;
+use pool::SessionPool;
+
+/// Options of every admin connection: names resolve in `pg_catalog` and
+/// nowhere a professor could have put an object.
+const ADMIN_OPTIONS: &str = "-c search_path=pg_catalog,pg_temp";
 
 /// Settings of the sandbox.
 #[derive(Debug, Clone)]
 pub struct SandboxConfig {
-    /// Admin connection URL (a role that may create roles and databases).
+    /// Admin connection URL (a role that may create databases and roles).
     pub admin_url: String,
     /// Prefix of every role and database this grader creates.
     pub prefix: String,
@@ -41,10 +60,19 @@ pub struct SandboxConfig {
     pub runner_connection_limit: u32,
     /// Role-level statement timeout of the runner (the longest lane's).
     pub runner_statement_timeout: Duration,
-    /// Statement timeout for init SQL and test data.
+    /// Client-side timeout of each init and data statement.
     pub init_timeout: Duration,
+    /// Largest size a test-case database may reach while it is built.
+    pub max_database_bytes: u64,
     /// Number of bundles kept built.
     pub cache_size: usize,
+}
+
+/// Limits of database builds.
+#[derive(Debug, Clone, Copy)]
+struct BuildLimits {
+    statement_timeout: Duration,
+    max_database_bytes: u64,
 }
 
 /// Why the sandbox could not start.
@@ -64,79 +92,18 @@ pub enum SandboxError {
     UnsafeRole(String),
 }
 
-/// Why a test-case database could not be built.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BuildError {
-    /// A statement of the challenge's init SQL failed.
-    Init {
-        statement: usize,
-        text: String,
-        message: String,
-    },
-    /// A statement of a test case's data failed.
-    Data {
-        statement: usize,
-        text: String,
-        message: String,
-    },
-    /// PostgreSQL itself failed (connection lost, out of disk...).
-    Infrastructure(String),
-}
-
-impl BuildError {
-    /// Describes the failure for a professor, naming the test case.
-    pub fn describe(&self, test_case_id: i64) -> String {
-        match self {
-            BuildError::Init {
-                statement,
-                text,
-                message,
-            } => {
-                format!("init SQL, statement {statement} ({text}): {message}")
-            }
-            BuildError::Data {
-                statement,
-                text,
-                message,
-            } => {
-                format!("test case {test_case_id}, data statement {statement} ({text}): {message}")
-            }
-            BuildError::Infrastructure(message) => {
-                format!("test case {test_case_id}: database setup failed: {message}")
-            }
-        }
-    }
-
-    /// Describes the failure without the statement's text or PostgreSQL's
-    /// message, which can quote hidden test data: for attempts, whose
-    /// errors students see.
-    pub fn summary(&self, test_case_id: i64) -> String {
-        match self {
-            BuildError::Init { statement, .. } => {
-                format!("init SQL statement {statement} failed on this grader")
-            }
-            BuildError::Data { statement, .. } => {
-                format!(
-                    "test case {test_case_id}, data statement {statement} failed on this grader"
-                )
-            }
-            BuildError::Infrastructure(_) => self.describe(test_case_id),
-        }
-    }
-}
-
 /// The sandbox of one grader.
 pub struct Sandbox {
     admin: Config,
     prefix: String,
-    owner_role: String,
-    runner_role: String,
+    runner: Login,
+    owners_group: String,
     template: String,
-    runner_password: String,
-    owner_password: String,
-    init_timeout: Duration,
+    build_limits: BuildLimits,
     cache: Mutex<BundleCache>,
-    build_lock: Mutex<()>,
+    /// One lock per challenge version being built, so that two jobs never
+    /// build the same version twice and one slow build holds up no other.
+    builds: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
     sessions: SessionPool,
     query_clock: Arc<QueryClock>,
 }
@@ -145,7 +112,7 @@ impl std::fmt::Debug for Sandbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sandbox")
             .field("prefix", &self.prefix)
-            .field("runner_role", &self.runner_role)
+            .field("runner_role", &self.runner.role)
             .finish_non_exhaustive()
     }
 }
@@ -162,25 +129,6 @@ fn valid_prefix(prefix: &str) -> bool {
         && prefix
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-}
-
-/// Runs an ALTER ROLE that sets a password; its error is reported without
-/// the statement, which carries the password.
-async fn alter_with_password(
-    client: &Client,
-    statement: &str,
-    step: &'static str,
-) -> Result<(), SandboxError> {
-    client
-        .batch_execute(statement)
-        .await
-        .map_err(|e| SandboxError::Setup {
-            step,
-            message: e
-                .as_db_error()
-                .map(|db| db.message().to_string())
-                .unwrap_or_else(|| e.to_string()),
-        })
 }
 
 /// Connects with `config` and drives the connection in a background task.
@@ -211,19 +159,9 @@ pub fn db_message(error: &tokio_postgres::Error) -> String {
     }
 }
 
-/// Shortens a statement for an error message.
-fn excerpt(statement: &str) -> String {
-    let flat: String = statement.split_whitespace().collect::<Vec<_>>().join(" ");
-    if flat.chars().count() > 80 {
-        format!("`{}...`", flat.chars().take(77).collect::<String>())
-    } else {
-        format!("`{flat}`")
-    }
-}
-
 impl Sandbox {
     /// Sets up roles, settings and the hardened template, dropping stale
-    /// databases of this prefix first.
+    /// databases and owner roles of this prefix first.
     ///
     /// # Errors
     ///
@@ -238,22 +176,30 @@ impl Sandbox {
         let prefix = config.prefix.clone();
         let sandbox = Sandbox {
             admin,
-            owner_role: format!("{prefix}_owner"),
-            runner_role: format!("{prefix}_runner"),
+            runner: Login::generate(format!("{prefix}_runner")),
+            owners_group: format!("{prefix}_owners"),
             template: format!("{prefix}_template"),
-            runner_password: Alphanumeric.sample_string(&mut rand::thread_rng(), 32),
-            owner_password: Alphanumeric.sample_string(&mut rand::thread_rng(), 32),
-            init_timeout: config.init_timeout,
+            build_limits: BuildLimits {
+                statement_timeout: config.init_timeout,
+                max_database_bytes: config.max_database_bytes,
+            },
             cache: Mutex::new(BundleCache::new(config.cache_size)),
-            build_lock: Mutex::new(()),
+            builds: std::sync::Mutex::default(),
             sessions: SessionPool::new((config.runner_connection_limit / 2) as usize),
             query_clock: Arc::default(),
             prefix,
         };
         let client = sandbox.admin_client(None).await?;
-        sandbox.drop_stale_databases(&client).await?;
-        sandbox.setup_roles(&client, config).await?;
-        sandbox.check_roles(&client).await?;
+        sandbox.drop_stale(&client).await?;
+        roles::setup_shared_roles(
+            &client,
+            &sandbox.runner,
+            &sandbox.owners_group,
+            config.runner_connection_limit,
+            config.runner_statement_timeout.as_millis() as u64,
+        )
+        .await?;
+        roles::check_shared_roles(&client, &sandbox.runner.role, &sandbox.owners_group).await?;
         sandbox.create_template(&client).await?;
         info!(prefix = %sandbox.prefix, "sandbox ready");
         Ok(sandbox)
@@ -266,10 +212,16 @@ impl Sandbox {
 
     /// Returns the runner role's name.
     pub fn runner_role(&self) -> &str {
-        &self.runner_role
+        &self.runner.role
     }
 
-    /// Connects as the admin, to `database` or the URL's own database.
+    /// Returns the name of the owners' group.
+    pub fn owners_group(&self) -> &str {
+        &self.owners_group
+    }
+
+    /// Connects as the admin, to `database` or the URL's own database,
+    /// with `search_path` pinned.
     async fn admin_client(&self, database: Option<&str>) -> Result<Client, SandboxError> {
         let mut config = self.admin.clone();
         if let Some(database) = database {
@@ -277,6 +229,7 @@ impl Sandbox {
         }
         config
             .application_name("sqlarena-grader-admin")
+            .options(ADMIN_OPTIONS)
             .connect_timeout(Duration::from_secs(10));
         connect(&config)
             .await
@@ -286,34 +239,15 @@ impl Sandbox {
             })
     }
 
-    /// Returns the connection settings of the runner role for `database`.
-    fn runner_config(&self, database: &str) -> Config {
-        self.login_config(
-            &self.runner_role,
-            &self.runner_password,
-            database,
-            "sqlarena-runner",
-        )
-    }
-
-    /// Returns the connection settings of the owner role for `database`.
-    fn owner_config(&self, database: &str) -> Config {
-        self.login_config(
-            &self.owner_role,
-            &self.owner_password,
-            database,
-            "sqlarena-owner",
-        )
-    }
-
-    /// Returns the settings of a password login as `role` to `database`:
-    /// TCP to the admin URL's host (127.0.0.1 when it names a socket).
+    /// Returns the settings of a password login to `database`: TCP to the
+    /// admin URL's host (127.0.0.1 when it names a socket), with startup
+    /// `options` if given.
     fn login_config(
         &self,
-        role: &str,
-        password: &str,
+        login: &Login,
         database: &str,
         application: &str,
+        options: Option<&str>,
     ) -> Config {
         let host = self
             .admin
@@ -329,22 +263,30 @@ impl Sandbox {
         config
             .host(&host)
             .port(port)
-            .user(role)
-            .password(password)
+            .user(&login.role)
+            .password(&login.password)
             .dbname(database)
             .application_name(application)
             .connect_timeout(Duration::from_secs(10));
+        if let Some(options) = options {
+            config.options(options);
+        }
         config
     }
 
-    /// Drops every database named like this grader's: `{prefix}_template`
-    /// and `{prefix}_{12 hex digits}`.
-    async fn drop_stale_databases(&self, client: &Client) -> Result<(), SandboxError> {
-        let pattern = format!("^{}_([0-9a-f]{{12}}|template)$", self.prefix);
+    /// The pattern of this sandbox's database names.
+    fn database_pattern(&self) -> String {
+        format!("^{}_([0-9a-f]{{12}}|template)$", self.prefix)
+    }
+
+    /// Drops every database named like this grader's (`{prefix}_template`,
+    /// `{prefix}_{12 hex digits}`), then every owner role (and the single
+    /// owner role of older versions).
+    async fn drop_stale(&self, client: &Client) -> Result<(), SandboxError> {
         let rows = client
             .query(
-                "SELECT datname FROM pg_database WHERE datname ~ $1",
-                &[&pattern],
+                "SELECT datname FROM pg_catalog.pg_database WHERE datname OPERATOR(pg_catalog.~) $1",
+                &[&self.database_pattern()],
             )
             .await
             .map_err(|e| setup_error("listing stale databases", &e))?;
@@ -355,223 +297,95 @@ impl Sandbox {
                 .await
                 .map_err(|e| setup_error("dropping a stale database", &e))?;
         }
-        Ok(())
-    }
-
-    /// Creates or resets the owner and runner roles and the runner's settings.
-    async fn setup_roles(
-        &self,
-        client: &Client,
-        config: &SandboxConfig,
-    ) -> Result<(), SandboxError> {
-        for role in [&self.owner_role, &self.runner_role] {
-            let create = format!(
-                "DO $create$ BEGIN
-                   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}') THEN CREATE ROLE {ident}; END IF;
-                 END $create$",
-                ident = quote_ident(role)
-            );
-            client
-                .batch_execute(&create)
+        let owners = format!("^{}_(o_[0-9a-f]{{12}}|owner)$", self.prefix);
+        let rows = client
+            .query(
+                "SELECT rolname FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.~) $1",
+                &[&owners],
+            )
+            .await
+            .map_err(|e| setup_error("listing stale owner roles", &e))?;
+        for row in rows {
+            let role: String = row.get(0);
+            info!(%role, "dropping stale owner role");
+            roles::drop_role(client, &role)
                 .await
-                .map_err(|e| setup_error("creating roles", &e))?;
-        }
-        let owner = quote_ident(&self.owner_role);
-        // The owner logs in itself to run init SQL, never via SET ROLE from
-        // the admin (RESET ROLE would undo that). INHERIT: it gets the
-        // public schema through its implicit pg_database_owner membership.
-        let alter_owner = format!(
-            "ALTER ROLE {owner} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE INHERIT NOREPLICATION NOBYPASSRLS \
-             CONNECTION LIMIT {} PASSWORD '{}'",
-            config.runner_connection_limit, self.owner_password
-        );
-        alter_with_password(client, &alter_owner, "configuring the owner role").await?;
-        let runner = quote_ident(&self.runner_role);
-        let alter_runner = format!(
-            "ALTER ROLE {runner} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT NOREPLICATION NOBYPASSRLS \
-             CONNECTION LIMIT {} PASSWORD '{}'",
-            config.runner_connection_limit, self.runner_password
-        );
-        alter_with_password(client, &alter_runner, "configuring the runner role").await?;
-        let timeout_ms = config.runner_statement_timeout.as_millis() as u64;
-        for (name, value) in hardening::runner_settings(timeout_ms) {
-            client
-                .batch_execute(&format!("ALTER ROLE {runner} SET {name} = '{value}'"))
-                .await
-                .map_err(|e| setup_error("setting the runner role's settings", &e))?;
+                .map_err(|e| setup_error("dropping a stale owner role", &e))?;
         }
         Ok(())
     }
 
-    /// Refuses to go on when the owner or the runner role can do more
-    /// than it should (superuser, role or database creation, memberships).
-    async fn check_roles(&self, client: &Client) -> Result<(), SandboxError> {
-        for (kind, role) in [("owner", &self.owner_role), ("runner", &self.runner_role)] {
-            let row = client
-                .query_one(
-                    "SELECT rolsuper, rolcreaterole, rolcreatedb, rolreplication, rolbypassrls,
-                            (SELECT count(*) FROM pg_auth_members m WHERE m.member = r.oid)
-                     FROM pg_roles r WHERE rolname = $1",
-                    &[role],
-                )
-                .await
-                .map_err(|e| setup_error("checking the owner and runner roles", &e))?;
-            let attributes = RoleAttributes {
-                superuser: row.get(0),
-                create_role: row.get(1),
-                create_db: row.get(2),
-                replication: row.get(3),
-                bypass_rls: row.get(4),
-                memberships: row.get(5),
-            };
-            check_role_attributes(kind, role, &attributes).map_err(SandboxError::UnsafeRole)?;
-        }
-        Ok(())
-    }
-
-    /// Creates the hardened template database.
+    /// Creates the hardened template database, owned by the admin.
     async fn create_template(&self, client: &Client) -> Result<(), SandboxError> {
         client
             .batch_execute(&format!(
-                "CREATE DATABASE {} TEMPLATE template0 OWNER {}",
-                quote_ident(&self.template),
-                quote_ident(&self.owner_role)
+                "CREATE DATABASE {} TEMPLATE template0",
+                quote_ident(&self.template)
             ))
             .await
             .map_err(|e| setup_error("creating the template database", &e))?;
         let template = self.admin_client(Some(&self.template)).await?;
         template
-            .batch_execute(&hardening::template_script(&self.owner_role))
+            .batch_execute(&hardening::template_script(&self.owners_group))
             .await
             .map_err(|e| setup_error("hardening the template database", &e))?;
         Ok(())
     }
 
-    /// Creates one test case's database: clone of the template, init SQL
-    /// and data run as the owner, then CONNECT and SELECT for the runner.
+    /// Creates the owner role of a new challenge version build.
     ///
     /// # Errors
     ///
-    /// Names the failing statement with PostgreSQL's message; the database
-    /// is dropped again on failure.
-    pub async fn build_case_database(&self, init: &str, data: &str) -> Result<String, BuildError> {
-        let name = format!(
-            "{}_{:012x}",
+    /// [`BuildError::Infrastructure`] when PostgreSQL refuses.
+    pub async fn create_owner(&self) -> Result<Login, BuildError> {
+        let owner = Login::generate(format!(
+            "{}_o_{:012x}",
             self.prefix,
             rand::random::<u64>() & 0xffff_ffff_ffff
-        );
+        ));
         let admin = self
             .admin_client(None)
             .await
             .map_err(|e| BuildError::Infrastructure(e.to_string()))?;
-        let (database, owner, runner) = (
-            quote_ident(&name),
-            quote_ident(&self.owner_role),
-            quote_ident(&self.runner_role),
-        );
-        admin
-            .batch_execute(&format!(
-                "CREATE DATABASE {database} TEMPLATE {} OWNER {owner}",
-                quote_ident(&self.template)
-            ))
-            .await
-            .map_err(|e| BuildError::Infrastructure(db_message(&e)))?;
-        let result = self.fill_case_database(&name, init, data).await;
-        let result = match result {
-            Ok(()) => admin
-                .batch_execute(&format!(
-                    "REVOKE ALL ON DATABASE {database} FROM PUBLIC; GRANT CONNECT ON DATABASE {database} TO {runner}"
-                ))
-                .await
-                .map_err(|e| BuildError::Infrastructure(db_message(&e))),
-            Err(error) => Err(error),
-        };
-        match result {
-            Ok(()) => Ok(name),
-            Err(error) => {
-                if let Err(drop_error) = drop_database(&admin, &name).await {
-                    warn!(database = %name, error = %drop_error, "cannot drop a failed database");
-                }
-                Err(error)
-            }
-        }
+        roles::create_owner(
+            &admin,
+            &owner,
+            &self.owners_group,
+            self.build_limits.statement_timeout.as_millis(),
+        )
+        .await
+        .map_err(|e| BuildError::Infrastructure(e.to_string()))?;
+        Ok(owner)
     }
 
-    /// Runs init and data on a connection logged in as the owner in
-    /// `name`, then, as the admin, grants the runner USAGE on the owner's
-    /// schemas and SELECT on their tables.
-    async fn fill_case_database(
-        &self,
-        name: &str,
-        init: &str,
-        data: &str,
-    ) -> Result<(), BuildError> {
-        let owner = connect(&self.owner_config(name))
+    /// Takes the login of a version's owner away once its databases are
+    /// built.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError::Infrastructure`] when PostgreSQL refuses.
+    pub async fn seal_owner(&self, owner: &Login) -> Result<(), BuildError> {
+        let admin = self
+            .admin_client(None)
             .await
             .map_err(|e| BuildError::Infrastructure(e.to_string()))?;
-        owner
-            .batch_execute(&format!(
-                "SET statement_timeout = {}",
-                self.init_timeout.as_millis()
-            ))
-            .await
-            .map_err(|e| BuildError::Infrastructure(db_message(&e)))?;
-        for (index, statement) in split_statements(init).iter().enumerate() {
-            owner
-                .batch_execute(statement.text)
-                .await
-                .map_err(|e| BuildError::Init {
-                    statement: index + 1,
-                    text: excerpt(statement.text),
-                    message: db_message(&e),
-                })?;
-        }
-        for (index, statement) in split_statements(data).iter().enumerate() {
-            owner
-                .batch_execute(statement.text)
-                .await
-                .map_err(|e| BuildError::Data {
-                    statement: index + 1,
-                    text: excerpt(statement.text),
-                    message: db_message(&e),
-                })?;
-        }
-        drop(owner);
-        let client = self
-            .admin_client(Some(name))
-            .await
-            .map_err(|e| BuildError::Infrastructure(e.to_string()))?;
-        let grants = format!(
-            "DO $grant$
-             DECLARE schema_name text;
-             BEGIN
-               FOR schema_name IN
-                 SELECT nspname FROM pg_namespace
-                 WHERE nspowner = '{owner}'::regrole OR nspname = 'public'
-               LOOP
-                 EXECUTE format('GRANT USAGE ON SCHEMA %I TO %I', schema_name, '{runner}');
-                 EXECUTE format('GRANT SELECT ON ALL TABLES IN SCHEMA %I TO %I', schema_name, '{runner}');
-               END LOOP;
-             END
-             $grant$;
-             ANALYZE;",
-            owner = self.owner_role,
-            runner = self.runner_role
-        );
-        client
-            .batch_execute(&grants)
+        roles::seal_owner(&admin, &owner.role)
             .await
             .map_err(|e| BuildError::Infrastructure(db_message(&e)))
     }
 
-    /// Returns a runner connection to `database`: an idle pooled one, or
-    /// a new one.
+    /// Returns a runner connection of `kind` to `database`: an idle pooled
+    /// one, or a new one.
     ///
     /// # Errors
     ///
     /// [`QueryError::Connection`] when PostgreSQL refuses.
-    pub async fn runner_session(&self, database: &str) -> Result<RunnerSession, QueryError> {
-        match self.sessions.take(database) {
+    pub async fn runner_session(
+        &self,
+        database: &str,
+        kind: SessionKind,
+    ) -> Result<RunnerSession, QueryError> {
+        match self.sessions.take(database, kind) {
             Some(session) => Ok(session),
             None => self.connect_runner(database).await,
         }
@@ -583,7 +397,8 @@ impl Sandbox {
     ///
     /// Returns [`QueryError::Connection`] when PostgreSQL refuses.
     pub async fn connect_runner(&self, database: &str) -> Result<RunnerSession, QueryError> {
-        RunnerSession::connect(&self.runner_config(database), Arc::clone(&self.query_clock)).await
+        let config = self.login_config(&self.runner, database, "sqlarena-runner", None);
+        RunnerSession::connect(&config, Arc::clone(&self.query_clock)).await
     }
 
     /// Returns the total time runner connections spent in runs (execute +
@@ -592,13 +407,13 @@ impl Sandbox {
         self.query_clock.total()
     }
 
-    /// Gives back a runner connection after a clean run for reuse.
-    pub fn release_session(&self, database: &str, session: RunnerSession) {
-        self.sessions.put(database, session);
+    /// Gives back a runner connection of `kind` after a clean run for reuse.
+    pub fn release_session(&self, database: &str, kind: SessionKind, session: RunnerSession) {
+        self.sessions.put(database, kind, session);
     }
 
-    /// Drops databases, logging failures.
-    pub async fn drop_databases(&self, names: impl IntoIterator<Item = String>) {
+    /// Drops a version's databases, then its owner role, logging failures.
+    pub async fn drop_version(&self, owner: &str, databases: impl IntoIterator<Item = String>) {
         let admin = match self.admin_client(None).await {
             Ok(admin) => admin,
             Err(error) => {
@@ -606,11 +421,14 @@ impl Sandbox {
                 return;
             }
         };
-        for name in names {
+        for name in databases {
             self.sessions.forget(&name);
             if let Err(error) = drop_database(&admin, &name).await {
                 warn!(database = %name, error = %db_message(&error), "cannot drop database");
             }
+        }
+        if let Err(error) = roles::drop_role(&admin, owner).await {
+            warn!(%owner, error = %db_message(&error), "cannot drop an owner role");
         }
     }
 
@@ -619,67 +437,97 @@ impl Sandbox {
         self.cache.lock().await.get(version_hash)
     }
 
-    /// Returns the built bundle, building its databases first if needed;
-    /// evicts least recently used bundles beyond the cache size.
+    /// Returns the lock of one version's build.
+    fn build_lock(&self, version_hash: &str) -> Arc<Mutex<()>> {
+        let mut builds = self.builds.lock().expect("build locks");
+        builds.retain(|_, lock| Arc::strong_count(lock) > 1);
+        Arc::clone(builds.entry(version_hash.to_string()).or_default())
+    }
+
+    /// Returns the built bundle, building its databases first if needed
+    /// (under a new owner role); evicts least recently used bundles beyond
+    /// the cache size.
     ///
     /// # Errors
     ///
-    /// Fails (retryably) when a database cannot be built.
+    /// Fails (retryably) when a database cannot be built,
+    /// [`JobError::Cancelled`] when `cancel` fires first.
     pub async fn install_bundle(
         &self,
         bundle: ChallengeBundle,
+        cancel: &CancellationToken,
     ) -> Result<Arc<CachedBundle>, JobError> {
-        let _building = self.build_lock.lock().await;
+        let lock = self.build_lock(&bundle.version_hash);
+        let _building = tokio::select! {
+            guard = lock.lock() => guard,
+            () = cancel.cancelled() => return Err(JobError::Cancelled),
+        };
         if let Some(cached) = self.cached_bundle(&bundle.version_hash).await {
             return Ok(cached);
         }
-        let mut databases = std::collections::HashMap::new();
+        let owner = self
+            .create_owner()
+            .await
+            .map_err(|e| build_failure(&bundle, 0, &e))?;
+        let mut databases = HashMap::new();
         for case in &bundle.test_cases {
-            match self.build_case_database(&bundle.init, &case.data).await {
+            match self
+                .build_case_database(&owner, &bundle.init, &case.data, cancel)
+                .await
+            {
                 Ok(name) => {
                     databases.insert(case.id, name);
                 }
                 Err(error) => {
-                    self.drop_databases(databases.into_values()).await;
-                    warn!(
-                        challenge_id = bundle.challenge_id,
-                        detail = %error.describe(case.id),
-                        "cannot build a challenge's databases"
-                    );
-                    return Err(JobError::Retryable(format!(
-                        "cannot build the databases of challenge {}: {} (the grader's log has the details)",
-                        bundle.challenge_id,
-                        error.summary(case.id)
-                    )));
+                    self.drop_version(&owner.role, databases.into_values())
+                        .await;
+                    return Err(build_failure(&bundle, case.id, &error));
                 }
             }
+        }
+        if let Err(error) = self.seal_owner(&owner).await {
+            self.drop_version(&owner.role, databases.into_values())
+                .await;
+            return Err(build_failure(&bundle, 0, &error));
         }
         info!(challenge_id = bundle.challenge_id, version_hash = %bundle.version_hash, "bundle built");
         // Log the runner in now, so the first attempt does not pay for it.
         for name in databases.values() {
-            if let Ok(session) = self.connect_runner(name).await {
-                self.sessions.put(name, session);
+            for kind in [SessionKind::Student, SessionKind::Reference] {
+                if let Ok(session) = self.connect_runner(name).await {
+                    self.sessions.put(name, kind, session);
+                }
             }
         }
-        let built = Arc::new(CachedBundle { bundle, databases });
+        let built = Arc::new(CachedBundle {
+            bundle,
+            owner: owner.role,
+            databases,
+        });
         let evicted = self.cache.lock().await.insert(Arc::clone(&built));
         for bundle in evicted {
             info!(version_hash = %bundle.bundle.version_hash, "evicting bundle");
-            self.drop_databases(bundle.databases.values().cloned())
+            self.drop_version(&bundle.owner, bundle.databases.values().cloned())
                 .await;
         }
         Ok(built)
     }
 
-    /// Drops every cached bundle's databases and the template.
+    /// Drops every cached bundle's databases and owners, and the template.
     pub async fn shutdown(&self) {
         let bundles = self.cache.lock().await.drain();
-        let names: Vec<String> = bundles
-            .iter()
-            .flat_map(|b| b.databases.values().cloned())
-            .collect();
-        self.drop_databases(names.into_iter().chain([self.template.clone()]))
-            .await;
+        for bundle in bundles {
+            self.drop_version(&bundle.owner, bundle.databases.values().cloned())
+                .await;
+        }
+        match self.admin_client(None).await {
+            Ok(admin) => {
+                if let Err(error) = drop_database(&admin, &self.template).await {
+                    warn!(error = %db_message(&error), "cannot drop the template");
+                }
+            }
+            Err(error) => warn!(%error, "cannot connect to drop the template"),
+        }
     }
 
     /// Returns the names of this sandbox's existing databases (template included).
@@ -689,16 +537,34 @@ impl Sandbox {
     /// Fails when PostgreSQL cannot be queried.
     pub async fn list_databases(&self) -> Result<Vec<String>, SandboxError> {
         let client = self.admin_client(None).await?;
-        let pattern = format!("^{}_([0-9a-f]{{12}}|template)$", self.prefix);
         let rows = client
             .query(
-                "SELECT datname FROM pg_database WHERE datname ~ $1 ORDER BY 1",
-                &[&pattern],
+                "SELECT datname FROM pg_catalog.pg_database WHERE datname OPERATOR(pg_catalog.~) $1 ORDER BY 1",
+                &[&self.database_pattern()],
             )
             .await
             .map_err(|e| setup_error("listing databases", &e))?;
         Ok(rows.iter().map(|row| row.get(0)).collect())
     }
+}
+
+/// A bundle build's failure as a job error: retryable, without the
+/// statement's text or PostgreSQL's message (they can quote hidden test
+/// data, and attempts' errors reach students); the log has the details.
+fn build_failure(bundle: &ChallengeBundle, case_id: i64, error: &BuildError) -> JobError {
+    if *error == BuildError::Cancelled {
+        return JobError::Cancelled;
+    }
+    warn!(
+        challenge_id = bundle.challenge_id,
+        detail = %error.describe(case_id),
+        "cannot build a challenge's databases"
+    );
+    JobError::Retryable(format!(
+        "cannot build the databases of challenge {}: {} (the grader's log has the details)",
+        bundle.challenge_id,
+        error.summary(case_id)
+    ))
 }
 
 /// Drops a database, disconnecting its sessions.

@@ -11,8 +11,8 @@ use sqlarena_common::{
     AttemptOutcome, AttemptPayload, BundleCase, ChallengeBundle, InitOutcome, InitPayload,
     TestCaseData,
 };
-use sqlarena_grader::run::{run_attempt, run_init, Limits};
-use sqlarena_grader::sandbox::{CachedBundle, Sandbox, SandboxConfig};
+use sqlarena_grader::run::{run_attempt, run_init};
+use sqlarena_grader::sandbox::{CachedBundle, Limits, Sandbox, SandboxConfig};
 use tokio_postgres::{Client, NoTls};
 use tokio_util::sync::CancellationToken;
 
@@ -30,6 +30,7 @@ pub fn sandbox_config(prefix: &str) -> SandboxConfig {
         runner_connection_limit: 10,
         runner_statement_timeout: Duration::from_secs(10),
         init_timeout: Duration::from_secs(10),
+        max_database_bytes: 64 << 20,
         cache_size: 4,
     }
 }
@@ -62,7 +63,7 @@ pub async fn admin(database: &str) -> Client {
 pub async fn cleanup(sandbox: Sandbox) {
     sandbox.shutdown().await;
     let client = admin("postgres").await;
-    for role in ["owner", "runner"] {
+    for role in ["owners", "runner"] {
         client
             .batch_execute(&format!(
                 "DROP ROLE IF EXISTS \"{}_{role}\"",
@@ -178,7 +179,7 @@ pub async fn prepare_challenge(
     let outcome = init(sandbox, payload).await;
     let bundle = bundle_from(payload, &outcome, version_hash);
     sandbox
-        .install_bundle(bundle)
+        .install_bundle(bundle, &CancellationToken::new())
         .await
         .expect("install bundle")
 }

@@ -17,16 +17,20 @@ use std::time::{Duration, Instant};
 use futures_util::TryStreamExt;
 use sqlarena_common::{Column, QueryResult};
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::Type;
 use tokio_postgres::{CancelToken, Client, Config, NoTls, Row, RowStream, Statement};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use super::cells::{decode, needs_text_cast, RawCell};
+use super::cells::{decode, decoded_len, needs_text_cast, RawCell};
 use crate::sqltext::{first_keyword, split_statements};
 
 /// How much longer than the server-side timeout the client waits before
 /// cancelling the query itself.
 const CLIENT_DEADLINE_GRACE: Duration = Duration::from_millis(500);
+
+/// The default cap on one decoded value (see [`Limits::max_cell_bytes`]).
+pub const DEFAULT_MAX_CELL_BYTES: usize = 1 << 20;
 
 /// Limits of one run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,18 +38,32 @@ pub struct Limits {
     pub timeout: Duration,
     pub lock_timeout: Duration,
     pub max_rows: usize,
+    /// Cap on a result's size, counted twice: as received, and as decoded
+    /// (a 10-byte numeric can print as 128 KiB).
     pub max_bytes: usize,
+    /// Cap on one decoded value.
+    pub max_cell_bytes: usize,
 }
 
 impl Limits {
-    /// Limits with the given timeout and caps, and a lock timeout of at
-    /// most one second.
+    /// Limits with the given timeout and caps, a lock timeout of at most
+    /// one second, and a per-value cap of at most
+    /// [`DEFAULT_MAX_CELL_BYTES`].
     pub fn new(timeout: Duration, max_rows: usize, max_bytes: usize) -> Limits {
         Limits {
             timeout,
             lock_timeout: timeout.min(Duration::from_secs(1)),
             max_rows,
             max_bytes,
+            max_cell_bytes: max_bytes.min(DEFAULT_MAX_CELL_BYTES),
+        }
+    }
+
+    /// The same limits with another per-value cap.
+    pub fn with_max_cell_bytes(self, max_cell_bytes: usize) -> Limits {
+        Limits {
+            max_cell_bytes,
+            ..self
         }
     }
 }
@@ -79,6 +97,16 @@ impl PreparedQuery {
     /// Returns the result columns (names and original type names).
     pub fn columns(&self) -> &[Column] {
         &self.columns
+    }
+
+    /// Returns the types of the columns as PostgreSQL sends them (after
+    /// the text-cast wrapper, if any).
+    fn types(&self) -> Vec<Type> {
+        self.statement
+            .columns()
+            .iter()
+            .map(|c| c.type_().clone())
+            .collect()
     }
 }
 
@@ -252,30 +280,6 @@ impl RunnerSession {
         result
     }
 
-    /// Prepares two queries in one round trip, with the results and errors
-    /// of [`prepare`](Self::prepare) for each.
-    pub async fn prepare_pair(
-        &mut self,
-        first: &str,
-        second: &str,
-    ) -> (
-        Result<PreparedQuery, QueryError>,
-        Result<PreparedQuery, QueryError>,
-    ) {
-        let client = match self.client() {
-            Ok(client) => client,
-            Err(error) => return (Err(error.clone()), Err(error)),
-        };
-        let pair = tokio::join!(
-            prepare_checked(client, first),
-            prepare_checked(client, second)
-        );
-        if pair.0.is_err() || pair.1.is_err() {
-            self.client = None;
-        }
-        pair
-    }
-
     /// Runs a prepared query once. With `keep_rows`, the decoded result is
     /// returned; otherwise rows are fetched (and capped) but not decoded.
     ///
@@ -317,7 +321,18 @@ impl RunnerSession {
         };
         self.clock.add(elapsed);
         let result = if keep_rows {
-            match decode_rows(query, &rows) {
+            // Decoding is CPU work proportional to the result: off the
+            // async runtime, so heartbeats and other jobs go on meanwhile.
+            let (types, columns, limits) = (query.types(), query.columns.clone(), *limits);
+            let decoded =
+                tokio::task::spawn_blocking(move || decode_rows(&types, columns, &rows, &limits))
+                    .await
+                    .unwrap_or_else(|error| {
+                        Err(QueryError::Failed(format!(
+                            "cannot read the result: {error}"
+                        )))
+                    });
+            match decoded {
                 Ok(result) => Some(result),
                 Err(error) => {
                     self.client = None;
@@ -476,24 +491,23 @@ async fn fetch_capped(stream: RowStream, limits: &Limits) -> Result<Vec<Row>, Qu
             )));
         }
         if bytes > limits.max_bytes {
-            return Err(QueryError::Failed(format!(
-                "your query returned more than {} bytes of data (the limit)",
-                limits.max_bytes
-            )));
+            return Err(too_many_bytes(limits));
         }
     }
     Ok(rows)
 }
 
-/// Converts fetched rows into a typed result.
-fn decode_rows(query: &PreparedQuery, rows: &[Row]) -> Result<QueryResult, QueryError> {
-    let types: Vec<_> = query
-        .statement
-        .columns()
-        .iter()
-        .map(|c| c.type_().clone())
-        .collect();
+/// Converts fetched rows into a typed result, counting each value's
+/// decoded size against the per-value and per-result caps before it is
+/// built.
+fn decode_rows(
+    types: &[Type],
+    columns: Vec<Column>,
+    rows: &[Row],
+    limits: &Limits,
+) -> Result<QueryResult, QueryError> {
     let mut decoded = Vec::with_capacity(rows.len());
+    let mut total = 0usize;
     for row in rows {
         let mut cells = Vec::with_capacity(types.len());
         for (index, ty) in types.iter().enumerate() {
@@ -502,23 +516,45 @@ fn decode_rows(query: &PreparedQuery, rows: &[Row]) -> Result<QueryResult, Query
             })?;
             let cell = match raw {
                 None => serde_json::Value::Null,
-                Some(RawCell(raw)) => decode(ty, raw).map_err(|e| {
-                    QueryError::Failed(format!(
-                        "cannot read a value of type {} in column {}: {e}",
-                        ty.name(),
-                        index + 1
-                    ))
-                })?,
+                Some(RawCell(raw)) => {
+                    let size = decoded_len(ty, raw);
+                    if size > limits.max_cell_bytes {
+                        return Err(QueryError::Failed(format!(
+                            "a value in column {} of your result is larger than {} bytes (the limit per value)",
+                            index + 1,
+                            limits.max_cell_bytes
+                        )));
+                    }
+                    total = total.saturating_add(size);
+                    if total > limits.max_bytes {
+                        return Err(too_many_bytes(limits));
+                    }
+                    decode(ty, raw).map_err(|e| {
+                        QueryError::Failed(format!(
+                            "cannot read a value of type {} in column {}: {e}",
+                            ty.name(),
+                            index + 1
+                        ))
+                    })?
+                }
             };
             cells.push(cell);
         }
         decoded.push(cells);
     }
     Ok(QueryResult {
-        columns: query.columns.clone(),
+        columns,
         rows: decoded,
         ordered: false,
     })
+}
+
+/// The error of a result over the byte cap.
+fn too_many_bytes(limits: &Limits) -> QueryError {
+    QueryError::Failed(format!(
+        "your query returned more than {} bytes of data (the limit)",
+        limits.max_bytes
+    ))
 }
 
 #[cfg(test)]

@@ -115,6 +115,29 @@ pub fn decode(ty: &Type, raw: &[u8]) -> Result<Value, Box<dyn Error + Sync + Sen
     })
 }
 
+/// Returns how many bytes the decoded value of a cell takes as text,
+/// without decoding it: a numeric's printed digits follow from its header
+/// (a 10-byte `9e131071` prints as 131,072 digits), bytea doubles as hex,
+/// everything else is about as long as it was on the wire.
+pub fn decoded_len(ty: &Type, raw: &[u8]) -> usize {
+    match *ty {
+        Type::NUMERIC => numeric_text_len(raw),
+        Type::BYTEA => raw.len().saturating_mul(2).saturating_add(2),
+        _ => raw.len(),
+    }
+}
+
+/// The length of [`numeric_text`]'s rendering of `raw`, from its header.
+fn numeric_text_len(raw: &[u8]) -> usize {
+    let word = |i: usize| {
+        raw.get(i * 2..i * 2 + 2)
+            .map_or(0, |b| i16::from_be_bytes([b[0], b[1]]))
+    };
+    let (weight, scale) = (i64::from(word(1)), usize::from(word(3) as u16));
+    let integer_digits = usize::try_from((weight + 1) * 4).unwrap_or(0).max(1);
+    1 + integer_digits + if scale > 0 { 1 + scale } else { 0 }
+}
+
 /// Renders a binary `numeric` as decimal text (`NaN` and infinities too).
 ///
 /// # Errors
@@ -209,6 +232,24 @@ mod tests {
         );
         assert_eq!(numeric_text(&numeric(0, 0, 0xC000, 0, &[])).unwrap(), "NaN");
         assert!(numeric_text(&[0, 1]).is_err());
+    }
+
+    #[test]
+    fn numeric_lengths_are_known_before_rendering() {
+        for raw in [
+            numeric(2, 1, 0, 0, &[12, 3456]),
+            numeric(2, 0, 0x4000, 2, &[3, 1400]),
+            numeric(1, -1, 0, 5, &[50]),
+            numeric(1, 2, 0, 0, &[7]),
+        ] {
+            let text = numeric_text(&raw).unwrap();
+            assert!(decoded_len(&Type::NUMERIC, &raw) >= text.len(), "{text}");
+        }
+        // 9e131071: ten bytes on the wire, 131,072 characters printed.
+        let bomb = numeric(1, 32767, 0, 0, &[9]);
+        assert!(bomb.len() <= 10);
+        assert!(decoded_len(&Type::NUMERIC, &bomb) >= 131_072);
+        assert_eq!(decoded_len(&Type::BYTEA, &[1, 2, 3]), 8);
     }
 
     #[test]
