@@ -335,13 +335,19 @@ async fn execute_job(session: &Arc<Session>, job: LeasedJob) {
                     continue;
                 }
                 let request = ProgressRequest { lease_id, case };
-                if let Err(error) = post_with_retry(&session, &cancel, || {
+                match post_with_retry(&session, &cancel, || {
                     session.client.progress(job_id, &request)
                 })
                 .await
                 {
-                    warn!(%error, "progress not accepted; stopping the job");
-                    cancel.cancel();
+                    Ok(()) => {}
+                    // The lease is no longer ours: stop working for it.
+                    Err(error @ (ClientError::Conflict(_) | ClientError::Unauthorized(_))) => {
+                        warn!(%error, "progress not accepted; stopping the job");
+                        cancel.cancel();
+                    }
+                    // The completion carries every case again.
+                    Err(error) => warn!(%error, "progress not accepted; going on"),
                 }
             }
         })
@@ -381,16 +387,7 @@ async fn execute_job(session: &Arc<Session>, job: LeasedJob) {
     let _ = forwarder.await;
     if !cancel.is_cancelled() {
         let posted = match result {
-            Ok(outcome) => {
-                let request = CompleteRequest {
-                    lease_id: job.lease_id,
-                    outcome,
-                };
-                post_with_retry(session, &cancel, || {
-                    session.client.complete(job.job_id, &request)
-                })
-                .await
-            }
+            Ok(outcome) => complete_job(session, &job, &cancel, outcome).await,
             Err(JobError::Cancelled) => Ok(()),
             Err(error) => {
                 warn!(%error, retryable = error.is_retryable(), "job failed");
@@ -415,6 +412,48 @@ async fn execute_job(session: &Arc<Session>, job: LeasedJob) {
     cancel.cancel();
     let _ = deadline_guard.await;
     session.jobs.lock().expect("jobs lock").remove(&job.job_id);
+}
+
+/// Posts a job's outcome. Should the coordinator refuse it (too large,
+/// say), it is posted again without the rows and diffs shown for display,
+/// and if that is refused too the job fails for good with the reason: a
+/// refused post never leaves a job hanging until its deadline.
+async fn complete_job(
+    session: &Session,
+    job: &LeasedJob,
+    cancel: &CancellationToken,
+    outcome: JobOutcome,
+) -> Result<(), ClientError> {
+    let mut request = CompleteRequest {
+        lease_id: job.lease_id,
+        outcome,
+    };
+    let post = || session.client.complete(job.job_id, &request);
+    let refusal = match post_with_retry(session, cancel, post).await {
+        Err(ClientError::Refused { status, message }) => format!("{status}: {message}"),
+        other => return other,
+    };
+    warn!(%refusal, "outcome refused; posting it without the shown rows");
+    if let JobOutcome::Attempt(attempt) = &mut request.outcome {
+        for case in &mut attempt.cases {
+            case.actual_result = None;
+            case.diff = None;
+        }
+    }
+    let post = || session.client.complete(job.job_id, &request);
+    let refusal = match post_with_retry(session, cancel, post).await {
+        Err(ClientError::Refused { status, message }) => format!("{status}: {message}"),
+        other => return other,
+    };
+    let request = FailRequest {
+        lease_id: job.lease_id,
+        error: format!("the coordinator refused this job's result ({refusal})"),
+        retryable: false,
+    };
+    post_with_retry(session, cancel, || {
+        session.client.fail(job.job_id, &request)
+    })
+    .await
 }
 
 /// Posts with retries on transient errors; a 401 marks the session lost.

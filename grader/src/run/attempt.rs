@@ -4,20 +4,18 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sqlarena_common::{AttemptOutcome, AttemptPayload, CaseResult, CaseStatus, QueryResult};
+use sqlarena_common::{AttemptOutcome, AttemptPayload, CaseResult, CaseStatus};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, instrument};
 
+use super::report::{clip, shown, POST_BUDGET};
 use super::row_order;
 use crate::compare::compare;
 use crate::error::JobError;
 use crate::sandbox::session::check_query_shape;
 use crate::sandbox::{CachedBundle, Limits, QueryError, RunnerSession, Sandbox, SessionKind};
 use crate::timing::{millis, timed_rounds, CaseTimings};
-
-/// Rows of a student's result kept for display.
-const SHOWN_ROWS: usize = 50;
 
 /// Runs an attempt job on a built bundle. Each case's result is sent to
 /// `progress` as it finishes. With `finish_by` (the job's deadline less a
@@ -203,9 +201,9 @@ async fn grade_case(
         let mut case = error_case(case_id, String::new());
         case.status = CaseStatus::Failed;
         case.error = None;
-        case.diff = Some(diff);
+        case.diff = Some(clip(diff, shown_budget(payload) / 4));
         case.execution_ms = Some(millis(warm_up.elapsed));
-        case.actual_result = Some(truncated(actual));
+        case.actual_result = Some(shown(actual, shown_budget(payload)));
         return Ok(case);
     }
     let reference_warm_up = reference_session
@@ -248,14 +246,14 @@ async fn grade_case(
         min_ms: Some(summary.min_ms),
         reference_ms: Some(summary.reference_ms),
         ratio: Some(summary.ratio),
-        actual_result: Some(truncated(actual)),
+        actual_result: Some(shown(actual, shown_budget(payload))),
         diff: None,
         error: None,
     })
 }
 
-/// Keeps the first rows of a result for display.
-fn truncated(mut result: QueryResult) -> QueryResult {
-    result.rows.truncate(SHOWN_ROWS);
-    result
+/// Bytes of display (rows and diff) each case may carry: an equal share of
+/// the post budget, so the whole outcome fits one post.
+fn shown_budget(payload: &AttemptPayload) -> usize {
+    (POST_BUDGET / payload.test_case_ids.len().max(1)).max(4096)
 }

@@ -133,6 +133,14 @@ async fn build_and_run(
                 .push(format!("test case {case_id}: the solution failed: {error}")),
         }
     }
+    let results: Vec<_> = outcome.expected.iter().map(|e| &e.result).collect();
+    if let Some(size) = super::report::over_budget(&results) {
+        outcome.errors.push(format!(
+            "the solution's results on all test cases together are {size} bytes as JSON; \
+             at most {} bytes are kept: make the expected results smaller",
+            super::report::POST_BUDGET
+        ));
+    }
     if !outcome.errors.is_empty() {
         outcome.expected.clear();
     }

@@ -3,6 +3,7 @@
 
 pub mod attempt;
 pub mod init;
+pub mod report;
 
 pub use attempt::run_attempt;
 pub use init::run_init;

@@ -184,6 +184,21 @@ pub async fn prepare_challenge(
         .expect("install bundle")
 }
 
+/// An attempt payload for `query` on every case of an installed bundle.
+pub fn attempt_payload(bundle: &CachedBundle, query: &str) -> AttemptPayload {
+    AttemptPayload {
+        attempt_id: 1,
+        user_id: 1,
+        challenge_id: bundle.bundle.challenge_id,
+        challenge_name: "people".into(),
+        challenge_version: bundle.bundle.version,
+        version_hash: bundle.bundle.version_hash.clone(),
+        query: query.into(),
+        times_to_run: bundle.bundle.times_to_run,
+        test_case_ids: bundle.bundle.test_cases.iter().map(|c| c.id).collect(),
+    }
+}
+
 /// Grades `query` against an installed bundle.
 pub async fn attempt(
     sandbox: &Sandbox,
@@ -192,15 +207,8 @@ pub async fn attempt(
     times_to_run: u32,
 ) -> AttemptOutcome {
     let payload = AttemptPayload {
-        attempt_id: 1,
-        user_id: 1,
-        challenge_id: bundle.bundle.challenge_id,
-        challenge_name: "people".into(),
-        challenge_version: bundle.bundle.version,
-        version_hash: bundle.bundle.version_hash.clone(),
-        query: query.into(),
         times_to_run,
-        test_case_ids: bundle.bundle.test_cases.iter().map(|c| c.id).collect(),
+        ..attempt_payload(bundle, query)
     };
     run_attempt(
         sandbox,
