@@ -8,6 +8,9 @@ cd "$root"
 scripts/setup.sh
 # shellcheck disable=SC1091
 . "$root/.sqlarena.env"
+# Drift fails CI instead of piling up: formatting and lints first.
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
 # --all-targets resolves features as `cargo test` does, so the binaries the
 # end-to-end tests start are built once.
 cargo build --workspace --all-targets
