@@ -6,7 +6,15 @@
 //! of the measured query times (median, p99), and the ratio reported when
 //! the reference is submitted as an attempt over 20 runs.
 //!
-//! Run: `cargo run --release -p sqlarena-grader --bin grader-bench`
+//! With `--load`, it then measures timing under load: two CPU burners run
+//! beside two graders (concurrent tasks) that each grade 15 submissions of
+//! the reference and 15 of a fixed slower query, and it prints the spread
+//! of their ratios (p10, p50, p90) as graded now (two connections, stalled
+//! rounds discarded, rounds until the 95 % interval is within 5 %) and as
+//! graded before (one connection, median of `times_to_run` ratios), both in
+//! the same run.
+//!
+//! Run: `cargo run --release -p sqlarena-grader --bin grader-bench [-- --load]`
 //! (`SQLARENA_TEST_POSTGRES_URL` overrides the admin URL).
 
 use std::sync::Arc;
@@ -57,7 +65,7 @@ async fn main() -> anyhow::Result<()> {
     let sandbox = Sandbox::start(&SandboxConfig {
         admin_url: admin_url.clone(),
         prefix: "sqlarena_bench".into(),
-        runner_connection_limit: 8,
+        runner_connection_limit: 32,
         runner_statement_timeout: Duration::from_secs(10),
         init_timeout: Duration::from_secs(10),
         max_database_bytes: 256 << 20,
@@ -239,6 +247,9 @@ async fn main() -> anyhow::Result<()> {
         median(&ratios).unwrap_or(0.0),
         percentile(&ratios, 100.0)
     );
+    if std::env::args().any(|arg| arg == "--load") {
+        timing_under_load(&sandbox, &bundle, &limits, solution, &attempt).await?;
+    }
     drop(bundle);
     sandbox.shutdown().await;
     let (admin, connection) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls).await?;
@@ -249,4 +260,131 @@ async fn main() -> anyhow::Result<()> {
         )
         .await?;
     Ok(())
+}
+
+/// Submissions per grader and kind in the load test.
+const LOAD_SUBMISSIONS: usize = 15;
+
+/// A query that returns the reference's result several times slower.
+const SLOW_QUERY: &str = "SELECT i.category, count(*) AS n, sum(i.price) AS total FROM items i \
+     WHERE i.price > 100 AND (SELECT count(*) FROM items x WHERE x.category = i.category AND x.id <= i.id) > 0 \
+     GROUP BY 1";
+
+/// Grades the reference and a slower query on two concurrent graders
+/// beside two CPU burners; prints the ratios' spread, now and before.
+async fn timing_under_load(
+    sandbox: &Sandbox,
+    bundle: &Arc<sqlarena_grader::sandbox::CachedBundle>,
+    limits: &Limits,
+    solution: &str,
+    attempt: &dyn Fn(&str) -> AttemptPayload,
+) -> anyhow::Result<()> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = Arc::new(AtomicBool::new(false));
+    let burners: Vec<_> = (0..2)
+        .map(|_| {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let mut x = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    std::hint::black_box(x);
+                }
+            })
+        })
+        .collect();
+    let cancel = CancellationToken::new();
+    let grader = |_: usize| async {
+        let mut now = (Vec::new(), Vec::new());
+        let mut before = (Vec::new(), Vec::new());
+        for _ in 0..LOAD_SUBMISSIONS {
+            for (query, slow) in [(solution, false), (SLOW_QUERY, true)] {
+                let outcome = run_attempt(
+                    sandbox,
+                    &attempt(query),
+                    Arc::clone(bundle),
+                    limits,
+                    &cancel,
+                    None,
+                    None,
+                )
+                .await?;
+                let ratios = outcome.cases.iter().filter_map(|c| c.ratio);
+                let old = old_ratios(sandbox, bundle, query, solution, limits, &cancel).await?;
+                if slow {
+                    now.1.extend(ratios);
+                    before.1.extend(old);
+                } else {
+                    now.0.extend(ratios);
+                    before.0.extend(old);
+                }
+            }
+        }
+        anyhow::Ok((now, before))
+    };
+    let (first, second) = tokio::join!(grader(0), grader(1));
+    stop.store(true, Ordering::Relaxed);
+    for burner in burners {
+        let _ = burner.join();
+    }
+    let (mut first, second) = (first?, second?);
+    first.0 .0.extend(second.0 .0);
+    first.0 .1.extend(second.0 .1);
+    first.1 .0.extend(second.1 .0);
+    first.1 .1.extend(second.1 .1);
+    let spread = |label: &str, values: &[f64]| {
+        let (p10, p50, p90) = (
+            percentile(values, 10.0),
+            percentile(values, 50.0),
+            percentile(values, 90.0),
+        );
+        println!(
+            "  {label}: p10 {p10:.3}, median {p50:.3}, p90 {p90:.3}, p90/p10 {:.3} ({} cases)",
+            p90 / p10,
+            values.len()
+        );
+    };
+    println!("timing under load (2 CPU burners, 2 graders, {LOAD_SUBMISSIONS} submissions each of the reference and a slower query, 3 cases each):");
+    println!(" now (two connections, stalled rounds discarded, rounds until the 95% interval is within 5%):");
+    spread("reference as attempt", &first.0 .0);
+    spread("slower query", &first.0 .1);
+    println!(" before (one connection, median of times_to_run={TIMES_TO_RUN} ratios):");
+    spread("reference as attempt", &first.1 .0);
+    spread("slower query", &first.1 .1);
+    Ok(())
+}
+
+/// The ratios of `query` as grading timed them before: the reference
+/// prepared on the student's own connection, one warm-up each, then
+/// `times_to_run` alternating rounds, the median of the pairwise ratios.
+async fn old_ratios(
+    sandbox: &Sandbox,
+    bundle: &sqlarena_grader::sandbox::CachedBundle,
+    query: &str,
+    solution: &str,
+    limits: &Limits,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Vec<f64>> {
+    let mut ratios = Vec::new();
+    for database in bundle.databases.values() {
+        let mut session = sandbox.connect_runner(database).await?;
+        let student = session.prepare(query).await?;
+        let reference = session.prepare(solution).await?;
+        session.execute(&student, limits, false, cancel).await?;
+        session.execute(&reference, limits, false, cancel).await?;
+        let mut pairs = Vec::new();
+        for _ in 0..TIMES_TO_RUN {
+            let s = session
+                .execute(&student, limits, false, cancel)
+                .await?
+                .elapsed;
+            let r = session
+                .execute(&reference, limits, false, cancel)
+                .await?
+                .elapsed;
+            pairs.push(s.as_secs_f64() / r.as_secs_f64().max(1e-9));
+        }
+        ratios.push(median(&pairs).unwrap_or(0.0));
+    }
+    Ok(ratios)
 }

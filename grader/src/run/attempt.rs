@@ -210,19 +210,26 @@ async fn grade_case(
         .execute(&reference, limits, false, cancel)
         .await
         .map_err(|e| reference_failure(case_id, e))?;
-    let rounds = timed_rounds(
-        payload.times_to_run,
-        budget.map(|budget| budget.saturating_sub(started.elapsed())),
-        warm_up.elapsed + reference_warm_up.elapsed,
-    );
+    let round = warm_up.elapsed + reference_warm_up.elapsed;
+    let left = budget.map(|budget| budget.saturating_sub(started.elapsed()));
+    let rounds = timed_rounds(payload.times_to_run, left, round);
     if rounds < payload.times_to_run {
         debug!(
             case_id,
             rounds, "fewer timed rounds to finish before the job's deadline"
         );
     }
+    // Beyond times_to_run, rounds go on until the ratio is precise enough,
+    // for at most PRECISION_TIME (or as long as the planned rounds take, if
+    // longer) and never past the case's share of the job's time.
+    let planned = round * rounds;
+    let extra_time = left.map_or(PRECISION_TIME.max(planned), |left| {
+        left.min(PRECISION_TIME.max(planned))
+    });
+    let timing_started = Instant::now();
     let mut timings = CaseTimings::default();
-    for _ in 0..rounds {
+    loop {
+        let round_started = Instant::now();
         let student_run = match student_session
             .execute(&student, limits, false, cancel)
             .await
@@ -235,6 +242,14 @@ async fn grade_case(
             .await
             .map_err(|e| reference_failure(case_id, e))?;
         timings.push(student_run.elapsed, reference_run.elapsed);
+        if timings.rounds() < rounds as usize {
+            continue;
+        }
+        let precise = timings.summary().is_some_and(|s| s.is_precise());
+        let next_ends = timing_started.elapsed() + round_started.elapsed();
+        if precise || timings.rounds() >= MAX_ROUNDS || next_ends > extra_time {
+            break;
+        }
     }
     let summary = timings
         .summary()
@@ -251,6 +266,13 @@ async fn grade_case(
         error: None,
     })
 }
+
+/// Most time a case's timing may take to make its ratio precise, beyond
+/// the rounds `times_to_run` asks for.
+const PRECISION_TIME: Duration = Duration::from_secs(2);
+
+/// Most timed rounds of one case.
+const MAX_ROUNDS: usize = 200;
 
 /// Bytes of display (rows and diff) each case may carry: an equal share of
 /// the post budget, so the whole outcome fits one post.
