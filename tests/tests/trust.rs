@@ -123,3 +123,76 @@ async fn the_sandbox_holds_against_hostile_students_and_professors() {
     assert_eq!(honest["status"], "PASSED", "{honest}");
     cluster.stop().await;
 }
+
+/// A coordinator that refuses a grader's posts as too large (here: a
+/// 16 KiB body limit) still gets every attempt's outcome promptly: the
+/// grader posts it again without the rows shown for display.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refused_post_never_leaves_a_job_hanging() {
+    use sqlarena_e2e::harness::{start_coordinator, start_grader, workspace_root};
+    let store = format!(
+        "sqlite://{}/sqlarena.db",
+        workspace_root()
+            .join("target")
+            .join("e2e-data")
+            .join(format!("refused-{}", uuid::Uuid::new_v4().simple()))
+            .display()
+    );
+    let token = format!("sqc_test_{}", uuid::Uuid::new_v4().simple());
+    let mut coordinator = start_coordinator(
+        "refused-coordinator",
+        &store,
+        &token,
+        &["--max-body-bytes", "16384"],
+    )
+    .await;
+    let mut grader = start_grader("refused-grader", coordinator.url(), &token, &[]).await;
+    let api = Api::new(coordinator.url());
+    let admin = api.login("admin@example.com", "admin-password").await;
+    let (status, invite) = admin.post("/invites", json!({"role": "PROF"})).await;
+    assert_eq!(status, 201, "{invite}");
+    let code = invite["data"]["code"].as_str().unwrap();
+    let (_, professor) =
+        register(&api, "prof-refused@example.edu", "Prof", "PROF", Some(code)).await;
+    let (_, student) = register(&api, "stud-refused@example.edu", "Stud", "STUD", None).await;
+    let (status, reply) = professor
+        .post(
+            "/challenges",
+            json!({
+                "name": "small", "description": "small", "type": "FE",
+                "init": "CREATE TABLE t (id int)", "solution": "SELECT id FROM t",
+                "times_to_run": 1, "expires_at": "2099-12-31T23:59:59Z",
+                "test_cases": [{"data": "INSERT INTO t SELECT generate_series(1, 3)", "is_visible": true}]
+            }),
+        )
+        .await;
+    assert_eq!(status, 201, "{reply}");
+    let id = reply["data"]["id"].as_i64().unwrap();
+    eventually(
+        "the small challenge to be READY",
+        Duration::from_secs(120),
+        || async {
+            let (_, reply) = professor.get(&format!("/challenges/{id}")).await;
+            (reply["data"]["state"] == "READY").then_some(())
+        },
+    )
+    .await;
+    // A wrong answer whose shown rows (50 x 2 KB) are far over 16 KiB.
+    let started = std::time::Instant::now();
+    let wide = grade(
+        &student,
+        id,
+        "SELECT g AS id, repeat('x', 2000) AS pad FROM generate_series(1, 60) g",
+    )
+    .await;
+    assert_ne!(wide["status"], "PENDING", "{wide}");
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "took {:?}",
+        started.elapsed()
+    );
+    let honest = grade(&student, id, "SELECT id FROM t").await;
+    assert_eq!(honest["status"], "PASSED", "{honest}");
+    grader.terminate(Duration::from_secs(15)).await;
+    coordinator.terminate(Duration::from_secs(10)).await;
+}
