@@ -130,17 +130,9 @@ impl Config {
     /// Returns the sandbox prefix: `--prefix`, or `sqlarena_` and the name
     /// reduced to lower-case letters, digits and underscores.
     pub fn prefix(&self) -> String {
-        if let Some(prefix) = &self.prefix {
-            return prefix.clone();
-        }
-        let name: String = self
-            .name()
-            .to_ascii_lowercase()
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-            .take(30)
-            .collect();
-        format!("sqlarena_{name}")
+        self.prefix
+            .clone()
+            .unwrap_or_else(|| prefix_for(&self.name()))
     }
 
     /// Returns the limits of a lane's runs.
@@ -169,6 +161,51 @@ impl Config {
 }
 
 /// Returns this machine's hostname, or `grader`.
+/// The default sandbox prefix of a grader named `name`: `sqlarena_` and
+/// the name reduced to lower-case letters, digits and underscores.
+pub fn prefix_for(name: &str) -> String {
+    let name: String = name
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .take(30)
+        .collect();
+    format!("sqlarena_{name}")
+}
+
+/// `grader cleanup`: drops what a grader made in its PostgreSQL.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "grader cleanup",
+    about = "Drops the roles and databases a grader made in its PostgreSQL (refused while that grader runs)"
+)]
+pub struct CleanupConfig {
+    /// Admin URL of the local PostgreSQL.
+    #[arg(
+        long,
+        env = "SQLARENA_POSTGRES",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres",
+        hide_default_value = true,
+        hide_env_values = true
+    )]
+    pub postgres: String,
+    /// Name of the grader whose objects to drop (default: the hostname).
+    #[arg(long, env = "SQLARENA_NAME")]
+    pub name: Option<String>,
+    /// Prefix of the roles and databases to drop (default: derived from the name).
+    #[arg(long, env = "SQLARENA_PREFIX")]
+    pub prefix: Option<String>,
+}
+
+impl CleanupConfig {
+    /// Returns the prefix to clean up.
+    pub fn prefix(&self) -> String {
+        self.prefix
+            .clone()
+            .unwrap_or_else(|| prefix_for(&self.name.clone().unwrap_or_else(hostname)))
+    }
+}
+
 pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()

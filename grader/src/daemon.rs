@@ -192,8 +192,10 @@ async fn run_session(
     for _ in 0..session.config.slots {
         workers.spawn(worker_loop(Arc::clone(session), shutdown.clone()));
     }
+    // Biased: on shutdown the idle workers return at once too, and the
+    // shutdown branch must still be the one taken.
     tokio::select! {
-        () = async { while workers.join_next().await.is_some() {} } => {}
+        biased;
         () = shutdown.cancelled() => {
             info!("shutting down: no new jobs, waiting for running ones");
             let grace = Duration::from_millis(session.config.shutdown_grace_ms);
@@ -205,12 +207,14 @@ async fn run_session(
                 }
                 while workers.join_next().await.is_some() {}
             }
-            if !session.lost.is_cancelled() {
-                match session.client.deregister().await {
-                    Ok(()) => info!("deregistered"),
-                    Err(error) => warn!(%error, "cannot deregister"),
-                }
-            }
+        }
+        () = async { while workers.join_next().await.is_some() {} } => {}
+    }
+    // Whichever branch ended the wait, a shutdown deregisters.
+    if shutdown.is_cancelled() && !session.lost.is_cancelled() {
+        match session.client.deregister().await {
+            Ok(()) => info!("deregistered"),
+            Err(error) => warn!(%error, "cannot deregister"),
         }
     }
     stop_heartbeat.cancel();

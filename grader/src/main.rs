@@ -1,13 +1,17 @@
 //! The `grader` binary: parses the configuration, sets up tracing, and runs
 //! the job loop until SIGTERM/SIGINT (a second signal exits at once).
+//! `grader cleanup` drops what a grader made in its PostgreSQL.
 
 use clap::Parser;
-use sqlarena_grader::config::Config;
+use sqlarena_grader::config::{CleanupConfig, Config};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    if std::env::args().nth(1).as_deref() == Some("cleanup") {
+        return cleanup(CleanupConfig::parse_from(std::env::args().skip(1))).await;
+    }
     let config = Config::parse();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     if config.json_logs {
@@ -25,6 +29,28 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(watch_signals(shutdown.clone()));
     sqlarena_grader::daemon::run(config, shutdown).await
+}
+
+/// Drops a grader's roles and databases and says what went.
+async fn cleanup(config: CleanupConfig) -> anyhow::Result<()> {
+    let prefix = config.prefix();
+    match sqlarena_grader::sandbox::cleanup(&config.postgres, &prefix).await {
+        Ok(removed) => {
+            println!(
+                "removed {} databases and {} roles of prefix {prefix}",
+                removed.databases.len(),
+                removed.roles.len()
+            );
+            for name in removed.databases.iter().chain(&removed.roles) {
+                println!("  {name}");
+            }
+            Ok(())
+        }
+        Err(error) => {
+            eprintln!("grader cleanup: {error}");
+            std::process::exit(1);
+        }
+    }
 }
 
 /// Cancels `shutdown` on the first SIGTERM/SIGINT and exits on the second.

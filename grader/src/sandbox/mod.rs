@@ -106,6 +106,9 @@ pub struct Sandbox {
     builds: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
     sessions: SessionPool,
     query_clock: Arc<QueryClock>,
+    /// The admin connection that holds this prefix's advisory lock for as
+    /// long as the sandbox lives.
+    _prefix_lock: Client,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -174,6 +177,7 @@ impl Sandbox {
         let admin = Config::from_str(&config.admin_url)
             .map_err(|e| SandboxError::InvalidUrl(e.to_string()))?;
         let prefix = config.prefix.clone();
+        let prefix_lock = lock_prefix(&admin, &prefix).await?;
         let sandbox = Sandbox {
             admin,
             runner: Login::generate(format!("{prefix}_runner")),
@@ -187,6 +191,7 @@ impl Sandbox {
             builds: std::sync::Mutex::default(),
             sessions: SessionPool::new((config.runner_connection_limit / 2) as usize),
             query_clock: Arc::default(),
+            _prefix_lock: prefix_lock,
             prefix,
         };
         let client = sandbox.admin_client(None).await?;
@@ -223,20 +228,7 @@ impl Sandbox {
     /// Connects as the admin, to `database` or the URL's own database,
     /// with `search_path` pinned.
     async fn admin_client(&self, database: Option<&str>) -> Result<Client, SandboxError> {
-        let mut config = self.admin.clone();
-        if let Some(database) = database {
-            config.dbname(database);
-        }
-        config
-            .application_name("sqlarena-grader-admin")
-            .options(ADMIN_OPTIONS)
-            .connect_timeout(Duration::from_secs(10));
-        connect(&config)
-            .await
-            .map_err(|error| SandboxError::Connect {
-                target: describe_target(&config),
-                message: error.to_string(),
-            })
+        admin_connect(&self.admin, database).await
     }
 
     /// Returns the settings of a password login to `database`: TCP to the
@@ -546,6 +538,106 @@ impl Sandbox {
             .map_err(|e| setup_error("listing databases", &e))?;
         Ok(rows.iter().map(|row| row.get(0)).collect())
     }
+}
+
+/// What `grader cleanup` removed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Removed {
+    pub databases: Vec<String>,
+    pub roles: Vec<String>,
+}
+
+/// Drops every database and role a grader with `prefix` made, refusing
+/// while such a grader runs (it holds the prefix's lock).
+///
+/// # Errors
+///
+/// [`SandboxError::Setup`] when a grader with this prefix is running or a
+/// statement fails; connection and prefix errors as [`Sandbox::start`].
+pub async fn cleanup(admin_url: &str, prefix: &str) -> Result<Removed, SandboxError> {
+    if !valid_prefix(prefix) {
+        return Err(SandboxError::InvalidPrefix(prefix.to_string()));
+    }
+    let admin = Config::from_str(admin_url).map_err(|e| SandboxError::InvalidUrl(e.to_string()))?;
+    let _lock = lock_prefix(&admin, prefix).await?;
+    let client = admin_connect(&admin, None).await?;
+    let mut removed = Removed::default();
+    let databases = client
+        .query(
+            "SELECT datname FROM pg_catalog.pg_database WHERE datname OPERATOR(pg_catalog.~) $1 ORDER BY 1",
+            &[&format!("^{prefix}_([0-9a-f]{{12}}|template)$")],
+        )
+        .await
+        .map_err(|e| setup_error("listing databases", &e))?;
+    for row in databases {
+        let name: String = row.get(0);
+        drop_database(&client, &name)
+            .await
+            .map_err(|e| setup_error("dropping a database", &e))?;
+        removed.databases.push(name);
+    }
+    let roles = client
+        .query(
+            "SELECT rolname FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.~) $1
+             ORDER BY rolname OPERATOR(pg_catalog.=) $2, 1",
+            &[
+                &format!("^{prefix}_(o_[0-9a-f]{{12}}|owner|owners|runner)$"),
+                &format!("{prefix}_owners"),
+            ],
+        )
+        .await
+        .map_err(|e| setup_error("listing roles", &e))?;
+    for row in roles {
+        let role: String = row.get(0);
+        roles::drop_role(&client, &role)
+            .await
+            .map_err(|e| setup_error("dropping a role", &e))?;
+        removed.roles.push(role);
+    }
+    Ok(removed)
+}
+
+/// Connects as the admin with `search_path` pinned.
+async fn admin_connect(admin: &Config, database: Option<&str>) -> Result<Client, SandboxError> {
+    let mut config = admin.clone();
+    if let Some(database) = database {
+        config.dbname(database);
+    }
+    config
+        .application_name("sqlarena-grader-admin")
+        .options(ADMIN_OPTIONS)
+        .connect_timeout(Duration::from_secs(10));
+    connect(&config)
+        .await
+        .map_err(|error| SandboxError::Connect {
+            target: describe_target(&config),
+            message: error.to_string(),
+        })
+}
+
+/// Takes the session-level advisory lock of `prefix` on a new admin
+/// connection, which holds it until dropped: two graders never share a
+/// prefix (each would drop the other's databases), and cleanup never runs
+/// under a live grader.
+async fn lock_prefix(admin: &Config, prefix: &str) -> Result<Client, SandboxError> {
+    let client = admin_connect(admin, None).await?;
+    let locked: bool = client
+        .query_one(
+            "SELECT pg_catalog.pg_try_advisory_lock(pg_catalog.hashtext($1))",
+            &[&format!("sqlarena-grader:{prefix}")],
+        )
+        .await
+        .map_err(|e| setup_error("locking the prefix", &e))?
+        .get(0);
+    if !locked {
+        return Err(SandboxError::Setup {
+            step: "locking the prefix",
+            message: format!(
+                "a grader with prefix {prefix:?} is running on this PostgreSQL; stop it first, or give this one another --name or --prefix"
+            ),
+        });
+    }
+    Ok(client)
 }
 
 /// A bundle build's failure as a job error: retryable, without the
