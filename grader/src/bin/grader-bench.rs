@@ -6,6 +6,9 @@
 //! of the measured query times (median, p99), and the ratio reported when
 //! the reference is submitted as an attempt over 20 runs.
 //!
+//! Then it grades decoded-size bombs at the grader's default caps (16 MiB
+//! per result, 1 MiB per value) and prints the process's peak RSS.
+//!
 //! With `--load`, it then measures timing under load: two CPU burners run
 //! beside two graders (concurrent tasks) that each grade 15 submissions of
 //! the reference and 15 of a fixed slower query, and it prints the spread
@@ -247,6 +250,7 @@ async fn main() -> anyhow::Result<()> {
         median(&ratios).unwrap_or(0.0),
         percentile(&ratios, 100.0)
     );
+    decoded_bombs(&sandbox, &bundle, &attempt).await?;
     if std::env::args().any(|arg| arg == "--load") {
         timing_under_load(&sandbox, &bundle, &limits, solution, &attempt).await?;
     }
@@ -387,4 +391,63 @@ async fn old_ratios(
         ratios.push(median(&pairs).unwrap_or(0.0));
     }
     Ok(ratios)
+}
+
+/// The process's peak resident set size, in MiB (Linux).
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|line| line.starts_with("VmHWM:"))
+                .and_then(|line| line.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+/// Grades queries that are small on the wire and huge once decoded (and one
+/// huge value), two at a time as two slots would, and prints the peak RSS.
+async fn decoded_bombs(
+    sandbox: &Sandbox,
+    bundle: &Arc<sqlarena_grader::sandbox::CachedBundle>,
+    attempt: &dyn Fn(&str) -> AttemptPayload,
+) -> anyhow::Result<()> {
+    let limits = Limits::new(Duration::from_secs(10), 100_000, 16 << 20);
+    let cancel = CancellationToken::new();
+    let before = peak_rss_mib();
+    let started = Instant::now();
+    let bombs = [
+        "SELECT 9e131071::numeric AS n FROM generate_series(1, 2000)",
+        "SELECT repeat('x', 200000000) AS huge",
+        "SELECT decode(repeat('ab', 4000000), 'hex') AS bytes FROM generate_series(1, 3)",
+        "SELECT string_agg(repeat('y', 1000), ',') AS agg FROM generate_series(1, 15000)",
+    ];
+    for pair in bombs.chunks(2) {
+        let payloads: Vec<AttemptPayload> = pair.iter().map(|query| attempt(query)).collect();
+        let graded = futures_util::future::join_all(payloads.iter().map(|payload| {
+            run_attempt(
+                sandbox,
+                payload,
+                Arc::clone(bundle),
+                &limits,
+                &cancel,
+                None,
+                None,
+            )
+        }))
+        .await;
+        for (query, outcome) in pair.iter().zip(graded) {
+            let outcome = outcome?;
+            let error = outcome.cases[0].error.clone().unwrap_or_default();
+            println!("  bomb {query:?}: {}", error);
+        }
+    }
+    println!(
+        "decoded-size bombs ({} queries, two at a time, 3 cases each): peak RSS {before:.0} MiB before, {:.0} MiB after, {:.1} s",
+        bombs.len(),
+        peak_rss_mib(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
