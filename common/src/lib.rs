@@ -320,6 +320,22 @@ pub struct CaseResult {
     pub diff: Option<String>,
     #[serde(default)]
     pub error: Option<String>,
+    /// How a passed case was timed (how sure its ratio is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timing: Option<CaseTiming>,
+}
+
+/// How a test case was timed: the ratio's 95 % confidence interval, the
+/// rounds run and how many were discarded as stalled (both sides slowed
+/// together), and whether the interval got as narrow as grading aims for
+/// (half-width at most 5 % of the ratio) or the time budget ran out first.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct CaseTiming {
+    pub ratio_low: f64,
+    pub ratio_high: f64,
+    pub rounds: u32,
+    pub discarded: u32,
+    pub precise: bool,
 }
 
 /// Outcome of an attempt job: every test case's result.

@@ -139,6 +139,7 @@ async fn pass(server: &TestServer, attempt_id: i64, case_ids: &[i64]) {
             actual_result: Some(result_of(*case_id)),
             diff: None,
             error: None,
+            timing: None,
         })
         .collect();
     let update = AttemptUpdate {
@@ -712,6 +713,7 @@ async fn attempt_results_hide_hidden_cases_from_students_only() {
         actual_result: Some(result_of(actual)),
         diff: (status == CaseStatus::Failed).then(|| "row 1: expected 777, got 41".to_string()),
         error: (status == CaseStatus::Failed).then(|| "wrong answer: expected 777".to_string()),
+        timing: None,
     };
     let update = AttemptUpdate {
         status: Some(AttemptStatus::Failed),
@@ -856,6 +858,7 @@ async fn the_leaderboard_ranks_each_users_best_passing_attempt() {
                 actual_result: None,
                 diff: None,
                 error: None,
+                timing: None,
             })
             .collect();
         let update = AttemptUpdate {

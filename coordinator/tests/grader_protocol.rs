@@ -233,6 +233,7 @@ fn passing_outcome(job: &LeasedJob) -> JobOutcome {
                 actual_result: None,
                 diff: None,
                 error: None,
+                timing: None,
             })
             .collect(),
         error: None,

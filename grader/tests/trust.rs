@@ -95,6 +95,18 @@ async fn students_never_see_the_reference_solution() {
     )
     .await;
     assert_eq!(honest.cases[0].status, CaseStatus::Passed);
+    // Each passed case says how sure its ratio is.
+    let case = &honest.cases[0];
+    let timing = case.timing.expect("timing of a passed case");
+    let ratio = case.ratio.unwrap();
+    assert!(
+        timing.ratio_low <= ratio && ratio <= timing.ratio_high,
+        "{timing:?} around {ratio}"
+    );
+    assert!(
+        timing.rounds >= 2 && timing.discarded <= timing.rounds / 2,
+        "{timing:?}"
+    );
     drop(bundle);
     cleanup(sandbox).await;
 }

@@ -445,6 +445,7 @@ mod tests {
             actual_result: None,
             diff: None,
             error: None,
+            timing: None,
         };
         Attempt {
             id,

@@ -175,6 +175,7 @@ fn case_result(test_case_id: i64, status: CaseStatus) -> CaseResult {
         actual_result: Some(result_of(test_case_id)),
         diff: None,
         error: None,
+        timing: None,
     }
 }
 

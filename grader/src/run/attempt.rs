@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sqlarena_common::{AttemptOutcome, AttemptPayload, CaseResult, CaseStatus};
+use sqlarena_common::{AttemptOutcome, AttemptPayload, CaseResult, CaseStatus, CaseTiming};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, instrument};
@@ -79,6 +79,7 @@ fn error_case(test_case_id: i64, error: String) -> CaseResult {
         actual_result: None,
         diff: None,
         error: Some(error),
+        timing: None,
     }
 }
 
@@ -264,6 +265,13 @@ async fn grade_case(
         actual_result: Some(shown(actual, shown_budget(payload))),
         diff: None,
         error: None,
+        timing: Some(CaseTiming {
+            ratio_low: summary.ratio_low,
+            ratio_high: summary.ratio_high,
+            rounds: u32::try_from(summary.rounds).unwrap_or(u32::MAX),
+            discarded: u32::try_from(summary.discarded).unwrap_or(u32::MAX),
+            precise: summary.is_precise(),
+        }),
     })
 }
 
