@@ -27,8 +27,8 @@ use crate::error::{ApiError, ApiResult};
 use crate::metrics::Metrics;
 use crate::state::AppState;
 use crate::store::{
-    Attempt, AttemptUpdate, Challenge, FailOutcome, Grader, InitResult, Job, JobFilter, NewJob,
-    StoreError, StoreResult,
+    Attempt, AttemptErrorKind, AttemptUpdate, Challenge, FailOutcome, Grader, InitResult, Job,
+    JobFilter, NewJob, StoreError, StoreResult,
 };
 
 /// Wakes long-polling lease requests when a job is queued in their lanes.
@@ -296,6 +296,7 @@ pub async fn apply_finished_job(state: &AppState, job: &Job) -> StoreResult<()> 
                     status: Some(attempt_status(&outcome.cases, outcome.error.as_deref())),
                     cases: Some(outcome.cases.clone()),
                     error: outcome.error.clone(),
+                    error_kind: outcome.error.is_some().then_some(AttemptErrorKind::Query),
                     finished_at: Some(now),
                     ..AttemptUpdate::default()
                 },
@@ -303,6 +304,7 @@ pub async fn apply_finished_job(state: &AppState, job: &Job) -> StoreResult<()> 
                     status: Some(AttemptStatus::Cancelled),
                     cases: Some(job.progress.clone()),
                     error: Some(job.error.clone().unwrap_or_else(|| "cancelled".into())),
+                    error_kind: Some(AttemptErrorKind::Cancelled),
                     finished_at: Some(now),
                     ..AttemptUpdate::default()
                 },
@@ -310,6 +312,7 @@ pub async fn apply_finished_job(state: &AppState, job: &Job) -> StoreResult<()> 
                     status: Some(AttemptStatus::Error),
                     cases: Some(job.progress.clone()),
                     error: Some(job.error.clone().unwrap_or_else(|| "grading failed".into())),
+                    error_kind: Some(AttemptErrorKind::Grading),
                     finished_at: Some(now),
                     ..AttemptUpdate::default()
                 },
@@ -373,7 +376,7 @@ pub async fn attempt_challenge(
 
 /// Cancels an unfinished attempt: a queued job is cancelled at once, a
 /// running one is taken back and its grader told to stop at its next
-/// heartbeat.
+/// heartbeat. `kind` is what students are told of `reason`.
 ///
 /// # Errors
 /// `Conflict` when the attempt is already final.
@@ -381,6 +384,7 @@ pub async fn cancel_attempt(
     state: &AppState,
     attempt: &Attempt,
     reason: &str,
+    kind: AttemptErrorKind,
 ) -> ApiResult<Attempt> {
     if attempt.status.is_final() {
         return Err(ApiError::Conflict(format!(
@@ -388,21 +392,30 @@ pub async fn cancel_attempt(
             attempt.id, attempt.status
         )));
     }
-    if let Some(job_id) = attempt.job_id {
-        if let Some(job) = state.store.cancel_job(job_id, reason, Utc::now()).await? {
-            apply_finished_job(state, &job).await?;
-        }
+    let cancelled_job = match attempt.job_id {
+        Some(job_id) => state.store.cancel_job(job_id, reason, Utc::now()).await?,
+        None => None,
+    };
+    // The attempt is finished here, with its kind; applying the cancelled
+    // job afterwards finds it final and only marks the job applied.
+    let updated = state
+        .store
+        .update_attempt(
+            attempt.id,
+            AttemptUpdate {
+                status: Some(AttemptStatus::Cancelled),
+                cases: cancelled_job.as_ref().map(|job| job.progress.clone()),
+                error: Some(reason.to_string()),
+                error_kind: Some(kind),
+                finished_at: Some(Utc::now()),
+                ..AttemptUpdate::default()
+            },
+        )
+        .await?;
+    if let Some(job) = cancelled_job {
+        apply_finished_job(state, &job).await?;
     }
-    let attempt = state.store.update_attempt(
-        attempt.id,
-        AttemptUpdate {
-            status: Some(AttemptStatus::Cancelled),
-            error: Some(reason.to_string()),
-            finished_at: Some(Utc::now()),
-            ..AttemptUpdate::default()
-        },
-    );
-    Ok(attempt.await?)
+    Ok(updated)
 }
 
 /// Why an attempt of an older version of a challenge was cancelled.
@@ -430,7 +443,7 @@ pub async fn cancel_outdated_attempts(state: &AppState, challenge: &Challenge) -
         if attempt.challenge_version == challenge.version {
             continue;
         }
-        match cancel_attempt(state, &attempt, &reason).await {
+        match cancel_attempt(state, &attempt, &reason, AttemptErrorKind::Outdated).await {
             Ok(_) => cancelled += 1,
             // It finished meanwhile.
             Err(ApiError::Conflict(_)) => {}
@@ -456,7 +469,8 @@ pub async fn cancel_if_outdated(state: &AppState, attempt: Attempt) -> ApiResult
     if challenge.version == attempt.challenge_version {
         return Ok(attempt);
     }
-    match cancel_attempt(state, &attempt, &outdated_reason(challenge.version)).await {
+    let reason = outdated_reason(challenge.version);
+    match cancel_attempt(state, &attempt, &reason, AttemptErrorKind::Outdated).await {
         Ok(cancelled) => Ok(cancelled),
         // The change's own sweep got there first.
         Err(ApiError::Conflict(_)) => Ok(state

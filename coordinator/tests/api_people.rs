@@ -751,14 +751,29 @@ async fn attempt_results_hide_hidden_cases_from_students_only() {
             (hidden["is_visible"].clone(), hidden["status"].clone()),
             (json!(false), json!("FAILED"))
         );
-        assert_eq!(hidden["error"], "wrong answer");
-        assert_eq!(hidden["ratio"], 1.5);
+        // Status only: timings, error text and rows can all leak hidden data.
+        for field in ["execution_ms", "min_ms", "reference_ms", "ratio", "error"] {
+            assert!(hidden[field].is_null(), "hidden {field} shown: {hidden}");
+        }
         assert!(hidden.get("diff").is_none() && hidden.get("actual_result").is_none());
+        assert_eq!(
+            view["attempts"][0]["ratio"], 1.5,
+            "visible cases keep timings"
+        );
 
         let theirs = server.get(&path, Some(&professor)).await;
         assert_eq!(
             theirs.data()["attempts"][1]["diff"],
             "row 1: expected 777, got 41"
+        );
+        assert_eq!(theirs.data()["attempts"][1]["ratio"], 1.5);
+        assert_eq!(theirs.data()["attempts"][1]["execution_ms"], 3.0);
+        let admin = server.admin_token().await;
+        let full = server.get(&path, Some(&admin)).await;
+        assert_eq!(full.data()["attempts"][1]["min_ms"], 2.5);
+        assert_eq!(
+            full.data()["attempts"][1]["error"],
+            "wrong answer: expected 777"
         );
         server
             .get(&path, Some(&stranger))

@@ -13,7 +13,7 @@ use sqlarena_common::{
     AttemptStatus, CaseResult, CaseStatus, ChallengeState, ChallengeType, QueryResult, Role,
 };
 
-use crate::store::{Attempt, Challenge, TestCase, User};
+use crate::store::{Attempt, AttemptErrorKind, Challenge, TestCase, User};
 
 /// How many entries a leaderboard shows.
 pub const LEADERBOARD_SIZE: usize = 10;
@@ -150,8 +150,8 @@ impl ChallengeView {
 }
 
 /// One test case of an attempt. For a hidden case and a viewer who is not
-/// the challenge's professor or an admin, only the status and timings are
-/// shown, and the error is reduced to "wrong answer" or "error".
+/// the challenge's professor or an admin, only the status is shown: no
+/// timings, no error text, no rows (each can leak the hidden data).
 #[derive(Debug, Clone, Serialize)]
 pub struct CaseView {
     pub test_case_id: i64,
@@ -173,16 +173,9 @@ pub struct CaseView {
 impl CaseView {
     fn new(result: &CaseResult, case: Option<&TestCase>, full: bool) -> CaseView {
         let is_visible = case.is_some_and(|case| case.is_visible);
-        let shown = full || is_visible;
-        let error = if shown {
-            result.error.clone()
-        } else {
-            match result.status {
-                CaseStatus::Failed => Some("wrong answer".to_string()),
-                CaseStatus::Error => Some("error".to_string()),
-                CaseStatus::Pending | CaseStatus::Passed => None,
-            }
-        };
+        if !(full || is_visible) {
+            return CaseView::status_only(result.test_case_id, result.status);
+        }
         CaseView {
             test_case_id: result.test_case_id,
             is_visible,
@@ -193,35 +186,64 @@ impl CaseView {
                 .reference_ms
                 .or_else(|| case.and_then(|case| case.reference_ms)),
             ratio: result.ratio,
-            expected_result: if shown {
-                case.and_then(|case| case.expected.clone())
-            } else {
-                None
-            },
-            actual_result: if shown {
-                result.actual_result.clone()
-            } else {
-                None
-            },
-            diff: if shown { result.diff.clone() } else { None },
-            error,
+            expected_result: case.and_then(|case| case.expected.clone()),
+            actual_result: result.actual_result.clone(),
+            diff: result.diff.clone(),
+            error: result.error.clone(),
         }
     }
 
-    fn pending(case: &TestCase, full: bool) -> CaseView {
-        let shown = full || case.is_visible;
+    /// A hidden case as students see it: its status and nothing else.
+    fn status_only(test_case_id: i64, status: CaseStatus) -> CaseView {
         CaseView {
-            test_case_id: case.id,
-            is_visible: case.is_visible,
-            status: CaseStatus::Pending,
+            test_case_id,
+            is_visible: false,
+            status,
             execution_ms: None,
             min_ms: None,
             reference_ms: None,
             ratio: None,
-            expected_result: if shown { case.expected.clone() } else { None },
+            expected_result: None,
             actual_result: None,
             diff: None,
             error: None,
+        }
+    }
+
+    fn pending(case: &TestCase, full: bool) -> CaseView {
+        if !(full || case.is_visible) {
+            return CaseView::status_only(case.id, CaseStatus::Pending);
+        }
+        CaseView {
+            expected_result: case.expected.clone(),
+            is_visible: case.is_visible,
+            ..CaseView::status_only(case.id, CaseStatus::Pending)
+        }
+    }
+}
+
+/// What a student is told about an attempt's error: their own query's
+/// rejection as the grader wrote it, otherwise a fixed message per kind.
+/// The full text can name graders, hosts, databases, roles, admins or the
+/// reference's errors; only the challenge's professor and admins see it.
+pub fn student_error(kind: Option<AttemptErrorKind>, error: &str) -> String {
+    match kind {
+        Some(AttemptErrorKind::Query) => error.to_string(),
+        Some(AttemptErrorKind::Cancelled) => {
+            "this attempt was cancelled (by you, the challenge's professor or an admin) before \
+             it was graded; submit it again to have it graded"
+                .to_string()
+        }
+        Some(AttemptErrorKind::Outdated) => {
+            "the challenge changed before this attempt was graded; submit it again once the \
+             challenge is READY"
+                .to_string()
+        }
+        // Older records have no kind: they get the safe message too.
+        Some(AttemptErrorKind::Grading) | None => {
+            "grading failed for a reason outside your query (the grading cluster had a \
+             problem); submit it again, and tell your professor if it keeps happening"
+                .to_string()
         }
     }
 }
@@ -235,7 +257,11 @@ pub struct AttemptView {
     pub challenge_version: i64,
     pub query: String,
     pub status: AttemptStatus,
+    /// Why the attempt is ERROR or CANCELLED: in full for the challenge's
+    /// professor and admins, otherwise [`student_error`].
     pub error: Option<String>,
+    /// `query`, `grading`, `cancelled` or `outdated` when there is an error.
+    pub error_kind: Option<&'static str>,
     pub created_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
     pub attempts: Vec<CaseView>,
@@ -285,7 +311,16 @@ impl AttemptView {
             challenge_version: attempt.challenge_version,
             query: attempt.query.clone(),
             status: attempt.status,
-            error: attempt.error.clone(),
+            error: match &attempt.error {
+                Some(error) if !full => Some(student_error(attempt.error_kind, error)),
+                other => other.clone(),
+            },
+            error_kind: attempt.error.as_ref().map(|_| {
+                attempt
+                    .error_kind
+                    .unwrap_or(AttemptErrorKind::Grading)
+                    .as_str()
+            }),
             created_at: attempt.created_at,
             finished_at: attempt.finished_at,
             attempts,
@@ -455,6 +490,7 @@ mod tests {
             status: AttemptStatus::Passed,
             cases: vec![case(10, ratios[0]), case(11, ratios[1])],
             error: None,
+            error_kind: None,
             job_id: None,
             created_at: Utc::now() - Duration::hours(1) + Duration::minutes(minutes),
             finished_at: None,
@@ -522,8 +558,12 @@ mod tests {
         .unwrap();
         let hidden = &student["attempts"][1];
         assert_eq!(hidden["is_visible"], false);
-        assert_eq!(hidden["error"], "wrong answer");
+        assert_eq!(hidden["status"], "FAILED");
+        for field in ["execution_ms", "min_ms", "reference_ms", "ratio", "error"] {
+            assert!(hidden[field].is_null(), "{field} shown: {hidden}");
+        }
         assert!(hidden.get("diff").is_none() && hidden.get("expected_result").is_none());
+        assert_eq!(student["attempts"][0]["ratio"], 1.0);
         let professor = serde_json::to_value(AttemptView::new(
             &attempt,
             Some(&challenge),

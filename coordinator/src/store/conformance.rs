@@ -39,9 +39,9 @@ use sqlarena_common::{
 use uuid::Uuid;
 
 use super::{
-    AttemptUpdate, ChallengeUpdate, ChallengeVersion, ClusterToken, Completion, FailOutcome,
-    Grader, InitResult, Invite, JobFilter, NewAttempt, NewChallenge, NewJob, NewTestCase, NewUser,
-    Session, Store, StoreError,
+    Admission, AttemptErrorKind, AttemptUpdate, ChallengeUpdate, ChallengeVersion, ClusterToken,
+    Completion, FailOutcome, Grader, InitResult, Invite, JobFilter, NewAttempt, NewChallenge,
+    NewJob, NewTestCase, NewUser, Session, Store, StoreError,
 };
 
 /// Generates one `#[tokio::test]` per conformance check, each on the fresh
@@ -60,6 +60,7 @@ macro_rules! store_conformance_suite {
             challenges_change_in_place_or_move_to_a_new_version,
             concurrent_updates_make_one_new_version,
             attempts_are_created_listed_and_updated,
+            unfinished_attempts_are_capped_in_one_step,
             concurrent_claims_lease_every_job_once,
             claims_follow_lane_priority_then_age,
             stale_leases_change_nothing,
@@ -1083,6 +1084,130 @@ pub async fn attempts_are_created_listed_and_updated(store: Arc<dyn Store>) {
 // ---------------------------------------------------------------------------
 // Jobs: claims
 // ---------------------------------------------------------------------------
+
+/// `admit_attempt` counts and creates in one step: 30 concurrent calls for
+/// one user with a cap of 5 create exactly 5; a finished attempt frees its
+/// place, a reopened one takes it again, and other users are not counted.
+/// An error's kind is kept beside its text.
+pub async fn unfinished_attempts_are_capped_in_one_step(store: Arc<dyn Store>) {
+    const CAP: u64 = 5;
+    let student = create_user(&store, Role::Student).await;
+    let other = create_user(&store, Role::Student).await;
+    let prof = create_user(&store, Role::Professor).await;
+    let challenge = store
+        .create_challenge(new_challenge(prof.id, ChallengeType::FE, 1))
+        .await
+        .unwrap();
+    let new_attempt = move |user_id: i64| NewAttempt {
+        user_id,
+        challenge_id: challenge.id,
+        challenge_version: 1,
+        query: "select a from t".into(),
+    };
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..30 {
+        let store = store.clone();
+        calls.spawn(async move { store.admit_attempt(new_attempt(student.id), CAP).await });
+    }
+    let mut created = Vec::new();
+    let mut refused = 0;
+    while let Some(result) = calls.join_next().await {
+        match result.expect("admit task").expect("admit_attempt") {
+            Admission::Created(attempt) => created.push(attempt),
+            Admission::OverCap { unfinished } => {
+                assert_eq!(unfinished, CAP);
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!((created.len(), refused), (CAP as usize, 30 - CAP as usize));
+    assert_eq!(
+        store.count_unfinished_attempts(student.id).await.unwrap(),
+        CAP
+    );
+    assert_eq!(
+        store.list_user_attempts(student.id).await.unwrap().len(),
+        CAP as usize,
+        "refused attempts leave nothing behind"
+    );
+    assert!(matches!(
+        store
+            .admit_attempt(new_attempt(other.id), CAP)
+            .await
+            .unwrap(),
+        Admission::Created(_)
+    ));
+
+    let finished = store
+        .update_attempt(
+            created[0].id,
+            AttemptUpdate {
+                status: Some(AttemptStatus::Error),
+                error: Some("grader lab-1 (lab-1.example.edu) stopped heartbeating".into()),
+                error_kind: Some(AttemptErrorKind::Grading),
+                finished_at: Some(now_ms()),
+                ..AttemptUpdate::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(finished.error_kind, Some(AttemptErrorKind::Grading));
+    assert_eq!(
+        store
+            .get_attempt(finished.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .error_kind,
+        Some(AttemptErrorKind::Grading)
+    );
+    let Admission::Created(sixth) = store
+        .admit_attempt(new_attempt(student.id), CAP)
+        .await
+        .unwrap()
+    else {
+        panic!("a finished attempt frees its place");
+    };
+    assert!(matches!(
+        store
+            .admit_attempt(new_attempt(student.id), CAP)
+            .await
+            .unwrap(),
+        Admission::OverCap { unfinished: CAP }
+    ));
+    let reopened = store
+        .update_attempt(
+            finished.id,
+            AttemptUpdate {
+                reopen: true,
+                ..AttemptUpdate::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!((reopened.error, reopened.error_kind), (None, None));
+    store
+        .update_attempt(
+            sixth.id,
+            AttemptUpdate {
+                status: Some(AttemptStatus::Cancelled),
+                finished_at: Some(now_ms()),
+                ..AttemptUpdate::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            store
+                .admit_attempt(new_attempt(student.id), CAP)
+                .await
+                .unwrap(),
+            Admission::OverCap { unfinished: CAP }
+        ),
+        "the reopened attempt counts again"
+    );
+}
 
 /// Sixteen tasks claiming 300 jobs at once lease every job exactly once.
 pub async fn concurrent_claims_lease_every_job_once(store: Arc<dyn Store>) {

@@ -42,9 +42,10 @@ use sqlarena_common::{
 use uuid::Uuid;
 
 use super::{
-    Attempt, AttemptUpdate, Challenge, ChallengeUpdate, ClusterToken, Completion, FailOutcome,
-    Grader, InitResult, Invite, Job, JobFilter, LaneStats, Lease, NewAttempt, NewChallenge, NewJob,
-    NewTestCase, NewUser, Session, Store, StoreError, StoreResult, TestCase, User,
+    Admission, Attempt, AttemptErrorKind, AttemptUpdate, Challenge, ChallengeUpdate, ClusterToken,
+    Completion, FailOutcome, Grader, InitResult, Invite, Job, JobFilter, LaneStats, Lease,
+    NewAttempt, NewChallenge, NewJob, NewTestCase, NewUser, Session, Store, StoreError,
+    StoreResult, TestCase, User,
 };
 
 /// Database used when the URI names none.
@@ -315,6 +316,105 @@ impl MongoStore {
                 .map_err(backend)?;
         }
         Ok(())
+    }
+
+    /// Takes one of the user's unfinished-attempt slots for `attempt_id`,
+    /// if fewer than `max_unfinished` are taken (`u64::MAX`: no cap).
+    ///
+    /// The cap is one conditional write on the user's `attempt_slots`
+    /// document, `{_id: user_id, taken: N, active: [attempt ids]}`:
+    /// `$inc` of `taken` and `$push` of the id apply only while `taken` is
+    /// below the cap and the id is not in `active`, so concurrent callers
+    /// (several coordinators included) never take more slots than the cap.
+    /// (`active.<cap - 1>: {$exists: false}` would do without the counter,
+    /// but nx-27017 ignores array-index paths.) A slot is given back when
+    /// its attempt is final ([`MongoStore::release_slot`]).
+    async fn take_slot(
+        &self,
+        user_id: i64,
+        attempt_id: i64,
+        max_unfinished: u64,
+    ) -> StoreResult<bool> {
+        let slots = self.collection("attempt_slots");
+        // The document exists first, so the capped write needs no upsert
+        // (an upsert that misses the cap would try a duplicate insert).
+        match slots
+            .update_one(
+                doc! { "_id": user_id },
+                doc! { "$setOnInsert": { "taken": 0_i64, "active": Bson::Array(Vec::new()) } },
+            )
+            .upsert(true)
+            .await
+            .map_err(backend)
+        {
+            // Another first use inserted it at the same moment.
+            Ok(_) | Err(StoreError::Conflict(_)) => {}
+            Err(error) => return Err(error),
+        }
+        let mut filter = doc! { "_id": user_id, "active": { "$ne": attempt_id } };
+        if let Ok(cap) = i64::try_from(max_unfinished) {
+            filter.insert("taken", doc! { "$lt": cap });
+        }
+        let taken = slots
+            .update_one(
+                filter,
+                doc! { "$push": { "active": attempt_id }, "$inc": { "taken": 1_i64 } },
+            )
+            .await
+            .map_err(backend)?;
+        Ok(taken.matched_count == 1)
+    }
+
+    /// Returns the attempt ids holding the user's slots.
+    async fn slots_of(&self, user_id: i64) -> StoreResult<Vec<i64>> {
+        let found = self
+            .collection("attempt_slots")
+            .find_one(doc! { "_id": user_id })
+            .await
+            .map_err(backend)?;
+        let Some(document) = found else {
+            return Ok(Vec::new());
+        };
+        Fields::new(&document, "attempt slots")
+            .array("active")?
+            .iter()
+            .map(|id| {
+                id.as_i64()
+                    .or_else(|| id.as_i32().map(i64::from))
+                    .ok_or_else(|| StoreError::Backend(format!("attempt slot {id} is no id")))
+            })
+            .collect()
+    }
+
+    /// Gives back the slot of an attempt that is final (idempotent: the
+    /// write applies only while the id holds a slot).
+    async fn release_slot(&self, user_id: i64, attempt_id: i64) -> StoreResult<()> {
+        self.collection("attempt_slots")
+            .update_one(
+                doc! { "_id": user_id, "active": attempt_id },
+                doc! { "$pull": { "active": attempt_id }, "$inc": { "taken": -1_i64 } },
+            )
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    /// Gives back slots whose attempt is final or gone but kept its slot (a
+    /// coordinator died between finishing it and releasing the slot).
+    /// Returns true if any was freed.
+    async fn free_finished_slots(&self, user_id: i64) -> StoreResult<bool> {
+        let mut freed = false;
+        for attempt_id in self.slots_of(user_id).await? {
+            let finished = self
+                .get_attempt(attempt_id)
+                .await?
+                .is_none_or(|attempt| attempt.status.is_final());
+            if finished {
+                self.release_slot(user_id, attempt_id).await?;
+                freed = true;
+            }
+        }
+        Ok(freed)
     }
 
     async fn find_grader(&self, filter: Document) -> StoreResult<Option<Grader>> {
@@ -646,6 +746,13 @@ fn attempt_from(document: &Document) -> StoreResult<Attempt> {
         status: fields.parsed("status", AttemptStatus::parse)?,
         cases: fields.opt_value("cases")?.unwrap_or_default(),
         error: fields.opt_str("error")?,
+        error_kind: fields
+            .opt_str("error_kind")?
+            .map(|text| {
+                AttemptErrorKind::parse(&text)
+                    .ok_or_else(|| fields.invalid("error_kind", format!("unknown kind {text:?}")))
+            })
+            .transpose()?,
         job_id: fields.opt_uuid("job_id")?,
         created_at: fields.time("created_at")?,
         finished_at: fields.opt_time("finished_at")?,
@@ -1067,26 +1174,49 @@ impl Store for MongoStore {
 
     // --- attempts -----------------------------------------------------------
 
-    async fn create_attempt(&self, attempt: NewAttempt) -> StoreResult<Attempt> {
+    async fn admit_attempt(
+        &self,
+        attempt: NewAttempt,
+        max_unfinished: u64,
+    ) -> StoreResult<Admission> {
+        if max_unfinished == 0 {
+            return Ok(Admission::OverCap { unfinished: 0 });
+        }
         let id = self.next_id("attempts").await?;
+        let user_id = attempt.user_id;
         let document = doc! {
             "_id": id,
-            "user_id": attempt.user_id,
+            "user_id": user_id,
             "challenge_id": attempt.challenge_id,
             "challenge_version": attempt.challenge_version,
             "query": &attempt.query,
             "status": AttemptStatus::Pending.as_str(),
             "cases": Bson::Array(Vec::new()),
             "error": Bson::Null,
+            "error_kind": Bson::Null,
             "job_id": Bson::Null,
             "created_at": bson_time(stored_now()),
             "finished_at": Bson::Null,
         };
+        // The attempt first, then its slot: a slot always names an
+        // attempt that exists, and a crash in between leaves an attempt
+        // without a job that takes no slot.
         self.collection("attempts")
             .insert_one(&document)
             .await
             .map_err(backend)?;
-        attempt_from(&document)
+        if self.take_slot(user_id, id, max_unfinished).await?
+            || (self.free_finished_slots(user_id).await?
+                && self.take_slot(user_id, id, max_unfinished).await?)
+        {
+            return Ok(Admission::Created(attempt_from(&document)?));
+        }
+        self.collection("attempts")
+            .delete_one(doc! { "_id": id })
+            .await
+            .map_err(backend)?;
+        let unfinished = self.slots_of(user_id).await?.len() as u64;
+        Ok(Admission::OverCap { unfinished })
     }
 
     async fn get_attempt(&self, id: i64) -> StoreResult<Option<Attempt>> {
@@ -1151,6 +1281,7 @@ impl Store for MongoStore {
                 "status": AttemptStatus::Pending.as_str(),
                 "cases": Bson::Array(Vec::new()),
                 "error": Bson::Null,
+                "error_kind": Bson::Null,
                 "finished_at": Bson::Null,
             };
             (doc! { "_id": id }, set)
@@ -1164,6 +1295,9 @@ impl Store for MongoStore {
             }
             if let Some(error) = &update.error {
                 set.insert("error", error.as_str());
+            }
+            if let Some(kind) = update.error_kind {
+                set.insert("error_kind", kind.as_str());
             }
             if let Some(job_id) = update.job_id {
                 set.insert("job_id", job_id.to_string());
@@ -1188,9 +1322,18 @@ impl Store for MongoStore {
                 .await
                 .map_err(backend)?;
         }
-        self.get_attempt(id)
+        let attempt = self
+            .get_attempt(id)
             .await?
-            .ok_or_else(|| StoreError::NotFound(format!("attempt {id}")))
+            .ok_or_else(|| StoreError::NotFound(format!("attempt {id}")))?;
+        // Also when the attempt was final already: a repeat finishes what a
+        // crash interrupted.
+        if attempt.status.is_final() {
+            self.release_slot(attempt.user_id, id).await?;
+        } else if update.reopen {
+            self.take_slot(attempt.user_id, id, u64::MAX).await?;
+        }
+        Ok(attempt)
     }
 
     // --- jobs ---------------------------------------------------------------

@@ -42,14 +42,15 @@ use sqlarena_common::{
 use uuid::Uuid;
 
 use super::{
-    Attempt, AttemptUpdate, Challenge, ChallengeUpdate, ClusterToken, Completion, FailOutcome,
-    Grader, InitResult, Invite, Job, JobFilter, LaneStats, Lease, NewAttempt, NewChallenge, NewJob,
-    NewTestCase, NewUser, Session, Store, StoreError, StoreResult, TestCase, User,
+    Admission, Attempt, AttemptErrorKind, AttemptUpdate, Challenge, ChallengeUpdate, ClusterToken,
+    Completion, FailOutcome, Grader, InitResult, Invite, Job, JobFilter, LaneStats, Lease,
+    NewAttempt, NewChallenge, NewJob, NewTestCase, NewUser, Session, Store, StoreError,
+    StoreResult, TestCase, User,
 };
 
 /// Version of the schema created by [`SCHEMA`]; kept in `schema_version` so
 /// that [`migrate`] can bring an older file up to date.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 /// The schema, created idempotently at every open.
 const SCHEMA: &str = "
@@ -118,7 +119,8 @@ CREATE TABLE IF NOT EXISTS attempts (
     error TEXT,
     job_id TEXT,
     created_at INTEGER NOT NULL,
-    finished_at INTEGER
+    finished_at INTEGER,
+    error_kind TEXT
 );
 CREATE INDEX IF NOT EXISTS attempts_by_user ON attempts (user_id, status);
 CREATE INDEX IF NOT EXISTS attempts_by_challenge ON attempts (challenge_id, status);
@@ -192,6 +194,10 @@ const EXPIRED_LEASES_FILTER: &str =
 const UNAPPLIED_FILTER: &str = "INDEXED BY jobs_unapplied_finished \
      WHERE applied = 0 AND state IN ('DONE', 'FAILED', 'CANCELLED') ORDER BY seq";
 
+/// A user's PENDING or RUNNING attempts: a range of `attempts_by_user`.
+const UNFINISHED_COUNT_SQL: &str =
+    "SELECT COUNT(*) FROM attempts WHERE user_id = ?1 AND status IN ('PENDING', 'RUNNING')";
+
 const USER_COLUMNS: &str = "id, email, full_name, role, password_hash, created_at";
 const CHALLENGE_COLUMNS: &str =
     "id, created_user_id, name, description, challenge_type, init, solution, \
@@ -199,7 +205,8 @@ const CHALLENGE_COLUMNS: &str =
 const TEST_CASE_COLUMNS: &str =
     "id, challenge_id, data, is_visible, expected, reference_ms, created_at";
 const ATTEMPT_COLUMNS: &str =
-    "id, user_id, challenge_id, challenge_version, query, status, cases, error, job_id, created_at, finished_at";
+    "id, user_id, challenge_id, challenge_version, query, status, cases, \
+     error, job_id, created_at, finished_at, error_kind";
 const JOB_COLUMNS: &str = "id, kind, lane, payload, state, tries, max_tries, lease_id, grader_id, \
      lease_expires_at, timeout_ms, progress, outcome, error, applied, cancel_requested, created_at, \
      leased_at, finished_at";
@@ -397,6 +404,11 @@ fn migrate(connection: &Connection, from: i64) -> anyhow::Result<()> {
         // (`jobs_queued`, `jobs_leased_expiry`, created with the schema).
         steps.push_str("DROP INDEX IF EXISTS jobs_claim; DROP INDEX IF EXISTS jobs_lease_expiry;");
     }
+    if from < 4 {
+        // Version 4: an attempt's error has a kind, so students see a fixed
+        // message per kind (older errors count as grading failures).
+        steps.push_str("ALTER TABLE attempts ADD COLUMN error_kind TEXT;");
+    }
     steps.push_str(&format!(
         "UPDATE schema_version SET version = {SCHEMA_VERSION}; COMMIT;"
     ));
@@ -580,6 +592,13 @@ fn attempt_from(row: &Row<'_>) -> rusqlite::Result<Attempt> {
         job_id: optional_uuid_at(row, 8)?,
         created_at: time_at(row, 9)?,
         finished_at: optional_time_at(row, 10)?,
+        error_kind: row
+            .get::<_, Option<String>>(11)?
+            .map(|text| {
+                AttemptErrorKind::parse(&text)
+                    .ok_or_else(|| conversion_error(11, format!("bad error kind {text:?}")))
+            })
+            .transpose()?,
     })
 }
 
@@ -1146,8 +1165,21 @@ impl Store for SqliteStore {
 
     // --- attempts -----------------------------------------------------------
 
-    async fn create_attempt(&self, attempt: NewAttempt) -> StoreResult<Attempt> {
+    async fn admit_attempt(
+        &self,
+        attempt: NewAttempt,
+        max_unfinished: u64,
+    ) -> StoreResult<Admission> {
+        // One write transaction: no other call runs between the count and
+        // the insert.
         self.write(move |transaction| {
+            let unfinished: i64 = transaction
+                .prepare_cached(UNFINISHED_COUNT_SQL)?
+                .query_row([attempt.user_id], |row| row.get(0))?;
+            let unfinished = unfinished.unsigned_abs();
+            if unfinished >= max_unfinished {
+                return Ok(Admission::OverCap { unfinished });
+            }
             transaction
                 .prepare_cached(
                     "INSERT INTO attempts (user_id, challenge_id, challenge_version, query, status, cases, \
@@ -1161,7 +1193,9 @@ impl Store for SqliteStore {
                     micros(stored_now())
                 ])?;
             let id = transaction.last_insert_rowid();
-            select_attempt(transaction, id)?.ok_or_else(|| StoreError::Backend(format!("attempt {id} vanished")))
+            let created = select_attempt(transaction, id)?
+                .ok_or_else(|| StoreError::Backend(format!("attempt {id} vanished")))?;
+            Ok(Admission::Created(created))
         })
         .await
     }
@@ -1206,7 +1240,7 @@ impl Store for SqliteStore {
     async fn count_unfinished_attempts(&self, user_id: i64) -> StoreResult<u64> {
         self.call(move |connection| {
             let count: i64 = connection
-                .prepare_cached("SELECT COUNT(*) FROM attempts WHERE user_id = ?1 AND status IN ('PENDING', 'RUNNING')")?
+                .prepare_cached(UNFINISHED_COUNT_SQL)?
                 .query_row([user_id], |row| row.get(0))?;
             Ok(count.unsigned_abs())
         })
@@ -1219,8 +1253,8 @@ impl Store for SqliteStore {
             if update.reopen {
                 transaction
                     .prepare_cached(
-                        "UPDATE attempts SET status = 'PENDING', cases = '[]', error = NULL, finished_at = NULL \
-                         WHERE id = ?1",
+                        "UPDATE attempts SET status = 'PENDING', cases = '[]', error = NULL, \
+                         error_kind = NULL, finished_at = NULL WHERE id = ?1",
                     )?
                     .execute([id])?;
                 return select_attempt(transaction, id)?
@@ -1235,8 +1269,8 @@ impl Store for SqliteStore {
             };
             transaction
                 .prepare_cached(
-                    "UPDATE attempts SET status = ?2, cases = ?3, error = ?4, job_id = ?5, finished_at = ?6 \
-                     WHERE id = ?1",
+                    "UPDATE attempts SET status = ?2, cases = ?3, error = ?4, job_id = ?5, finished_at = ?6, \
+                     error_kind = ?7 WHERE id = ?1",
                 )?
                 .execute(params![
                     id,
@@ -1244,7 +1278,8 @@ impl Store for SqliteStore {
                     cases,
                     update.error.or(attempt.error),
                     update.job_id.or(attempt.job_id).map(|job_id| job_id.to_string()),
-                    update.finished_at.or(attempt.finished_at).map(micros)
+                    update.finished_at.or(attempt.finished_at).map(micros),
+                    update.error_kind.or(attempt.error_kind).map(AttemptErrorKind::as_str)
                 ])?;
             select_attempt(transaction, id)?.ok_or_else(|| StoreError::Backend(format!("attempt {id} vanished")))
         })
@@ -1840,8 +1875,9 @@ mod tests {
         }
     }
 
-    /// A file of schema version 1 (test cases without a version) opens,
-    /// keeps its data and becomes version 2; a newer file is refused.
+    /// A file of schema version 1 (test cases without a version, attempts
+    /// without an error kind) opens, keeps its data and becomes the current
+    /// version; a newer file is refused.
     #[tokio::test]
     async fn older_schemas_are_migrated_and_newer_ones_refused() {
         let path = std::env::temp_dir()
@@ -1888,6 +1924,7 @@ mod tests {
             connection
                 .execute_batch(
                     "ALTER TABLE test_cases DROP COLUMN version; \
+                     ALTER TABLE attempts DROP COLUMN error_kind; \
                      UPDATE schema_version SET version = 1;",
                 )
                 .unwrap();

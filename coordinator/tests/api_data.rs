@@ -1,0 +1,343 @@
+//! The people API's data under abuse, over real HTTP against an in-process
+//! coordinator on each store: the per-user cap on unfinished attempts under
+//! a burst of parallel submissions, and what students learn of an attempt's
+//! error.
+
+mod common;
+
+use chrono::Utc;
+use common::TestServer;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use sqlarena_common::{Column, LeasedJob, QueryResult, RegisterGraderResponse};
+use sqlarena_coordinator::store::InitResult;
+
+const CLUSTER_TOKEN: &str = "data-test-cluster-token-0123456789";
+
+fn sqlite() -> Option<String> {
+    None
+}
+
+fn mongodb() -> Option<String> {
+    Some(sqlarena_e2e::mongo::test_mongodb_uri())
+}
+
+/// Starts a coordinator that accepts graders with [`CLUSTER_TOKEN`].
+async fn start(uri: Option<String>) -> TestServer {
+    TestServer::start_on(uri, |config| {
+        config.cluster_token = Some(CLUSTER_TOKEN.into());
+    })
+    .await
+}
+
+/// Creates a READY challenge (one visible, one hidden case) as `professor`
+/// and returns its id.
+async fn ready_challenge(server: &TestServer, professor: &str) -> i64 {
+    let reply = server
+        .post(
+            "/api/v1/challenges",
+            Some(professor),
+            json!({
+                "name": "data", "type": "FE", "init": "CREATE TABLE t (a int)",
+                "expires_at": "2099-06-01T12:00", "solution": "SELECT a FROM t", "times_to_run": 3,
+                "test_cases": [
+                    {"data": "INSERT INTO t VALUES (1)", "is_visible": true},
+                    {"data": "INSERT INTO t VALUES (42)", "is_visible": false}
+                ]
+            }),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    let challenge = reply.data();
+    let result = QueryResult {
+        columns: vec![Column {
+            name: "a".into(),
+            type_name: "int4".into(),
+        }],
+        rows: vec![vec![json!(1)]],
+        ordered: false,
+    };
+    let expected = challenge["test_cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|case| (case["id"].as_i64().unwrap(), result.clone(), Some(2.0)))
+        .collect();
+    let id = challenge["id"].as_i64().unwrap();
+    let ready = InitResult::Ready {
+        expected,
+        warnings: Vec::new(),
+    };
+    assert!(server
+        .store()
+        .set_challenge_init(id, 1, ready, Utc::now())
+        .await
+        .unwrap());
+    id
+}
+
+/// Fires 30 submissions from one student at once: exactly the cap (5) are
+/// accepted, the rest get 429 in the envelope with `Retry-After`, and the
+/// store holds exactly the accepted ones.
+async fn thirty_parallel_attempts_admit_exactly_the_cap(uri: Option<String>) {
+    let server = start(uri).await;
+    let (_, professor) = server.professor("prof@example.com").await;
+    let challenge_id = ready_challenge(&server, &professor).await;
+    let (student_id, student) = server.user("student@example.com", None, None).await;
+    let cap = server.state.config.max_unfinished_attempts;
+    assert_eq!(cap, 5);
+
+    let mut posts = tokio::task::JoinSet::new();
+    for _ in 0..30 {
+        let http = server.http.clone();
+        let url = format!("{}/api/v1/attempts", server.base);
+        let student = student.clone();
+        posts.spawn(async move {
+            let response = http
+                .post(url)
+                .bearer_auth(student)
+                .json(&json!({"challenge_id": challenge_id, "query": "SELECT a FROM t"}))
+                .send()
+                .await
+                .expect("POST /attempts");
+            let status = response.status();
+            let retry_after = response.headers().get("retry-after").cloned();
+            let body: Value = response.json().await.expect("a JSON body");
+            (status, retry_after, body)
+        });
+    }
+    let (mut accepted, mut refused) = (0, 0);
+    while let Some(reply) = posts.join_next().await {
+        let (status, retry_after, body) = reply.expect("request task");
+        match status {
+            StatusCode::CREATED => accepted += 1,
+            StatusCode::TOO_MANY_REQUESTS => {
+                refused += 1;
+                assert_eq!(body["status"], "error", "{body}");
+                assert!(
+                    body["message"].as_str().unwrap().contains("at most 5"),
+                    "{body}"
+                );
+                assert!(retry_after.is_some(), "429 without Retry-After");
+            }
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!((accepted, refused), (5, 25));
+    let stored = server.store().list_user_attempts(student_id).await.unwrap();
+    assert_eq!(stored.len(), 5, "refused submissions leave nothing behind");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn thirty_parallel_attempts_admit_exactly_the_cap_on_sqlite() {
+    thirty_parallel_attempts_admit_exactly_the_cap(sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn thirty_parallel_attempts_admit_exactly_the_cap_on_mongodb() {
+    thirty_parallel_attempts_admit_exactly_the_cap(mongodb()).await;
+}
+
+/// Registers a grader on the fast lane (FE attempts) and returns its token.
+async fn register_grader(server: &TestServer, name: &str) -> String {
+    let reply = server
+        .http
+        .post(format!("{}/api/v1/grader/register", server.base))
+        .bearer_auth(CLUSTER_TOKEN)
+        .json(
+            &json!({"name": name, "hostname": format!("{name}.cluster.example.edu"),
+                      "version": "test", "lanes": ["fast"], "slots": 1}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), StatusCode::CREATED);
+    let body: Value = reply.json().await.unwrap();
+    serde_json::from_value::<RegisterGraderResponse>(body["data"].clone())
+        .unwrap()
+        .grader_token
+}
+
+/// Leases the next job as the grader with `token`.
+async fn lease(server: &TestServer, token: &str) -> LeasedJob {
+    let reply = server
+        .http
+        .post(format!(
+            "{}/api/v1/grader/jobs/lease?wait_ms=5000",
+            server.base
+        ))
+        .bearer_auth(token)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), StatusCode::OK, "no job to lease");
+    let body: Value = reply.json().await.unwrap();
+    serde_json::from_value(body["data"].clone()).unwrap()
+}
+
+/// Posts to a leased job as its grader.
+async fn report(server: &TestServer, token: &str, job: &LeasedJob, call: &str, body: Value) {
+    let reply = server
+        .http
+        .post(format!(
+            "{}/api/v1/grader/jobs/{}/{call}",
+            server.base, job.job_id
+        ))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), StatusCode::OK, "{call} refused");
+}
+
+/// Submits an attempt as `student` and returns its id.
+async fn submit(server: &TestServer, student: &str, challenge_id: i64, query: &str) -> i64 {
+    let reply = server
+        .post(
+            "/api/v1/attempts",
+            Some(student),
+            json!({"challenge_id": challenge_id, "query": query}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    reply.data()["id"].as_i64().unwrap()
+}
+
+/// What a grader really posts when the reference fails on a database: the
+/// text names the grader's database, roles and host.
+const GRADER_ERROR: &str = "test case 2: the reference solution failed here: \
+     db error: FATAL: role \"lab7_owner_c1_v1\" cannot log in to database \
+     \"lab7_c1_v1_case2\" on lab7.cluster.example.edu";
+
+/// Students get a fixed, helpful message per failure class; the
+/// challenge's professor and admins get the text. A grader's failure (a
+/// real failed job), an admin's cancel (naming the admin) and a rejected
+/// query (the student's own, shown as is) are each checked.
+async fn students_see_a_fixed_message_per_failure_class(uri: Option<String>) {
+    let server = start(uri).await;
+    let (_, professor) = server.professor("prof@example.com").await;
+    let admin = server.admin_token().await;
+    let challenge_id = ready_challenge(&server, &professor).await;
+    let (_, student) = server.user("student@example.com", None, None).await;
+    let grader = register_grader(&server, "lab7").await;
+
+    // A grader fails the job for good with its own error text.
+    let failed = submit(&server, &student, challenge_id, "SELECT a FROM t").await;
+    let job = lease(&server, &grader).await;
+    report(
+        &server,
+        &grader,
+        &job,
+        "fail",
+        json!({"lease_id": job.lease_id, "error": GRADER_ERROR, "retryable": false}),
+    )
+    .await;
+    let path = format!("/api/v1/attempts/{failed}");
+    let seen = server.get(&path, Some(&student)).await;
+    let view = seen.data();
+    assert_eq!(view["status"], "ERROR");
+    assert_eq!(view["error_kind"], "grading");
+    assert!(
+        view["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("grading failed for a reason outside your query"),
+        "{view}"
+    );
+    let error = view["error"].as_str().unwrap();
+    for secret in ["lab7", "example.edu", "role", "database", "reference"] {
+        assert!(
+            !error.contains(secret),
+            "the student sees {secret:?}: {error}"
+        );
+    }
+    for secret in ["lab7", "example.edu"] {
+        assert!(!seen.text.contains(secret), "leaked: {}", seen.text);
+    }
+    for staff in [&professor, &admin] {
+        let full = server.get(&path, Some(staff)).await;
+        let error = full.data()["error"].as_str().unwrap();
+        assert!(
+            error.contains(GRADER_ERROR),
+            "staff see the detail: {error}"
+        );
+    }
+
+    // An admin cancels a queued attempt: the reason names the admin.
+    let cancelled = submit(&server, &student, challenge_id, "SELECT a FROM t").await;
+    let job_id = server
+        .store()
+        .get_attempt(cancelled)
+        .await
+        .unwrap()
+        .unwrap()
+        .job_id
+        .unwrap();
+    let reply = server
+        .post(
+            &format!("/api/v1/admin/jobs/{job_id}/cancel"),
+            Some(&admin),
+            json!({}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let path = format!("/api/v1/attempts/{cancelled}");
+    let seen = server.get(&path, Some(&student)).await;
+    assert_eq!(seen.data()["status"], "CANCELLED");
+    assert_eq!(seen.data()["error_kind"], "cancelled");
+    assert!(
+        !seen.text.contains(common::ADMIN_EMAIL),
+        "the student sees the admin's email: {}",
+        seen.text
+    );
+    let full = server.get(&path, Some(&professor)).await;
+    assert!(full.data()["error"]
+        .as_str()
+        .unwrap()
+        .contains(common::ADMIN_EMAIL));
+
+    // The grader rejects the query itself: that message is the student's.
+    let rejected = submit(&server, &student, challenge_id, "DELETE FROM t").await;
+    let job = lease(&server, &grader).await;
+    let message = "the query must be a single read-only statement (SELECT, WITH or VALUES)";
+    let cases: Vec<Value> = job_case_ids(&job)
+        .into_iter()
+        .map(|id| json!({"test_case_id": id, "status": "ERROR", "error": message}))
+        .collect();
+    report(
+        &server,
+        &grader,
+        &job,
+        "complete",
+        json!({"lease_id": job.lease_id,
+               "outcome": {"kind": "attempt", "cases": cases, "error": message}}),
+    )
+    .await;
+    let seen = server
+        .get(&format!("/api/v1/attempts/{rejected}"), Some(&student))
+        .await;
+    assert_eq!(seen.data()["status"], "ERROR");
+    assert_eq!(seen.data()["error_kind"], "query");
+    assert_eq!(seen.data()["error"], message);
+    server.stop().await;
+}
+
+fn job_case_ids(job: &LeasedJob) -> Vec<i64> {
+    match &job.payload {
+        sqlarena_common::JobPayload::Attempt(attempt) => attempt.test_case_ids.clone(),
+        other => panic!("not an attempt job: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn students_see_a_fixed_message_per_failure_class_on_sqlite() {
+    students_see_a_fixed_message_per_failure_class(sqlite()).await;
+}
+
+#[tokio::test]
+async fn students_see_a_fixed_message_per_failure_class_on_mongodb() {
+    students_see_a_fixed_message_per_failure_class(mongodb()).await;
+}
