@@ -499,7 +499,7 @@ pub async fn cancel_stale_inits(
         let filter = JobFilter {
             state: Some(job_state),
             lane: Some(Lane::Init),
-            limit: 0,
+            ..JobFilter::default()
         };
         for job in state.store.list_jobs(filter).await? {
             let JobPayload::Init(init) = &job.payload else {

@@ -10,7 +10,7 @@ use common::TestServer;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sqlarena_common::{Column, LeasedJob, QueryResult, RegisterGraderResponse};
-use sqlarena_coordinator::store::InitResult;
+use sqlarena_coordinator::store::{InitResult, Page};
 
 const CLUSTER_TOKEN: &str = "data-test-cluster-token-0123456789";
 
@@ -124,7 +124,11 @@ async fn thirty_parallel_attempts_admit_exactly_the_cap(uri: Option<String>) {
         }
     }
     assert_eq!((accepted, refused), (5, 25));
-    let stored = server.store().list_user_attempts(student_id).await.unwrap();
+    let stored = server
+        .store()
+        .list_user_attempts(student_id, Page::all())
+        .await
+        .unwrap();
     assert_eq!(stored.len(), 5, "refused submissions leave nothing behind");
     server.stop().await;
 }
@@ -340,4 +344,149 @@ async fn students_see_a_fixed_message_per_failure_class_on_sqlite() {
 #[tokio::test]
 async fn students_see_a_fixed_message_per_failure_class_on_mongodb() {
     students_see_a_fixed_message_per_failure_class(mongodb()).await;
+}
+
+/// Follows `next_cursor` from `path` (which has a query string) `limit` at
+/// a time and returns every entry; each page is at most `limit` long and
+/// `next_cursor` sits beside `data`, null on the last page.
+async fn walk(server: &TestServer, token: &str, path: &str, limit: u32) -> Vec<Value> {
+    let mut entries = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = format!("{path}&limit={limit}");
+        if let Some(cursor) = &cursor {
+            url.push_str(&format!("&cursor={cursor}"));
+        }
+        let reply = server.get(&url, Some(token)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{url}: {}", reply.text);
+        let page = reply.data().as_array().unwrap().clone();
+        assert!(
+            page.len() <= limit as usize,
+            "{url}: {} entries",
+            page.len()
+        );
+        entries.extend(page);
+        assert!(
+            reply.body.get("next_cursor").is_some(),
+            "no next_cursor: {}",
+            reply.text
+        );
+        match reply.body["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => return entries,
+        }
+    }
+}
+
+fn ids(entries: &[Value]) -> Vec<Value> {
+    entries.iter().map(|entry| entry["id"].clone()).collect()
+}
+
+/// Every list is cursor-paginated over HTTP: walking the pages gives the
+/// whole list once, in order; a bad limit or cursor is a 400 in the
+/// envelope.
+async fn every_list_is_cursor_paginated(uri: Option<String>) {
+    let server = start(uri).await;
+    let admin = server.admin_token().await;
+    let (professor_id, professor) = server.professor("prof@example.com").await;
+    let mut challenges = Vec::new();
+    for _ in 0..4 {
+        challenges.push(ready_challenge(&server, &professor).await);
+    }
+    let (student_id, student) = server.user("student@example.com", None, None).await;
+    let mut attempts = Vec::new();
+    for _ in 0..3 {
+        attempts.push(submit(&server, &student, challenges[0], "SELECT a FROM t").await);
+    }
+    let mut graders = Vec::new();
+    for index in 0..3 {
+        let token = register_grader(&server, &format!("g{index}")).await;
+        graders.push(token);
+    }
+
+    let newest_first: Vec<Value> = challenges.iter().rev().map(|id| json!(id)).collect();
+    for path in [
+        "/api/v1/challenges?".to_string(),
+        format!("/api/v1/challenges-by-user/{professor_id}?"),
+    ] {
+        let walked = walk(&server, &student, &path, 3).await;
+        assert_eq!(ids(&walked), newest_first, "{path}");
+        assert!(walked[0].get("solution").is_none(), "views stay shaped");
+    }
+    let walked = walk(
+        &server,
+        &student,
+        &format!("/api/v1/users/{student_id}/attempts?"),
+        2,
+    )
+    .await;
+    let newest_attempts: Vec<Value> = attempts.iter().rev().map(|id| json!(id)).collect();
+    assert_eq!(ids(&walked), newest_attempts);
+
+    let jobs = walk(&server, &admin, "/api/v1/admin/jobs?", 2).await;
+    assert_eq!(jobs.len(), challenges.len() + attempts.len());
+    let fast = walk(&server, &admin, "/api/v1/admin/jobs?lane=fast", 2).await;
+    let fast_attempts: Vec<Value> = fast.iter().map(|job| job["attempt_id"].clone()).collect();
+    let oldest_attempts: Vec<Value> = attempts.iter().map(|id| json!(id)).collect();
+    assert_eq!(
+        fast_attempts, oldest_attempts,
+        "jobs oldest first, filtered"
+    );
+    let listed_graders = walk(&server, &admin, "/api/v1/admin/graders?", 2).await;
+    let names: Vec<&str> = listed_graders
+        .iter()
+        .map(|grader| grader["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["g2", "g1", "g0"], "graders newest first");
+
+    // Without a limit: the default page (50) holds everything here.
+    let all = server.get("/api/v1/challenges", Some(&student)).await;
+    assert_eq!(all.data().as_array().unwrap().len(), challenges.len());
+    assert!(all.body["next_cursor"].is_null());
+
+    let first_page = server
+        .get("/api/v1/challenges?limit=1", Some(&student))
+        .await;
+    let challenge_cursor = first_page.body["next_cursor"].as_str().unwrap().to_string();
+    for (path, word) in [
+        ("/api/v1/challenges?limit=0".to_string(), "limit"),
+        ("/api/v1/challenges?limit=501".to_string(), "limit"),
+        ("/api/v1/challenges?limit=-3".to_string(), "limit"),
+        ("/api/v1/challenges?limit=many".to_string(), "limit"),
+        ("/api/v1/challenges?cursor=zz".to_string(), "cursor"),
+        ("/api/v1/challenges?cursor=%00%ff".to_string(), "cursor"),
+        (
+            format!("/api/v1/admin/jobs?cursor={challenge_cursor}"),
+            "cursor",
+        ),
+        (
+            format!("/api/v1/admin/graders?cursor={challenge_cursor}"),
+            "cursor",
+        ),
+        (
+            format!("/api/v1/users/{student_id}/attempts?cursor={challenge_cursor}"),
+            "cursor",
+        ),
+        (
+            format!("/api/v1/challenges-by-user/{professor_id}?limit=100000"),
+            "limit",
+        ),
+        ("/api/v1/admin/jobs?limit=0".to_string(), "limit"),
+        ("/api/v1/challenges?page=2".to_string(), "page"),
+    ] {
+        let reply = server.get(&path, Some(&admin)).await;
+        let message = reply.expect_error(StatusCode::BAD_REQUEST);
+        assert!(message.contains(word), "{path}: {message}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn every_list_is_cursor_paginated_on_sqlite() {
+    every_list_is_cursor_paginated(sqlite()).await;
+}
+
+#[tokio::test]
+async fn every_list_is_cursor_paginated_on_mongodb() {
+    every_list_is_cursor_paginated(mongodb()).await;
 }

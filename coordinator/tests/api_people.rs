@@ -17,7 +17,7 @@ use sqlarena_common::{
 };
 use sqlarena_coordinator::jobs;
 use sqlarena_coordinator::store::{
-    AttemptUpdate, Challenge, InitResult, Job, JobFilter, NewAttempt,
+    AttemptUpdate, Challenge, InitResult, Job, JobFilter, NewAttempt, Page,
 };
 
 const PASSWORD: &str = "password-123";
@@ -174,6 +174,7 @@ async fn all_jobs(server: &TestServer) -> Vec<Job> {
             state: None,
             lane: None,
             limit: 1000,
+            after: None,
         })
         .await
         .unwrap()
@@ -202,11 +203,15 @@ struct Counts {
 
 async fn counts(server: &TestServer, student_id: i64) -> Counts {
     Counts {
-        challenges: server.store().list_challenges(None).await.unwrap(),
+        challenges: server
+            .store()
+            .list_challenges(None, Page::all())
+            .await
+            .unwrap(),
         jobs: all_jobs(server).await.len(),
         attempts: server
             .store()
-            .list_user_attempts(student_id)
+            .list_user_attempts(student_id, Page::all())
             .await
             .unwrap()
             .len(),
@@ -543,7 +548,7 @@ async fn attempts_need_a_ready_unexpired_challenge_and_queue_on_its_lane() {
     assert!(message.contains("not ready"), "{message}");
     assert!(server
         .store()
-        .list_user_attempts(student_id)
+        .list_user_attempts(student_id, Page::all())
         .await
         .unwrap()
         .is_empty());
@@ -610,7 +615,7 @@ async fn attempts_need_a_ready_unexpired_challenge_and_queue_on_its_lane() {
     assert_eq!(
         server
             .store()
-            .list_user_attempts(student_id)
+            .list_user_attempts(student_id, Page::all())
             .await
             .unwrap()
             .len(),

@@ -422,3 +422,55 @@ async fn nx_27017_compares_set_dates_to_the_second() {
     let matched = cursor.advance().await.expect("next");
     assert_eq!(matched, !using_nx_27017());
 }
+
+/// MongoDB updates the document matching `{_id, status: {$in: [...]}}`
+/// (https://www.mongodb.com/docs/manual/reference/operator/query/in/);
+/// nx-27017 updates another one when the ids were inserted out of order
+/// (as concurrent attempt admissions insert them): here the update meant
+/// for `_id: 1` lands on `_id: 2`, inserted first. The same filter with
+/// `$or` is applied correctly by both, so `update_attempt` uses `$or`.
+#[tokio::test]
+async fn nx_27017_misapplies_id_with_in() {
+    let collection = scratch().await;
+    for id in [2, 1] {
+        collection
+            .insert_one(doc! { "_id": id, "status": "PENDING" })
+            .await
+            .expect("insert");
+    }
+    let marked = |who: &str| {
+        let collection = collection.clone();
+        let who = who.to_owned();
+        async move {
+            let mut marked: Vec<i32> = Vec::new();
+            for id in [1, 2] {
+                let stored = collection
+                    .find_one(doc! { "_id": id })
+                    .await
+                    .expect("find")
+                    .expect("document");
+                if stored.get_str("who") == Ok(who.as_str()) {
+                    marked.push(id);
+                }
+            }
+            marked
+        }
+    };
+    collection
+        .update_one(
+            doc! { "_id": 1, "status": { "$in": ["PENDING", "RUNNING"] } },
+            doc! { "$set": { "who": "in" } },
+        )
+        .await
+        .expect("update with $in");
+    let expected_with_in = if using_nx_27017() { vec![2] } else { vec![1] };
+    assert_eq!(marked("in").await, expected_with_in);
+    collection
+        .update_one(
+            doc! { "_id": 1, "$or": [{ "status": "PENDING" }, { "status": "RUNNING" }] },
+            doc! { "$set": { "who": "or" } },
+        )
+        .await
+        .expect("update with $or");
+    assert_eq!(marked("or").await, vec![1], "$or is applied right by both");
+}

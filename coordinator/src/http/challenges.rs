@@ -12,7 +12,8 @@ use serde::Deserialize;
 use sqlarena_common::{ChallengeType, Role};
 
 use crate::auth::CurrentUser;
-use crate::error::{created, ok, ApiError, ApiResult, AppJson, AppPath};
+use crate::error::{created, ok, ApiError, ApiResult, AppJson, AppPath, AppQuery};
+use crate::http::pagination::{page, PageParams, PageRequest};
 use crate::http::views::{rank_attempts, ChallengeView, LeaderboardEntry};
 use crate::jobs;
 use crate::state::AppState;
@@ -297,29 +298,45 @@ async fn create_challenge(
     Ok(created(ChallengeView::new(&challenge, &user.0)))
 }
 
-async fn list_challenges(State(state): State<AppState>, user: CurrentUser) -> ApiResult<Response> {
-    let challenges = state.store.list_challenges(None).await?;
-    let views: Vec<ChallengeView> = challenges
-        .iter()
-        .map(|challenge| ChallengeView::new(challenge, &user.0))
-        .collect();
-    Ok(ok(views))
+async fn list_challenges(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    AppQuery(params): AppQuery<PageParams>,
+) -> ApiResult<Response> {
+    let request = PageRequest::from_params("challenges", &params)?;
+    challenge_page(&state, &user, None, request).await
 }
 
 async fn list_user_challenges(
     State(state): State<AppState>,
     user: CurrentUser,
     AppPath(user_id): AppPath<i64>,
+    AppQuery(params): AppQuery<PageParams>,
 ) -> ApiResult<Response> {
+    let request = PageRequest::from_params("challenges-by-user", &params)?;
     if state.store.get_user(user_id).await?.is_none() {
         return Err(ApiError::NotFound(format!("no user {user_id}")));
     }
-    let challenges = state.store.list_challenges(Some(user_id)).await?;
+    challenge_page(&state, &user, Some(user_id), request).await
+}
+
+/// One page of challenges (newest first), shaped for `viewer`.
+async fn challenge_page(
+    state: &AppState,
+    viewer: &CurrentUser,
+    created_by: Option<i64>,
+    request: PageRequest<i64>,
+) -> ApiResult<Response> {
+    let challenges = state
+        .store
+        .list_challenges(created_by, request.store_page())
+        .await?;
+    let (challenges, next_cursor) = request.finish(challenges, |challenge| challenge.id);
     let views: Vec<ChallengeView> = challenges
         .iter()
-        .map(|challenge| ChallengeView::new(challenge, &user.0))
+        .map(|challenge| ChallengeView::new(challenge, &viewer.0))
         .collect();
-    Ok(ok(views))
+    Ok(page(views, next_cursor))
 }
 
 /// Builds the leaderboard of a challenge.

@@ -41,7 +41,7 @@ use uuid::Uuid;
 use super::{
     Admission, AttemptErrorKind, AttemptUpdate, ChallengeUpdate, ChallengeVersion, ClusterToken,
     Completion, FailOutcome, Grader, InitResult, Invite, JobFilter, NewAttempt, NewChallenge,
-    NewJob, NewTestCase, NewUser, Session, Store, StoreError,
+    NewJob, NewTestCase, NewUser, Page, Session, Store, StoreError,
 };
 
 /// Generates one `#[tokio::test]` per conformance check, each on the fresh
@@ -73,6 +73,7 @@ macro_rules! store_conformance_suite {
             lane_stats_cover_every_lane,
             graders_register_heartbeat_and_die,
             cluster_tokens_are_created_and_revoked,
+            lists_are_paged_by_key,
         );
     };
 }
@@ -506,18 +507,27 @@ pub async fn challenges_are_created_listed_and_initialized(store: Arc<dyn Store>
         challenges.into_iter().map(|c| c.id).collect::<Vec<_>>()
     };
     assert_eq!(
-        ids(store.list_challenges(None).await.unwrap()),
+        ids(store.list_challenges(None, Page::all()).await.unwrap()),
         vec![third.id, second.id, first.id]
     );
     assert_eq!(
-        ids(store.list_challenges(Some(alice.id)).await.unwrap()),
+        ids(store
+            .list_challenges(Some(alice.id), Page::all())
+            .await
+            .unwrap()),
         vec![third.id, first.id]
     );
     assert_eq!(
-        ids(store.list_challenges(Some(nobody.id)).await.unwrap()),
+        ids(store
+            .list_challenges(Some(nobody.id), Page::all())
+            .await
+            .unwrap()),
         Vec::<i64>::new()
     );
-    let listed = store.list_challenges(Some(bob.id)).await.unwrap();
+    let listed = store
+        .list_challenges(Some(bob.id), Page::all())
+        .await
+        .unwrap();
     assert_eq!(
         listed,
         vec![second.clone()],
@@ -901,11 +911,17 @@ pub async fn attempts_are_created_listed_and_updated(store: Arc<dyn Store>) {
     let ids =
         |attempts: Vec<super::Attempt>| attempts.into_iter().map(|a| a.id).collect::<Vec<_>>();
     assert_eq!(
-        ids(store.list_user_attempts(student.id).await.unwrap()),
+        ids(store
+            .list_user_attempts(student.id, Page::all())
+            .await
+            .unwrap()),
         vec![second.id, first.id]
     );
     assert_eq!(
-        ids(store.list_user_attempts(other.id).await.unwrap()),
+        ids(store
+            .list_user_attempts(other.id, Page::all())
+            .await
+            .unwrap()),
         vec![theirs.id]
     );
     assert_eq!(
@@ -1126,7 +1142,11 @@ pub async fn unfinished_attempts_are_capped_in_one_step(store: Arc<dyn Store>) {
         CAP
     );
     assert_eq!(
-        store.list_user_attempts(student.id).await.unwrap().len(),
+        store
+            .list_user_attempts(student.id, Page::all())
+            .await
+            .unwrap()
+            .len(),
         CAP as usize,
         "refused attempts leave nothing behind"
     );
@@ -2063,7 +2083,12 @@ pub async fn jobs_are_listed_by_state_and_lane(store: Arc<dyn Store>) {
         let store = store.clone();
         async move {
             store
-                .list_jobs(JobFilter { state, lane, limit })
+                .list_jobs(JobFilter {
+                    state,
+                    lane,
+                    limit,
+                    after: None,
+                })
                 .await
                 .unwrap()
                 .into_iter()
@@ -2191,17 +2216,18 @@ fn grader(
 /// dead, and DEAD is final.
 pub async fn graders_register_heartbeat_and_die(store: Arc<dyn Store>) {
     let now = now_ms();
+    // Made in the order they registered: ids are v7, and lists go by id.
+    let draining = grader(
+        now - Duration::seconds(120),
+        now - Duration::seconds(120),
+        GraderState::Draining,
+    );
     let first = grader(
         now - Duration::seconds(60),
         now - Duration::seconds(60),
         GraderState::Alive,
     );
     let second = grader(now - Duration::seconds(30), now, GraderState::Alive);
-    let draining = grader(
-        now - Duration::seconds(120),
-        now - Duration::seconds(120),
-        GraderState::Draining,
-    );
     for grader in [&first, &second, &draining] {
         store.create_grader(grader.clone()).await.unwrap();
     }
@@ -2216,7 +2242,7 @@ pub async fn graders_register_heartbeat_and_die(store: Arc<dyn Store>) {
     );
     assert_eq!(store.get_grader_by_token("unknown").await.unwrap(), None);
     let ids: Vec<Uuid> = store
-        .list_graders()
+        .list_graders(Page::all())
         .await
         .unwrap()
         .iter()
@@ -2377,4 +2403,166 @@ pub async fn cluster_tokens_are_created_and_revoked(store: Arc<dyn Store>) {
     );
     assert!(!store.revoke_cluster_token(Uuid::now_v7()).await.unwrap());
     assert_eq!(store.list_cluster_tokens().await.unwrap().len(), 2);
+}
+
+/// Walks a list page by page (`page_size` at a time) with `list`, the
+/// next page starting after the key of the last entry of the previous one.
+async fn walk<K: Copy, T, F, Fut>(page_size: u32, key: impl Fn(&T) -> K, list: F) -> Vec<T>
+where
+    F: Fn(Page<K>) -> Fut,
+    Fut: std::future::Future<Output = Vec<T>>,
+{
+    let mut all = Vec::new();
+    let mut after = None;
+    loop {
+        let page = list(Page {
+            after,
+            limit: page_size,
+        })
+        .await;
+        assert!(
+            page.len() <= page_size as usize,
+            "a page is at most its limit"
+        );
+        let done = page.len() < page_size as usize;
+        after = page.last().map(&key).or(after);
+        all.extend(page);
+        if done {
+            return all;
+        }
+    }
+}
+
+/// Every list pages by its key: challenges (all and by creator), a user's
+/// attempts and graders newest first, jobs oldest first with their
+/// filters; walking the pages gives the whole list once, in order.
+pub async fn lists_are_paged_by_key(store: Arc<dyn Store>) {
+    let alice = create_user(&store, Role::Professor).await;
+    let bob = create_user(&store, Role::Professor).await;
+    let mut challenges = Vec::new();
+    for index in 0..7 {
+        let creator = if index % 3 == 0 { bob.id } else { alice.id };
+        let challenge = store
+            .create_challenge(new_challenge(creator, ChallengeType::FE, 1))
+            .await
+            .unwrap();
+        challenges.push((challenge.id, creator));
+    }
+    let newest_first = |creator: Option<i64>| -> Vec<i64> {
+        challenges
+            .iter()
+            .rev()
+            .filter(|(_, by)| creator.is_none_or(|creator| creator == *by))
+            .map(|(id, _)| *id)
+            .collect()
+    };
+    for creator in [None, Some(alice.id), Some(bob.id)] {
+        let walked = walk(
+            2,
+            |c: &super::Challenge| c.id,
+            |page| {
+                let store = store.clone();
+                async move { store.list_challenges(creator, page).await.unwrap() }
+            },
+        )
+        .await;
+        let ids: Vec<i64> = walked.iter().map(|c| c.id).collect();
+        assert_eq!(ids, newest_first(creator), "challenges by {creator:?}");
+    }
+
+    let student = create_user(&store, Role::Student).await;
+    let mut attempts = Vec::new();
+    for _ in 0..5 {
+        let attempt = store
+            .create_attempt(NewAttempt {
+                user_id: student.id,
+                challenge_id: challenges[0].0,
+                challenge_version: 1,
+                query: "select a from t".into(),
+            })
+            .await
+            .unwrap();
+        attempts.push(attempt.id);
+    }
+    attempts.reverse();
+    let walked = walk(
+        2,
+        |a: &super::Attempt| a.id,
+        |page| {
+            let store = store.clone();
+            async move { store.list_user_attempts(student.id, page).await.unwrap() }
+        },
+    )
+    .await;
+    assert_eq!(walked.iter().map(|a| a.id).collect::<Vec<_>>(), attempts);
+
+    let mut fast = Vec::new();
+    for attempt_id in 0..5 {
+        fast.push(
+            store
+                .enqueue_job(attempt_job(Lane::Fast, attempt_id))
+                .await
+                .unwrap(),
+        );
+        store.enqueue_job(init_job(attempt_id)).await.unwrap();
+    }
+    let walked = walk(
+        2,
+        |job: &super::Job| job.seq,
+        |page| {
+            let store = store.clone();
+            async move {
+                store
+                    .list_jobs(JobFilter {
+                        state: Some(JobState::Queued),
+                        lane: Some(Lane::Fast),
+                        limit: page.limit,
+                        after: page.after,
+                    })
+                    .await
+                    .unwrap()
+            }
+        },
+    )
+    .await;
+    assert_eq!(walked, fast, "jobs, oldest first, one lane");
+    let every = walk(
+        3,
+        |job: &super::Job| job.seq,
+        |page| {
+            let store = store.clone();
+            async move {
+                store
+                    .list_jobs(JobFilter {
+                        limit: page.limit,
+                        after: page.after,
+                        ..JobFilter::default()
+                    })
+                    .await
+                    .unwrap()
+            }
+        },
+    )
+    .await;
+    assert_eq!(every.len(), 10);
+    assert!(every.windows(2).all(|pair| pair[0].seq < pair[1].seq));
+
+    let now = now_ms();
+    let mut graders = Vec::new();
+    for _ in 0..5 {
+        let made = grader(now, now, GraderState::Alive);
+        store.create_grader(made.clone()).await.unwrap();
+        graders.push(made.id);
+    }
+    graders.reverse();
+    let walked = walk(
+        2,
+        |g: &Grader| g.id,
+        |page| {
+            let store = store.clone();
+            async move { store.list_graders(page).await.unwrap() }
+        },
+    )
+    .await;
+    assert_eq!(walked.iter().map(|g| g.id).collect::<Vec<_>>(), graders);
 }

@@ -312,6 +312,8 @@ pub struct Lease {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Job {
     pub id: Uuid,
+    /// Position in the order jobs were queued (the key of job listings).
+    pub seq: i64,
     pub kind: JobKind,
     pub lane: Lane,
     pub payload: JobPayload,
@@ -380,7 +382,30 @@ pub struct LaneStats {
 pub struct JobFilter {
     pub state: Option<JobState>,
     pub lane: Option<Lane>,
+    /// At most this many jobs; 0 lists every one.
     pub limit: u32,
+    /// Only jobs queued after the one with this `seq` (the last of the
+    /// previous page).
+    pub after: Option<i64>,
+}
+
+/// One page of a list, in the list's order: the entries after the key
+/// `after` (the last key of the previous page), at most `limit` of them
+/// (0: all).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Page<K> {
+    pub after: Option<K>,
+    pub limit: u32,
+}
+
+impl<K> Page<K> {
+    /// The whole list.
+    pub const fn all() -> Page<K> {
+        Page {
+            after: None,
+            limit: 0,
+        }
+    }
 }
 
 /// A registered grader node.
@@ -452,8 +477,13 @@ pub trait Store: Send + Sync + 'static {
     async fn create_challenge(&self, challenge: NewChallenge) -> StoreResult<Challenge>;
     /// Returns a challenge with its test cases (ordered by id).
     async fn get_challenge(&self, id: i64) -> StoreResult<Option<Challenge>>;
-    /// Lists challenges, newest first, optionally only those `created_by`.
-    async fn list_challenges(&self, created_by: Option<i64>) -> StoreResult<Vec<Challenge>>;
+    /// Lists challenges, newest first (by id), optionally only those
+    /// `created_by`; a page starts below the id `page.after`.
+    async fn list_challenges(
+        &self,
+        created_by: Option<i64>,
+        page: Page<i64>,
+    ) -> StoreResult<Vec<Challenge>>;
     /// Applies `update` to a challenge that is still at `expected_version`
     /// and returns the challenge as updated. With `update.new_version` the
     /// challenge moves to `expected_version + 1`: PENDING, init result
@@ -509,8 +539,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Admission>;
     /// Returns an attempt.
     async fn get_attempt(&self, id: i64) -> StoreResult<Option<Attempt>>;
-    /// Lists a user's attempts, newest first.
-    async fn list_user_attempts(&self, user_id: i64) -> StoreResult<Vec<Attempt>>;
+    /// Lists a user's attempts, newest first (by id); a page starts below
+    /// the id `page.after`.
+    async fn list_user_attempts(&self, user_id: i64, page: Page<i64>) -> StoreResult<Vec<Attempt>>;
     /// Lists a challenge's PASSED attempts (for the leaderboard).
     async fn list_passed_attempts(&self, challenge_id: i64) -> StoreResult<Vec<Attempt>>;
     /// Lists a challenge's attempts that are PENDING or RUNNING, oldest first.
@@ -530,7 +561,8 @@ pub trait Store: Send + Sync + 'static {
     async fn enqueue_job(&self, job: NewJob) -> StoreResult<Job>;
     /// Returns a job.
     async fn get_job(&self, id: Uuid) -> StoreResult<Option<Job>>;
-    /// Lists jobs, oldest first, filtered by state and lane.
+    /// Lists jobs, oldest first (by `seq`), filtered by state and lane,
+    /// after `filter.after`.
     async fn list_jobs(&self, filter: JobFilter) -> StoreResult<Vec<Job>>;
     /// Atomically claims the next QUEUED job in `lanes` (by lane priority,
     /// then age) for `grader_id`: LEASED, tries+1, a new lease id, lease
@@ -620,8 +652,9 @@ pub trait Store: Send + Sync + 'static {
     async fn get_grader(&self, id: Uuid) -> StoreResult<Option<Grader>>;
     /// Returns the grader with this token hash.
     async fn get_grader_by_token(&self, token_hash: &str) -> StoreResult<Option<Grader>>;
-    /// Lists all graders, newest first.
-    async fn list_graders(&self) -> StoreResult<Vec<Grader>>;
+    /// Lists graders, newest first by id (ids are UUID v7, so this is the
+    /// order they registered in); a page starts below the id `page.after`.
+    async fn list_graders(&self, page: Page<Uuid>) -> StoreResult<Vec<Grader>>;
     /// Records a heartbeat of a grader that is not DEAD; returns it, or
     /// `None` if it is DEAD or unknown (it must register again).
     async fn touch_grader(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<Option<Grader>>;

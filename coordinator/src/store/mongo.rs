@@ -44,7 +44,7 @@ use uuid::Uuid;
 use super::{
     Admission, Attempt, AttemptErrorKind, AttemptUpdate, Challenge, ChallengeUpdate, ClusterToken,
     Completion, FailOutcome, Grader, InitResult, Invite, Job, JobFilter, LaneStats, Lease,
-    NewAttempt, NewChallenge, NewJob, NewTestCase, NewUser, Session, Store, StoreError,
+    NewAttempt, NewChallenge, NewJob, NewTestCase, NewUser, Page, Session, Store, StoreError,
     StoreResult, TestCase, User,
 };
 
@@ -780,6 +780,7 @@ fn job_from(document: &Document) -> StoreResult<Job> {
     let fields = Fields::new(document, "job");
     Ok(Job {
         id: fields.uuid("_id")?,
+        seq: fields.i64("seq")?,
         kind: fields.parsed("kind", JobKind::parse)?,
         lane: fields.parsed("lane", Lane::parse)?,
         payload: fields.value("payload")?,
@@ -1015,13 +1016,25 @@ impl Store for MongoStore {
         found.as_ref().map(challenge_from).transpose()
     }
 
-    async fn list_challenges(&self, created_by: Option<i64>) -> StoreResult<Vec<Challenge>> {
-        let filter = match created_by {
+    async fn list_challenges(
+        &self,
+        created_by: Option<i64>,
+        page: Page<i64>,
+    ) -> StoreResult<Vec<Challenge>> {
+        let mut filter = match created_by {
             Some(user_id) => doc! { "created_user_id": user_id },
             None => doc! {},
         };
+        if let Some(after) = page.after {
+            filter.insert("_id", doc! { "$lt": after });
+        }
         let documents = self
-            .find_many("challenges", filter, doc! { "_id": -1 }, 0)
+            .find_many(
+                "challenges",
+                filter,
+                doc! { "_id": -1 },
+                i64::from(page.limit),
+            )
             .await?;
         documents.iter().map(challenge_from).collect()
     }
@@ -1228,13 +1241,17 @@ impl Store for MongoStore {
         found.as_ref().map(attempt_from).transpose()
     }
 
-    async fn list_user_attempts(&self, user_id: i64) -> StoreResult<Vec<Attempt>> {
+    async fn list_user_attempts(&self, user_id: i64, page: Page<i64>) -> StoreResult<Vec<Attempt>> {
+        let mut filter = doc! { "user_id": user_id };
+        if let Some(after) = page.after {
+            filter.insert("_id", doc! { "$lt": after });
+        }
         let documents = self
             .find_many(
                 "attempts",
-                doc! { "user_id": user_id },
+                filter,
                 doc! { "_id": -1 },
-                0,
+                i64::from(page.limit),
             )
             .await?;
         documents.iter().map(attempt_from).collect()
@@ -1306,15 +1323,17 @@ impl Store for MongoStore {
                 set.insert("finished_at", bson_time(finished_at));
             }
             // Only an unfinished attempt changes: the status is part of the
-            // filter, so a concurrent final update wins cleanly.
-            let unfinished = [
-                AttemptStatus::Pending.as_str(),
-                AttemptStatus::Running.as_str(),
-            ];
-            (
-                doc! { "_id": id, "status": { "$in": unfinished.to_vec() } },
-                set,
-            )
+            // filter, so a concurrent final update wins cleanly. `$or`, not
+            // `status: {$in}`: nx-27017 applies `{_id, status: {$in}}` to
+            // another document when ids were inserted out of order (as
+            // concurrent admissions do; `nx_27017_misapplies_id_with_in`).
+            let unfinished = doc! { "$or": [
+                { "status": AttemptStatus::Pending.as_str() },
+                { "status": AttemptStatus::Running.as_str() },
+            ] };
+            let mut filter = doc! { "_id": id };
+            filter.extend(unfinished);
+            (filter, set)
         };
         if !set.is_empty() {
             attempts
@@ -1387,6 +1406,9 @@ impl Store for MongoStore {
         }
         if let Some(lane) = filter.lane {
             query.insert("lane", lane.as_str());
+        }
+        if let Some(after) = filter.after {
+            query.insert("seq", doc! { "$gt": after });
         }
         self.find_jobs(query, i64::from(filter.limit)).await
     }
@@ -1818,14 +1840,14 @@ impl Store for MongoStore {
         self.find_grader(doc! { "token_hash": token_hash }).await
     }
 
-    async fn list_graders(&self) -> StoreResult<Vec<Grader>> {
+    async fn list_graders(&self, page: Page<Uuid>) -> StoreResult<Vec<Grader>> {
+        // Hyphenated v7 UUIDs sort as text in the order they were made.
+        let filter = match page.after {
+            Some(after) => doc! { "_id": { "$lt": after.to_string() } },
+            None => doc! {},
+        };
         let documents = self
-            .find_many(
-                "graders",
-                doc! {},
-                doc! { "registered_at": -1, "seq": -1 },
-                0,
-            )
+            .find_many("graders", filter, doc! { "_id": -1 }, i64::from(page.limit))
             .await?;
         documents.iter().map(grader_from).collect()
     }

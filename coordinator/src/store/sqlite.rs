@@ -44,7 +44,7 @@ use uuid::Uuid;
 use super::{
     Admission, Attempt, AttemptErrorKind, AttemptUpdate, Challenge, ChallengeUpdate, ClusterToken,
     Completion, FailOutcome, Grader, InitResult, Invite, Job, JobFilter, LaneStats, Lease,
-    NewAttempt, NewChallenge, NewJob, NewTestCase, NewUser, Session, Store, StoreError,
+    NewAttempt, NewChallenge, NewJob, NewTestCase, NewUser, Page, Session, Store, StoreError,
     StoreResult, TestCase, User,
 };
 
@@ -209,7 +209,7 @@ const ATTEMPT_COLUMNS: &str =
      error, job_id, created_at, finished_at, error_kind";
 const JOB_COLUMNS: &str = "id, kind, lane, payload, state, tries, max_tries, lease_id, grader_id, \
      lease_expires_at, timeout_ms, progress, outcome, error, applied, cancel_requested, created_at, \
-     leased_at, finished_at";
+     leased_at, finished_at, seq";
 const GRADER_COLUMNS: &str =
     "id, name, hostname, version, lanes, slots, state, token_hash, last_heartbeat, registered_at, jobs_done";
 const CLUSTER_TOKEN_COLUMNS: &str = "id, label, token_hash, created_by, created_at, revoked";
@@ -504,6 +504,15 @@ fn to_json<T: Serialize>(value: &T) -> StoreResult<String> {
         .map_err(|error| StoreError::Backend(format!("serializing to JSON: {error}")))
 }
 
+/// A page's limit as SQLite takes it: 0 (no limit) is -1.
+fn sql_limit(limit: u32) -> i64 {
+    if limit == 0 {
+        -1
+    } else {
+        i64::from(limit)
+    }
+}
+
 fn to_i64(value: u64, what: &str) -> StoreResult<i64> {
     i64::try_from(value)
         .map_err(|_| StoreError::Backend(format!("{what} {value} is too large to store")))
@@ -618,6 +627,7 @@ fn job_from(row: &Row<'_>) -> rusqlite::Result<Job> {
     let timeout_ms: i64 = row.get(10)?;
     Ok(Job {
         id: uuid_at(row, 0)?,
+        seq: row.get(19)?,
         kind: wire_at(row, 1, sqlarena_common::JobKind::parse)?,
         lane: wire_at(row, 2, Lane::parse)?,
         payload: json_at(row, 3)?,
@@ -750,12 +760,12 @@ fn select_attempt(connection: &Connection, id: i64) -> StoreResult<Option<Attemp
 fn select_attempts(
     connection: &Connection,
     filter_sql: &str,
-    key: i64,
+    parameters: impl rusqlite::Params,
 ) -> StoreResult<Vec<Attempt>> {
     let sql = format!("SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE {filter_sql}");
     let mut statement = connection.prepare_cached(&sql)?;
     let attempts = statement
-        .query_map([key], attempt_from)?
+        .query_map(parameters, attempt_from)?
         .collect::<rusqlite::Result<_>>()?;
     Ok(attempts)
 }
@@ -1040,19 +1050,28 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn list_challenges(&self, created_by: Option<i64>) -> StoreResult<Vec<Challenge>> {
+    async fn list_challenges(
+        &self,
+        created_by: Option<i64>,
+        page: Page<i64>,
+    ) -> StoreResult<Vec<Challenge>> {
         self.call(move |connection| {
             let transaction = connection.transaction()?;
+            let below = page.after.unwrap_or(i64::MAX);
+            let limit = sql_limit(page.limit);
             let ids: Vec<i64> = match created_by {
                 Some(user_id) => transaction
                     .prepare_cached(
-                        "SELECT id FROM challenges WHERE created_user_id = ?1 ORDER BY id DESC",
+                        "SELECT id FROM challenges WHERE created_user_id = ?1 AND id < ?2 \
+                         ORDER BY id DESC LIMIT ?3",
                     )?
-                    .query_map([user_id], |row| row.get(0))?
+                    .query_map(params![user_id, below, limit], |row| row.get(0))?
                     .collect::<rusqlite::Result<_>>()?,
                 None => transaction
-                    .prepare_cached("SELECT id FROM challenges ORDER BY id DESC")?
-                    .query_map([], |row| row.get(0))?
+                    .prepare_cached(
+                        "SELECT id FROM challenges WHERE id < ?1 ORDER BY id DESC LIMIT ?2",
+                    )?
+                    .query_map(params![below, limit], |row| row.get(0))?
                     .collect::<rusqlite::Result<_>>()?,
             };
             let mut challenges = Vec::with_capacity(ids.len());
@@ -1205,9 +1224,17 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn list_user_attempts(&self, user_id: i64) -> StoreResult<Vec<Attempt>> {
+    async fn list_user_attempts(&self, user_id: i64, page: Page<i64>) -> StoreResult<Vec<Attempt>> {
         self.call(move |connection| {
-            select_attempts(connection, "user_id = ?1 ORDER BY id DESC", user_id)
+            select_attempts(
+                connection,
+                "user_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3",
+                params![
+                    user_id,
+                    page.after.unwrap_or(i64::MAX),
+                    sql_limit(page.limit)
+                ],
+            )
         })
         .await
     }
@@ -1217,7 +1244,7 @@ impl Store for SqliteStore {
             select_attempts(
                 connection,
                 "challenge_id = ?1 AND status = 'PASSED' ORDER BY id",
-                challenge_id,
+                [challenge_id],
             )
         })
         .await
@@ -1231,7 +1258,7 @@ impl Store for SqliteStore {
             select_attempts(
                 connection,
                 "challenge_id = ?1 AND status IN ('PENDING', 'RUNNING') ORDER BY id",
-                challenge_id,
+                [challenge_id],
             )
         })
         .await
@@ -1319,31 +1346,31 @@ impl Store for SqliteStore {
 
     async fn list_jobs(&self, filter: JobFilter) -> StoreResult<Vec<Job>> {
         self.call(move |connection| {
-            // A limit of 0 means no limit (SQLite treats -1 as unlimited).
-            let limit = if filter.limit == 0 {
-                -1
-            } else {
-                i64::from(filter.limit)
-            };
+            let limit = sql_limit(filter.limit);
+            let after = filter.after.unwrap_or(0);
             // One statement per filter shape, so each can use an index
             // (`jobs_queued` or `jobs_by_lane`) instead of sorting every job.
             match (filter.state, filter.lane) {
                 (Some(state), Some(lane)) => select_jobs(
                     connection,
-                    "WHERE state = ?1 AND lane_priority = ?2 ORDER BY seq LIMIT ?3",
-                    params![state.as_str(), lane.priority(), limit],
+                    "WHERE state = ?1 AND lane_priority = ?2 AND seq > ?3 ORDER BY seq LIMIT ?4",
+                    params![state.as_str(), lane.priority(), after, limit],
                 ),
                 (Some(state), None) => select_jobs(
                     connection,
-                    "WHERE state = ?1 ORDER BY seq LIMIT ?2",
-                    params![state.as_str(), limit],
+                    "WHERE state = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+                    params![state.as_str(), after, limit],
                 ),
                 (None, Some(lane)) => select_jobs(
                     connection,
-                    "WHERE lane_priority = ?1 ORDER BY seq LIMIT ?2",
-                    params![lane.priority(), limit],
+                    "WHERE lane_priority = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+                    params![lane.priority(), after, limit],
                 ),
-                (None, None) => select_jobs(connection, "ORDER BY seq LIMIT ?1", params![limit]),
+                (None, None) => select_jobs(
+                    connection,
+                    "WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                    params![after, limit],
+                ),
             }
         })
         .await
@@ -1675,14 +1702,16 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn list_graders(&self) -> StoreResult<Vec<Grader>> {
-        self.call(|connection| {
+    async fn list_graders(&self, page: Page<Uuid>) -> StoreResult<Vec<Grader>> {
+        self.call(move |connection| {
             let sql = format!(
-                "SELECT {GRADER_COLUMNS} FROM graders ORDER BY registered_at DESC, rowid DESC"
+                "SELECT {GRADER_COLUMNS} FROM graders WHERE ?1 IS NULL OR id < ?1 \
+                 ORDER BY id DESC LIMIT ?2"
             );
             let mut statement = connection.prepare_cached(&sql)?;
+            let after = page.after.map(|id| id.to_string());
             let graders = statement
-                .query_map([], grader_from)?
+                .query_map(params![after, sql_limit(page.limit)], grader_from)?
                 .collect::<rusqlite::Result<_>>()?;
             Ok(graders)
         })
@@ -1851,7 +1880,7 @@ mod tests {
         let select = |filter: &str| format!("SELECT {JOB_COLUMNS} FROM jobs {filter}");
         let listing = plan(
             &connection,
-            &select("WHERE state = ?1 AND lane_priority = ?2 ORDER BY seq LIMIT ?3"),
+            &select("WHERE state = ?1 AND lane_priority = ?2 AND seq > ?3 ORDER BY seq LIMIT ?4"),
         );
         assert!(
             listing.contains("jobs_by_lane") && !listing.contains("TEMP B-TREE"),
@@ -1859,7 +1888,7 @@ mod tests {
         );
         let by_lane = plan(
             &connection,
-            &select("WHERE lane_priority = ?1 ORDER BY seq LIMIT ?2"),
+            &select("WHERE lane_priority = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"),
         );
         assert!(
             by_lane.contains("jobs_by_lane") && !by_lane.contains("TEMP B-TREE"),
