@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod jobs;
+pub mod leaderboard;
 pub mod metrics;
 pub mod state;
 pub mod store;

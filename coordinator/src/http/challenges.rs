@@ -14,8 +14,9 @@ use sqlarena_common::{ChallengeType, Role};
 use crate::auth::CurrentUser;
 use crate::error::{created, ok, ApiError, ApiResult, AppJson, AppPath, AppQuery};
 use crate::http::pagination::{page, PageParams, PageRequest};
-use crate::http::views::{rank_attempts, ChallengeView, LeaderboardEntry};
+use crate::http::views::{ChallengeView, LeaderboardEntry};
 use crate::jobs;
+use crate::leaderboard::LEADERBOARD_SIZE;
 use crate::state::AppState;
 use crate::store::{
     Challenge, ChallengeUpdate, ChallengeVersion, NewChallenge, NewTestCase, StoreError,
@@ -339,23 +340,27 @@ async fn challenge_page(
     Ok(page(views, next_cursor))
 }
 
-/// Builds the leaderboard of a challenge.
+/// Reads the leaderboard of a challenge's current version: the best
+/// [`LEADERBOARD_SIZE`] rows, kept by the store as attempts finish.
 async fn leaderboard(state: &AppState, challenge: &Challenge) -> ApiResult<Vec<LeaderboardEntry>> {
-    let passed = state.store.list_passed_attempts(challenge.id).await?;
-    let mut entries = Vec::new();
-    for (index, ranked) in rank_attempts(challenge, &passed).into_iter().enumerate() {
-        let user_full_name = match state.store.get_user(ranked.user_id).await? {
+    let rows = state
+        .store
+        .top_attempts(challenge.id, challenge.version, LEADERBOARD_SIZE)
+        .await?;
+    let mut entries = Vec::with_capacity(rows.len());
+    for (index, row) in rows.into_iter().enumerate() {
+        let user_full_name = match state.store.get_user(row.user_id).await? {
             Some(user) => user.full_name,
-            None => format!("user {}", ranked.user_id),
+            None => format!("user {}", row.user_id),
         };
         entries.push(LeaderboardEntry {
             rank: index + 1,
-            attempt_id: ranked.attempt_id,
-            user_id: ranked.user_id,
+            attempt_id: row.attempt_id,
+            user_id: row.user_id,
             user_full_name,
-            score: ranked.score,
-            completion_time_ms: ranked.completion_time_ms,
-            time_of_attempt: ranked.time_of_attempt,
+            score: row.score,
+            completion_time_ms: row.completion_time_ms,
+            time_of_attempt: row.time_of_attempt,
         });
     }
     Ok(entries)

@@ -15,9 +15,6 @@ use sqlarena_common::{
 
 use crate::store::{Attempt, AttemptErrorKind, Challenge, TestCase, User};
 
-/// How many entries a leaderboard shows.
-pub const LEADERBOARD_SIZE: usize = 10;
-
 /// A user as clients see it: never the password or its hash.
 #[derive(Debug, Clone, Serialize)]
 pub struct UserView {
@@ -342,97 +339,6 @@ pub struct LeaderboardEntry {
     pub time_of_attempt: DateTime<Utc>,
 }
 
-/// An attempt that qualifies for the leaderboard, before names are looked up.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RankedAttempt {
-    pub attempt_id: i64,
-    pub user_id: i64,
-    pub score: f64,
-    pub completion_time_ms: f64,
-    pub time_of_attempt: DateTime<Utc>,
-}
-
-/// Returns the geometric mean of an attempt's case ratios, if it passed
-/// every test case of `challenge`'s current version and every case has a
-/// positive ratio (from the grader, or execution/reference times).
-fn attempt_score(attempt: &Attempt, challenge: &Challenge) -> Option<(f64, f64)> {
-    if attempt.status != AttemptStatus::Passed
-        || attempt.challenge_version != challenge.version
-        || challenge.test_cases.is_empty()
-    {
-        return None;
-    }
-    let mut log_sum = 0.0;
-    let mut completion_ms = 0.0;
-    for case in &challenge.test_cases {
-        let result = attempt
-            .cases
-            .iter()
-            .find(|result| result.test_case_id == case.id)?;
-        if result.status != CaseStatus::Passed {
-            return None;
-        }
-        let ratio = result.ratio.or_else(|| {
-            match (
-                result.execution_ms,
-                result.reference_ms.or(case.reference_ms),
-            ) {
-                (Some(student), Some(reference)) if reference > 0.0 => Some(student / reference),
-                _ => None,
-            }
-        })?;
-        if !ratio.is_finite() || ratio <= 0.0 {
-            return None;
-        }
-        log_sum += ratio.ln();
-        completion_ms += result.execution_ms.unwrap_or(0.0);
-    }
-    Some((
-        (log_sum / challenge.test_cases.len() as f64).exp(),
-        completion_ms,
-    ))
-}
-
-/// Ranks passed attempts: per user their best, FE by lowest score, SE by
-/// highest, ties by earlier submission; at most [`LEADERBOARD_SIZE`].
-pub fn rank_attempts(challenge: &Challenge, attempts: &[Attempt]) -> Vec<RankedAttempt> {
-    let better = |a: &RankedAttempt, b: &RankedAttempt| -> std::cmp::Ordering {
-        let by_score = match challenge.challenge_type {
-            ChallengeType::FE => a.score.total_cmp(&b.score),
-            ChallengeType::SE => b.score.total_cmp(&a.score),
-        };
-        by_score
-            .then(a.time_of_attempt.cmp(&b.time_of_attempt))
-            .then(a.attempt_id.cmp(&b.attempt_id))
-    };
-    let mut best: HashMap<i64, RankedAttempt> = HashMap::new();
-    for attempt in attempts
-        .iter()
-        .filter(|attempt| attempt.challenge_id == challenge.id)
-    {
-        let Some((score, completion_time_ms)) = attempt_score(attempt, challenge) else {
-            continue;
-        };
-        let candidate = RankedAttempt {
-            attempt_id: attempt.id,
-            user_id: attempt.user_id,
-            score,
-            completion_time_ms,
-            time_of_attempt: attempt.created_at,
-        };
-        match best.get(&attempt.user_id) {
-            Some(current) if better(current, &candidate) != std::cmp::Ordering::Greater => {}
-            _ => {
-                best.insert(attempt.user_id, candidate);
-            }
-        }
-    }
-    let mut ranked: Vec<RankedAttempt> = best.into_values().collect();
-    ranked.sort_by(better);
-    ranked.truncate(LEADERBOARD_SIZE);
-    ranked
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -495,42 +401,6 @@ mod tests {
             created_at: Utc::now() - Duration::hours(1) + Duration::minutes(minutes),
             finished_at: None,
         }
-    }
-
-    #[test]
-    fn fastest_execution_ranks_lowest_geometric_mean_first_with_one_entry_per_user() {
-        let challenge = challenge(ChallengeType::FE);
-        let attempts = vec![
-            passed(1, 100, [2.0, 8.0], 0),  // score 4
-            passed(2, 100, [1.0, 1.0], 1),  // score 1: user 100's best
-            passed(3, 200, [0.5, 2.0], 2),  // score 1, later than attempt 2
-            passed(4, 300, [0.25, 1.0], 3), // score 0.5
-        ];
-        let ranked = rank_attempts(&challenge, &attempts);
-        let order: Vec<i64> = ranked.iter().map(|entry| entry.attempt_id).collect();
-        assert_eq!(order, vec![4, 2, 3]);
-        assert!((ranked[0].score - 0.5).abs() < 1e-9);
-        assert!((ranked[1].completion_time_ms - 4.0).abs() < 1e-9);
-    }
-
-    #[test]
-    fn slowest_execution_ranks_highest_first_and_skips_stale_or_incomplete_attempts() {
-        let challenge = challenge(ChallengeType::SE);
-        let mut stale = passed(5, 500, [100.0, 100.0], 0);
-        stale.challenge_version = 1;
-        let mut incomplete = passed(6, 600, [100.0, 100.0], 0);
-        incomplete.cases.pop();
-        let attempts = vec![
-            passed(1, 100, [2.0, 8.0], 0),
-            passed(2, 200, [1.0, 1.0], 1),
-            stale,
-            incomplete,
-        ];
-        let order: Vec<i64> = rank_attempts(&challenge, &attempts)
-            .iter()
-            .map(|entry| entry.attempt_id)
-            .collect();
-        assert_eq!(order, vec![1, 2]);
     }
 
     #[test]

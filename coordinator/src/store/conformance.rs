@@ -74,6 +74,7 @@ macro_rules! store_conformance_suite {
             graders_register_heartbeat_and_die,
             cluster_tokens_are_created_and_revoked,
             lists_are_paged_by_key,
+            leaderboards_keep_each_users_best_per_version,
         );
     };
 }
@@ -2565,4 +2566,150 @@ pub async fn lists_are_paged_by_key(store: Arc<dyn Store>) {
     )
     .await;
     assert_eq!(walked.iter().map(|g| g.id).collect::<Vec<_>>(), graders);
+}
+
+/// Finishes a fresh attempt of `user_id` on version `version` of
+/// `challenge_id` with the given per-case ratios (all PASSED, or all
+/// FAILED) and returns its id.
+async fn finish_with_ratios(
+    store: &Arc<dyn Store>,
+    user_id: i64,
+    challenge: &super::Challenge,
+    ratios: &[f64],
+    passed: bool,
+) -> i64 {
+    let attempt = store
+        .create_attempt(NewAttempt {
+            user_id,
+            challenge_id: challenge.id,
+            challenge_version: challenge.version,
+            query: "select a from t".into(),
+        })
+        .await
+        .unwrap();
+    let status = if passed {
+        CaseStatus::Passed
+    } else {
+        CaseStatus::Failed
+    };
+    let cases = challenge
+        .test_cases
+        .iter()
+        .zip(ratios)
+        .map(|(case, ratio)| CaseResult {
+            ratio: Some(*ratio),
+            execution_ms: Some(ratio * 10.0),
+            ..case_result(case.id, status)
+        })
+        .collect();
+    let update = AttemptUpdate {
+        status: Some(if passed {
+            AttemptStatus::Passed
+        } else {
+            AttemptStatus::Failed
+        }),
+        cases: Some(cases),
+        finished_at: Some(now_ms()),
+        ..AttemptUpdate::default()
+    };
+    store
+        .update_attempt(attempt.id, update.clone())
+        .await
+        .unwrap();
+    // Applying the result again (crash recovery) changes nothing.
+    store.update_attempt(attempt.id, update).await.unwrap();
+    attempt.id
+}
+
+/// Finishing a PASSED attempt keeps its user's best row per challenge
+/// version: FE lowest geometric mean first, SE highest, ties by earlier
+/// submission; failed and incomplete attempts and other versions stay off.
+pub async fn leaderboards_keep_each_users_best_per_version(store: Arc<dyn Store>) {
+    let prof = create_user(&store, Role::Professor).await;
+    let mut students = Vec::new();
+    for _ in 0..3 {
+        students.push(create_user(&store, Role::Student).await.id);
+    }
+    let ready = |challenge: super::Challenge| {
+        let store = store.clone();
+        async move {
+            assert!(store
+                .set_challenge_init(
+                    challenge.id,
+                    challenge.version,
+                    ready_for(&challenge),
+                    now_ms()
+                )
+                .await
+                .unwrap());
+            store.get_challenge(challenge.id).await.unwrap().unwrap()
+        }
+    };
+    let fe = ready(
+        store
+            .create_challenge(new_challenge(prof.id, ChallengeType::FE, 2))
+            .await
+            .unwrap(),
+    )
+    .await;
+    let top = |challenge_id: i64, version: i64| {
+        let store = store.clone();
+        async move {
+            store
+                .top_attempts(challenge_id, version, 10)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|row| (row.user_id, row.attempt_id))
+                .collect::<Vec<_>>()
+        }
+    };
+    let a0 = finish_with_ratios(&store, students[0], &fe, &[2.0, 8.0], true).await; // 4
+    let a1 = finish_with_ratios(&store, students[1], &fe, &[1.0, 1.0], true).await; // 1
+    let a2 = finish_with_ratios(&store, students[0], &fe, &[0.5, 2.0], true).await; // 1, later
+    finish_with_ratios(&store, students[2], &fe, &[0.1, 0.1], false).await;
+    let a4 = finish_with_ratios(&store, students[2], &fe, &[3.0, 3.0], true).await; // 3
+    finish_with_ratios(&store, students[0], &fe, &[9.0, 9.0], true).await; // worse: ignored
+    assert_ne!(a0, a2);
+    assert_eq!(
+        top(fe.id, 1).await,
+        vec![(students[1], a1), (students[0], a2), (students[2], a4)]
+    );
+    let rows = store.top_attempts(fe.id, 1, 2).await.unwrap();
+    assert_eq!(rows.len(), 2, "the limit holds");
+    assert!((rows[0].score - 1.0).abs() < 1e-9);
+    assert!((rows[0].completion_time_ms - 20.0).abs() < 1e-9);
+
+    let se = ready(
+        store
+            .create_challenge(new_challenge(prof.id, ChallengeType::SE, 2))
+            .await
+            .unwrap(),
+    )
+    .await;
+    let slow = finish_with_ratios(&store, students[0], &se, &[2.0, 8.0], true).await;
+    let fast = finish_with_ratios(&store, students[1], &se, &[1.0, 1.0], true).await;
+    assert_eq!(
+        top(se.id, 1).await,
+        vec![(students[0], slow), (students[1], fast)],
+        "SE: the highest score first"
+    );
+
+    // A new version starts an empty board; the old one is kept apart.
+    let moved = store
+        .update_challenge(
+            fe.id,
+            1,
+            ChallengeUpdate {
+                new_version: Some(next_version("select a from t order by a")),
+                ..ChallengeUpdate::default()
+            },
+        )
+        .await
+        .unwrap();
+    let moved = ready(moved).await;
+    assert_eq!(top(fe.id, 2).await, vec![]);
+    let newer = finish_with_ratios(&store, students[2], &moved, &[5.0, 5.0, 5.0], true).await;
+    assert_eq!(top(fe.id, 2).await, vec![(students[2], newer)]);
+    assert_eq!(top(fe.id, 1).await.len(), 3);
 }

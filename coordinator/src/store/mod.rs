@@ -25,6 +25,8 @@ use sqlarena_common::{
 };
 use uuid::Uuid;
 
+pub use crate::leaderboard::LeaderboardRow;
+
 /// Errors a store reports. `Conflict`, `NotFound` and `StaleLease` are
 /// expected outcomes a caller turns into 409/404; `Backend` is a fault.
 #[derive(Debug, thiserror::Error)]
@@ -544,6 +546,15 @@ pub trait Store: Send + Sync + 'static {
     async fn list_user_attempts(&self, user_id: i64, page: Page<i64>) -> StoreResult<Vec<Attempt>>;
     /// Lists a challenge's PASSED attempts (for the leaderboard).
     async fn list_passed_attempts(&self, challenge_id: i64) -> StoreResult<Vec<Attempt>>;
+    /// Returns the best `limit` leaderboard rows of one version of a
+    /// challenge, best first: by `rank_key`, then earlier submission, then
+    /// attempt id; one row per user.
+    async fn top_attempts(
+        &self,
+        challenge_id: i64,
+        version: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<LeaderboardRow>>;
     /// Lists a challenge's attempts that are PENDING or RUNNING, oldest first.
     async fn list_unfinished_challenge_attempts(
         &self,
@@ -553,6 +564,11 @@ pub trait Store: Send + Sync + 'static {
     async fn count_unfinished_attempts(&self, user_id: i64) -> StoreResult<u64>;
     /// Applies `update` unless the attempt is already final (then returns the
     /// attempt unchanged); `update.reopen` applies even then. `NotFound` if there is no such attempt.
+    ///
+    /// An attempt that becomes PASSED and qualifies for the leaderboard
+    /// ([`crate::leaderboard::row_for`] with its version's test cases)
+    /// replaces its user's row for that challenge version if it ranks
+    /// better, in the same step as the result.
     async fn update_attempt(&self, id: i64, update: AttemptUpdate) -> StoreResult<Attempt>;
 
     // --- jobs ---------------------------------------------------------------

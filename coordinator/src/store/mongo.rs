@@ -41,11 +41,13 @@ use sqlarena_common::{
 };
 use uuid::Uuid;
 
+use crate::leaderboard;
+
 use super::{
     Admission, Attempt, AttemptErrorKind, AttemptUpdate, Challenge, ChallengeUpdate, ClusterToken,
-    Completion, FailOutcome, Grader, InitResult, Invite, Job, JobFilter, LaneStats, Lease,
-    NewAttempt, NewChallenge, NewJob, NewTestCase, NewUser, Page, Session, Store, StoreError,
-    StoreResult, TestCase, User,
+    Completion, FailOutcome, Grader, InitResult, Invite, Job, JobFilter, LaneStats, LeaderboardRow,
+    Lease, NewAttempt, NewChallenge, NewJob, NewTestCase, NewUser, Page, Session, Store,
+    StoreError, StoreResult, TestCase, User,
 };
 
 /// Database used when the URI names none.
@@ -107,7 +109,7 @@ impl MongoStore {
         // No compound index names `_id`: nx-27017 then rejects every insert
         // into the collection ("JSON path error near '_id'"); sorts by `_id`
         // use the `_id` index.
-        let indexes: [(&str, Document, Option<IndexOptions>); 13] = [
+        let indexes: [(&str, Document, Option<IndexOptions>); 14] = [
             // Case-insensitive email uniqueness: the lower-cased copy.
             ("users", doc! { "email_lower": 1 }, unique()),
             // Sessions and invites are keyed by their hash (`_id`).
@@ -134,6 +136,12 @@ impl MongoStore {
             ("jobs", doc! { "state": 1, "lane": 1 }, None),
             ("jobs", doc! { "lease.grader_id": 1 }, None),
             ("jobs", doc! { "applied": 1, "state": 1, "seq": 1 }, None),
+            // The best rows of a challenge version, in ranking order.
+            (
+                "leaderboard",
+                doc! { "challenge_id": 1, "version": 1, "rank_key": 1, "time_ms": 1, "attempt_id": 1 },
+                None,
+            ),
         ];
         for (collection, keys, options) in indexes {
             let model = IndexModel::builder().keys(keys).options(options).build();
@@ -417,6 +425,59 @@ impl MongoStore {
         Ok(freed)
     }
 
+    /// Keeps `attempt`'s leaderboard row if it qualifies and beats its
+    /// user's row for that challenge version. Two writes, each atomic: an
+    /// insert that only the first row of a user gets past (its `_id` names
+    /// challenge, version and user), else an update conditional on ranking
+    /// better. Repeating it changes nothing.
+    async fn record_ranking(&self, attempt: &Attempt) -> StoreResult<()> {
+        let Some(challenge) = self.get_challenge(attempt.challenge_id).await? else {
+            return Ok(());
+        };
+        let cases = if challenge.version == attempt.challenge_version {
+            challenge.test_cases
+        } else {
+            self.list_test_cases(challenge.id, attempt.challenge_version)
+                .await?
+        };
+        let Some(row) = leaderboard::row_for(attempt, challenge.challenge_type, &cases) else {
+            return Ok(());
+        };
+        let id = format!("{}:{}:{}", row.challenge_id, row.version, row.user_id);
+        let time_ms = row.time_of_attempt.timestamp_millis();
+        let fields = doc! {
+            "challenge_id": row.challenge_id,
+            "version": row.version,
+            "user_id": row.user_id,
+            "attempt_id": row.attempt_id,
+            "score": row.score,
+            "rank_key": row.rank_key,
+            "completion_time_ms": row.completion_time_ms,
+            "time_ms": time_ms,
+        };
+        let leaderboard = self.collection("leaderboard");
+        let mut first = fields.clone();
+        first.insert("_id", &id);
+        match leaderboard.insert_one(first).await.map_err(backend) {
+            Ok(_) => return Ok(()),
+            Err(StoreError::Conflict(_)) => {}
+            Err(error) => return Err(error),
+        }
+        let better = doc! {
+            "_id": &id,
+            "$or": [
+                { "rank_key": { "$gt": row.rank_key } },
+                { "rank_key": row.rank_key, "time_ms": { "$gt": time_ms } },
+                { "rank_key": row.rank_key, "time_ms": time_ms, "attempt_id": { "$gt": row.attempt_id } },
+            ],
+        };
+        leaderboard
+            .update_one(better, doc! { "$set": fields })
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
     async fn find_grader(&self, filter: Document) -> StoreResult<Option<Grader>> {
         let found = self
             .collection("graders")
@@ -559,6 +620,16 @@ impl<'a> Fields<'a> {
             Bson::Int32(value) => Ok(i64::from(*value)),
             Bson::Double(value) if value.fract() == 0.0 => Ok(*value as i64),
             other => Err(self.invalid(key, format!("expected an integer, found {other}"))),
+        }
+    }
+
+    /// A number; nx-27017 may hand back a whole double as an integer.
+    fn f64(&self, key: &str) -> StoreResult<f64> {
+        match self.required(key)? {
+            Bson::Double(value) => Ok(*value),
+            Bson::Int64(value) => Ok(*value as f64),
+            Bson::Int32(value) => Ok(f64::from(*value)),
+            other => Err(self.invalid(key, format!("expected a number, found {other}"))),
         }
     }
 
@@ -1266,6 +1337,40 @@ impl Store for MongoStore {
         documents.iter().map(attempt_from).collect()
     }
 
+    async fn top_attempts(
+        &self,
+        challenge_id: i64,
+        version: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<LeaderboardRow>> {
+        let documents = self
+            .find_many(
+                "leaderboard",
+                doc! { "challenge_id": challenge_id, "version": version },
+                doc! { "rank_key": 1, "time_ms": 1, "attempt_id": 1 },
+                i64::from(limit),
+            )
+            .await?;
+        documents
+            .iter()
+            .map(|document| {
+                let fields = Fields::new(document, "leaderboard row");
+                let time_ms = fields.i64("time_ms")?;
+                Ok(LeaderboardRow {
+                    challenge_id: fields.i64("challenge_id")?,
+                    version: fields.i64("version")?,
+                    user_id: fields.i64("user_id")?,
+                    attempt_id: fields.i64("attempt_id")?,
+                    score: fields.f64("score")?,
+                    rank_key: fields.f64("rank_key")?,
+                    completion_time_ms: fields.f64("completion_time_ms")?,
+                    time_of_attempt: DateTime::from_timestamp_millis(time_ms)
+                        .ok_or_else(|| fields.invalid("time_ms", "out of range"))?,
+                })
+            })
+            .collect()
+    }
+
     async fn list_unfinished_challenge_attempts(
         &self,
         challenge_id: i64,
@@ -1349,6 +1454,9 @@ impl Store for MongoStore {
         // crash interrupted.
         if attempt.status.is_final() {
             self.release_slot(attempt.user_id, id).await?;
+            if attempt.status == AttemptStatus::Passed {
+                self.record_ranking(&attempt).await?;
+            }
         } else if update.reopen {
             self.take_slot(attempt.user_id, id, u64::MAX).await?;
         }

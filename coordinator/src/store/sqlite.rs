@@ -41,11 +41,13 @@ use sqlarena_common::{
 };
 use uuid::Uuid;
 
+use crate::leaderboard;
+
 use super::{
     Admission, Attempt, AttemptErrorKind, AttemptUpdate, Challenge, ChallengeUpdate, ClusterToken,
-    Completion, FailOutcome, Grader, InitResult, Invite, Job, JobFilter, LaneStats, Lease,
-    NewAttempt, NewChallenge, NewJob, NewTestCase, NewUser, Page, Session, Store, StoreError,
-    StoreResult, TestCase, User,
+    Completion, FailOutcome, Grader, InitResult, Invite, Job, JobFilter, LaneStats, LeaderboardRow,
+    Lease, NewAttempt, NewChallenge, NewJob, NewTestCase, NewUser, Page, Session, Store,
+    StoreError, StoreResult, TestCase, User,
 };
 
 /// Version of the schema created by [`SCHEMA`]; kept in `schema_version` so
@@ -155,6 +157,21 @@ CREATE INDEX IF NOT EXISTS jobs_leased_expiry ON jobs (lease_expires_at) WHERE s
 CREATE INDEX IF NOT EXISTS jobs_by_grader ON jobs (grader_id) WHERE state = 'LEASED';
 CREATE INDEX IF NOT EXISTS jobs_unapplied_finished ON jobs (seq)
     WHERE applied = 0 AND state IN ('DONE', 'FAILED', 'CANCELLED');
+-- Each user's best passing attempt per challenge version, kept as attempts
+-- finish; `leaderboard_top` reads the best N in order.
+CREATE TABLE IF NOT EXISTS leaderboard (
+    challenge_id INTEGER NOT NULL,
+    version INTEGER NOT NULL,
+    user_id INTEGER NOT NULL,
+    attempt_id INTEGER NOT NULL,
+    score REAL NOT NULL,
+    rank_key REAL NOT NULL,
+    completion_time_ms REAL NOT NULL,
+    time_of_attempt INTEGER NOT NULL,
+    PRIMARY KEY (challenge_id, version, user_id)
+);
+CREATE INDEX IF NOT EXISTS leaderboard_top
+    ON leaderboard (challenge_id, version, rank_key, time_of_attempt, attempt_id);
 CREATE TABLE IF NOT EXISTS graders (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL,
@@ -806,6 +823,63 @@ fn select_grader(connection: &Connection, id: Uuid) -> StoreResult<Option<Grader
         .optional()?)
 }
 
+/// Keeps `attempt`'s leaderboard row if it qualifies and beats its user's
+/// row for that challenge version (one upsert, conditional on ranking
+/// better).
+fn record_ranking(transaction: &Transaction<'_>, attempt: &Attempt) -> StoreResult<()> {
+    let challenge_type: Option<String> = transaction
+        .prepare_cached("SELECT challenge_type FROM challenges WHERE id = ?1")?
+        .query_row([attempt.challenge_id], |row| row.get(0))
+        .optional()?;
+    let Some(challenge_type) = challenge_type.as_deref().and_then(parse_challenge_type) else {
+        return Ok(());
+    };
+    let cases = select_test_cases(transaction, attempt.challenge_id, attempt.challenge_version)?;
+    let Some(row) = leaderboard::row_for(attempt, challenge_type, &cases) else {
+        return Ok(());
+    };
+    transaction
+        .prepare_cached(
+            "INSERT INTO leaderboard (challenge_id, version, user_id, attempt_id, score, rank_key, \
+             completion_time_ms, time_of_attempt) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+             ON CONFLICT (challenge_id, version, user_id) DO UPDATE SET \
+             attempt_id = excluded.attempt_id, score = excluded.score, rank_key = excluded.rank_key, \
+             completion_time_ms = excluded.completion_time_ms, time_of_attempt = excluded.time_of_attempt \
+             WHERE (excluded.rank_key, excluded.time_of_attempt, excluded.attempt_id) \
+             < (leaderboard.rank_key, leaderboard.time_of_attempt, leaderboard.attempt_id)",
+        )?
+        .execute(params![
+            row.challenge_id,
+            row.version,
+            row.user_id,
+            row.attempt_id,
+            row.score,
+            row.rank_key,
+            row.completion_time_ms,
+            micros(row.time_of_attempt)
+        ])?;
+    Ok(())
+}
+
+fn leaderboard_row_from(row: &Row<'_>) -> rusqlite::Result<LeaderboardRow> {
+    Ok(LeaderboardRow {
+        challenge_id: row.get(0)?,
+        version: row.get(1)?,
+        user_id: row.get(2)?,
+        attempt_id: row.get(3)?,
+        score: row.get(4)?,
+        rank_key: row.get(5)?,
+        completion_time_ms: row.get(6)?,
+        time_of_attempt: time_at(row, 7)?,
+    })
+}
+
+/// The best rows of one challenge version: a range of `leaderboard_top`.
+const TOP_ATTEMPTS_SQL: &str =
+    "SELECT challenge_id, version, user_id, attempt_id, score, rank_key, \
+     completion_time_ms, time_of_attempt FROM leaderboard WHERE challenge_id = ?1 AND version = ?2 \
+     ORDER BY rank_key, time_of_attempt, attempt_id LIMIT ?3";
+
 /// Checks that `job` is LEASED under `lease_id`; otherwise explains why
 /// the lease is stale.
 fn check_lease(job: &Job, lease_id: Uuid) -> StoreResult<()> {
@@ -1250,6 +1324,25 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn top_attempts(
+        &self,
+        challenge_id: i64,
+        version: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<LeaderboardRow>> {
+        self.call(move |connection| {
+            let rows = connection
+                .prepare_cached(TOP_ATTEMPTS_SQL)?
+                .query_map(
+                    params![challenge_id, version, sql_limit(limit)],
+                    leaderboard_row_from,
+                )?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
     async fn list_unfinished_challenge_attempts(
         &self,
         challenge_id: i64,
@@ -1308,7 +1401,12 @@ impl Store for SqliteStore {
                     update.finished_at.or(attempt.finished_at).map(micros),
                     update.error_kind.or(attempt.error_kind).map(AttemptErrorKind::as_str)
                 ])?;
-            select_attempt(transaction, id)?.ok_or_else(|| StoreError::Backend(format!("attempt {id} vanished")))
+            let updated = select_attempt(transaction, id)?
+                .ok_or_else(|| StoreError::Backend(format!("attempt {id} vanished")))?;
+            if updated.status == AttemptStatus::Passed {
+                record_ranking(transaction, &updated)?;
+            }
+            Ok(updated)
         })
         .await
     }
@@ -1866,7 +1964,7 @@ mod tests {
     }
 
     #[test]
-    fn job_queries_use_their_indexes() {
+    fn job_and_leaderboard_queries_use_their_indexes() {
         let path = std::env::temp_dir()
             .join(format!("sqlarena-plan-{}", Uuid::new_v4().simple()))
             .join("store.db");
@@ -1893,6 +1991,11 @@ mod tests {
         assert!(
             by_lane.contains("jobs_by_lane") && !by_lane.contains("TEMP B-TREE"),
             "by lane: {by_lane}"
+        );
+        let top = plan(&connection, TOP_ATTEMPTS_SQL);
+        assert!(
+            top.contains("leaderboard_top") && !top.contains("TEMP B-TREE"),
+            "leaderboard: {top}"
         );
         for (filter, index) in [
             (GRADER_LEASES_FILTER, "jobs_by_grader"),
