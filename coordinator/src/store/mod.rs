@@ -438,6 +438,38 @@ pub struct ClusterToken {
     pub revoked: bool,
 }
 
+/// What an applied DONE job keeps of its payload: the ids and names that
+/// say what it was for. The SQL, test data and query are gone: the
+/// challenge and the attempt keep them.
+pub fn pruned_payload(payload: &JobPayload) -> JobPayload {
+    match payload {
+        JobPayload::Init(init) => JobPayload::Init(sqlarena_common::InitPayload {
+            init: String::new(),
+            solution: String::new(),
+            test_cases: init
+                .test_cases
+                .iter()
+                .map(|case| sqlarena_common::TestCaseData {
+                    id: case.id,
+                    data: String::new(),
+                })
+                .collect(),
+            ..init.clone()
+        }),
+        JobPayload::Attempt(attempt) => JobPayload::Attempt(sqlarena_common::AttemptPayload {
+            query: String::new(),
+            ..attempt.clone()
+        }),
+    }
+}
+
+/// The smallest job id made at `at` (a UUID v7 with every random bit
+/// zero): every job queued before `at` has a smaller id.
+pub fn first_job_id_at(at: DateTime<Utc>) -> Uuid {
+    let millis = u64::try_from(at.timestamp_millis()).unwrap_or(0);
+    uuid::Builder::from_unix_timestamp_millis(millis, &[0; 10]).into_uuid()
+}
+
 // ---------------------------------------------------------------------------
 // The trait
 // ---------------------------------------------------------------------------
@@ -618,8 +650,19 @@ pub trait Store: Send + Sync + 'static {
         retryable: bool,
         now: DateTime<Utc>,
     ) -> StoreResult<FailOutcome>;
-    /// Marks a DONE/FAILED/CANCELLED job's result as applied to the domain.
+    /// Marks a DONE/FAILED/CANCELLED job's result as applied to the domain
+    /// and prunes what the domain now holds: the outcome and progress go,
+    /// and a DONE job's payload becomes [`pruned_payload`] (FAILED and
+    /// CANCELLED jobs keep theirs: an admin may retry them).
     async fn mark_job_applied(&self, job_id: Uuid) -> StoreResult<()>;
+    /// Deletes up to `limit` finished jobs whose result is applied and that
+    /// were queued before `created_before` (job ids are UUID v7, so this is
+    /// a range of ids); returns how many were deleted.
+    async fn delete_finished_jobs(
+        &self,
+        created_before: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<u64>;
     /// Lists finished jobs whose result is not yet applied (crash recovery).
     async fn list_unapplied_jobs(&self) -> StoreResult<Vec<Job>>;
     /// Takes back every lease of `grader_id`. With `count_try` the try counts

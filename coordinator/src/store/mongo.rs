@@ -44,10 +44,10 @@ use uuid::Uuid;
 use crate::leaderboard;
 
 use super::{
-    Admission, Attempt, AttemptErrorKind, AttemptUpdate, Challenge, ChallengeUpdate, ClusterToken,
-    Completion, FailOutcome, Grader, InitResult, Invite, Job, JobFilter, LaneStats, LeaderboardRow,
-    Lease, NewAttempt, NewChallenge, NewJob, NewTestCase, NewUser, Page, Session, Store,
-    StoreError, StoreResult, TestCase, User,
+    first_job_id_at, pruned_payload, Admission, Attempt, AttemptErrorKind, AttemptUpdate,
+    Challenge, ChallengeUpdate, ClusterToken, Completion, FailOutcome, Grader, InitResult, Invite,
+    Job, JobFilter, LaneStats, LeaderboardRow, Lease, NewAttempt, NewChallenge, NewJob,
+    NewTestCase, NewUser, Page, Session, Store, StoreError, StoreResult, TestCase, User,
 };
 
 /// Database used when the URI names none.
@@ -1733,16 +1733,58 @@ impl Store for MongoStore {
     }
 
     async fn mark_job_applied(&self, job_id: Uuid) -> StoreResult<()> {
-        let filter = doc! { "_id": job_id.to_string(), "state": { "$in": finished_states() } };
-        let updated = self
-            .jobs()
-            .update_one(filter, doc! { "$set": { "applied": true } })
+        let job = self.existing_job(job_id).await?;
+        if !matches!(
+            job.state,
+            JobState::Done | JobState::Failed | JobState::Cancelled
+        ) {
+            return Ok(());
+        }
+        let mut set = doc! {
+            "applied": true,
+            "outcome": Bson::Null,
+            "progress": Bson::Array(Vec::new()),
+        };
+        if job.state == JobState::Done {
+            set.insert("payload", to_bson(&pruned_payload(&job.payload))?);
+        }
+        // Conditional on the state read: a finished job's state is final.
+        self.jobs()
+            .update_one(
+                doc! { "_id": job_id.to_string(), "state": job.state.as_str() },
+                doc! { "$set": set },
+            )
             .await
             .map_err(backend)?;
-        if updated.matched_count == 0 {
-            self.existing_job(job_id).await?;
-        }
         Ok(())
+    }
+
+    async fn delete_finished_jobs(
+        &self,
+        created_before: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<u64> {
+        let below = first_job_id_at(created_before).to_string();
+        let filter = doc! {
+            "_id": { "$lt": below },
+            "applied": true,
+            "state": { "$in": finished_states() },
+        };
+        let found = self
+            .find_many("jobs", filter, doc! { "_id": 1 }, i64::from(limit))
+            .await?;
+        let mut deleted = 0;
+        for document in found {
+            // One by one, each still conditional on being applied.
+            let id = Fields::new(&document, "job").str("_id")?.to_owned();
+            let result = self
+                .jobs()
+                .delete_one(doc! { "_id": id, "applied": true })
+                .await
+                .map_err(backend)?;
+            deleted += result.deleted_count;
+        }
+        Ok(deleted)
     }
 
     async fn list_unapplied_jobs(&self) -> StoreResult<Vec<Job>> {

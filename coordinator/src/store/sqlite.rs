@@ -44,10 +44,10 @@ use uuid::Uuid;
 use crate::leaderboard;
 
 use super::{
-    Admission, Attempt, AttemptErrorKind, AttemptUpdate, Challenge, ChallengeUpdate, ClusterToken,
-    Completion, FailOutcome, Grader, InitResult, Invite, Job, JobFilter, LaneStats, LeaderboardRow,
-    Lease, NewAttempt, NewChallenge, NewJob, NewTestCase, NewUser, Page, Session, Store,
-    StoreError, StoreResult, TestCase, User,
+    first_job_id_at, pruned_payload, Admission, Attempt, AttemptErrorKind, AttemptUpdate,
+    Challenge, ChallengeUpdate, ClusterToken, Completion, FailOutcome, Grader, InitResult, Invite,
+    Job, JobFilter, LaneStats, LeaderboardRow, Lease, NewAttempt, NewChallenge, NewJob,
+    NewTestCase, NewUser, Page, Session, Store, StoreError, StoreResult, TestCase, User,
 };
 
 /// Version of the schema created by [`SCHEMA`]; kept in `schema_version` so
@@ -1600,13 +1600,36 @@ impl Store for SqliteStore {
 
     async fn mark_job_applied(&self, job_id: Uuid) -> StoreResult<()> {
         self.write(move |transaction| {
-            existing_job(transaction, job_id)?;
+            let job = existing_job(transaction, job_id)?;
+            let payload = match job.state {
+                JobState::Done => pruned_payload(&job.payload),
+                _ => job.payload,
+            };
             transaction
                 .prepare_cached(
-                    "UPDATE jobs SET applied = 1 WHERE id = ?1 AND state IN ('DONE', 'FAILED', 'CANCELLED')",
+                    "UPDATE jobs SET applied = 1, outcome = NULL, progress = '[]', payload = ?2 \
+                     WHERE id = ?1 AND state IN ('DONE', 'FAILED', 'CANCELLED')",
                 )?
-                .execute([job_id.to_string()])?;
+                .execute(params![job_id.to_string(), to_json(&payload)?])?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn delete_finished_jobs(
+        &self,
+        created_before: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<u64> {
+        let below = first_job_id_at(created_before).to_string();
+        self.write(move |transaction| {
+            let deleted = transaction
+                .prepare_cached(
+                    "DELETE FROM jobs WHERE seq IN (SELECT seq FROM jobs WHERE id < ?1 AND applied = 1 \
+                     AND state IN ('DONE', 'FAILED', 'CANCELLED') LIMIT ?2)",
+                )?
+                .execute(params![below, sql_limit(limit)])?;
+            Ok(deleted as u64)
         })
         .await
     }
