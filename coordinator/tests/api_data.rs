@@ -490,3 +490,168 @@ async fn every_list_is_cursor_paginated_on_sqlite() {
 async fn every_list_is_cursor_paginated_on_mongodb() {
     every_list_is_cursor_paginated(mongodb()).await;
 }
+
+/// A failing case with `rows` rows of a 600-character cell.
+fn wide_failing_case(test_case_id: i64, rows: usize) -> Value {
+    let row = json!(["w".repeat(600)]);
+    json!({
+        "test_case_id": test_case_id, "status": "FAILED", "execution_ms": 3.0,
+        "actual_result": {"columns": [{"name": "a", "type": "text"}], "rows": vec![row; rows]},
+        "diff": "row 1: expected 1, got \"www...\""
+    })
+}
+
+/// A failing case's rows are stored once (in the attempt: not in the
+/// job's progress, nor in its outcome once applied), within 50 rows and
+/// 16 KiB; a passing case keeps none, and the applied job's payload loses
+/// the query.
+async fn a_failing_cases_rows_are_stored_once_and_capped(uri: Option<String>) {
+    let server = start(uri).await;
+    let (_, professor) = server.professor("prof@example.com").await;
+    let challenge_id = ready_challenge(&server, &professor).await;
+    let (_, student) = server.user("student@example.com", None, None).await;
+    let grader = register_grader(&server, "lab1").await;
+    let attempt_id = submit(&server, &student, challenge_id, "SELECT a FROM t").await;
+    let job = lease(&server, &grader).await;
+    let ids = job_case_ids(&job);
+    let passing = json!({"test_case_id": ids[0], "status": "PASSED", "ratio": 1.0,
+        "actual_result": {"columns": [{"name": "a", "type": "int4"}], "rows": [[1]]}});
+    let failing = wide_failing_case(ids[1], 200);
+    for case in [&passing, &failing] {
+        report(
+            &server,
+            &grader,
+            &job,
+            "progress",
+            json!({"lease_id": job.lease_id, "case": case}),
+        )
+        .await;
+    }
+    let progress = server.store().get_job(job.job_id).await.unwrap().unwrap();
+    assert_eq!(progress.progress.len(), 2);
+    assert!(
+        progress
+            .progress
+            .iter()
+            .all(|case| case.actual_result.is_none()),
+        "progress keeps no rows"
+    );
+    report(
+        &server,
+        &grader,
+        &job,
+        "complete",
+        json!({"lease_id": job.lease_id,
+               "outcome": {"kind": "attempt", "cases": [passing, failing]}}),
+    )
+    .await;
+    let applied = server.store().get_job(job.job_id).await.unwrap().unwrap();
+    assert!(applied.applied);
+    assert_eq!(applied.outcome, None, "the outcome went once applied");
+    assert!(applied.progress.is_empty());
+    match &applied.payload {
+        sqlarena_common::JobPayload::Attempt(payload) => assert_eq!(payload.query, ""),
+        other => panic!("{other:?}"),
+    }
+    let attempt = server
+        .store()
+        .get_attempt(attempt_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        attempt.cases[0].actual_result, None,
+        "a passing case keeps none"
+    );
+    let rows = attempt.cases[1]
+        .actual_result
+        .as_ref()
+        .expect("the failing rows");
+    assert!(!rows.rows.is_empty() && rows.rows.len() <= 50);
+    assert!(serde_json::to_vec(rows).unwrap().len() <= 16 * 1024);
+    let seen = server
+        .get(&format!("/api/v1/attempts/{attempt_id}"), Some(&professor))
+        .await;
+    assert_eq!(seen.data()["status"], "FAILED");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_failing_cases_rows_are_stored_once_and_capped_on_sqlite() {
+    a_failing_cases_rows_are_stored_once_and_capped(sqlite()).await;
+}
+
+#[tokio::test]
+async fn a_failing_cases_rows_are_stored_once_and_capped_on_mongodb() {
+    a_failing_cases_rows_are_stored_once_and_capped(mongodb()).await;
+}
+
+/// With `--job-retention 1s`, the background compaction deletes a
+/// finished, applied job once it is older than that; queued jobs stay, and
+/// the attempt keeps its result.
+async fn finished_jobs_past_their_retention_are_compacted(uri: Option<String>) {
+    let server = TestServer::start_on(uri, |config| {
+        config.cluster_token = Some(CLUSTER_TOKEN.into());
+        config.job_retention = std::time::Duration::from_secs(1);
+    })
+    .await;
+    let admin = server.admin_token().await;
+    let (_, professor) = server.professor("prof@example.com").await;
+    let challenge_id = ready_challenge(&server, &professor).await;
+    let (_, student) = server.user("student@example.com", None, None).await;
+    let grader = register_grader(&server, "lab1").await;
+    let finished = submit(&server, &student, challenge_id, "SELECT a FROM t").await;
+    let job = lease(&server, &grader).await;
+    let cases: Vec<Value> = job_case_ids(&job)
+        .into_iter()
+        .map(|id| wide_failing_case(id, 1))
+        .collect();
+    report(
+        &server,
+        &grader,
+        &job,
+        "complete",
+        json!({"lease_id": job.lease_id, "outcome": {"kind": "attempt", "cases": cases}}),
+    )
+    .await;
+    let queued = submit(&server, &student, challenge_id, "SELECT a FROM t").await;
+    let queued_job = server
+        .store()
+        .get_attempt(queued)
+        .await
+        .unwrap()
+        .unwrap()
+        .job_id
+        .unwrap();
+
+    let path = format!("/api/v1/admin/jobs/{}", job.job_id);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let reply = server.get(&path, Some(&admin)).await;
+        if reply.status == StatusCode::NOT_FOUND {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the finished job was not compacted: {}",
+            reply.text
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(server.store().get_job(queued_job).await.unwrap().is_some());
+    let attempt = server
+        .get(&format!("/api/v1/attempts/{finished}"), Some(&student))
+        .await;
+    assert_eq!(attempt.data()["status"], "FAILED");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn finished_jobs_past_their_retention_are_compacted_on_sqlite() {
+    finished_jobs_past_their_retention_are_compacted(sqlite()).await;
+}
+
+#[tokio::test]
+async fn finished_jobs_past_their_retention_are_compacted_on_mongodb() {
+    finished_jobs_past_their_retention_are_compacted(mongodb()).await;
+}

@@ -39,9 +39,9 @@ use sqlarena_common::{
 use uuid::Uuid;
 
 use super::{
-    Admission, AttemptErrorKind, AttemptUpdate, ChallengeUpdate, ChallengeVersion, ClusterToken,
-    Completion, FailOutcome, Grader, InitResult, Invite, JobFilter, NewAttempt, NewChallenge,
-    NewJob, NewTestCase, NewUser, Page, Session, Store, StoreError,
+    pruned_payload, Admission, AttemptErrorKind, AttemptUpdate, ChallengeUpdate, ChallengeVersion,
+    ClusterToken, Completion, FailOutcome, Grader, InitResult, Invite, JobFilter, NewAttempt,
+    NewChallenge, NewJob, NewTestCase, NewUser, Page, Session, Store, StoreError,
 };
 
 /// Generates one `#[tokio::test]` per conformance check, each on the fresh
@@ -75,6 +75,7 @@ macro_rules! store_conformance_suite {
             cluster_tokens_are_created_and_revoked,
             lists_are_paged_by_key,
             leaderboards_keep_each_users_best_per_version,
+            applied_jobs_are_pruned_then_compacted,
         );
     };
 }
@@ -2712,4 +2713,75 @@ pub async fn leaderboards_keep_each_users_best_per_version(store: Arc<dyn Store>
     let newer = finish_with_ratios(&store, students[2], &moved, &[5.0, 5.0, 5.0], true).await;
     assert_eq!(top(fe.id, 2).await, vec![(students[2], newer)]);
     assert_eq!(top(fe.id, 1).await.len(), 3);
+}
+
+/// Marking a finished job applied drops its outcome and progress, and a
+/// DONE job's payload keeps only its ids (a FAILED one keeps its payload
+/// for a retry). `delete_finished_jobs` deletes only finished, applied
+/// jobs queued before the cutoff, at most `limit` per call.
+pub async fn applied_jobs_are_pruned_then_compacted(store: Arc<dyn Store>) {
+    let (done, _) = leased_job(&store, attempt_job(Lane::Fast, 1)).await;
+    store
+        .record_progress(
+            done.id,
+            lease_id_of(&done),
+            case_result(1, CaseStatus::Passed),
+        )
+        .await
+        .unwrap();
+    store
+        .complete_job(done.id, lease_id_of(&done), attempt_outcome(), now_ms())
+        .await
+        .unwrap();
+    let (failed, _) = leased_job(&store, attempt_job(Lane::Fast, 2)).await;
+    store
+        .record_progress(
+            failed.id,
+            lease_id_of(&failed),
+            case_result(1, CaseStatus::Passed),
+        )
+        .await
+        .unwrap();
+    store
+        .fail_job(failed.id, lease_id_of(&failed), "boom", false, now_ms())
+        .await
+        .unwrap();
+    let unapplied = {
+        let (job, _) = leased_job(&store, attempt_job(Lane::Fast, 3)).await;
+        store
+            .complete_job(job.id, lease_id_of(&job), attempt_outcome(), now_ms())
+            .await
+            .unwrap();
+        job
+    };
+    let queued = store.enqueue_job(attempt_job(Lane::Slow, 4)).await.unwrap();
+
+    for job in [&done, &failed] {
+        store.mark_job_applied(job.id).await.unwrap();
+    }
+    let pruned = store.get_job(done.id).await.unwrap().unwrap();
+    assert!(pruned.applied);
+    assert_eq!((pruned.outcome, pruned.progress), (None, Vec::new()));
+    assert_eq!(pruned.payload, pruned_payload(&done.payload));
+    let JobPayload::Attempt(payload) = &pruned.payload else {
+        panic!("an attempt payload");
+    };
+    assert_eq!((payload.attempt_id, payload.query.as_str()), (1, ""));
+    let kept = store.get_job(failed.id).await.unwrap().unwrap();
+    assert_eq!(kept.payload, failed.payload, "a FAILED job can be retried");
+    assert!(kept.progress.is_empty());
+
+    // Nothing was queued an hour ago.
+    let hour_ago = now_ms() - Duration::hours(1);
+    assert_eq!(store.delete_finished_jobs(hour_ago, 10).await.unwrap(), 0);
+    let later = now_ms() + Duration::seconds(5);
+    assert_eq!(store.delete_finished_jobs(later, 1).await.unwrap(), 1);
+    assert_eq!(store.delete_finished_jobs(later, 10).await.unwrap(), 1);
+    assert_eq!(store.delete_finished_jobs(later, 10).await.unwrap(), 0);
+    for gone in [done.id, failed.id] {
+        assert_eq!(store.get_job(gone).await.unwrap(), None);
+    }
+    for stays in [unapplied.id, queued.id] {
+        assert!(store.get_job(stays).await.unwrap().is_some(), "job {stays}");
+    }
 }
