@@ -99,6 +99,10 @@ impl MongoStore {
             .create_indexes()
             .await
             .context("create the MongoDB indexes")?;
+        store
+            .backfill_leaderboard()
+            .await
+            .context("fill the leaderboard from the passed attempts")?;
         Ok(store)
     }
 
@@ -423,6 +427,29 @@ impl MongoStore {
             }
         }
         Ok(freed)
+    }
+
+    /// Fills an empty leaderboard from the attempts that passed before the
+    /// leaderboard existed (a database from an older coordinator).
+    /// Idempotent, so coordinators starting together may both do it.
+    async fn backfill_leaderboard(&self) -> StoreResult<()> {
+        let has_rows = self
+            .collection("leaderboard")
+            .find_one(doc! {})
+            .await
+            .map_err(backend)?
+            .is_some();
+        if has_rows {
+            return Ok(());
+        }
+        let passed = doc! { "status": AttemptStatus::Passed.as_str() };
+        for document in self
+            .find_many("attempts", passed, doc! { "_id": 1 }, 0)
+            .await?
+        {
+            self.record_ranking(&attempt_from(&document)?).await?;
+        }
+        Ok(())
     }
 
     /// Keeps `attempt`'s leaderboard row if it qualifies and beats its

@@ -397,7 +397,13 @@ fn configure(connection: &Connection, synchronous: Synchronous) -> anyhow::Resul
                 [SCHEMA_VERSION],
             )?;
         }
-        Some(version) if version < SCHEMA_VERSION => migrate(connection, version)?,
+        Some(version) if version < SCHEMA_VERSION => {
+            migrate(connection, version)?;
+            if version < 4 {
+                backfill_leaderboard(connection)
+                    .context("filling the leaderboard from the passed attempts")?;
+            }
+        }
         Some(SCHEMA_VERSION) => {}
         Some(version) => anyhow::bail!(
             "the store has schema version {version}, newer than this coordinator's \
@@ -432,6 +438,17 @@ fn migrate(connection: &Connection, from: i64) -> anyhow::Result<()> {
     connection
         .execute_batch(&steps)
         .with_context(|| format!("migrating the schema from version {from} to {SCHEMA_VERSION}"))
+}
+
+/// Fills the leaderboard (new in schema version 4) from the attempts that
+/// passed before it existed, in one transaction.
+fn backfill_leaderboard(connection: &Connection) -> StoreResult<()> {
+    let transaction = Transaction::new_unchecked(connection, TransactionBehavior::Immediate)?;
+    for attempt in select_attempts(&transaction, "status = 'PASSED' ORDER BY id", [])? {
+        record_ranking(&transaction, &attempt)?;
+    }
+    transaction.commit()?;
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------
@@ -826,7 +843,7 @@ fn select_grader(connection: &Connection, id: Uuid) -> StoreResult<Option<Grader
 /// Keeps `attempt`'s leaderboard row if it qualifies and beats its user's
 /// row for that challenge version (one upsert, conditional on ranking
 /// better).
-fn record_ranking(transaction: &Transaction<'_>, attempt: &Attempt) -> StoreResult<()> {
+fn record_ranking(transaction: &Connection, attempt: &Attempt) -> StoreResult<()> {
     let challenge_type: Option<String> = transaction
         .prepare_cached("SELECT challenge_type FROM challenges WHERE id = ?1")?
         .query_row([attempt.challenge_id], |row| row.get(0))
@@ -2031,8 +2048,9 @@ mod tests {
     }
 
     /// A file of schema version 1 (test cases without a version, attempts
-    /// without an error kind) opens, keeps its data and becomes the current
-    /// version; a newer file is refused.
+    /// without an error kind, no leaderboard) opens, keeps its data, fills
+    /// the leaderboard and becomes the current version; a newer file is
+    /// refused.
     #[tokio::test]
     async fn older_schemas_are_migrated_and_newer_ones_refused() {
         let path = std::env::temp_dir()
@@ -2066,6 +2084,37 @@ mod tests {
             })
             .await
             .unwrap();
+        let passed = store
+            .create_attempt(NewAttempt {
+                user_id: user.id,
+                challenge_id: challenge.id,
+                challenge_version: 1,
+                query: "select a from t".into(),
+            })
+            .await
+            .unwrap();
+        let case = CaseResult {
+            test_case_id: challenge.test_cases[0].id,
+            status: sqlarena_common::CaseStatus::Passed,
+            execution_ms: Some(3.0),
+            min_ms: None,
+            reference_ms: Some(2.0),
+            ratio: Some(1.5),
+            actual_result: None,
+            diff: None,
+            error: None,
+        };
+        store
+            .update_attempt(
+                passed.id,
+                AttemptUpdate {
+                    status: Some(AttemptStatus::Passed),
+                    cases: Some(vec![case]),
+                    ..AttemptUpdate::default()
+                },
+            )
+            .await
+            .unwrap();
         drop(store);
         let schema_version = |connection: &Connection| -> i64 {
             connection
@@ -2080,6 +2129,7 @@ mod tests {
                 .execute_batch(
                     "ALTER TABLE test_cases DROP COLUMN version; \
                      ALTER TABLE attempts DROP COLUMN error_kind; \
+                     DROP TABLE leaderboard; \
                      UPDATE schema_version SET version = 1;",
                 )
                 .unwrap();
@@ -2097,6 +2147,12 @@ mod tests {
         assert_eq!(
             schema_version(&store.connection.lock().unwrap()),
             SCHEMA_VERSION
+        );
+        let board = store.top_attempts(challenge.id, 1, 10).await.unwrap();
+        assert_eq!(
+            board.iter().map(|row| row.attempt_id).collect::<Vec<_>>(),
+            vec![passed.id],
+            "the leaderboard is filled from attempts passed before it existed"
         );
         drop(store);
 
