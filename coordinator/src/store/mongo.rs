@@ -10,7 +10,11 @@
 //!   `{_id, state: LEASED, "lease.lease_id"}` and read the job only to
 //!   explain a miss;
 //! - reapers, cancels and retries filter on the state (and lease) they read,
-//!   so concurrent reapers cannot requeue a job twice.
+//!   so concurrent reapers cannot requeue a job twice;
+//! - the per-user cap on unfinished attempts is a conditional `$inc` on the
+//!   user's `attempt_slots` document (`MongoStore::take_slot`);
+//! - a leaderboard row changes only by an insert of a user's first row or
+//!   an update conditional on ranking better, both repeatable.
 //!
 //! Layout: UUIDs are stored as strings (hyphenated, readable in a shell), times as BSON dates
 //! (millisecond precision), payloads, outcomes, results and case lists as
