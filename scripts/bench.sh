@@ -6,6 +6,9 @@
 #   scripts/bench.sh grader             grader execution overhead, init time, reference ratio
 #   scripts/bench.sh e2e [flags]        real processes: submit -> result latency, attempts/s
 #                                       (e2e-bench: --latency-runs --students --attempts)
+#   scripts/bench.sh leaderboard [flags] GET /challenges/:id with 100,000 passing attempts
+#                                       (bench_leaderboard: --attempts --users --requests --store)
+#   scripts/bench.sh storage [flags]    store bytes per graded attempt (bench_storage: --attempts)
 #   scripts/bench.sh                    all three with their default sizes
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -21,10 +24,12 @@ case "$which" in
     dispatch) target/release/examples/bench_dispatch "$@" ;;
     grader) target/release/grader-bench "$@" ;;
     e2e) SQLARENA_BIN_PROFILE=release target/release/e2e-bench "$@" ;;
+    leaderboard) target/release/examples/bench_leaderboard "$@" ;;
+    storage) target/release/examples/bench_storage "$@" ;;
     all)
         echo "== dispatch"; target/release/examples/bench_dispatch --kill-test
         echo "== grader"; target/release/grader-bench
         echo "== e2e"; SQLARENA_BIN_PROFILE=release target/release/e2e-bench
         ;;
-    *) echo "usage: scripts/bench.sh [dispatch|grader|e2e|all] [flags]" >&2; exit 2 ;;
+    *) echo "usage: scripts/bench.sh [dispatch|grader|e2e|leaderboard|storage|all] [flags]" >&2; exit 2 ;;
 esac

@@ -98,12 +98,47 @@ pub struct Config {
     /// Lifetime of a login token, in hours.
     #[arg(long, env = "SQLARENA_SESSION_TTL_HOURS", default_value_t = 168)]
     pub session_ttl_hours: i64,
+    /// How long finished jobs are kept after they were queued (their
+    /// results live on in challenges and attempts): `30d`, `12h`, `90m`,
+    /// `600s`; `0` keeps them forever. A background compaction deletes
+    /// older ones.
+    #[arg(long, env = "SQLARENA_JOB_RETENTION", default_value = "7d", value_parser = parse_retention)]
+    pub job_retention: Duration,
     /// How often the reaper looks for dead graders and expired leases.
     #[arg(long, env = "SQLARENA_REAPER_INTERVAL_MS", default_value_t = 250)]
     pub reaper_interval_ms: u64,
     /// Logs as JSON lines.
     #[arg(long, env = "SQLARENA_JSON_LOGS")]
     pub json_logs: bool,
+}
+
+/// Parses a retention: a whole number with a unit `s`, `m`, `h` or `d`
+/// (`0` alone means forever, as a zero duration).
+fn parse_retention(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let split = text.len().saturating_sub(1);
+    let (number, unit) = text.split_at(split);
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => {
+            return Err(format!(
+                "{text:?}: give a number and a unit s, m, h or d (e.g. 7d), or 0"
+            ))
+        }
+    };
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: {number:?} is not a whole number"))?;
+    number
+        .checked_mul(seconds)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("{text:?} is too long"))
 }
 
 impl Config {
@@ -121,5 +156,20 @@ impl Config {
     /// Returns how long a silent grader keeps its leases.
     pub fn grader_timeout(&self) -> Duration {
         self.heartbeat_interval() * self.missed_heartbeats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retentions_read_like_people_write_them() {
+        assert_eq!(parse_retention("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert_eq!(parse_retention("90m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_retention("0"), Ok(Duration::ZERO));
+        for bad in ["", "7", "d", "-1d", "1.5h", "7w"] {
+            assert!(parse_retention(bad).is_err(), "{bad:?} accepted");
+        }
     }
 }

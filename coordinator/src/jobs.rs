@@ -16,7 +16,7 @@ use futures_util::future::select_all;
 use sha2::{Digest, Sha256};
 use sqlarena_common::{
     AttemptPayload, AttemptStatus, CaseResult, CaseStatus, ChallengeState, GraderState,
-    InitPayload, JobOutcome, JobPayload, JobState, Lane, TestCaseData,
+    InitPayload, JobOutcome, JobPayload, JobState, Lane, QueryResult, TestCaseData,
 };
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -27,8 +27,8 @@ use crate::error::{ApiError, ApiResult};
 use crate::metrics::Metrics;
 use crate::state::AppState;
 use crate::store::{
-    Attempt, AttemptUpdate, Challenge, FailOutcome, Grader, InitResult, Job, JobFilter, NewJob,
-    StoreError, StoreResult,
+    Attempt, AttemptErrorKind, AttemptUpdate, Challenge, FailOutcome, Grader, InitResult, Job,
+    JobFilter, NewJob, StoreError, StoreResult,
 };
 
 /// Wakes long-polling lease requests when a job is queued in their lanes.
@@ -227,6 +227,48 @@ pub async fn lease_next(
     }
 }
 
+/// Rows of a failed case's `actual_result` kept.
+pub const MAX_ACTUAL_ROWS: usize = 50;
+/// Bytes (as JSON) of a failed case's `actual_result` kept.
+pub const MAX_ACTUAL_BYTES: usize = 16 * 1024;
+
+/// Bounds what a case result keeps before it is stored: `actual_result`
+/// only on a FAILED case (a passing one equals the expected result), and
+/// then only its first rows, at most [`MAX_ACTUAL_ROWS`] and
+/// [`MAX_ACTUAL_BYTES`] of JSON (none when even the columns exceed it).
+pub fn bound_case_result(case: &mut CaseResult) {
+    if case.status != CaseStatus::Failed {
+        case.actual_result = None;
+        return;
+    }
+    let Some(result) = &mut case.actual_result else {
+        return;
+    };
+    let mut used = json_len(&QueryResult {
+        rows: Vec::new(),
+        ..result.clone()
+    });
+    let mut kept = 0;
+    for row in result.rows.iter().take(MAX_ACTUAL_ROWS) {
+        // A row costs its JSON and a separating comma.
+        let cost = json_len(row).saturating_add(1);
+        if used.saturating_add(cost) > MAX_ACTUAL_BYTES {
+            break;
+        }
+        used += cost;
+        kept += 1;
+    }
+    if used > MAX_ACTUAL_BYTES {
+        case.actual_result = None;
+    } else {
+        result.rows.truncate(kept);
+    }
+}
+
+fn json_len<T: serde::Serialize>(value: &T) -> usize {
+    serde_json::to_vec(value).map_or(usize::MAX, |bytes| bytes.len())
+}
+
 /// Derives an attempt's final status from its cases.
 pub fn attempt_status(cases: &[CaseResult], error: Option<&str>) -> AttemptStatus {
     if error.is_some() || cases.iter().any(|case| case.status == CaseStatus::Error) {
@@ -296,6 +338,7 @@ pub async fn apply_finished_job(state: &AppState, job: &Job) -> StoreResult<()> 
                     status: Some(attempt_status(&outcome.cases, outcome.error.as_deref())),
                     cases: Some(outcome.cases.clone()),
                     error: outcome.error.clone(),
+                    error_kind: outcome.error.is_some().then_some(AttemptErrorKind::Query),
                     finished_at: Some(now),
                     ..AttemptUpdate::default()
                 },
@@ -303,6 +346,7 @@ pub async fn apply_finished_job(state: &AppState, job: &Job) -> StoreResult<()> 
                     status: Some(AttemptStatus::Cancelled),
                     cases: Some(job.progress.clone()),
                     error: Some(job.error.clone().unwrap_or_else(|| "cancelled".into())),
+                    error_kind: Some(AttemptErrorKind::Cancelled),
                     finished_at: Some(now),
                     ..AttemptUpdate::default()
                 },
@@ -310,6 +354,7 @@ pub async fn apply_finished_job(state: &AppState, job: &Job) -> StoreResult<()> 
                     status: Some(AttemptStatus::Error),
                     cases: Some(job.progress.clone()),
                     error: Some(job.error.clone().unwrap_or_else(|| "grading failed".into())),
+                    error_kind: Some(AttemptErrorKind::Grading),
                     finished_at: Some(now),
                     ..AttemptUpdate::default()
                 },
@@ -373,7 +418,7 @@ pub async fn attempt_challenge(
 
 /// Cancels an unfinished attempt: a queued job is cancelled at once, a
 /// running one is taken back and its grader told to stop at its next
-/// heartbeat.
+/// heartbeat. `kind` is what students are told of `reason`.
 ///
 /// # Errors
 /// `Conflict` when the attempt is already final.
@@ -381,6 +426,7 @@ pub async fn cancel_attempt(
     state: &AppState,
     attempt: &Attempt,
     reason: &str,
+    kind: AttemptErrorKind,
 ) -> ApiResult<Attempt> {
     if attempt.status.is_final() {
         return Err(ApiError::Conflict(format!(
@@ -388,21 +434,30 @@ pub async fn cancel_attempt(
             attempt.id, attempt.status
         )));
     }
-    if let Some(job_id) = attempt.job_id {
-        if let Some(job) = state.store.cancel_job(job_id, reason, Utc::now()).await? {
-            apply_finished_job(state, &job).await?;
-        }
+    let cancelled_job = match attempt.job_id {
+        Some(job_id) => state.store.cancel_job(job_id, reason, Utc::now()).await?,
+        None => None,
+    };
+    // The attempt is finished here, with its kind; applying the cancelled
+    // job afterwards finds it final and only marks the job applied.
+    let updated = state
+        .store
+        .update_attempt(
+            attempt.id,
+            AttemptUpdate {
+                status: Some(AttemptStatus::Cancelled),
+                cases: cancelled_job.as_ref().map(|job| job.progress.clone()),
+                error: Some(reason.to_string()),
+                error_kind: Some(kind),
+                finished_at: Some(Utc::now()),
+                ..AttemptUpdate::default()
+            },
+        )
+        .await?;
+    if let Some(job) = cancelled_job {
+        apply_finished_job(state, &job).await?;
     }
-    let attempt = state.store.update_attempt(
-        attempt.id,
-        AttemptUpdate {
-            status: Some(AttemptStatus::Cancelled),
-            error: Some(reason.to_string()),
-            finished_at: Some(Utc::now()),
-            ..AttemptUpdate::default()
-        },
-    );
-    Ok(attempt.await?)
+    Ok(updated)
 }
 
 /// Why an attempt of an older version of a challenge was cancelled.
@@ -430,7 +485,7 @@ pub async fn cancel_outdated_attempts(state: &AppState, challenge: &Challenge) -
         if attempt.challenge_version == challenge.version {
             continue;
         }
-        match cancel_attempt(state, &attempt, &reason).await {
+        match cancel_attempt(state, &attempt, &reason, AttemptErrorKind::Outdated).await {
             Ok(_) => cancelled += 1,
             // It finished meanwhile.
             Err(ApiError::Conflict(_)) => {}
@@ -456,7 +511,8 @@ pub async fn cancel_if_outdated(state: &AppState, attempt: Attempt) -> ApiResult
     if challenge.version == attempt.challenge_version {
         return Ok(attempt);
     }
-    match cancel_attempt(state, &attempt, &outdated_reason(challenge.version)).await {
+    let reason = outdated_reason(challenge.version);
+    match cancel_attempt(state, &attempt, &reason, AttemptErrorKind::Outdated).await {
         Ok(cancelled) => Ok(cancelled),
         // The change's own sweep got there first.
         Err(ApiError::Conflict(_)) => Ok(state
@@ -485,7 +541,7 @@ pub async fn cancel_stale_inits(
         let filter = JobFilter {
             state: Some(job_state),
             lane: Some(Lane::Init),
-            limit: 0,
+            ..JobFilter::default()
         };
         for job in state.store.list_jobs(filter).await? {
             let JobPayload::Init(init) = &job.payload else {
@@ -584,6 +640,59 @@ pub async fn run_reaper(state: AppState, shutdown: CancellationToken) {
     }
 }
 
+/// Jobs deleted per store call by a compaction pass.
+const COMPACTION_BATCH: u32 = 1_000;
+
+/// One compaction pass: deletes finished, applied jobs queued more than
+/// `--job-retention` ago, in batches. Returns how many were deleted.
+///
+/// # Errors
+/// Store failures.
+pub async fn compact_once(state: &AppState) -> StoreResult<u64> {
+    let retention = state.config.job_retention;
+    let Ok(retention) = chrono::Duration::from_std(retention) else {
+        return Ok(0);
+    };
+    if retention.is_zero() {
+        return Ok(0);
+    }
+    let cutoff = Utc::now() - retention;
+    let mut deleted = 0;
+    loop {
+        let batch = state
+            .store
+            .delete_finished_jobs(cutoff, COMPACTION_BATCH)
+            .await?;
+        deleted += batch;
+        if batch < u64::from(COMPACTION_BATCH) {
+            return Ok(deleted);
+        }
+    }
+}
+
+/// Runs compaction until shutdown, every quarter of the retention (at
+/// least every 10 minutes, at most every 100 ms).
+pub async fn run_compaction(state: AppState, shutdown: CancellationToken) {
+    if state.config.job_retention.is_zero() {
+        return;
+    }
+    let every = (state.config.job_retention / 4)
+        .clamp(Duration::from_millis(100), Duration::from_secs(600));
+    let mut interval = tokio::time::interval(every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        match compact_once(&state).await {
+            Ok(0) => {}
+            Ok(deleted) => tracing::info!(deleted, "finished jobs past their retention deleted"),
+            Err(error) => tracing::warn!(%error, "job compaction failed"),
+        }
+    }
+}
+
 /// Returns true if an attempt may be created for `challenge` now.
 ///
 /// # Errors
@@ -623,5 +732,52 @@ pub fn observe_completion(state: &AppState, job: &Job) {
             .max(0) as f64
             / 1e6;
         state.metrics.observe_job_duration(seconds);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use sqlarena_common::Column;
+
+    fn failed_with(rows: usize, cell: &str) -> CaseResult {
+        CaseResult {
+            test_case_id: 1,
+            status: CaseStatus::Failed,
+            execution_ms: None,
+            min_ms: None,
+            reference_ms: None,
+            ratio: None,
+            actual_result: Some(QueryResult {
+                columns: vec![Column {
+                    name: "a".into(),
+                    type_name: "text".into(),
+                }],
+                rows: (0..rows).map(|_| vec![json!(cell)]).collect(),
+                ordered: false,
+            }),
+            diff: None,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn failed_cases_keep_a_bounded_actual_result_and_others_none() {
+        let mut many = failed_with(200, "x");
+        bound_case_result(&mut many);
+        assert_eq!(many.actual_result.unwrap().rows.len(), MAX_ACTUAL_ROWS);
+        let mut wide = failed_with(50, &"w".repeat(1000));
+        bound_case_result(&mut wide);
+        let wide = wide.actual_result.unwrap();
+        assert!(wide.rows.len() < 50 && !wide.rows.is_empty());
+        assert!(serde_json::to_vec(&wide).unwrap().len() <= MAX_ACTUAL_BYTES);
+        let mut huge_cell = failed_with(1, &"h".repeat(MAX_ACTUAL_BYTES));
+        bound_case_result(&mut huge_cell);
+        assert_eq!(huge_cell.actual_result.unwrap().rows.len(), 0);
+        let mut passed = failed_with(3, "x");
+        passed.status = CaseStatus::Passed;
+        bound_case_result(&mut passed);
+        assert_eq!(passed.actual_result, None);
     }
 }

@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod jobs;
+pub mod leaderboard;
 pub mod metrics;
 pub mod state;
 pub mod store;
@@ -70,6 +71,7 @@ pub async fn serve_state(state: AppState, listener: TcpListener) -> anyhow::Resu
         .context("recovering unapplied results")?;
     let tracker = TaskTracker::new();
     tracker.spawn(jobs::run_reaper(state.clone(), shutdown.clone()));
+    tracker.spawn(jobs::run_compaction(state.clone(), shutdown.clone()));
     let address = listener.local_addr().context("reading the bound address")?;
     tracing::info!("listening on http://{address}");
     axum::serve(listener, http::router(state))

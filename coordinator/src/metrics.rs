@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use chrono::Utc;
 use sqlarena_common::GraderState;
 
-use crate::store::{Store, StoreResult};
+use crate::store::{Page, Store, StoreResult};
 
 /// Upper bounds (seconds) of the job duration histogram buckets.
 const DURATION_BUCKETS: [f64; 12] = [
@@ -91,7 +91,7 @@ impl Metrics {
                 stats.lane, stats.leased
             );
         }
-        let graders = store.list_graders().await?;
+        let graders = store.list_graders(Page::all()).await?;
         gauge_header(&mut out, "sqlarena_graders", "Graders by state.");
         for state in [GraderState::Alive, GraderState::Draining, GraderState::Dead] {
             let count = graders

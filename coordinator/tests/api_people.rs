@@ -17,7 +17,7 @@ use sqlarena_common::{
 };
 use sqlarena_coordinator::jobs;
 use sqlarena_coordinator::store::{
-    AttemptUpdate, Challenge, InitResult, Job, JobFilter, NewAttempt,
+    AttemptUpdate, Challenge, InitResult, Job, JobFilter, NewAttempt, Page,
 };
 
 const PASSWORD: &str = "password-123";
@@ -175,6 +175,7 @@ async fn all_jobs(server: &TestServer) -> Vec<Job> {
             state: None,
             lane: None,
             limit: 1000,
+            after: None,
         })
         .await
         .unwrap()
@@ -203,11 +204,15 @@ struct Counts {
 
 async fn counts(server: &TestServer, student_id: i64) -> Counts {
     Counts {
-        challenges: server.store().list_challenges(None).await.unwrap(),
+        challenges: server
+            .store()
+            .list_challenges(None, Page::all())
+            .await
+            .unwrap(),
         jobs: all_jobs(server).await.len(),
         attempts: server
             .store()
-            .list_user_attempts(student_id)
+            .list_user_attempts(student_id, Page::all())
             .await
             .unwrap()
             .len(),
@@ -544,7 +549,7 @@ async fn attempts_need_a_ready_unexpired_challenge_and_queue_on_its_lane() {
     assert!(message.contains("not ready"), "{message}");
     assert!(server
         .store()
-        .list_user_attempts(student_id)
+        .list_user_attempts(student_id, Page::all())
         .await
         .unwrap()
         .is_empty());
@@ -611,7 +616,7 @@ async fn attempts_need_a_ready_unexpired_challenge_and_queue_on_its_lane() {
     assert_eq!(
         server
             .store()
-            .list_user_attempts(student_id)
+            .list_user_attempts(student_id, Page::all())
             .await
             .unwrap()
             .len(),
@@ -753,14 +758,29 @@ async fn attempt_results_hide_hidden_cases_from_students_only() {
             (hidden["is_visible"].clone(), hidden["status"].clone()),
             (json!(false), json!("FAILED"))
         );
-        assert_eq!(hidden["error"], "wrong answer");
-        assert_eq!(hidden["ratio"], 1.5);
+        // Status only: timings, error text and rows can all leak hidden data.
+        for field in ["execution_ms", "min_ms", "reference_ms", "ratio", "error"] {
+            assert!(hidden[field].is_null(), "hidden {field} shown: {hidden}");
+        }
         assert!(hidden.get("diff").is_none() && hidden.get("actual_result").is_none());
+        assert_eq!(
+            view["attempts"][0]["ratio"], 1.5,
+            "visible cases keep timings"
+        );
 
         let theirs = server.get(&path, Some(&professor)).await;
         assert_eq!(
             theirs.data()["attempts"][1]["diff"],
             "row 1: expected 777, got 41"
+        );
+        assert_eq!(theirs.data()["attempts"][1]["ratio"], 1.5);
+        assert_eq!(theirs.data()["attempts"][1]["execution_ms"], 3.0);
+        let admin = server.admin_token().await;
+        let full = server.get(&path, Some(&admin)).await;
+        assert_eq!(full.data()["attempts"][1]["min_ms"], 2.5);
+        assert_eq!(
+            full.data()["attempts"][1]["error"],
+            "wrong answer: expected 777"
         );
         server
             .get(&path, Some(&stranger))

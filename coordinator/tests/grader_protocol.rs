@@ -18,7 +18,9 @@ use sqlarena_common::{
 use sqlarena_coordinator::config::Config;
 use sqlarena_coordinator::jobs;
 use sqlarena_coordinator::state::AppState;
-use sqlarena_coordinator::store::{self, NewAttempt, NewChallenge, NewTestCase, NewUser, Store};
+use sqlarena_coordinator::store::{
+    self, NewAttempt, NewChallenge, NewTestCase, NewUser, Page, Store,
+};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -392,7 +394,7 @@ async fn silent_grader_loses_its_job_to_another(spec: StoreSpec) {
         requeued.lease_id,
         "the recorded result is the live lease's"
     );
-    let graders = coordinator.store().list_graders().await.unwrap();
+    let graders = coordinator.store().list_graders(Page::all()).await.unwrap();
     assert!(graders
         .iter()
         .any(|g| g.id == silent.id && g.state == sqlarena_common::GraderState::Dead));

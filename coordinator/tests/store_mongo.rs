@@ -422,3 +422,138 @@ async fn nx_27017_compares_set_dates_to_the_second() {
     let matched = cursor.advance().await.expect("next");
     assert_eq!(matched, !using_nx_27017());
 }
+
+/// MongoDB updates the document matching `{_id, status: {$in: [...]}}`
+/// (https://www.mongodb.com/docs/manual/reference/operator/query/in/);
+/// nx-27017 updates another one when the ids were inserted out of order
+/// (as concurrent attempt admissions insert them): here the update meant
+/// for `_id: 1` lands on `_id: 2`, inserted first. The same filter with
+/// `$or` is applied correctly by both, so `update_attempt` uses `$or`.
+#[tokio::test]
+async fn nx_27017_misapplies_id_with_in() {
+    let collection = scratch().await;
+    for id in [2, 1] {
+        collection
+            .insert_one(doc! { "_id": id, "status": "PENDING" })
+            .await
+            .expect("insert");
+    }
+    let marked = |who: &str| {
+        let collection = collection.clone();
+        let who = who.to_owned();
+        async move {
+            let mut marked: Vec<i32> = Vec::new();
+            for id in [1, 2] {
+                let stored = collection
+                    .find_one(doc! { "_id": id })
+                    .await
+                    .expect("find")
+                    .expect("document");
+                if stored.get_str("who") == Ok(who.as_str()) {
+                    marked.push(id);
+                }
+            }
+            marked
+        }
+    };
+    collection
+        .update_one(
+            doc! { "_id": 1, "status": { "$in": ["PENDING", "RUNNING"] } },
+            doc! { "$set": { "who": "in" } },
+        )
+        .await
+        .expect("update with $in");
+    let expected_with_in = if using_nx_27017() { vec![2] } else { vec![1] };
+    assert_eq!(marked("in").await, expected_with_in);
+    collection
+        .update_one(
+            doc! { "_id": 1, "$or": [{ "status": "PENDING" }, { "status": "RUNNING" }] },
+            doc! { "$set": { "who": "or" } },
+        )
+        .await
+        .expect("update with $or");
+    assert_eq!(marked("or").await, vec![1], "$or is applied right by both");
+}
+
+/// A database from before the leaderboard (passed attempts, no rows) gets
+/// its leaderboard filled when a coordinator connects.
+#[tokio::test]
+async fn connecting_fills_an_empty_leaderboard_from_passed_attempts() {
+    use sqlarena_common::{AttemptStatus, CaseResult, CaseStatus, ChallengeType, Role};
+    use sqlarena_coordinator::store::{
+        AttemptUpdate, NewAttempt, NewChallenge, NewTestCase, NewUser,
+    };
+
+    let uri = test_mongodb_uri();
+    let store = connect(&uri).await;
+    let user = store
+        .create_user(NewUser {
+            email: "old@example.com".into(),
+            full_name: "Old".into(),
+            role: Role::Student,
+            password_hash: "hash".into(),
+        })
+        .await
+        .unwrap();
+    let challenge = store
+        .create_challenge(NewChallenge {
+            created_user_id: user.id,
+            name: "old".into(),
+            description: None,
+            challenge_type: ChallengeType::FE,
+            init: "create table t (a int)".into(),
+            solution: "select a from t".into(),
+            times_to_run: 1,
+            expires_at: Utc::now() + chrono::Duration::days(1),
+            test_cases: vec![NewTestCase {
+                data: "insert into t values (1)".into(),
+                is_visible: true,
+            }],
+        })
+        .await
+        .unwrap();
+    let attempt = store
+        .create_attempt(NewAttempt {
+            user_id: user.id,
+            challenge_id: challenge.id,
+            challenge_version: 1,
+            query: "select a from t".into(),
+        })
+        .await
+        .unwrap();
+    let case = CaseResult {
+        test_case_id: challenge.test_cases[0].id,
+        status: CaseStatus::Passed,
+        execution_ms: Some(3.0),
+        min_ms: None,
+        reference_ms: Some(2.0),
+        ratio: Some(1.5),
+        actual_result: None,
+        diff: None,
+        error: None,
+    };
+    let update = AttemptUpdate {
+        status: Some(AttemptStatus::Passed),
+        cases: Some(vec![case]),
+        ..AttemptUpdate::default()
+    };
+    store.update_attempt(attempt.id, update).await.unwrap();
+    raw_collection(&uri, "leaderboard")
+        .await
+        .delete_many(doc! {})
+        .await
+        .unwrap();
+    assert!(store
+        .top_attempts(challenge.id, 1, 10)
+        .await
+        .unwrap()
+        .is_empty());
+
+    let reconnected = connect(&uri).await;
+    let board = reconnected.top_attempts(challenge.id, 1, 10).await.unwrap();
+    assert_eq!(
+        board.iter().map(|row| row.attempt_id).collect::<Vec<_>>(),
+        vec![attempt.id]
+    );
+    assert!((board[0].score - 1.5).abs() < 1e-9);
+}

@@ -111,7 +111,10 @@ async fn the_demo_flow_grades_every_kind_of_attempt() {
     }
     let slow = by_kind("slow");
     assert_eq!(slow["status"], "PASSED", "{slow}");
-    let ratio = |attempt: &Value| attempt["attempts"][2]["ratio"].as_f64().unwrap();
+    // Case 3 is hidden: its student sees its status only, so compare on
+    // the second (visible) case.
+    assert!(slow["attempts"][2]["ratio"].is_null(), "{slow}");
+    let ratio = |attempt: &Value| attempt["attempts"][1]["ratio"].as_f64().unwrap();
     assert!(
         ratio(&slow) > ratio(&correct),
         "the slow attempt is slower: {} vs {}",
@@ -300,7 +303,7 @@ async fn a_coordinator_killed_under_load_loses_no_attempt() {
         let attempt = wait_final(&admin, *id).await;
         assert_eq!(attempt["status"], "PASSED", "{attempt}");
     }
-    let (_, jobs) = admin.get("/admin/jobs?lane=fast&limit=1000").await;
+    let (_, jobs) = admin.get("/admin/jobs?lane=fast&limit=500").await;
     let jobs = jobs["data"].as_array().unwrap();
     assert_eq!(jobs.len(), 30);
     assert!(
@@ -363,7 +366,7 @@ async fn two_coordinators_on_one_mongodb_grade_every_attempt_once() {
     for id in &attempt_ids {
         assert_eq!(wait_final(&student, *id).await["status"], "PASSED");
     }
-    let (_, jobs) = admin.get("/admin/jobs?lane=fast&limit=1000").await;
+    let (_, jobs) = admin.get("/admin/jobs?lane=fast&limit=500").await;
     let jobs = jobs["data"].as_array().unwrap();
     assert_eq!(jobs.len(), 20);
     assert!(

@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use crate::auth::{self, CurrentUser};
 use crate::error::{created, ok, ApiError, ApiResult, AppJson, AppPath, AppQuery};
+use crate::http::pagination::{page, PageParams, PageRequest};
 use crate::jobs;
 use crate::state::AppState;
 use crate::store::{AttemptUpdate, ClusterToken, Grader, Job, JobFilter};
@@ -159,16 +160,17 @@ impl From<Grader> for GraderView {
     }
 }
 
-async fn list_graders(State(state): State<AppState>, user: CurrentUser) -> ApiResult<Response> {
+async fn list_graders(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    AppQuery(params): AppQuery<PageParams>,
+) -> ApiResult<Response> {
     require_admin(&user)?;
-    let graders: Vec<GraderView> = state
-        .store
-        .list_graders()
-        .await?
-        .into_iter()
-        .map(Into::into)
-        .collect();
-    Ok(ok(graders))
+    let request = PageRequest::from_params("graders", &params)?;
+    let graders = state.store.list_graders(request.store_page()).await?;
+    let (graders, next_cursor) = request.finish(graders, |grader| grader.id);
+    let views: Vec<GraderView> = graders.into_iter().map(Into::into).collect();
+    Ok(page(views, next_cursor))
 }
 
 async fn drain_grader(
@@ -258,7 +260,8 @@ impl From<Job> for JobView {
 struct JobListParams {
     state: Option<String>,
     lane: Option<String>,
-    limit: Option<u32>,
+    limit: Option<i64>,
+    cursor: Option<String>,
 }
 
 async fn list_jobs(
@@ -281,19 +284,20 @@ async fn list_jobs(
             ApiError::BadRequest(format!("lane: {text:?} is not one of init, fast, slow"))
         })?),
     };
-    let limit = params.limit.unwrap_or(100).clamp(1, 1000);
-    let jobs: Vec<JobView> = state
+    let request = PageRequest::new("jobs", params.limit, params.cursor.as_deref())?;
+    let store_page = request.store_page();
+    let jobs = state
         .store
         .list_jobs(JobFilter {
             state: job_state,
             lane,
-            limit,
+            limit: store_page.limit,
+            after: store_page.after,
         })
-        .await?
-        .into_iter()
-        .map(Into::into)
-        .collect();
-    Ok(ok(jobs))
+        .await?;
+    let (jobs, next_cursor) = request.finish(jobs, |job| job.seq);
+    let views: Vec<JobView> = jobs.into_iter().map(Into::into).collect();
+    Ok(page(views, next_cursor))
 }
 
 async fn get_job(

@@ -13,7 +13,7 @@ use crate::error::{created, ok, ApiError, ApiResult, AppJson, AppPath};
 use crate::http::views::AttemptView;
 use crate::jobs;
 use crate::state::AppState;
-use crate::store::{Attempt, Challenge, NewAttempt};
+use crate::store::{Admission, Attempt, AttemptErrorKind, Challenge, NewAttempt};
 
 /// Longest accepted query, in bytes.
 const MAX_QUERY: usize = 64 * 1024;
@@ -75,25 +75,24 @@ async fn create_attempt(
             ))
         })?;
     jobs::check_accepts_attempts(&challenge)?;
-    let unfinished = state.store.count_unfinished_attempts(user.0.id).await?;
-    if unfinished >= state.config.max_unfinished_attempts {
-        return Err(ApiError::TooManyRequests {
-            message: format!(
-                "you already have {unfinished} attempts being graded (at most {}): wait for one to finish",
-                state.config.max_unfinished_attempts
-            ),
-            retry_after_secs: RETRY_AFTER_SECS,
-        });
-    }
-    let attempt = state
-        .store
-        .create_attempt(NewAttempt {
-            user_id: user.0.id,
-            challenge_id: challenge.id,
-            challenge_version: challenge.version,
-            query: request.query,
-        })
-        .await?;
+    let new_attempt = NewAttempt {
+        user_id: user.0.id,
+        challenge_id: challenge.id,
+        challenge_version: challenge.version,
+        query: request.query,
+    };
+    let cap = state.config.max_unfinished_attempts;
+    let attempt = match state.store.admit_attempt(new_attempt, cap).await? {
+        Admission::Created(attempt) => attempt,
+        Admission::OverCap { unfinished } => {
+            return Err(ApiError::TooManyRequests {
+                message: format!(
+                    "you already have {unfinished} attempts being graded (at most {cap}): wait for one to finish"
+                ),
+                retry_after_secs: RETRY_AFTER_SECS,
+            })
+        }
+    };
     let (attempt, job) = jobs::enqueue_attempt(&state, &challenge, &attempt).await?;
     let attempt = jobs::cancel_if_outdated(&state, attempt).await?;
     tracing::info!(attempt_id = attempt.id, challenge_id = challenge.id, user_id = user.0.id, job_id = %job.id, lane = %job.lane, "attempt queued");
@@ -149,7 +148,8 @@ async fn cancel_attempt(
     } else {
         format!("cancelled by {}", user.0.full_name)
     };
-    let attempt = jobs::cancel_attempt(&state, &attempt, &reason).await?;
+    let attempt =
+        jobs::cancel_attempt(&state, &attempt, &reason, AttemptErrorKind::Cancelled).await?;
     tracing::info!(
         attempt_id = attempt.id,
         user_id = user.0.id,

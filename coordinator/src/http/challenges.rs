@@ -12,9 +12,11 @@ use serde::Deserialize;
 use sqlarena_common::{ChallengeType, Role};
 
 use crate::auth::CurrentUser;
-use crate::error::{created, ok, ApiError, ApiResult, AppJson, AppPath};
-use crate::http::views::{rank_attempts, ChallengeView, LeaderboardEntry};
+use crate::error::{created, ok, ApiError, ApiResult, AppJson, AppPath, AppQuery};
+use crate::http::pagination::{page, PageParams, PageRequest};
+use crate::http::views::{ChallengeView, LeaderboardEntry};
 use crate::jobs;
+use crate::leaderboard::LEADERBOARD_SIZE;
 use crate::state::AppState;
 use crate::store::{
     Challenge, ChallengeUpdate, ChallengeVersion, NewChallenge, NewTestCase, StoreError,
@@ -297,48 +299,68 @@ async fn create_challenge(
     Ok(created(ChallengeView::new(&challenge, &user.0)))
 }
 
-async fn list_challenges(State(state): State<AppState>, user: CurrentUser) -> ApiResult<Response> {
-    let challenges = state.store.list_challenges(None).await?;
-    let views: Vec<ChallengeView> = challenges
-        .iter()
-        .map(|challenge| ChallengeView::new(challenge, &user.0))
-        .collect();
-    Ok(ok(views))
+async fn list_challenges(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    AppQuery(params): AppQuery<PageParams>,
+) -> ApiResult<Response> {
+    let request = PageRequest::from_params("challenges", &params)?;
+    challenge_page(&state, &user, None, request).await
 }
 
 async fn list_user_challenges(
     State(state): State<AppState>,
     user: CurrentUser,
     AppPath(user_id): AppPath<i64>,
+    AppQuery(params): AppQuery<PageParams>,
 ) -> ApiResult<Response> {
+    let request = PageRequest::from_params("challenges-by-user", &params)?;
     if state.store.get_user(user_id).await?.is_none() {
         return Err(ApiError::NotFound(format!("no user {user_id}")));
     }
-    let challenges = state.store.list_challenges(Some(user_id)).await?;
-    let views: Vec<ChallengeView> = challenges
-        .iter()
-        .map(|challenge| ChallengeView::new(challenge, &user.0))
-        .collect();
-    Ok(ok(views))
+    challenge_page(&state, &user, Some(user_id), request).await
 }
 
-/// Builds the leaderboard of a challenge.
+/// One page of challenges (newest first), shaped for `viewer`.
+async fn challenge_page(
+    state: &AppState,
+    viewer: &CurrentUser,
+    created_by: Option<i64>,
+    request: PageRequest<i64>,
+) -> ApiResult<Response> {
+    let challenges = state
+        .store
+        .list_challenges(created_by, request.store_page())
+        .await?;
+    let (challenges, next_cursor) = request.finish(challenges, |challenge| challenge.id);
+    let views: Vec<ChallengeView> = challenges
+        .iter()
+        .map(|challenge| ChallengeView::new(challenge, &viewer.0))
+        .collect();
+    Ok(page(views, next_cursor))
+}
+
+/// Reads the leaderboard of a challenge's current version: the best
+/// [`LEADERBOARD_SIZE`] rows, kept by the store as attempts finish.
 async fn leaderboard(state: &AppState, challenge: &Challenge) -> ApiResult<Vec<LeaderboardEntry>> {
-    let passed = state.store.list_passed_attempts(challenge.id).await?;
-    let mut entries = Vec::new();
-    for (index, ranked) in rank_attempts(challenge, &passed).into_iter().enumerate() {
-        let user_full_name = match state.store.get_user(ranked.user_id).await? {
+    let rows = state
+        .store
+        .top_attempts(challenge.id, challenge.version, LEADERBOARD_SIZE)
+        .await?;
+    let mut entries = Vec::with_capacity(rows.len());
+    for (index, row) in rows.into_iter().enumerate() {
+        let user_full_name = match state.store.get_user(row.user_id).await? {
             Some(user) => user.full_name,
-            None => format!("user {}", ranked.user_id),
+            None => format!("user {}", row.user_id),
         };
         entries.push(LeaderboardEntry {
             rank: index + 1,
-            attempt_id: ranked.attempt_id,
-            user_id: ranked.user_id,
+            attempt_id: row.attempt_id,
+            user_id: row.user_id,
             user_full_name,
-            score: ranked.score,
-            completion_time_ms: ranked.completion_time_ms,
-            time_of_attempt: ranked.time_of_attempt,
+            score: row.score,
+            completion_time_ms: row.completion_time_ms,
+            time_of_attempt: row.time_of_attempt,
         });
     }
     Ok(entries)

@@ -243,11 +243,14 @@ async fn progress_job(
     AppJson(request): AppJson<ProgressRequest>,
 ) -> ApiResult<Response> {
     reported_job(&state, &grader, job_id, request.lease_id).await?;
+    // Rows are kept once, in the attempt: they come with the outcome.
+    let mut case = request.case;
+    case.actual_result = None;
     let job = fenced(
         &state,
         state
             .store
-            .record_progress(job_id, request.lease_id, request.case)
+            .record_progress(job_id, request.lease_id, case)
             .await,
     )?;
     Ok(ok(
@@ -273,11 +276,15 @@ async fn complete_job(
             job.kind
         )));
     }
+    let mut outcome = request.outcome;
+    if let JobOutcome::Attempt(attempt) = &mut outcome {
+        attempt.cases.iter_mut().for_each(jobs::bound_case_result);
+    }
     let completion = fenced(
         &state,
         state
             .store
-            .complete_job(job_id, request.lease_id, request.outcome, Utc::now())
+            .complete_job(job_id, request.lease_id, outcome, Utc::now())
             .await,
     )?;
     match completion {

@@ -8,6 +8,7 @@ pub mod attempts;
 pub mod challenges;
 pub mod grader;
 pub mod ops;
+pub mod pagination;
 pub mod users;
 pub mod views;
 

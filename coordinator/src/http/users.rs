@@ -18,7 +18,8 @@ use sqlarena_common::Role;
 use tokio::sync::OnceCell;
 
 use crate::auth::{self, CurrentUser};
-use crate::error::{created, ok, ApiError, ApiResult, AppJson, AppPath};
+use crate::error::{created, ok, ApiError, ApiResult, AppJson, AppPath, AppQuery};
+use crate::http::pagination::{page, PageParams, PageRequest};
 use crate::http::views::{AttemptView, LoginView, UserView};
 use crate::jobs;
 use crate::state::AppState;
@@ -321,13 +322,20 @@ async fn list_user_attempts(
     State(state): State<AppState>,
     viewer: CurrentUser,
     AppPath(id): AppPath<i64>,
+    AppQuery(params): AppQuery<PageParams>,
 ) -> ApiResult<Response> {
+    let request = PageRequest::from_params("user-attempts", &params)?;
     require_self_or_admin(&viewer, id)?;
     find_user(&state, id).await?;
+    let attempts = state
+        .store
+        .list_user_attempts(id, request.store_page())
+        .await?;
+    let (attempts, next_cursor) = request.finish(attempts, |attempt| attempt.id);
     // By challenge and version: attempts show their version's test cases.
     let mut challenges: HashMap<(i64, i64), Option<Challenge>> = HashMap::new();
     let mut views = Vec::new();
-    for attempt in state.store.list_user_attempts(id).await? {
+    for attempt in attempts {
         let key = (attempt.challenge_id, attempt.challenge_version);
         let challenge = match challenges.entry(key) {
             Entry::Occupied(entry) => entry.into_mut(),
@@ -337,7 +345,7 @@ async fn list_user_attempts(
         let attempt = jobs::live_attempt(&state, attempt).await?;
         views.push(AttemptView::new(&attempt, challenge, &viewer.0));
     }
-    Ok(ok(views))
+    Ok(page(views, next_cursor))
 }
 
 async fn get_user_attempt(

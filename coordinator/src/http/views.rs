@@ -13,10 +13,7 @@ use sqlarena_common::{
     AttemptStatus, CaseResult, CaseStatus, ChallengeState, ChallengeType, QueryResult, Role,
 };
 
-use crate::store::{Attempt, Challenge, TestCase, User};
-
-/// How many entries a leaderboard shows.
-pub const LEADERBOARD_SIZE: usize = 10;
+use crate::store::{Attempt, AttemptErrorKind, Challenge, TestCase, User};
 
 /// A user as clients see it: never the password or its hash.
 #[derive(Debug, Clone, Serialize)]
@@ -150,8 +147,8 @@ impl ChallengeView {
 }
 
 /// One test case of an attempt. For a hidden case and a viewer who is not
-/// the challenge's professor or an admin, only the status and timings are
-/// shown, and the error is reduced to "wrong answer" or "error".
+/// the challenge's professor or an admin, only the status is shown: no
+/// timings, no error text, no rows (each can leak the hidden data).
 #[derive(Debug, Clone, Serialize)]
 pub struct CaseView {
     pub test_case_id: i64,
@@ -173,16 +170,9 @@ pub struct CaseView {
 impl CaseView {
     fn new(result: &CaseResult, case: Option<&TestCase>, full: bool) -> CaseView {
         let is_visible = case.is_some_and(|case| case.is_visible);
-        let shown = full || is_visible;
-        let error = if shown {
-            result.error.clone()
-        } else {
-            match result.status {
-                CaseStatus::Failed => Some("wrong answer".to_string()),
-                CaseStatus::Error => Some("error".to_string()),
-                CaseStatus::Pending | CaseStatus::Passed => None,
-            }
-        };
+        if !(full || is_visible) {
+            return CaseView::status_only(result.test_case_id, result.status);
+        }
         CaseView {
             test_case_id: result.test_case_id,
             is_visible,
@@ -193,35 +183,64 @@ impl CaseView {
                 .reference_ms
                 .or_else(|| case.and_then(|case| case.reference_ms)),
             ratio: result.ratio,
-            expected_result: if shown {
-                case.and_then(|case| case.expected.clone())
-            } else {
-                None
-            },
-            actual_result: if shown {
-                result.actual_result.clone()
-            } else {
-                None
-            },
-            diff: if shown { result.diff.clone() } else { None },
-            error,
+            expected_result: case.and_then(|case| case.expected.clone()),
+            actual_result: result.actual_result.clone(),
+            diff: result.diff.clone(),
+            error: result.error.clone(),
         }
     }
 
-    fn pending(case: &TestCase, full: bool) -> CaseView {
-        let shown = full || case.is_visible;
+    /// A hidden case as students see it: its status and nothing else.
+    fn status_only(test_case_id: i64, status: CaseStatus) -> CaseView {
         CaseView {
-            test_case_id: case.id,
-            is_visible: case.is_visible,
-            status: CaseStatus::Pending,
+            test_case_id,
+            is_visible: false,
+            status,
             execution_ms: None,
             min_ms: None,
             reference_ms: None,
             ratio: None,
-            expected_result: if shown { case.expected.clone() } else { None },
+            expected_result: None,
             actual_result: None,
             diff: None,
             error: None,
+        }
+    }
+
+    fn pending(case: &TestCase, full: bool) -> CaseView {
+        if !(full || case.is_visible) {
+            return CaseView::status_only(case.id, CaseStatus::Pending);
+        }
+        CaseView {
+            expected_result: case.expected.clone(),
+            is_visible: case.is_visible,
+            ..CaseView::status_only(case.id, CaseStatus::Pending)
+        }
+    }
+}
+
+/// What a student is told about an attempt's error: their own query's
+/// rejection as the grader wrote it, otherwise a fixed message per kind.
+/// The full text can name graders, hosts, databases, roles, admins or the
+/// reference's errors; only the challenge's professor and admins see it.
+pub fn student_error(kind: Option<AttemptErrorKind>, error: &str) -> String {
+    match kind {
+        Some(AttemptErrorKind::Query) => error.to_string(),
+        Some(AttemptErrorKind::Cancelled) => {
+            "this attempt was cancelled (by you, the challenge's professor or an admin) before \
+             it was graded; submit it again to have it graded"
+                .to_string()
+        }
+        Some(AttemptErrorKind::Outdated) => {
+            "the challenge changed before this attempt was graded; submit it again once the \
+             challenge is READY"
+                .to_string()
+        }
+        // Older records have no kind: they get the safe message too.
+        Some(AttemptErrorKind::Grading) | None => {
+            "grading failed for a reason outside your query (the grading cluster had a \
+             problem); submit it again, and tell your professor if it keeps happening"
+                .to_string()
         }
     }
 }
@@ -235,7 +254,11 @@ pub struct AttemptView {
     pub challenge_version: i64,
     pub query: String,
     pub status: AttemptStatus,
+    /// Why the attempt is ERROR or CANCELLED: in full for the challenge's
+    /// professor and admins, otherwise [`student_error`].
     pub error: Option<String>,
+    /// `query`, `grading`, `cancelled` or `outdated` when there is an error.
+    pub error_kind: Option<&'static str>,
     pub created_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
     pub attempts: Vec<CaseView>,
@@ -285,7 +308,16 @@ impl AttemptView {
             challenge_version: attempt.challenge_version,
             query: attempt.query.clone(),
             status: attempt.status,
-            error: attempt.error.clone(),
+            error: match &attempt.error {
+                Some(error) if !full => Some(student_error(attempt.error_kind, error)),
+                other => other.clone(),
+            },
+            error_kind: attempt.error.as_ref().map(|_| {
+                attempt
+                    .error_kind
+                    .unwrap_or(AttemptErrorKind::Grading)
+                    .as_str()
+            }),
             created_at: attempt.created_at,
             finished_at: attempt.finished_at,
             attempts,
@@ -305,97 +337,6 @@ pub struct LeaderboardEntry {
     /// Sum of the cases' median execution times.
     pub completion_time_ms: f64,
     pub time_of_attempt: DateTime<Utc>,
-}
-
-/// An attempt that qualifies for the leaderboard, before names are looked up.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RankedAttempt {
-    pub attempt_id: i64,
-    pub user_id: i64,
-    pub score: f64,
-    pub completion_time_ms: f64,
-    pub time_of_attempt: DateTime<Utc>,
-}
-
-/// Returns the geometric mean of an attempt's case ratios, if it passed
-/// every test case of `challenge`'s current version and every case has a
-/// positive ratio (from the grader, or execution/reference times).
-fn attempt_score(attempt: &Attempt, challenge: &Challenge) -> Option<(f64, f64)> {
-    if attempt.status != AttemptStatus::Passed
-        || attempt.challenge_version != challenge.version
-        || challenge.test_cases.is_empty()
-    {
-        return None;
-    }
-    let mut log_sum = 0.0;
-    let mut completion_ms = 0.0;
-    for case in &challenge.test_cases {
-        let result = attempt
-            .cases
-            .iter()
-            .find(|result| result.test_case_id == case.id)?;
-        if result.status != CaseStatus::Passed {
-            return None;
-        }
-        let ratio = result.ratio.or_else(|| {
-            match (
-                result.execution_ms,
-                result.reference_ms.or(case.reference_ms),
-            ) {
-                (Some(student), Some(reference)) if reference > 0.0 => Some(student / reference),
-                _ => None,
-            }
-        })?;
-        if !ratio.is_finite() || ratio <= 0.0 {
-            return None;
-        }
-        log_sum += ratio.ln();
-        completion_ms += result.execution_ms.unwrap_or(0.0);
-    }
-    Some((
-        (log_sum / challenge.test_cases.len() as f64).exp(),
-        completion_ms,
-    ))
-}
-
-/// Ranks passed attempts: per user their best, FE by lowest score, SE by
-/// highest, ties by earlier submission; at most [`LEADERBOARD_SIZE`].
-pub fn rank_attempts(challenge: &Challenge, attempts: &[Attempt]) -> Vec<RankedAttempt> {
-    let better = |a: &RankedAttempt, b: &RankedAttempt| -> std::cmp::Ordering {
-        let by_score = match challenge.challenge_type {
-            ChallengeType::FE => a.score.total_cmp(&b.score),
-            ChallengeType::SE => b.score.total_cmp(&a.score),
-        };
-        by_score
-            .then(a.time_of_attempt.cmp(&b.time_of_attempt))
-            .then(a.attempt_id.cmp(&b.attempt_id))
-    };
-    let mut best: HashMap<i64, RankedAttempt> = HashMap::new();
-    for attempt in attempts
-        .iter()
-        .filter(|attempt| attempt.challenge_id == challenge.id)
-    {
-        let Some((score, completion_time_ms)) = attempt_score(attempt, challenge) else {
-            continue;
-        };
-        let candidate = RankedAttempt {
-            attempt_id: attempt.id,
-            user_id: attempt.user_id,
-            score,
-            completion_time_ms,
-            time_of_attempt: attempt.created_at,
-        };
-        match best.get(&attempt.user_id) {
-            Some(current) if better(current, &candidate) != std::cmp::Ordering::Greater => {}
-            _ => {
-                best.insert(attempt.user_id, candidate);
-            }
-        }
-    }
-    let mut ranked: Vec<RankedAttempt> = best.into_values().collect();
-    ranked.sort_by(better);
-    ranked.truncate(LEADERBOARD_SIZE);
-    ranked
 }
 
 #[cfg(test)]
@@ -456,46 +397,11 @@ mod tests {
             status: AttemptStatus::Passed,
             cases: vec![case(10, ratios[0]), case(11, ratios[1])],
             error: None,
+            error_kind: None,
             job_id: None,
             created_at: Utc::now() - Duration::hours(1) + Duration::minutes(minutes),
             finished_at: None,
         }
-    }
-
-    #[test]
-    fn fastest_execution_ranks_lowest_geometric_mean_first_with_one_entry_per_user() {
-        let challenge = challenge(ChallengeType::FE);
-        let attempts = vec![
-            passed(1, 100, [2.0, 8.0], 0),  // score 4
-            passed(2, 100, [1.0, 1.0], 1),  // score 1: user 100's best
-            passed(3, 200, [0.5, 2.0], 2),  // score 1, later than attempt 2
-            passed(4, 300, [0.25, 1.0], 3), // score 0.5
-        ];
-        let ranked = rank_attempts(&challenge, &attempts);
-        let order: Vec<i64> = ranked.iter().map(|entry| entry.attempt_id).collect();
-        assert_eq!(order, vec![4, 2, 3]);
-        assert!((ranked[0].score - 0.5).abs() < 1e-9);
-        assert!((ranked[1].completion_time_ms - 4.0).abs() < 1e-9);
-    }
-
-    #[test]
-    fn slowest_execution_ranks_highest_first_and_skips_stale_or_incomplete_attempts() {
-        let challenge = challenge(ChallengeType::SE);
-        let mut stale = passed(5, 500, [100.0, 100.0], 0);
-        stale.challenge_version = 1;
-        let mut incomplete = passed(6, 600, [100.0, 100.0], 0);
-        incomplete.cases.pop();
-        let attempts = vec![
-            passed(1, 100, [2.0, 8.0], 0),
-            passed(2, 200, [1.0, 1.0], 1),
-            stale,
-            incomplete,
-        ];
-        let order: Vec<i64> = rank_attempts(&challenge, &attempts)
-            .iter()
-            .map(|entry| entry.attempt_id)
-            .collect();
-        assert_eq!(order, vec![1, 2]);
     }
 
     #[test]
@@ -523,8 +429,12 @@ mod tests {
         .unwrap();
         let hidden = &student["attempts"][1];
         assert_eq!(hidden["is_visible"], false);
-        assert_eq!(hidden["error"], "wrong answer");
+        assert_eq!(hidden["status"], "FAILED");
+        for field in ["execution_ms", "min_ms", "reference_ms", "ratio", "error"] {
+            assert!(hidden[field].is_null(), "{field} shown: {hidden}");
+        }
         assert!(hidden.get("diff").is_none() && hidden.get("expected_result").is_none());
+        assert_eq!(student["attempts"][0]["ratio"], 1.0);
         let professor = serde_json::to_value(AttemptView::new(
             &attempt,
             Some(&challenge),

@@ -39,9 +39,9 @@ use sqlarena_common::{
 use uuid::Uuid;
 
 use super::{
-    AttemptUpdate, ChallengeUpdate, ChallengeVersion, ClusterToken, Completion, FailOutcome,
-    Grader, InitResult, Invite, JobFilter, NewAttempt, NewChallenge, NewJob, NewTestCase, NewUser,
-    Session, Store, StoreError,
+    pruned_payload, Admission, AttemptErrorKind, AttemptUpdate, ChallengeUpdate, ChallengeVersion,
+    ClusterToken, Completion, FailOutcome, Grader, InitResult, Invite, JobFilter, NewAttempt,
+    NewChallenge, NewJob, NewTestCase, NewUser, Page, Session, Store, StoreError,
 };
 
 /// Generates one `#[tokio::test]` per conformance check, each on the fresh
@@ -60,6 +60,7 @@ macro_rules! store_conformance_suite {
             challenges_change_in_place_or_move_to_a_new_version,
             concurrent_updates_make_one_new_version,
             attempts_are_created_listed_and_updated,
+            unfinished_attempts_are_capped_in_one_step,
             concurrent_claims_lease_every_job_once,
             claims_follow_lane_priority_then_age,
             stale_leases_change_nothing,
@@ -72,6 +73,9 @@ macro_rules! store_conformance_suite {
             lane_stats_cover_every_lane,
             graders_register_heartbeat_and_die,
             cluster_tokens_are_created_and_revoked,
+            lists_are_paged_by_key,
+            leaderboards_keep_each_users_best_per_version,
+            applied_jobs_are_pruned_then_compacted,
         );
     };
 }
@@ -506,18 +510,27 @@ pub async fn challenges_are_created_listed_and_initialized(store: Arc<dyn Store>
         challenges.into_iter().map(|c| c.id).collect::<Vec<_>>()
     };
     assert_eq!(
-        ids(store.list_challenges(None).await.unwrap()),
+        ids(store.list_challenges(None, Page::all()).await.unwrap()),
         vec![third.id, second.id, first.id]
     );
     assert_eq!(
-        ids(store.list_challenges(Some(alice.id)).await.unwrap()),
+        ids(store
+            .list_challenges(Some(alice.id), Page::all())
+            .await
+            .unwrap()),
         vec![third.id, first.id]
     );
     assert_eq!(
-        ids(store.list_challenges(Some(nobody.id)).await.unwrap()),
+        ids(store
+            .list_challenges(Some(nobody.id), Page::all())
+            .await
+            .unwrap()),
         Vec::<i64>::new()
     );
-    let listed = store.list_challenges(Some(bob.id)).await.unwrap();
+    let listed = store
+        .list_challenges(Some(bob.id), Page::all())
+        .await
+        .unwrap();
     assert_eq!(
         listed,
         vec![second.clone()],
@@ -901,11 +914,17 @@ pub async fn attempts_are_created_listed_and_updated(store: Arc<dyn Store>) {
     let ids =
         |attempts: Vec<super::Attempt>| attempts.into_iter().map(|a| a.id).collect::<Vec<_>>();
     assert_eq!(
-        ids(store.list_user_attempts(student.id).await.unwrap()),
+        ids(store
+            .list_user_attempts(student.id, Page::all())
+            .await
+            .unwrap()),
         vec![second.id, first.id]
     );
     assert_eq!(
-        ids(store.list_user_attempts(other.id).await.unwrap()),
+        ids(store
+            .list_user_attempts(other.id, Page::all())
+            .await
+            .unwrap()),
         vec![theirs.id]
     );
     assert_eq!(
@@ -1084,6 +1103,134 @@ pub async fn attempts_are_created_listed_and_updated(store: Arc<dyn Store>) {
 // ---------------------------------------------------------------------------
 // Jobs: claims
 // ---------------------------------------------------------------------------
+
+/// `admit_attempt` counts and creates in one step: 30 concurrent calls for
+/// one user with a cap of 5 create exactly 5; a finished attempt frees its
+/// place, a reopened one takes it again, and other users are not counted.
+/// An error's kind is kept beside its text.
+pub async fn unfinished_attempts_are_capped_in_one_step(store: Arc<dyn Store>) {
+    const CAP: u64 = 5;
+    let student = create_user(&store, Role::Student).await;
+    let other = create_user(&store, Role::Student).await;
+    let prof = create_user(&store, Role::Professor).await;
+    let challenge = store
+        .create_challenge(new_challenge(prof.id, ChallengeType::FE, 1))
+        .await
+        .unwrap();
+    let new_attempt = move |user_id: i64| NewAttempt {
+        user_id,
+        challenge_id: challenge.id,
+        challenge_version: 1,
+        query: "select a from t".into(),
+    };
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..30 {
+        let store = store.clone();
+        calls.spawn(async move { store.admit_attempt(new_attempt(student.id), CAP).await });
+    }
+    let mut created = Vec::new();
+    let mut refused = 0;
+    while let Some(result) = calls.join_next().await {
+        match result.expect("admit task").expect("admit_attempt") {
+            Admission::Created(attempt) => created.push(attempt),
+            Admission::OverCap { unfinished } => {
+                assert_eq!(unfinished, CAP);
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!((created.len(), refused), (CAP as usize, 30 - CAP as usize));
+    assert_eq!(
+        store.count_unfinished_attempts(student.id).await.unwrap(),
+        CAP
+    );
+    assert_eq!(
+        store
+            .list_user_attempts(student.id, Page::all())
+            .await
+            .unwrap()
+            .len(),
+        CAP as usize,
+        "refused attempts leave nothing behind"
+    );
+    assert!(matches!(
+        store
+            .admit_attempt(new_attempt(other.id), CAP)
+            .await
+            .unwrap(),
+        Admission::Created(_)
+    ));
+
+    let finished = store
+        .update_attempt(
+            created[0].id,
+            AttemptUpdate {
+                status: Some(AttemptStatus::Error),
+                error: Some("grader lab-1 (lab-1.example.edu) stopped heartbeating".into()),
+                error_kind: Some(AttemptErrorKind::Grading),
+                finished_at: Some(now_ms()),
+                ..AttemptUpdate::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(finished.error_kind, Some(AttemptErrorKind::Grading));
+    assert_eq!(
+        store
+            .get_attempt(finished.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .error_kind,
+        Some(AttemptErrorKind::Grading)
+    );
+    let Admission::Created(sixth) = store
+        .admit_attempt(new_attempt(student.id), CAP)
+        .await
+        .unwrap()
+    else {
+        panic!("a finished attempt frees its place");
+    };
+    assert!(matches!(
+        store
+            .admit_attempt(new_attempt(student.id), CAP)
+            .await
+            .unwrap(),
+        Admission::OverCap { unfinished: CAP }
+    ));
+    let reopened = store
+        .update_attempt(
+            finished.id,
+            AttemptUpdate {
+                reopen: true,
+                ..AttemptUpdate::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!((reopened.error, reopened.error_kind), (None, None));
+    store
+        .update_attempt(
+            sixth.id,
+            AttemptUpdate {
+                status: Some(AttemptStatus::Cancelled),
+                finished_at: Some(now_ms()),
+                ..AttemptUpdate::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            store
+                .admit_attempt(new_attempt(student.id), CAP)
+                .await
+                .unwrap(),
+            Admission::OverCap { unfinished: CAP }
+        ),
+        "the reopened attempt counts again"
+    );
+}
 
 /// Sixteen tasks claiming 300 jobs at once lease every job exactly once.
 pub async fn concurrent_claims_lease_every_job_once(store: Arc<dyn Store>) {
@@ -1939,7 +2086,12 @@ pub async fn jobs_are_listed_by_state_and_lane(store: Arc<dyn Store>) {
         let store = store.clone();
         async move {
             store
-                .list_jobs(JobFilter { state, lane, limit })
+                .list_jobs(JobFilter {
+                    state,
+                    lane,
+                    limit,
+                    after: None,
+                })
                 .await
                 .unwrap()
                 .into_iter()
@@ -2067,17 +2219,18 @@ fn grader(
 /// dead, and DEAD is final.
 pub async fn graders_register_heartbeat_and_die(store: Arc<dyn Store>) {
     let now = now_ms();
+    // Made in the order they registered: ids are v7, and lists go by id.
+    let draining = grader(
+        now - Duration::seconds(120),
+        now - Duration::seconds(120),
+        GraderState::Draining,
+    );
     let first = grader(
         now - Duration::seconds(60),
         now - Duration::seconds(60),
         GraderState::Alive,
     );
     let second = grader(now - Duration::seconds(30), now, GraderState::Alive);
-    let draining = grader(
-        now - Duration::seconds(120),
-        now - Duration::seconds(120),
-        GraderState::Draining,
-    );
     for grader in [&first, &second, &draining] {
         store.create_grader(grader.clone()).await.unwrap();
     }
@@ -2092,7 +2245,7 @@ pub async fn graders_register_heartbeat_and_die(store: Arc<dyn Store>) {
     );
     assert_eq!(store.get_grader_by_token("unknown").await.unwrap(), None);
     let ids: Vec<Uuid> = store
-        .list_graders()
+        .list_graders(Page::all())
         .await
         .unwrap()
         .iter()
@@ -2253,4 +2406,383 @@ pub async fn cluster_tokens_are_created_and_revoked(store: Arc<dyn Store>) {
     );
     assert!(!store.revoke_cluster_token(Uuid::now_v7()).await.unwrap());
     assert_eq!(store.list_cluster_tokens().await.unwrap().len(), 2);
+}
+
+/// Walks a list page by page (`page_size` at a time) with `list`, the
+/// next page starting after the key of the last entry of the previous one.
+async fn walk<K: Copy, T, F, Fut>(page_size: u32, key: impl Fn(&T) -> K, list: F) -> Vec<T>
+where
+    F: Fn(Page<K>) -> Fut,
+    Fut: std::future::Future<Output = Vec<T>>,
+{
+    let mut all = Vec::new();
+    let mut after = None;
+    loop {
+        let page = list(Page {
+            after,
+            limit: page_size,
+        })
+        .await;
+        assert!(
+            page.len() <= page_size as usize,
+            "a page is at most its limit"
+        );
+        let done = page.len() < page_size as usize;
+        after = page.last().map(&key).or(after);
+        all.extend(page);
+        if done {
+            return all;
+        }
+    }
+}
+
+/// Every list pages by its key: challenges (all and by creator), a user's
+/// attempts and graders newest first, jobs oldest first with their
+/// filters; walking the pages gives the whole list once, in order.
+pub async fn lists_are_paged_by_key(store: Arc<dyn Store>) {
+    let alice = create_user(&store, Role::Professor).await;
+    let bob = create_user(&store, Role::Professor).await;
+    let mut challenges = Vec::new();
+    for index in 0..7 {
+        let creator = if index % 3 == 0 { bob.id } else { alice.id };
+        let challenge = store
+            .create_challenge(new_challenge(creator, ChallengeType::FE, 1))
+            .await
+            .unwrap();
+        challenges.push((challenge.id, creator));
+    }
+    let newest_first = |creator: Option<i64>| -> Vec<i64> {
+        challenges
+            .iter()
+            .rev()
+            .filter(|(_, by)| creator.is_none_or(|creator| creator == *by))
+            .map(|(id, _)| *id)
+            .collect()
+    };
+    for creator in [None, Some(alice.id), Some(bob.id)] {
+        let walked = walk(
+            2,
+            |c: &super::Challenge| c.id,
+            |page| {
+                let store = store.clone();
+                async move { store.list_challenges(creator, page).await.unwrap() }
+            },
+        )
+        .await;
+        let ids: Vec<i64> = walked.iter().map(|c| c.id).collect();
+        assert_eq!(ids, newest_first(creator), "challenges by {creator:?}");
+    }
+
+    let student = create_user(&store, Role::Student).await;
+    let mut attempts = Vec::new();
+    for _ in 0..5 {
+        let attempt = store
+            .create_attempt(NewAttempt {
+                user_id: student.id,
+                challenge_id: challenges[0].0,
+                challenge_version: 1,
+                query: "select a from t".into(),
+            })
+            .await
+            .unwrap();
+        attempts.push(attempt.id);
+    }
+    attempts.reverse();
+    let walked = walk(
+        2,
+        |a: &super::Attempt| a.id,
+        |page| {
+            let store = store.clone();
+            async move { store.list_user_attempts(student.id, page).await.unwrap() }
+        },
+    )
+    .await;
+    assert_eq!(walked.iter().map(|a| a.id).collect::<Vec<_>>(), attempts);
+
+    let mut fast = Vec::new();
+    for attempt_id in 0..5 {
+        fast.push(
+            store
+                .enqueue_job(attempt_job(Lane::Fast, attempt_id))
+                .await
+                .unwrap(),
+        );
+        store.enqueue_job(init_job(attempt_id)).await.unwrap();
+    }
+    let walked = walk(
+        2,
+        |job: &super::Job| job.seq,
+        |page| {
+            let store = store.clone();
+            async move {
+                store
+                    .list_jobs(JobFilter {
+                        state: Some(JobState::Queued),
+                        lane: Some(Lane::Fast),
+                        limit: page.limit,
+                        after: page.after,
+                    })
+                    .await
+                    .unwrap()
+            }
+        },
+    )
+    .await;
+    assert_eq!(walked, fast, "jobs, oldest first, one lane");
+    let every = walk(
+        3,
+        |job: &super::Job| job.seq,
+        |page| {
+            let store = store.clone();
+            async move {
+                store
+                    .list_jobs(JobFilter {
+                        limit: page.limit,
+                        after: page.after,
+                        ..JobFilter::default()
+                    })
+                    .await
+                    .unwrap()
+            }
+        },
+    )
+    .await;
+    assert_eq!(every.len(), 10);
+    assert!(every.windows(2).all(|pair| pair[0].seq < pair[1].seq));
+
+    let now = now_ms();
+    let mut graders = Vec::new();
+    for _ in 0..5 {
+        let made = grader(now, now, GraderState::Alive);
+        store.create_grader(made.clone()).await.unwrap();
+        graders.push(made.id);
+    }
+    graders.reverse();
+    let walked = walk(
+        2,
+        |g: &Grader| g.id,
+        |page| {
+            let store = store.clone();
+            async move { store.list_graders(page).await.unwrap() }
+        },
+    )
+    .await;
+    assert_eq!(walked.iter().map(|g| g.id).collect::<Vec<_>>(), graders);
+}
+
+/// Finishes a fresh attempt of `user_id` on version `version` of
+/// `challenge_id` with the given per-case ratios (all PASSED, or all
+/// FAILED) and returns its id.
+async fn finish_with_ratios(
+    store: &Arc<dyn Store>,
+    user_id: i64,
+    challenge: &super::Challenge,
+    ratios: &[f64],
+    passed: bool,
+) -> i64 {
+    let attempt = store
+        .create_attempt(NewAttempt {
+            user_id,
+            challenge_id: challenge.id,
+            challenge_version: challenge.version,
+            query: "select a from t".into(),
+        })
+        .await
+        .unwrap();
+    let status = if passed {
+        CaseStatus::Passed
+    } else {
+        CaseStatus::Failed
+    };
+    let cases = challenge
+        .test_cases
+        .iter()
+        .zip(ratios)
+        .map(|(case, ratio)| CaseResult {
+            ratio: Some(*ratio),
+            execution_ms: Some(ratio * 10.0),
+            ..case_result(case.id, status)
+        })
+        .collect();
+    let update = AttemptUpdate {
+        status: Some(if passed {
+            AttemptStatus::Passed
+        } else {
+            AttemptStatus::Failed
+        }),
+        cases: Some(cases),
+        finished_at: Some(now_ms()),
+        ..AttemptUpdate::default()
+    };
+    store
+        .update_attempt(attempt.id, update.clone())
+        .await
+        .unwrap();
+    // Applying the result again (crash recovery) changes nothing.
+    store.update_attempt(attempt.id, update).await.unwrap();
+    attempt.id
+}
+
+/// Finishing a PASSED attempt keeps its user's best row per challenge
+/// version: FE lowest geometric mean first, SE highest, ties by earlier
+/// submission; failed and incomplete attempts and other versions stay off.
+pub async fn leaderboards_keep_each_users_best_per_version(store: Arc<dyn Store>) {
+    let prof = create_user(&store, Role::Professor).await;
+    let mut students = Vec::new();
+    for _ in 0..3 {
+        students.push(create_user(&store, Role::Student).await.id);
+    }
+    let ready = |challenge: super::Challenge| {
+        let store = store.clone();
+        async move {
+            assert!(store
+                .set_challenge_init(
+                    challenge.id,
+                    challenge.version,
+                    ready_for(&challenge),
+                    now_ms()
+                )
+                .await
+                .unwrap());
+            store.get_challenge(challenge.id).await.unwrap().unwrap()
+        }
+    };
+    let fe = ready(
+        store
+            .create_challenge(new_challenge(prof.id, ChallengeType::FE, 2))
+            .await
+            .unwrap(),
+    )
+    .await;
+    let top = |challenge_id: i64, version: i64| {
+        let store = store.clone();
+        async move {
+            store
+                .top_attempts(challenge_id, version, 10)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|row| (row.user_id, row.attempt_id))
+                .collect::<Vec<_>>()
+        }
+    };
+    let a0 = finish_with_ratios(&store, students[0], &fe, &[2.0, 8.0], true).await; // 4
+    let a1 = finish_with_ratios(&store, students[1], &fe, &[1.0, 1.0], true).await; // 1
+    let a2 = finish_with_ratios(&store, students[0], &fe, &[0.5, 2.0], true).await; // 1, later
+    finish_with_ratios(&store, students[2], &fe, &[0.1, 0.1], false).await;
+    let a4 = finish_with_ratios(&store, students[2], &fe, &[3.0, 3.0], true).await; // 3
+    finish_with_ratios(&store, students[0], &fe, &[9.0, 9.0], true).await; // worse: ignored
+    assert_ne!(a0, a2);
+    assert_eq!(
+        top(fe.id, 1).await,
+        vec![(students[1], a1), (students[0], a2), (students[2], a4)]
+    );
+    let rows = store.top_attempts(fe.id, 1, 2).await.unwrap();
+    assert_eq!(rows.len(), 2, "the limit holds");
+    assert!((rows[0].score - 1.0).abs() < 1e-9);
+    assert!((rows[0].completion_time_ms - 20.0).abs() < 1e-9);
+
+    let se = ready(
+        store
+            .create_challenge(new_challenge(prof.id, ChallengeType::SE, 2))
+            .await
+            .unwrap(),
+    )
+    .await;
+    let slow = finish_with_ratios(&store, students[0], &se, &[2.0, 8.0], true).await;
+    let fast = finish_with_ratios(&store, students[1], &se, &[1.0, 1.0], true).await;
+    assert_eq!(
+        top(se.id, 1).await,
+        vec![(students[0], slow), (students[1], fast)],
+        "SE: the highest score first"
+    );
+
+    // A new version starts an empty board; the old one is kept apart.
+    let moved = store
+        .update_challenge(
+            fe.id,
+            1,
+            ChallengeUpdate {
+                new_version: Some(next_version("select a from t order by a")),
+                ..ChallengeUpdate::default()
+            },
+        )
+        .await
+        .unwrap();
+    let moved = ready(moved).await;
+    assert_eq!(top(fe.id, 2).await, vec![]);
+    let newer = finish_with_ratios(&store, students[2], &moved, &[5.0, 5.0, 5.0], true).await;
+    assert_eq!(top(fe.id, 2).await, vec![(students[2], newer)]);
+    assert_eq!(top(fe.id, 1).await.len(), 3);
+}
+
+/// Marking a finished job applied drops its outcome and progress, and a
+/// DONE job's payload keeps only its ids (a FAILED one keeps its payload
+/// for a retry). `delete_finished_jobs` deletes only finished, applied
+/// jobs queued before the cutoff, at most `limit` per call.
+pub async fn applied_jobs_are_pruned_then_compacted(store: Arc<dyn Store>) {
+    let (done, _) = leased_job(&store, attempt_job(Lane::Fast, 1)).await;
+    store
+        .record_progress(
+            done.id,
+            lease_id_of(&done),
+            case_result(1, CaseStatus::Passed),
+        )
+        .await
+        .unwrap();
+    store
+        .complete_job(done.id, lease_id_of(&done), attempt_outcome(), now_ms())
+        .await
+        .unwrap();
+    let (failed, _) = leased_job(&store, attempt_job(Lane::Fast, 2)).await;
+    store
+        .record_progress(
+            failed.id,
+            lease_id_of(&failed),
+            case_result(1, CaseStatus::Passed),
+        )
+        .await
+        .unwrap();
+    store
+        .fail_job(failed.id, lease_id_of(&failed), "boom", false, now_ms())
+        .await
+        .unwrap();
+    let unapplied = {
+        let (job, _) = leased_job(&store, attempt_job(Lane::Fast, 3)).await;
+        store
+            .complete_job(job.id, lease_id_of(&job), attempt_outcome(), now_ms())
+            .await
+            .unwrap();
+        job
+    };
+    let queued = store.enqueue_job(attempt_job(Lane::Slow, 4)).await.unwrap();
+
+    for job in [&done, &failed] {
+        store.mark_job_applied(job.id).await.unwrap();
+    }
+    let pruned = store.get_job(done.id).await.unwrap().unwrap();
+    assert!(pruned.applied);
+    assert_eq!((pruned.outcome, pruned.progress), (None, Vec::new()));
+    assert_eq!(pruned.payload, pruned_payload(&done.payload));
+    let JobPayload::Attempt(payload) = &pruned.payload else {
+        panic!("an attempt payload");
+    };
+    assert_eq!((payload.attempt_id, payload.query.as_str()), (1, ""));
+    let kept = store.get_job(failed.id).await.unwrap().unwrap();
+    assert_eq!(kept.payload, failed.payload, "a FAILED job can be retried");
+    assert!(kept.progress.is_empty());
+
+    // Nothing was queued an hour ago.
+    let hour_ago = now_ms() - Duration::hours(1);
+    assert_eq!(store.delete_finished_jobs(hour_ago, 10).await.unwrap(), 0);
+    let later = now_ms() + Duration::seconds(5);
+    assert_eq!(store.delete_finished_jobs(later, 1).await.unwrap(), 1);
+    assert_eq!(store.delete_finished_jobs(later, 10).await.unwrap(), 1);
+    assert_eq!(store.delete_finished_jobs(later, 10).await.unwrap(), 0);
+    for gone in [done.id, failed.id] {
+        assert_eq!(store.get_job(gone).await.unwrap(), None);
+    }
+    for stays in [unapplied.id, queued.id] {
+        assert!(store.get_job(stays).await.unwrap().is_some(), "job {stays}");
+    }
 }

@@ -25,6 +25,8 @@ use sqlarena_common::{
 };
 use uuid::Uuid;
 
+pub use crate::leaderboard::LeaderboardRow;
+
 /// Errors a store reports. `Conflict`, `NotFound` and `StaleLease` are
 /// expected outcomes a caller turns into 409/404; `Backend` is a fault.
 #[derive(Debug, thiserror::Error)]
@@ -212,12 +214,57 @@ pub struct Attempt {
     pub status: AttemptStatus,
     /// One entry per test case once results arrive (ordered by test case id).
     pub cases: Vec<CaseResult>,
-    /// Why the attempt is ERROR or CANCELLED, when it is.
+    /// Why the attempt is ERROR or CANCELLED, when it is, in full (for the
+    /// challenge's professor and admins).
     pub error: Option<String>,
+    /// What kind of failure `error` describes: students see a fixed message
+    /// per kind, never the text.
+    pub error_kind: Option<AttemptErrorKind>,
     /// The attempt's grading job.
     pub job_id: Option<Uuid>,
     pub created_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// The kind of failure an attempt's `error` describes. The text can name
+/// graders, hosts, databases, roles, admins or the reference's errors; its
+/// kind is what a student is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptErrorKind {
+    /// The grader rejected the student's query itself (e.g. not a single
+    /// read-only statement): the text is about the student's own SQL.
+    Query,
+    /// Grading failed for reasons outside the query (grader lost, deadline,
+    /// database or reference failure).
+    Grading,
+    /// Cancelled by its owner, the challenge's professor or an admin.
+    Cancelled,
+    /// Cancelled because the challenge moved to a new version first.
+    Outdated,
+}
+
+impl AttemptErrorKind {
+    /// Returns the stored and wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptErrorKind::Query => "query",
+            AttemptErrorKind::Grading => "grading",
+            AttemptErrorKind::Cancelled => "cancelled",
+            AttemptErrorKind::Outdated => "outdated",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(text: &str) -> Option<AttemptErrorKind> {
+        [
+            AttemptErrorKind::Query,
+            AttemptErrorKind::Grading,
+            AttemptErrorKind::Cancelled,
+            AttemptErrorKind::Outdated,
+        ]
+        .into_iter()
+        .find(|kind| kind.as_str() == text)
+    }
 }
 
 /// An attempt to be created with status PENDING.
@@ -229,12 +276,23 @@ pub struct NewAttempt {
     pub query: String,
 }
 
+/// Outcome of [`Store::admit_attempt`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Admission {
+    /// The attempt was created, PENDING.
+    Created(Attempt),
+    /// Nothing was created: the user already has this many unfinished
+    /// attempts, the cap or more.
+    OverCap { unfinished: u64 },
+}
+
 /// Changes to an attempt; `None` leaves a field as it is.
 #[derive(Debug, Clone, Default)]
 pub struct AttemptUpdate {
     pub status: Option<AttemptStatus>,
     pub cases: Option<Vec<CaseResult>>,
     pub error: Option<String>,
+    pub error_kind: Option<AttemptErrorKind>,
     pub job_id: Option<Uuid>,
     pub finished_at: Option<DateTime<Utc>>,
     /// Reopens the attempt (an admin retried its job): status PENDING, no
@@ -256,6 +314,8 @@ pub struct Lease {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Job {
     pub id: Uuid,
+    /// Position in the order jobs were queued (the key of job listings).
+    pub seq: i64,
     pub kind: JobKind,
     pub lane: Lane,
     pub payload: JobPayload,
@@ -324,7 +384,30 @@ pub struct LaneStats {
 pub struct JobFilter {
     pub state: Option<JobState>,
     pub lane: Option<Lane>,
+    /// At most this many jobs; 0 lists every one.
     pub limit: u32,
+    /// Only jobs queued after the one with this `seq` (the last of the
+    /// previous page).
+    pub after: Option<i64>,
+}
+
+/// One page of a list, in the list's order: the entries after the key
+/// `after` (the last key of the previous page), at most `limit` of them
+/// (0: all).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Page<K> {
+    pub after: Option<K>,
+    pub limit: u32,
+}
+
+impl<K> Page<K> {
+    /// The whole list.
+    pub const fn all() -> Page<K> {
+        Page {
+            after: None,
+            limit: 0,
+        }
+    }
 }
 
 /// A registered grader node.
@@ -353,6 +436,38 @@ pub struct ClusterToken {
     pub created_by: Option<i64>,
     pub created_at: DateTime<Utc>,
     pub revoked: bool,
+}
+
+/// What an applied DONE job keeps of its payload: the ids and names that
+/// say what it was for. The SQL, test data and query are gone: the
+/// challenge and the attempt keep them.
+pub fn pruned_payload(payload: &JobPayload) -> JobPayload {
+    match payload {
+        JobPayload::Init(init) => JobPayload::Init(sqlarena_common::InitPayload {
+            init: String::new(),
+            solution: String::new(),
+            test_cases: init
+                .test_cases
+                .iter()
+                .map(|case| sqlarena_common::TestCaseData {
+                    id: case.id,
+                    data: String::new(),
+                })
+                .collect(),
+            ..init.clone()
+        }),
+        JobPayload::Attempt(attempt) => JobPayload::Attempt(sqlarena_common::AttemptPayload {
+            query: String::new(),
+            ..attempt.clone()
+        }),
+    }
+}
+
+/// The smallest job id made at `at` (a UUID v7 with every random bit
+/// zero): every job queued before `at` has a smaller id.
+pub fn first_job_id_at(at: DateTime<Utc>) -> Uuid {
+    let millis = u64::try_from(at.timestamp_millis()).unwrap_or(0);
+    uuid::Builder::from_unix_timestamp_millis(millis, &[0; 10]).into_uuid()
 }
 
 // ---------------------------------------------------------------------------
@@ -396,8 +511,13 @@ pub trait Store: Send + Sync + 'static {
     async fn create_challenge(&self, challenge: NewChallenge) -> StoreResult<Challenge>;
     /// Returns a challenge with its test cases (ordered by id).
     async fn get_challenge(&self, id: i64) -> StoreResult<Option<Challenge>>;
-    /// Lists challenges, newest first, optionally only those `created_by`.
-    async fn list_challenges(&self, created_by: Option<i64>) -> StoreResult<Vec<Challenge>>;
+    /// Lists challenges, newest first (by id), optionally only those
+    /// `created_by`; a page starts below the id `page.after`.
+    async fn list_challenges(
+        &self,
+        created_by: Option<i64>,
+        page: Page<i64>,
+    ) -> StoreResult<Vec<Challenge>>;
     /// Applies `update` to a challenge that is still at `expected_version`
     /// and returns the challenge as updated. With `update.new_version` the
     /// challenge moves to `expected_version + 1`: PENDING, init result
@@ -432,14 +552,41 @@ pub trait Store: Send + Sync + 'static {
 
     // --- attempts -----------------------------------------------------------
 
-    /// Creates a PENDING attempt with the next attempt id.
-    async fn create_attempt(&self, attempt: NewAttempt) -> StoreResult<Attempt>;
+    /// Creates a PENDING attempt with the next attempt id, whatever its
+    /// user has unfinished (counted all the same by `admit_attempt`).
+    async fn create_attempt(&self, attempt: NewAttempt) -> StoreResult<Attempt> {
+        match self.admit_attempt(attempt, u64::MAX).await? {
+            Admission::Created(attempt) => Ok(attempt),
+            Admission::OverCap { unfinished } => Err(StoreError::Backend(format!(
+                "{unfinished} unfinished attempts exceed any cap"
+            ))),
+        }
+    }
+    /// Creates a PENDING attempt unless its user already has
+    /// `max_unfinished` attempts PENDING or RUNNING. Counting and creating
+    /// are one atomic step: of any number of concurrent calls for one user,
+    /// exactly as many succeed as the cap leaves room for.
+    async fn admit_attempt(
+        &self,
+        attempt: NewAttempt,
+        max_unfinished: u64,
+    ) -> StoreResult<Admission>;
     /// Returns an attempt.
     async fn get_attempt(&self, id: i64) -> StoreResult<Option<Attempt>>;
-    /// Lists a user's attempts, newest first.
-    async fn list_user_attempts(&self, user_id: i64) -> StoreResult<Vec<Attempt>>;
+    /// Lists a user's attempts, newest first (by id); a page starts below
+    /// the id `page.after`.
+    async fn list_user_attempts(&self, user_id: i64, page: Page<i64>) -> StoreResult<Vec<Attempt>>;
     /// Lists a challenge's PASSED attempts (for the leaderboard).
     async fn list_passed_attempts(&self, challenge_id: i64) -> StoreResult<Vec<Attempt>>;
+    /// Returns the best `limit` leaderboard rows of one version of a
+    /// challenge, best first: by `rank_key`, then earlier submission, then
+    /// attempt id; one row per user.
+    async fn top_attempts(
+        &self,
+        challenge_id: i64,
+        version: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<LeaderboardRow>>;
     /// Lists a challenge's attempts that are PENDING or RUNNING, oldest first.
     async fn list_unfinished_challenge_attempts(
         &self,
@@ -449,6 +596,11 @@ pub trait Store: Send + Sync + 'static {
     async fn count_unfinished_attempts(&self, user_id: i64) -> StoreResult<u64>;
     /// Applies `update` unless the attempt is already final (then returns the
     /// attempt unchanged); `update.reopen` applies even then. `NotFound` if there is no such attempt.
+    ///
+    /// An attempt that becomes PASSED and qualifies for the leaderboard
+    /// ([`crate::leaderboard::row_for`] with its version's test cases)
+    /// replaces its user's row for that challenge version if it ranks
+    /// better, in the same step as the result.
     async fn update_attempt(&self, id: i64, update: AttemptUpdate) -> StoreResult<Attempt>;
 
     // --- jobs ---------------------------------------------------------------
@@ -457,7 +609,8 @@ pub trait Store: Send + Sync + 'static {
     async fn enqueue_job(&self, job: NewJob) -> StoreResult<Job>;
     /// Returns a job.
     async fn get_job(&self, id: Uuid) -> StoreResult<Option<Job>>;
-    /// Lists jobs, oldest first, filtered by state and lane.
+    /// Lists jobs, oldest first (by `seq`), filtered by state and lane,
+    /// after `filter.after`.
     async fn list_jobs(&self, filter: JobFilter) -> StoreResult<Vec<Job>>;
     /// Atomically claims the next QUEUED job in `lanes` (by lane priority,
     /// then age) for `grader_id`: LEASED, tries+1, a new lease id, lease
@@ -497,8 +650,19 @@ pub trait Store: Send + Sync + 'static {
         retryable: bool,
         now: DateTime<Utc>,
     ) -> StoreResult<FailOutcome>;
-    /// Marks a DONE/FAILED/CANCELLED job's result as applied to the domain.
+    /// Marks a DONE/FAILED/CANCELLED job's result as applied to the domain
+    /// and prunes what the domain now holds: the outcome and progress go,
+    /// and a DONE job's payload becomes [`pruned_payload`] (FAILED and
+    /// CANCELLED jobs keep theirs: an admin may retry them).
     async fn mark_job_applied(&self, job_id: Uuid) -> StoreResult<()>;
+    /// Deletes up to `limit` finished jobs whose result is applied and that
+    /// were queued before `created_before` (job ids are UUID v7, so this is
+    /// a range of ids); returns how many were deleted.
+    async fn delete_finished_jobs(
+        &self,
+        created_before: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<u64>;
     /// Lists finished jobs whose result is not yet applied (crash recovery).
     async fn list_unapplied_jobs(&self) -> StoreResult<Vec<Job>>;
     /// Takes back every lease of `grader_id`. With `count_try` the try counts
@@ -547,8 +711,9 @@ pub trait Store: Send + Sync + 'static {
     async fn get_grader(&self, id: Uuid) -> StoreResult<Option<Grader>>;
     /// Returns the grader with this token hash.
     async fn get_grader_by_token(&self, token_hash: &str) -> StoreResult<Option<Grader>>;
-    /// Lists all graders, newest first.
-    async fn list_graders(&self) -> StoreResult<Vec<Grader>>;
+    /// Lists graders, newest first by id (ids are UUID v7, so this is the
+    /// order they registered in); a page starts below the id `page.after`.
+    async fn list_graders(&self, page: Page<Uuid>) -> StoreResult<Vec<Grader>>;
     /// Records a heartbeat of a grader that is not DEAD; returns it, or
     /// `None` if it is DEAD or unknown (it must register again).
     async fn touch_grader(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<Option<Grader>>;

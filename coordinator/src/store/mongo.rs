@@ -10,7 +10,11 @@
 //!   `{_id, state: LEASED, "lease.lease_id"}` and read the job only to
 //!   explain a miss;
 //! - reapers, cancels and retries filter on the state (and lease) they read,
-//!   so concurrent reapers cannot requeue a job twice.
+//!   so concurrent reapers cannot requeue a job twice;
+//! - the per-user cap on unfinished attempts is a conditional `$inc` on the
+//!   user's `attempt_slots` document (`MongoStore::take_slot`);
+//! - a leaderboard row changes only by an insert of a user's first row or
+//!   an update conditional on ranking better, both repeatable.
 //!
 //! Layout: UUIDs are stored as strings (hyphenated, readable in a shell), times as BSON dates
 //! (millisecond precision), payloads, outcomes, results and case lists as
@@ -41,10 +45,13 @@ use sqlarena_common::{
 };
 use uuid::Uuid;
 
+use crate::leaderboard;
+
 use super::{
-    Attempt, AttemptUpdate, Challenge, ChallengeUpdate, ClusterToken, Completion, FailOutcome,
-    Grader, InitResult, Invite, Job, JobFilter, LaneStats, Lease, NewAttempt, NewChallenge, NewJob,
-    NewTestCase, NewUser, Session, Store, StoreError, StoreResult, TestCase, User,
+    first_job_id_at, pruned_payload, Admission, Attempt, AttemptErrorKind, AttemptUpdate,
+    Challenge, ChallengeUpdate, ClusterToken, Completion, FailOutcome, Grader, InitResult, Invite,
+    Job, JobFilter, LaneStats, LeaderboardRow, Lease, NewAttempt, NewChallenge, NewJob,
+    NewTestCase, NewUser, Page, Session, Store, StoreError, StoreResult, TestCase, User,
 };
 
 /// Database used when the URI names none.
@@ -96,6 +103,10 @@ impl MongoStore {
             .create_indexes()
             .await
             .context("create the MongoDB indexes")?;
+        store
+            .backfill_leaderboard()
+            .await
+            .context("fill the leaderboard from the passed attempts")?;
         Ok(store)
     }
 
@@ -106,7 +117,7 @@ impl MongoStore {
         // No compound index names `_id`: nx-27017 then rejects every insert
         // into the collection ("JSON path error near '_id'"); sorts by `_id`
         // use the `_id` index.
-        let indexes: [(&str, Document, Option<IndexOptions>); 13] = [
+        let indexes: [(&str, Document, Option<IndexOptions>); 14] = [
             // Case-insensitive email uniqueness: the lower-cased copy.
             ("users", doc! { "email_lower": 1 }, unique()),
             // Sessions and invites are keyed by their hash (`_id`).
@@ -133,6 +144,12 @@ impl MongoStore {
             ("jobs", doc! { "state": 1, "lane": 1 }, None),
             ("jobs", doc! { "lease.grader_id": 1 }, None),
             ("jobs", doc! { "applied": 1, "state": 1, "seq": 1 }, None),
+            // The best rows of a challenge version, in ranking order.
+            (
+                "leaderboard",
+                doc! { "challenge_id": 1, "version": 1, "rank_key": 1, "time_ms": 1, "attempt_id": 1 },
+                None,
+            ),
         ];
         for (collection, keys, options) in indexes {
             let model = IndexModel::builder().keys(keys).options(options).build();
@@ -317,6 +334,181 @@ impl MongoStore {
         Ok(())
     }
 
+    /// Takes one of the user's unfinished-attempt slots for `attempt_id`,
+    /// if fewer than `max_unfinished` are taken (`u64::MAX`: no cap).
+    ///
+    /// The cap is one conditional write on the user's `attempt_slots`
+    /// document, `{_id: user_id, taken: N, active: [attempt ids]}`:
+    /// `$inc` of `taken` and `$push` of the id apply only while `taken` is
+    /// below the cap and the id is not in `active`, so concurrent callers
+    /// (several coordinators included) never take more slots than the cap.
+    /// (`active.<cap - 1>: {$exists: false}` would do without the counter,
+    /// but nx-27017 ignores array-index paths.) A slot is given back when
+    /// its attempt is final ([`MongoStore::release_slot`]).
+    async fn take_slot(
+        &self,
+        user_id: i64,
+        attempt_id: i64,
+        max_unfinished: u64,
+    ) -> StoreResult<bool> {
+        let slots = self.collection("attempt_slots");
+        // The document exists first, so the capped write needs no upsert
+        // (an upsert that misses the cap would try a duplicate insert).
+        match slots
+            .update_one(
+                doc! { "_id": user_id },
+                doc! { "$setOnInsert": { "taken": 0_i64, "active": Bson::Array(Vec::new()) } },
+            )
+            .upsert(true)
+            .await
+            .map_err(backend)
+        {
+            // Another first use inserted it at the same moment.
+            Ok(_) | Err(StoreError::Conflict(_)) => {}
+            Err(error) => return Err(error),
+        }
+        let mut filter = doc! { "_id": user_id, "active": { "$ne": attempt_id } };
+        if let Ok(cap) = i64::try_from(max_unfinished) {
+            filter.insert("taken", doc! { "$lt": cap });
+        }
+        let taken = slots
+            .update_one(
+                filter,
+                doc! { "$push": { "active": attempt_id }, "$inc": { "taken": 1_i64 } },
+            )
+            .await
+            .map_err(backend)?;
+        Ok(taken.matched_count == 1)
+    }
+
+    /// Returns the attempt ids holding the user's slots.
+    async fn slots_of(&self, user_id: i64) -> StoreResult<Vec<i64>> {
+        let found = self
+            .collection("attempt_slots")
+            .find_one(doc! { "_id": user_id })
+            .await
+            .map_err(backend)?;
+        let Some(document) = found else {
+            return Ok(Vec::new());
+        };
+        Fields::new(&document, "attempt slots")
+            .array("active")?
+            .iter()
+            .map(|id| {
+                id.as_i64()
+                    .or_else(|| id.as_i32().map(i64::from))
+                    .ok_or_else(|| StoreError::Backend(format!("attempt slot {id} is no id")))
+            })
+            .collect()
+    }
+
+    /// Gives back the slot of an attempt that is final (idempotent: the
+    /// write applies only while the id holds a slot).
+    async fn release_slot(&self, user_id: i64, attempt_id: i64) -> StoreResult<()> {
+        self.collection("attempt_slots")
+            .update_one(
+                doc! { "_id": user_id, "active": attempt_id },
+                doc! { "$pull": { "active": attempt_id }, "$inc": { "taken": -1_i64 } },
+            )
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    /// Gives back slots whose attempt is final or gone but kept its slot (a
+    /// coordinator died between finishing it and releasing the slot).
+    /// Returns true if any was freed.
+    async fn free_finished_slots(&self, user_id: i64) -> StoreResult<bool> {
+        let mut freed = false;
+        for attempt_id in self.slots_of(user_id).await? {
+            let finished = self
+                .get_attempt(attempt_id)
+                .await?
+                .is_none_or(|attempt| attempt.status.is_final());
+            if finished {
+                self.release_slot(user_id, attempt_id).await?;
+                freed = true;
+            }
+        }
+        Ok(freed)
+    }
+
+    /// Fills an empty leaderboard from the attempts that passed before the
+    /// leaderboard existed (a database from an older coordinator).
+    /// Idempotent, so coordinators starting together may both do it.
+    async fn backfill_leaderboard(&self) -> StoreResult<()> {
+        let has_rows = self
+            .collection("leaderboard")
+            .find_one(doc! {})
+            .await
+            .map_err(backend)?
+            .is_some();
+        if has_rows {
+            return Ok(());
+        }
+        let passed = doc! { "status": AttemptStatus::Passed.as_str() };
+        for document in self
+            .find_many("attempts", passed, doc! { "_id": 1 }, 0)
+            .await?
+        {
+            self.record_ranking(&attempt_from(&document)?).await?;
+        }
+        Ok(())
+    }
+
+    /// Keeps `attempt`'s leaderboard row if it qualifies and beats its
+    /// user's row for that challenge version. Two writes, each atomic: an
+    /// insert that only the first row of a user gets past (its `_id` names
+    /// challenge, version and user), else an update conditional on ranking
+    /// better. Repeating it changes nothing.
+    async fn record_ranking(&self, attempt: &Attempt) -> StoreResult<()> {
+        let Some(challenge) = self.get_challenge(attempt.challenge_id).await? else {
+            return Ok(());
+        };
+        let cases = if challenge.version == attempt.challenge_version {
+            challenge.test_cases
+        } else {
+            self.list_test_cases(challenge.id, attempt.challenge_version)
+                .await?
+        };
+        let Some(row) = leaderboard::row_for(attempt, challenge.challenge_type, &cases) else {
+            return Ok(());
+        };
+        let id = format!("{}:{}:{}", row.challenge_id, row.version, row.user_id);
+        let time_ms = row.time_of_attempt.timestamp_millis();
+        let fields = doc! {
+            "challenge_id": row.challenge_id,
+            "version": row.version,
+            "user_id": row.user_id,
+            "attempt_id": row.attempt_id,
+            "score": row.score,
+            "rank_key": row.rank_key,
+            "completion_time_ms": row.completion_time_ms,
+            "time_ms": time_ms,
+        };
+        let leaderboard = self.collection("leaderboard");
+        let mut first = fields.clone();
+        first.insert("_id", &id);
+        match leaderboard.insert_one(first).await.map_err(backend) {
+            Ok(_) => return Ok(()),
+            Err(StoreError::Conflict(_)) => {}
+            Err(error) => return Err(error),
+        }
+        let better = doc! {
+            "_id": &id,
+            "$or": [
+                { "rank_key": { "$gt": row.rank_key } },
+                { "rank_key": row.rank_key, "time_ms": { "$gt": time_ms } },
+                { "rank_key": row.rank_key, "time_ms": time_ms, "attempt_id": { "$gt": row.attempt_id } },
+            ],
+        };
+        leaderboard
+            .update_one(better, doc! { "$set": fields })
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
     async fn find_grader(&self, filter: Document) -> StoreResult<Option<Grader>> {
         let found = self
             .collection("graders")
@@ -459,6 +651,16 @@ impl<'a> Fields<'a> {
             Bson::Int32(value) => Ok(i64::from(*value)),
             Bson::Double(value) if value.fract() == 0.0 => Ok(*value as i64),
             other => Err(self.invalid(key, format!("expected an integer, found {other}"))),
+        }
+    }
+
+    /// A number; nx-27017 may hand back a whole double as an integer.
+    fn f64(&self, key: &str) -> StoreResult<f64> {
+        match self.required(key)? {
+            Bson::Double(value) => Ok(*value),
+            Bson::Int64(value) => Ok(*value as f64),
+            Bson::Int32(value) => Ok(f64::from(*value)),
+            other => Err(self.invalid(key, format!("expected a number, found {other}"))),
         }
     }
 
@@ -646,6 +848,13 @@ fn attempt_from(document: &Document) -> StoreResult<Attempt> {
         status: fields.parsed("status", AttemptStatus::parse)?,
         cases: fields.opt_value("cases")?.unwrap_or_default(),
         error: fields.opt_str("error")?,
+        error_kind: fields
+            .opt_str("error_kind")?
+            .map(|text| {
+                AttemptErrorKind::parse(&text)
+                    .ok_or_else(|| fields.invalid("error_kind", format!("unknown kind {text:?}")))
+            })
+            .transpose()?,
         job_id: fields.opt_uuid("job_id")?,
         created_at: fields.time("created_at")?,
         finished_at: fields.opt_time("finished_at")?,
@@ -673,6 +882,7 @@ fn job_from(document: &Document) -> StoreResult<Job> {
     let fields = Fields::new(document, "job");
     Ok(Job {
         id: fields.uuid("_id")?,
+        seq: fields.i64("seq")?,
         kind: fields.parsed("kind", JobKind::parse)?,
         lane: fields.parsed("lane", Lane::parse)?,
         payload: fields.value("payload")?,
@@ -908,13 +1118,25 @@ impl Store for MongoStore {
         found.as_ref().map(challenge_from).transpose()
     }
 
-    async fn list_challenges(&self, created_by: Option<i64>) -> StoreResult<Vec<Challenge>> {
-        let filter = match created_by {
+    async fn list_challenges(
+        &self,
+        created_by: Option<i64>,
+        page: Page<i64>,
+    ) -> StoreResult<Vec<Challenge>> {
+        let mut filter = match created_by {
             Some(user_id) => doc! { "created_user_id": user_id },
             None => doc! {},
         };
+        if let Some(after) = page.after {
+            filter.insert("_id", doc! { "$lt": after });
+        }
         let documents = self
-            .find_many("challenges", filter, doc! { "_id": -1 }, 0)
+            .find_many(
+                "challenges",
+                filter,
+                doc! { "_id": -1 },
+                i64::from(page.limit),
+            )
             .await?;
         documents.iter().map(challenge_from).collect()
     }
@@ -1067,26 +1289,49 @@ impl Store for MongoStore {
 
     // --- attempts -----------------------------------------------------------
 
-    async fn create_attempt(&self, attempt: NewAttempt) -> StoreResult<Attempt> {
+    async fn admit_attempt(
+        &self,
+        attempt: NewAttempt,
+        max_unfinished: u64,
+    ) -> StoreResult<Admission> {
+        if max_unfinished == 0 {
+            return Ok(Admission::OverCap { unfinished: 0 });
+        }
         let id = self.next_id("attempts").await?;
+        let user_id = attempt.user_id;
         let document = doc! {
             "_id": id,
-            "user_id": attempt.user_id,
+            "user_id": user_id,
             "challenge_id": attempt.challenge_id,
             "challenge_version": attempt.challenge_version,
             "query": &attempt.query,
             "status": AttemptStatus::Pending.as_str(),
             "cases": Bson::Array(Vec::new()),
             "error": Bson::Null,
+            "error_kind": Bson::Null,
             "job_id": Bson::Null,
             "created_at": bson_time(stored_now()),
             "finished_at": Bson::Null,
         };
+        // The attempt first, then its slot: a slot always names an
+        // attempt that exists, and a crash in between leaves an attempt
+        // without a job that takes no slot.
         self.collection("attempts")
             .insert_one(&document)
             .await
             .map_err(backend)?;
-        attempt_from(&document)
+        if self.take_slot(user_id, id, max_unfinished).await?
+            || (self.free_finished_slots(user_id).await?
+                && self.take_slot(user_id, id, max_unfinished).await?)
+        {
+            return Ok(Admission::Created(attempt_from(&document)?));
+        }
+        self.collection("attempts")
+            .delete_one(doc! { "_id": id })
+            .await
+            .map_err(backend)?;
+        let unfinished = self.slots_of(user_id).await?.len() as u64;
+        Ok(Admission::OverCap { unfinished })
     }
 
     async fn get_attempt(&self, id: i64) -> StoreResult<Option<Attempt>> {
@@ -1098,13 +1343,17 @@ impl Store for MongoStore {
         found.as_ref().map(attempt_from).transpose()
     }
 
-    async fn list_user_attempts(&self, user_id: i64) -> StoreResult<Vec<Attempt>> {
+    async fn list_user_attempts(&self, user_id: i64, page: Page<i64>) -> StoreResult<Vec<Attempt>> {
+        let mut filter = doc! { "user_id": user_id };
+        if let Some(after) = page.after {
+            filter.insert("_id", doc! { "$lt": after });
+        }
         let documents = self
             .find_many(
                 "attempts",
-                doc! { "user_id": user_id },
+                filter,
                 doc! { "_id": -1 },
-                0,
+                i64::from(page.limit),
             )
             .await?;
         documents.iter().map(attempt_from).collect()
@@ -1117,6 +1366,40 @@ impl Store for MongoStore {
             .find_many("attempts", filter, doc! { "_id": 1 }, 0)
             .await?;
         documents.iter().map(attempt_from).collect()
+    }
+
+    async fn top_attempts(
+        &self,
+        challenge_id: i64,
+        version: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<LeaderboardRow>> {
+        let documents = self
+            .find_many(
+                "leaderboard",
+                doc! { "challenge_id": challenge_id, "version": version },
+                doc! { "rank_key": 1, "time_ms": 1, "attempt_id": 1 },
+                i64::from(limit),
+            )
+            .await?;
+        documents
+            .iter()
+            .map(|document| {
+                let fields = Fields::new(document, "leaderboard row");
+                let time_ms = fields.i64("time_ms")?;
+                Ok(LeaderboardRow {
+                    challenge_id: fields.i64("challenge_id")?,
+                    version: fields.i64("version")?,
+                    user_id: fields.i64("user_id")?,
+                    attempt_id: fields.i64("attempt_id")?,
+                    score: fields.f64("score")?,
+                    rank_key: fields.f64("rank_key")?,
+                    completion_time_ms: fields.f64("completion_time_ms")?,
+                    time_of_attempt: DateTime::from_timestamp_millis(time_ms)
+                        .ok_or_else(|| fields.invalid("time_ms", "out of range"))?,
+                })
+            })
+            .collect()
     }
 
     async fn list_unfinished_challenge_attempts(
@@ -1151,6 +1434,7 @@ impl Store for MongoStore {
                 "status": AttemptStatus::Pending.as_str(),
                 "cases": Bson::Array(Vec::new()),
                 "error": Bson::Null,
+                "error_kind": Bson::Null,
                 "finished_at": Bson::Null,
             };
             (doc! { "_id": id }, set)
@@ -1165,6 +1449,9 @@ impl Store for MongoStore {
             if let Some(error) = &update.error {
                 set.insert("error", error.as_str());
             }
+            if let Some(kind) = update.error_kind {
+                set.insert("error_kind", kind.as_str());
+            }
             if let Some(job_id) = update.job_id {
                 set.insert("job_id", job_id.to_string());
             }
@@ -1172,15 +1459,17 @@ impl Store for MongoStore {
                 set.insert("finished_at", bson_time(finished_at));
             }
             // Only an unfinished attempt changes: the status is part of the
-            // filter, so a concurrent final update wins cleanly.
-            let unfinished = [
-                AttemptStatus::Pending.as_str(),
-                AttemptStatus::Running.as_str(),
-            ];
-            (
-                doc! { "_id": id, "status": { "$in": unfinished.to_vec() } },
-                set,
-            )
+            // filter, so a concurrent final update wins cleanly. `$or`, not
+            // `status: {$in}`: nx-27017 applies `{_id, status: {$in}}` to
+            // another document when ids were inserted out of order (as
+            // concurrent admissions do; `nx_27017_misapplies_id_with_in`).
+            let unfinished = doc! { "$or": [
+                { "status": AttemptStatus::Pending.as_str() },
+                { "status": AttemptStatus::Running.as_str() },
+            ] };
+            let mut filter = doc! { "_id": id };
+            filter.extend(unfinished);
+            (filter, set)
         };
         if !set.is_empty() {
             attempts
@@ -1188,9 +1477,21 @@ impl Store for MongoStore {
                 .await
                 .map_err(backend)?;
         }
-        self.get_attempt(id)
+        let attempt = self
+            .get_attempt(id)
             .await?
-            .ok_or_else(|| StoreError::NotFound(format!("attempt {id}")))
+            .ok_or_else(|| StoreError::NotFound(format!("attempt {id}")))?;
+        // Also when the attempt was final already: a repeat finishes what a
+        // crash interrupted.
+        if attempt.status.is_final() {
+            self.release_slot(attempt.user_id, id).await?;
+            if attempt.status == AttemptStatus::Passed {
+                self.record_ranking(&attempt).await?;
+            }
+        } else if update.reopen {
+            self.take_slot(attempt.user_id, id, u64::MAX).await?;
+        }
+        Ok(attempt)
     }
 
     // --- jobs ---------------------------------------------------------------
@@ -1244,6 +1545,9 @@ impl Store for MongoStore {
         }
         if let Some(lane) = filter.lane {
             query.insert("lane", lane.as_str());
+        }
+        if let Some(after) = filter.after {
+            query.insert("seq", doc! { "$gt": after });
         }
         self.find_jobs(query, i64::from(filter.limit)).await
     }
@@ -1460,16 +1764,58 @@ impl Store for MongoStore {
     }
 
     async fn mark_job_applied(&self, job_id: Uuid) -> StoreResult<()> {
-        let filter = doc! { "_id": job_id.to_string(), "state": { "$in": finished_states() } };
-        let updated = self
-            .jobs()
-            .update_one(filter, doc! { "$set": { "applied": true } })
+        let job = self.existing_job(job_id).await?;
+        if !matches!(
+            job.state,
+            JobState::Done | JobState::Failed | JobState::Cancelled
+        ) {
+            return Ok(());
+        }
+        let mut set = doc! {
+            "applied": true,
+            "outcome": Bson::Null,
+            "progress": Bson::Array(Vec::new()),
+        };
+        if job.state == JobState::Done {
+            set.insert("payload", to_bson(&pruned_payload(&job.payload))?);
+        }
+        // Conditional on the state read: a finished job's state is final.
+        self.jobs()
+            .update_one(
+                doc! { "_id": job_id.to_string(), "state": job.state.as_str() },
+                doc! { "$set": set },
+            )
             .await
             .map_err(backend)?;
-        if updated.matched_count == 0 {
-            self.existing_job(job_id).await?;
-        }
         Ok(())
+    }
+
+    async fn delete_finished_jobs(
+        &self,
+        created_before: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<u64> {
+        let below = first_job_id_at(created_before).to_string();
+        let filter = doc! {
+            "_id": { "$lt": below },
+            "applied": true,
+            "state": { "$in": finished_states() },
+        };
+        let found = self
+            .find_many("jobs", filter, doc! { "_id": 1 }, i64::from(limit))
+            .await?;
+        let mut deleted = 0;
+        for document in found {
+            // One by one, each still conditional on being applied.
+            let id = Fields::new(&document, "job").str("_id")?.to_owned();
+            let result = self
+                .jobs()
+                .delete_one(doc! { "_id": id, "applied": true })
+                .await
+                .map_err(backend)?;
+            deleted += result.deleted_count;
+        }
+        Ok(deleted)
     }
 
     async fn list_unapplied_jobs(&self) -> StoreResult<Vec<Job>> {
@@ -1675,14 +2021,14 @@ impl Store for MongoStore {
         self.find_grader(doc! { "token_hash": token_hash }).await
     }
 
-    async fn list_graders(&self) -> StoreResult<Vec<Grader>> {
+    async fn list_graders(&self, page: Page<Uuid>) -> StoreResult<Vec<Grader>> {
+        // Hyphenated v7 UUIDs sort as text in the order they were made.
+        let filter = match page.after {
+            Some(after) => doc! { "_id": { "$lt": after.to_string() } },
+            None => doc! {},
+        };
         let documents = self
-            .find_many(
-                "graders",
-                doc! {},
-                doc! { "registered_at": -1, "seq": -1 },
-                0,
-            )
+            .find_many("graders", filter, doc! { "_id": -1 }, i64::from(page.limit))
             .await?;
         documents.iter().map(grader_from).collect()
     }

@@ -41,15 +41,18 @@ use sqlarena_common::{
 };
 use uuid::Uuid;
 
+use crate::leaderboard;
+
 use super::{
-    Attempt, AttemptUpdate, Challenge, ChallengeUpdate, ClusterToken, Completion, FailOutcome,
-    Grader, InitResult, Invite, Job, JobFilter, LaneStats, Lease, NewAttempt, NewChallenge, NewJob,
-    NewTestCase, NewUser, Session, Store, StoreError, StoreResult, TestCase, User,
+    first_job_id_at, pruned_payload, Admission, Attempt, AttemptErrorKind, AttemptUpdate,
+    Challenge, ChallengeUpdate, ClusterToken, Completion, FailOutcome, Grader, InitResult, Invite,
+    Job, JobFilter, LaneStats, LeaderboardRow, Lease, NewAttempt, NewChallenge, NewJob,
+    NewTestCase, NewUser, Page, Session, Store, StoreError, StoreResult, TestCase, User,
 };
 
 /// Version of the schema created by [`SCHEMA`]; kept in `schema_version` so
 /// that [`migrate`] can bring an older file up to date.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 /// The schema, created idempotently at every open.
 const SCHEMA: &str = "
@@ -118,7 +121,8 @@ CREATE TABLE IF NOT EXISTS attempts (
     error TEXT,
     job_id TEXT,
     created_at INTEGER NOT NULL,
-    finished_at INTEGER
+    finished_at INTEGER,
+    error_kind TEXT
 );
 CREATE INDEX IF NOT EXISTS attempts_by_user ON attempts (user_id, status);
 CREATE INDEX IF NOT EXISTS attempts_by_challenge ON attempts (challenge_id, status);
@@ -153,6 +157,21 @@ CREATE INDEX IF NOT EXISTS jobs_leased_expiry ON jobs (lease_expires_at) WHERE s
 CREATE INDEX IF NOT EXISTS jobs_by_grader ON jobs (grader_id) WHERE state = 'LEASED';
 CREATE INDEX IF NOT EXISTS jobs_unapplied_finished ON jobs (seq)
     WHERE applied = 0 AND state IN ('DONE', 'FAILED', 'CANCELLED');
+-- Each user's best passing attempt per challenge version, kept as attempts
+-- finish; `leaderboard_top` reads the best N in order.
+CREATE TABLE IF NOT EXISTS leaderboard (
+    challenge_id INTEGER NOT NULL,
+    version INTEGER NOT NULL,
+    user_id INTEGER NOT NULL,
+    attempt_id INTEGER NOT NULL,
+    score REAL NOT NULL,
+    rank_key REAL NOT NULL,
+    completion_time_ms REAL NOT NULL,
+    time_of_attempt INTEGER NOT NULL,
+    PRIMARY KEY (challenge_id, version, user_id)
+);
+CREATE INDEX IF NOT EXISTS leaderboard_top
+    ON leaderboard (challenge_id, version, rank_key, time_of_attempt, attempt_id);
 CREATE TABLE IF NOT EXISTS graders (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL,
@@ -192,6 +211,10 @@ const EXPIRED_LEASES_FILTER: &str =
 const UNAPPLIED_FILTER: &str = "INDEXED BY jobs_unapplied_finished \
      WHERE applied = 0 AND state IN ('DONE', 'FAILED', 'CANCELLED') ORDER BY seq";
 
+/// A user's PENDING or RUNNING attempts: a range of `attempts_by_user`.
+const UNFINISHED_COUNT_SQL: &str =
+    "SELECT COUNT(*) FROM attempts WHERE user_id = ?1 AND status IN ('PENDING', 'RUNNING')";
+
 const USER_COLUMNS: &str = "id, email, full_name, role, password_hash, created_at";
 const CHALLENGE_COLUMNS: &str =
     "id, created_user_id, name, description, challenge_type, init, solution, \
@@ -199,10 +222,11 @@ const CHALLENGE_COLUMNS: &str =
 const TEST_CASE_COLUMNS: &str =
     "id, challenge_id, data, is_visible, expected, reference_ms, created_at";
 const ATTEMPT_COLUMNS: &str =
-    "id, user_id, challenge_id, challenge_version, query, status, cases, error, job_id, created_at, finished_at";
+    "id, user_id, challenge_id, challenge_version, query, status, cases, \
+     error, job_id, created_at, finished_at, error_kind";
 const JOB_COLUMNS: &str = "id, kind, lane, payload, state, tries, max_tries, lease_id, grader_id, \
      lease_expires_at, timeout_ms, progress, outcome, error, applied, cancel_requested, created_at, \
-     leased_at, finished_at";
+     leased_at, finished_at, seq";
 const GRADER_COLUMNS: &str =
     "id, name, hostname, version, lanes, slots, state, token_hash, last_heartbeat, registered_at, jobs_done";
 const CLUSTER_TOKEN_COLUMNS: &str = "id, label, token_hash, created_by, created_at, revoked";
@@ -373,7 +397,13 @@ fn configure(connection: &Connection, synchronous: Synchronous) -> anyhow::Resul
                 [SCHEMA_VERSION],
             )?;
         }
-        Some(version) if version < SCHEMA_VERSION => migrate(connection, version)?,
+        Some(version) if version < SCHEMA_VERSION => {
+            migrate(connection, version)?;
+            if version < 4 {
+                backfill_leaderboard(connection)
+                    .context("filling the leaderboard from the passed attempts")?;
+            }
+        }
         Some(SCHEMA_VERSION) => {}
         Some(version) => anyhow::bail!(
             "the store has schema version {version}, newer than this coordinator's \
@@ -397,12 +427,28 @@ fn migrate(connection: &Connection, from: i64) -> anyhow::Result<()> {
         // (`jobs_queued`, `jobs_leased_expiry`, created with the schema).
         steps.push_str("DROP INDEX IF EXISTS jobs_claim; DROP INDEX IF EXISTS jobs_lease_expiry;");
     }
+    if from < 4 {
+        // Version 4: an attempt's error has a kind, so students see a fixed
+        // message per kind (older errors count as grading failures).
+        steps.push_str("ALTER TABLE attempts ADD COLUMN error_kind TEXT;");
+    }
     steps.push_str(&format!(
         "UPDATE schema_version SET version = {SCHEMA_VERSION}; COMMIT;"
     ));
     connection
         .execute_batch(&steps)
         .with_context(|| format!("migrating the schema from version {from} to {SCHEMA_VERSION}"))
+}
+
+/// Fills the leaderboard (new in schema version 4) from the attempts that
+/// passed before it existed, in one transaction.
+fn backfill_leaderboard(connection: &Connection) -> StoreResult<()> {
+    let transaction = Transaction::new_unchecked(connection, TransactionBehavior::Immediate)?;
+    for attempt in select_attempts(&transaction, "status = 'PASSED' ORDER BY id", [])? {
+        record_ranking(&transaction, &attempt)?;
+    }
+    transaction.commit()?;
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------
@@ -490,6 +536,15 @@ fn u32_at(row: &Row<'_>, index: usize) -> rusqlite::Result<u32> {
 fn to_json<T: Serialize>(value: &T) -> StoreResult<String> {
     serde_json::to_string(value)
         .map_err(|error| StoreError::Backend(format!("serializing to JSON: {error}")))
+}
+
+/// A page's limit as SQLite takes it: 0 (no limit) is -1.
+fn sql_limit(limit: u32) -> i64 {
+    if limit == 0 {
+        -1
+    } else {
+        i64::from(limit)
+    }
 }
 
 fn to_i64(value: u64, what: &str) -> StoreResult<i64> {
@@ -580,6 +635,13 @@ fn attempt_from(row: &Row<'_>) -> rusqlite::Result<Attempt> {
         job_id: optional_uuid_at(row, 8)?,
         created_at: time_at(row, 9)?,
         finished_at: optional_time_at(row, 10)?,
+        error_kind: row
+            .get::<_, Option<String>>(11)?
+            .map(|text| {
+                AttemptErrorKind::parse(&text)
+                    .ok_or_else(|| conversion_error(11, format!("bad error kind {text:?}")))
+            })
+            .transpose()?,
     })
 }
 
@@ -599,6 +661,7 @@ fn job_from(row: &Row<'_>) -> rusqlite::Result<Job> {
     let timeout_ms: i64 = row.get(10)?;
     Ok(Job {
         id: uuid_at(row, 0)?,
+        seq: row.get(19)?,
         kind: wire_at(row, 1, sqlarena_common::JobKind::parse)?,
         lane: wire_at(row, 2, Lane::parse)?,
         payload: json_at(row, 3)?,
@@ -731,12 +794,12 @@ fn select_attempt(connection: &Connection, id: i64) -> StoreResult<Option<Attemp
 fn select_attempts(
     connection: &Connection,
     filter_sql: &str,
-    key: i64,
+    parameters: impl rusqlite::Params,
 ) -> StoreResult<Vec<Attempt>> {
     let sql = format!("SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE {filter_sql}");
     let mut statement = connection.prepare_cached(&sql)?;
     let attempts = statement
-        .query_map([key], attempt_from)?
+        .query_map(parameters, attempt_from)?
         .collect::<rusqlite::Result<_>>()?;
     Ok(attempts)
 }
@@ -776,6 +839,63 @@ fn select_grader(connection: &Connection, id: Uuid) -> StoreResult<Option<Grader
         .query_row([id.to_string()], grader_from)
         .optional()?)
 }
+
+/// Keeps `attempt`'s leaderboard row if it qualifies and beats its user's
+/// row for that challenge version (one upsert, conditional on ranking
+/// better).
+fn record_ranking(transaction: &Connection, attempt: &Attempt) -> StoreResult<()> {
+    let challenge_type: Option<String> = transaction
+        .prepare_cached("SELECT challenge_type FROM challenges WHERE id = ?1")?
+        .query_row([attempt.challenge_id], |row| row.get(0))
+        .optional()?;
+    let Some(challenge_type) = challenge_type.as_deref().and_then(parse_challenge_type) else {
+        return Ok(());
+    };
+    let cases = select_test_cases(transaction, attempt.challenge_id, attempt.challenge_version)?;
+    let Some(row) = leaderboard::row_for(attempt, challenge_type, &cases) else {
+        return Ok(());
+    };
+    transaction
+        .prepare_cached(
+            "INSERT INTO leaderboard (challenge_id, version, user_id, attempt_id, score, rank_key, \
+             completion_time_ms, time_of_attempt) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+             ON CONFLICT (challenge_id, version, user_id) DO UPDATE SET \
+             attempt_id = excluded.attempt_id, score = excluded.score, rank_key = excluded.rank_key, \
+             completion_time_ms = excluded.completion_time_ms, time_of_attempt = excluded.time_of_attempt \
+             WHERE (excluded.rank_key, excluded.time_of_attempt, excluded.attempt_id) \
+             < (leaderboard.rank_key, leaderboard.time_of_attempt, leaderboard.attempt_id)",
+        )?
+        .execute(params![
+            row.challenge_id,
+            row.version,
+            row.user_id,
+            row.attempt_id,
+            row.score,
+            row.rank_key,
+            row.completion_time_ms,
+            micros(row.time_of_attempt)
+        ])?;
+    Ok(())
+}
+
+fn leaderboard_row_from(row: &Row<'_>) -> rusqlite::Result<LeaderboardRow> {
+    Ok(LeaderboardRow {
+        challenge_id: row.get(0)?,
+        version: row.get(1)?,
+        user_id: row.get(2)?,
+        attempt_id: row.get(3)?,
+        score: row.get(4)?,
+        rank_key: row.get(5)?,
+        completion_time_ms: row.get(6)?,
+        time_of_attempt: time_at(row, 7)?,
+    })
+}
+
+/// The best rows of one challenge version: a range of `leaderboard_top`.
+const TOP_ATTEMPTS_SQL: &str =
+    "SELECT challenge_id, version, user_id, attempt_id, score, rank_key, \
+     completion_time_ms, time_of_attempt FROM leaderboard WHERE challenge_id = ?1 AND version = ?2 \
+     ORDER BY rank_key, time_of_attempt, attempt_id LIMIT ?3";
 
 /// Checks that `job` is LEASED under `lease_id`; otherwise explains why
 /// the lease is stale.
@@ -1021,19 +1141,28 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn list_challenges(&self, created_by: Option<i64>) -> StoreResult<Vec<Challenge>> {
+    async fn list_challenges(
+        &self,
+        created_by: Option<i64>,
+        page: Page<i64>,
+    ) -> StoreResult<Vec<Challenge>> {
         self.call(move |connection| {
             let transaction = connection.transaction()?;
+            let below = page.after.unwrap_or(i64::MAX);
+            let limit = sql_limit(page.limit);
             let ids: Vec<i64> = match created_by {
                 Some(user_id) => transaction
                     .prepare_cached(
-                        "SELECT id FROM challenges WHERE created_user_id = ?1 ORDER BY id DESC",
+                        "SELECT id FROM challenges WHERE created_user_id = ?1 AND id < ?2 \
+                         ORDER BY id DESC LIMIT ?3",
                     )?
-                    .query_map([user_id], |row| row.get(0))?
+                    .query_map(params![user_id, below, limit], |row| row.get(0))?
                     .collect::<rusqlite::Result<_>>()?,
                 None => transaction
-                    .prepare_cached("SELECT id FROM challenges ORDER BY id DESC")?
-                    .query_map([], |row| row.get(0))?
+                    .prepare_cached(
+                        "SELECT id FROM challenges WHERE id < ?1 ORDER BY id DESC LIMIT ?2",
+                    )?
+                    .query_map(params![below, limit], |row| row.get(0))?
                     .collect::<rusqlite::Result<_>>()?,
             };
             let mut challenges = Vec::with_capacity(ids.len());
@@ -1146,8 +1275,21 @@ impl Store for SqliteStore {
 
     // --- attempts -----------------------------------------------------------
 
-    async fn create_attempt(&self, attempt: NewAttempt) -> StoreResult<Attempt> {
+    async fn admit_attempt(
+        &self,
+        attempt: NewAttempt,
+        max_unfinished: u64,
+    ) -> StoreResult<Admission> {
+        // One write transaction: no other call runs between the count and
+        // the insert.
         self.write(move |transaction| {
+            let unfinished: i64 = transaction
+                .prepare_cached(UNFINISHED_COUNT_SQL)?
+                .query_row([attempt.user_id], |row| row.get(0))?;
+            let unfinished = unfinished.unsigned_abs();
+            if unfinished >= max_unfinished {
+                return Ok(Admission::OverCap { unfinished });
+            }
             transaction
                 .prepare_cached(
                     "INSERT INTO attempts (user_id, challenge_id, challenge_version, query, status, cases, \
@@ -1161,7 +1303,9 @@ impl Store for SqliteStore {
                     micros(stored_now())
                 ])?;
             let id = transaction.last_insert_rowid();
-            select_attempt(transaction, id)?.ok_or_else(|| StoreError::Backend(format!("attempt {id} vanished")))
+            let created = select_attempt(transaction, id)?
+                .ok_or_else(|| StoreError::Backend(format!("attempt {id} vanished")))?;
+            Ok(Admission::Created(created))
         })
         .await
     }
@@ -1171,9 +1315,17 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn list_user_attempts(&self, user_id: i64) -> StoreResult<Vec<Attempt>> {
+    async fn list_user_attempts(&self, user_id: i64, page: Page<i64>) -> StoreResult<Vec<Attempt>> {
         self.call(move |connection| {
-            select_attempts(connection, "user_id = ?1 ORDER BY id DESC", user_id)
+            select_attempts(
+                connection,
+                "user_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3",
+                params![
+                    user_id,
+                    page.after.unwrap_or(i64::MAX),
+                    sql_limit(page.limit)
+                ],
+            )
         })
         .await
     }
@@ -1183,8 +1335,27 @@ impl Store for SqliteStore {
             select_attempts(
                 connection,
                 "challenge_id = ?1 AND status = 'PASSED' ORDER BY id",
-                challenge_id,
+                [challenge_id],
             )
+        })
+        .await
+    }
+
+    async fn top_attempts(
+        &self,
+        challenge_id: i64,
+        version: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<LeaderboardRow>> {
+        self.call(move |connection| {
+            let rows = connection
+                .prepare_cached(TOP_ATTEMPTS_SQL)?
+                .query_map(
+                    params![challenge_id, version, sql_limit(limit)],
+                    leaderboard_row_from,
+                )?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(rows)
         })
         .await
     }
@@ -1197,7 +1368,7 @@ impl Store for SqliteStore {
             select_attempts(
                 connection,
                 "challenge_id = ?1 AND status IN ('PENDING', 'RUNNING') ORDER BY id",
-                challenge_id,
+                [challenge_id],
             )
         })
         .await
@@ -1206,7 +1377,7 @@ impl Store for SqliteStore {
     async fn count_unfinished_attempts(&self, user_id: i64) -> StoreResult<u64> {
         self.call(move |connection| {
             let count: i64 = connection
-                .prepare_cached("SELECT COUNT(*) FROM attempts WHERE user_id = ?1 AND status IN ('PENDING', 'RUNNING')")?
+                .prepare_cached(UNFINISHED_COUNT_SQL)?
                 .query_row([user_id], |row| row.get(0))?;
             Ok(count.unsigned_abs())
         })
@@ -1219,8 +1390,8 @@ impl Store for SqliteStore {
             if update.reopen {
                 transaction
                     .prepare_cached(
-                        "UPDATE attempts SET status = 'PENDING', cases = '[]', error = NULL, finished_at = NULL \
-                         WHERE id = ?1",
+                        "UPDATE attempts SET status = 'PENDING', cases = '[]', error = NULL, \
+                         error_kind = NULL, finished_at = NULL WHERE id = ?1",
                     )?
                     .execute([id])?;
                 return select_attempt(transaction, id)?
@@ -1235,8 +1406,8 @@ impl Store for SqliteStore {
             };
             transaction
                 .prepare_cached(
-                    "UPDATE attempts SET status = ?2, cases = ?3, error = ?4, job_id = ?5, finished_at = ?6 \
-                     WHERE id = ?1",
+                    "UPDATE attempts SET status = ?2, cases = ?3, error = ?4, job_id = ?5, finished_at = ?6, \
+                     error_kind = ?7 WHERE id = ?1",
                 )?
                 .execute(params![
                     id,
@@ -1244,9 +1415,15 @@ impl Store for SqliteStore {
                     cases,
                     update.error.or(attempt.error),
                     update.job_id.or(attempt.job_id).map(|job_id| job_id.to_string()),
-                    update.finished_at.or(attempt.finished_at).map(micros)
+                    update.finished_at.or(attempt.finished_at).map(micros),
+                    update.error_kind.or(attempt.error_kind).map(AttemptErrorKind::as_str)
                 ])?;
-            select_attempt(transaction, id)?.ok_or_else(|| StoreError::Backend(format!("attempt {id} vanished")))
+            let updated = select_attempt(transaction, id)?
+                .ok_or_else(|| StoreError::Backend(format!("attempt {id} vanished")))?;
+            if updated.status == AttemptStatus::Passed {
+                record_ranking(transaction, &updated)?;
+            }
+            Ok(updated)
         })
         .await
     }
@@ -1284,31 +1461,31 @@ impl Store for SqliteStore {
 
     async fn list_jobs(&self, filter: JobFilter) -> StoreResult<Vec<Job>> {
         self.call(move |connection| {
-            // A limit of 0 means no limit (SQLite treats -1 as unlimited).
-            let limit = if filter.limit == 0 {
-                -1
-            } else {
-                i64::from(filter.limit)
-            };
+            let limit = sql_limit(filter.limit);
+            let after = filter.after.unwrap_or(0);
             // One statement per filter shape, so each can use an index
             // (`jobs_queued` or `jobs_by_lane`) instead of sorting every job.
             match (filter.state, filter.lane) {
                 (Some(state), Some(lane)) => select_jobs(
                     connection,
-                    "WHERE state = ?1 AND lane_priority = ?2 ORDER BY seq LIMIT ?3",
-                    params![state.as_str(), lane.priority(), limit],
+                    "WHERE state = ?1 AND lane_priority = ?2 AND seq > ?3 ORDER BY seq LIMIT ?4",
+                    params![state.as_str(), lane.priority(), after, limit],
                 ),
                 (Some(state), None) => select_jobs(
                     connection,
-                    "WHERE state = ?1 ORDER BY seq LIMIT ?2",
-                    params![state.as_str(), limit],
+                    "WHERE state = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+                    params![state.as_str(), after, limit],
                 ),
                 (None, Some(lane)) => select_jobs(
                     connection,
-                    "WHERE lane_priority = ?1 ORDER BY seq LIMIT ?2",
-                    params![lane.priority(), limit],
+                    "WHERE lane_priority = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+                    params![lane.priority(), after, limit],
                 ),
-                (None, None) => select_jobs(connection, "ORDER BY seq LIMIT ?1", params![limit]),
+                (None, None) => select_jobs(
+                    connection,
+                    "WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                    params![after, limit],
+                ),
             }
         })
         .await
@@ -1440,13 +1617,36 @@ impl Store for SqliteStore {
 
     async fn mark_job_applied(&self, job_id: Uuid) -> StoreResult<()> {
         self.write(move |transaction| {
-            existing_job(transaction, job_id)?;
+            let job = existing_job(transaction, job_id)?;
+            let payload = match job.state {
+                JobState::Done => pruned_payload(&job.payload),
+                _ => job.payload,
+            };
             transaction
                 .prepare_cached(
-                    "UPDATE jobs SET applied = 1 WHERE id = ?1 AND state IN ('DONE', 'FAILED', 'CANCELLED')",
+                    "UPDATE jobs SET applied = 1, outcome = NULL, progress = '[]', payload = ?2 \
+                     WHERE id = ?1 AND state IN ('DONE', 'FAILED', 'CANCELLED')",
                 )?
-                .execute([job_id.to_string()])?;
+                .execute(params![job_id.to_string(), to_json(&payload)?])?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn delete_finished_jobs(
+        &self,
+        created_before: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<u64> {
+        let below = first_job_id_at(created_before).to_string();
+        self.write(move |transaction| {
+            let deleted = transaction
+                .prepare_cached(
+                    "DELETE FROM jobs WHERE seq IN (SELECT seq FROM jobs WHERE id < ?1 AND applied = 1 \
+                     AND state IN ('DONE', 'FAILED', 'CANCELLED') LIMIT ?2)",
+                )?
+                .execute(params![below, sql_limit(limit)])?;
+            Ok(deleted as u64)
         })
         .await
     }
@@ -1640,14 +1840,16 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn list_graders(&self) -> StoreResult<Vec<Grader>> {
-        self.call(|connection| {
+    async fn list_graders(&self, page: Page<Uuid>) -> StoreResult<Vec<Grader>> {
+        self.call(move |connection| {
             let sql = format!(
-                "SELECT {GRADER_COLUMNS} FROM graders ORDER BY registered_at DESC, rowid DESC"
+                "SELECT {GRADER_COLUMNS} FROM graders WHERE ?1 IS NULL OR id < ?1 \
+                 ORDER BY id DESC LIMIT ?2"
             );
             let mut statement = connection.prepare_cached(&sql)?;
+            let after = page.after.map(|id| id.to_string());
             let graders = statement
-                .query_map([], grader_from)?
+                .query_map(params![after, sql_limit(page.limit)], grader_from)?
                 .collect::<rusqlite::Result<_>>()?;
             Ok(graders)
         })
@@ -1802,7 +2004,7 @@ mod tests {
     }
 
     #[test]
-    fn job_queries_use_their_indexes() {
+    fn job_and_leaderboard_queries_use_their_indexes() {
         let path = std::env::temp_dir()
             .join(format!("sqlarena-plan-{}", Uuid::new_v4().simple()))
             .join("store.db");
@@ -1816,7 +2018,7 @@ mod tests {
         let select = |filter: &str| format!("SELECT {JOB_COLUMNS} FROM jobs {filter}");
         let listing = plan(
             &connection,
-            &select("WHERE state = ?1 AND lane_priority = ?2 ORDER BY seq LIMIT ?3"),
+            &select("WHERE state = ?1 AND lane_priority = ?2 AND seq > ?3 ORDER BY seq LIMIT ?4"),
         );
         assert!(
             listing.contains("jobs_by_lane") && !listing.contains("TEMP B-TREE"),
@@ -1824,11 +2026,16 @@ mod tests {
         );
         let by_lane = plan(
             &connection,
-            &select("WHERE lane_priority = ?1 ORDER BY seq LIMIT ?2"),
+            &select("WHERE lane_priority = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"),
         );
         assert!(
             by_lane.contains("jobs_by_lane") && !by_lane.contains("TEMP B-TREE"),
             "by lane: {by_lane}"
+        );
+        let top = plan(&connection, TOP_ATTEMPTS_SQL);
+        assert!(
+            top.contains("leaderboard_top") && !top.contains("TEMP B-TREE"),
+            "leaderboard: {top}"
         );
         for (filter, index) in [
             (GRADER_LEASES_FILTER, "jobs_by_grader"),
@@ -1840,8 +2047,10 @@ mod tests {
         }
     }
 
-    /// A file of schema version 1 (test cases without a version) opens,
-    /// keeps its data and becomes version 2; a newer file is refused.
+    /// A file of schema version 1 (test cases without a version, attempts
+    /// without an error kind, no leaderboard) opens, keeps its data, fills
+    /// the leaderboard and becomes the current version; a newer file is
+    /// refused.
     #[tokio::test]
     async fn older_schemas_are_migrated_and_newer_ones_refused() {
         let path = std::env::temp_dir()
@@ -1875,6 +2084,37 @@ mod tests {
             })
             .await
             .unwrap();
+        let passed = store
+            .create_attempt(NewAttempt {
+                user_id: user.id,
+                challenge_id: challenge.id,
+                challenge_version: 1,
+                query: "select a from t".into(),
+            })
+            .await
+            .unwrap();
+        let case = CaseResult {
+            test_case_id: challenge.test_cases[0].id,
+            status: sqlarena_common::CaseStatus::Passed,
+            execution_ms: Some(3.0),
+            min_ms: None,
+            reference_ms: Some(2.0),
+            ratio: Some(1.5),
+            actual_result: None,
+            diff: None,
+            error: None,
+        };
+        store
+            .update_attempt(
+                passed.id,
+                AttemptUpdate {
+                    status: Some(AttemptStatus::Passed),
+                    cases: Some(vec![case]),
+                    ..AttemptUpdate::default()
+                },
+            )
+            .await
+            .unwrap();
         drop(store);
         let schema_version = |connection: &Connection| -> i64 {
             connection
@@ -1888,6 +2128,8 @@ mod tests {
             connection
                 .execute_batch(
                     "ALTER TABLE test_cases DROP COLUMN version; \
+                     ALTER TABLE attempts DROP COLUMN error_kind; \
+                     DROP TABLE leaderboard; \
                      UPDATE schema_version SET version = 1;",
                 )
                 .unwrap();
@@ -1905,6 +2147,12 @@ mod tests {
         assert_eq!(
             schema_version(&store.connection.lock().unwrap()),
             SCHEMA_VERSION
+        );
+        let board = store.top_attempts(challenge.id, 1, 10).await.unwrap();
+        assert_eq!(
+            board.iter().map(|row| row.attempt_id).collect::<Vec<_>>(),
+            vec![passed.id],
+            "the leaderboard is filled from attempts passed before it existed"
         );
         drop(store);
 

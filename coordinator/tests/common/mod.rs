@@ -77,15 +77,21 @@ pub struct TestServer {
 impl TestServer {
     /// Starts a coordinator with the default configuration, changed by `tune`.
     pub async fn start_with(tune: impl FnOnce(&mut Config)) -> TestServer {
+        TestServer::start_on(None, tune).await
+    }
+
+    /// Starts a coordinator on the store `uri` (a fresh SQLite file when
+    /// `None`), with the default configuration changed by `tune`.
+    pub async fn start_on(uri: Option<String>, tune: impl FnOnce(&mut Config)) -> TestServer {
         let dir =
             std::env::temp_dir().join(format!("sqlarena-people-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).expect("creating a temporary directory");
-        let uri = format!("sqlite://{}/store.db", dir.display());
+        let uri = uri.unwrap_or_else(|| format!("sqlite://{}/store.db", dir.display()));
         let mut config = Config::for_store(&uri);
         config.admin_email = Some(ADMIN_EMAIL.into());
         config.admin_password = Some(ADMIN_PASSWORD.into());
         tune(&mut config);
-        let store: Arc<dyn Store> = store::open(&uri).await.expect("opening the SQLite store");
+        let store: Arc<dyn Store> = store::open(&uri).await.expect("opening the store");
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("binding 127.0.0.1:0");
