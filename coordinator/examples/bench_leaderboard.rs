@@ -161,6 +161,7 @@ async fn main() {
                         actual_result: None,
                         diff: None,
                         error: None,
+                        timing: None,
                     })
                     .collect();
                 store

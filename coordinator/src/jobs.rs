@@ -759,6 +759,7 @@ mod tests {
             }),
             diff: None,
             error: None,
+            timing: None,
         }
     }
 

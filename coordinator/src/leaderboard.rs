@@ -137,6 +137,7 @@ mod tests {
                 actual_result: None,
                 diff: None,
                 error: None,
+                timing: None,
             })
             .collect();
         Attempt {

@@ -531,6 +531,7 @@ async fn connecting_fills_an_empty_leaderboard_from_passed_attempts() {
         actual_result: None,
         diff: None,
         error: None,
+        timing: None,
     };
     let update = AttemptUpdate {
         status: Some(AttemptStatus::Passed),

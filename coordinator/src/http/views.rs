@@ -10,7 +10,8 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlarena_common::{
-    AttemptStatus, CaseResult, CaseStatus, ChallengeState, ChallengeType, QueryResult, Role,
+    AttemptStatus, CaseResult, CaseStatus, CaseTiming, ChallengeState, ChallengeType, QueryResult,
+    Role,
 };
 
 use crate::store::{Attempt, AttemptErrorKind, Challenge, TestCase, User};
@@ -165,6 +166,10 @@ pub struct CaseView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub diff: Option<String>,
     pub error: Option<String>,
+    /// How the case was timed: the ratio's 95 % interval, rounds run and
+    /// discarded, whether the interval reached its target width.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timing: Option<CaseTiming>,
 }
 
 impl CaseView {
@@ -187,6 +192,7 @@ impl CaseView {
             actual_result: result.actual_result.clone(),
             diff: result.diff.clone(),
             error: result.error.clone(),
+            timing: result.timing,
         }
     }
 
@@ -204,6 +210,7 @@ impl CaseView {
             actual_result: None,
             diff: None,
             error: None,
+            timing: None,
         }
     }
 

@@ -2103,6 +2103,7 @@ mod tests {
             actual_result: None,
             diff: None,
             error: None,
+            timing: None,
         };
         store
             .update_attempt(
