@@ -4,6 +4,8 @@
 # professor and three students, publishes a sample challenge (three test
 # cases, one hidden), submits correct, wrong, slow and hostile attempts,
 # prints each attempt's results and the leaderboard, then stops everything.
+# With --keep the cluster stays up (Ctrl-C stops it) and the demo prints how to
+# sign in with the sqlarena CLI.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -11,4 +13,4 @@ scripts/setup.sh
 # shellcheck disable=SC1091
 . "$root/.sqlarena.env"
 cargo build --workspace --bins
-SQLARENA_TEST_POSTGRES_URL="$SQLARENA_TEST_POSTGRES_URL" target/debug/demo
+SQLARENA_TEST_POSTGRES_URL="$SQLARENA_TEST_POSTGRES_URL" target/debug/demo "$@"

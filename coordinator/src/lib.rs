@@ -4,6 +4,7 @@
 //! cancelled; `main.rs` only parses configuration and sets up logging.
 
 pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod error;
 pub mod http;

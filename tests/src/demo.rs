@@ -178,8 +178,8 @@ pub async fn publish_sample_challenge(professor: &Api, name: &str, init_wait: Du
     .await
 }
 
-/// Submits `query` and waits for its final result.
-pub async fn grade(student: &Api, challenge_id: i64, query: &str) -> Value {
+/// Submits `query` and returns the new attempt's id.
+pub async fn submit(student: &Api, challenge_id: i64, query: &str) -> i64 {
     let (status, reply) = student
         .post(
             "/attempts",
@@ -187,7 +187,12 @@ pub async fn grade(student: &Api, challenge_id: i64, query: &str) -> Value {
         )
         .await;
     assert_eq!(status, 201, "{reply}");
-    let id = reply["data"]["id"].as_i64().unwrap();
+    reply["data"]["id"].as_i64().unwrap()
+}
+
+/// Submits `query` and waits for its final result.
+pub async fn grade(student: &Api, challenge_id: i64, query: &str) -> Value {
+    let id = submit(student, challenge_id, query).await;
     wait_final(student, id).await
 }
 
@@ -229,21 +234,19 @@ pub async fn run_demo(cluster: &DemoCluster, print: bool) -> DemoReport {
         publish_sample_challenge(&professor, "Big spenders", Duration::from_secs(120)).await;
     let challenge_id = challenge["id"].as_i64().unwrap();
     if print {
-        println!(
-            "\nchallenge {challenge_id} \"{}\" is {} (init at {})",
-            challenge["name"].as_str().unwrap_or(""),
-            challenge["state"],
-            challenge["init_at"]
-        );
+        print_challenge(&challenge);
     }
     let plan = demo_attempts();
     let submitters = [0usize, 1, 2, 0];
+    // Submitted one after the other, so attempt ids follow the plan; graded
+    // concurrently by the two graders.
     let mut handles = Vec::new();
     for ((kind, query), who) in plan.iter().zip(submitters) {
         let (email, client) = students[who].clone();
-        let (kind, query) = (kind.to_string(), query.to_string());
+        let attempt_id = submit(&client, challenge_id, query).await;
+        let kind = kind.to_string();
         handles.push(tokio::spawn(async move {
-            let result = grade(&client, challenge_id, &query).await;
+            let result = wait_final(&client, attempt_id).await;
             (kind, email, result)
         }));
     }
@@ -299,7 +302,7 @@ fn print_table(headers: &[&str], rows: &[Vec<String>]) {
             .zip(&widths)
             .map(|(c, w)| format!("{c:<w$}"))
             .collect();
-        println!("  {}", padded.join("  "));
+        println!("  {}", padded.join("  ").trim_end());
     };
     line(headers.iter().map(|h| h.to_string()).collect());
     line(widths.iter().map(|w| "-".repeat(*w)).collect());
@@ -308,53 +311,90 @@ fn print_table(headers: &[&str], rows: &[Vec<String>]) {
     }
 }
 
+/// A JSON value as text: strings without their quotes, null as `-`.
+fn plain(value: &Value) -> String {
+    match value {
+        Value::String(text) => text.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Prints `text` with every line indented.
+fn print_indented(text: &str) {
+    for line in text.trim_end().lines() {
+        println!("    {line}");
+    }
+}
+
+fn print_challenge(challenge: &Value) {
+    println!(
+        "\nchallenge {} \"{}\" ({}, {} timed runs per case) is {} (initialized at {})",
+        challenge["id"],
+        plain(&challenge["name"]),
+        plain(&challenge["type"]),
+        challenge["times_to_run"],
+        plain(&challenge["state"]),
+        plain(&challenge["init_at"])
+    );
+    print_indented(&plain(&challenge["description"]));
+    println!("  schema:");
+    print_indented(&plain(&challenge["init"]));
+    let cases = challenge["test_cases"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let hidden = cases
+        .iter()
+        .filter(|case| case["is_visible"] == false)
+        .count();
+    println!(
+        "  {} test cases ({hidden} hidden: students see only whether they passed)",
+        cases.len()
+    );
+}
+
 fn print_attempt(kind: &str, email: &str, attempt: &Value) {
     println!(
-        "\nattempt {} ({kind}) by {email}: {}{}",
+        "\nattempt {} ({kind}) by {email}: {}",
         attempt["id"],
-        attempt["status"].as_str().unwrap_or("?"),
-        attempt["error"]
-            .as_str()
-            .map(|e| format!(" -- {e}"))
-            .unwrap_or_default()
+        plain(&attempt["status"])
     );
-    let rows: Vec<Vec<String>> = attempt["attempts"]
-        .as_array()
-        .map(|cases| {
-            cases
-                .iter()
-                .map(|case| {
-                    let detail = case["diff"]
-                        .as_str()
-                        .or(case["error"].as_str())
-                        .unwrap_or("")
-                        .replace('\n', " ");
-                    vec![
-                        case["test_case_id"].to_string(),
-                        if case["is_visible"].as_bool().unwrap_or(false) {
-                            "visible".into()
-                        } else {
-                            "hidden".into()
-                        },
-                        case["status"].as_str().unwrap_or("?").to_string(),
-                        number(&case["execution_ms"], 3),
-                        number(&case["reference_ms"], 3),
-                        number(&case["ratio"], 2),
-                        detail.chars().take(70).collect(),
-                    ]
-                })
-                .collect()
+    print_indented(&plain(&attempt["query"]));
+    if let Some(error) = attempt["error"].as_str() {
+        println!("  error: {error}");
+    }
+    let cases = attempt["attempts"].as_array().cloned().unwrap_or_default();
+    let rows: Vec<Vec<String>> = cases
+        .iter()
+        .map(|case| {
+            vec![
+                case["test_case_id"].to_string(),
+                if case["is_visible"].as_bool().unwrap_or(false) {
+                    "visible".into()
+                } else {
+                    "hidden".into()
+                },
+                plain(&case["status"]),
+                number(&case["execution_ms"], 3),
+                number(&case["reference_ms"], 3),
+                number(&case["ratio"], 2),
+            ]
         })
-        .unwrap_or_default();
-    print_table(
-        &["case", "shown", "status", "ms", "ref ms", "ratio", "detail"],
-        &rows,
-    );
+        .collect();
+    print_table(&["case", "shown", "status", "ms", "ref ms", "ratio"], &rows);
+    // The whole detail of each failing case, never cut.
+    for case in &cases {
+        if let Some(detail) = case["diff"].as_str().or(case["error"].as_str()) {
+            println!("  case {}:", case["test_case_id"]);
+            print_indented(detail);
+        }
+    }
 }
 
 fn print_leaderboard(challenge: &Value) {
     println!(
-        "\nleaderboard of \"{}\" (FE: lowest time ratio to the reference wins)",
+        "\nleaderboard of \"{}\": ratio = geometric mean over the test cases of (student time / reference time); FE: lowest wins",
         challenge["name"].as_str().unwrap_or("")
     );
     let rows: Vec<Vec<String>> = challenge["top_attempts"]
