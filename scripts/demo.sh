@@ -12,5 +12,6 @@ cd "$root"
 scripts/setup.sh
 # shellcheck disable=SC1091
 . "$root/.sqlarena.env"
-cargo build --workspace --bins
+# The same targets as scripts/test.sh, so running one after the other builds once.
+cargo build --workspace --all-targets
 SQLARENA_TEST_POSTGRES_URL="$SQLARENA_TEST_POSTGRES_URL" target/debug/demo "$@"

@@ -18,6 +18,12 @@ fn store(label: &str) -> String {
     format!("sqlite://{}/sqlarena.db", dir.display())
 }
 
+/// Removes a process's log from earlier runs (logs are appended to), so
+/// that what a test counts in it is this run's.
+fn fresh_log(name: &str) {
+    let _ = std::fs::remove_file(workspace_root().join(format!("target/e2e-logs/{name}.log")));
+}
+
 /// Counts the lines of `log` that contain `needle`.
 fn count(log: &str, needle: &str) -> usize {
     log.lines().filter(|line| line.contains(needle)).count()
@@ -29,10 +35,10 @@ fn count(log: &str, needle: &str) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_always_deregisters() {
     let token = format!("sqc_test_{}", Uuid::new_v4().simple());
+    fresh_log("sigterm-coordinator");
+    fresh_log("sigterm-grader");
     let mut coordinator =
         start_coordinator("sigterm-coordinator", &store("sigterm"), &token, &[]).await;
-    let log_path = workspace_root().join("target/e2e-logs/sigterm-grader.log");
-    let _ = std::fs::remove_file(&log_path);
     for round in 1..=20 {
         let mut grader = start_grader("sigterm-grader", coordinator.url(), &token, &[]).await;
         eventually(
@@ -43,9 +49,17 @@ async fn sigterm_always_deregisters() {
         .await;
         let code = grader.terminate(Duration::from_secs(30)).await;
         assert_eq!(code, Some(0), "round {round}: {}", grader.log());
-        assert_eq!(
-            count(&coordinator.log(), "grader deregistered"),
-            round,
+        // The grader exits only after the coordinator answered its
+        // deregistration; the coordinator's log reaches its file a moment
+        // later. Without a deregistration the count stays behind.
+        let deregistered = tokio::time::timeout(Duration::from_secs(5), async {
+            while count(&coordinator.log(), "grader deregistered") < round {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        assert!(
+            deregistered.is_ok(),
             "round {round}: the grader stopped without deregistering:\n{}",
             grader.log()
         );
@@ -73,6 +87,8 @@ async fn cleanup(name: &str) -> (i32, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cleanup_removes_a_graders_objects_but_never_under_it() {
     let token = format!("sqc_test_{}", Uuid::new_v4().simple());
+    fresh_log("cleanup-coordinator");
+    fresh_log("cleanup-grader");
     let mut coordinator =
         start_coordinator("cleanup-coordinator", &store("cleanup"), &token, &[]).await;
     let mut grader = start_grader("cleanup-grader", coordinator.url(), &token, &[]).await;

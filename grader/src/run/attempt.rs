@@ -196,8 +196,10 @@ async fn grade_case(
         Ok(execution) => execution,
         Err(error) => return student_failure(case_id, error),
     };
-    let actual = warm_up.result.unwrap_or_default();
+    let mut actual = warm_up.result.unwrap_or_default();
     let order = row_order(&bundle.bundle.solution, &expected.columns);
+    // `ordered` says how rows were compared, on both results alike.
+    actual.ordered = matches!(order, crate::compare::RowOrder::Ordered { .. });
     if let Err(diff) = compare(expected, &actual, &order) {
         let mut case = error_case(case_id, String::new());
         case.status = CaseStatus::Failed;
