@@ -82,9 +82,14 @@ pub fn bearer_token(parts: &Parts) -> Option<&str> {
 }
 
 /// The signed-in user of a request (`Authorization: Bearer TOKEN` from
-/// `/login`). Rejects with 401 when the token is missing, unknown or expired.
+/// `/login`), with the hash of the session's token. Rejects with 401 when
+/// the token is missing, unknown, expired or revoked.
 #[derive(Debug, Clone)]
-pub struct CurrentUser(pub User);
+pub struct CurrentUser(pub User, SessionHash);
+
+/// The sha256 of the token a request was signed in with.
+#[derive(Debug, Clone)]
+struct SessionHash(String);
 
 impl CurrentUser {
     /// Returns 403 unless the user has one of `roles`.
@@ -107,6 +112,11 @@ impl CurrentUser {
     pub fn is_admin(&self) -> bool {
         self.0.role == Role::Admin
     }
+
+    /// Returns the hash of the token this request was signed in with.
+    pub fn token_hash(&self) -> &str {
+        &self.1 .0
+    }
 }
 
 impl FromRequestParts<AppState> for CurrentUser {
@@ -124,7 +134,7 @@ impl FromRequestParts<AppState> for CurrentUser {
         })?;
         let hash = token_hash(token);
         match state.store.get_session_user(&hash, Utc::now()).await? {
-            Some(user) => Ok(CurrentUser(user)),
+            Some(user) => Ok(CurrentUser(user, SessionHash(hash))),
             None => Err(ApiError::Unauthorized(
                 "the token is unknown or expired: sign in again".into(),
             )),

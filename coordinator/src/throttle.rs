@@ -1,0 +1,292 @@
+//! Throttles in front of the password endpoints (login, registration,
+//! password changes).
+//!
+//! Each attempt costs an argon2 hash (19 MiB, tens of milliseconds of CPU),
+//! so two things are bounded:
+//!
+//! - **how often**: token buckets per client (peer IP; an IPv6 client is its
+//!   /64) and per account (the email, lower-cased). An attempt takes a token
+//!   from both; a successful sign-in gives the account's back, so only
+//!   failures count against an account. An empty bucket answers 429 with
+//!   `Retry-After`, before any hashing.
+//! - **how many at once**: [`HashGate`] runs at most `--max-concurrent-hashes`
+//!   hashes and lets at most `--max-queued-hashes` more wait; anything
+//!   beyond is refused at once with 503 and `Retry-After`, so memory stays
+//!   bounded whatever the load.
+//!
+//! The buckets live in this process: several coordinators behind one
+//! address each apply the limits (the store is not touched per attempt).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use crate::auth;
+use crate::config::Config;
+use crate::error::ApiError;
+
+/// Most keys one [`RateLimiter`] tracks; beyond, new keys are refused until
+/// old buckets refill (a flood of distinct emails cannot grow memory).
+const MAX_KEYS: usize = 100_000;
+
+/// Token buckets by key: `burst` tokens, refilled at `per_minute`.
+#[derive(Debug)]
+pub struct RateLimiter {
+    what: &'static str,
+    burst: f64,
+    per_second: f64,
+    buckets: Mutex<HashMap<String, Bucket>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    updated: Instant,
+}
+
+impl RateLimiter {
+    /// A limiter allowing `burst` attempts at once and `per_minute` after
+    /// that; `what` names the limit in refusals ("this client").
+    pub fn new(what: &'static str, burst: u32, per_minute: u32) -> RateLimiter {
+        RateLimiter {
+            what,
+            burst: f64::from(burst.max(1)),
+            per_second: f64::from(per_minute.max(1)) / 60.0,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes a token for `key`, or says how long until one is available.
+    ///
+    /// # Errors
+    /// `TooManyRequests` with the wait in `Retry-After`.
+    pub fn take(&self, key: &str, now: Instant) -> Result<(), ApiError> {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if buckets.len() >= MAX_KEYS && !buckets.contains_key(key) {
+            let (burst, per_second) = (self.burst, self.per_second);
+            buckets.retain(|_, bucket| refilled(*bucket, now, burst, per_second) < burst);
+        }
+        if buckets.len() >= MAX_KEYS && !buckets.contains_key(key) {
+            return Err(self.refusal(Duration::from_secs(60)));
+        }
+        let bucket = buckets.entry(key.to_owned()).or_insert(Bucket {
+            tokens: self.burst,
+            updated: now,
+        });
+        bucket.tokens = refilled(*bucket, now, self.burst, self.per_second);
+        bucket.updated = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            Ok(())
+        } else {
+            let wait = (1.0 - bucket.tokens) / self.per_second;
+            Err(self.refusal(Duration::from_secs_f64(wait)))
+        }
+    }
+
+    /// Gives back a token taken for `key` (an attempt that should not
+    /// count, such as a successful sign-in).
+    pub fn give_back(&self, key: &str) {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(bucket) = buckets.get_mut(key) {
+            bucket.tokens = (bucket.tokens + 1.0).min(self.burst);
+        }
+    }
+
+    fn refusal(&self, wait: Duration) -> ApiError {
+        let retry_after_secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+        ApiError::TooManyRequests {
+            message: format!(
+                "too many sign-in attempts from {}: try again in {retry_after_secs} s",
+                self.what
+            ),
+            retry_after_secs,
+        }
+    }
+}
+
+/// Tokens in `bucket` at `now`.
+fn refilled(bucket: Bucket, now: Instant, burst: f64, per_second: f64) -> f64 {
+    let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
+    (bucket.tokens + elapsed * per_second).min(burst)
+}
+
+/// The key of a client: its IPv4 address, or the /64 of an IPv6 one (a
+/// single host usually holds a whole /64).
+pub fn client_key(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let segments = v6.segments();
+                format!(
+                    "{:x}:{:x}:{:x}:{:x}::/64",
+                    segments[0], segments[1], segments[2], segments[3]
+                )
+            }
+        },
+    }
+}
+
+/// The per-client and per-account limits of the password endpoints.
+#[derive(Debug)]
+pub struct CredentialThrottle {
+    clients: RateLimiter,
+    accounts: RateLimiter,
+}
+
+/// One admitted attempt on an account; [`CredentialAttempt::succeeded`]
+/// gives the account's token back.
+#[must_use]
+pub struct CredentialAttempt<'a> {
+    accounts: &'a RateLimiter,
+    account: String,
+}
+
+impl CredentialAttempt<'_> {
+    /// The credentials were right: the attempt does not count against the
+    /// account.
+    pub fn succeeded(self) {
+        self.accounts.give_back(&self.account);
+    }
+}
+
+impl CredentialThrottle {
+    /// Limits from the configuration.
+    pub fn new(config: &Config) -> CredentialThrottle {
+        CredentialThrottle {
+            clients: RateLimiter::new(
+                "this client",
+                config.auth_client_burst,
+                config.auth_client_per_minute,
+            ),
+            accounts: RateLimiter::new(
+                "this account",
+                config.auth_account_burst,
+                config.auth_account_per_minute,
+            ),
+        }
+    }
+
+    /// Admits an attempt of `client` on the account `email`, or refuses it.
+    ///
+    /// # Errors
+    /// `TooManyRequests` when the client or the account is over its limit.
+    pub fn admit(&self, client: IpAddr, email: &str) -> Result<CredentialAttempt<'_>, ApiError> {
+        let now = Instant::now();
+        self.clients.take(&client_key(client), now)?;
+        let account = email.trim().to_lowercase();
+        self.accounts.take(&account, now)?;
+        Ok(CredentialAttempt {
+            accounts: &self.accounts,
+            account,
+        })
+    }
+}
+
+/// Bounds the password hashing in progress: `concurrent` run, `queued`
+/// more wait, the rest are refused at once.
+#[derive(Debug)]
+pub struct HashGate {
+    running: Semaphore,
+    admitted: Semaphore,
+}
+
+impl HashGate {
+    /// A gate running `concurrent` hashes with `queued` more waiting.
+    pub fn new(concurrent: usize, queued: usize) -> HashGate {
+        let concurrent = concurrent.max(1);
+        HashGate {
+            running: Semaphore::new(concurrent),
+            admitted: Semaphore::new(concurrent + queued),
+        }
+    }
+
+    /// Hashes a new password.
+    ///
+    /// # Errors
+    /// `Overloaded` when the gate is full; `Internal` if hashing fails.
+    pub async fn hash(&self, password: String) -> Result<String, ApiError> {
+        let _admitted = self.admit()?;
+        let _running = self.running.acquire().await.map_err(closed)?;
+        auth::hash_password(password).await
+    }
+
+    /// Checks a password against a stored hash.
+    ///
+    /// # Errors
+    /// `Overloaded` when the gate is full.
+    pub async fn verify(&self, password: String, hash: String) -> Result<bool, ApiError> {
+        let _admitted = self.admit()?;
+        let _running = self.running.acquire().await.map_err(closed)?;
+        Ok(auth::verify_password(password, hash).await)
+    }
+
+    fn admit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
+        self.admitted
+            .try_acquire()
+            .map_err(|_| ApiError::Overloaded {
+                message: "too many sign-ins in progress: try again in a moment".into(),
+                retry_after_secs: 1,
+            })
+    }
+}
+
+fn closed(error: tokio::sync::AcquireError) -> ApiError {
+    ApiError::Internal(format!("hash gate closed: {error}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_refuse_past_the_burst_and_refill_over_time() {
+        let limiter = RateLimiter::new("this client", 3, 60);
+        let start = Instant::now();
+        for _ in 0..3 {
+            limiter.take("a", start).unwrap();
+        }
+        match limiter.take("a", start) {
+            Err(ApiError::TooManyRequests {
+                retry_after_secs, ..
+            }) => assert_eq!(retry_after_secs, 1),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        limiter
+            .take("b", start)
+            .expect("other keys have their own bucket");
+        limiter
+            .take("a", start + Duration::from_secs(1))
+            .expect("one token back after a second at 60 per minute");
+        assert!(limiter.take("a", start + Duration::from_secs(1)).is_err());
+        limiter.give_back("a");
+        limiter
+            .take("a", start + Duration::from_secs(1))
+            .expect("a token given back");
+    }
+
+    #[test]
+    fn ipv6_clients_are_their_64() {
+        let a: IpAddr = "2001:db8:1:2:3:4:5:6".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::1".parse().unwrap();
+        assert_eq!(client_key(a), client_key(b));
+        assert_eq!(client_key("::ffff:10.0.0.1".parse().unwrap()), "10.0.0.1");
+        assert_eq!(client_key("10.0.0.1".parse().unwrap()), "10.0.0.1");
+    }
+
+    #[tokio::test]
+    async fn the_gate_refuses_beyond_running_and_queued() {
+        let gate = HashGate::new(1, 1);
+        let first = gate.admit().unwrap();
+        let second = gate.admit().unwrap();
+        assert!(matches!(gate.admit(), Err(ApiError::Overloaded { .. })));
+        drop((first, second));
+        assert!(gate.admit().is_ok());
+    }
+}
