@@ -28,30 +28,40 @@ use crate::store::{Grader, User};
 /// # Errors
 /// Fails only if the hasher fails, which is an internal error.
 pub async fn hash_password(password: String) -> Result<String, ApiError> {
-    tokio::task::spawn_blocking(move || {
-        let salt = SaltString::generate(&mut OsRng);
-        Argon2::default()
-            .hash_password(password.as_bytes(), &salt)
-            .map(|hash| hash.to_string())
-            .map_err(|error| ApiError::Internal(format!("hashing a password: {error}")))
-    })
-    .await
-    .map_err(|error| ApiError::Internal(format!("hashing task: {error}")))?
+    tokio::task::spawn_blocking(move || hash_password_now(&password))
+        .await
+        .map_err(|error| ApiError::Internal(format!("hashing task: {error}")))?
+}
+
+/// Hashes a password with argon2id on the calling thread (19 MiB, tens of
+/// milliseconds: call it from a blocking thread).
+///
+/// # Errors
+/// Fails only if the hasher fails, which is an internal error.
+pub fn hash_password_now(password: &str) -> Result<String, ApiError> {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|hash| hash.to_string())
+        .map_err(|error| ApiError::Internal(format!("hashing a password: {error}")))
 }
 
 /// Checks a password against a stored argon2 hash.
 pub async fn verify_password(password: String, hash: String) -> bool {
-    tokio::task::spawn_blocking(move || {
-        PasswordHash::new(&hash)
-            .map(|parsed| {
-                Argon2::default()
-                    .verify_password(password.as_bytes(), &parsed)
-                    .is_ok()
-            })
-            .unwrap_or(false)
-    })
-    .await
-    .unwrap_or(false)
+    tokio::task::spawn_blocking(move || verify_password_now(&password, &hash))
+        .await
+        .unwrap_or(false)
+}
+
+/// Checks a password against a stored argon2 hash on the calling thread.
+pub fn verify_password_now(password: &str, hash: &str) -> bool {
+    PasswordHash::new(hash)
+        .map(|parsed| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
+        })
+        .unwrap_or(false)
 }
 
 /// Creates a new random token with a readable prefix (`sqa_`, `sqg_`, ...).

@@ -212,9 +212,7 @@ impl HashGate {
     /// # Errors
     /// `Overloaded` when the gate is full; `Internal` if hashing fails.
     pub async fn hash(&self, password: String) -> Result<String, ApiError> {
-        let _admitted = self.admit()?;
-        let _running = self.running.acquire().await.map_err(closed)?;
-        auth::hash_password(password).await
+        self.run(move || auth::hash_password_now(&password)).await?
     }
 
     /// Checks a password against a stored hash.
@@ -222,18 +220,32 @@ impl HashGate {
     /// # Errors
     /// `Overloaded` when the gate is full.
     pub async fn verify(&self, password: String, hash: String) -> Result<bool, ApiError> {
-        let _admitted = self.admit()?;
-        let _running = self.running.acquire().await.map_err(closed)?;
-        Ok(auth::verify_password(password, hash).await)
+        self.run(move || auth::verify_password_now(&password, &hash))
+            .await
     }
 
-    fn admit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
-        self.admitted
+    /// Runs `work` (password hashing) on the blocking pool once it is its
+    /// turn, or refuses it at once when `concurrent + queued` are already
+    /// admitted.
+    ///
+    /// # Errors
+    /// `Overloaded` (503, `Retry-After: 1`) when the gate is full.
+    pub async fn run<T, F>(&self, work: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        let _admitted = self
+            .admitted
             .try_acquire()
             .map_err(|_| ApiError::Overloaded {
                 message: "too many sign-ins in progress: try again in a moment".into(),
                 retry_after_secs: 1,
-            })
+            })?;
+        let _running = self.running.acquire().await.map_err(closed)?;
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|error| ApiError::Internal(format!("hashing task: {error}")))
     }
 }
 
@@ -281,12 +293,38 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_gate_refuses_beyond_running_and_queued() {
-        let gate = HashGate::new(1, 1);
-        let first = gate.admit().unwrap();
-        let second = gate.admit().unwrap();
-        assert!(matches!(gate.admit(), Err(ApiError::Overloaded { .. })));
-        drop((first, second));
-        assert!(gate.admit().is_ok());
+    async fn the_gate_runs_some_queues_some_and_refuses_the_rest() {
+        let gate = std::sync::Arc::new(HashGate::new(1, 1));
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (started, running) = tokio::sync::oneshot::channel();
+        let holder = tokio::spawn({
+            let gate = gate.clone();
+            async move {
+                gate.run(move || {
+                    let _ = started.send(());
+                    held.recv().ok()
+                })
+                .await
+            }
+        });
+        running.await.unwrap();
+        let queued = tokio::spawn({
+            let gate = gate.clone();
+            async move { gate.run(|| 2).await }
+        });
+        // Wait until the queued call holds its admission.
+        while gate.admitted.available_permits() > 0 {
+            tokio::task::yield_now().await;
+        }
+        match gate.run(|| 3).await {
+            Err(ApiError::Overloaded {
+                retry_after_secs, ..
+            }) => assert_eq!(retry_after_secs, 1),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        release.send(()).unwrap();
+        assert_eq!(holder.await.unwrap().unwrap(), Some(()));
+        assert_eq!(queued.await.unwrap().unwrap(), 2, "the queued call ran");
+        assert_eq!(gate.run(|| 4).await.unwrap(), 4);
     }
 }
