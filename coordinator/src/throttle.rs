@@ -19,13 +19,13 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use crate::auth;
+use crate::auth::{self, HashMemory};
 use crate::config::Config;
 use crate::error::ApiError;
 
@@ -190,11 +190,19 @@ impl CredentialThrottle {
 }
 
 /// Bounds the password hashing in progress: `concurrent` run, `queued`
-/// more wait, the rest are refused at once.
-#[derive(Debug)]
+/// more wait, the rest are refused at once. Each running hash works in one
+/// of at most `concurrent` reused [`HashMemory`]s, so hashing memory is
+/// bounded too (`concurrent` x 19 MiB).
 pub struct HashGate {
-    running: Semaphore,
-    admitted: Semaphore,
+    running: Arc<Semaphore>,
+    admitted: Arc<Semaphore>,
+    memories: Arc<Mutex<Vec<HashMemory>>>,
+}
+
+impl std::fmt::Debug for HashGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HashGate").finish_non_exhaustive()
+    }
 }
 
 impl HashGate {
@@ -202,8 +210,9 @@ impl HashGate {
     pub fn new(concurrent: usize, queued: usize) -> HashGate {
         let concurrent = concurrent.max(1);
         HashGate {
-            running: Semaphore::new(concurrent),
-            admitted: Semaphore::new(concurrent + queued),
+            running: Arc::new(Semaphore::new(concurrent)),
+            admitted: Arc::new(Semaphore::new(concurrent + queued)),
+            memories: Arc::default(),
         }
     }
 
@@ -212,7 +221,8 @@ impl HashGate {
     /// # Errors
     /// `Overloaded` when the gate is full; `Internal` if hashing fails.
     pub async fn hash(&self, password: String) -> Result<String, ApiError> {
-        self.run(move || auth::hash_password_now(&password)).await?
+        self.run(move |memory| auth::hash_password_in(&password, memory))
+            .await?
     }
 
     /// Checks a password against a stored hash.
@@ -220,33 +230,50 @@ impl HashGate {
     /// # Errors
     /// `Overloaded` when the gate is full.
     pub async fn verify(&self, password: String, hash: String) -> Result<bool, ApiError> {
-        self.run(move || auth::verify_password_now(&password, &hash))
+        self.run(move |memory| auth::verify_password_in(&password, &hash, memory))
             .await
     }
 
-    /// Runs `work` (password hashing) on the blocking pool once it is its
-    /// turn, or refuses it at once when `concurrent + queued` are already
-    /// admitted.
+    /// Runs `work` (password hashing, in the memory it is given) on the
+    /// blocking pool once it is its turn, or refuses it at once when
+    /// `concurrent + queued` are already admitted.
     ///
     /// # Errors
     /// `Overloaded` (503, `Retry-After: 1`) when the gate is full.
     pub async fn run<T, F>(&self, work: F) -> Result<T, ApiError>
     where
         T: Send + 'static,
-        F: FnOnce() -> T + Send + 'static,
+        F: FnOnce(&mut HashMemory) -> T + Send + 'static,
     {
-        let _admitted = self
-            .admitted
-            .try_acquire()
-            .map_err(|_| ApiError::Overloaded {
-                message: "too many sign-ins in progress: try again in a moment".into(),
-                retry_after_secs: 1,
-            })?;
-        let _running = self.running.acquire().await.map_err(closed)?;
-        tokio::task::spawn_blocking(work)
-            .await
-            .map_err(|error| ApiError::Internal(format!("hashing task: {error}")))
+        let admitted =
+            self.admitted
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| ApiError::Overloaded {
+                    message: "too many sign-ins in progress: try again in a moment".into(),
+                    retry_after_secs: 1,
+                })?;
+        let running = self.running.clone().acquire_owned().await.map_err(closed)?;
+        let memories = self.memories.clone();
+        // The permits go with the work: a caller that gives up (the client
+        // hung up) does not free its slot while its hash still runs.
+        tokio::task::spawn_blocking(move || {
+            // One memory per running permit: at most `concurrent` exist.
+            let mut memory = lock(&memories).pop().unwrap_or_default();
+            let value = work(&mut memory);
+            lock(&memories).push(memory);
+            drop((running, admitted));
+            value
+        })
+        .await
+        .map_err(|error| ApiError::Internal(format!("hashing task: {error}")))
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn closed(error: tokio::sync::AcquireError) -> ApiError {
@@ -300,7 +327,7 @@ mod tests {
         let holder = tokio::spawn({
             let gate = gate.clone();
             async move {
-                gate.run(move || {
+                gate.run(move |_| {
                     let _ = started.send(());
                     held.recv().ok()
                 })
@@ -310,13 +337,13 @@ mod tests {
         running.await.unwrap();
         let queued = tokio::spawn({
             let gate = gate.clone();
-            async move { gate.run(|| 2).await }
+            async move { gate.run(|_| 2).await }
         });
         // Wait until the queued call holds its admission.
         while gate.admitted.available_permits() > 0 {
             tokio::task::yield_now().await;
         }
-        match gate.run(|| 3).await {
+        match gate.run(|_| 3).await {
             Err(ApiError::Overloaded {
                 retry_after_secs, ..
             }) => assert_eq!(retry_after_secs, 1),
@@ -325,6 +352,37 @@ mod tests {
         release.send(()).unwrap();
         assert_eq!(holder.await.unwrap().unwrap(), Some(()));
         assert_eq!(queued.await.unwrap().unwrap(), 2, "the queued call ran");
-        assert_eq!(gate.run(|| 4).await.unwrap(), 4);
+        assert_eq!(gate.run(|_| 4).await.unwrap(), 4);
+    }
+
+    /// A caller that gives up while its hash runs keeps its slot until the
+    /// hash is done, so hanging up cannot get more hashes running.
+    #[tokio::test]
+    async fn a_caller_that_gives_up_keeps_its_slot_until_the_work_ends() {
+        let gate = Arc::new(HashGate::new(1, 0));
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (started, running) = tokio::sync::oneshot::channel();
+        let caller = tokio::spawn({
+            let gate = gate.clone();
+            async move {
+                gate.run(move |_| {
+                    let _ = started.send(());
+                    held.recv().ok()
+                })
+                .await
+            }
+        });
+        running.await.unwrap();
+        caller.abort();
+        assert!(caller.await.unwrap_err().is_cancelled());
+        assert!(
+            matches!(gate.run(|_| 1).await, Err(ApiError::Overloaded { .. })),
+            "the abandoned hash still holds the slot"
+        );
+        release.send(()).unwrap();
+        while gate.admitted.available_permits() == 0 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(gate.run(|_| 2).await.unwrap(), 2);
     }
 }

@@ -118,7 +118,7 @@ async fn password_hashing_beyond_the_gate_is_refused_at_once() {
     let (started, running) = tokio::sync::oneshot::channel();
     let gate = server.state.hashing.clone();
     let holder = tokio::spawn(async move {
-        gate.run(move || {
+        gate.run(move |_| {
             let _ = started.send(());
             held.recv().ok()
         })
