@@ -71,6 +71,24 @@ fn coordinator_binary() -> PathBuf {
     binary
 }
 
+/// CPU time (user + system) of a process so far, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command (which may hold spaces) start past the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |index: usize| {
+        fields
+            .get(index)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 (1-based), 11 and 12 after ')'.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 /// Reads a `/proc/PID/status` field in KiB.
 fn status_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -233,6 +251,7 @@ async fn main() {
         });
     }
 
+    let cpu_before = cpu_seconds(pid);
     let started = Instant::now();
     let mut latencies = Vec::new();
     let mut read_errors = 0;
@@ -256,6 +275,8 @@ async fn main() {
     }
     stop.store(true, Ordering::Relaxed);
     while flood.join_next().await.is_some() {}
+    let cpu_used = cpu_seconds(pid) - cpu_before;
+    let elapsed = started.elapsed().as_secs_f64();
     let rss_peak = status_kib(pid, "VmHWM:");
     let rss_end = status_kib(pid, "VmRSS:");
     latencies.sort_by(|a, b| a.total_cmp(b));
@@ -296,6 +317,10 @@ async fn main() {
         rss_peak as f64 / 1024.0,
         peak_sampled as f64 / 1024.0,
         rss_end as f64 / 1024.0
+    );
+    println!(
+        "coordinator CPU: {cpu_used:.1} s in {elapsed:.1} s ({:.0}% of one core)",
+        cpu_used / elapsed * 100.0
     );
     let _ = child.kill().await;
     let _ = std::fs::remove_dir_all(dir);

@@ -118,8 +118,10 @@ pub struct Config {
     /// Sustained failed sign-ins per account and minute.
     #[arg(long, env = "SQLARENA_AUTH_ACCOUNT_PER_MINUTE", default_value_t = 4)]
     pub auth_account_per_minute: u32,
-    /// Password hashes computed at once (each takes 19 MiB).
-    #[arg(long, env = "SQLARENA_MAX_CONCURRENT_HASHES", default_value_t = 4)]
+    /// Password hashes computed at once (each takes 19 MiB and a core for
+    /// tens of milliseconds); the default, half the cores, leaves the other
+    /// half to serve requests during a login flood.
+    #[arg(long, env = "SQLARENA_MAX_CONCURRENT_HASHES", default_value_t = default_hash_slots())]
     pub max_concurrent_hashes: usize,
     /// Password hashes that may wait for a turn; more are refused at once
     /// with 503 and `Retry-After`.
@@ -153,6 +155,11 @@ pub struct Config {
     /// Logs as JSON lines.
     #[arg(long, env = "SQLARENA_JSON_LOGS")]
     pub json_logs: bool,
+}
+
+/// Half the available cores, at least one.
+fn default_hash_slots() -> usize {
+    std::thread::available_parallelism().map_or(1, |cores| (cores.get() / 2).max(1))
 }
 
 impl Config {
