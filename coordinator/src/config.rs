@@ -106,10 +106,10 @@ pub struct Config {
     pub invite_ttl_hours: i64,
     /// Sign-in and registration attempts one client (IP address) may make
     /// at once before it is held to `--auth-client-per-minute` (429 above).
-    #[arg(long, env = "SQLARENA_AUTH_CLIENT_BURST", default_value_t = 60)]
+    #[arg(long, env = "SQLARENA_AUTH_CLIENT_BURST", default_value_t = 120)]
     pub auth_client_burst: u32,
     /// Sustained sign-in and registration attempts per client and minute.
-    #[arg(long, env = "SQLARENA_AUTH_CLIENT_PER_MINUTE", default_value_t = 30)]
+    #[arg(long, env = "SQLARENA_AUTH_CLIENT_PER_MINUTE", default_value_t = 60)]
     pub auth_client_per_minute: u32,
     /// Failed sign-ins one account may take at once before it is held to
     /// `--auth-account-per-minute` (429 above).
