@@ -118,6 +118,11 @@ pub struct Config {
     /// Sustained failed sign-ins per account and minute.
     #[arg(long, env = "SQLARENA_AUTH_ACCOUNT_PER_MINUTE", default_value_t = 4)]
     pub auth_account_per_minute: u32,
+    /// How long a sign-in or registration refused by those limits is held
+    /// before its 429 (at most its `Retry-After`), so clients that ignore
+    /// `Retry-After` cannot flood the server with refusals.
+    #[arg(long, env = "SQLARENA_AUTH_REFUSAL_DELAY_MS", default_value_t = 1000)]
+    pub auth_refusal_delay_ms: u64,
     /// Password hashes computed at once (each takes 19 MiB and a core for
     /// tens of milliseconds); the default, half the cores, leaves the other
     /// half to serve requests during a login flood.

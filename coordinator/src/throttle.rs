@@ -8,7 +8,11 @@
 //!   /64) and per account (the email, lower-cased). An attempt takes a token
 //!   from both; a successful sign-in gives the account's back, so only
 //!   failures count against an account. An empty bucket answers 429 with
-//!   `Retry-After`, before any hashing.
+//!   `Retry-After`, before any hashing, after holding the request for
+//!   `--auth-refusal-delay-ms` (at most the `Retry-After`): a script that
+//!   ignores `Retry-After` gets about one reply a second per connection
+//!   instead of thousands, so a flood cannot take the CPU that other
+//!   requests need. A held request costs a sleeping task, nothing more.
 //! - **how many at once**: [`HashGate`] runs at most `--max-concurrent-hashes`
 //!   hashes and lets at most `--max-queued-hashes` more wait; anything
 //!   beyond is refused at once with 503 and `Retry-After`, so memory stays
@@ -138,6 +142,7 @@ pub fn client_key(ip: IpAddr) -> String {
 pub struct CredentialThrottle {
     clients: RateLimiter,
     accounts: RateLimiter,
+    refusal_delay: Duration,
 }
 
 /// One admitted attempt on an account; [`CredentialAttempt::succeeded`]
@@ -170,18 +175,31 @@ impl CredentialThrottle {
                 config.auth_account_burst,
                 config.auth_account_per_minute,
             ),
+            refusal_delay: Duration::from_millis(config.auth_refusal_delay_ms),
         }
     }
 
-    /// Admits an attempt of `client` on the account `email`, or refuses it.
+    /// Admits an attempt of `client` on the account `email`, or refuses it
+    /// after the refusal delay.
     ///
     /// # Errors
     /// `TooManyRequests` when the client or the account is over its limit.
-    pub fn admit(&self, client: IpAddr, email: &str) -> Result<CredentialAttempt<'_>, ApiError> {
-        let now = Instant::now();
-        self.clients.take(&client_key(client), now)?;
+    pub async fn admit(
+        &self,
+        client: IpAddr,
+        email: &str,
+    ) -> Result<CredentialAttempt<'_>, ApiError> {
         let account = email.trim().to_lowercase();
-        self.accounts.take(&account, now)?;
+        let now = Instant::now();
+        let admitted = self
+            .clients
+            .take(&client_key(client), now)
+            .and_then(|()| self.accounts.take(&account, now));
+        if let Err(refusal) = admitted {
+            let wait = Duration::from_secs(refusal.retry_after_secs().unwrap_or(0));
+            tokio::time::sleep(self.refusal_delay.min(wait)).await;
+            return Err(refusal);
+        }
         Ok(CredentialAttempt {
             accounts: &self.accounts,
             account,

@@ -44,6 +44,7 @@ async fn one_client_is_throttled_on_logins_and_registrations() {
     let server = TestServer::start_with(|config| {
         config.auth_client_burst = 3;
         config.auth_client_per_minute = 1;
+        config.auth_refusal_delay_ms = 300;
     })
     .await;
     for index in 0..3 {
@@ -51,9 +52,14 @@ async fn one_client_is_throttled_on_logins_and_registrations() {
         let reply = bogus_login(&server, &format!("nobody{index}@example.com")).await;
         reply.expect_error(StatusCode::UNAUTHORIZED);
     }
+    let sent = std::time::Instant::now();
     let refused = bogus_login(&server, "someone-else@example.com").await;
     let wait = retry_after(&refused, StatusCode::TOO_MANY_REQUESTS);
     assert!(wait <= 60, "one token a minute: {wait}");
+    assert!(
+        sent.elapsed() >= std::time::Duration::from_millis(300),
+        "a refusal is held for the refusal delay"
+    );
 
     let register = server
         .post(

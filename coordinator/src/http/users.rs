@@ -219,7 +219,7 @@ async fn register_user(
             }
         }
     }
-    let attempt = state.throttle.admit(peer.ip(), &email)?;
+    let attempt = state.throttle.admit(peer.ip(), &email).await?;
     if state.store.get_user_by_email(&email).await?.is_some() {
         return Err(email_taken(&email));
     }
@@ -286,7 +286,7 @@ async fn login_user(
 ) -> ApiResult<Response> {
     let password = pick_password(request.password, request.unsafe_password)?;
     let email = request.email.trim();
-    let attempt = state.throttle.admit(peer.ip(), email)?;
+    let attempt = state.throttle.admit(peer.ip(), email).await?;
     let user = state.store.get_user_by_email(email).await?;
     let hash = match &user {
         Some(user) => user.password_hash.clone(),
@@ -343,7 +343,7 @@ async fn change_password(
         let current = request.current_password.ok_or_else(|| {
             ApiError::Unprocessable("current_password: required to change your own password".into())
         })?;
-        let attempt = state.throttle.admit(peer.ip(), &user.email)?;
+        let attempt = state.throttle.admit(peer.ip(), &user.email).await?;
         if !state
             .hashing
             .verify(current, user.password_hash.clone())
