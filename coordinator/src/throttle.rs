@@ -37,13 +37,25 @@ use crate::error::ApiError;
 /// old buckets refill (a flood of distinct emails cannot grow memory).
 const MAX_KEYS: usize = 100_000;
 
+/// Least time between two scans of a full table for refilled buckets, so
+/// a flood of new keys against a full table costs no scan per request.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Token buckets by key: `burst` tokens, refilled at `per_minute`.
 #[derive(Debug)]
 pub struct RateLimiter {
     what: &'static str,
     burst: f64,
     per_second: f64,
-    buckets: Mutex<HashMap<String, Bucket>>,
+    max_keys: usize,
+    buckets: Mutex<Buckets>,
+}
+
+#[derive(Debug, Default)]
+struct Buckets {
+    by_key: HashMap<String, Bucket>,
+    /// When a full table was last scanned for refilled buckets.
+    pruned_at: Option<Instant>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -60,7 +72,8 @@ impl RateLimiter {
             what,
             burst: f64::from(burst.max(1)),
             per_second: f64::from(per_minute.max(1)) / 60.0,
-            buckets: Mutex::new(HashMap::new()),
+            max_keys: MAX_KEYS,
+            buckets: Mutex::default(),
         }
     }
 
@@ -69,15 +82,20 @@ impl RateLimiter {
     /// # Errors
     /// `TooManyRequests` with the wait in `Retry-After`.
     pub fn take(&self, key: &str, now: Instant) -> Result<(), ApiError> {
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        if buckets.len() >= MAX_KEYS && !buckets.contains_key(key) {
-            let (burst, per_second) = (self.burst, self.per_second);
-            buckets.retain(|_, bucket| refilled(*bucket, now, burst, per_second) < burst);
+        let mut buckets = lock(&self.buckets);
+        let Buckets { by_key, pruned_at } = &mut *buckets;
+        if by_key.len() >= self.max_keys && !by_key.contains_key(key) {
+            if pruned_at.is_none_or(|at| now.saturating_duration_since(at) >= PRUNE_INTERVAL) {
+                // Full buckets hold nothing a fresh one would not.
+                let (burst, per_second) = (self.burst, self.per_second);
+                by_key.retain(|_, bucket| refilled(*bucket, now, burst, per_second) < burst);
+                *pruned_at = Some(now);
+            }
+            if by_key.len() >= self.max_keys {
+                return Err(self.refusal(PRUNE_INTERVAL));
+            }
         }
-        if buckets.len() >= MAX_KEYS && !buckets.contains_key(key) {
-            return Err(self.refusal(Duration::from_secs(60)));
-        }
-        let bucket = buckets.entry(key.to_owned()).or_insert(Bucket {
+        let bucket = by_key.entry(key.to_owned()).or_insert(Bucket {
             tokens: self.burst,
             updated: now,
         });
@@ -95,8 +113,7 @@ impl RateLimiter {
     /// Gives back a token taken for `key` (an attempt that should not
     /// count, such as a successful sign-in).
     pub fn give_back(&self, key: &str) {
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(bucket) = buckets.get_mut(key) {
+        if let Some(bucket) = lock(&self.buckets).by_key.get_mut(key) {
             bucket.tokens = (bucket.tokens + 1.0).min(self.burst);
         }
     }
@@ -326,6 +343,34 @@ mod tests {
         limiter
             .take("a", start + Duration::from_secs(1))
             .expect("a token given back");
+    }
+
+    /// A full table refuses new keys until buckets refill, scanning for
+    /// refilled ones at most once per interval.
+    #[test]
+    fn a_full_table_refuses_new_keys_until_buckets_refill() {
+        let limiter = RateLimiter {
+            max_keys: 2,
+            ..RateLimiter::new("this account", 2, 60)
+        };
+        let start = Instant::now();
+        limiter.take("a", start).unwrap();
+        limiter.take("b", start).unwrap();
+        assert!(matches!(
+            limiter.take("c", start),
+            Err(ApiError::TooManyRequests { .. })
+        ));
+        limiter.take("a", start).expect("known keys still count");
+        // Two seconds later a and b have refilled: the next scan drops them.
+        let later = start + PRUNE_INTERVAL + Duration::from_secs(1);
+        limiter
+            .take("c", later)
+            .expect("refilled buckets make room");
+        limiter.take("d", later).expect("room for one more");
+        assert!(
+            limiter.take("e", later).is_err(),
+            "full again, and no scan within the interval"
+        );
     }
 
     #[test]
