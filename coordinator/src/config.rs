@@ -150,7 +150,7 @@ pub struct Config {
     /// connection is closed.
     #[arg(long, env = "SQLARENA_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
     pub header_timeout_ms: u64,
-    /// Longest a request may take, body included (504 above); the grader's
+    /// Longest a request may take, body included (503 above); the grader's
     /// long-poll lease is exempt (it waits at most 30 s by itself).
     #[arg(long, env = "SQLARENA_REQUEST_TIMEOUT_MS", default_value_t = 60_000)]
     pub request_timeout_ms: u64,
