@@ -114,6 +114,7 @@ async fn main() {
     let token = auth::new_token("sqa_");
     store
         .create_session(Session {
+            id: Uuid::new_v4(),
             token_hash: auth::token_hash(&token),
             user_id: student.id,
             created_at: Utc::now(),

@@ -5,10 +5,8 @@
 //! sha256, looked up by hash and then compared in constant time. No secret is
 //! ever logged.
 
-use argon2::password_hash::{
-    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
-};
-use argon2::Argon2;
+use argon2::password_hash::{rand_core::OsRng, Output, ParamsString, PasswordHash, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
@@ -22,36 +20,119 @@ use crate::error::ApiError;
 use crate::state::AppState;
 use crate::store::{Grader, User};
 
+/// The working memory of one argon2 computation with the default
+/// parameters (19 MiB), allocated once and reused.
+///
+/// Hashing must not allocate it each time: glibc keeps a freed block this
+/// large in the arena of the thread that freed it, so every blocking-pool
+/// thread that ever hashed held 19 MiB or more (a login flood reached
+/// 550 MiB of RSS after a few dozen hashes; BENCHMARKS.md).
+pub struct HashMemory(Vec<Block>);
+
+impl HashMemory {
+    /// Allocates the memory for the default parameters.
+    pub fn new() -> HashMemory {
+        HashMemory(vec![Block::default(); Params::DEFAULT.block_count()])
+    }
+}
+
+impl Default for HashMemory {
+    fn default() -> Self {
+        HashMemory::new()
+    }
+}
+
+fn hashing_error(error: impl std::fmt::Display) -> ApiError {
+    ApiError::Internal(format!("hashing a password: {error}"))
+}
+
 /// Hashes a password with argon2id (off the async runtime: it is slow on
 /// purpose).
 ///
 /// # Errors
 /// Fails only if the hasher fails, which is an internal error.
 pub async fn hash_password(password: String) -> Result<String, ApiError> {
-    tokio::task::spawn_blocking(move || {
-        let salt = SaltString::generate(&mut OsRng);
-        Argon2::default()
-            .hash_password(password.as_bytes(), &salt)
-            .map(|hash| hash.to_string())
-            .map_err(|error| ApiError::Internal(format!("hashing a password: {error}")))
-    })
-    .await
-    .map_err(|error| ApiError::Internal(format!("hashing task: {error}")))?
+    tokio::task::spawn_blocking(move || hash_password_in(&password, &mut HashMemory::new()))
+        .await
+        .map_err(|error| ApiError::Internal(format!("hashing task: {error}")))?
+}
+
+/// Hashes a password with argon2id and the default parameters in `memory`
+/// on the calling thread (tens of milliseconds: call it from a blocking
+/// thread). The result is the usual PHC string (`$argon2id$v=19$...`).
+///
+/// # Errors
+/// Fails only if the hasher fails, which is an internal error.
+pub fn hash_password_in(password: &str, memory: &mut HashMemory) -> Result<String, ApiError> {
+    let salt = SaltString::generate(&mut OsRng);
+    let mut salt_bytes = [0u8; 64];
+    let raw_salt = salt
+        .as_salt()
+        .decode_b64(&mut salt_bytes)
+        .map_err(hashing_error)?;
+    let params = Params::DEFAULT;
+    let mut output = [0u8; Params::DEFAULT_OUTPUT_LEN];
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
+        .hash_password_into_with_memory(password.as_bytes(), raw_salt, &mut output, &mut memory.0)
+        .map_err(hashing_error)?;
+    let hash = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(&params).map_err(hashing_error)?,
+        salt: Some(salt.as_salt()),
+        hash: Some(Output::new(&output).map_err(hashing_error)?),
+    };
+    Ok(hash.to_string())
 }
 
 /// Checks a password against a stored argon2 hash.
 pub async fn verify_password(password: String, hash: String) -> bool {
     tokio::task::spawn_blocking(move || {
-        PasswordHash::new(&hash)
-            .map(|parsed| {
-                Argon2::default()
-                    .verify_password(password.as_bytes(), &parsed)
-                    .is_ok()
-            })
-            .unwrap_or(false)
+        verify_password_in(&password, &hash, &mut HashMemory::new())
     })
     .await
     .unwrap_or(false)
+}
+
+/// Checks a password against a stored argon2 hash (PHC string, any argon2
+/// variant and parameters), computing in `memory` when it is large enough,
+/// on the calling thread.
+pub fn verify_password_in(password: &str, hash: &str, memory: &mut HashMemory) -> bool {
+    let Ok(parsed) = PasswordHash::new(hash) else {
+        return false;
+    };
+    let (Ok(algorithm), Ok(params)) = (
+        Algorithm::try_from(parsed.algorithm),
+        Params::try_from(&parsed),
+    ) else {
+        return false;
+    };
+    let version = match parsed.version.map(Version::try_from) {
+        None => Version::default(),
+        Some(Ok(version)) => version,
+        Some(Err(_)) => return false,
+    };
+    let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
+        return false;
+    };
+    let mut salt_bytes = [0u8; 64];
+    let Ok(raw_salt) = salt.decode_b64(&mut salt_bytes) else {
+        return false;
+    };
+    let mut output = vec![0u8; expected.len()];
+    let argon2 = Argon2::new(algorithm, version, params.clone());
+    let computed = if params.block_count() <= memory.0.len() {
+        argon2.hash_password_into_with_memory(
+            password.as_bytes(),
+            raw_salt,
+            &mut output,
+            &mut memory.0,
+        )
+    } else {
+        // Made with more memory than the default: allocate for it.
+        argon2.hash_password_into(password.as_bytes(), raw_salt, &mut output)
+    };
+    computed.is_ok() && bool::from(expected.as_bytes().ct_eq(&output))
 }
 
 /// Creates a new random token with a readable prefix (`sqa_`, `sqg_`, ...).
@@ -82,9 +163,14 @@ pub fn bearer_token(parts: &Parts) -> Option<&str> {
 }
 
 /// The signed-in user of a request (`Authorization: Bearer TOKEN` from
-/// `/login`). Rejects with 401 when the token is missing, unknown or expired.
+/// `/login`), with the hash of the session's token. Rejects with 401 when
+/// the token is missing, unknown, expired or revoked.
 #[derive(Debug, Clone)]
-pub struct CurrentUser(pub User);
+pub struct CurrentUser(pub User, SessionHash);
+
+/// The sha256 of the token a request was signed in with.
+#[derive(Debug, Clone)]
+struct SessionHash(String);
 
 impl CurrentUser {
     /// Returns 403 unless the user has one of `roles`.
@@ -107,6 +193,11 @@ impl CurrentUser {
     pub fn is_admin(&self) -> bool {
         self.0.role == Role::Admin
     }
+
+    /// Returns the hash of the token this request was signed in with.
+    pub fn token_hash(&self) -> &str {
+        &self.1 .0
+    }
 }
 
 impl FromRequestParts<AppState> for CurrentUser {
@@ -124,7 +215,7 @@ impl FromRequestParts<AppState> for CurrentUser {
         })?;
         let hash = token_hash(token);
         match state.store.get_session_user(&hash, Utc::now()).await? {
-            Some(user) => Ok(CurrentUser(user)),
+            Some(user) => Ok(CurrentUser(user, SessionHash(hash))),
             None => Err(ApiError::Unauthorized(
                 "the token is unknown or expired: sign in again".into(),
             )),
@@ -175,6 +266,49 @@ mod tests {
         assert!(verify_password("correct horse".into(), hash.clone()).await);
         assert!(!verify_password("wrong horse".into(), hash).await);
         assert!(!verify_password("x".into(), "not a hash".into()).await);
+    }
+
+    /// Hashes made in reused memory are standard PHC argon2id strings, and
+    /// hashes made by the standard API (every stored hash so far) verify.
+    #[test]
+    fn hashes_in_reused_memory_match_the_standard_api() {
+        use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+        let mut memory = HashMemory::new();
+        let ours = hash_password_in("correct horse", &mut memory).unwrap();
+        assert!(
+            ours.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{ours}"
+        );
+        let parsed = PasswordHash::new(&ours).unwrap();
+        assert!(Argon2::default()
+            .verify_password(b"correct horse", &parsed)
+            .is_ok());
+        let salt = SaltString::generate(&mut OsRng);
+        let standard = Argon2::default()
+            .hash_password(b"battery staple", &salt)
+            .unwrap()
+            .to_string();
+        assert!(verify_password_in("battery staple", &standard, &mut memory));
+        assert!(!verify_password_in(
+            "battery stapler",
+            &standard,
+            &mut memory
+        ));
+        // Other parameters (less memory, argon2i) verify too.
+        let small = Argon2::new(
+            Algorithm::Argon2i,
+            Version::V0x13,
+            Params::new(1024, 1, 1, None).unwrap(),
+        )
+        .hash_password(b"tiny", &salt)
+        .unwrap()
+        .to_string();
+        assert!(verify_password_in("tiny", &small, &mut memory));
+        assert!(!verify_password_in(
+            "tiny",
+            "$argon2id$v=19$garbage",
+            &mut memory
+        ));
     }
 
     #[test]

@@ -21,7 +21,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serves the API (the default).
-    Serve(Config),
+    Serve(Box<Config>),
     /// Creates an admin user in the store and exits.
     CreateAdmin(CreateAdmin),
 }
@@ -39,8 +39,11 @@ pub struct CreateAdmin {
     pub store: String,
     #[arg(long, env = "SQLARENA_EMAIL")]
     pub email: String,
-    #[arg(long, env = "SQLARENA_PASSWORD", hide_env_values = true)]
-    pub password: String,
+    /// The admin's password. Prefer the environment variable or stdin: a
+    /// command line is visible to every user of the machine (`ps`). Without
+    /// either, the password is read from the first line of stdin.
+    #[arg(long, env = "SQLARENA_ADMIN_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
     #[arg(long, env = "SQLARENA_FULL_NAME", default_value = "Administrator")]
     pub full_name: String,
 }
@@ -104,6 +107,59 @@ pub struct Config {
     /// older ones.
     #[arg(long, env = "SQLARENA_JOB_RETENTION", default_value = "7d", value_parser = parse_retention)]
     pub job_retention: Duration,
+    /// Lifetime of an invite code, in hours.
+    #[arg(long, env = "SQLARENA_INVITE_TTL_HOURS", default_value_t = 168)]
+    pub invite_ttl_hours: i64,
+    /// Sign-in and registration attempts one client (IP address) may make
+    /// at once before it is held to `--auth-client-per-minute` (429 above).
+    #[arg(long, env = "SQLARENA_AUTH_CLIENT_BURST", default_value_t = 120)]
+    pub auth_client_burst: u32,
+    /// Sustained sign-in and registration attempts per client and minute.
+    #[arg(long, env = "SQLARENA_AUTH_CLIENT_PER_MINUTE", default_value_t = 60)]
+    pub auth_client_per_minute: u32,
+    /// Failed sign-ins one account may take at once before it is held to
+    /// `--auth-account-per-minute` (429 above).
+    #[arg(long, env = "SQLARENA_AUTH_ACCOUNT_BURST", default_value_t = 10)]
+    pub auth_account_burst: u32,
+    /// Sustained failed sign-ins per account and minute.
+    #[arg(long, env = "SQLARENA_AUTH_ACCOUNT_PER_MINUTE", default_value_t = 4)]
+    pub auth_account_per_minute: u32,
+    /// How long a sign-in or registration refused by those limits is held
+    /// before its 429 (at most its `Retry-After`), so clients that ignore
+    /// `Retry-After` cannot flood the server with refusals.
+    #[arg(long, env = "SQLARENA_AUTH_REFUSAL_DELAY_MS", default_value_t = 1000)]
+    pub auth_refusal_delay_ms: u64,
+    /// Password hashes computed at once (each takes 19 MiB and a core for
+    /// tens of milliseconds); the default, half the cores, leaves the other
+    /// half to serve requests during a login flood.
+    #[arg(long, env = "SQLARENA_MAX_CONCURRENT_HASHES", default_value_t = default_hash_slots())]
+    pub max_concurrent_hashes: usize,
+    /// Password hashes that may wait for a turn; more are refused at once
+    /// with 503 and `Retry-After`.
+    #[arg(long, env = "SQLARENA_MAX_QUEUED_HASHES", default_value_t = 16)]
+    pub max_queued_hashes: usize,
+    /// Requires `Authorization: Bearer TOKEN` on `/metrics`.
+    #[arg(long, env = "SQLARENA_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
+    /// Serves `/metrics` on this address instead of `--listen` (e.g. a
+    /// private interface); port 0 picks a free port (logged).
+    #[arg(long, env = "SQLARENA_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// How long DEAD graders stay in the admin lists, in seconds.
+    #[arg(
+        long,
+        env = "SQLARENA_DEAD_GRADER_RETENTION_SECS",
+        default_value_t = 86_400
+    )]
+    pub dead_grader_retention_secs: u64,
+    /// A client must send a request's headers within this time, or the
+    /// connection is closed.
+    #[arg(long, env = "SQLARENA_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_timeout_ms: u64,
+    /// Longest a request may take, body included (503 above); the grader's
+    /// long-poll lease is exempt (it waits at most 30 s by itself).
+    #[arg(long, env = "SQLARENA_REQUEST_TIMEOUT_MS", default_value_t = 60_000)]
+    pub request_timeout_ms: u64,
     /// How often the reaper looks for dead graders and expired leases.
     #[arg(long, env = "SQLARENA_REAPER_INTERVAL_MS", default_value_t = 250)]
     pub reaper_interval_ms: u64,
@@ -141,6 +197,11 @@ fn parse_retention(text: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("{text:?} is too long"))
 }
 
+/// Half the available cores, at least one.
+fn default_hash_slots() -> usize {
+    std::thread::available_parallelism().map_or(1, |cores| (cores.get() / 2).max(1))
+}
+
 impl Config {
     /// A configuration with every default, for tests and benchmarks.
     pub fn for_store(store: &str) -> Config {
@@ -151,6 +212,21 @@ impl Config {
     /// Returns the heartbeat interval.
     pub fn heartbeat_interval(&self) -> Duration {
         Duration::from_millis(self.heartbeat_interval_ms)
+    }
+
+    /// Returns how long DEAD graders stay listed.
+    pub fn dead_grader_retention(&self) -> Duration {
+        Duration::from_secs(self.dead_grader_retention_secs)
+    }
+
+    /// Returns how long a client may take to send a request's headers.
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_timeout_ms.max(1))
+    }
+
+    /// Returns how long a request may take.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms.max(1))
     }
 
     /// Returns how long a silent grader keeps its leases.

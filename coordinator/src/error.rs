@@ -41,6 +41,13 @@ pub enum ApiError {
         message: String,
         retry_after_secs: u64,
     },
+    /// The server is busy (e.g. too much password hashing in progress):
+    /// 503 with `Retry-After`.
+    #[error("{message}")]
+    Overloaded {
+        message: String,
+        retry_after_secs: u64,
+    },
     #[error("store unavailable: {0}")]
     Unavailable(String),
     #[error("internal error: {0}")]
@@ -63,8 +70,23 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Overloaded { .. } | ApiError::Unavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Seconds the client should wait before trying again, if it should.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            ApiError::TooManyRequests {
+                retry_after_secs, ..
+            }
+            | ApiError::Overloaded {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
+            _ => None,
         }
     }
 }
@@ -85,24 +107,26 @@ impl IntoResponse for ApiError {
         let status = self.status();
         let message = match &self {
             ApiError::Internal(detail) => {
-                tracing::error!(error = %detail, "internal error");
+                tracing::error!(error = %crate::redact(detail), "internal error");
                 "internal error".to_string()
             }
             ApiError::Unavailable(detail) => {
-                tracing::warn!(error = %detail, "store unavailable");
+                tracing::warn!(error = %crate::redact(detail), "store unavailable");
                 "the store is unavailable, try again shortly".to_string()
             }
             other => other.to_string(),
         };
-        let mut response =
-            (status, Json(json!({"status": "error", "message": message}))).into_response();
-        if let ApiError::TooManyRequests {
-            retry_after_secs, ..
-        } = self
-        {
+        let mut body = json!({"status": "error", "message": message});
+        let retry_after = self.retry_after_secs();
+        if let Some(seconds) = retry_after {
+            // Also in the envelope, for clients that read only the body.
+            body["retry_after"] = json!(seconds);
+        }
+        let mut response = (status, Json(body)).into_response();
+        if let Some(seconds) = retry_after {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }

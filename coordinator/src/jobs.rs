@@ -598,8 +598,8 @@ pub async fn release_grader(
 }
 
 /// One pass of the reaper: declares silent graders dead and takes back their
-/// leases, takes back leases past their deadline, and applies results left
-/// unapplied.
+/// leases, forgets graders dead for longer than the retention, takes back
+/// leases past their deadline, and applies results left unapplied.
 ///
 /// # Errors
 /// Store failures.
@@ -615,6 +615,15 @@ pub async fn reap_once(state: &AppState) -> StoreResult<()> {
             grader.name, grader.hostname
         );
         release_grader(state, grader.id, true, &reason).await?;
+    }
+    let retention = chrono::Duration::from_std(state.config.dead_grader_retention())
+        .unwrap_or(chrono::Duration::days(1));
+    let forgotten = state.store.delete_dead_graders(now - retention).await?;
+    if forgotten > 0 {
+        tracing::info!(
+            graders = forgotten,
+            "forgot dead graders past their retention"
+        );
     }
     let expired = state.store.requeue_expired(now).await?;
     settle(state, expired).await?;

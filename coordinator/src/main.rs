@@ -1,32 +1,65 @@
 //! `coordinator`: parses configuration, sets up logging, and runs.
+//!
+//! A fatal error ends the process with one line on stderr (`coordinator:
+//! error: ...`, credentials redacted) and exit status 1, never a backtrace.
+
+use std::io::BufRead as _;
+use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use sqlarena_coordinator::config::{Cli, Command};
+use sqlarena_coordinator::config::{Cli, Command, CreateAdmin};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Some(Command::CreateAdmin(args)) => {
-            init_tracing(false);
-            let store = sqlarena_coordinator::store::open(&args.store)
-                .await
-                .context("opening the store")?;
-            let id = sqlarena_coordinator::create_admin(
-                store.as_ref(),
-                &args.email,
-                &args.password,
-                &args.full_name,
-            )
-            .await?;
-            println!("created admin {} with id {id}", args.email);
-            Ok(())
-        }
-        Some(Command::Serve(config)) => serve(config).await,
+    let outcome = match cli.command {
+        Some(Command::CreateAdmin(args)) => create_admin(args).await,
+        Some(Command::Serve(config)) => serve(*config).await,
         None => serve(cli.serve).await,
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            let message = format!("{error:#}").replace(['\n', '\r'], " ");
+            eprintln!(
+                "coordinator: error: {}",
+                sqlarena_coordinator::redact(&message)
+            );
+            ExitCode::FAILURE
+        }
     }
+}
+
+async fn create_admin(args: CreateAdmin) -> anyhow::Result<()> {
+    init_tracing(false);
+    let password = match args.password {
+        Some(password) => password,
+        None => read_password_line().context("reading the admin's password from stdin")?,
+    };
+    let store = sqlarena_coordinator::store::open(&args.store)
+        .await
+        .context("opening the store")?;
+    let id =
+        sqlarena_coordinator::create_admin(store.as_ref(), &args.email, &password, &args.full_name)
+            .await?;
+    println!("created admin {} with id {id}", args.email);
+    Ok(())
+}
+
+/// Reads the password from the first line of stdin (for
+/// `... | coordinator create-admin`, so it never appears in argv).
+fn read_password_line() -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    let password = line.trim_end_matches(['\n', '\r']).to_string();
+    if password.is_empty() {
+        anyhow::bail!(
+            "no password: pass it in SQLARENA_ADMIN_PASSWORD or on the first line of stdin"
+        );
+    }
+    Ok(password)
 }
 
 async fn serve(config: sqlarena_coordinator::config::Config) -> anyhow::Result<()> {

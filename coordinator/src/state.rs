@@ -8,6 +8,7 @@ use crate::config::Config;
 use crate::jobs::Dispatcher;
 use crate::metrics::Metrics;
 use crate::store::Store;
+use crate::throttle::{CredentialThrottle, HashGate};
 
 /// Shared by every handler and background task.
 #[derive(Clone)]
@@ -16,6 +17,10 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub dispatcher: Arc<Dispatcher>,
     pub metrics: Arc<Metrics>,
+    /// Per-client and per-account limits of the password endpoints.
+    pub throttle: Arc<CredentialThrottle>,
+    /// Bounds the password hashing in progress.
+    pub hashing: Arc<HashGate>,
     /// Cancelled when the coordinator shuts down (ends long polls).
     pub shutdown: CancellationToken,
 }
@@ -26,6 +31,11 @@ impl AppState {
         let multi_coordinator = !config.store.starts_with("sqlite://");
         AppState {
             store,
+            throttle: Arc::new(CredentialThrottle::new(&config)),
+            hashing: Arc::new(HashGate::new(
+                config.max_concurrent_hashes,
+                config.max_queued_hashes,
+            )),
             config: Arc::new(config),
             dispatcher: Arc::new(Dispatcher::new(multi_coordinator)),
             metrics: Arc::new(Metrics::default()),

@@ -117,10 +117,19 @@ struct ScriptedGrader {
 
 impl ScriptedGrader {
     async fn register(base: &str, name: &str, lanes: &[Lane]) -> ScriptedGrader {
+        ScriptedGrader::register_with(base, name, lanes, CLUSTER_TOKEN).await
+    }
+
+    async fn register_with(
+        base: &str,
+        name: &str,
+        lanes: &[Lane],
+        cluster_token: &str,
+    ) -> ScriptedGrader {
         let http = reqwest::Client::new();
         let response = http
             .post(format!("{base}/api/v1/grader/register"))
-            .bearer_auth(CLUSTER_TOKEN)
+            .bearer_auth(cluster_token)
             .json(&json!({"name": name, "hostname": "test-host", "version": "test", "lanes": lanes, "slots": 1}))
             .send()
             .await
@@ -155,6 +164,18 @@ impl ScriptedGrader {
             response.json().await.unwrap()
         };
         (status, body)
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .get(format!("{}/api/v1/grader{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap())
     }
 
     async fn lease(&self, wait_ms: u64) -> Option<LeasedJob> {
@@ -702,6 +723,140 @@ async fn unknown_jobs_and_bad_bodies_are_client_errors(spec: StoreSpec) {
     coordinator.stop().await;
 }
 
+/// Revoking a cluster token cuts off the graders registered with it at
+/// their next heartbeat: 401, DEAD, their jobs back in the queue without a
+/// try counted; graders on other tokens carry on.
+async fn revoking_a_cluster_token_cuts_off_its_graders(spec: StoreSpec) {
+    let store = store::open(&spec.uri).await.unwrap();
+    let coordinator = Coordinator::start(store, &spec.uri).await;
+    let admin = coordinator.admin_token().await;
+    let http = reqwest::Client::new();
+    let created: Value = http
+        .post(format!("{}/api/v1/admin/cluster-tokens", coordinator.base))
+        .bearer_auth(&admin)
+        .json(&json!({"label": "rack 2"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token_id = created["data"]["id"].as_str().unwrap().to_string();
+    let secret = created["data"]["token"].as_str().unwrap().to_string();
+    let doomed =
+        ScriptedGrader::register_with(&coordinator.base, "doomed", &[Lane::Fast], &secret).await;
+    let kept = ScriptedGrader::register(&coordinator.base, "kept", &[Lane::Fast]).await;
+    let _kept_alive = kept.keep_alive();
+    queue_attempts(&coordinator.state, 1).await;
+    let job = {
+        let _alive = doomed.keep_alive();
+        let job = doomed.lease(2000).await.expect("the queued job");
+        assert_eq!(doomed.heartbeat(&[&job]).await.0, StatusCode::OK);
+        job
+    };
+
+    let revoked = http
+        .delete(format!(
+            "{}/api/v1/admin/cluster-tokens/{token_id}",
+            coordinator.base
+        ))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), StatusCode::OK);
+    let (status, body) = doomed.post("/heartbeat", json!({"leases": []})).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("revoked"),
+        "the grader is told why: {body}"
+    );
+    let (status, _) = doomed.post("/jobs/lease?wait_ms=0", json!({})).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "every later call is refused"
+    );
+    let grader = coordinator
+        .store()
+        .get_grader(doomed.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(grader.state, sqlarena_common::GraderState::Dead);
+    let stored = coordinator
+        .store()
+        .get_job(job.job_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        stored.state,
+        JobState::Queued,
+        "its job is back in the queue"
+    );
+    assert_eq!(stored.tries, 0, "without a try counted against it");
+
+    let again = kept
+        .lease(2000)
+        .await
+        .expect("the other grader takes the job");
+    assert_eq!(again.job_id, job.job_id);
+    let refused = reqwest::Client::new()
+        .post(format!("{}/api/v1/grader/register", coordinator.base))
+        .bearer_auth(&secret)
+        .json(&json!({"name": "again", "hostname": "h", "version": "v", "lanes": ["fast"], "slots": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    coordinator.stop().await;
+}
+
+/// A grader gets a challenge's bundle only while it holds a lease on a job
+/// of that challenge; any other is 403, whether the challenge exists or not.
+async fn bundles_go_only_to_lease_holders(spec: StoreSpec) {
+    let store = store::open(&spec.uri).await.unwrap();
+    let coordinator = Coordinator::start(store, &spec.uri).await;
+    let (attempt_id, _) = queue_attempts(&coordinator.state, 1).await[0];
+    let challenge_id = coordinator
+        .store()
+        .get_attempt(attempt_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .challenge_id;
+    let holder = ScriptedGrader::register(&coordinator.base, "holder", &[Lane::Fast]).await;
+    let other = ScriptedGrader::register(&coordinator.base, "other", &[Lane::Fast]).await;
+    let (_holder_alive, _other_alive) = (holder.keep_alive(), other.keep_alive());
+    let bundle = format!("/challenges/{challenge_id}/bundle");
+
+    let (status, body) = holder.get(&bundle).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "before the lease: {body}");
+    let job = holder.lease(2000).await.expect("the queued job");
+    let (status, body) = holder.get(&bundle).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"]["challenge_id"], json!(challenge_id));
+
+    let (status, body) = other.get(&bundle).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["status"], "error");
+    let (status, _) = holder
+        .get(&format!("/challenges/{}/bundle", challenge_id + 1000))
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "no lease on another challenge"
+    );
+
+    let (status, _) = holder.complete(&job).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = holder.get(&bundle).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "the lease is over");
+    coordinator.stop().await;
+}
+
 macro_rules! on_both_stores {
     ($($check:ident),+ $(,)?) => {
         mod sqlite {
@@ -733,6 +888,8 @@ on_both_stores!(
     job_fails_after_max_tries,
     restarted_coordinator_keeps_leases,
     unknown_jobs_and_bad_bodies_are_client_errors,
+    revoking_a_cluster_token_cuts_off_its_graders,
+    bundles_go_only_to_lease_holders,
 );
 
 /// Two coordinators on one MongoDB database, graders split between them:

@@ -225,6 +225,11 @@ pub async fn start_coordinator(
         args.push(arg.to_string());
     }
     args.extend(["--admin-password".to_string(), "admin-password".to_string()]);
+    // Every simulated user signs in from this one loopback address: lift
+    // the per-client sign-in limit (the per-account one still applies).
+    if !extra.contains(&"--auth-client-burst") {
+        args.extend(["--auth-client-burst".to_string(), "1000000".to_string()]);
+    }
     args.extend(extra.iter().map(|s| s.to_string()));
     Process::start(name, &binary("coordinator"), &args, true).await
 }

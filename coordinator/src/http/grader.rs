@@ -29,21 +29,27 @@ use crate::store::{Completion, FailOutcome, Grader, Job, StoreError};
 /// Longest a lease request may wait.
 const MAX_WAIT_MS: u64 = 30_000;
 
-/// Routes of the grader protocol.
+/// Routes of the grader protocol but the long-poll lease (see
+/// [`long_poll_router`]).
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/register", post(register_grader))
         .route("/heartbeat", post(heartbeat_grader))
         .route("/deregister", post(deregister_grader))
-        .route("/jobs/lease", post(lease_job))
         .route("/jobs/{id}/progress", post(progress_job))
         .route("/jobs/{id}/complete", post(complete_job))
         .route("/jobs/{id}/fail", post(fail_job))
         .route("/challenges/{id}/bundle", get(get_bundle))
 }
 
-/// The cluster token of a registration, checked against the store.
-struct ClusterAuth;
+/// The long-poll lease, which waits up to 30 s by design and so is kept
+/// out of the request timeout.
+pub fn long_poll_router() -> Router<AppState> {
+    Router::new().route("/jobs/lease", post(lease_job))
+}
+
+/// The cluster token of a registration, checked against the store: its id.
+struct ClusterAuth(Uuid);
 
 impl axum::extract::FromRequestParts<AppState> for ClusterAuth {
     type Rejection = ApiError;
@@ -58,7 +64,7 @@ impl axum::extract::FromRequestParts<AppState> for ClusterAuth {
         let hash = auth::token_hash(token);
         match state.store.get_cluster_token_by_hash(&hash).await? {
             Some(stored) if !stored.revoked && auth::hashes_match(&stored.token_hash, &hash) => {
-                Ok(ClusterAuth)
+                Ok(ClusterAuth(stored.id))
             }
             Some(_) => Err(ApiError::Unauthorized(
                 "this cluster token was revoked: ask an admin for a new one".into(),
@@ -70,7 +76,7 @@ impl axum::extract::FromRequestParts<AppState> for ClusterAuth {
 
 async fn register_grader(
     State(state): State<AppState>,
-    _cluster: ClusterAuth,
+    ClusterAuth(cluster_token_id): ClusterAuth,
     AppJson(request): AppJson<RegisterGraderRequest>,
 ) -> ApiResult<Response> {
     if request.lanes.is_empty() {
@@ -111,6 +117,7 @@ async fn register_grader(
         last_heartbeat: now,
         registered_at: now,
         jobs_done: 0,
+        cluster_token_id: Some(cluster_token_id),
     };
     state.store.create_grader(grader.clone()).await?;
     tracing::info!(grader_id = %grader.id, name = %grader.name, lanes = ?grader.lanes, "grader registered");
@@ -127,6 +134,21 @@ async fn heartbeat_grader(
     GraderAuth(grader): GraderAuth,
     AppJson(request): AppJson<HeartbeatRequest>,
 ) -> ApiResult<Response> {
+    if cluster_token_revoked(&state, &grader).await? {
+        // Cut off: DEAD (every later call is 401) and its jobs back in the
+        // queue at once, without counting a try against them.
+        state
+            .store
+            .set_grader_state(grader.id, GraderState::Dead)
+            .await?;
+        let reason = format!("grader {}: its cluster token was revoked", grader.name);
+        jobs::release_grader(&state, grader.id, false, &reason).await?;
+        tracing::warn!(grader_id = %grader.id, name = %grader.name, "cluster token revoked: grader cut off");
+        return Err(ApiError::Unauthorized(
+            "the cluster token this grader registered with was revoked: register with a new one"
+                .into(),
+        ));
+    }
     let Some(grader) = state.store.touch_grader(grader.id, Utc::now()).await? else {
         return Err(ApiError::Unauthorized(
             "this grader was declared dead: register again".into(),
@@ -146,6 +168,16 @@ async fn heartbeat_grader(
         cancel,
         drain: grader.state == GraderState::Draining,
     }))
+}
+
+/// True when the grader registered with a cluster token that is now
+/// revoked (or gone).
+async fn cluster_token_revoked(state: &AppState, grader: &Grader) -> ApiResult<bool> {
+    let Some(token_id) = grader.cluster_token_id else {
+        return Ok(false);
+    };
+    let token = state.store.get_cluster_token(token_id).await?;
+    Ok(token.is_none_or(|token| token.revoked))
 }
 
 async fn deregister_grader(
@@ -338,11 +370,23 @@ async fn fail_job(
     }
 }
 
+/// A challenge's bundle, only for a grader that holds a lease on a job of
+/// that challenge (the coordinator trusts a grader only for its leases).
 async fn get_bundle(
     State(state): State<AppState>,
-    GraderAuth(_grader): GraderAuth,
+    GraderAuth(grader): GraderAuth,
     AppPath(challenge_id): AppPath<i64>,
 ) -> ApiResult<Response> {
+    let leases = state.store.list_grader_leases(grader.id).await?;
+    let holds_lease = leases.iter().any(|job| match &job.payload {
+        JobPayload::Init(init) => init.challenge_id == challenge_id,
+        JobPayload::Attempt(attempt) => attempt.challenge_id == challenge_id,
+    });
+    if !holds_lease {
+        return Err(ApiError::Forbidden(format!(
+            "this grader holds no lease on a job of challenge {challenge_id}"
+        )));
+    }
     let challenge = state
         .store
         .get_challenge(challenge_id)

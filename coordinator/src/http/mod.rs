@@ -2,6 +2,8 @@
 //!
 //! `/api/v1` holds the people API (users, challenges, attempts, admin) and the
 //! grader protocol (`/api/v1/grader`); operations endpoints sit at the root.
+//! Every route but the grader's long-poll lease answers within
+//! `--request-timeout-ms`.
 
 pub mod admin;
 pub mod attempts;
@@ -9,34 +11,71 @@ pub mod challenges;
 pub mod grader;
 pub mod ops;
 pub mod pagination;
+pub mod server;
 pub mod users;
 pub mod views;
 
-use axum::extract::DefaultBodyLimit;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{Method, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::Router;
 use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// Builds the whole application router.
+/// Builds the whole application router (with `/metrics` unless it is
+/// served on its own address, see [`metrics_router`]).
 pub fn router(state: AppState) -> Router {
     let max_body = state.config.max_body_bytes;
+    let request_timeout = state.config.request_timeout();
     let api = Router::new()
         .merge(users::router())
         .merge(challenges::router())
         .merge(attempts::router())
         .merge(admin::router())
         .nest("/grader", grader::router());
+    let mut timed = Router::new().nest("/api/v1", api).merge(ops::router());
+    if state.config.metrics_listen.is_none() {
+        timed = timed.merge(ops::metrics_router());
+    }
+    let timed = timed.layer(middleware::from_fn_with_state(request_timeout, limit_time));
     Router::new()
-        .nest("/api/v1", api)
-        .merge(ops::router())
+        .nest("/api/v1/grader", grader::long_poll_router())
+        .merge(timed)
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// The router of the separate metrics address (`--metrics-listen`).
+pub fn metrics_router(state: AppState) -> Router {
+    let request_timeout = state.config.request_timeout();
+    ops::metrics_router()
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(request_timeout, limit_time))
+        .with_state(state)
+}
+
+/// Answers 503 when a request (reading its body included) takes longer
+/// than `limit`.
+async fn limit_time(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::Overloaded {
+            message: format!(
+                "the request took longer than {} ms and was abandoned",
+                limit.as_millis()
+            ),
+            retry_after_secs: 1,
+        }
+        .into_response(),
+    }
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {

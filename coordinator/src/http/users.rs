@@ -1,21 +1,25 @@
-//! Users: registration, login, invites, and a user's own record and
-//! attempts.
+//! Users: registration, login and logout, sessions, passwords, invites,
+//! and a user's own record and attempts.
 //!
 //! Passwords arrive as `password` or the seed's `unsafe_password` (an input
 //! alias, never echoed) and are kept only as argon2 hashes. Login tokens and
-//! invite codes are shown once and stored as sha256.
+//! invite codes are shown once and stored as sha256. Every endpoint that
+//! checks or sets a password is throttled per client and per account, and
+//! its hashing bounded (see [`crate::throttle`]).
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
+use std::net::SocketAddr;
 
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
-use chrono::{Duration, Utc};
+use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use sqlarena_common::Role;
 use tokio::sync::OnceCell;
+use uuid::Uuid;
 
 use crate::auth::{self, CurrentUser};
 use crate::error::{created, ok, ApiError, ApiResult, AppJson, AppPath, AppQuery};
@@ -37,8 +41,15 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/register", post(register_user))
         .route("/login", post(login_user))
+        .route("/logout", post(logout_user))
         .route("/invites", post(create_invite))
         .route("/users/{id}", get(get_user))
+        .route("/users/{id}/password", post(change_password))
+        .route(
+            "/users/{id}/sessions",
+            get(list_sessions).delete(revoke_sessions),
+        )
+        .route("/users/{id}/sessions/{session_id}", delete(revoke_session))
         .route("/users/{id}/attempts", get(list_user_attempts))
         .route("/users/{id}/attempts/{attempt_id}", get(get_user_attempt))
 }
@@ -81,6 +92,31 @@ struct InviteView {
     /// The code to hand to the invitee; shown only here.
     code: String,
     role: Role,
+    /// The code is refused after this.
+    expires_at: DateTime<Utc>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasswordRequest {
+    /// The new password.
+    #[serde(default)]
+    password: Option<String>,
+    #[serde(default)]
+    unsafe_password: Option<String>,
+    /// Required when changing one's own password.
+    #[serde(default)]
+    current_password: Option<String>,
+}
+
+/// A session as shown to its user and to admins: never the token.
+#[derive(Serialize)]
+struct SessionView {
+    id: Uuid,
+    created_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+    /// True for the session this request was made with.
+    current: bool,
 }
 
 /// Picks the password from `password` or its alias `unsafe_password`.
@@ -156,6 +192,7 @@ fn validate_password(password: &str) -> ApiResult<()> {
 
 async fn register_user(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     AppJson(request): AppJson<RegisterRequest>,
 ) -> ApiResult<Response> {
     let email = validate_email(&request.email)?;
@@ -183,45 +220,52 @@ async fn register_user(
             }
         }
     }
+    let attempt = state.throttle.admit(peer.ip(), &email).await?;
     if state.store.get_user_by_email(&email).await?.is_some() {
-        return Err(ApiError::Conflict(format!(
-            "the email {email} is already registered: sign in instead"
-        )));
+        return Err(email_taken(&email));
     }
-    let password_hash = auth::hash_password(password).await?;
-    // The store has no way to look an invite up without using it, so it is
-    // claimed before the user exists (recorded as used by user 0).
-    let role = match invite {
-        Some(code) => match state.store.use_invite(&auth::token_hash(code), 0).await? {
-            Some(Invite { role, .. }) => role,
-            None => {
-                return Err(ApiError::Forbidden(
-                    "the invite code is unknown or was already used".into(),
-                ))
-            }
-        },
-        None => request.role.unwrap_or(Role::Student),
+    let password_hash = state.hashing.hash(password).await?;
+    let new_user = NewUser {
+        email: email.clone(),
+        full_name,
+        role: request.role.unwrap_or(Role::Student),
+        password_hash,
     };
-    let user = match state
-        .store
-        .create_user(NewUser {
-            email,
-            full_name,
-            role,
-            password_hash,
-        })
-        .await
-    {
-        Ok(user) => user,
-        Err(StoreError::Conflict(_)) => {
-            return Err(ApiError::Conflict(
-                "this email is already registered: sign in instead".into(),
-            ))
-        }
+    // With an invite, the store creates the user and uses the invite up in
+    // one step, so a refused registration leaves the invite usable.
+    let outcome = match invite {
+        Some(code) => state
+            .store
+            .create_invited_user(new_user, &auth::token_hash(code), Utc::now())
+            .await
+            .map(|user| {
+                user.ok_or_else(|| {
+                    ApiError::Forbidden(
+                        "the invite code is unknown, expired or already used: ask an admin for a new one"
+                            .into(),
+                    )
+                })
+            }),
+        None => state.store.create_user(new_user).await.map(Ok),
+    };
+    let user = match outcome {
+        Ok(user) => user?,
+        Err(StoreError::Conflict(_)) => return Err(email_taken(&email)),
         Err(error) => return Err(error.into()),
     };
-    tracing::info!(user_id = user.id, role = role.as_str(), "user registered");
+    attempt.succeeded();
+    tracing::info!(
+        user_id = user.id,
+        role = user.role.as_str(),
+        "user registered"
+    );
     Ok(created(UserView::from(&user)))
+}
+
+fn email_taken(email: &str) -> ApiError {
+    ApiError::Conflict(format!(
+        "the email {email} is already registered: sign in instead"
+    ))
 }
 
 /// An argon2 hash to verify against when the email is unknown, so a wrong
@@ -238,23 +282,28 @@ async fn dummy_hash() -> &'static str {
 
 async fn login_user(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     AppJson(request): AppJson<LoginRequest>,
 ) -> ApiResult<Response> {
     let password = pick_password(request.password, request.unsafe_password)?;
-    let user = state.store.get_user_by_email(request.email.trim()).await?;
+    let email = request.email.trim();
+    let attempt = state.throttle.admit(peer.ip(), email).await?;
+    let user = state.store.get_user_by_email(email).await?;
     let hash = match &user {
         Some(user) => user.password_hash.clone(),
         None => dummy_hash().await.to_string(),
     };
-    let verified = auth::verify_password(password, hash).await;
+    let verified = state.hashing.verify(password, hash).await?;
     let user = match user {
         Some(user) if verified => user,
         _ => return Err(ApiError::Unauthorized("wrong email or password".into())),
     };
+    attempt.succeeded();
     let token = auth::new_token("sqa_");
     let now = Utc::now();
     let expires_at = now + Duration::hours(state.config.session_ttl_hours.max(1));
     let session = Session {
+        id: Uuid::new_v4(),
         token_hash: auth::token_hash(&token),
         user_id: user.id,
         created_at: now,
@@ -269,6 +318,107 @@ async fn login_user(
     }))
 }
 
+/// Revokes the token the request was made with.
+async fn logout_user(State(state): State<AppState>, user: CurrentUser) -> ApiResult<Response> {
+    state.store.delete_session(user.token_hash()).await?;
+    tracing::info!(user_id = user.0.id, "user signed out");
+    Ok(ok(serde_json::json!({"signed_out": true})))
+}
+
+/// Sets a new password: one's own (with the current password) or, for an
+/// admin, anyone's. Every other session of the user is revoked (all of
+/// them when an admin resets another user's password).
+async fn change_password(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    viewer: CurrentUser,
+    AppPath(id): AppPath<i64>,
+    AppJson(request): AppJson<PasswordRequest>,
+) -> ApiResult<Response> {
+    require_self_or_admin(&viewer, id)?;
+    let password = pick_password(request.password, request.unsafe_password)?;
+    validate_password(&password)?;
+    let user = find_user(&state, id).await?;
+    let is_self = viewer.0.id == id;
+    let keep = if is_self {
+        let current = request.current_password.ok_or_else(|| {
+            ApiError::Unprocessable("current_password: required to change your own password".into())
+        })?;
+        let attempt = state.throttle.admit(peer.ip(), &user.email).await?;
+        if !state
+            .hashing
+            .verify(current, user.password_hash.clone())
+            .await?
+        {
+            return Err(ApiError::Forbidden(
+                "current_password: that is not your current password".into(),
+            ));
+        }
+        attempt.succeeded();
+        Some(viewer.token_hash())
+    } else {
+        None
+    };
+    let password_hash = state.hashing.hash(password).await?;
+    state.store.set_password(id, &password_hash, keep).await?;
+    tracing::info!(
+        user_id = id,
+        by = viewer.0.id,
+        "password changed, other sessions revoked"
+    );
+    Ok(ok(serde_json::json!({"id": id, "password_changed": true})))
+}
+
+async fn list_sessions(
+    State(state): State<AppState>,
+    viewer: CurrentUser,
+    AppPath(id): AppPath<i64>,
+) -> ApiResult<Response> {
+    require_self_or_admin(&viewer, id)?;
+    find_user(&state, id).await?;
+    let sessions: Vec<SessionView> = state
+        .store
+        .list_sessions(id, Utc::now())
+        .await?
+        .into_iter()
+        .map(|session| SessionView {
+            current: auth::hashes_match(&session.token_hash, viewer.token_hash()),
+            id: session.id,
+            created_at: session.created_at,
+            expires_at: session.expires_at,
+        })
+        .collect();
+    Ok(ok(sessions))
+}
+
+/// Revokes every session of a user.
+async fn revoke_sessions(
+    State(state): State<AppState>,
+    viewer: CurrentUser,
+    AppPath(id): AppPath<i64>,
+) -> ApiResult<Response> {
+    require_self_or_admin(&viewer, id)?;
+    find_user(&state, id).await?;
+    let revoked = state.store.delete_user_sessions(id, None).await?;
+    tracing::info!(user_id = id, by = viewer.0.id, revoked, "sessions revoked");
+    Ok(ok(serde_json::json!({"id": id, "revoked": revoked})))
+}
+
+async fn revoke_session(
+    State(state): State<AppState>,
+    viewer: CurrentUser,
+    AppPath((id, session_id)): AppPath<(i64, Uuid)>,
+) -> ApiResult<Response> {
+    require_self_or_admin(&viewer, id)?;
+    if !state.store.delete_user_session(id, session_id).await? {
+        return Err(ApiError::NotFound(format!(
+            "user {id} has no session {session_id}"
+        )));
+    }
+    tracing::info!(user_id = id, by = viewer.0.id, session_id = %session_id, "session revoked");
+    Ok(ok(serde_json::json!({"id": session_id, "revoked": true})))
+}
+
 async fn create_invite(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -277,16 +427,22 @@ async fn create_invite(
     user.require(&[Role::Admin])?;
     let role = request.role.unwrap_or(Role::Professor);
     let code = auth::new_token("sqi_");
+    let now = Utc::now();
     let invite = Invite {
         code_hash: auth::token_hash(&code),
         role,
         created_by: user.0.id,
-        created_at: Utc::now(),
+        created_at: now,
+        expires_at: now + Duration::hours(state.config.invite_ttl_hours.max(1)),
         used_by: None,
     };
-    state.store.create_invite(invite).await?;
+    state.store.create_invite(invite.clone()).await?;
     tracing::info!(admin = user.0.id, role = role.as_str(), "invite created");
-    Ok(created(InviteView { code, role }))
+    Ok(created(InviteView {
+        code,
+        role,
+        expires_at: invite.expires_at,
+    }))
 }
 
 /// Returns 403 unless `viewer` is the user `id` or an admin.

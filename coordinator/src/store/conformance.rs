@@ -55,7 +55,10 @@ macro_rules! store_conformance_suite {
             emails_are_unique_case_insensitively,
             integer_ids_increase_and_are_distinct,
             sessions_resolve_until_they_expire,
+            sessions_are_listed_and_revoked,
+            passwords_change_and_sign_out_other_sessions,
             invites_are_single_use,
+            invites_expire_and_survive_a_taken_email,
             challenges_are_created_listed_and_initialized,
             challenges_change_in_place_or_move_to_a_new_version,
             concurrent_updates_make_one_new_version,
@@ -72,6 +75,8 @@ macro_rules! store_conformance_suite {
             jobs_are_listed_by_state_and_lane,
             lane_stats_cover_every_lane,
             graders_register_heartbeat_and_die,
+            dead_graders_are_forgotten_after_a_cutoff,
+            grader_leases_are_listed,
             cluster_tokens_are_created_and_revoked,
             lists_are_paged_by_key,
             leaderboards_keep_each_users_best_per_version,
@@ -363,6 +368,7 @@ pub async fn sessions_resolve_until_they_expire(store: Arc<dyn Store>) {
     let expired = unique("expired");
     store
         .create_session(Session {
+            id: Uuid::new_v4(),
             token_hash: live.clone(),
             user_id: user.id,
             created_at: now,
@@ -372,6 +378,7 @@ pub async fn sessions_resolve_until_they_expire(store: Arc<dyn Store>) {
         .unwrap();
     store
         .create_session(Session {
+            id: Uuid::new_v4(),
             token_hash: expired.clone(),
             user_id: user.id,
             created_at: now - Duration::hours(2),
@@ -399,53 +406,234 @@ pub async fn sessions_resolve_until_they_expire(store: Arc<dyn Store>) {
     assert_eq!(store.get_session_user("unknown", now).await.unwrap(), None);
 }
 
-/// An invite is used once; of two concurrent uses exactly one wins.
-pub async fn invites_are_single_use(store: Arc<dyn Store>) {
-    let admin = create_user(&store, Role::Admin).await;
-    let first = create_user(&store, Role::Professor).await;
-    let second = create_user(&store, Role::Professor).await;
-    let code = unique("invite");
-    store
-        .create_invite(Invite {
-            code_hash: code.clone(),
-            role: Role::Professor,
-            created_by: admin.id,
-            created_at: now_ms(),
-            used_by: None,
-        })
+/// Creates a session of `user_id` made `age` ago, lasting `ttl`.
+async fn session(store: &Arc<dyn Store>, user_id: i64, age: Duration, ttl: Duration) -> Session {
+    let created_at = now_ms() - age;
+    let session = Session {
+        id: Uuid::new_v4(),
+        token_hash: unique("session"),
+        user_id,
+        created_at,
+        expires_at: created_at + ttl,
+    };
+    store.create_session(session.clone()).await.unwrap();
+    session
+}
+
+/// A user's live sessions are listed newest first; one is revoked by its
+/// token (logout) or its id (an admin), or all but one together.
+pub async fn sessions_are_listed_and_revoked(store: Arc<dyn Store>) {
+    let user = create_user(&store, Role::Student).await;
+    let other = create_user(&store, Role::Student).await;
+    let day = Duration::days(1);
+    let oldest = session(&store, user.id, Duration::seconds(30), day).await;
+    let middle = session(&store, user.id, Duration::seconds(20), day).await;
+    let newest = session(&store, user.id, Duration::seconds(10), day).await;
+    session(&store, user.id, Duration::days(2), day).await; // expired
+    let others = session(&store, other.id, Duration::seconds(10), day).await;
+    let now = now_ms();
+    assert_eq!(
+        store.list_sessions(user.id, now).await.unwrap(),
+        vec![newest.clone(), middle.clone(), oldest.clone()],
+        "live sessions, newest first"
+    );
+
+    assert!(store.delete_session(&middle.token_hash).await.unwrap());
+    assert!(!store.delete_session(&middle.token_hash).await.unwrap());
+    assert_eq!(
+        store
+            .get_session_user(&middle.token_hash, now)
+            .await
+            .unwrap(),
+        None,
+        "a deleted session no longer resolves"
+    );
+    assert!(
+        !store
+            .delete_user_session(other.id, oldest.id)
+            .await
+            .unwrap(),
+        "a session is revoked only through its own user"
+    );
+    assert!(store.delete_user_session(user.id, oldest.id).await.unwrap());
+    assert_eq!(
+        store.list_sessions(user.id, now).await.unwrap(),
+        vec![newest.clone()]
+    );
+
+    let kept = session(&store, user.id, Duration::seconds(5), day).await;
+    let deleted = store
+        .delete_user_sessions(user.id, Some(&kept.token_hash))
         .await
         .unwrap();
-
-    let (left, right) = tokio::join!(
-        {
-            let store = store.clone();
-            let code = code.clone();
-            tokio::spawn(async move { store.use_invite(&code, first.id).await })
-        },
-        {
-            let store = store.clone();
-            let code = code.clone();
-            tokio::spawn(async move { store.use_invite(&code, second.id).await })
-        }
+    assert_eq!(deleted, 2, "the newest and the expired one");
+    assert_eq!(store.list_sessions(user.id, now).await.unwrap(), vec![kept]);
+    assert_eq!(store.delete_user_sessions(user.id, None).await.unwrap(), 1);
+    assert!(store.list_sessions(user.id, now).await.unwrap().is_empty());
+    assert_eq!(
+        store.list_sessions(other.id, now).await.unwrap(),
+        vec![others],
+        "another user's sessions are untouched"
     );
+}
+
+/// A new password hash replaces the old one and signs out every session
+/// of the user but the one kept.
+pub async fn passwords_change_and_sign_out_other_sessions(store: Arc<dyn Store>) {
+    let user = create_user(&store, Role::Student).await;
+    let day = Duration::days(1);
+    let current = session(&store, user.id, Duration::seconds(20), day).await;
+    let stolen = session(&store, user.id, Duration::seconds(10), day).await;
+    store
+        .set_password(user.id, "new-hash", Some(&current.token_hash))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .get_user(user.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .password_hash,
+        "new-hash"
+    );
+    let now = now_ms();
+    assert_eq!(
+        store.list_sessions(user.id, now).await.unwrap(),
+        vec![current]
+    );
+    assert_eq!(
+        store
+            .get_session_user(&stolen.token_hash, now)
+            .await
+            .unwrap(),
+        None
+    );
+
+    store
+        .set_password(user.id, "newer-hash", None)
+        .await
+        .unwrap();
+    assert!(store.list_sessions(user.id, now).await.unwrap().is_empty());
+    let missing = store.set_password(user.id + 1_000_000, "x", None).await;
+    assert!(
+        matches!(missing, Err(StoreError::NotFound(_))),
+        "{missing:?}"
+    );
+}
+
+fn invite(created_by: i64, role: Role, expires_at: DateTime<Utc>) -> Invite {
+    Invite {
+        code_hash: unique("invite"),
+        role,
+        created_by,
+        created_at: now_ms(),
+        expires_at,
+        used_by: None,
+    }
+}
+
+fn new_user(role: Role) -> NewUser {
+    NewUser {
+        email: format!("{}@example.com", unique("invited")),
+        full_name: "Invited User".into(),
+        role,
+        password_hash: "hash".into(),
+    }
+}
+
+/// An invite creates one user, with the invite's role; of two concurrent
+/// registrations with it exactly one wins, and the loser creates nothing.
+pub async fn invites_are_single_use(store: Arc<dyn Store>) {
+    let admin = create_user(&store, Role::Admin).await;
+    let invite = invite(admin.id, Role::Professor, now_ms() + Duration::days(7));
+    store.create_invite(invite.clone()).await.unwrap();
+
+    let register = |user: NewUser| {
+        let store = store.clone();
+        let code = invite.code_hash.clone();
+        tokio::spawn(async move { store.create_invited_user(user, &code, now_ms()).await })
+    };
+    let (first, second) = (new_user(Role::Student), new_user(Role::Student));
+    let (left, right) = tokio::join!(register(first.clone()), register(second.clone()));
     let outcomes = [left.unwrap().unwrap(), right.unwrap().unwrap()];
-    let winners: Vec<&Invite> = outcomes.iter().flatten().collect();
+    let winners: Vec<&super::User> = outcomes.iter().flatten().collect();
     assert_eq!(
         winners.len(),
         1,
-        "exactly one concurrent use wins: {outcomes:?}"
+        "exactly one registration wins: {outcomes:?}"
     );
     let winner = winners[0];
-    assert_eq!(winner.role, Role::Professor);
-    assert_eq!(winner.created_by, admin.id);
-    assert!(winner.used_by == Some(first.id) || winner.used_by == Some(second.id));
+    assert_eq!(winner.role, Role::Professor, "the invite decides the role");
+    let loser = if winner.email == first.email {
+        &second
+    } else {
+        &first
+    };
     assert_eq!(
-        store.use_invite(&code, admin.id).await.unwrap(),
+        store.get_user_by_email(&loser.email).await.unwrap(),
+        None,
+        "the losing registration created no user"
+    );
+    assert_eq!(
+        store
+            .create_invited_user(new_user(Role::Student), &invite.code_hash, now_ms())
+            .await
+            .unwrap(),
         None,
         "a used invite stays used"
     );
     assert_eq!(
-        store.use_invite("no-such-invite", admin.id).await.unwrap(),
+        store
+            .create_invited_user(new_user(Role::Student), "no-such-invite", now_ms())
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+/// An expired invite creates nobody; a registration refused for a taken
+/// email leaves the invite usable.
+pub async fn invites_expire_and_survive_a_taken_email(store: Arc<dyn Store>) {
+    let admin = create_user(&store, Role::Admin).await;
+    let now = now_ms();
+    let expired = invite(admin.id, Role::Professor, now - Duration::seconds(1));
+    store.create_invite(expired.clone()).await.unwrap();
+    let refused = new_user(Role::Student);
+    assert_eq!(
+        store
+            .create_invited_user(refused.clone(), &expired.code_hash, now)
+            .await
+            .unwrap(),
+        None,
+        "an expired invite is refused"
+    );
+    assert_eq!(store.get_user_by_email(&refused.email).await.unwrap(), None);
+
+    let live = invite(admin.id, Role::Admin, now + Duration::hours(1));
+    store.create_invite(live.clone()).await.unwrap();
+    let mut taken = new_user(Role::Student);
+    taken.email = admin.email.to_uppercase();
+    let conflict = store.create_invited_user(taken, &live.code_hash, now).await;
+    assert!(
+        matches!(conflict, Err(StoreError::Conflict(_))),
+        "{conflict:?}"
+    );
+    let user = store
+        .create_invited_user(new_user(Role::Student), &live.code_hash, now)
+        .await
+        .unwrap()
+        .expect("the invite is still usable after the conflict");
+    assert_eq!(user.role, Role::Admin);
+    assert_eq!(
+        store
+            .create_invited_user(
+                new_user(Role::Student),
+                &live.code_hash,
+                now + Duration::hours(2)
+            )
+            .await
+            .unwrap(),
         None
     );
 }
@@ -2212,6 +2400,7 @@ fn grader(
         last_heartbeat,
         registered_at,
         jobs_done: 0,
+        cluster_token_id: Some(Uuid::now_v7()),
     }
 }
 
@@ -2346,6 +2535,104 @@ pub async fn graders_register_heartbeat_and_die(store: Arc<dyn Store>) {
         .is_empty());
 }
 
+/// DEAD graders silent since before the cutoff are deleted; live ones and
+/// recently dead ones stay.
+pub async fn dead_graders_are_forgotten_after_a_cutoff(store: Arc<dyn Store>) {
+    let now = now_ms();
+    let long_dead = grader(
+        now - Duration::hours(3),
+        now - Duration::hours(2),
+        GraderState::Dead,
+    );
+    let just_dead = grader(
+        now - Duration::hours(3),
+        now - Duration::minutes(1),
+        GraderState::Dead,
+    );
+    let silent_alive = grader(
+        now - Duration::hours(3),
+        now - Duration::hours(2),
+        GraderState::Alive,
+    );
+    for grader in [&long_dead, &just_dead, &silent_alive] {
+        store.create_grader(grader.clone()).await.unwrap();
+    }
+    assert_eq!(
+        store
+            .delete_dead_graders(now - Duration::hours(1))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(store.get_grader(long_dead.id).await.unwrap(), None);
+    assert_eq!(
+        store.get_grader(just_dead.id).await.unwrap(),
+        Some(just_dead.clone())
+    );
+    assert_eq!(
+        store.get_grader(silent_alive.id).await.unwrap(),
+        Some(silent_alive),
+        "only DEAD graders are forgotten"
+    );
+    assert_eq!(
+        store
+            .delete_dead_graders(now - Duration::hours(1))
+            .await
+            .unwrap(),
+        0
+    );
+}
+
+/// A grader's leases are the jobs LEASED to it, oldest first.
+pub async fn grader_leases_are_listed(store: Arc<dyn Store>) {
+    let now = now_ms();
+    let holder = grader(now, now, GraderState::Alive);
+    let other = grader(now, now, GraderState::Alive);
+    for attempt_id in 1..=4 {
+        store
+            .enqueue_job(attempt_job(Lane::Fast, attempt_id))
+            .await
+            .unwrap();
+    }
+    let first = store
+        .claim_job(holder.id, &[Lane::Fast], now)
+        .await
+        .unwrap()
+        .unwrap();
+    let second = store
+        .claim_job(holder.id, &[Lane::Fast], now)
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .claim_job(other.id, &[Lane::Fast], now)
+        .await
+        .unwrap()
+        .unwrap();
+    let done = store
+        .claim_job(holder.id, &[Lane::Fast], now)
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .complete_job(done.id, lease_id_of(&done), attempt_outcome(), now)
+        .await
+        .unwrap();
+    let leases: Vec<Uuid> = store
+        .list_grader_leases(holder.id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|job| job.id)
+        .collect();
+    assert_eq!(leases, vec![first.id, second.id]);
+    assert!(store
+        .list_grader_leases(Uuid::now_v7())
+        .await
+        .unwrap()
+        .is_empty());
+}
+
 /// Cluster tokens are stored by hash, listed newest first and revoked.
 pub async fn cluster_tokens_are_created_and_revoked(store: Arc<dyn Store>) {
     let admin = create_user(&store, Role::Admin).await;
@@ -2389,6 +2676,11 @@ pub async fn cluster_tokens_are_created_and_revoked(store: Arc<dyn Store>) {
     let result = store.create_cluster_token(duplicate).await;
     assert!(matches!(result, Err(StoreError::Conflict(_))), "{result:?}");
 
+    assert_eq!(
+        store.get_cluster_token(newer.id).await.unwrap(),
+        Some(newer.clone())
+    );
+    assert_eq!(store.get_cluster_token(Uuid::now_v7()).await.unwrap(), None);
     assert!(store.revoke_cluster_token(older.id).await.unwrap());
     let revoked = store
         .get_cluster_token_by_hash(&older.token_hash)

@@ -63,7 +63,10 @@ pub async fn open(uri: &str) -> anyhow::Result<Arc<dyn Store>> {
         let store = mongo::MongoStore::connect(uri).await?;
         Ok(Arc::new(store))
     } else {
-        anyhow::bail!("unknown store URI {uri:?}: use sqlite://PATH or mongodb://HOST:PORT/DB")
+        anyhow::bail!(
+            "unknown store URI {:?}: use sqlite://PATH or mongodb://HOST:PORT/DB",
+            crate::redact(uri)
+        )
     }
 }
 
@@ -97,19 +100,23 @@ pub struct NewUser {
 /// A bearer session: the sha256 of the token, never the token itself.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Session {
+    /// Names the session to admins (list, revoke) without revealing anything
+    /// of the token.
+    pub id: Uuid,
     pub token_hash: String,
     pub user_id: i64,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
 }
 
-/// A single-use invitation to register with a given role.
+/// A single-use invitation to register with a given role, until it expires.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Invite {
     pub code_hash: String,
     pub role: Role,
     pub created_by: i64,
     pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
     pub used_by: Option<i64>,
 }
 
@@ -425,6 +432,9 @@ pub struct Grader {
     pub last_heartbeat: DateTime<Utc>,
     pub registered_at: DateTime<Utc>,
     pub jobs_done: u64,
+    /// The cluster token the grader registered with (`None` for graders
+    /// registered before tokens were recorded): revoking it cuts the grader off.
+    pub cluster_token_id: Option<Uuid>,
 }
 
 /// A cluster token: graders register with it. Only its sha256 is kept.
@@ -498,11 +508,41 @@ pub trait Store: Send + Sync + 'static {
         token_hash: &str,
         now: DateTime<Utc>,
     ) -> StoreResult<Option<User>>;
+    /// Lists a user's unexpired sessions, newest first.
+    async fn list_sessions(&self, user_id: i64, now: DateTime<Utc>) -> StoreResult<Vec<Session>>;
+    /// Deletes the session with this token hash (logout); false if none.
+    async fn delete_session(&self, token_hash: &str) -> StoreResult<bool>;
+    /// Deletes the user's session with this id; false if the user has none.
+    async fn delete_user_session(&self, user_id: i64, session_id: Uuid) -> StoreResult<bool>;
+    /// Deletes every session of the user but the one with `keep_token_hash`
+    /// (when given) and returns how many went.
+    async fn delete_user_sessions(
+        &self,
+        user_id: i64,
+        keep_token_hash: Option<&str>,
+    ) -> StoreResult<u64>;
+    /// Replaces a user's password hash and deletes the user's sessions but
+    /// the one with `keep_token_hash`, so a changed password signs every
+    /// other holder out. `NotFound` if there is no such user.
+    async fn set_password(
+        &self,
+        user_id: i64,
+        password_hash: &str,
+        keep_token_hash: Option<&str>,
+    ) -> StoreResult<()>;
     /// Stores an invite.
     async fn create_invite(&self, invite: Invite) -> StoreResult<()>;
-    /// Atomically marks an unused invite as used by `user_id` and returns it;
-    /// `None` if there is no such unused invite.
-    async fn use_invite(&self, code_hash: &str, user_id: i64) -> StoreResult<Option<Invite>>;
+    /// Creates a user with the role of an unused invite unexpired at `now`,
+    /// and marks the invite used by that user, as one step: either both
+    /// happen or neither. `None` (nothing changed) if there is no such
+    /// invite; `Conflict` (the invite stays unused) if the email is taken.
+    /// `user.role` is replaced by the invite's role.
+    async fn create_invited_user(
+        &self,
+        user: NewUser,
+        code_hash: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<User>>;
 
     // --- challenges ---------------------------------------------------------
 
@@ -722,6 +762,11 @@ pub trait Store: Send + Sync + 'static {
     /// Marks every ALIVE or DRAINING grader whose last heartbeat is before
     /// `cutoff` as DEAD and returns them.
     async fn mark_dead_graders(&self, cutoff: DateTime<Utc>) -> StoreResult<Vec<Grader>>;
+    /// Forgets DEAD graders whose last heartbeat is before `cutoff` (they
+    /// leave the admin lists) and returns how many.
+    async fn delete_dead_graders(&self, cutoff: DateTime<Utc>) -> StoreResult<u64>;
+    /// Lists the jobs a grader holds a lease on (LEASED to it), oldest first.
+    async fn list_grader_leases(&self, grader_id: Uuid) -> StoreResult<Vec<Job>>;
 
     // --- cluster tokens -----------------------------------------------------
 
@@ -734,6 +779,8 @@ pub trait Store: Send + Sync + 'static {
         &self,
         token_hash: &str,
     ) -> StoreResult<Option<ClusterToken>>;
+    /// Returns a cluster token by id (revoked or not).
+    async fn get_cluster_token(&self, id: Uuid) -> StoreResult<Option<ClusterToken>>;
     /// Revokes a cluster token; false if there is none with this id.
     async fn revoke_cluster_token(&self, id: Uuid) -> StoreResult<bool>;
 }

@@ -107,7 +107,75 @@ impl MongoStore {
             .backfill_leaderboard()
             .await
             .context("fill the leaderboard from the passed attempts")?;
+        store
+            .name_sessions()
+            .await
+            .context("name the sessions made before session ids")?;
         Ok(store)
+    }
+
+    /// Gives every session without a `session_id` one (sessions made
+    /// before sessions had ids); idempotent, and a no-op once done.
+    async fn name_sessions(&self) -> StoreResult<()> {
+        let sessions = self.collection("sessions");
+        let unnamed = self
+            .find_many(
+                "sessions",
+                doc! { "session_id": { "$exists": false } },
+                doc! {},
+                0,
+            )
+            .await?;
+        for session in unnamed {
+            let hash = Fields::new(&session, "session").str("_id")?.to_owned();
+            sessions
+                .update_one(
+                    doc! { "_id": hash, "session_id": { "$exists": false } },
+                    doc! { "$set": { "session_id": Uuid::new_v4().to_string() } },
+                )
+                .await
+                .map_err(backend)?;
+        }
+        Ok(())
+    }
+
+    /// Inserts a user with an id from the `users` sequence; `Conflict` when
+    /// the email is taken.
+    async fn insert_user(&self, id: i64, user: &NewUser) -> StoreResult<User> {
+        let document = doc! {
+            "_id": id,
+            "email": &user.email,
+            "email_lower": user.email.to_lowercase(),
+            "full_name": &user.full_name,
+            "role": user.role.as_str(),
+            "password_hash": &user.password_hash,
+            "created_at": bson_time(stored_now()),
+        };
+        match self
+            .collection("users")
+            .insert_one(&document)
+            .await
+            .map_err(backend)
+        {
+            Err(StoreError::Conflict(_)) => Err(email_taken(&user.email)),
+            Err(error) => Err(error),
+            Ok(_) => user_from(&document),
+        }
+    }
+
+    /// `Conflict` when a user has this email (checked before taking a user
+    /// id, so a taken email does not use one up; the unique index decides
+    /// races).
+    async fn check_email_free(&self, email: &str) -> StoreResult<()> {
+        let taken = self
+            .collection("users")
+            .find_one(doc! { "email_lower": email.to_lowercase() })
+            .await
+            .map_err(backend)?;
+        match taken {
+            Some(_) => Err(email_taken(email)),
+            None => Ok(()),
+        }
     }
 
     /// Creates every index the queries rely on; creating an existing index
@@ -117,10 +185,12 @@ impl MongoStore {
         // No compound index names `_id`: nx-27017 then rejects every insert
         // into the collection ("JSON path error near '_id'"); sorts by `_id`
         // use the `_id` index.
-        let indexes: [(&str, Document, Option<IndexOptions>); 14] = [
+        let indexes: [(&str, Document, Option<IndexOptions>); 15] = [
             // Case-insensitive email uniqueness: the lower-cased copy.
             ("users", doc! { "email_lower": 1 }, unique()),
-            // Sessions and invites are keyed by their hash (`_id`).
+            // Sessions and invites are keyed by their hash (`_id`); a
+            // user's sessions are listed and revoked together.
+            ("sessions", doc! { "user_id": 1 }, None),
             ("graders", doc! { "token_hash": 1 }, unique()),
             ("graders", doc! { "last_heartbeat_ms": 1 }, None),
             ("cluster_tokens", doc! { "token_hash": 1 }, unique()),
@@ -768,15 +838,19 @@ fn user_from(document: &Document) -> StoreResult<User> {
     })
 }
 
-fn invite_from(document: &Document) -> StoreResult<Invite> {
-    let fields = Fields::new(document, "invite");
-    Ok(Invite {
-        code_hash: fields.str("_id")?.to_owned(),
-        role: fields.parsed("role", Role::parse)?,
-        created_by: fields.i64("created_by")?,
+fn session_from(document: &Document) -> StoreResult<Session> {
+    let fields = Fields::new(document, "session");
+    Ok(Session {
+        id: fields.uuid("session_id")?,
+        token_hash: fields.str("_id")?.to_owned(),
+        user_id: fields.i64("user_id")?,
         created_at: fields.time("created_at")?,
-        used_by: fields.opt_i64("used_by")?,
+        expires_at: fields.time("expires_at")?,
     })
+}
+
+fn email_taken(email: &str) -> StoreError {
+    StoreError::Conflict(format!("the email {email} is already registered"))
 }
 
 fn test_case_document(case: &TestCase) -> StoreResult<Document> {
@@ -923,6 +997,7 @@ fn grader_from(document: &Document) -> StoreResult<Grader> {
         last_heartbeat: fields.time("last_heartbeat")?,
         registered_at: fields.time("registered_at")?,
         jobs_done: fields.i64("jobs_done")?.unsigned_abs(),
+        cluster_token_id: fields.opt_uuid("cluster_token_id")?,
     })
 }
 
@@ -964,39 +1039,9 @@ impl Store for MongoStore {
     // --- users, sessions, invites -------------------------------------------
 
     async fn create_user(&self, user: NewUser) -> StoreResult<User> {
-        let email_lower = user.email.to_lowercase();
-        // Checked first so a taken email does not use up a user id; the
-        // unique index decides races.
-        let taken = self
-            .collection("users")
-            .find_one(doc! { "email_lower": &email_lower })
-            .await
-            .map_err(backend)?;
-        let conflict =
-            || StoreError::Conflict(format!("the email {} is already registered", user.email));
-        if taken.is_some() {
-            return Err(conflict());
-        }
+        self.check_email_free(&user.email).await?;
         let id = self.next_id("users").await?;
-        let document = doc! {
-            "_id": id,
-            "email": &user.email,
-            "email_lower": email_lower,
-            "full_name": &user.full_name,
-            "role": user.role.as_str(),
-            "password_hash": &user.password_hash,
-            "created_at": bson_time(stored_now()),
-        };
-        match self
-            .collection("users")
-            .insert_one(&document)
-            .await
-            .map_err(backend)
-        {
-            Err(StoreError::Conflict(_)) => Err(conflict()),
-            Err(error) => Err(error),
-            Ok(_) => user_from(&document),
-        }
+        self.insert_user(id, &user).await
     }
 
     async fn get_user(&self, id: i64) -> StoreResult<Option<User>> {
@@ -1021,6 +1066,7 @@ impl Store for MongoStore {
     async fn create_session(&self, session: Session) -> StoreResult<()> {
         let document = doc! {
             "_id": &session.token_hash,
+            "session_id": session.id.to_string(),
             "user_id": session.user_id,
             "created_at": bson_time(session.created_at),
             "expires_at": bson_time(session.expires_at),
@@ -1050,12 +1096,84 @@ impl Store for MongoStore {
         self.get_user(user_id).await
     }
 
+    async fn list_sessions(&self, user_id: i64, now: DateTime<Utc>) -> StoreResult<Vec<Session>> {
+        let documents = self
+            .find_many(
+                "sessions",
+                doc! { "user_id": user_id, "expires_at": { "$gt": bson_time(now) } },
+                doc! { "created_at": -1, "_id": -1 },
+                0,
+            )
+            .await?;
+        documents.iter().map(session_from).collect()
+    }
+
+    async fn delete_session(&self, token_hash: &str) -> StoreResult<bool> {
+        let deleted = self
+            .collection("sessions")
+            .delete_one(doc! { "_id": token_hash })
+            .await
+            .map_err(backend)?;
+        Ok(deleted.deleted_count == 1)
+    }
+
+    async fn delete_user_session(&self, user_id: i64, session_id: Uuid) -> StoreResult<bool> {
+        let deleted = self
+            .collection("sessions")
+            .delete_one(doc! { "user_id": user_id, "session_id": session_id.to_string() })
+            .await
+            .map_err(backend)?;
+        Ok(deleted.deleted_count == 1)
+    }
+
+    async fn delete_user_sessions(
+        &self,
+        user_id: i64,
+        keep_token_hash: Option<&str>,
+    ) -> StoreResult<u64> {
+        let mut filter = doc! { "user_id": user_id };
+        if let Some(keep) = keep_token_hash {
+            filter.insert("_id", doc! { "$ne": keep });
+        }
+        let deleted = self
+            .collection("sessions")
+            .delete_many(filter)
+            .await
+            .map_err(backend)?;
+        Ok(deleted.deleted_count)
+    }
+
+    /// Two writes: the hash, then the other sessions. Between them a
+    /// signed-in holder of an old session may still act for a moment, but
+    /// cannot sign in with the old password.
+    async fn set_password(
+        &self,
+        user_id: i64,
+        password_hash: &str,
+        keep_token_hash: Option<&str>,
+    ) -> StoreResult<()> {
+        let updated = self
+            .collection("users")
+            .update_one(
+                doc! { "_id": user_id },
+                doc! { "$set": { "password_hash": password_hash } },
+            )
+            .await
+            .map_err(backend)?;
+        if updated.matched_count == 0 {
+            return Err(StoreError::NotFound(format!("user {user_id}")));
+        }
+        self.delete_user_sessions(user_id, keep_token_hash).await?;
+        Ok(())
+    }
+
     async fn create_invite(&self, invite: Invite) -> StoreResult<()> {
         let document = doc! {
             "_id": &invite.code_hash,
             "role": invite.role.as_str(),
             "created_by": invite.created_by,
             "created_at": bson_time(invite.created_at),
+            "expires_at": bson_time(invite.expires_at),
             "used_by": invite.used_by,
         };
         self.collection("invites")
@@ -1065,17 +1183,48 @@ impl Store for MongoStore {
         Ok(())
     }
 
-    async fn use_invite(&self, code_hash: &str, user_id: i64) -> StoreResult<Option<Invite>> {
-        let used = self
-            .collection("invites")
+    /// Claims the invite for the new user's id with one conditional write,
+    /// then inserts the user; if the insert fails the claim is handed back,
+    /// so the invite is used exactly when the user exists. (Invites stored
+    /// before invites expired have no `expires_at` and are refused.)
+    async fn create_invited_user(
+        &self,
+        user: NewUser,
+        code_hash: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<User>> {
+        self.check_email_free(&user.email).await?;
+        let id = self.next_id("users").await?;
+        let invites = self.collection("invites");
+        let claimed = invites
             .find_one_and_update(
-                doc! { "_id": code_hash, "used_by": Bson::Null },
-                doc! { "$set": { "used_by": user_id } },
+                doc! {
+                    "_id": code_hash,
+                    "used_by": Bson::Null,
+                    "expires_at": { "$gt": bson_time(now) },
+                },
+                doc! { "$set": { "used_by": id } },
             )
             .return_document(ReturnDocument::After)
             .await
             .map_err(backend)?;
-        used.as_ref().map(invite_from).transpose()
+        let Some(invite) = claimed else {
+            return Ok(None);
+        };
+        let role = Fields::new(&invite, "invite").parsed("role", Role::parse)?;
+        match self.insert_user(id, &NewUser { role, ..user }).await {
+            Ok(created) => Ok(Some(created)),
+            Err(error) => {
+                invites
+                    .update_one(
+                        doc! { "_id": code_hash, "used_by": id },
+                        doc! { "$set": { "used_by": Bson::Null } },
+                    )
+                    .await
+                    .map_err(backend)?;
+                Err(error)
+            }
+        }
     }
 
     // --- challenges ---------------------------------------------------------
@@ -2005,6 +2154,7 @@ impl Store for MongoStore {
             "registered_at": bson_time(grader.registered_at),
             "jobs_done": jobs_done,
             "heartbeats": 0_i64,
+            "cluster_token_id": grader.cluster_token_id.map(|id| id.to_string()),
         };
         self.collection("graders")
             .insert_one(document)
@@ -2103,6 +2253,24 @@ impl Store for MongoStore {
         Ok(dead)
     }
 
+    async fn delete_dead_graders(&self, cutoff: DateTime<Utc>) -> StoreResult<u64> {
+        let deleted = self
+            .collection("graders")
+            .delete_many(doc! {
+                "state": GraderState::Dead.as_str(),
+                "last_heartbeat_ms": { "$lt": cutoff.timestamp_millis() },
+            })
+            .await
+            .map_err(backend)?;
+        Ok(deleted.deleted_count)
+    }
+
+    async fn list_grader_leases(&self, grader_id: Uuid) -> StoreResult<Vec<Job>> {
+        let filter =
+            doc! { "state": JobState::Leased.as_str(), "lease.grader_id": grader_id.to_string() };
+        self.find_jobs(filter, 0).await
+    }
+
     // --- cluster tokens -----------------------------------------------------
 
     async fn create_cluster_token(&self, token: ClusterToken) -> StoreResult<()> {
@@ -2140,6 +2308,11 @@ impl Store for MongoStore {
         token_hash: &str,
     ) -> StoreResult<Option<ClusterToken>> {
         self.find_cluster_token(doc! { "token_hash": token_hash })
+            .await
+    }
+
+    async fn get_cluster_token(&self, id: Uuid) -> StoreResult<Option<ClusterToken>> {
+        self.find_cluster_token(doc! { "_id": id.to_string() })
             .await
     }
 

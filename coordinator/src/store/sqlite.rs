@@ -52,7 +52,7 @@ use super::{
 
 /// Version of the schema created by [`SCHEMA`]; kept in `schema_version` so
 /// that [`migrate`] can bring an older file up to date.
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 /// The schema, created idempotently at every open.
 const SCHEMA: &str = "
@@ -72,14 +72,17 @@ CREATE TABLE IF NOT EXISTS sessions (
     token_hash TEXT PRIMARY KEY,
     user_id INTEGER NOT NULL REFERENCES users(id),
     created_at INTEGER NOT NULL,
-    expires_at INTEGER NOT NULL
+    expires_at INTEGER NOT NULL,
+    id TEXT
 );
+CREATE INDEX IF NOT EXISTS sessions_by_user ON sessions (user_id, created_at);
 CREATE TABLE IF NOT EXISTS invites (
     code_hash TEXT PRIMARY KEY,
     role TEXT NOT NULL,
     created_by INTEGER NOT NULL REFERENCES users(id),
     created_at INTEGER NOT NULL,
-    used_by INTEGER
+    used_by INTEGER,
+    expires_at INTEGER
 );
 CREATE TABLE IF NOT EXISTS challenges (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -183,7 +186,8 @@ CREATE TABLE IF NOT EXISTS graders (
     token_hash TEXT NOT NULL UNIQUE,
     last_heartbeat INTEGER NOT NULL,
     registered_at INTEGER NOT NULL,
-    jobs_done INTEGER NOT NULL
+    jobs_done INTEGER NOT NULL,
+    cluster_token_id TEXT
 );
 CREATE INDEX IF NOT EXISTS graders_by_heartbeat ON graders (state, last_heartbeat);
 CREATE TABLE IF NOT EXISTS cluster_tokens (
@@ -216,6 +220,7 @@ const UNFINISHED_COUNT_SQL: &str =
     "SELECT COUNT(*) FROM attempts WHERE user_id = ?1 AND status IN ('PENDING', 'RUNNING')";
 
 const USER_COLUMNS: &str = "id, email, full_name, role, password_hash, created_at";
+const SESSION_COLUMNS: &str = "id, token_hash, user_id, created_at, expires_at";
 const CHALLENGE_COLUMNS: &str =
     "id, created_user_id, name, description, challenge_type, init, solution, \
      times_to_run, expires_at, version, state, init_at, init_errors, init_warnings, created_at";
@@ -227,8 +232,8 @@ const ATTEMPT_COLUMNS: &str =
 const JOB_COLUMNS: &str = "id, kind, lane, payload, state, tries, max_tries, lease_id, grader_id, \
      lease_expires_at, timeout_ms, progress, outcome, error, applied, cancel_requested, created_at, \
      leased_at, finished_at, seq";
-const GRADER_COLUMNS: &str =
-    "id, name, hostname, version, lanes, slots, state, token_hash, last_heartbeat, registered_at, jobs_done";
+const GRADER_COLUMNS: &str = "id, name, hostname, version, lanes, slots, state, token_hash, \
+     last_heartbeat, registered_at, jobs_done, cluster_token_id";
 const CLUSTER_TOKEN_COLUMNS: &str = "id, label, token_hash, created_by, created_at, revoked";
 
 /// The embedded SQLite store. Cheap to share behind an `Arc`.
@@ -432,12 +437,44 @@ fn migrate(connection: &Connection, from: i64) -> anyhow::Result<()> {
         // message per kind (older errors count as grading failures).
         steps.push_str("ALTER TABLE attempts ADD COLUMN error_kind TEXT;");
     }
+    if from < 5 {
+        // Version 5: sessions get an id admins can name, invites expire
+        // (those made before expire a week after they were made), graders
+        // remember their cluster token.
+        steps.push_str(&format!(
+            "ALTER TABLE sessions ADD COLUMN id TEXT; \
+             ALTER TABLE invites ADD COLUMN expires_at INTEGER; \
+             UPDATE invites SET expires_at = created_at + {LEGACY_INVITE_TTL_MICROS}; \
+             ALTER TABLE graders ADD COLUMN cluster_token_id TEXT;"
+        ));
+    }
     steps.push_str(&format!(
         "UPDATE schema_version SET version = {SCHEMA_VERSION}; COMMIT;"
     ));
     connection
         .execute_batch(&steps)
-        .with_context(|| format!("migrating the schema from version {from} to {SCHEMA_VERSION}"))
+        .with_context(|| format!("migrating the schema from version {from} to {SCHEMA_VERSION}"))?;
+    if from < 5 {
+        name_sessions(connection).context("naming the sessions of schema version 4")?;
+    }
+    Ok(())
+}
+
+/// How long invites made before schema version 5 stay usable, in microseconds
+/// (7 days, the default `--invite-ttl-hours`).
+const LEGACY_INVITE_TTL_MICROS: i64 = 7 * 24 * 3600 * 1_000_000;
+
+/// Gives every session without an id one (sessions made before version 5).
+fn name_sessions(connection: &Connection) -> anyhow::Result<()> {
+    let hashes: Vec<String> = connection
+        .prepare("SELECT token_hash FROM sessions WHERE id IS NULL")?
+        .query_map([], |row| row.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut update = connection.prepare("UPDATE sessions SET id = ?2 WHERE token_hash = ?1")?;
+    for hash in hashes {
+        update.execute(params![hash, Uuid::new_v4().to_string()])?;
+    }
+    Ok(())
 }
 
 /// Fills the leaderboard (new in schema version 4) from the attempts that
@@ -563,13 +600,13 @@ fn user_from(row: &Row<'_>) -> rusqlite::Result<User> {
     })
 }
 
-fn invite_from(row: &Row<'_>) -> rusqlite::Result<Invite> {
-    Ok(Invite {
-        code_hash: row.get(0)?,
-        role: wire_at(row, 1, Role::parse)?,
-        created_by: row.get(2)?,
+fn session_from(row: &Row<'_>) -> rusqlite::Result<Session> {
+    Ok(Session {
+        id: uuid_at(row, 0)?,
+        token_hash: row.get(1)?,
+        user_id: row.get(2)?,
         created_at: time_at(row, 3)?,
-        used_by: row.get(4)?,
+        expires_at: time_at(row, 4)?,
     })
 }
 
@@ -697,6 +734,7 @@ fn grader_from(row: &Row<'_>) -> rusqlite::Result<Grader> {
         registered_at: time_at(row, 9)?,
         jobs_done: u64::try_from(jobs_done)
             .map_err(|_| conversion_error(10, format!("bad count {jobs_done}")))?,
+        cluster_token_id: optional_uuid_at(row, 11)?,
     })
 }
 
@@ -727,6 +765,46 @@ fn select_user(connection: &Connection, id: i64) -> StoreResult<Option<User>> {
         .prepare_cached(&sql)?
         .query_row([id], user_from)
         .optional()?)
+}
+
+/// Inserts a user; `Conflict` when the email is taken.
+fn insert_user(transaction: &Transaction<'_>, user: NewUser) -> StoreResult<User> {
+    let inserted = transaction
+        .prepare_cached(
+            "INSERT INTO users (email, email_lower, full_name, role, password_hash, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute(params![
+            user.email,
+            user.email.to_lowercase(),
+            user.full_name,
+            user.role.as_str(),
+            user.password_hash,
+            micros(stored_now())
+        ]);
+    match inserted.map_err(StoreError::from) {
+        Err(StoreError::Conflict(_)) => {
+            return Err(StoreError::Conflict(format!(
+                "the email {} is already registered",
+                user.email
+            )))
+        }
+        other => other?,
+    };
+    let id = transaction.last_insert_rowid();
+    select_user(transaction, id)?.ok_or_else(|| StoreError::Backend(format!("user {id} vanished")))
+}
+
+/// Deletes a user's sessions but the one with `keep_token_hash`.
+fn delete_sessions_but(
+    transaction: &Transaction<'_>,
+    user_id: i64,
+    keep_token_hash: Option<&str>,
+) -> StoreResult<u64> {
+    let deleted = transaction
+        .prepare_cached("DELETE FROM sessions WHERE user_id = ?1 AND token_hash IS NOT ?2")?
+        .execute(params![user_id, keep_token_hash])?;
+    Ok(deleted as u64)
 }
 
 fn select_challenge(connection: &Connection, id: i64) -> StoreResult<Option<Challenge>> {
@@ -990,30 +1068,8 @@ impl Store for SqliteStore {
     // --- users, sessions, invites -------------------------------------------
 
     async fn create_user(&self, user: NewUser) -> StoreResult<User> {
-        self.write(move |transaction| {
-            let inserted = transaction
-                .prepare_cached(
-                    "INSERT INTO users (email, email_lower, full_name, role, password_hash, created_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )?
-                .execute(params![
-                    user.email,
-                    user.email.to_lowercase(),
-                    user.full_name,
-                    user.role.as_str(),
-                    user.password_hash,
-                    micros(stored_now())
-                ]);
-            match inserted.map_err(StoreError::from) {
-                Err(StoreError::Conflict(_)) => {
-                    return Err(StoreError::Conflict(format!("the email {} is already registered", user.email)))
-                }
-                other => other?,
-            };
-            let id = transaction.last_insert_rowid();
-            select_user(transaction, id)?.ok_or_else(|| StoreError::Backend(format!("user {id} vanished")))
-        })
-        .await
+        self.write(move |transaction| insert_user(transaction, user))
+            .await
     }
 
     async fn get_user(&self, id: i64) -> StoreResult<Option<User>> {
@@ -1037,13 +1093,15 @@ impl Store for SqliteStore {
         self.write(move |transaction| {
             transaction
                 .prepare_cached(
-                    "INSERT INTO sessions (token_hash, user_id, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                    "INSERT INTO sessions (id, token_hash, user_id, created_at, expires_at) \
+                     VALUES (?5, ?1, ?2, ?3, ?4)",
                 )?
                 .execute(params![
                     session.token_hash,
                     session.user_id,
                     micros(session.created_at),
-                    micros(session.expires_at)
+                    micros(session.expires_at),
+                    session.id.to_string()
                 ])?;
             Ok(())
         })
@@ -1074,18 +1132,86 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn list_sessions(&self, user_id: i64, now: DateTime<Utc>) -> StoreResult<Vec<Session>> {
+        self.call(move |connection| {
+            let sql = format!(
+                "SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = ?1 AND expires_at > ?2 \
+                 ORDER BY created_at DESC, rowid DESC"
+            );
+            let mut statement = connection.prepare_cached(&sql)?;
+            let sessions = statement
+                .query_map(params![user_id, micros(now)], session_from)?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(sessions)
+        })
+        .await
+    }
+
+    async fn delete_session(&self, token_hash: &str) -> StoreResult<bool> {
+        let token_hash = token_hash.to_owned();
+        self.write(move |transaction| {
+            let deleted = transaction
+                .prepare_cached("DELETE FROM sessions WHERE token_hash = ?1")?
+                .execute([token_hash])?;
+            Ok(deleted > 0)
+        })
+        .await
+    }
+
+    async fn delete_user_session(&self, user_id: i64, session_id: Uuid) -> StoreResult<bool> {
+        self.write(move |transaction| {
+            let deleted = transaction
+                .prepare_cached("DELETE FROM sessions WHERE user_id = ?1 AND id = ?2")?
+                .execute(params![user_id, session_id.to_string()])?;
+            Ok(deleted > 0)
+        })
+        .await
+    }
+
+    async fn delete_user_sessions(
+        &self,
+        user_id: i64,
+        keep_token_hash: Option<&str>,
+    ) -> StoreResult<u64> {
+        let keep = keep_token_hash.map(str::to_owned);
+        self.write(move |transaction| delete_sessions_but(transaction, user_id, keep.as_deref()))
+            .await
+    }
+
+    async fn set_password(
+        &self,
+        user_id: i64,
+        password_hash: &str,
+        keep_token_hash: Option<&str>,
+    ) -> StoreResult<()> {
+        let password_hash = password_hash.to_owned();
+        let keep = keep_token_hash.map(str::to_owned);
+        self.write(move |transaction| {
+            let changed = transaction
+                .prepare_cached("UPDATE users SET password_hash = ?2 WHERE id = ?1")?
+                .execute(params![user_id, password_hash])?;
+            if changed == 0 {
+                return Err(StoreError::NotFound(format!("user {user_id}")));
+            }
+            delete_sessions_but(transaction, user_id, keep.as_deref())?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn create_invite(&self, invite: Invite) -> StoreResult<()> {
         self.write(move |transaction| {
             transaction
                 .prepare_cached(
-                    "INSERT INTO invites (code_hash, role, created_by, created_at, used_by) \
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    "INSERT INTO invites (code_hash, role, created_by, created_at, expires_at, used_by) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )?
                 .execute(params![
                     invite.code_hash,
                     invite.role.as_str(),
                     invite.created_by,
                     micros(invite.created_at),
+                    micros(invite.expires_at),
                     invite.used_by
                 ])?;
             Ok(())
@@ -1093,16 +1219,28 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn use_invite(&self, code_hash: &str, user_id: i64) -> StoreResult<Option<Invite>> {
+    async fn create_invited_user(
+        &self,
+        user: NewUser,
+        code_hash: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<User>> {
         let code_hash = code_hash.to_owned();
         self.write(move |transaction| {
-            Ok(transaction
+            let role: Option<String> = transaction
                 .prepare_cached(
-                    "UPDATE invites SET used_by = ?2 WHERE code_hash = ?1 AND used_by IS NULL \
-                     RETURNING code_hash, role, created_by, created_at, used_by",
+                    "SELECT role FROM invites WHERE code_hash = ?1 AND used_by IS NULL AND expires_at > ?2",
                 )?
-                .query_row(params![code_hash, user_id], invite_from)
-                .optional()?)
+                .query_row(params![code_hash, micros(now)], |row| row.get(0))
+                .optional()?;
+            let Some(role) = role.as_deref().and_then(Role::parse) else {
+                return Ok(None);
+            };
+            let created = insert_user(transaction, NewUser { role, ..user })?;
+            transaction
+                .prepare_cached("UPDATE invites SET used_by = ?2 WHERE code_hash = ?1")?
+                .execute(params![code_hash, created.id])?;
+            Ok(Some(created))
         })
         .await
     }
@@ -1803,7 +1941,8 @@ impl Store for SqliteStore {
             transaction
                 .prepare_cached(
                     "INSERT INTO graders (id, name, hostname, version, lanes, slots, state, token_hash, \
-                     last_heartbeat, registered_at, jobs_done) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                     last_heartbeat, registered_at, jobs_done, cluster_token_id) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                 )?
                 .execute(params![
                     grader.id.to_string(),
@@ -1816,7 +1955,8 @@ impl Store for SqliteStore {
                     grader.token_hash,
                     micros(grader.last_heartbeat),
                     micros(grader.registered_at),
-                    to_i64(grader.jobs_done, "jobs_done")?
+                    to_i64(grader.jobs_done, "jobs_done")?,
+                    grader.cluster_token_id.map(|id| id.to_string())
                 ])?;
             Ok(())
         })
@@ -1889,6 +2029,23 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn delete_dead_graders(&self, cutoff: DateTime<Utc>) -> StoreResult<u64> {
+        self.write(move |transaction| {
+            let deleted = transaction
+                .prepare_cached("DELETE FROM graders WHERE state = 'DEAD' AND last_heartbeat < ?1")?
+                .execute([micros(cutoff)])?;
+            Ok(deleted as u64)
+        })
+        .await
+    }
+
+    async fn list_grader_leases(&self, grader_id: Uuid) -> StoreResult<Vec<Job>> {
+        self.call(move |connection| {
+            select_jobs(connection, GRADER_LEASES_FILTER, [grader_id.to_string()])
+        })
+        .await
+    }
+
     // --- cluster tokens -----------------------------------------------------
 
     async fn create_cluster_token(&self, token: ClusterToken) -> StoreResult<()> {
@@ -1932,6 +2089,17 @@ impl Store for SqliteStore {
             Ok(connection
                 .prepare_cached(&sql)?
                 .query_row([token_hash], cluster_token_from)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn get_cluster_token(&self, id: Uuid) -> StoreResult<Option<ClusterToken>> {
+        self.call(move |connection| {
+            let sql = format!("SELECT {CLUSTER_TOKEN_COLUMNS} FROM cluster_tokens WHERE id = ?1");
+            Ok(connection
+                .prepare_cached(&sql)?
+                .query_row([id.to_string()], cluster_token_from)
                 .optional()?)
         })
         .await
@@ -2048,9 +2216,10 @@ mod tests {
     }
 
     /// A file of schema version 1 (test cases without a version, attempts
-    /// without an error kind, no leaderboard) opens, keeps its data, fills
-    /// the leaderboard and becomes the current version; a newer file is
-    /// refused.
+    /// without an error kind, no leaderboard, sessions without ids, invites
+    /// that never expire, graders without a cluster token) opens, keeps its
+    /// data, fills the leaderboard and becomes the current version; a newer
+    /// file is refused.
     #[tokio::test]
     async fn older_schemas_are_migrated_and_newer_ones_refused() {
         let path = std::env::temp_dir()
@@ -2116,6 +2285,17 @@ mod tests {
             )
             .await
             .unwrap();
+        let session_created = stored_now();
+        store
+            .create_session(Session {
+                id: Uuid::new_v4(),
+                token_hash: "old-session".into(),
+                user_id: user.id,
+                created_at: session_created,
+                expires_at: session_created + chrono::Duration::days(1),
+            })
+            .await
+            .unwrap();
         drop(store);
         let schema_version = |connection: &Connection| -> i64 {
             connection
@@ -2131,6 +2311,9 @@ mod tests {
                     "ALTER TABLE test_cases DROP COLUMN version; \
                      ALTER TABLE attempts DROP COLUMN error_kind; \
                      DROP TABLE leaderboard; \
+                     ALTER TABLE sessions DROP COLUMN id; \
+                     ALTER TABLE invites DROP COLUMN expires_at; \
+                     ALTER TABLE graders DROP COLUMN cluster_token_id; \
                      UPDATE schema_version SET version = 1;",
                 )
                 .unwrap();
@@ -2145,6 +2328,10 @@ mod tests {
             store.list_test_cases(challenge.id, 1).await.unwrap(),
             challenge.test_cases
         );
+        let sessions = store.list_sessions(user.id, stored_now()).await.unwrap();
+        assert_eq!(sessions.len(), 1, "the old session is kept");
+        assert_eq!(sessions[0].token_hash, "old-session");
+        assert!(!sessions[0].id.is_nil(), "and named");
         assert_eq!(
             schema_version(&store.connection.lock().unwrap()),
             SCHEMA_VERSION
