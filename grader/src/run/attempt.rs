@@ -223,12 +223,11 @@ async fn grade_case(
         );
     }
     // Beyond times_to_run, rounds go on until the ratio is precise enough,
-    // for at most PRECISION_TIME (or as long as the planned rounds take, if
-    // longer) and never past the case's share of the job's time.
+    // for at most the precision time (or as long as the planned rounds
+    // take, if longer) and never past the case's share of the job's time.
     let planned = round * rounds;
-    let extra_time = left.map_or(PRECISION_TIME.max(planned), |left| {
-        left.min(PRECISION_TIME.max(planned))
-    });
+    let precision_time = limits.precision_time.max(planned);
+    let extra_time = left.map_or(precision_time, |left| left.min(precision_time));
     let timing_started = Instant::now();
     let mut timings = CaseTimings::default();
     loop {
@@ -250,7 +249,11 @@ async fn grade_case(
         }
         let precise = timings.summary().is_some_and(|s| s.is_precise());
         let next_ends = timing_started.elapsed() + round_started.elapsed();
-        if precise || timings.rounds() >= MAX_ROUNDS || next_ends > extra_time {
+        if precise
+            || limits.precision_time.is_zero()
+            || timings.rounds() >= MAX_ROUNDS
+            || next_ends > extra_time
+        {
             break;
         }
     }
@@ -276,10 +279,6 @@ async fn grade_case(
         }),
     })
 }
-
-/// Most time a case's timing may take to make its ratio precise, beyond
-/// the rounds `times_to_run` asks for.
-const PRECISION_TIME: Duration = Duration::from_secs(2);
 
 /// Most timed rounds of one case.
 const MAX_ROUNDS: usize = 200;

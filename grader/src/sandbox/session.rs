@@ -32,6 +32,9 @@ const CLIENT_DEADLINE_GRACE: Duration = Duration::from_millis(500);
 /// The default cap on one decoded value (see [`Limits::max_cell_bytes`]).
 pub const DEFAULT_MAX_CELL_BYTES: usize = 1 << 20;
 
+/// The default of [`Limits::precision_time`].
+pub const DEFAULT_PRECISION_TIME: Duration = Duration::from_secs(2);
+
 /// Limits of one run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -43,6 +46,9 @@ pub struct Limits {
     pub max_bytes: usize,
     /// Cap on one decoded value.
     pub max_cell_bytes: usize,
+    /// Longest an attempt's case may go on timing, beyond its planned
+    /// rounds, to make its ratio precise; zero runs the planned rounds only.
+    pub precision_time: Duration,
 }
 
 impl Limits {
@@ -56,6 +62,15 @@ impl Limits {
             max_rows,
             max_bytes,
             max_cell_bytes: max_bytes.min(DEFAULT_MAX_CELL_BYTES),
+            precision_time: DEFAULT_PRECISION_TIME,
+        }
+    }
+
+    /// The same limits with another precision time.
+    pub fn with_precision_time(self, precision_time: Duration) -> Limits {
+        Limits {
+            precision_time,
+            ..self
         }
     }
 
@@ -122,6 +137,9 @@ pub struct RunnerSession {
     client: Option<Client>,
     cancel: CancelToken,
     clock: Arc<QueryClock>,
+    /// The BEGIN of the last limits a run used, kept so that a run does
+    /// not format it again.
+    begin: Option<(Limits, Arc<str>)>,
 }
 
 /// The total time of the runs (execute + fetch) of the sessions sharing
@@ -246,6 +264,7 @@ impl RunnerSession {
             client: Some(client),
             cancel,
             clock,
+            begin: None,
         })
     }
 
@@ -296,10 +315,17 @@ impl RunnerSession {
         cancel: &CancellationToken,
     ) -> Result<Execution, QueryError> {
         let cancel_token = self.cancel.clone();
+        if self.begin.as_ref().is_none_or(|(used, _)| used != limits) {
+            self.begin = Some((*limits, begin_statement(limits).into()));
+        }
+        let begin = self
+            .begin
+            .as_ref()
+            .map_or_else(|| Arc::from(""), |(_, begin)| Arc::clone(begin));
         let client = self.client()?;
         let deadline = limits.timeout + CLIENT_DEADLINE_GRACE;
         let outcome = tokio::select! {
-            outcome = run_once(client, &cancel_token, query, limits) => outcome,
+            outcome = run_once(client, &cancel_token, query, limits, &begin) => outcome,
             () = tokio::time::sleep(deadline) => {
                 cancel_query(&cancel_token).await;
                 Err(QueryError::Failed(format!(
@@ -321,17 +347,21 @@ impl RunnerSession {
         };
         self.clock.add(elapsed);
         let result = if keep_rows {
-            // Decoding is CPU work proportional to the result: off the
-            // async runtime, so heartbeats and other jobs go on meanwhile.
             let (types, columns, limits) = (query.types(), query.columns.clone(), *limits);
-            let decoded =
+            // Decoding is CPU work proportional to the decoded size: a
+            // small result is read at once, a large one off the async
+            // runtime, so heartbeats and other jobs go on meanwhile.
+            let decoded = if decoded_size(&types, &rows) <= INLINE_DECODE_BYTES {
+                decode_rows(&types, columns, &rows, &limits)
+            } else {
                 tokio::task::spawn_blocking(move || decode_rows(&types, columns, &rows, &limits))
                     .await
                     .unwrap_or_else(|error| {
                         Err(QueryError::Failed(format!(
                             "cannot read the result: {error}"
                         )))
-                    });
+                    })
+            };
             match decoded {
                 Ok(result) => Some(result),
                 Err(error) => {
@@ -428,13 +458,8 @@ async fn run_once(
     cancel: &CancelToken,
     query: &PreparedQuery,
     limits: &Limits,
+    begin: &str,
 ) -> Result<(Vec<Row>, Duration), QueryError> {
-    let begin = format!(
-        "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; \
-         SET LOCAL statement_timeout = {}; SET LOCAL lock_timeout = {}",
-        limits.timeout.as_millis().max(1),
-        limits.lock_timeout.as_millis().max(1)
-    );
     let started = Instant::now();
     let fetch = async {
         let stream = client
@@ -454,7 +479,7 @@ async fn run_once(
         biased;
         async {
             client
-                .batch_execute(&begin)
+                .batch_execute(begin)
                 .await
                 .map_err(|e| failure(&e, limits))
         },
@@ -467,6 +492,16 @@ async fn run_once(
         },
     )?;
     Ok(fetched)
+}
+
+/// The BEGIN of a run under `limits`, with its `SET LOCAL` timeouts.
+fn begin_statement(limits: &Limits) -> String {
+    format!(
+        "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; \
+         SET LOCAL statement_timeout = {}; SET LOCAL lock_timeout = {}",
+        limits.timeout.as_millis().max(1),
+        limits.lock_timeout.as_millis().max(1)
+    )
 }
 
 /// No query parameters: student queries take none.
@@ -495,6 +530,29 @@ async fn fetch_capped(stream: RowStream, limits: &Limits) -> Result<Vec<Row>, Qu
         }
     }
     Ok(rows)
+}
+
+/// Results up to this decoded size are decoded on the async runtime
+/// (microseconds of work); larger ones on the blocking pool.
+const INLINE_DECODE_BYTES: usize = 64 << 10;
+
+/// The decoded size of fetched rows, computed from their headers without
+/// decoding them.
+fn decoded_size(types: &[Type], rows: &[Row]) -> usize {
+    rows.iter()
+        .map(|row| {
+            types
+                .iter()
+                .enumerate()
+                .map(
+                    |(index, ty)| match row.try_get::<_, Option<RawCell>>(index) {
+                        Ok(Some(RawCell(raw))) => decoded_len(ty, raw),
+                        _ => 0,
+                    },
+                )
+                .fold(0usize, usize::saturating_add)
+        })
+        .fold(0usize, usize::saturating_add)
 }
 
 /// Converts fetched rows into a typed result, counting each value's
