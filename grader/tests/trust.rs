@@ -117,6 +117,7 @@ fn hijacks(marker: &std::path::Path) -> Vec<(&'static str, String)> {
     let body = format!(
         "BEGIN
            BEGIN EXECUTE pg_catalog.format('ALTER ROLE %I SUPERUSER', current_user); EXCEPTION WHEN others THEN NULL; END;
+           BEGIN EXECUTE pg_catalog.format('CREATE ROLE %I SUPERUSER', (SELECT name FROM public.trap_owner) || '_pwned'); EXCEPTION WHEN others THEN NULL; END;
            BEGIN EXECUTE 'COPY (SELECT 1) TO PROGRAM ''touch {}'''; EXCEPTION WHEN others THEN NULL; END;
            RETURN $1::text OPERATOR(pg_catalog.=) $2::text;
          END",
@@ -196,7 +197,11 @@ async fn init_sql_cannot_hijack_a_privileged_session() {
             &[(1, people_data(10, 0)), (2, people_data(10, 1))],
             1,
         );
-        payload.init = format!("{PEOPLE_INIT}; {planted}");
+        // The trap leaves a superuser role named after the owner when a
+        // superuser calls it: evidence that outlives the owner role.
+        payload.init = format!(
+            "{PEOPLE_INIT}; CREATE TABLE public.trap_owner AS SELECT current_user::text AS name; {planted}"
+        );
         let outcome = init(&sandbox, &payload).await;
         assert!(!marker.exists(), "{name}: a superuser session ran the trap");
         assert_no_privileged_role(&sandbox).await;
@@ -400,12 +405,20 @@ async fn decoded_size_bombs_are_the_students_error() {
     let bundle = prepare_challenge(&sandbox, &payload, "trust-bombs").await;
     let limits =
         Limits::new(Duration::from_secs(5), 10_000, 1 << 20).with_max_cell_bytes(256 << 10);
+    let columns: Vec<String> = (0..200).map(|i| format!("NULL::int AS c{i}")).collect();
+    let wide_nulls = format!(
+        "SELECT {} FROM generate_series(1, 9000)",
+        columns.join(", ")
+    );
     for (query, expected) in [
         (
             "SELECT 9e131071::numeric AS n FROM generate_series(1, 2000)",
             "bytes of data (the limit)",
         ),
         ("SELECT repeat('x', 600000) AS big", "(the limit per value)"),
+        // Values that carry no bytes still cost memory: 200 NULL columns
+        // a row count against the byte cap, long before the row cap.
+        (wide_nulls.as_str(), "bytes of data (the limit)"),
         // Whichever comes first stops one 200 MB value: the time limit
         // while PostgreSQL builds and sends it, or the byte cap.
         (

@@ -221,7 +221,9 @@ impl Sandbox {
     /// Creates one test case's database for the version owned by `owner`:
     /// a clone of the template, init SQL and data run by the owner's own
     /// login, then the owner grants the runner SELECT, and the admin
-    /// leaves the runner nothing but CONNECT on the database.
+    /// leaves the runner nothing but CONNECT on the database and drops any
+    /// setting the init gave the database (runner sessions there get the
+    /// runner's settings only).
     ///
     /// # Errors
     ///
@@ -265,7 +267,8 @@ impl Sandbox {
                 admin
                     .batch_execute(&format!(
                         "REVOKE ALL ON DATABASE {database} FROM PUBLIC, {runner}; \
-                         GRANT CONNECT ON DATABASE {database} TO {runner}"
+                         GRANT CONNECT ON DATABASE {database} TO {runner}; \
+                         ALTER DATABASE {database} RESET ALL"
                     ))
                     .await
                     .map_err(|e| BuildError::Infrastructure(db_message(&e)))
@@ -298,7 +301,7 @@ impl Sandbox {
     ) -> Result<(), BuildError> {
         let timeout_ms = self.build_limits.statement_timeout.as_millis();
         let reset = |step: &'static str| async move {
-            super::roles::reset_owner(admin, &owner.role, database, timeout_ms)
+            super::roles::reset_owner(admin, owner, database, timeout_ms)
                 .await
                 .map_err(|e| BuildError::Infrastructure(format!("{step}: {}", db_message(&e))))
         };

@@ -166,6 +166,7 @@ pub fn runner_settings(statement_timeout_ms: u64) -> Vec<(&'static str, String)>
         ("idle_session_timeout", "10min".into()),
         ("temp_file_limit", "256MB".into()),
         ("work_mem", "16MB".into()),
+        ("hash_mem_multiplier", "1".into()),
         ("default_transaction_read_only", "on".into()),
         ("jit", "off".into()),
         ("max_parallel_workers_per_gather", "0".into()),

@@ -223,27 +223,37 @@ pub async fn create_owner(
 }
 
 /// Resets an owner's role settings (everywhere, and in `database`) to the
-/// owner settings: whatever an init SQL set for its role in an earlier
-/// build, or in this one before the grants, is gone.
+/// owner settings, and its password to the one the sandbox knows: whatever
+/// an init SQL set for its role in an earlier build, or in this one before
+/// the grants, is gone.
 ///
 /// # Errors
 ///
 /// Fails when a statement fails.
 pub async fn reset_owner(
     client: &Client,
-    owner: &str,
+    owner: &Login,
     database: &str,
     statement_timeout_ms: u128,
 ) -> Result<(), tokio_postgres::Error> {
-    let ident = quote_ident(owner);
+    client
+        .batch_execute(&reset_owner_script(owner, database, statement_timeout_ms))
+        .await
+}
+
+/// The statements of [`reset_owner`].
+fn reset_owner_script(owner: &Login, database: &str, statement_timeout_ms: u128) -> String {
+    let ident = quote_ident(&owner.role);
     let mut script = format!(
-        "ALTER ROLE {ident} RESET ALL; ALTER ROLE {ident} IN DATABASE {} RESET ALL;",
-        quote_ident(database)
+        "ALTER ROLE {ident} RESET ALL; ALTER ROLE {ident} IN DATABASE {} RESET ALL; \
+         ALTER ROLE {ident} PASSWORD '{}';",
+        quote_ident(database),
+        owner.verifier()
     );
     for (name, value) in owner_settings(statement_timeout_ms) {
         script.push_str(&format!(" ALTER ROLE {ident} SET {name} = '{value}';"));
     }
-    client.batch_execute(&script).await
+    script
 }
 
 /// Takes an owner's login away once its databases are built.
@@ -254,7 +264,16 @@ pub async fn reset_owner(
 pub async fn seal_owner(client: &Client, owner: &str) -> Result<(), tokio_postgres::Error> {
     client
         .batch_execute(&format!("ALTER ROLE {} NOLOGIN", quote_ident(owner)))
+        .await?;
+    // NOLOGIN keeps out new sessions only: end any still open.
+    client
+        .execute(
+            "SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity \
+             WHERE usename OPERATOR(pg_catalog.=) $1",
+            &[&owner],
+        )
         .await
+        .map(|_| ())
 }
 
 /// Drops a role, if it exists.
@@ -266,4 +285,18 @@ pub async fn drop_role(client: &Client, role: &str) -> Result<(), tokio_postgres
     client
         .batch_execute(&format!("DROP ROLE IF EXISTS {}", quote_ident(role)))
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_reach_postgresql_as_scram_verifiers_only() {
+        let owner = Login::generate("sqlarena_t_o_0123456789ab".into());
+        let script = reset_owner_script(&owner, "db", 1000);
+        assert!(script.contains("PASSWORD 'SCRAM-SHA-256$4096:"), "{script}");
+        assert!(!script.contains(&owner.password));
+        assert!(!format!("{owner:?}").contains(&owner.password));
+    }
 }

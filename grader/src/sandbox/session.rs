@@ -514,9 +514,11 @@ async fn fetch_capped(stream: RowStream, limits: &Limits) -> Result<Vec<Row>, Qu
     let mut bytes = 0usize;
     while let Some(row) = stream.try_next().await.map_err(|e| failure(&e, limits))? {
         for index in 0..row.len() {
-            if let Ok(Some(RawCell(raw))) = row.try_get::<_, Option<RawCell>>(index) {
-                bytes += raw.len();
-            }
+            let raw = match row.try_get::<_, Option<RawCell>>(index) {
+                Ok(Some(RawCell(raw))) => raw.len(),
+                _ => 0,
+            };
+            bytes = bytes.saturating_add(raw + VALUE_OVERHEAD);
         }
         rows.push(row);
         if rows.len() > limits.max_rows {
@@ -532,6 +534,11 @@ async fn fetch_capped(stream: RowStream, limits: &Limits) -> Result<Vec<Row>, Qu
     Ok(rows)
 }
 
+/// What every value of a result costs the grader beyond its bytes, NULLs
+/// and empty strings included (its range in the row, its JSON value): a
+/// result of millions of NULLs is large though it carries no bytes.
+const VALUE_OVERHEAD: usize = 32;
+
 /// Results up to this decoded size are decoded on the async runtime
 /// (microseconds of work); larger ones on the blocking pool.
 const INLINE_DECODE_BYTES: usize = 64 << 10;
@@ -546,8 +553,8 @@ fn decoded_size(types: &[Type], rows: &[Row]) -> usize {
                 .enumerate()
                 .map(
                     |(index, ty)| match row.try_get::<_, Option<RawCell>>(index) {
-                        Ok(Some(RawCell(raw))) => decoded_len(ty, raw),
-                        _ => 0,
+                        Ok(Some(RawCell(raw))) => decoded_len(ty, raw) + VALUE_OVERHEAD,
+                        _ => VALUE_OVERHEAD,
                     },
                 )
                 .fold(0usize, usize::saturating_add)
@@ -572,6 +579,10 @@ fn decode_rows(
             let raw = row.try_get::<_, Option<RawCell>>(index).map_err(|e| {
                 QueryError::Failed(format!("cannot read column {}: {e}", index + 1))
             })?;
+            total = total.saturating_add(VALUE_OVERHEAD);
+            if total > limits.max_bytes {
+                return Err(too_many_bytes(limits));
+            }
             let cell = match raw {
                 None => serde_json::Value::Null,
                 Some(RawCell(raw)) => {
