@@ -765,12 +765,22 @@ async fn revoking_a_cluster_token_cuts_off_its_graders(spec: StoreSpec) {
         .await
         .unwrap();
     assert_eq!(revoked.status(), StatusCode::OK);
-    let (status, body) = doomed.post("/heartbeat", json!({"leases": []})).await;
+    // Before its next heartbeat, the grader gets no bundle (solutions and
+    // hidden data) for the job it still leases.
+    let challenge_id = match &job.payload {
+        JobPayload::Attempt(attempt) => attempt.challenge_id,
+        JobPayload::Init(init) => init.challenge_id,
+    };
+    let (status, body) = doomed
+        .get(&format!("/challenges/{challenge_id}/bundle"))
+        .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     assert!(
         body["message"].as_str().unwrap().contains("revoked"),
         "the grader is told why: {body}"
     );
+    let (status, body) = doomed.post("/heartbeat", json!({"leases": []})).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     let (status, _) = doomed.post("/jobs/lease?wait_ms=0", json!({})).await;
     assert_eq!(
         status,

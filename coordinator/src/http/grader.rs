@@ -134,21 +134,7 @@ async fn heartbeat_grader(
     GraderAuth(grader): GraderAuth,
     AppJson(request): AppJson<HeartbeatRequest>,
 ) -> ApiResult<Response> {
-    if cluster_token_revoked(&state, &grader).await? {
-        // Cut off: DEAD (every later call is 401) and its jobs back in the
-        // queue at once, without counting a try against them.
-        state
-            .store
-            .set_grader_state(grader.id, GraderState::Dead)
-            .await?;
-        let reason = format!("grader {}: its cluster token was revoked", grader.name);
-        jobs::release_grader(&state, grader.id, false, &reason).await?;
-        tracing::warn!(grader_id = %grader.id, name = %grader.name, "cluster token revoked: grader cut off");
-        return Err(ApiError::Unauthorized(
-            "the cluster token this grader registered with was revoked: register with a new one"
-                .into(),
-        ));
-    }
+    cut_off_if_revoked(&state, &grader).await?;
     let Some(grader) = state.store.touch_grader(grader.id, Utc::now()).await? else {
         return Err(ApiError::Unauthorized(
             "this grader was declared dead: register again".into(),
@@ -168,6 +154,31 @@ async fn heartbeat_grader(
         cancel,
         drain: grader.state == GraderState::Draining,
     }))
+}
+
+/// Cuts a grader off when the cluster token it registered with was revoked:
+/// DEAD (every later call is 401) and its jobs back in the queue at once,
+/// without counting a try against them. Checked on heartbeats and on bundle
+/// fetches (bundles carry solutions and hidden data), so a grader that stops
+/// heartbeating gets no bundle either.
+///
+/// # Errors
+///
+/// [`ApiError::Unauthorized`] when the token was revoked.
+async fn cut_off_if_revoked(state: &AppState, grader: &Grader) -> ApiResult<()> {
+    if !cluster_token_revoked(state, grader).await? {
+        return Ok(());
+    }
+    state
+        .store
+        .set_grader_state(grader.id, GraderState::Dead)
+        .await?;
+    let reason = format!("grader {}: its cluster token was revoked", grader.name);
+    jobs::release_grader(state, grader.id, false, &reason).await?;
+    tracing::warn!(grader_id = %grader.id, name = %grader.name, "cluster token revoked: grader cut off");
+    Err(ApiError::Unauthorized(
+        "the cluster token this grader registered with was revoked: register with a new one".into(),
+    ))
 }
 
 /// True when the grader registered with a cluster token that is now
@@ -377,6 +388,7 @@ async fn get_bundle(
     GraderAuth(grader): GraderAuth,
     AppPath(challenge_id): AppPath<i64>,
 ) -> ApiResult<Response> {
+    cut_off_if_revoked(&state, &grader).await?;
     let leases = state.store.list_grader_leases(grader.id).await?;
     let holds_lease = leases.iter().any(|job| match &job.payload {
         JobPayload::Init(init) => init.challenge_id == challenge_id,
