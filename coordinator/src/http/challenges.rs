@@ -358,8 +358,8 @@ async fn leaderboard(state: &AppState, challenge: &Challenge) -> ApiResult<Vec<L
             attempt_id: row.attempt_id,
             user_id: row.user_id,
             user_full_name,
-            score: row.score,
-            completion_time_ms: row.completion_time_ms,
+            score: Some(row.score),
+            completion_time_ms: Some(row.completion_time_ms),
             time_of_attempt: row.time_of_attempt,
         });
     }
@@ -381,7 +381,18 @@ async fn full_view(
     viewer: &CurrentUser,
 ) -> ApiResult<ChallengeView> {
     let mut view = ChallengeView::new(challenge, &viewer.0);
-    view.top_attempts = Some(leaderboard(state, challenge).await?);
+    let mut board = leaderboard(state, challenge).await?;
+    // Score and time add up every case, hidden ones included: with hidden
+    // cases, others than the professor and admins see the ranking only
+    // (a time is a channel for hidden data).
+    let has_hidden = challenge.test_cases.iter().any(|case| !case.is_visible);
+    if has_hidden && !crate::http::views::sees_everything(&viewer.0, challenge) {
+        for entry in &mut board {
+            entry.score = None;
+            entry.completion_time_ms = None;
+        }
+    }
+    view.top_attempts = Some(board);
     Ok(view)
 }
 

@@ -339,10 +339,13 @@ pub struct LeaderboardEntry {
     pub attempt_id: i64,
     pub user_id: i64,
     pub user_full_name: String,
-    /// Geometric mean of the cases' student/reference time ratios.
-    pub score: f64,
-    /// Sum of the cases' median execution times.
-    pub completion_time_ms: f64,
+    /// Geometric mean of the cases' student/reference time ratios (absent
+    /// for students when the challenge has hidden cases).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub score: Option<f64>,
+    /// Sum of the cases' median execution times (absent like `score`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub completion_time_ms: Option<f64>,
     pub time_of_attempt: DateTime<Utc>,
 }
 
