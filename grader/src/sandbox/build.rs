@@ -129,7 +129,30 @@ struct Filling<'a> {
     size_check: tokio::time::Interval,
 }
 
-impl Filling<'_> {
+impl<'a> Filling<'a> {
+    /// Guards the statements `owner` runs in `database`; the first size
+    /// check comes one interval after the start.
+    fn new(
+        sandbox: &'a Sandbox,
+        admin: &'a Client,
+        database: &'a str,
+        owner: Client,
+        cancel: &'a CancellationToken,
+    ) -> Filling<'a> {
+        let mut size_check = tokio::time::interval(SIZE_CHECK_INTERVAL);
+        size_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        size_check.reset();
+        Filling {
+            sandbox,
+            admin,
+            database,
+            owner_cancel: owner.cancel_token(),
+            owner,
+            cancel,
+            size_check,
+        }
+    }
+
     /// Runs one statement as the owner under the statement timeout, the
     /// job's cancellation and the size cap.
     async fn run(&mut self, statement: &str) -> Result<(), StepError> {
@@ -310,18 +333,7 @@ impl Sandbox {
         let client = connect(&config)
             .await
             .map_err(|e| BuildError::Infrastructure(db_message(&e)))?;
-        let mut size_check = tokio::time::interval(SIZE_CHECK_INTERVAL);
-        size_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        size_check.reset();
-        let mut filling = Filling {
-            sandbox: self,
-            admin,
-            database,
-            owner_cancel: client.cancel_token(),
-            owner: client,
-            cancel,
-            size_check,
-        };
+        let mut filling = Filling::new(self, admin, database, client, cancel);
         filling.run_script(init, Script::Init).await?;
         filling.run_script(data, Script::Data).await?;
         filling.check_size().await.map_err(|error| match error {
@@ -364,16 +376,7 @@ impl Sandbox {
         let client = connect(&config)
             .await
             .map_err(|e| BuildError::Infrastructure(db_message(&e)))?;
-        let mut filling = Filling {
-            sandbox: self,
-            admin,
-            database,
-            owner_cancel: client.cancel_token(),
-            owner: client,
-            cancel,
-            size_check: tokio::time::interval(Duration::from_secs(3600)),
-        };
-        filling.size_check.reset();
+        let mut filling = Filling::new(self, admin, database, client, cancel);
         filling.run(&grants).await.map_err(|error| match error {
             StepError::Statement(message) => {
                 BuildError::Infrastructure(format!("granting the runner access: {message}"))
