@@ -220,11 +220,6 @@ impl Sandbox {
         &self.runner.role
     }
 
-    /// Returns the name of the owners' group.
-    pub fn owners_group(&self) -> &str {
-        &self.owners_group
-    }
-
     /// Connects as the admin, to `database` or the URL's own database,
     /// with `search_path` pinned.
     async fn admin_client(&self, database: Option<&str>) -> Result<Client, SandboxError> {

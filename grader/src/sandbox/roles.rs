@@ -165,7 +165,7 @@ pub async fn check_shared_roles(
 /// # Errors
 ///
 /// Fails when the role cannot be read.
-pub async fn role_attributes(client: &Client, role: &str) -> Result<RoleAttributes, SandboxError> {
+async fn role_attributes(client: &Client, role: &str) -> Result<RoleAttributes, SandboxError> {
     let row = client
         .query_one(
             "SELECT rolsuper, rolcreaterole, rolcreatedb, rolreplication, rolbypassrls,
