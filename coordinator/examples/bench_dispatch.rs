@@ -23,7 +23,6 @@ use sqlarena_common::{
     AttemptOutcome, AttemptPayload, JobOutcome, JobPayload, Lane, LeasedJob, RegisterGraderResponse,
 };
 use sqlarena_coordinator::config::Config;
-use sqlarena_coordinator::jobs;
 use sqlarena_coordinator::state::AppState;
 use sqlarena_coordinator::store::{self, NewJob};
 use tokio_util::sync::CancellationToken;
@@ -271,7 +270,7 @@ async fn main() -> anyhow::Result<()> {
     let cpu_before = cpu_time();
     let started = Instant::now();
     for index in 0..options.jobs {
-        jobs::enqueue(&state, noop_job(Lane::Fast, index)).await?;
+        state.jobs.enqueue(noop_job(Lane::Fast, index)).await?;
     }
     while done.load(Ordering::Relaxed) < options.jobs {
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -291,7 +290,7 @@ async fn main() -> anyhow::Result<()> {
     for index in 0..options.latency_samples {
         let target = done.load(Ordering::Relaxed) + 1;
         let queued_at = Instant::now();
-        let job = jobs::enqueue(&state, noop_job(Lane::Fast, index)).await?;
+        let job = state.jobs.enqueue(noop_job(Lane::Fast, index)).await?;
         loop {
             if let Some(arrived) = arrivals.lock().unwrap().get(&job.id) {
                 latencies.push(arrived.duration_since(queued_at));
@@ -369,7 +368,7 @@ async fn main() -> anyhow::Result<()> {
         let survivor = Grader::register(&base, "survivor").await;
         let mut held = Vec::new();
         while held.len() < 3 {
-            jobs::enqueue(&state, noop_job(Lane::Fast, held.len())).await?;
+            state.jobs.enqueue(noop_job(Lane::Fast, held.len())).await?;
             if let Some(job) = doomed.lease(1000).await {
                 held.push(job.job_id);
             }

@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::json;
 
+use crate::jobs::JobsError;
 use crate::store::StoreError;
 
 /// An error answered to a client, with its HTTP status.
@@ -98,6 +99,30 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound(message) => ApiError::NotFound(message),
             StoreError::StaleLease(message) => ApiError::Conflict(message),
             StoreError::Backend(message) => ApiError::Internal(message),
+        }
+    }
+}
+
+/// What a client over its cap of attempts being graded is told to wait, in
+/// seconds.
+const OVER_CAP_RETRY_AFTER_SECS: u64 = 5;
+
+impl From<JobsError> for ApiError {
+    fn from(error: JobsError) -> Self {
+        match error {
+            JobsError::NotFound(message) => ApiError::NotFound(message),
+            JobsError::Conflict(message) | JobsError::StaleLease(message) => {
+                ApiError::Conflict(message)
+            }
+            JobsError::Closed(message) => ApiError::Forbidden(message),
+            JobsError::Invalid(message) => ApiError::Unprocessable(message),
+            JobsError::OverCap { unfinished, cap } => ApiError::TooManyRequests {
+                message: format!(
+                    "you already have {unfinished} attempts being graded (at most {cap}): wait for one to finish"
+                ),
+                retry_after_secs: OVER_CAP_RETRY_AFTER_SECS,
+            },
+            JobsError::Store(error) => error.into(),
         }
     }
 }

@@ -91,12 +91,14 @@ pub async fn serve_listeners(
     seed(state.store.as_ref(), &state.config)
         .await
         .context("seeding the store")?;
-    jobs::reap_once(&state)
+    state
+        .jobs
+        .reap_once()
         .await
         .context("recovering unapplied results")?;
     let tracker = TaskTracker::new();
-    tracker.spawn(jobs::run_reaper(state.clone(), shutdown.clone()));
-    tracker.spawn(jobs::run_compaction(state.clone(), shutdown.clone()));
+    tracker.spawn(state.jobs.clone().run_reaper());
+    tracker.spawn(state.jobs.clone().run_compaction());
     let header_timeout = state.config.header_timeout();
     if let Some(metrics_listener) = metrics_listener {
         let address = metrics_listener

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::jobs::Dispatcher;
+use crate::jobs::{Dispatcher, Jobs, JobsConfig};
 use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::throttle::{CredentialThrottle, HashGate};
@@ -15,7 +15,8 @@ use crate::throttle::{CredentialThrottle, HashGate};
 pub struct AppState {
     pub store: Arc<dyn Store>,
     pub config: Arc<Config>,
-    pub dispatcher: Arc<Dispatcher>,
+    /// Queueing, leases, results and the workflows built on them.
+    pub jobs: Jobs,
     pub metrics: Arc<Metrics>,
     /// Per-client and per-account limits of the password endpoints.
     pub throttle: Arc<CredentialThrottle>,
@@ -29,16 +30,24 @@ impl AppState {
     /// Builds the state around an opened store.
     pub fn new(store: Arc<dyn Store>, config: Config, shutdown: CancellationToken) -> AppState {
         let multi_coordinator = !config.store.starts_with("sqlite://");
+        let metrics = Arc::new(Metrics::default());
+        let jobs = Jobs::new(
+            store.clone(),
+            Arc::new(Dispatcher::new(multi_coordinator)),
+            metrics.clone(),
+            JobsConfig::from_config(&config),
+            shutdown.clone(),
+        );
         AppState {
             store,
+            jobs,
             throttle: Arc::new(CredentialThrottle::new(&config)),
             hashing: Arc::new(HashGate::new(
                 config.max_concurrent_hashes,
                 config.max_queued_hashes,
             )),
             config: Arc::new(config),
-            dispatcher: Arc::new(Dispatcher::new(multi_coordinator)),
-            metrics: Arc::new(Metrics::default()),
+            metrics,
             shutdown,
         }
     }

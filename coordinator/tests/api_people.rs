@@ -15,7 +15,6 @@ use serde_json::{json, Value};
 use sqlarena_common::{
     AttemptStatus, CaseResult, CaseStatus, Column, JobKind, JobPayload, JobState, Lane, QueryResult,
 };
-use sqlarena_coordinator::jobs;
 use sqlarena_coordinator::store::{
     AttemptUpdate, Challenge, InitResult, Job, JobFilter, NewAttempt, Page,
 };
@@ -1146,10 +1145,13 @@ async fn a_new_solution_makes_a_new_version_that_is_reinitialized() {
         })
         .await
         .unwrap();
-    let (late, late_job) = jobs::enqueue_attempt(&server.state, &read_before_change, &late)
+    let (late, late_job) = server
+        .state
+        .jobs
+        .enqueue_attempt(&read_before_change, &late)
         .await
         .unwrap();
-    let late = jobs::cancel_if_outdated(&server.state, late).await.unwrap();
+    let late = server.state.jobs.cancel_if_outdated(late).await.unwrap();
     assert_eq!(late.status, AttemptStatus::Cancelled);
     assert!(late
         .error

@@ -16,7 +16,6 @@ use sqlarena_common::{
     HeldLease, JobOutcome, JobPayload, JobState, Lane, LeasedJob, RegisterGraderResponse, Role,
 };
 use sqlarena_coordinator::config::Config;
-use sqlarena_coordinator::jobs;
 use sqlarena_coordinator::state::AppState;
 use sqlarena_coordinator::store::{
     self, NewAttempt, NewChallenge, NewTestCase, NewUser, Page, Store,
@@ -303,7 +302,9 @@ async fn queue_attempts(state: &AppState, count: usize) -> Vec<(i64, Uuid)> {
             })
             .await
             .unwrap();
-        let (attempt, job) = jobs::enqueue_attempt(state, &challenge, &attempt)
+        let (attempt, job) = state
+            .jobs
+            .enqueue_attempt(&challenge, &attempt)
             .await
             .unwrap();
         queued.push((attempt.id, job.id));

@@ -12,7 +12,6 @@ use common::TestServer;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sqlarena_coordinator::config::Config;
-use sqlarena_coordinator::jobs;
 use sqlarena_coordinator::state::AppState;
 use sqlarena_coordinator::store::{self, Store};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -133,7 +132,7 @@ async fn dead_graders_leave_the_lists_after_the_retention() {
     })
     .await;
     let id = dead_grader(&kept).await;
-    jobs::reap_once(&kept.state).await.unwrap();
+    kept.state.jobs.reap_once().await.unwrap();
     let graders = listed_graders(&kept).await;
     assert_eq!(graders.len(), 1, "within the retention");
     assert_eq!(graders[0]["id"], json!(id));
@@ -146,7 +145,7 @@ async fn dead_graders_leave_the_lists_after_the_retention() {
     })
     .await;
     dead_grader(&forgetful).await;
-    jobs::reap_once(&forgetful.state).await.unwrap();
+    forgetful.state.jobs.reap_once().await.unwrap();
     assert!(
         listed_graders(&forgetful).await.is_empty(),
         "past the retention"

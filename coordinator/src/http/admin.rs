@@ -13,9 +13,8 @@ use uuid::Uuid;
 use crate::auth::{self, CurrentUser};
 use crate::error::{created, ok, ApiError, ApiResult, AppJson, AppPath, AppQuery};
 use crate::http::pagination::{page, PageParams, PageRequest};
-use crate::jobs;
 use crate::state::AppState;
-use crate::store::{AttemptUpdate, ClusterToken, Grader, Job, JobFilter};
+use crate::store::{ClusterToken, Grader, Job, JobFilter};
 
 /// Routes of the admin endpoints.
 pub fn router() -> Router<AppState> {
@@ -320,19 +319,8 @@ async fn cancel_job(
     AppPath(id): AppPath<Uuid>,
 ) -> ApiResult<Response> {
     require_admin(&user)?;
-    let existing = state
-        .store
-        .get_job(id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no job {id}")))?;
     let reason = format!("cancelled by admin {}", user.0.email);
-    let Some(job) = state.store.cancel_job(id, &reason, Utc::now()).await? else {
-        return Err(ApiError::Conflict(format!(
-            "job {id} is already {}",
-            existing.state
-        )));
-    };
-    jobs::apply_finished_job(&state, &job).await?;
+    let job = state.jobs.cancel_job(id, &reason).await?;
     tracing::info!(job_id = %id, admin = user.0.id, "job cancelled");
     Ok(ok(JobView::from(job)))
 }
@@ -343,60 +331,9 @@ async fn retry_job(
     AppPath(id): AppPath<Uuid>,
 ) -> ApiResult<Response> {
     require_admin(&user)?;
-    let existing = state
-        .store
-        .get_job(id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no job {id}")))?;
-    check_version_is_current(&state, &existing).await?;
-    let Some(job) = state.store.retry_job(id).await? else {
-        return Err(ApiError::Conflict(format!(
-            "job {id} is {}: only FAILED or CANCELLED jobs can be retried",
-            existing.state
-        )));
-    };
-    if let JobPayload::Attempt(attempt) = &job.payload {
-        let reopen = AttemptUpdate {
-            reopen: true,
-            ..AttemptUpdate::default()
-        };
-        state
-            .store
-            .update_attempt(attempt.attempt_id, reopen)
-            .await?;
-    }
-    state.dispatcher.notify(job.lane);
+    let job = state.jobs.retry_job(id).await?;
     tracing::info!(job_id = %id, admin = user.0.id, "job requeued by admin");
     Ok(ok(JobView::from(job)))
-}
-
-/// Refuses to retry a job made for a version of a challenge that has since
-/// changed: its grading would be against databases that no longer exist.
-async fn check_version_is_current(state: &AppState, job: &Job) -> ApiResult<()> {
-    let (challenge_id, version, what) = match &job.payload {
-        JobPayload::Attempt(payload) => (
-            payload.challenge_id,
-            payload.challenge_version,
-            format!("attempt {}", payload.attempt_id),
-        ),
-        JobPayload::Init(payload) => (
-            payload.challenge_id,
-            payload.version,
-            "initialization".to_string(),
-        ),
-    };
-    match state.store.get_challenge(challenge_id).await? {
-        Some(challenge) if challenge.version == version => Ok(()),
-        Some(challenge) => Err(ApiError::Conflict(format!(
-            "job {} ({what}) was made for version {version} of challenge {challenge_id}, which is \
-             now at version {}: it cannot be retried; submit a new attempt instead",
-            job.id, challenge.version
-        ))),
-        None => Err(ApiError::Conflict(format!(
-            "job {}: challenge {challenge_id} no longer exists, so it cannot be retried",
-            job.id
-        ))),
-    }
 }
 
 #[derive(Serialize)]

@@ -11,14 +11,11 @@ use serde::Deserialize;
 use crate::auth::CurrentUser;
 use crate::error::{created, ok, ApiError, ApiResult, AppJson, AppPath};
 use crate::http::views::AttemptView;
-use crate::jobs;
 use crate::state::AppState;
-use crate::store::{Admission, Attempt, AttemptErrorKind, Challenge, NewAttempt};
+use crate::store::{Attempt, AttemptErrorKind, Challenge};
 
 /// Longest accepted query, in bytes.
 const MAX_QUERY: usize = 64 * 1024;
-/// What a client over the in-flight cap is told to wait, in seconds.
-const RETRY_AFTER_SECS: u64 = 5;
 
 /// Routes of attempts.
 pub fn router() -> Router<AppState> {
@@ -74,27 +71,10 @@ async fn create_attempt(
                 request.challenge_id
             ))
         })?;
-    jobs::check_accepts_attempts(&challenge)?;
-    let new_attempt = NewAttempt {
-        user_id: user.0.id,
-        challenge_id: challenge.id,
-        challenge_version: challenge.version,
-        query: request.query,
-    };
-    let cap = state.config.max_unfinished_attempts;
-    let attempt = match state.store.admit_attempt(new_attempt, cap).await? {
-        Admission::Created(attempt) => attempt,
-        Admission::OverCap { unfinished } => {
-            return Err(ApiError::TooManyRequests {
-                message: format!(
-                    "you already have {unfinished} attempts being graded (at most {cap}): wait for one to finish"
-                ),
-                retry_after_secs: RETRY_AFTER_SECS,
-            })
-        }
-    };
-    let (attempt, job) = jobs::enqueue_attempt(&state, &challenge, &attempt).await?;
-    let attempt = jobs::cancel_if_outdated(&state, attempt).await?;
+    let (attempt, job) = state
+        .jobs
+        .submit_attempt(&challenge, user.0.id, request.query)
+        .await?;
     tracing::info!(attempt_id = attempt.id, challenge_id = challenge.id, user_id = user.0.id, job_id = %job.id, lane = %job.lane, "attempt queued");
     Ok(created(AttemptView::new(
         &attempt,
@@ -115,7 +95,7 @@ async fn visible_attempt(
         .get_attempt(id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no attempt {id}")))?;
-    let challenge = jobs::attempt_challenge(state, &attempt).await?;
+    let challenge = state.jobs.attempt_challenge(&attempt).await?;
     let is_professor = challenge
         .as_ref()
         .is_some_and(|challenge| challenge.created_user_id == viewer.0.id);
@@ -133,7 +113,7 @@ async fn get_attempt(
     AppPath(id): AppPath<i64>,
 ) -> ApiResult<Response> {
     let (attempt, challenge) = visible_attempt(&state, &user, id).await?;
-    let attempt = jobs::live_attempt(&state, attempt).await?;
+    let attempt = state.jobs.live_attempt(attempt).await?;
     Ok(ok(AttemptView::new(&attempt, challenge.as_ref(), &user.0)))
 }
 
@@ -148,8 +128,10 @@ async fn cancel_attempt(
     } else {
         format!("cancelled by {}", user.0.full_name)
     };
-    let attempt =
-        jobs::cancel_attempt(&state, &attempt, &reason, AttemptErrorKind::Cancelled).await?;
+    let attempt = state
+        .jobs
+        .cancel_attempt(&attempt, &reason, AttemptErrorKind::Cancelled)
+        .await?;
     tracing::info!(
         attempt_id = attempt.id,
         user_id = user.0.id,

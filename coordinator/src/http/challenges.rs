@@ -15,12 +15,8 @@ use crate::auth::CurrentUser;
 use crate::error::{created, ok, ApiError, ApiResult, AppJson, AppPath, AppQuery};
 use crate::http::pagination::{page, PageParams, PageRequest};
 use crate::http::views::{ChallengeView, LeaderboardEntry};
-use crate::jobs;
-use crate::leaderboard::LEADERBOARD_SIZE;
 use crate::state::AppState;
-use crate::store::{
-    Challenge, ChallengeUpdate, ChallengeVersion, NewChallenge, NewTestCase, StoreError,
-};
+use crate::store::{Challenge, ChallengeUpdate, ChallengeVersion, NewChallenge, NewTestCase};
 
 /// Longest name, in characters.
 const MAX_NAME: usize = 200;
@@ -290,11 +286,10 @@ async fn create_challenge(
     AppJson(request): AppJson<CreateChallengeRequest>,
 ) -> ApiResult<Response> {
     user.require(&[Role::Professor, Role::Admin])?;
-    let challenge = state
-        .store
+    let (challenge, job) = state
+        .jobs
         .create_challenge(validate(request, &user)?)
         .await?;
-    let job = jobs::enqueue_init(&state, &challenge).await?;
     tracing::info!(challenge_id = challenge.id, user_id = user.0.id, job_id = %job.id, "challenge created, init queued");
     Ok(created(ChallengeView::new(&challenge, &user.0)))
 }
@@ -343,27 +338,19 @@ async fn challenge_page(
 /// Reads the leaderboard of a challenge's current version: the best
 /// [`LEADERBOARD_SIZE`] rows, kept by the store as attempts finish.
 async fn leaderboard(state: &AppState, challenge: &Challenge) -> ApiResult<Vec<LeaderboardEntry>> {
-    let rows = state
-        .store
-        .top_attempts(challenge.id, challenge.version, LEADERBOARD_SIZE)
-        .await?;
-    let mut entries = Vec::with_capacity(rows.len());
-    for (index, row) in rows.into_iter().enumerate() {
-        let user_full_name = match state.store.get_user(row.user_id).await? {
-            Some(user) => user.full_name,
-            None => format!("user {}", row.user_id),
-        };
-        entries.push(LeaderboardEntry {
-            rank: index + 1,
-            attempt_id: row.attempt_id,
-            user_id: row.user_id,
-            user_full_name,
-            score: Some(row.score),
-            completion_time_ms: Some(row.completion_time_ms),
-            time_of_attempt: row.time_of_attempt,
-        });
-    }
-    Ok(entries)
+    let ranked = state.jobs.leaderboard(challenge).await?;
+    Ok(ranked
+        .into_iter()
+        .map(|ranked| LeaderboardEntry {
+            rank: ranked.rank,
+            attempt_id: ranked.row.attempt_id,
+            user_id: ranked.row.user_id,
+            user_full_name: ranked.user_full_name,
+            score: Some(ranked.row.score),
+            completion_time_ms: Some(ranked.row.completion_time_ms),
+            time_of_attempt: ranked.row.time_of_attempt,
+        })
+        .collect())
 }
 
 async fn find_challenge(state: &AppState, id: i64) -> ApiResult<Challenge> {
@@ -440,25 +427,12 @@ async fn update_challenge(
         ));
     }
     let update = validate_update(request, &challenge)?;
-    let new_version = update.new_version.is_some();
-    let challenge = match state
-        .store
-        .update_challenge(id, challenge.version, update)
-        .await
-    {
-        Ok(challenge) => challenge,
-        Err(StoreError::Conflict(detail)) => {
-            return Err(ApiError::Conflict(format!(
-                "challenge {id} was changed meanwhile ({detail}); reload it and try again"
-            )))
-        }
-        Err(error) => return Err(error.into()),
-    };
-    if new_version {
-        let job = jobs::enqueue_init(&state, &challenge).await?;
-        let cancelled = jobs::cancel_outdated_attempts(&state, &challenge).await?;
-        let stale_inits = jobs::cancel_stale_inits(&state, id, challenge.version).await?;
-        tracing::info!(challenge_id = id, version = challenge.version, user_id = user.0.id, job_id = %job.id, cancelled, stale_inits, "challenge changed, new version queued for init");
+    let (challenge, switch) = state
+        .jobs
+        .change_challenge(id, challenge.version, update)
+        .await?;
+    if let Some(switch) = switch {
+        tracing::info!(challenge_id = id, version = challenge.version, user_id = user.0.id, job_id = %switch.init_job.id, cancelled = switch.cancelled_attempts, stale_inits = switch.cancelled_inits, "challenge changed, new version queued for init");
     } else {
         tracing::info!(
             challenge_id = id,

@@ -14,7 +14,7 @@ use chrono::Utc;
 use serde::Deserialize;
 use sqlarena_common::{
     BundleCase, ChallengeBundle, CompleteRequest, FailRequest, GraderState, HeartbeatRequest,
-    HeartbeatResponse, JobOutcome, JobPayload, LeasedJob, ProgressRequest, RegisterGraderRequest,
+    HeartbeatResponse, JobPayload, LeasedJob, ProgressRequest, RegisterGraderRequest,
     RegisterGraderResponse,
 };
 use uuid::Uuid;
@@ -22,9 +22,8 @@ use uuid::Uuid;
 use crate::auth::{self, GraderAuth};
 use crate::error::{created, ok, ApiError, ApiResult, AppJson, AppPath, AppQuery};
 use crate::jobs;
-use crate::metrics::Metrics;
 use crate::state::AppState;
-use crate::store::{Completion, FailOutcome, Grader, Job, StoreError};
+use crate::store::{Completion, Grader, Job};
 
 /// Longest a lease request may wait.
 const MAX_WAIT_MS: u64 = 30_000;
@@ -169,12 +168,8 @@ async fn cut_off_if_revoked(state: &AppState, grader: &Grader) -> ApiResult<()> 
     if !cluster_token_revoked(state, grader).await? {
         return Ok(());
     }
-    state
-        .store
-        .set_grader_state(grader.id, GraderState::Dead)
-        .await?;
     let reason = format!("grader {}: its cluster token was revoked", grader.name);
-    jobs::release_grader(state, grader.id, false, &reason).await?;
+    state.jobs.retire_grader(grader, &reason).await?;
     tracing::warn!(grader_id = %grader.id, name = %grader.name, "cluster token revoked: grader cut off");
     Err(ApiError::Unauthorized(
         "the cluster token this grader registered with was revoked: register with a new one".into(),
@@ -195,12 +190,8 @@ async fn deregister_grader(
     State(state): State<AppState>,
     GraderAuth(grader): GraderAuth,
 ) -> ApiResult<Response> {
-    state
-        .store
-        .set_grader_state(grader.id, GraderState::Dead)
-        .await?;
     let reason = format!("grader {} deregistered", grader.name);
-    jobs::release_grader(&state, grader.id, false, &reason).await?;
+    state.jobs.retire_grader(&grader, &reason).await?;
     tracing::info!(grader_id = %grader.id, name = %grader.name, "grader deregistered, leases released");
     Ok(ok(serde_json::json!({"deregistered": true})))
 }
@@ -217,16 +208,7 @@ async fn lease_job(
     AppQuery(params): AppQuery<LeaseParams>,
 ) -> ApiResult<Response> {
     let wait = Duration::from_millis(params.wait_ms.min(MAX_WAIT_MS));
-    if grader.state == GraderState::Draining {
-        // A draining grader takes nothing new; answer after the wait so a
-        // grader that ignores the drain flag does not spin.
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = state.shutdown.cancelled() => {}
-        }
-        return Ok(StatusCode::NO_CONTENT.into_response());
-    }
-    match jobs::lease_next(&state, &grader, wait, &state.shutdown).await? {
+    match state.jobs.lease_next(&grader, wait).await? {
         Some(job) => Ok(ok(leased_job(job)?)),
         None => Ok(StatusCode::NO_CONTENT.into_response()),
     }
@@ -246,56 +228,16 @@ fn leased_job(job: Job) -> ApiResult<LeasedJob> {
     })
 }
 
-/// Turns a stale-lease store error into a counted 409.
-fn fenced<T>(state: &AppState, result: Result<T, StoreError>) -> ApiResult<T> {
-    result.map_err(|error| {
-        if let StoreError::StaleLease(_) = &error {
-            Metrics::incr(&state.metrics.stale_lease_rejections);
-        }
-        ApiError::from(error)
-    })
-}
-
-/// Loads a job a grader is reporting on, refusing it when its lease is held
-/// by another grader. Unknown or stale leases are left to the store's
-/// fencing, which answers them the same way for every grader.
-async fn reported_job(
-    state: &AppState,
-    grader: &Grader,
-    job_id: Uuid,
-    lease_id: Uuid,
-) -> ApiResult<Job> {
-    let Some(job) = state.store.get_job(job_id).await? else {
-        return Err(ApiError::NotFound(format!("no job {job_id}")));
-    };
-    match &job.lease {
-        Some(lease) if lease.lease_id == lease_id && lease.grader_id != grader.id => {
-            Metrics::incr(&state.metrics.stale_lease_rejections);
-            Err(ApiError::Conflict(format!(
-                "lease {lease_id} of job {job_id} is not this grader's"
-            )))
-        }
-        _ => Ok(job),
-    }
-}
-
 async fn progress_job(
     State(state): State<AppState>,
     GraderAuth(grader): GraderAuth,
     AppPath(job_id): AppPath<Uuid>,
     AppJson(request): AppJson<ProgressRequest>,
 ) -> ApiResult<Response> {
-    reported_job(&state, &grader, job_id, request.lease_id).await?;
-    // Rows are kept once, in the attempt: they come with the outcome.
-    let mut case = request.case;
-    case.actual_result = None;
-    let job = fenced(
-        &state,
-        state
-            .store
-            .record_progress(job_id, request.lease_id, case)
-            .await,
-    )?;
+    let job = state
+        .jobs
+        .record_progress(&grader, job_id, request.lease_id, request.case)
+        .await?;
     Ok(ok(
         serde_json::json!({"job_id": job.id, "cases_recorded": job.progress.len()}),
     ))
@@ -307,39 +249,17 @@ async fn complete_job(
     AppPath(job_id): AppPath<Uuid>,
     AppJson(request): AppJson<CompleteRequest>,
 ) -> ApiResult<Response> {
-    let job = reported_job(&state, &grader, job_id, request.lease_id).await?;
-    let kinds_match = matches!(
-        (&job.payload, &request.outcome),
-        (JobPayload::Init(_), JobOutcome::Init(_))
-            | (JobPayload::Attempt(_), JobOutcome::Attempt(_))
-    );
-    if !kinds_match {
-        return Err(ApiError::Unprocessable(format!(
-            "job {job_id} is a {} job: post an outcome of that kind",
-            job.kind
-        )));
-    }
-    let mut outcome = request.outcome;
-    if let JobOutcome::Attempt(attempt) = &mut outcome {
-        attempt.cases.iter_mut().for_each(jobs::bound_case_result);
-    }
-    let completion = fenced(
-        &state,
-        state
-            .store
-            .complete_job(job_id, request.lease_id, outcome, Utc::now())
-            .await,
-    )?;
-    match completion {
-        Completion::Recorded(job) => {
-            jobs::observe_completion(&state, &job);
-            jobs::apply_finished_job(&state, &job).await?;
-            Ok(ok(serde_json::json!({"job_id": job.id, "recorded": true})))
-        }
-        Completion::AlreadyRecorded(job) => {
-            Ok(ok(serde_json::json!({"job_id": job.id, "recorded": false})))
-        }
-    }
+    let completion = state
+        .jobs
+        .complete_job(&grader, job_id, request.lease_id, request.outcome)
+        .await?;
+    let (job, recorded) = match completion {
+        Completion::Recorded(job) => (job, true),
+        Completion::AlreadyRecorded(job) => (job, false),
+    };
+    Ok(ok(
+        serde_json::json!({"job_id": job.id, "recorded": recorded}),
+    ))
 }
 
 async fn fail_job(
@@ -348,37 +268,14 @@ async fn fail_job(
     AppPath(job_id): AppPath<Uuid>,
     AppJson(request): AppJson<FailRequest>,
 ) -> ApiResult<Response> {
-    reported_job(&state, &grader, job_id, request.lease_id).await?;
-    let error = format!("grader {}: {}", grader.name, truncate(&request.error, 4000));
-    let outcome = fenced(
-        &state,
-        state
-            .store
-            .fail_job(
-                job_id,
-                request.lease_id,
-                &error,
-                request.retryable,
-                Utc::now(),
-            )
-            .await,
-    )?;
-    match outcome {
-        FailOutcome::Requeued(job) => {
-            Metrics::incr(&state.metrics.requeues);
-            state.dispatcher.notify(job.lane);
-            Ok(ok(
-                serde_json::json!({"job_id": job.id, "state": job.state}),
-            ))
-        }
-        FailOutcome::Failed(job) => {
-            Metrics::incr(&state.metrics.jobs_failed);
-            jobs::apply_finished_job(&state, &job).await?;
-            Ok(ok(
-                serde_json::json!({"job_id": job.id, "state": job.state}),
-            ))
-        }
-    }
+    let error = truncate(&request.error, 4000);
+    let job = state
+        .jobs
+        .fail_job(&grader, job_id, request.lease_id, error, request.retryable)
+        .await?;
+    Ok(ok(
+        serde_json::json!({"job_id": job.id, "state": job.state}),
+    ))
 }
 
 /// A challenge's bundle, only for a grader that holds a lease on a job of

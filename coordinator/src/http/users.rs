@@ -25,7 +25,6 @@ use crate::auth::{self, CurrentUser};
 use crate::error::{created, ok, ApiError, ApiResult, AppJson, AppPath, AppQuery};
 use crate::http::pagination::{page, PageParams, PageRequest};
 use crate::http::views::{AttemptView, LoginView, UserView};
-use crate::jobs;
 use crate::state::AppState;
 use crate::store::{Challenge, Invite, NewUser, Session, StoreError, User};
 
@@ -495,10 +494,10 @@ async fn list_user_attempts(
         let key = (attempt.challenge_id, attempt.challenge_version);
         let challenge = match challenges.entry(key) {
             Entry::Occupied(entry) => entry.into_mut(),
-            Entry::Vacant(entry) => entry.insert(jobs::attempt_challenge(&state, &attempt).await?),
+            Entry::Vacant(entry) => entry.insert(state.jobs.attempt_challenge(&attempt).await?),
         };
         let challenge = challenge.as_ref();
-        let attempt = jobs::live_attempt(&state, attempt).await?;
+        let attempt = state.jobs.live_attempt(attempt).await?;
         views.push(AttemptView::new(&attempt, challenge, &viewer.0));
     }
     Ok(page(views, next_cursor))
@@ -525,7 +524,7 @@ async fn get_user_attempt(
             ))
         }
     };
-    let challenge = jobs::attempt_challenge(&state, &attempt).await?;
+    let challenge = state.jobs.attempt_challenge(&attempt).await?;
     let is_professor = challenge
         .as_ref()
         .is_some_and(|challenge| challenge.created_user_id == viewer.0.id);
@@ -534,7 +533,7 @@ async fn get_user_attempt(
             "only its owner, the challenge's professor or an admin may see this attempt".into(),
         ));
     }
-    let attempt = jobs::live_attempt(&state, attempt).await?;
+    let attempt = state.jobs.live_attempt(attempt).await?;
     Ok(ok(AttemptView::new(
         &attempt,
         challenge.as_ref(),
