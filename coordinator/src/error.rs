@@ -98,6 +98,7 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(message) => ApiError::Conflict(message),
             StoreError::NotFound(message) => ApiError::NotFound(message),
             StoreError::StaleLease(message) => ApiError::Conflict(message),
+            StoreError::Invalid(message) => ApiError::Unprocessable(message),
             StoreError::Backend(message) => ApiError::Internal(message),
         }
     }

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::{Jobs, JobsResult};
 use crate::metrics::Metrics;
-use crate::store::{FailOutcome, Grader};
+use crate::store::{FailOutcome, Grader, TryCount};
 
 /// Jobs deleted per store call by a compaction pass.
 const COMPACTION_BATCH: u32 = 1_000;
@@ -25,20 +25,20 @@ impl Jobs {
         Ok(())
     }
 
-    /// Takes back a grader's leases and settles them; with `count_try` the
-    /// try counts against each job (the grader died).
+    /// Takes back a grader's leases and settles them; `tries` says whether
+    /// the try counts against each job (the grader died) or is refunded.
     ///
     /// # Errors
     /// Store failures.
     pub async fn release_grader(
         &self,
         grader_id: Uuid,
-        count_try: bool,
+        tries: TryCount,
         reason: &str,
     ) -> JobsResult<()> {
         let outcomes = self
             .store
-            .release_grader_leases(grader_id, count_try, reason, Utc::now())
+            .release_grader_leases(grader_id, tries, reason, Utc::now())
             .await?;
         self.settle(outcomes).await
     }
@@ -53,7 +53,8 @@ impl Jobs {
         self.store
             .set_grader_state(grader.id, GraderState::Dead)
             .await?;
-        self.release_grader(grader.id, false, reason).await
+        self.release_grader(grader.id, TryCount::Refunded, reason)
+            .await
     }
 
     /// One pass of the reaper: declares silent graders dead and takes back
@@ -74,7 +75,8 @@ impl Jobs {
                 "grader {} ({}) stopped heartbeating",
                 grader.name, grader.hostname
             );
-            self.release_grader(grader.id, true, &reason).await?;
+            self.release_grader(grader.id, TryCount::Counts, &reason)
+                .await?;
         }
         let retention = chrono::Duration::from_std(self.config.dead_grader_retention)
             .unwrap_or(chrono::Duration::days(1));

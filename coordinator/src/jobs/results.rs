@@ -11,7 +11,8 @@ use uuid::Uuid;
 use super::{Jobs, JobsError, JobsResult};
 use crate::metrics::Metrics;
 use crate::store::{
-    AttemptErrorKind, AttemptUpdate, Completion, FailOutcome, Grader, InitResult, Job, StoreError,
+    AttemptErrorKind, AttemptUpdate, Completion, FailOutcome, Grader, HeldLease, InitResult, Job,
+    StoreError,
 };
 
 /// Rows of a failed case's `actual_result` kept.
@@ -120,10 +121,10 @@ impl Jobs {
         lease_id: Uuid,
         mut case: CaseResult,
     ) -> JobsResult<Job> {
-        self.reported_job(grader, job_id, lease_id).await?;
         case.actual_result = None;
-        let recorded = self.store.record_progress(job_id, lease_id, case).await;
-        self.fenced(recorded)
+        let held = held_lease(grader, job_id, lease_id);
+        let recorded = self.store.record_progress(held, case).await;
+        self.fenced(job_id, recorded)
     }
 
     /// Records the outcome `grader` posted under its lease and applies it.
@@ -139,26 +140,12 @@ impl Jobs {
         lease_id: Uuid,
         mut outcome: JobOutcome,
     ) -> JobsResult<Completion> {
-        let job = self.reported_job(grader, job_id, lease_id).await?;
-        let kinds_match = matches!(
-            (&job.payload, &outcome),
-            (JobPayload::Init(_), JobOutcome::Init(_))
-                | (JobPayload::Attempt(_), JobOutcome::Attempt(_))
-        );
-        if !kinds_match {
-            return Err(JobsError::Invalid(format!(
-                "job {job_id} is a {} job: post an outcome of that kind",
-                job.kind
-            )));
-        }
         if let JobOutcome::Attempt(attempt) = &mut outcome {
             attempt.cases.iter_mut().for_each(bound_case_result);
         }
-        let completion = self
-            .store
-            .complete_job(job_id, lease_id, outcome, Utc::now())
-            .await;
-        let completion = self.fenced(completion)?;
+        let held = held_lease(grader, job_id, lease_id);
+        let completion = self.store.complete_job(held, outcome, Utc::now()).await;
+        let completion = self.fenced(job_id, completion)?;
         if let Completion::Recorded(job) = &completion {
             self.observe_completion(job);
             self.apply_finished_job(job).await?;
@@ -180,39 +167,26 @@ impl Jobs {
         error: &str,
         retryable: bool,
     ) -> JobsResult<Job> {
-        self.reported_job(grader, job_id, lease_id).await?;
         let error = format!("grader {}: {error}", grader.name);
+        let held = held_lease(grader, job_id, lease_id);
         let outcome = self
             .store
-            .fail_job(job_id, lease_id, &error, retryable, Utc::now())
+            .fail_job(held, &error, retryable, Utc::now())
             .await;
-        let outcome = self.fenced(outcome)?;
+        let outcome = self.fenced(job_id, outcome)?;
         self.settle_one(outcome, false).await
     }
 
-    /// Loads a job a grader is reporting on, refusing it when its lease is
-    /// held by another grader. Unknown or stale leases are left to the
-    /// store's fencing, which answers them the same way for every grader.
-    async fn reported_job(&self, grader: &Grader, job_id: Uuid, lease_id: Uuid) -> JobsResult<Job> {
-        let job = self.job(job_id).await?;
-        match &job.lease {
-            Some(lease) if lease.lease_id == lease_id && lease.grader_id != grader.id => {
-                Metrics::incr(&self.metrics.stale_lease_rejections);
-                Err(JobsError::StaleLease(format!(
-                    "lease {lease_id} of job {job_id} is not this grader's"
-                )))
-            }
-            _ => Ok(job),
-        }
-    }
-
-    /// Turns a stale-lease store error into a counted `StaleLease`.
-    fn fenced<T>(&self, result: Result<T, StoreError>) -> JobsResult<T> {
+    /// Turns the refusals of a fenced store call into the service's: a
+    /// stale lease (counted), an unknown job, a contradicting outcome.
+    fn fenced<T>(&self, job_id: Uuid, result: Result<T, StoreError>) -> JobsResult<T> {
         result.map_err(|error| match error {
             StoreError::StaleLease(message) => {
                 Metrics::incr(&self.metrics.stale_lease_rejections);
                 JobsError::StaleLease(message)
             }
+            StoreError::NotFound(_) => JobsError::NotFound(format!("no job {job_id}")),
+            StoreError::Invalid(message) => JobsError::Invalid(message),
             other => other.into(),
         })
     }
@@ -256,6 +230,15 @@ impl Jobs {
                 / 1e6;
             self.metrics.observe_job_duration(seconds);
         }
+    }
+}
+
+/// The lease `grader` reports under.
+fn held_lease(grader: &Grader, job_id: Uuid, lease_id: Uuid) -> HeldLease {
+    HeldLease {
+        job_id,
+        lease_id,
+        grader_id: grader.id,
     }
 }
 

@@ -40,8 +40,9 @@ use uuid::Uuid;
 
 use super::{
     pruned_payload, Admission, AttemptErrorKind, AttemptUpdate, ChallengeUpdate, ChallengeVersion,
-    ClusterToken, Completion, FailOutcome, Grader, InitResult, Invite, JobFilter, NewAttempt,
-    NewChallenge, NewJob, NewTestCase, NewUser, Page, Session, Store, StoreError,
+    ClusterToken, Completion, FailOutcome, Grader, HeldLease, InitResult, Invite, JobFilter,
+    NewAttempt, NewChallenge, NewJob, NewTestCase, NewUser, Page, Session, Store, StoreError,
+    TryCount,
 };
 
 /// Generates one `#[tokio::test]` per conformance check, each on the fresh
@@ -258,6 +259,16 @@ async fn leased_job(store: &Arc<dyn Store>, job: NewJob) -> (super::Job, Uuid) {
         .expect("a queued job");
     assert_eq!(leased.id, queued.id, "the only queued job is claimed");
     (leased, grader_id)
+}
+
+/// The lease `job`'s current holder (if it has one) reports under with
+/// `lease_id`.
+fn held_lease(job: &super::Job, lease_id: Uuid) -> HeldLease {
+    HeldLease {
+        job_id: job.id,
+        lease_id,
+        grader_id: job.lease.map_or(Uuid::nil(), |lease| lease.grader_id),
+    }
 }
 
 fn lease_id_of(job: &super::Job) -> Uuid {
@@ -1589,21 +1600,24 @@ pub async fn stale_leases_change_nothing(store: Arc<dyn Store>) {
     let forged = Uuid::now_v7();
     assert_stale(
         store
-            .record_progress(leased.id, forged, case_result(1, CaseStatus::Passed))
+            .record_progress(
+                held_lease(&leased, forged),
+                case_result(1, CaseStatus::Passed),
+            )
             .await
             .map(drop),
         "progress",
     );
     assert_stale(
         store
-            .complete_job(leased.id, forged, attempt_outcome(), now)
+            .complete_job(held_lease(&leased, forged), attempt_outcome(), now)
             .await
             .map(drop),
         "complete",
     );
     assert_stale(
         store
-            .fail_job(leased.id, forged, "boom", false, now)
+            .fail_job(held_lease(&leased, forged), "boom", false, now)
             .await
             .map(drop),
         "fail",
@@ -1614,16 +1628,76 @@ pub async fn stale_leases_change_nothing(store: Arc<dyn Store>) {
         "a forged lease changes nothing"
     );
 
+    // The lease id of another grader's job: refused as not its own.
+    let thief = HeldLease {
+        grader_id: Uuid::now_v7(),
+        ..held_lease(&leased, lease_id)
+    };
+    let assert_not_owner = |result: Result<(), StoreError>, what: &str| match result {
+        Err(StoreError::StaleLease(message)) => {
+            assert!(message.contains("not this grader's"), "{what}: {message}")
+        }
+        other => panic!("{what}: expected StaleLease, got {other:?}"),
+    };
+    assert_not_owner(
+        store
+            .record_progress(thief, case_result(1, CaseStatus::Passed))
+            .await
+            .map(drop),
+        "progress",
+    );
+    assert_not_owner(
+        store
+            .complete_job(thief, attempt_outcome(), now)
+            .await
+            .map(drop),
+        "complete",
+    );
+    assert_not_owner(
+        store.fail_job(thief, "boom", false, now).await.map(drop),
+        "fail",
+    );
+    // An outcome of the other kind is refused before anything is written.
+    let wrong_kind = JobOutcome::Init(InitOutcome {
+        expected: Vec::new(),
+        errors: vec!["x".into()],
+        warnings: Vec::new(),
+    });
+    match store
+        .complete_job(held_lease(&leased, lease_id), wrong_kind, now)
+        .await
+    {
+        Err(StoreError::Invalid(message)) => assert!(
+            message.contains("post an outcome of that kind"),
+            "{message}"
+        ),
+        other => panic!("wrong kind: expected Invalid, got {other:?}"),
+    }
+    assert_eq!(
+        store.get_job(leased.id).await.unwrap(),
+        Some(leased.clone()),
+        "another grader's report or the wrong kind changes nothing"
+    );
+
     store
-        .record_progress(leased.id, lease_id, case_result(2, CaseStatus::Passed))
+        .record_progress(
+            held_lease(&leased, lease_id),
+            case_result(2, CaseStatus::Passed),
+        )
         .await
         .unwrap();
     store
-        .record_progress(leased.id, lease_id, case_result(1, CaseStatus::Passed))
+        .record_progress(
+            held_lease(&leased, lease_id),
+            case_result(1, CaseStatus::Passed),
+        )
         .await
         .unwrap();
     let progressed = store
-        .record_progress(leased.id, lease_id, case_result(2, CaseStatus::Failed))
+        .record_progress(
+            held_lease(&leased, lease_id),
+            case_result(2, CaseStatus::Failed),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -1650,26 +1724,29 @@ pub async fn stale_leases_change_nothing(store: Arc<dyn Store>) {
 
     // The lease is taken back: the old lease id is stale from now on.
     store
-        .release_grader_leases(grader_id, false, "grader stopped", now)
+        .release_grader_leases(grader_id, TryCount::Refunded, "grader stopped", now)
         .await
         .unwrap();
     assert_stale(
         store
-            .record_progress(leased.id, lease_id, case_result(1, CaseStatus::Passed))
+            .record_progress(
+                held_lease(&leased, lease_id),
+                case_result(1, CaseStatus::Passed),
+            )
             .await
             .map(drop),
         "progress",
     );
     assert_stale(
         store
-            .complete_job(leased.id, lease_id, attempt_outcome(), now)
+            .complete_job(held_lease(&leased, lease_id), attempt_outcome(), now)
             .await
             .map(drop),
         "complete",
     );
     assert_stale(
         store
-            .fail_job(leased.id, lease_id, "boom", true, now)
+            .fail_job(held_lease(&leased, lease_id), "boom", true, now)
             .await
             .map(drop),
         "fail",
@@ -1695,7 +1772,7 @@ pub async fn stale_leases_change_nothing(store: Arc<dyn Store>) {
     assert_ne!(new_lease, lease_id);
     assert_stale(
         store
-            .complete_job(leased.id, lease_id, attempt_outcome(), now)
+            .complete_job(held_lease(&leased, lease_id), attempt_outcome(), now)
             .await
             .map(drop),
         "complete",
@@ -1742,7 +1819,7 @@ pub async fn completions_are_recorded_once_and_applied(store: Arc<dyn Store>) {
     let now = now_ms();
     let outcome = attempt_outcome();
     let recorded = match store
-        .complete_job(leased.id, lease_id, outcome.clone(), now)
+        .complete_job(held_lease(&leased, lease_id), outcome.clone(), now)
         .await
         .unwrap()
     {
@@ -1764,8 +1841,7 @@ pub async fn completions_are_recorded_once_and_applied(store: Arc<dyn Store>) {
     });
     match store
         .complete_job(
-            leased.id,
-            lease_id,
+            held_lease(&leased, lease_id),
             other_outcome,
             now + Duration::seconds(1),
         )
@@ -1776,19 +1852,24 @@ pub async fn completions_are_recorded_once_and_applied(store: Arc<dyn Store>) {
         other => panic!("expected AlreadyRecorded, got {other:?}"),
     }
     let forged = store
-        .complete_job(leased.id, Uuid::now_v7(), outcome.clone(), now)
+        .complete_job(held_lease(&leased, Uuid::now_v7()), outcome.clone(), now)
         .await;
     assert!(
         matches!(forged, Err(StoreError::StaleLease(_))),
         "{forged:?}"
     );
-    let late_failure = store.fail_job(leased.id, lease_id, "boom", true, now).await;
+    let late_failure = store
+        .fail_job(held_lease(&leased, lease_id), "boom", true, now)
+        .await;
     assert!(
         matches!(late_failure, Err(StoreError::StaleLease(_))),
         "{late_failure:?}"
     );
     let late_progress = store
-        .record_progress(leased.id, lease_id, case_result(1, CaseStatus::Passed))
+        .record_progress(
+            held_lease(&leased, lease_id),
+            case_result(1, CaseStatus::Passed),
+        )
         .await;
     assert!(
         matches!(late_progress, Err(StoreError::StaleLease(_))),
@@ -1811,7 +1892,11 @@ pub async fn completions_are_recorded_once_and_applied(store: Arc<dyn Store>) {
         warnings: vec!["ties".into()],
     });
     let Completion::Recorded(init_done) = store
-        .complete_job(init.id, lease_id_of(&init), init_outcome.clone(), now)
+        .complete_job(
+            held_lease(&init, lease_id_of(&init)),
+            init_outcome.clone(),
+            now,
+        )
         .await
         .unwrap()
     else {
@@ -1897,7 +1982,11 @@ pub async fn expired_leases_are_requeued_then_failed(store: Arc<dyn Store>) {
     );
     assert_eq!(store.get_job(job.id).await.unwrap(), Some(requeued));
     let stale = store
-        .complete_job(job.id, lease_id_of(&first), attempt_outcome(), start)
+        .complete_job(
+            held_lease(&job, lease_id_of(&first)),
+            attempt_outcome(),
+            start,
+        )
         .await;
     assert!(matches!(stale, Err(StoreError::StaleLease(_))), "{stale:?}");
 
@@ -1971,7 +2060,7 @@ pub async fn grader_leases_are_released(store: Arc<dyn Store>) {
     let held_elsewhere = store.get_job(elsewhere.id).await.unwrap().unwrap();
 
     let released = store
-        .release_grader_leases(dying, false, "grader g1 shut down", now)
+        .release_grader_leases(dying, TryCount::Refunded, "grader g1 shut down", now)
         .await
         .unwrap();
     assert_eq!(released.len(), 2);
@@ -1999,7 +2088,12 @@ pub async fn grader_leases_are_released(store: Arc<dyn Store>) {
         assert_eq!((job.id, job.tries), (expected, 1));
     }
     let released = store
-        .release_grader_leases(dying, true, "grader g1 stopped heartbeating", now)
+        .release_grader_leases(
+            dying,
+            TryCount::Counts,
+            "grader g1 stopped heartbeating",
+            now,
+        )
         .await
         .unwrap();
     assert_eq!(released.len(), 2);
@@ -2024,7 +2118,7 @@ pub async fn grader_leases_are_released(store: Arc<dyn Store>) {
         }
     }
     assert!(store
-        .release_grader_leases(Uuid::now_v7(), true, "unknown", now)
+        .release_grader_leases(Uuid::now_v7(), TryCount::Counts, "unknown", now)
         .await
         .unwrap()
         .is_empty());
@@ -2043,8 +2137,7 @@ pub async fn failures_are_retried_or_final(store: Arc<dyn Store>) {
     let now = now_ms();
     let FailOutcome::Requeued(requeued) = store
         .fail_job(
-            leased.id,
-            lease_id_of(&leased),
+            held_lease(&leased, lease_id_of(&leased)),
             "connection refused",
             true,
             now,
@@ -2072,8 +2165,7 @@ pub async fn failures_are_retried_or_final(store: Arc<dyn Store>) {
     assert_eq!(again.tries, 2);
     let FailOutcome::Failed(failed) = store
         .fail_job(
-            again.id,
-            lease_id_of(&again),
+            held_lease(&again, lease_id_of(&again)),
             "connection refused",
             true,
             now,
@@ -2094,8 +2186,7 @@ pub async fn failures_are_retried_or_final(store: Arc<dyn Store>) {
     let (leased, _) = leased_job(&store, attempt_job(Lane::Slow, 2)).await;
     let FailOutcome::Failed(terminal) = store
         .fail_job(
-            leased.id,
-            lease_id_of(&leased),
+            held_lease(&leased, lease_id_of(&leased)),
             "syntax error in init SQL",
             false,
             now,
@@ -2112,7 +2203,12 @@ pub async fn failures_are_retried_or_final(store: Arc<dyn Store>) {
         .unwrap_or_default()
         .contains("syntax error in init SQL"));
     let repeat = store
-        .fail_job(leased.id, lease_id_of(&leased), "again", false, now)
+        .fail_job(
+            held_lease(&leased, lease_id_of(&leased)),
+            "again",
+            false,
+            now,
+        )
         .await;
     assert!(
         matches!(repeat, Err(StoreError::StaleLease(_))),
@@ -2170,11 +2266,14 @@ pub async fn jobs_are_cancelled_and_retried(store: Arc<dyn Store>) {
         vec![leased.id]
     );
     let late = store
-        .complete_job(leased.id, lease_id, attempt_outcome(), now)
+        .complete_job(held_lease(&leased, lease_id), attempt_outcome(), now)
         .await;
     assert!(matches!(late, Err(StoreError::StaleLease(_))), "{late:?}");
     let late = store
-        .record_progress(leased.id, lease_id, case_result(1, CaseStatus::Passed))
+        .record_progress(
+            held_lease(&leased, lease_id),
+            case_result(1, CaseStatus::Passed),
+        )
         .await;
     assert!(matches!(late, Err(StoreError::StaleLease(_))), "{late:?}");
     assert_eq!(
@@ -2237,7 +2336,11 @@ pub async fn jobs_are_cancelled_and_retried(store: Arc<dyn Store>) {
         "a leased job is not retried"
     );
     let Completion::Recorded(done) = store
-        .complete_job(first.id, lease_id_of(&first), attempt_outcome(), now)
+        .complete_job(
+            held_lease(&first, lease_id_of(&first)),
+            attempt_outcome(),
+            now,
+        )
         .await
         .unwrap()
     else {
@@ -2506,7 +2609,7 @@ pub async fn graders_register_heartbeat_and_die(store: Arc<dyn Store>) {
         let lease_id = lease_id_of(&job);
         for _ in 0..2 {
             store
-                .complete_job(job.id, lease_id, attempt_outcome(), now)
+                .complete_job(held_lease(&job, lease_id), attempt_outcome(), now)
                 .await
                 .unwrap();
         }
@@ -2615,7 +2718,11 @@ pub async fn grader_leases_are_listed(store: Arc<dyn Store>) {
         .unwrap()
         .unwrap();
     store
-        .complete_job(done.id, lease_id_of(&done), attempt_outcome(), now)
+        .complete_job(
+            held_lease(&done, lease_id_of(&done)),
+            attempt_outcome(),
+            now,
+        )
         .await
         .unwrap();
     let leases: Vec<Uuid> = store
@@ -3016,33 +3123,44 @@ pub async fn applied_jobs_are_pruned_then_compacted(store: Arc<dyn Store>) {
     let (done, _) = leased_job(&store, attempt_job(Lane::Fast, 1)).await;
     store
         .record_progress(
-            done.id,
-            lease_id_of(&done),
+            held_lease(&done, lease_id_of(&done)),
             case_result(1, CaseStatus::Passed),
         )
         .await
         .unwrap();
     store
-        .complete_job(done.id, lease_id_of(&done), attempt_outcome(), now_ms())
+        .complete_job(
+            held_lease(&done, lease_id_of(&done)),
+            attempt_outcome(),
+            now_ms(),
+        )
         .await
         .unwrap();
     let (failed, _) = leased_job(&store, attempt_job(Lane::Fast, 2)).await;
     store
         .record_progress(
-            failed.id,
-            lease_id_of(&failed),
+            held_lease(&failed, lease_id_of(&failed)),
             case_result(1, CaseStatus::Passed),
         )
         .await
         .unwrap();
     store
-        .fail_job(failed.id, lease_id_of(&failed), "boom", false, now_ms())
+        .fail_job(
+            held_lease(&failed, lease_id_of(&failed)),
+            "boom",
+            false,
+            now_ms(),
+        )
         .await
         .unwrap();
     let unapplied = {
         let (job, _) = leased_job(&store, attempt_job(Lane::Fast, 3)).await;
         store
-            .complete_job(job.id, lease_id_of(&job), attempt_outcome(), now_ms())
+            .complete_job(
+                held_lease(&job, lease_id_of(&job)),
+                attempt_outcome(),
+                now_ms(),
+            )
             .await
             .unwrap();
         job

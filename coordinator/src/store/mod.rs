@@ -11,6 +11,7 @@
 //! is recorded exactly once.
 
 pub mod conformance;
+pub mod lease;
 pub mod mongo;
 pub mod sqlite;
 
@@ -25,6 +26,7 @@ use sqlarena_common::{
 };
 use uuid::Uuid;
 
+pub use self::lease::{HeldLease, TryCount};
 pub use crate::leaderboard::LeaderboardRow;
 
 /// Errors a store reports. `Conflict`, `NotFound` and `StaleLease` are
@@ -42,6 +44,10 @@ pub enum StoreError {
     /// was changed.
     #[error("stale lease: {0}")]
     StaleLease(String),
+    /// The call contradicts the record (e.g. an outcome of the wrong kind
+    /// for its job). Nothing was changed.
+    #[error("invalid: {0}")]
+    Invalid(String),
     /// The backend failed (I/O, corruption, connection lost).
     #[error("store backend error: {0}")]
     Backend(String),
@@ -662,21 +668,17 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> StoreResult<Option<Job>>;
     /// Appends or replaces (by test case id) one case result under the
-    /// current lease. `StaleLease` if `lease_id` is not the job's LEASED lease.
-    async fn record_progress(
-        &self,
-        job_id: Uuid,
-        lease_id: Uuid,
-        case: CaseResult,
-    ) -> StoreResult<Job>;
+    /// current lease. `StaleLease` if `held` is not the job's LEASED lease
+    /// or not its grader's ([`lease::check_fence`]).
+    async fn record_progress(&self, held: HeldLease, case: CaseResult) -> StoreResult<Job>;
     /// Records the outcome: LEASED with this lease -> DONE, `applied = false`,
     /// and counts the job in the lease holder's `jobs_done`. A repeat by the
-    /// same lease is `AlreadyRecorded`; any other lease is `StaleLease`.
-    /// Nothing changes in either case.
+    /// same lease is `AlreadyRecorded`; any other lease is `StaleLease`; an
+    /// outcome of the wrong kind is `Invalid` ([`lease::check_completion`]).
+    /// Nothing changes in those cases.
     async fn complete_job(
         &self,
-        job_id: Uuid,
-        lease_id: Uuid,
+        held: HeldLease,
         outcome: JobOutcome,
         now: DateTime<Utc>,
     ) -> StoreResult<Completion>;
@@ -684,8 +686,7 @@ pub trait Store: Send + Sync + 'static {
     /// and tries < max_tries, else FAILED with `error`. `StaleLease` as above.
     async fn fail_job(
         &self,
-        job_id: Uuid,
-        lease_id: Uuid,
+        held: HeldLease,
         error: &str,
         retryable: bool,
         now: DateTime<Utc>,
@@ -705,13 +706,14 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<u64>;
     /// Lists finished jobs whose result is not yet applied (crash recovery).
     async fn list_unapplied_jobs(&self) -> StoreResult<Vec<Job>>;
-    /// Takes back every lease of `grader_id`. With `count_try` the try counts
-    /// (the grader died): jobs out of tries become FAILED with `reason`.
-    /// Without it (clean release) tries is decremented and the job requeued.
+    /// Takes back every lease of `grader_id` ([`lease::after_take_back`]).
+    /// When the try counts (the grader died) jobs out of tries become FAILED
+    /// with `reason`; refunded (clean release), tries is decremented and the
+    /// job requeued.
     async fn release_grader_leases(
         &self,
         grader_id: Uuid,
-        count_try: bool,
+        tries: TryCount,
         reason: &str,
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<FailOutcome>>;

@@ -47,6 +47,7 @@ use uuid::Uuid;
 
 use crate::leaderboard;
 
+use super::lease::{self, CompletionCheck, HeldLease, LeaseEnd, TryCount};
 use super::{
     first_job_id_at, pruned_payload, Admission, Attempt, AttemptErrorKind, AttemptUpdate,
     Challenge, ChallengeUpdate, ClusterToken, Completion, FailOutcome, Grader, InitResult, Invite,
@@ -317,44 +318,19 @@ impl MongoStore {
         updated.as_ref().map(job_from).transpose()
     }
 
-    /// Puts a LEASED job back in the queue, or FAILS it when `count_try` and
-    /// it is out of tries. Conditional on the lease the caller read, so a
-    /// job taken back concurrently (another reaper, a completion) is left
-    /// alone and `None` is returned.
-    async fn take_back(
+    /// Persists how a LEASED job's lease ends. Conditional on the lease the
+    /// caller read, so a job taken back concurrently (another reaper, a
+    /// completion) is left alone and `None` is returned.
+    async fn end_lease(
         &self,
         job: &Job,
-        count_try: bool,
-        reason: &str,
+        end: &LeaseEnd,
         now: DateTime<Utc>,
     ) -> StoreResult<Option<FailOutcome>> {
         let Some(lease) = job.lease else {
             return Ok(None);
         };
-        let update = if count_try && job.tries >= job.max_tries {
-            doc! { "$set": {
-                "state": JobState::Failed.as_str(),
-                "error": gave_up(job.tries, reason),
-                "finished_at": bson_time(now),
-                "applied": false,
-                "lease_expires_ms": Bson::Null,
-            } }
-        } else if count_try {
-            doc! { "$set": {
-                "state": JobState::Queued.as_str(),
-                "error": reason,
-                "lease": Bson::Null,
-                "lease_expires_ms": Bson::Null,
-            } }
-        } else {
-            let tries = i64::from(job.tries.saturating_sub(1));
-            doc! { "$set": {
-                "state": JobState::Queued.as_str(),
-                "tries": tries,
-                "lease": Bson::Null,
-                "lease_expires_ms": Bson::Null,
-            } }
-        };
+        let update = lease_end_update(end, now);
         let taken = self.update_leased(job.id, lease.lease_id, update).await?;
         Ok(taken.map(|job| match job.state {
             JobState::Failed => FailOutcome::Failed(job),
@@ -638,40 +614,31 @@ fn to_u32(value: i64, field: &str) -> StoreResult<u32> {
     u32::try_from(value).map_err(|_| StoreError::Backend(format!("{field} out of range: {value}")))
 }
 
-/// Explains why a job out of tries FAILED: "gave up after 3 tries: REASON".
-fn gave_up(tries: u32, reason: &str) -> String {
-    let plural = if tries == 1 { "try" } else { "tries" };
-    format!("gave up after {tries} {plural}: {reason}")
-}
-
-/// Formats a job timeout for people: `30 s`, `1.5 s`, `250 ms`.
-fn human_duration(timeout_ms: u64) -> String {
-    if timeout_ms.is_multiple_of(1000) {
-        format!("{} s", timeout_ms / 1000)
-    } else if timeout_ms >= 1000 {
-        format!("{:.1} s", timeout_ms as f64 / 1000.0)
-    } else {
-        format!("{timeout_ms} ms")
-    }
-}
-
-/// Checks that `job` is LEASED under `lease_id`; otherwise explains why
-/// the lease is stale.
-fn check_lease(job: &Job, lease_id: Uuid) -> StoreResult<()> {
-    let current = job.lease.map(|lease| lease.lease_id);
-    if job.state == JobState::Leased && current == Some(lease_id) {
-        return Ok(());
-    }
-    let id = job.id;
-    let why = match job.state {
-        JobState::Queued => format!("job {id} is QUEUED again: lease {lease_id} was taken back"),
-        JobState::Cancelled => format!("job {id} was CANCELLED"),
-        state if current == Some(lease_id) => {
-            format!("job {id} is already {state} under this lease")
+/// The update that persists how a LEASED job's lease ends (decided by
+/// [`lease`]); FAILED keeps the lease, so a late report hears it is
+/// already FAILED under it.
+fn lease_end_update(end: &LeaseEnd, now: DateTime<Utc>) -> Document {
+    match end {
+        LeaseEnd::Fail { error } => doc! { "$set": {
+            "state": JobState::Failed.as_str(),
+            "error": error,
+            "finished_at": bson_time(now),
+            "applied": false,
+            "lease_expires_ms": Bson::Null,
+        } },
+        LeaseEnd::Requeue { tries, error } => {
+            let mut set = doc! {
+                "state": JobState::Queued.as_str(),
+                "tries": i64::from(*tries),
+                "lease": Bson::Null,
+                "lease_expires_ms": Bson::Null,
+            };
+            if let Some(error) = error {
+                set.insert("error", error);
+            }
+            doc! { "$set": set }
         }
-        state => format!("job {id} is {state} under another lease"),
-    };
-    Err(StoreError::StaleLease(why))
+    }
 }
 
 /// Typed access to a stored document's fields, with errors naming the
@@ -1761,10 +1728,9 @@ impl Store for MongoStore {
                 return Ok(None);
             };
             let job = job_from(&claimed)?;
-            let timeout = i64::try_from(job.timeout_ms).unwrap_or(i64::MAX);
             let lease = Lease {
-                expires_at: now + chrono::Duration::milliseconds(timeout),
-                ..provisional
+                lease_id: provisional.lease_id,
+                ..lease::new_lease(job.timeout_ms, grader_id, now)
             };
             let deadline = doc! { "$set": {
             "lease": lease_document(&lease),
@@ -1785,12 +1751,10 @@ impl Store for MongoStore {
     /// `$push` plus positional `$set` pair would do the same in MongoDB, but
     /// as two writes; nx-27017 also mishandles both, see
     /// `nx_27017_pushes_json_strings_and_ignores_positional_updates`.)
-    async fn record_progress(
-        &self,
-        job_id: Uuid,
-        lease_id: Uuid,
-        case: CaseResult,
-    ) -> StoreResult<Job> {
+    async fn record_progress(&self, held: HeldLease, case: CaseResult) -> StoreResult<Job> {
+        let HeldLease {
+            job_id, lease_id, ..
+        } = held;
         for _ in 0..MAX_CONFLICT_RETRIES {
             let document = self
                 .jobs()
@@ -1799,7 +1763,7 @@ impl Store for MongoStore {
                 .map_err(backend)?
                 .ok_or_else(|| StoreError::NotFound(format!("job {job_id}")))?;
             let job = job_from(&document)?;
-            check_lease(&job, lease_id)?;
+            lease::check_fence(&job, held)?;
             let revision = progress_revision(&document)?;
             let mut progress = job.progress;
             progress.retain(|existing| existing.test_case_id != case.test_case_id);
@@ -1826,11 +1790,11 @@ impl Store for MongoStore {
 
     async fn complete_job(
         &self,
-        job_id: Uuid,
-        lease_id: Uuid,
+        held: HeldLease,
         outcome: JobOutcome,
         now: DateTime<Utc>,
     ) -> StoreResult<Completion> {
+        let job_id = held.job_id;
         let update = doc! { "$set": {
             "state": JobState::Done.as_str(),
             "outcome": to_bson(&outcome)?,
@@ -1838,7 +1802,16 @@ impl Store for MongoStore {
             "applied": false,
             "lease_expires_ms": Bson::Null,
         } };
-        if let Some(job) = self.update_leased(job_id, lease_id, update).await? {
+        // Fenced on the lease, its grader and the outcome's kind: whatever
+        // misses is explained by the checks on the job as read below.
+        let filter = doc! {
+            "_id": job_id.to_string(),
+            "state": JobState::Leased.as_str(),
+            "lease.lease_id": held.lease_id.to_string(),
+            "lease.grader_id": held.grader_id.to_string(),
+            "kind": lease::outcome_kind(&outcome).as_str(),
+        };
+        if let Some(job) = self.update_job(filter, update).await? {
             // Only the write that recorded the outcome gets here: counted once.
             if let Some(lease) = &job.lease {
                 self.collection("graders")
@@ -1852,10 +1825,9 @@ impl Store for MongoStore {
             return Ok(Completion::Recorded(job));
         }
         let job = self.existing_job(job_id).await?;
-        if job.state == JobState::Done && job.lease.map(|lease| lease.lease_id) == Some(lease_id) {
+        if lease::check_completion(&job, held, &outcome)? == CompletionCheck::AlreadyRecorded {
             return Ok(Completion::AlreadyRecorded(job));
         }
-        check_lease(&job, lease_id)?;
         // LEASED under this lease when read, yet the fenced write missed:
         // it changed in between; report what it is now.
         Err(StoreError::StaleLease(format!(
@@ -1865,50 +1837,25 @@ impl Store for MongoStore {
 
     async fn fail_job(
         &self,
-        job_id: Uuid,
-        lease_id: Uuid,
+        held: HeldLease,
         error: &str,
         retryable: bool,
         now: DateTime<Utc>,
     ) -> StoreResult<FailOutcome> {
         for _ in 0..MAX_CONFLICT_RETRIES {
-            let job = self.existing_job(job_id).await?;
-            check_lease(&job, lease_id)?;
+            let job = self.existing_job(held.job_id).await?;
+            lease::check_fence(&job, held)?;
             // tries and max_tries do not change while the lease is held, so
             // the decision made on what was read stays right for the fenced
-            // write below.
-            let requeue = retryable && job.tries < job.max_tries;
-            let update = if requeue {
-                doc! { "$set": {
-                    "state": JobState::Queued.as_str(),
-                    "error": error,
-                    "lease": Bson::Null,
-                    "lease_expires_ms": Bson::Null,
-                } }
-            } else {
-                let error = if retryable {
-                    gave_up(job.tries, error)
-                } else {
-                    error.to_owned()
-                };
-                doc! { "$set": {
-                    "state": JobState::Failed.as_str(),
-                    "error": error,
-                    "finished_at": bson_time(now),
-                    "applied": false,
-                    "lease_expires_ms": Bson::Null,
-                } }
-            };
-            if let Some(job) = self.update_leased(job_id, lease_id, update).await? {
-                return Ok(if requeue {
-                    FailOutcome::Requeued(job)
-                } else {
-                    FailOutcome::Failed(job)
-                });
+            // write.
+            let end = lease::after_failure(&job, error, retryable);
+            if let Some(outcome) = self.end_lease(&job, &end, now).await? {
+                return Ok(outcome);
             }
         }
         Err(StoreError::Backend(format!(
-            "fail_job on job {job_id}: too many concurrent writers"
+            "fail_job on job {}: too many concurrent writers",
+            held.job_id
         )))
     }
 
@@ -1978,7 +1925,7 @@ impl Store for MongoStore {
     async fn release_grader_leases(
         &self,
         grader_id: Uuid,
-        count_try: bool,
+        tries: TryCount,
         reason: &str,
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<FailOutcome>> {
@@ -1986,7 +1933,8 @@ impl Store for MongoStore {
             doc! { "state": JobState::Leased.as_str(), "lease.grader_id": grader_id.to_string() };
         let mut outcomes = Vec::new();
         for job in self.find_jobs(filter, 0).await? {
-            outcomes.extend(self.take_back(&job, count_try, reason, now).await?);
+            let end = lease::after_take_back(&job, tries, reason);
+            outcomes.extend(self.end_lease(&job, &end, now).await?);
         }
         Ok(outcomes)
     }
@@ -2003,12 +1951,10 @@ impl Store for MongoStore {
         let filter = doc! { "lease_expires_ms": { "$lt": now.timestamp_millis() } };
         let mut outcomes = Vec::new();
         let expired = self.find_jobs(filter, 0).await?;
-        for job in expired.iter().filter(|job| job.state == JobState::Leased) {
-            let reason = format!(
-                "the job ran past its {} deadline",
-                human_duration(job.timeout_ms)
-            );
-            outcomes.extend(self.take_back(job, true, &reason, now).await?);
+        for job in &expired {
+            if let Some(end) = lease::after_expiry(job, now) {
+                outcomes.extend(self.end_lease(job, &end, now).await?);
+            }
         }
         Ok(outcomes)
     }
@@ -2020,13 +1966,10 @@ impl Store for MongoStore {
     ) -> StoreResult<Vec<Uuid>> {
         let mut stale = Vec::new();
         for &(job_id, lease_id) in leases {
-            let still_held = self.get_job(job_id).await?.is_some_and(|job| {
-                job.state == JobState::Leased
-                    && !job.cancel_requested
-                    && job.lease.is_some_and(|lease| {
-                        lease.lease_id == lease_id && lease.grader_id == grader_id
-                    })
-            });
+            let still_held = self
+                .get_job(job_id)
+                .await?
+                .is_some_and(|job| lease::still_held(&job, lease_id, grader_id));
             if !still_held {
                 stale.push(job_id);
             }
@@ -2344,12 +2287,5 @@ mod tests {
         );
         assert_eq!(fields.time("real").unwrap().timestamp_millis(), 5);
         assert!(fields.time("missing").is_err());
-    }
-
-    #[test]
-    fn give_up_reasons_count_tries() {
-        assert_eq!(gave_up(1, "x"), "gave up after 1 try: x");
-        assert_eq!(gave_up(3, "x"), "gave up after 3 tries: x");
-        assert_eq!(human_duration(1500), "1.5 s");
     }
 }

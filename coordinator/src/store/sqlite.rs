@@ -43,6 +43,7 @@ use uuid::Uuid;
 
 use crate::leaderboard;
 
+use super::lease::{self, CompletionCheck, HeldLease, LeaseEnd, TryCount};
 use super::{
     first_job_id_at, pruned_payload, Admission, Attempt, AttemptErrorKind, AttemptUpdate,
     Challenge, ChallengeUpdate, ClusterToken, Completion, FailOutcome, Grader, InitResult, Invite,
@@ -202,7 +203,7 @@ CREATE TABLE IF NOT EXISTS cluster_tokens (
 
 /// The oldest queued job of one lane: one seek in `jobs_queued`.
 const NEXT_QUEUED_SQL: &str =
-    "SELECT seq FROM jobs WHERE state = 'QUEUED' AND lane_priority = ?1 ORDER BY seq LIMIT 1";
+    "SELECT seq, timeout_ms FROM jobs WHERE state = 'QUEUED' AND lane_priority = ?1 ORDER BY seq LIMIT 1";
 /// A grader's leases: the partial index `jobs_by_grader`.
 const GRADER_LEASES_FILTER: &str = "WHERE state = 'LEASED' AND grader_id = ?1 ORDER BY seq";
 /// Leases past their deadline, earliest deadline first: a range of
@@ -975,78 +976,38 @@ const TOP_ATTEMPTS_SQL: &str =
      completion_time_ms, time_of_attempt FROM leaderboard WHERE challenge_id = ?1 AND version = ?2 \
      ORDER BY rank_key, time_of_attempt, attempt_id LIMIT ?3";
 
-/// Checks that `job` is LEASED under `lease_id`; otherwise explains why
-/// the lease is stale.
-fn check_lease(job: &Job, lease_id: Uuid) -> StoreResult<()> {
-    let current = job.lease.map(|lease| lease.lease_id);
-    if job.state == JobState::Leased && current == Some(lease_id) {
-        return Ok(());
-    }
-    let id = job.id;
-    let why = match job.state {
-        JobState::Queued => format!("job {id} is QUEUED again: lease {lease_id} was taken back"),
-        JobState::Cancelled => format!("job {id} was CANCELLED"),
-        state if current == Some(lease_id) => {
-            format!("job {id} is already {state} under this lease")
-        }
-        state => format!("job {id} is {state} under another lease"),
-    };
-    Err(StoreError::StaleLease(why))
-}
-
-/// Formats a job timeout for people: `30 s`, `1.5 s`, `250 ms`.
-fn human_duration(timeout_ms: u64) -> String {
-    if timeout_ms.is_multiple_of(1000) {
-        format!("{} s", timeout_ms / 1000)
-    } else if timeout_ms >= 1000 {
-        format!("{:.1} s", timeout_ms as f64 / 1000.0)
-    } else {
-        format!("{timeout_ms} ms")
-    }
-}
-
-/// Explains why a job out of tries FAILED: "gave up after 3 tries: REASON".
-fn gave_up(tries: u32, reason: &str) -> String {
-    let plural = if tries == 1 { "try" } else { "tries" };
-    format!("gave up after {tries} {plural}: {reason}")
-}
-
-/// Puts a LEASED job back in the queue, or FAILS it when `count_try` and
-/// it is out of tries. `reason` says why its lease was taken back.
-fn take_back(
+/// Persists how a LEASED job's lease ends (decided by [`lease`]),
+/// conditional on the lease read: requeued, or FAILED keeping its lease (so
+/// a late report hears it is already FAILED under that lease).
+fn end_lease(
     transaction: &Transaction<'_>,
     job: &Job,
-    count_try: bool,
-    reason: &str,
+    end: LeaseEnd,
     now: DateTime<Utc>,
 ) -> StoreResult<FailOutcome> {
     let id = job.id.to_string();
-    if count_try && job.tries >= job.max_tries {
-        let error = gave_up(job.tries, reason);
-        transaction
-            .prepare_cached(
-                "UPDATE jobs SET state = 'FAILED', error = ?2, finished_at = ?3, applied = 0 \
-                 WHERE id = ?1 AND state = 'LEASED'",
-            )?
-            .execute(params![id, error, micros(now)])?;
-        return Ok(FailOutcome::Failed(existing_job(transaction, job.id)?));
+    let lease_id = job.lease.map(|lease| lease.lease_id.to_string());
+    match end {
+        LeaseEnd::Fail { error } => {
+            transaction
+                .prepare_cached(
+                    "UPDATE jobs SET state = 'FAILED', error = ?3, finished_at = ?4, applied = 0 \
+                     WHERE id = ?1 AND state = 'LEASED' AND lease_id = ?2",
+                )?
+                .execute(params![id, lease_id, error, micros(now)])?;
+            Ok(FailOutcome::Failed(existing_job(transaction, job.id)?))
+        }
+        LeaseEnd::Requeue { tries, error } => {
+            transaction
+                .prepare_cached(
+                    "UPDATE jobs SET state = 'QUEUED', tries = ?3, error = COALESCE(?4, error), \
+                     lease_id = NULL, grader_id = NULL, lease_expires_at = NULL \
+                     WHERE id = ?1 AND state = 'LEASED' AND lease_id = ?2",
+                )?
+                .execute(params![id, lease_id, tries, error])?;
+            Ok(FailOutcome::Requeued(existing_job(transaction, job.id)?))
+        }
     }
-    if count_try {
-        transaction
-            .prepare_cached(
-                "UPDATE jobs SET state = 'QUEUED', error = ?2, lease_id = NULL, grader_id = NULL, \
-                 lease_expires_at = NULL WHERE id = ?1 AND state = 'LEASED'",
-            )?
-            .execute(params![id, reason])?;
-    } else {
-        transaction
-            .prepare_cached(
-                "UPDATE jobs SET state = 'QUEUED', tries = MAX(tries - 1, 0), lease_id = NULL, \
-                 grader_id = NULL, lease_expires_at = NULL WHERE id = ?1 AND state = 'LEASED'",
-            )?
-            .execute([id])?;
-    }
-    Ok(FailOutcome::Requeued(existing_job(transaction, job.id)?))
 }
 
 // ---------------------------------------------------------------------------
@@ -1644,34 +1605,42 @@ impl Store for SqliteStore {
             let mut next = transaction.prepare_cached(NEXT_QUEUED_SQL)?;
             let mut chosen = None;
             for priority in priorities {
-                chosen = next.query_row([priority], |row| row.get::<_, i64>(0)).optional()?;
+                chosen = next
+                    .query_row([priority], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?)))
+                    .optional()?;
                 if chosen.is_some() {
                     break;
                 }
             }
-            let Some(seq) = chosen else { return Ok(None) };
+            let Some((seq, timeout_ms)) = chosen else { return Ok(None) };
+            let lease = lease::new_lease(u64::try_from(timeout_ms).unwrap_or(0), grader_id, now);
             let sql = format!(
                 "UPDATE jobs SET state = 'LEASED', tries = tries + 1, lease_id = ?2, grader_id = ?3, \
-                 lease_expires_at = ?4 + timeout_ms * 1000, leased_at = ?4, progress = '[]', \
+                 lease_expires_at = ?5, leased_at = ?4, progress = '[]', \
                  cancel_requested = 0 WHERE seq = ?1 AND state = 'QUEUED' RETURNING {JOB_COLUMNS}"
             );
-            let job = transaction
-                .prepare_cached(&sql)?
-                .query_row(params![seq, Uuid::now_v7().to_string(), grader_id.to_string(), micros(now)], job_from)?;
+            let job = transaction.prepare_cached(&sql)?.query_row(
+                params![
+                    seq,
+                    lease.lease_id.to_string(),
+                    grader_id.to_string(),
+                    micros(now),
+                    micros(lease.expires_at)
+                ],
+                job_from,
+            )?;
             Ok(Some(job))
         })
         .await
     }
 
-    async fn record_progress(
-        &self,
-        job_id: Uuid,
-        lease_id: Uuid,
-        case: CaseResult,
-    ) -> StoreResult<Job> {
+    async fn record_progress(&self, held: HeldLease, case: CaseResult) -> StoreResult<Job> {
+        let HeldLease {
+            job_id, lease_id, ..
+        } = held;
         self.write(move |transaction| {
             let job = existing_job(transaction, job_id)?;
-            check_lease(&job, lease_id)?;
+            lease::check_fence(&job, held)?;
             let mut progress = job.progress;
             progress.retain(|existing| existing.test_case_id != case.test_case_id);
             progress.push(case);
@@ -1686,19 +1655,18 @@ impl Store for SqliteStore {
 
     async fn complete_job(
         &self,
-        job_id: Uuid,
-        lease_id: Uuid,
+        held: HeldLease,
         outcome: JobOutcome,
         now: DateTime<Utc>,
     ) -> StoreResult<Completion> {
+        let HeldLease {
+            job_id, lease_id, ..
+        } = held;
         self.write(move |transaction| {
             let job = existing_job(transaction, job_id)?;
-            if job.state == JobState::Done
-                && job.lease.map(|lease| lease.lease_id) == Some(lease_id)
-            {
+            if lease::check_completion(&job, held, &outcome)? == CompletionCheck::AlreadyRecorded {
                 return Ok(Completion::AlreadyRecorded(job));
             }
-            check_lease(&job, lease_id)?;
             transaction
                 .prepare_cached(
                     "UPDATE jobs SET state = 'DONE', outcome = ?3, finished_at = ?4, applied = 0 \
@@ -1722,33 +1690,17 @@ impl Store for SqliteStore {
 
     async fn fail_job(
         &self,
-        job_id: Uuid,
-        lease_id: Uuid,
+        held: HeldLease,
         error: &str,
         retryable: bool,
         now: DateTime<Utc>,
     ) -> StoreResult<FailOutcome> {
         let error = error.to_owned();
         self.write(move |transaction| {
-            let job = existing_job(transaction, job_id)?;
-            check_lease(&job, lease_id)?;
-            if retryable && job.tries < job.max_tries {
-                transaction
-                    .prepare_cached(
-                        "UPDATE jobs SET state = 'QUEUED', error = ?3, lease_id = NULL, grader_id = NULL, \
-                         lease_expires_at = NULL WHERE id = ?1 AND state = 'LEASED' AND lease_id = ?2",
-                    )?
-                    .execute(params![job_id.to_string(), lease_id.to_string(), error])?;
-                return Ok(FailOutcome::Requeued(existing_job(transaction, job_id)?));
-            }
-            let error = if retryable { gave_up(job.tries, &error) } else { error };
-            transaction
-                .prepare_cached(
-                    "UPDATE jobs SET state = 'FAILED', error = ?3, finished_at = ?4, applied = 0 \
-                     WHERE id = ?1 AND state = 'LEASED' AND lease_id = ?2",
-                )?
-                .execute(params![job_id.to_string(), lease_id.to_string(), error, micros(now)])?;
-            Ok(FailOutcome::Failed(existing_job(transaction, job_id)?))
+            let job = existing_job(transaction, held.job_id)?;
+            lease::check_fence(&job, held)?;
+            let end = lease::after_failure(&job, &error, retryable);
+            end_lease(transaction, &job, end, now)
         })
         .await
     }
@@ -1797,7 +1749,7 @@ impl Store for SqliteStore {
     async fn release_grader_leases(
         &self,
         grader_id: Uuid,
-        count_try: bool,
+        tries: TryCount,
         reason: &str,
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<FailOutcome>> {
@@ -1805,7 +1757,10 @@ impl Store for SqliteStore {
         self.write(move |transaction| {
             let jobs = select_jobs(transaction, GRADER_LEASES_FILTER, [grader_id.to_string()])?;
             jobs.iter()
-                .map(|job| take_back(transaction, job, count_try, &reason, now))
+                .map(|job| {
+                    let end = lease::after_take_back(job, tries, &reason);
+                    end_lease(transaction, job, end, now)
+                })
                 .collect()
         })
         .await
@@ -1815,12 +1770,9 @@ impl Store for SqliteStore {
         self.write(move |transaction| {
             let jobs = select_jobs(transaction, EXPIRED_LEASES_FILTER, [micros(now)])?;
             jobs.iter()
-                .map(|job| {
-                    let reason = format!(
-                        "the job ran past its {} deadline",
-                        human_duration(job.timeout_ms)
-                    );
-                    take_back(transaction, job, true, &reason, now)
+                .filter_map(|job| {
+                    let end = lease::after_expiry(job, now)?;
+                    Some(end_lease(transaction, job, end, now))
                 })
                 .collect()
         })
@@ -1837,16 +1789,8 @@ impl Store for SqliteStore {
             let transaction = connection.transaction()?;
             let mut stale = Vec::new();
             for (job_id, lease_id) in leases {
-                let still_held = match select_job(&transaction, job_id)? {
-                    Some(job) => {
-                        job.state == JobState::Leased
-                            && !job.cancel_requested
-                            && job.lease.is_some_and(|lease| {
-                                lease.lease_id == lease_id && lease.grader_id == grader_id
-                            })
-                    }
-                    None => false,
-                };
+                let still_held = select_job(&transaction, job_id)?
+                    .is_some_and(|job| lease::still_held(&job, lease_id, grader_id));
                 if !still_held {
                     stale.push(job_id);
                 }
@@ -2133,25 +2077,6 @@ mod tests {
         let error = parse_location("a.db?cache=shared").unwrap_err().to_string();
         assert!(error.contains("synchronous=normal|full"), "{error}");
         assert!(parse_location("").is_err());
-    }
-
-    #[test]
-    fn timeouts_read_like_people_write_them() {
-        assert_eq!(human_duration(30_000), "30 s");
-        assert_eq!(human_duration(1_500), "1.5 s");
-        assert_eq!(human_duration(250), "250 ms");
-    }
-
-    #[test]
-    fn give_up_reasons_count_tries() {
-        assert_eq!(
-            gave_up(1, "the job ran past its 30 s deadline"),
-            "gave up after 1 try: the job ran past its 30 s deadline"
-        );
-        assert_eq!(
-            gave_up(3, "grader g1 stopped heartbeating"),
-            "gave up after 3 tries: grader g1 stopped heartbeating"
-        );
     }
 
     /// Returns SQLite's query plan for `sql`, its parameters bound to NULL.
