@@ -51,6 +51,10 @@ pub enum ApiError {
     },
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// A transient store fault (busy, unreachable): 503 with `Retry-After`;
+    /// the detail is logged, the client told to try again.
+    #[error("store busy: {0}")]
+    StoreBusy(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -71,7 +75,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Overloaded { .. } | ApiError::Unavailable(_) => {
+            ApiError::Overloaded { .. } | ApiError::Unavailable(_) | ApiError::StoreBusy(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -87,6 +91,7 @@ impl ApiError {
             | ApiError::Overloaded {
                 retry_after_secs, ..
             } => Some(*retry_after_secs),
+            ApiError::StoreBusy(_) => Some(STORE_BUSY_RETRY_AFTER_SECS),
             _ => None,
         }
     }
@@ -99,9 +104,31 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound(message) => ApiError::NotFound(message),
             StoreError::StaleLease(message) => ApiError::Conflict(message),
             StoreError::Invalid(message) => ApiError::Unprocessable(message),
+            error @ StoreError::Database { .. } if error.is_transient() => {
+                ApiError::StoreBusy(error_chain(&error))
+            }
+            error @ StoreError::Database { .. } => ApiError::Internal(error_chain(&error)),
             StoreError::Backend(message) => ApiError::Internal(message),
         }
     }
+}
+
+/// What a client is told to wait after a transient store fault, in seconds.
+const STORE_BUSY_RETRY_AFTER_SECS: u64 = 1;
+
+/// An error and its sources, for the log.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// What a client over its cap of attempts being graded is told to wait, in
@@ -135,6 +162,10 @@ impl IntoResponse for ApiError {
             ApiError::Internal(detail) => {
                 tracing::error!(error = %crate::redact(detail), "internal error");
                 "internal error".to_string()
+            }
+            ApiError::StoreBusy(detail) => {
+                tracing::warn!(error = %crate::redact(detail), "transient store fault");
+                "the store is busy or unreachable, try again shortly".to_string()
             }
             ApiError::Unavailable(detail) => {
                 tracing::warn!(error = %crate::redact(detail), "store unavailable");

@@ -29,8 +29,10 @@ use uuid::Uuid;
 pub use self::lease::{HeldLease, TryCount};
 pub use crate::leaderboard::LeaderboardRow;
 
-/// Errors a store reports. `Conflict`, `NotFound` and `StaleLease` are
-/// expected outcomes a caller turns into 409/404; `Backend` is a fault.
+/// Errors a store reports. `Conflict`, `NotFound`, `StaleLease` and
+/// `Invalid` are expected outcomes a caller turns into 409/404/422;
+/// `Database` and `Backend` are faults, and [`StoreError::is_transient`]
+/// says whether trying again later may work.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// A unique constraint was violated (e.g. an email already registered).
@@ -48,9 +50,46 @@ pub enum StoreError {
     /// for its job). Nothing was changed.
     #[error("invalid: {0}")]
     Invalid(String),
-    /// The backend failed (I/O, corruption, connection lost).
+    /// The database failed; `transient` when trying again later may work
+    /// (SQLite busy or locked, MongoDB unreachable or timing out), not when
+    /// it is a bug or corruption.
+    #[error("store database error: {source}")]
+    Database {
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+        transient: bool,
+    },
+    /// What the store read breaks an invariant it relies on (a record
+    /// vanished inside a transaction, a value out of range): a bug or
+    /// corruption.
     #[error("store backend error: {0}")]
     Backend(String),
+}
+
+impl StoreError {
+    /// Wraps a database error; `transient` when trying again later may work.
+    pub fn database(
+        source: impl std::error::Error + Send + Sync + 'static,
+        transient: bool,
+    ) -> StoreError {
+        StoreError::Database {
+            source: Box::new(source),
+            transient,
+        }
+    }
+
+    /// True for a fault that may go away when the call is tried again
+    /// later (the database is busy or unreachable), false for expected
+    /// outcomes and for faults that will not (bugs, corruption).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Database {
+                transient: true,
+                ..
+            }
+        )
+    }
 }
 
 /// Result alias for store calls.

@@ -592,8 +592,29 @@ fn backend(error: mongodb::error::Error) -> StoreError {
     if duplicate {
         StoreError::Conflict(error.to_string())
     } else {
-        StoreError::Backend(error.to_string())
+        let transient = is_transient(&error);
+        StoreError::database(error, transient)
     }
+}
+
+/// True for MongoDB errors that say the server is unreachable or busy
+/// rather than that the call is wrong: no server selected in time, a
+/// connection lost or refused, a pool cleared after a network error, or an
+/// error the server labels retryable.
+fn is_transient(error: &mongodb::error::Error) -> bool {
+    matches!(
+        error.kind.as_ref(),
+        ErrorKind::ServerSelection { .. }
+            | ErrorKind::Io(_)
+            | ErrorKind::ConnectionPoolCleared { .. }
+            | ErrorKind::DnsResolve { .. }
+    ) || [
+        mongodb::error::RETRYABLE_WRITE_ERROR,
+        mongodb::error::TRANSIENT_TRANSACTION_ERROR,
+        mongodb::error::RETRYABLE_ERROR,
+    ]
+    .iter()
+    .any(|label| error.contains_label(label))
 }
 
 fn bson_time(time: DateTime<Utc>) -> bson::DateTime {

@@ -507,8 +507,21 @@ impl From<rusqlite::Error> for StoreError {
                 );
             }
         }
-        StoreError::Backend(format!("sqlite: {error}"))
+        let transient = error.sqlite_error_code().is_some_and(is_transient_code);
+        StoreError::database(error, transient)
     }
+}
+
+/// True for the SQLite result codes that say the database is busy, not
+/// broken: another connection holds a lock (beyond the busy timeout), or
+/// the disk is full.
+fn is_transient_code(code: rusqlite::ErrorCode) -> bool {
+    matches!(
+        code,
+        rusqlite::ErrorCode::DatabaseBusy
+            | rusqlite::ErrorCode::DatabaseLocked
+            | rusqlite::ErrorCode::DiskFull
+    )
 }
 
 fn conversion_error(index: usize, message: String) -> rusqlite::Error {
@@ -2063,6 +2076,61 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A database another connection holds an EXCLUSIVE lock on (beyond
+    /// the busy timeout) is a transient fault: 503 with `Retry-After`, and
+    /// the same write succeeds once the lock is released. A bug (here a
+    /// constraint no retry satisfies) stays a 500.
+    ///
+    /// Two plain connections, not the store: the store keeps its file's
+    /// lock for the connection's lifetime (`locking_mode = EXCLUSIVE`), so
+    /// no other connection can ever lock it while a coordinator runs.
+    #[test]
+    fn a_locked_database_is_a_transient_fault_and_a_bug_is_not() {
+        use axum::response::IntoResponse as _;
+
+        use crate::error::ApiError;
+
+        let dir = std::env::temp_dir().join(format!("sqlarena-busy-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("busy.db");
+        let holder = Connection::open(&path).unwrap();
+        holder
+            .execute_batch("CREATE TABLE t (a INTEGER NOT NULL); BEGIN EXCLUSIVE;")
+            .unwrap();
+        let writer = Connection::open(&path).unwrap();
+        writer
+            .busy_timeout(std::time::Duration::from_millis(20))
+            .unwrap();
+        let busy = writer
+            .execute("INSERT INTO t (a) VALUES (1)", [])
+            .unwrap_err();
+        let response = ApiError::from(StoreError::from(busy)).into_response();
+        assert_eq!(
+            response.status(),
+            axum::http::StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert!(
+            response
+                .headers()
+                .contains_key(axum::http::header::RETRY_AFTER),
+            "{:?}",
+            response.headers()
+        );
+
+        holder.execute_batch("COMMIT").unwrap();
+        writer.execute("INSERT INTO t (a) VALUES (1)", []).unwrap();
+
+        let bug = writer
+            .execute("INSERT INTO t (a) VALUES (NULL)", [])
+            .unwrap_err();
+        let response = ApiError::from(StoreError::from(bug)).into_response();
+        assert_eq!(
+            response.status(),
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn locations_accept_only_the_synchronous_option() {
