@@ -77,7 +77,7 @@ async fn get_metrics(State(state): State<AppState>, _scraper: MetricsAuth) -> Ap
     let text = state.metrics.render(state.store.as_ref()).await?;
     Ok((
         StatusCode::OK,
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
         text,
     )
         .into_response())

@@ -26,8 +26,16 @@
 //!   tries: ..." (the lease deadline or the grader's reason);
 //! - a clean `release_grader_leases` gives the try back (tries - 1);
 //! - `cancel_job` and `retry_job` on a finished/unfinished job return `None`.
+//!
+//! Compiled only with the `testsuite` feature, which the coordinator's own
+//! tests turn on (a dev-dependency of the crate on itself).
+
+// An unlisted check is dead code: refuse to build rather than skip it.
+#![deny(dead_code)]
 
 use std::collections::{BTreeSet, HashSet};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
@@ -45,14 +53,39 @@ use super::{
     TryCount,
 };
 
-/// Generates one `#[tokio::test]` per conformance check, each on the fresh
-/// empty store returned by `$factory` (an `async fn() -> Arc<dyn Store>`).
-/// The tests are placed in a module `store_conformance`.
+/// What running a check returns.
+pub type CheckFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// One check of the suite: its name and how to run it on a fresh store.
+pub struct Check {
+    /// The check's function name, also the name of its test per backend.
+    pub name: &'static str,
+    /// Runs the check on a fresh, empty store, panicking on a deviation.
+    pub run: fn(Arc<dyn Store>) -> CheckFuture,
+}
+
+/// Generates, in a module `store_conformance`, one `#[tokio::test]` per
+/// conformance check, each on the fresh empty store returned by `$factory`
+/// (an `async fn() -> Arc<dyn Store>`).
+///
+/// The tests come from the same list as [`CHECKS`], and a check function
+/// missing from that list fails the build (`dead_code` is denied in this
+/// module, which is private): every check runs on every backend.
 #[macro_export]
 macro_rules! store_conformance_suite {
     ($factory:expr) => {
-        $crate::__store_conformance_tests!(
-            $factory;
+        $crate::__with_store_conformance_checks!(__store_conformance_tests!($factory));
+    };
+}
+
+/// The one list of checks: calls `$callback!(ARGS; check, check, ...)`.
+/// Implementation detail of [`store_conformance_suite!`] and [`CHECKS`].
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __with_store_conformance_checks {
+    ($callback:ident!($($args:tt)*)) => {
+        $crate::$callback!(
+            $($args)*;
             emails_are_unique_case_insensitively,
             integer_ids_increase_and_are_distinct,
             sessions_resolve_until_they_expire,
@@ -98,12 +131,26 @@ macro_rules! __store_conformance_tests {
                 #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $check() {
                     let store: ::std::sync::Arc<dyn $crate::store::Store> = ($factory)().await;
-                    $crate::store::conformance::$check(store).await;
+                    $crate::store::conformance_check(stringify!($check))(store).await;
                 }
             )+
         }
     };
 }
+
+/// Implementation detail of [`CHECKS`].
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __store_conformance_table {
+    (; $($check:ident),+ $(,)?) => {
+        /// Every check of the suite, in the order of the one list.
+        pub static CHECKS: &[Check] = &[
+            $(Check { name: stringify!($check), run: |store| Box::pin($check(store)) },)+
+        ];
+    };
+}
+
+crate::__with_store_conformance_checks!(__store_conformance_table!());
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -3194,5 +3241,29 @@ pub async fn applied_jobs_are_pruned_then_compacted(store: Arc<dyn Store>) {
     }
     for stays in [unapplied.id, queued.id] {
         assert!(store.get_job(stays).await.unwrap().is_some(), "job {stays}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every `pub async fn` of this file is in [`CHECKS`], even one someone
+    /// exempted from the `dead_code` lint.
+    #[test]
+    fn every_check_defined_is_listed() {
+        let defined: BTreeSet<&str> = include_str!("conformance.rs")
+            .lines()
+            .filter_map(|line| line.strip_prefix("pub async fn "))
+            .map(|rest| rest.split('(').next().expect("a function name"))
+            .collect();
+        let listed: Vec<&str> = CHECKS.iter().map(|check| check.name).collect();
+        assert_eq!(
+            listed.len(),
+            listed.iter().collect::<BTreeSet<_>>().len(),
+            "a check is listed twice"
+        );
+        assert_eq!(defined, listed.into_iter().collect::<BTreeSet<_>>());
+        assert!(defined.len() >= 29, "the checks were found: {defined:?}");
     }
 }

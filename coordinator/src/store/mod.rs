@@ -5,12 +5,14 @@
 //!   in WAL mode, one coordinator at a time.
 //! - `mongodb://...`: [`mongo::MongoStore`], several coordinators may share it.
 //!
-//! Both pass the one conformance suite in [`conformance`]. The store knows
+//! Both pass the one conformance suite (`conformance.rs`, behind the
+//! `testsuite` feature, run per backend by [`store_conformance_suite!`]). The store knows
 //! nothing of HTTP or of grading rules; the fenced job operations
 //! (`record_progress`, `complete_job`, `fail_job`) are atomic so that a result
 //! is recorded exactly once.
 
-pub mod conformance;
+#[cfg(feature = "testsuite")]
+mod conformance;
 pub mod lease;
 pub mod mongo;
 pub mod sqlite;
@@ -28,6 +30,22 @@ use uuid::Uuid;
 
 pub use self::lease::{HeldLease, TryCount};
 pub use crate::leaderboard::LeaderboardRow;
+#[cfg(feature = "testsuite")]
+pub use conformance::{Check, CheckFuture, CHECKS};
+
+/// Returns the conformance check named `name`, for
+/// [`store_conformance_suite!`](crate::store_conformance_suite).
+///
+/// # Panics
+/// When no check has that name.
+#[cfg(feature = "testsuite")]
+pub fn conformance_check(name: &str) -> fn(Arc<dyn Store>) -> conformance::CheckFuture {
+    CHECKS
+        .iter()
+        .find(|check| check.name == name)
+        .unwrap_or_else(|| panic!("no conformance check is named {name}"))
+        .run
+}
 
 /// Errors a store reports. `Conflict`, `NotFound`, `StaleLease` and
 /// `Invalid` are expected outcomes a caller turns into 409/404/422;
