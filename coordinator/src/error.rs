@@ -1,7 +1,9 @@
 //! API errors and the JSON envelope.
 //!
 //! Every response is `{"status":"success","data":...}` or
-//! `{"status":"error","message":"..."}` with a real HTTP status. Store faults
+//! `{"status":"error","code":"...","message":"..."}` with a real HTTP status
+//! (the envelope types live in `sqlarena_common`, shared with the clients;
+//! `code` comes from the variant, in [`ApiError::code`]). Store faults
 //! become a logged 500 shown to the client as "internal error"; client
 //! mistakes never do.
 
@@ -13,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use serde_json::json;
+use sqlarena_common::{Envelope, ErrorCode, ErrorEnvelope, ErrorStatus};
 
 use crate::store::StoreError;
 
@@ -77,6 +79,23 @@ impl ApiError {
         }
     }
 
+    /// Returns the stable, machine-readable code of this error.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ApiError::BadRequest(_) => ErrorCode::BadRequest,
+            ApiError::Unauthorized(_) => ErrorCode::Unauthorized,
+            ApiError::Forbidden(_) => ErrorCode::Forbidden,
+            ApiError::NotFound(_) => ErrorCode::NotFound,
+            ApiError::MethodNotAllowed(_) => ErrorCode::MethodNotAllowed,
+            ApiError::Conflict(_) => ErrorCode::Conflict,
+            ApiError::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
+            ApiError::Unprocessable(_) => ErrorCode::ValidationFailed,
+            ApiError::TooManyRequests { .. } => ErrorCode::RateLimited,
+            ApiError::Overloaded { .. } | ApiError::Unavailable(_) => ErrorCode::Unavailable,
+            ApiError::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
     /// Seconds the client should wait before trying again, if it should.
     pub fn retry_after_secs(&self) -> Option<u64> {
         match self {
@@ -116,12 +135,14 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        let mut body = json!({"status": "error", "message": message});
         let retry_after = self.retry_after_secs();
-        if let Some(seconds) = retry_after {
+        let body = ErrorEnvelope {
+            status: ErrorStatus::Error,
+            code: self.code(),
+            message,
             // Also in the envelope, for clients that read only the body.
-            body["retry_after"] = json!(seconds);
-        }
+            retry_after,
+        };
         let mut response = (status, Json(body)).into_response();
         if let Some(seconds) = retry_after {
             response
@@ -132,22 +153,35 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A success reply: `data` in the success envelope, with 200 ([`ok`]) or
+/// 201 ([`created`]). Handlers return it typed, so the OpenAPI document
+/// names the type of `data`.
+#[derive(Debug)]
+pub struct Reply<T> {
+    status: StatusCode,
+    data: T,
+}
+
+impl<T: Serialize> IntoResponse for Reply<T> {
+    fn into_response(self) -> Response {
+        (self.status, Json(Envelope::new(self.data))).into_response()
+    }
+}
+
 /// Wraps `data` in the success envelope with 200.
-pub fn ok<T: Serialize>(data: T) -> Response {
-    (
-        StatusCode::OK,
-        Json(json!({"status": "success", "data": data})),
-    )
-        .into_response()
+pub fn ok<T: Serialize>(data: T) -> Reply<T> {
+    Reply {
+        status: StatusCode::OK,
+        data,
+    }
 }
 
 /// Wraps `data` in the success envelope with 201.
-pub fn created<T: Serialize>(data: T) -> Response {
-    (
-        StatusCode::CREATED,
-        Json(json!({"status": "success", "data": data})),
-    )
-        .into_response()
+pub fn created<T: Serialize>(data: T) -> Reply<T> {
+    Reply {
+        status: StatusCode::CREATED,
+        data,
+    }
 }
 
 /// A JSON body extractor whose rejections use the error envelope: malformed
