@@ -198,10 +198,41 @@ where
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(request, state).await {
+        // Read as any JSON first (content type, syntax and size are checked
+        // as for `T`), then give whole floats their integer spelling, then
+        // read `T` from that with axum's messages (which name the field).
+        let Json(mut value) = Json::<serde_json::Value>::from_request(request, state)
+            .await
+            .map_err(json_rejection)?;
+        whole_floats_as_integers(&mut value);
+        let bytes = serde_json::to_vec(&value)
+            .map_err(|error| ApiError::Internal(format!("re-encoding a JSON body: {error}")))?;
+        match Json::<T>::from_bytes(&bytes) {
             Ok(Json(value)) => Ok(AppJson(value)),
             Err(rejection) => Err(json_rejection(rejection)),
         }
+    }
+}
+
+/// Rewrites numbers like `3.0` as `3`: JSON Schema (and so the OpenAPI
+/// document) counts them as integers, serde does not. Only floats that are
+/// whole and exactly representable are touched, so an `f64` field reads the
+/// same value either way.
+fn whole_floats_as_integers(value: &mut serde_json::Value) {
+    /// 2^53: past it a float no longer spells one integer exactly.
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    match value {
+        serde_json::Value::Number(number) => {
+            if let Some(float) = number.as_f64().filter(|_| number.is_f64()) {
+                if float.fract() == 0.0 && float.abs() <= EXACT {
+                    // In range by the check above.
+                    *number = serde_json::Number::from(float as i64);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(whole_floats_as_integers),
+        serde_json::Value::Object(fields) => fields.values_mut().for_each(whole_floats_as_integers),
+        _ => {}
     }
 }
 
@@ -265,5 +296,25 @@ where
             ),
             Err(rejection) => Err(ApiError::BadRequest(rejection.body_text())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whole_floats_read_as_integers_and_others_stay() {
+        let mut value =
+            serde_json::json!({"slots": 149.0, "ratio": 1.5, "ids": [2.0, -3.0], "big": 1e300});
+        whole_floats_as_integers(&mut value);
+        assert_eq!(
+            value,
+            serde_json::json!({"slots": 149, "ratio": 1.5, "ids": [2, -3], "big": 1e300})
+        );
+        assert_eq!(
+            ApiError::Unprocessable("x".into()).code(),
+            ErrorCode::ValidationFailed
+        );
     }
 }

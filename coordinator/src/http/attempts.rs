@@ -40,8 +40,9 @@ struct CreateAttemptRequest {
         pattern = r"^[^\x00]*[^\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\x00][^\x00]*$"
     )]
     query: String,
-    /// The seed sends the submitter's id; it must be the caller's own (403
-    /// otherwise), unless the caller is an admin.
+    /// The seed sends the submitter's id; it must be the caller's own (422
+    /// otherwise: a rule that depends on the caller), unless the caller is an
+    /// admin.
     #[serde(default)]
     user_id: Option<i64>,
 }
@@ -59,7 +60,7 @@ async fn create_attempt(
 ) -> ApiResult<Reply<AttemptView>> {
     if let Some(user_id) = request.user_id {
         if user_id != user.0.id && !user.is_admin() {
-            return Err(ApiError::Forbidden(format!(
+            return Err(ApiError::Unprocessable(format!(
                 "user_id: {user_id} is not you; leave it out, the attempt is made by whoever is signed in"
             )));
         }

@@ -47,8 +47,9 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateChallengeRequest {
-    /// The seed sends the creator's id; it must be the caller's own (403
-    /// otherwise), unless the caller is an admin.
+    /// The seed sends the creator's id; it must be the caller's own (422
+    /// otherwise: a rule that depends on the caller), unless the caller is an
+    /// admin.
     #[serde(default)]
     user_id: Option<i64>,
     /// Not blank; whitespace around it is dropped.
@@ -250,7 +251,7 @@ fn check_expiry(text: &str) -> ApiResult<DateTime<Utc>> {
 fn validate(request: CreateChallengeRequest, creator: &CurrentUser) -> ApiResult<NewChallenge> {
     if let Some(user_id) = request.user_id {
         if user_id != creator.0.id && !creator.is_admin() {
-            return Err(ApiError::Forbidden(format!(
+            return Err(ApiError::Unprocessable(format!(
                 "user_id: {user_id} is not you; leave it out, the creator is whoever is signed in"
             )));
         }

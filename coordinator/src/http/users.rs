@@ -125,7 +125,8 @@ struct PasswordRequest {
     #[serde(default)]
     #[schema(min_length = 8, max_length = 256)]
     unsafe_password: Option<String>,
-    /// Required when changing one's own password.
+    /// Required when changing one's own password (422 without it: a rule
+    /// that depends on the caller, which no schema can state).
     #[serde(default)]
     current_password: Option<String>,
 }
@@ -408,10 +409,8 @@ async fn change_password(
     let user = find_user(&state, id).await?;
     let is_self = viewer.0.id == id;
     let keep = if is_self {
-        // 403, not 422: the body is well formed, but one's own password
-        // is changed only with proof of the current one.
         let current = request.current_password.ok_or_else(|| {
-            ApiError::Forbidden("current_password: required to change your own password".into())
+            ApiError::Unprocessable("current_password: required to change your own password".into())
         })?;
         let attempt = state.throttle.admit(peer.ip(), &user.email).await?;
         if !state
