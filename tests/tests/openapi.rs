@@ -98,6 +98,8 @@ async fn run_schemathesis(
         .args(["--header", &format!("Authorization: Bearer {token}")])
         .args(["--report-dir"])
         .arg(log_dir.join(format!("schemathesis-{label}")))
+        // Its cache directory (.schemathesis) goes beside the logs.
+        .current_dir(&log_dir)
         .kill_on_drop(true);
     for (flag, value) in filters {
         command.arg(flag).arg(value);
