@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs and starts what sqlarena's tests and demo need on a fresh
 # Debian/Ubuntu machine with Rust: PostgreSQL (system package, as root) and
-# the MongoDB wire-protocol test server nx-27017 (PyPI, into .venv/).
+# the MongoDB wire-protocol test server nx-27017 and schemathesis, which
+# checks the API against its OpenAPI document (PyPI, into .venv/).
 #
 # Writes .sqlarena.env with SQLARENA_TEST_POSTGRES_URL, the PostgreSQL admin
 # URL the tests and the demo use. Idempotent.
@@ -85,6 +86,16 @@ fi
 
 # --- MongoDB wire-protocol test server ---------------------------------------
 "$root/scripts/mongo-test-server.sh"
+
+# --- schemathesis (tests/tests/openapi.rs) -----------------------------------
+# Pinned: its checks and CLI change between releases. The venv exists now
+# (mongo-test-server.sh made it).
+schemathesis_version=4.32.5
+if [ "$("$root/.venv/bin/schemathesis" --version 2>/dev/null)" != "schemathesis, version $schemathesis_version" ]; then
+    say "installing schemathesis $schemathesis_version into .venv"
+    "$root/.venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$schemathesis_version" \
+        || die "could not install schemathesis from PyPI"
+fi
 
 cat > "$env_file" <<ENV
 export SQLARENA_TEST_POSTGRES_URL=$postgres_url

@@ -5,10 +5,11 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 /// A user's role. Serialized as in the seed API: `PROF`, `STUD`, `ADMIN`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 pub enum Role {
     #[serde(rename = "PROF")]
     Professor,
@@ -40,7 +41,7 @@ impl Role {
 }
 
 /// `FE`: fastest execution wins; `SE`: slowest execution wins.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 pub enum ChallengeType {
     FE,
     SE,
@@ -80,7 +81,7 @@ macro_rules! wire_names {
 
 /// Lifecycle of a challenge: created `PENDING`, then `READY` or `FAILED` once
 /// its init job reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ChallengeState {
     Pending,
@@ -90,7 +91,7 @@ pub enum ChallengeState {
 wire_names!(ChallengeState { Pending => "PENDING", Ready => "READY", Failed => "FAILED" });
 
 /// Status of an attempt as a whole.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum AttemptStatus {
     Pending,
@@ -117,7 +118,7 @@ impl AttemptStatus {
 }
 
 /// Status of one test case of an attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum CaseStatus {
     Pending,
@@ -129,7 +130,9 @@ wire_names!(CaseStatus { Pending => "PENDING", Passed => "PASSED", Failed => "FA
 
 /// A queue lane. Graders can be dedicated to lanes; the slow lane has a much
 /// longer statement timeout.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Lane {
     Init,
@@ -153,7 +156,7 @@ impl Lane {
 }
 
 /// What a job does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum JobKind {
     Init,
@@ -162,7 +165,7 @@ pub enum JobKind {
 wire_names!(JobKind { Init => "init", Attempt => "attempt" });
 
 /// Lifecycle of a job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum JobState {
     Queued,
@@ -180,7 +183,7 @@ wire_names!(JobState {
 });
 
 /// Lifecycle of a grader node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum GraderState {
     Alive,
@@ -194,7 +197,7 @@ wire_names!(GraderState { Alive => "ALIVE", Draining => "DRAINING", Dead => "DEA
 // ---------------------------------------------------------------------------
 
 /// One result column: its name and PostgreSQL type name (e.g. `int4`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Column {
     pub name: String,
     #[serde(rename = "type")]
@@ -203,7 +206,7 @@ pub struct Column {
 
 /// A typed query result. Cells are JSON values: numbers stay numbers, NULL is
 /// `null`, text is a string; types without a JSON counterpart are text.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
 pub struct QueryResult {
     pub columns: Vec<Column>,
     pub rows: Vec<Vec<serde_json::Value>>,
@@ -217,7 +220,7 @@ pub struct QueryResult {
 // ---------------------------------------------------------------------------
 
 /// One test case's data as shipped to a grader.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct TestCaseData {
     pub id: i64,
     /// INSERT statements run after the challenge's init SQL.
@@ -226,7 +229,7 @@ pub struct TestCaseData {
 
 /// Payload of an init job: build the challenge's databases and compute the
 /// expected results.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct InitPayload {
     pub challenge_id: i64,
     pub challenge_name: String,
@@ -238,7 +241,7 @@ pub struct InitPayload {
 }
 
 /// Payload of an attempt job: grade one student query.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct AttemptPayload {
     pub attempt_id: i64,
     pub user_id: i64,
@@ -253,7 +256,7 @@ pub struct AttemptPayload {
 }
 
 /// What a job asks a grader to do.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum JobPayload {
     Init(InitPayload),
@@ -271,7 +274,7 @@ impl JobPayload {
 }
 
 /// The expected result of one test case, computed by an init job.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ExpectedCase {
     pub test_case_id: i64,
     pub result: QueryResult,
@@ -281,7 +284,7 @@ pub struct ExpectedCase {
 }
 
 /// Outcome of an init job.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct InitOutcome {
     /// Expected results, one per test case, when init succeeded.
     #[serde(default)]
@@ -296,7 +299,7 @@ pub struct InitOutcome {
 }
 
 /// Result of one test case of an attempt, as measured by a grader.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct CaseResult {
     pub test_case_id: i64,
     pub status: CaseStatus,
@@ -329,7 +332,7 @@ pub struct CaseResult {
 /// rounds run and how many were discarded as stalled (both sides slowed
 /// together), and whether the interval got as narrow as grading aims for
 /// (half-width at most 5 % of the ratio) or the time budget ran out first.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct CaseTiming {
     pub ratio_low: f64,
     pub ratio_high: f64,
@@ -339,7 +342,7 @@ pub struct CaseTiming {
 }
 
 /// Outcome of an attempt job: every test case's result.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct AttemptOutcome {
     pub cases: Vec<CaseResult>,
     /// Set when the query was rejected before any case ran (e.g. not a
@@ -349,7 +352,7 @@ pub struct AttemptOutcome {
 }
 
 /// The final outcome a grader posts when it completes a job.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum JobOutcome {
     Init(InitOutcome),
@@ -361,18 +364,25 @@ pub enum JobOutcome {
 // ---------------------------------------------------------------------------
 
 /// `POST /grader/register`, authenticated with a cluster token.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterGraderRequest {
+    #[schema(max_length = 200)]
     pub name: String,
+    #[schema(max_length = 200)]
     pub hostname: String,
+    #[schema(max_length = 200)]
     pub version: String,
+    /// The lanes it takes jobs from; duplicates are ignored.
+    #[schema(min_items = 1)]
     pub lanes: Vec<Lane>,
+    /// Jobs it runs at once.
+    #[schema(minimum = 1, maximum = 256)]
     pub slots: u32,
 }
 
 /// Reply to a registration.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct RegisterGraderResponse {
     pub grader_id: Uuid,
     /// Bearer token for every further call; shown once.
@@ -383,14 +393,14 @@ pub struct RegisterGraderResponse {
 }
 
 /// A lease a grader holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct HeldLease {
     pub job_id: Uuid,
     pub lease_id: Uuid,
 }
 
 /// `POST /grader/heartbeat`.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HeartbeatRequest {
     #[serde(default)]
@@ -398,7 +408,7 @@ pub struct HeartbeatRequest {
 }
 
 /// Reply to a heartbeat.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
 pub struct HeartbeatResponse {
     /// Jobs the grader must stop at once (cancelled, or no longer its own).
     pub cancel: Vec<Uuid>,
@@ -408,7 +418,7 @@ pub struct HeartbeatResponse {
 }
 
 /// A job handed to a grader by `POST /grader/jobs/lease`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct LeasedJob {
     pub job_id: Uuid,
     pub lease_id: Uuid,
@@ -421,7 +431,7 @@ pub struct LeasedJob {
 }
 
 /// `POST /grader/jobs/:id/progress`: one test case's result.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProgressRequest {
     pub lease_id: Uuid,
@@ -429,7 +439,7 @@ pub struct ProgressRequest {
 }
 
 /// `POST /grader/jobs/:id/complete`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CompleteRequest {
     pub lease_id: Uuid,
@@ -437,7 +447,7 @@ pub struct CompleteRequest {
 }
 
 /// `POST /grader/jobs/:id/fail`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FailRequest {
     pub lease_id: Uuid,
@@ -447,7 +457,7 @@ pub struct FailRequest {
 }
 
 /// One test case in a challenge bundle.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct BundleCase {
     pub id: i64,
     pub data: String,
@@ -456,7 +466,7 @@ pub struct BundleCase {
 
 /// `GET /grader/challenges/:id/bundle`: everything a grader needs to build a
 /// challenge's databases and grade attempts against it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ChallengeBundle {
     pub challenge_id: i64,
     pub version: i64,
@@ -467,14 +477,131 @@ pub struct ChallengeBundle {
     pub test_cases: Vec<BundleCase>,
 }
 
+// ---------------------------------------------------------------------------
+// The API envelope
+// ---------------------------------------------------------------------------
+
+/// The `status` of a success envelope: always `success`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SuccessStatus {
+    #[default]
+    Success,
+}
+
+/// The `status` of an error envelope: always `error`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ErrorStatus {
+    #[default]
+    Error,
+}
+
 /// The success envelope: `{"status":"success","data":...}`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Envelope<T> {
-    pub status: String,
-    #[serde(default)]
-    pub data: Option<T>,
-    #[serde(default)]
-    pub message: Option<String>,
+    pub status: SuccessStatus,
+    pub data: T,
+}
+
+impl<T> Envelope<T> {
+    /// Wraps `data`.
+    pub fn new(data: T) -> Envelope<T> {
+        Envelope {
+            status: SuccessStatus::Success,
+            data,
+        }
+    }
+}
+
+/// One page of a list: `{"status":"success","data":[...],"next_cursor":...}`,
+/// `next_cursor` null on the last page.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PageEnvelope<T> {
+    pub status: SuccessStatus,
+    pub data: Vec<T>,
+    /// Pass it as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// What went wrong, for programs: stable across releases, unlike `message`.
+/// Each HTTP status has one code, except 400 (`bad_request`: the request
+/// could not be read, e.g. malformed JSON, a bad query string or cursor) and
+/// 422 (`validation_failed`: it was read but a field breaks a rule).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// 400: the request could not be read.
+    BadRequest,
+    /// 401: no credentials, or unknown, expired or revoked ones.
+    Unauthorized,
+    /// 403: signed in, but not allowed to do this.
+    Forbidden,
+    /// 404: no such resource or route.
+    NotFound,
+    /// 405: the route does not take this method.
+    MethodNotAllowed,
+    /// 409: the resource's state does not allow it (taken email, stale
+    /// lease, concurrent change).
+    Conflict,
+    /// 413: the body is larger than the limit.
+    PayloadTooLarge,
+    /// 422: a field breaks a documented rule.
+    ValidationFailed,
+    /// 429: too many requests; wait `retry_after` seconds.
+    RateLimited,
+    /// 503: busy or the store is unreachable; try again (after
+    /// `retry_after` seconds when given).
+    Unavailable,
+    /// 500: a fault of the server; the detail is in its log.
+    Internal,
+}
+
+impl ErrorCode {
+    /// Returns the wire name (`not_found`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::ValidationFailed => "validation_failed",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The error envelope:
+/// `{"status":"error","code":"not_found","message":"..."}`, with
+/// `retry_after` (seconds, as in the `Retry-After` header) on 429 and some
+/// 503s.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorEnvelope {
+    pub status: ErrorStatus,
+    pub code: ErrorCode,
+    /// For people: what went wrong and what to do about it.
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
+}
+
+impl ErrorEnvelope {
+    /// Parses an error reply's body; `None` when it is not an envelope
+    /// (e.g. from a proxy in between).
+    pub fn parse(body: &str) -> Option<ErrorEnvelope> {
+        serde_json::from_str(body).ok()
+    }
 }
 
 #[cfg(test)]
@@ -510,5 +637,26 @@ mod tests {
         );
         assert_eq!(JobState::parse("DONE"), Some(JobState::Done));
         assert_eq!(Lane::parse("nope"), None);
+    }
+
+    #[test]
+    fn error_codes_are_snake_case_and_round_trip() {
+        for code in [
+            ErrorCode::NotFound,
+            ErrorCode::ValidationFailed,
+            ErrorCode::RateLimited,
+        ] {
+            let json = serde_json::to_value(code).unwrap();
+            assert_eq!(json, code.as_str());
+        }
+        let envelope = ErrorEnvelope::parse(
+            r#"{"status":"error","code":"unavailable","message":"m","retry_after":2}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (envelope.code, envelope.retry_after),
+            (ErrorCode::Unavailable, Some(2))
+        );
+        assert!(ErrorEnvelope::parse("<html>bad gateway</html>").is_none());
     }
 }

@@ -1,7 +1,9 @@
 //! API errors and the JSON envelope.
 //!
 //! Every response is `{"status":"success","data":...}` or
-//! `{"status":"error","message":"..."}` with a real HTTP status. Store faults
+//! `{"status":"error","code":"...","message":"..."}` with a real HTTP status
+//! (the envelope types live in `sqlarena_common`, shared with the clients;
+//! `code` comes from the variant, in [`ApiError::code`]). Store faults
 //! become a logged 500 shown to the client as "internal error"; client
 //! mistakes never do.
 
@@ -13,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use serde_json::json;
+use sqlarena_common::{Envelope, ErrorCode, ErrorEnvelope, ErrorStatus};
 
 use crate::jobs::JobsError;
 use crate::store::StoreError;
@@ -79,6 +81,25 @@ impl ApiError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Returns the stable, machine-readable code of this error.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ApiError::BadRequest(_) => ErrorCode::BadRequest,
+            ApiError::Unauthorized(_) => ErrorCode::Unauthorized,
+            ApiError::Forbidden(_) => ErrorCode::Forbidden,
+            ApiError::NotFound(_) => ErrorCode::NotFound,
+            ApiError::MethodNotAllowed(_) => ErrorCode::MethodNotAllowed,
+            ApiError::Conflict(_) => ErrorCode::Conflict,
+            ApiError::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
+            ApiError::Unprocessable(_) => ErrorCode::ValidationFailed,
+            ApiError::TooManyRequests { .. } => ErrorCode::RateLimited,
+            ApiError::Overloaded { .. } | ApiError::Unavailable(_) | ApiError::StoreBusy(_) => {
+                ErrorCode::Unavailable
+            }
+            ApiError::Internal(_) => ErrorCode::Internal,
         }
     }
 
@@ -173,12 +194,14 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        let mut body = json!({"status": "error", "message": message});
         let retry_after = self.retry_after_secs();
-        if let Some(seconds) = retry_after {
+        let body = ErrorEnvelope {
+            status: ErrorStatus::Error,
+            code: self.code(),
+            message,
             // Also in the envelope, for clients that read only the body.
-            body["retry_after"] = json!(seconds);
-        }
+            retry_after,
+        };
         let mut response = (status, Json(body)).into_response();
         if let Some(seconds) = retry_after {
             response
@@ -189,22 +212,35 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A success reply: `data` in the success envelope, with 200 ([`ok`]) or
+/// 201 ([`created`]). Handlers return it typed, so the OpenAPI document
+/// names the type of `data`.
+#[derive(Debug)]
+pub struct Reply<T> {
+    status: StatusCode,
+    data: T,
+}
+
+impl<T: Serialize> IntoResponse for Reply<T> {
+    fn into_response(self) -> Response {
+        (self.status, Json(Envelope::new(self.data))).into_response()
+    }
+}
+
 /// Wraps `data` in the success envelope with 200.
-pub fn ok<T: Serialize>(data: T) -> Response {
-    (
-        StatusCode::OK,
-        Json(json!({"status": "success", "data": data})),
-    )
-        .into_response()
+pub fn ok<T: Serialize>(data: T) -> Reply<T> {
+    Reply {
+        status: StatusCode::OK,
+        data,
+    }
 }
 
 /// Wraps `data` in the success envelope with 201.
-pub fn created<T: Serialize>(data: T) -> Response {
-    (
-        StatusCode::CREATED,
-        Json(json!({"status": "success", "data": data})),
-    )
-        .into_response()
+pub fn created<T: Serialize>(data: T) -> Reply<T> {
+    Reply {
+        status: StatusCode::CREATED,
+        data,
+    }
 }
 
 /// A JSON body extractor whose rejections use the error envelope: malformed
@@ -221,10 +257,41 @@ where
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(request, state).await {
+        // Read as any JSON first (content type, syntax and size are checked
+        // as for `T`), then give whole floats their integer spelling, then
+        // read `T` from that with axum's messages (which name the field).
+        let Json(mut value) = Json::<serde_json::Value>::from_request(request, state)
+            .await
+            .map_err(json_rejection)?;
+        whole_floats_as_integers(&mut value);
+        let bytes = serde_json::to_vec(&value)
+            .map_err(|error| ApiError::Internal(format!("re-encoding a JSON body: {error}")))?;
+        match Json::<T>::from_bytes(&bytes) {
             Ok(Json(value)) => Ok(AppJson(value)),
             Err(rejection) => Err(json_rejection(rejection)),
         }
+    }
+}
+
+/// Rewrites numbers like `3.0` as `3`: JSON Schema (and so the OpenAPI
+/// document) counts them as integers, serde does not. Only floats that are
+/// whole and exactly representable are touched, so an `f64` field reads the
+/// same value either way.
+fn whole_floats_as_integers(value: &mut serde_json::Value) {
+    /// 2^53: past it a float no longer spells one integer exactly.
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    match value {
+        serde_json::Value::Number(number) => {
+            if let Some(float) = number.as_f64().filter(|_| number.is_f64()) {
+                if float.fract() == 0.0 && float.abs() <= EXACT {
+                    // In range by the check above.
+                    *number = serde_json::Number::from(float as i64);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(whole_floats_as_integers),
+        serde_json::Value::Object(fields) => fields.values_mut().for_each(whole_floats_as_integers),
+        _ => {}
     }
 }
 
@@ -288,5 +355,25 @@ where
             ),
             Err(rejection) => Err(ApiError::BadRequest(rejection.body_text())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whole_floats_read_as_integers_and_others_stay() {
+        let mut value =
+            serde_json::json!({"slots": 149.0, "ratio": 1.5, "ids": [2.0, -3.0], "big": 1e300});
+        whole_floats_as_integers(&mut value);
+        assert_eq!(
+            value,
+            serde_json::json!({"slots": 149, "ratio": 1.5, "ids": [2, -3], "big": 1e300})
+        );
+        assert_eq!(
+            ApiError::Unprocessable("x".into()).code(),
+            ErrorCode::ValidationFailed
+        );
     }
 }

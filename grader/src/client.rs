@@ -1,7 +1,8 @@
 //! The coordinator protocol (`/api/v1/grader`) over reqwest.
 //!
 //! Every reply is an envelope: `{"status":"success","data":...}` or
-//! `{"status":"error","message":"..."}` with a real HTTP status. Errors are
+//! `{"status":"error","code":"...","message":"..."}` ([`ErrorEnvelope`]) with
+//! a real HTTP status. Errors are
 //! classed so the job loop knows what to do: 401 means re-register, 409
 //! means the lease is stale, 5xx and network failures are transient.
 
@@ -11,8 +12,8 @@ use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sqlarena_common::{
-    ChallengeBundle, CompleteRequest, Envelope, FailRequest, HeartbeatRequest, HeartbeatResponse,
-    LeasedJob, ProgressRequest, RegisterGraderRequest, RegisterGraderResponse,
+    ChallengeBundle, CompleteRequest, ErrorCode, ErrorEnvelope, FailRequest, HeartbeatRequest,
+    HeartbeatResponse, LeasedJob, ProgressRequest, RegisterGraderRequest, RegisterGraderResponse,
 };
 use uuid::Uuid;
 
@@ -114,17 +115,29 @@ impl CoordinatorClient {
             })?;
             return Ok(envelope.data);
         }
-        let message = serde_json::from_str::<Envelope<serde_json::Value>>(&text)
-            .ok()
-            .and_then(|envelope| envelope.message)
-            .unwrap_or_else(|| text.chars().take(200).collect());
-        Err(match status {
-            StatusCode::UNAUTHORIZED => ClientError::Unauthorized(message),
-            StatusCode::CONFLICT => ClientError::Conflict(message),
-            status if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS => {
+        let Some(envelope) = ErrorEnvelope::parse(&text) else {
+            // Not the coordinator's envelope (e.g. a proxy's page): by status.
+            let message: String = text.chars().take(200).collect();
+            return Err(match status {
+                StatusCode::UNAUTHORIZED => ClientError::Unauthorized(message),
+                StatusCode::CONFLICT => ClientError::Conflict(message),
+                status if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS => {
+                    ClientError::Transient(format!("{status}: {message}"))
+                }
+                status => ClientError::Refused {
+                    status: status.as_u16(),
+                    message,
+                },
+            });
+        };
+        let message = envelope.message;
+        Err(match envelope.code {
+            ErrorCode::Unauthorized => ClientError::Unauthorized(message),
+            ErrorCode::Conflict => ClientError::Conflict(message),
+            ErrorCode::RateLimited | ErrorCode::Unavailable | ErrorCode::Internal => {
                 ClientError::Transient(format!("{status}: {message}"))
             }
-            status => ClientError::Refused {
+            _ => ClientError::Refused {
                 status: status.as_u16(),
                 message,
             },

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
+use sqlarena_common::ErrorEnvelope;
 
 use super::credentials::{self, Credentials};
 use super::CliError;
@@ -183,15 +184,14 @@ impl Client {
                     .map(str::to_string),
             });
         }
-        let message = reply
-            .as_ref()
-            .and_then(|reply| reply.get("message"))
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .unwrap_or_else(|| {
+        let message = match ErrorEnvelope::parse(&text) {
+            Some(envelope) => envelope.message,
+            // Not the coordinator's envelope (e.g. a proxy's page).
+            None => {
                 let snippet: String = text.chars().take(200).collect();
                 format!("{method} {path}: HTTP {status} {snippet}")
-            });
+            }
+        };
         Err(self.classify(status, message))
     }
 

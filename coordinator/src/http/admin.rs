@@ -2,35 +2,36 @@
 //! queues. Every route needs the ADMIN role.
 
 use axum::extract::State;
-use axum::response::Response;
-use axum::routing::{delete, get, post};
-use axum::Router;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlarena_common::{GraderState, JobKind, JobOutcome, JobPayload, JobState, Lane};
+use sqlarena_common::{
+    Envelope, GraderState, JobKind, JobOutcome, JobPayload, JobState, Lane, PageEnvelope,
+};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::{self, CurrentUser};
-use crate::error::{created, ok, ApiError, ApiResult, AppJson, AppPath, AppQuery};
-use crate::http::pagination::{page, PageParams, PageRequest};
+use crate::error::{created, ok, ApiError, ApiResult, AppJson, AppPath, AppQuery, Reply};
+use crate::http::openapi::{Conflict, Forbidden};
+use crate::http::pagination::{page, PageParams, PageRequest, Paged};
+use crate::http::views::Revoked;
 use crate::state::AppState;
 use crate::store::{ClusterToken, Grader, Job, JobFilter};
 
 /// Routes of the admin endpoints.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/admin/cluster-tokens",
-            post(create_cluster_token).get(list_cluster_tokens),
-        )
-        .route("/admin/cluster-tokens/{id}", delete(revoke_cluster_token))
-        .route("/admin/graders", get(list_graders))
-        .route("/admin/graders/{id}/drain", post(drain_grader))
-        .route("/admin/jobs", get(list_jobs))
-        .route("/admin/jobs/{id}", get(get_job))
-        .route("/admin/jobs/{id}/cancel", post(cancel_job))
-        .route("/admin/jobs/{id}/retry", post(retry_job))
-        .route("/admin/queues", get(get_queues))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_cluster_token, list_cluster_tokens))
+        .routes(routes!(revoke_cluster_token))
+        .routes(routes!(list_graders))
+        .routes(routes!(drain_grader))
+        .routes(routes!(list_jobs))
+        .routes(routes!(get_job))
+        .routes(routes!(cancel_job))
+        .routes(routes!(retry_job))
+        .routes(routes!(get_queues))
 }
 
 fn require_admin(user: &CurrentUser) -> ApiResult<()> {
@@ -41,14 +42,16 @@ fn require_admin(user: &CurrentUser) -> ApiResult<()> {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewClusterToken {
+    /// What the token is for, for people.
     #[serde(default)]
+    #[schema(max_length = 200)]
     label: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct ClusterTokenView {
     id: Uuid,
     label: String,
@@ -73,13 +76,17 @@ impl From<ClusterToken> for ClusterTokenView {
     }
 }
 
+/// Makes a cluster token for graders to register with; shown once.
+#[utoipa::path(post, path = "/admin/cluster-tokens", tag = "admin", security(("session" = [])),
+    request_body = NewClusterToken,
+    responses((status = 201, body = Envelope<ClusterTokenView>), Forbidden))]
 async fn create_cluster_token(
     State(state): State<AppState>,
     user: CurrentUser,
     AppJson(request): AppJson<NewClusterToken>,
-) -> ApiResult<Response> {
+) -> ApiResult<Reply<ClusterTokenView>> {
     require_admin(&user)?;
-    if request.label.len() > 200 {
+    if request.label.chars().count() > 200 {
         return Err(ApiError::Unprocessable(
             "label: at most 200 characters".into(),
         ));
@@ -100,10 +107,13 @@ async fn create_cluster_token(
     Ok(created(view))
 }
 
+/// Lists cluster tokens (never their secrets).
+#[utoipa::path(get, path = "/admin/cluster-tokens", tag = "admin", security(("session" = [])),
+    responses((status = 200, body = Envelope<Vec<ClusterTokenView>>), Forbidden))]
 async fn list_cluster_tokens(
     State(state): State<AppState>,
     user: CurrentUser,
-) -> ApiResult<Response> {
+) -> ApiResult<Reply<Vec<ClusterTokenView>>> {
     require_admin(&user)?;
     let tokens: Vec<ClusterTokenView> = state
         .store
@@ -115,20 +125,24 @@ async fn list_cluster_tokens(
     Ok(ok(tokens))
 }
 
+/// Revokes a cluster token: graders that registered with it are cut off.
+#[utoipa::path(delete, path = "/admin/cluster-tokens/{id}", tag = "admin", security(("session" = [])),
+    params(("id" = Uuid, Path, description = "The cluster token")),
+    responses((status = 200, body = Envelope<Revoked>), Forbidden))]
 async fn revoke_cluster_token(
     State(state): State<AppState>,
     user: CurrentUser,
     AppPath(id): AppPath<Uuid>,
-) -> ApiResult<Response> {
+) -> ApiResult<Reply<Revoked>> {
     require_admin(&user)?;
     if !state.store.revoke_cluster_token(id).await? {
         return Err(ApiError::NotFound(format!("no cluster token {id}")));
     }
     tracing::info!(token_id = %id, admin = user.0.id, "cluster token revoked");
-    Ok(ok(serde_json::json!({"id": id, "revoked": true})))
+    Ok(ok(Revoked { id, revoked: true }))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct GraderView {
     id: Uuid,
     name: String,
@@ -159,11 +173,14 @@ impl From<Grader> for GraderView {
     }
 }
 
+/// Lists graders.
+#[utoipa::path(get, path = "/admin/graders", tag = "admin", security(("session" = [])), params(PageParams),
+    responses((status = 200, body = PageEnvelope<GraderView>), Forbidden))]
 async fn list_graders(
     State(state): State<AppState>,
     user: CurrentUser,
     AppQuery(params): AppQuery<PageParams>,
-) -> ApiResult<Response> {
+) -> ApiResult<Paged<GraderView>> {
     require_admin(&user)?;
     let request = PageRequest::from_params("graders", &params)?;
     let graders = state.store.list_graders(request.store_page()).await?;
@@ -172,11 +189,22 @@ async fn list_graders(
     Ok(page(views, next_cursor))
 }
 
+/// A grader's new state.
+#[derive(Serialize, ToSchema)]
+struct GraderStateView {
+    id: Uuid,
+    state: GraderState,
+}
+
+/// Drains a grader: it finishes its jobs and leases nothing new.
+#[utoipa::path(post, path = "/admin/graders/{id}/drain", tag = "admin", security(("session" = [])),
+    params(("id" = Uuid, Path, description = "The grader")),
+    responses((status = 200, body = Envelope<GraderStateView>), Forbidden, Conflict))]
 async fn drain_grader(
     State(state): State<AppState>,
     user: CurrentUser,
     AppPath(id): AppPath<Uuid>,
-) -> ApiResult<Response> {
+) -> ApiResult<Reply<GraderStateView>> {
     require_admin(&user)?;
     let grader = state
         .store
@@ -194,13 +222,14 @@ async fn drain_grader(
         )));
     }
     tracing::info!(grader_id = %id, admin = user.0.id, "grader draining");
-    Ok(ok(
-        serde_json::json!({"id": id, "state": GraderState::Draining}),
-    ))
+    Ok(ok(GraderStateView {
+        id,
+        state: GraderState::Draining,
+    }))
 }
 
 /// A job as admins see it.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct JobView {
     id: Uuid,
     kind: JobKind,
@@ -254,35 +283,34 @@ impl From<Job> for JobView {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct JobListParams {
-    state: Option<String>,
-    lane: Option<String>,
+    /// Only jobs in this state.
+    state: Option<JobState>,
+    /// Only jobs on this lane.
+    lane: Option<Lane>,
+    /// Entries per page (default 50).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
+    /// The `next_cursor` of the previous page; absent or empty for the first.
     cursor: Option<String>,
 }
 
+/// Lists jobs, oldest first, optionally of one state and lane.
+#[utoipa::path(get, path = "/admin/jobs", tag = "admin", security(("session" = [])), params(JobListParams),
+    responses((status = 200, body = PageEnvelope<JobView>), Forbidden))]
 async fn list_jobs(
     State(state): State<AppState>,
     user: CurrentUser,
     AppQuery(params): AppQuery<JobListParams>,
-) -> ApiResult<Response> {
+) -> ApiResult<Paged<JobView>> {
     require_admin(&user)?;
-    let job_state = match params.state.as_deref() {
-        None | Some("") => None,
-        Some(text) => Some(JobState::parse(&text.to_ascii_uppercase()).ok_or_else(|| {
-            ApiError::BadRequest(format!(
-                "state: {text:?} is not one of QUEUED, LEASED, DONE, FAILED, CANCELLED"
-            ))
-        })?),
-    };
-    let lane = match params.lane.as_deref() {
-        None | Some("") => None,
-        Some(text) => Some(Lane::parse(&text.to_ascii_lowercase()).ok_or_else(|| {
-            ApiError::BadRequest(format!("lane: {text:?} is not one of init, fast, slow"))
-        })?),
-    };
+    // As documented, the names are exact (`QUEUED`, `fast`): serde refuses
+    // others with 400.
+    let job_state = params.state;
+    let lane = params.lane;
     let request = PageRequest::new("jobs", params.limit, params.cursor.as_deref())?;
     let store_page = request.store_page();
     let jobs = state
@@ -299,11 +327,15 @@ async fn list_jobs(
     Ok(page(views, next_cursor))
 }
 
+/// One job.
+#[utoipa::path(get, path = "/admin/jobs/{id}", tag = "admin", security(("session" = [])),
+    params(("id" = Uuid, Path, description = "The job")),
+    responses((status = 200, body = Envelope<JobView>), Forbidden))]
 async fn get_job(
     State(state): State<AppState>,
     user: CurrentUser,
     AppPath(id): AppPath<Uuid>,
-) -> ApiResult<Response> {
+) -> ApiResult<Reply<JobView>> {
     require_admin(&user)?;
     let job = state
         .store
@@ -313,11 +345,15 @@ async fn get_job(
     Ok(ok(JobView::from(job)))
 }
 
+/// Cancels a job that has not finished.
+#[utoipa::path(post, path = "/admin/jobs/{id}/cancel", tag = "admin", security(("session" = [])),
+    params(("id" = Uuid, Path, description = "The job")),
+    responses((status = 200, body = Envelope<JobView>), Forbidden, Conflict))]
 async fn cancel_job(
     State(state): State<AppState>,
     user: CurrentUser,
     AppPath(id): AppPath<Uuid>,
-) -> ApiResult<Response> {
+) -> ApiResult<Reply<JobView>> {
     require_admin(&user)?;
     let reason = format!("cancelled by admin {}", user.0.email);
     let job = state.jobs.cancel_job(id, &reason).await?;
@@ -325,18 +361,23 @@ async fn cancel_job(
     Ok(ok(JobView::from(job)))
 }
 
+/// Puts a FAILED or CANCELLED job back in the queue, if its challenge is
+/// still at the version it was made for.
+#[utoipa::path(post, path = "/admin/jobs/{id}/retry", tag = "admin", security(("session" = [])),
+    params(("id" = Uuid, Path, description = "The job")),
+    responses((status = 200, body = Envelope<JobView>), Forbidden, Conflict))]
 async fn retry_job(
     State(state): State<AppState>,
     user: CurrentUser,
     AppPath(id): AppPath<Uuid>,
-) -> ApiResult<Response> {
+) -> ApiResult<Reply<JobView>> {
     require_admin(&user)?;
     let job = state.jobs.retry_job(id).await?;
     tracing::info!(job_id = %id, admin = user.0.id, "job requeued by admin");
     Ok(ok(JobView::from(job)))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct QueueView {
     lane: Lane,
     queued: u64,
@@ -345,7 +386,13 @@ struct QueueView {
     oldest_age_ms: i64,
 }
 
-async fn get_queues(State(state): State<AppState>, user: CurrentUser) -> ApiResult<Response> {
+/// Depth and age of each lane's queue.
+#[utoipa::path(get, path = "/admin/queues", tag = "admin", security(("session" = [])),
+    responses((status = 200, body = Envelope<Vec<QueueView>>), Forbidden))]
+async fn get_queues(
+    State(state): State<AppState>,
+    user: CurrentUser,
+) -> ApiResult<Reply<Vec<QueueView>>> {
     require_admin(&user)?;
     let now = Utc::now();
     let queues: Vec<QueueView> = state

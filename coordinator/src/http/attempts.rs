@@ -3,13 +3,15 @@
 //! results as they arrive, and may cancel it.
 
 use axum::extract::State;
-use axum::response::Response;
-use axum::routing::{get, post};
-use axum::Router;
 use serde::Deserialize;
+use sqlarena_common::Envelope;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::CurrentUser;
-use crate::error::{created, ok, ApiError, ApiResult, AppJson, AppPath};
+use crate::error::{created, ok, ApiError, ApiResult, AppJson, AppPath, Reply};
+use crate::http::openapi::{Conflict, Forbidden, NotFound, RateLimited};
 use crate::http::views::AttemptView;
 use crate::state::AppState;
 use crate::store::{Attempt, AttemptErrorKind, Challenge};
@@ -18,28 +20,41 @@ use crate::store::{Attempt, AttemptErrorKind, Challenge};
 const MAX_QUERY: usize = 64 * 1024;
 
 /// Routes of attempts.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/attempts", post(create_attempt))
-        .route("/attempts/{id}", get(get_attempt))
-        .route("/attempts/{id}/cancel", post(cancel_attempt))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_attempt))
+        .routes(routes!(get_attempt))
+        .routes(routes!(cancel_attempt))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateAttemptRequest {
     challenge_id: i64,
+    /// One read-only statement; not blank, no NUL characters.
+    #[schema(
+        max_length = 65536,
+        pattern = r"^[^\x00]*[^\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\x00][^\x00]*$"
+    )]
     query: String,
-    /// The seed sends the submitter's id; it must be the caller's own.
+    /// The seed sends the submitter's id; it must be the caller's own (422
+    /// otherwise: a rule that depends on the caller), unless the caller is an
+    /// admin.
     #[serde(default)]
     user_id: Option<i64>,
 }
 
+/// Submits a query for a READY, unexpired challenge (409 while it is not
+/// READY, 403 once it expired; 429 over the cap of unfinished attempts).
+#[utoipa::path(post, path = "/attempts", tag = "attempts", security(("session" = [])),
+    request_body = CreateAttemptRequest,
+    responses((status = 201, body = Envelope<AttemptView>), Forbidden, NotFound, Conflict,
+        RateLimited))]
 async fn create_attempt(
     State(state): State<AppState>,
     user: CurrentUser,
     AppJson(request): AppJson<CreateAttemptRequest>,
-) -> ApiResult<Response> {
+) -> ApiResult<Reply<AttemptView>> {
     if let Some(user_id) = request.user_id {
         if user_id != user.0.id && !user.is_admin() {
             return Err(ApiError::Unprocessable(format!(
@@ -55,7 +70,7 @@ async fn create_attempt(
             "query: must not contain NUL characters (PostgreSQL cannot run them)".into(),
         ));
     }
-    if request.query.len() > MAX_QUERY {
+    if request.query.chars().count() > MAX_QUERY {
         return Err(ApiError::Unprocessable(format!(
             "query: at most {} KiB",
             MAX_QUERY / 1024
@@ -107,21 +122,31 @@ async fn visible_attempt(
     Ok((attempt, challenge))
 }
 
+/// An attempt with its per-case results so far: for its owner, the
+/// challenge's professor or an admin.
+#[utoipa::path(get, path = "/attempts/{id}", tag = "attempts", security(("session" = [])),
+    params(("id" = i64, Path, description = "The attempt")),
+    responses((status = 200, body = Envelope<AttemptView>), Forbidden))]
 async fn get_attempt(
     State(state): State<AppState>,
     user: CurrentUser,
     AppPath(id): AppPath<i64>,
-) -> ApiResult<Response> {
+) -> ApiResult<Reply<AttemptView>> {
     let (attempt, challenge) = visible_attempt(&state, &user, id).await?;
     let attempt = state.jobs.live_attempt(attempt).await?;
     Ok(ok(AttemptView::new(&attempt, challenge.as_ref(), &user.0)))
 }
 
+/// Cancels an unfinished attempt: its owner, the challenge's professor or an
+/// admin (409 once it is final).
+#[utoipa::path(post, path = "/attempts/{id}/cancel", tag = "attempts", security(("session" = [])),
+    params(("id" = i64, Path, description = "The attempt")),
+    responses((status = 200, body = Envelope<AttemptView>), Forbidden, Conflict))]
 async fn cancel_attempt(
     State(state): State<AppState>,
     user: CurrentUser,
     AppPath(id): AppPath<i64>,
-) -> ApiResult<Response> {
+) -> ApiResult<Reply<AttemptView>> {
     let (attempt, challenge) = visible_attempt(&state, &user, id).await?;
     let reason = if attempt.user_id == user.0.id {
         "cancelled by its owner".to_string()

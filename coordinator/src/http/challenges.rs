@@ -4,16 +4,17 @@
 //! leaderboard (`top_attempts`).
 
 use axum::extract::State;
-use axum::response::Response;
-use axum::routing::get;
-use axum::Router;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::Deserialize;
-use sqlarena_common::{ChallengeType, Role};
+use sqlarena_common::{ChallengeType, Envelope, PageEnvelope, Role};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::CurrentUser;
-use crate::error::{created, ok, ApiError, ApiResult, AppJson, AppPath, AppQuery};
-use crate::http::pagination::{page, PageParams, PageRequest};
+use crate::error::{created, ok, ApiError, ApiResult, AppJson, AppPath, AppQuery, Reply};
+use crate::http::openapi::{Conflict, Forbidden};
+use crate::http::pagination::{page, PageParams, PageRequest, Paged};
 use crate::http::views::{ChallengeView, LeaderboardEntry};
 use crate::state::AppState;
 use crate::store::{Challenge, ChallengeUpdate, ChallengeVersion, NewChallenge, NewTestCase};
@@ -30,52 +31,96 @@ const TEST_CASES: std::ops::RangeInclusive<usize> = 1..=50;
 const TIMES_TO_RUN: std::ops::RangeInclusive<u32> = 1..=100;
 
 /// Routes of challenges.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/challenges", get(list_challenges).post(create_challenge))
-        .route(
-            "/challenges/{id}",
-            get(get_challenge).patch(update_challenge),
-        )
-        .route("/challenges-by-user/{user_id}", get(list_user_challenges))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_challenges, create_challenge))
+        .routes(routes!(get_challenge, update_challenge))
+        .routes(routes!(list_user_challenges))
 }
 
-#[derive(Deserialize)]
+/// A new challenge. Lengths count characters as sent; SQL must not be blank
+/// nor hold NUL characters.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateChallengeRequest {
-    /// The seed sends the creator's id; it must be the caller's own.
+    /// The seed sends the creator's id; it must be the caller's own (422
+    /// otherwise: a rule that depends on the caller), unless the caller is an
+    /// admin.
     #[serde(default)]
     user_id: Option<i64>,
+    /// Not blank; whitespace around it is dropped.
+    #[schema(
+        max_length = 200,
+        pattern = r"[^\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     name: String,
+    /// Blank means none.
     #[serde(default)]
+    #[schema(max_length = 65536)]
     description: Option<String>,
     #[serde(rename = "type")]
     challenge_type: ChallengeType,
+    /// SQL that builds the schema.
+    #[schema(
+        max_length = 262144,
+        pattern = r"^[^\x00]*[^\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\x00][^\x00]*$"
+    )]
     init: String,
+    /// The reference query.
+    #[schema(
+        max_length = 262144,
+        pattern = r"^[^\x00]*[^\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\x00][^\x00]*$"
+    )]
     solution: String,
+    #[schema(minimum = 1, maximum = 100)]
     times_to_run: u32,
+    /// RFC 3339 (`2030-06-01T12:00:00Z`); the seed's naive
+    /// `2030-06-01T12:00` (and with seconds) is also accepted, as UTC. Must be
+    /// in the future (422 otherwise: a rule no schema can state).
+    #[schema(format = DateTime)]
     expires_at: String,
+    #[schema(min_items = 1, max_items = 50)]
     test_cases: Vec<TestCaseRequest>,
 }
 
 /// A change to a challenge. Every field is optional: absent (or null) leaves
-/// it as it is. `test_cases` is the full new list, as on creation.
-#[derive(Deserialize)]
+/// it as it is. `test_cases` is the full new list, as on creation; the rules
+/// are those of creation.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UpdateChallengeRequest {
+    #[schema(
+        max_length = 200,
+        pattern = r"[^\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     name: Option<String>,
     /// Blank removes the description.
+    #[schema(max_length = 65536)]
     description: Option<String>,
+    #[schema(
+        max_length = 262144,
+        pattern = r"^[^\x00]*[^\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\x00][^\x00]*$"
+    )]
     init: Option<String>,
+    #[schema(
+        max_length = 262144,
+        pattern = r"^[^\x00]*[^\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\x00][^\x00]*$"
+    )]
     solution: Option<String>,
+    #[schema(minimum = 1, maximum = 100)]
     times_to_run: Option<u32>,
+    /// As on creation: RFC 3339, in the future.
+    #[schema(format = DateTime)]
     expires_at: Option<String>,
+    #[schema(min_items = 1, max_items = 50)]
     test_cases: Option<Vec<TestCaseRequest>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct TestCaseRequest {
+    /// Statements (INSERTs) run after the init SQL; may be empty.
+    #[schema(max_length = 262144)]
     data: String,
     /// Hidden unless said otherwise.
     #[serde(default)]
@@ -111,7 +156,7 @@ fn check_sql(field: &str, text: &str) -> ApiResult<()> {
             "{field}: must not be empty"
         )));
     }
-    if text.len() > MAX_SQL {
+    if text.chars().count() > MAX_SQL {
         return Err(ApiError::Unprocessable(format!(
             "{field}: at most {} KiB",
             MAX_SQL / 1024
@@ -127,9 +172,9 @@ fn check_sql(field: &str, text: &str) -> ApiResult<()> {
 
 /// Returns the trimmed name, if its length is acceptable.
 fn check_name(name: &str) -> ApiResult<String> {
+    let too_long = name.chars().count() > MAX_NAME;
     let name = name.trim().to_string();
-    let name_chars = name.chars().count();
-    if name_chars == 0 || name_chars > MAX_NAME {
+    if name.is_empty() || too_long {
         return Err(ApiError::Unprocessable(format!(
             "name: must be 1 to {MAX_NAME} characters"
         )));
@@ -139,17 +184,16 @@ fn check_name(name: &str) -> ApiResult<String> {
 
 /// Returns the description (none when blank), if it is not too long.
 fn check_description(description: Option<String>) -> ApiResult<Option<String>> {
-    let description = description.filter(|text| !text.trim().is_empty());
     if description
         .as_ref()
-        .is_some_and(|text| text.len() > MAX_DESCRIPTION)
+        .is_some_and(|text| text.chars().count() > MAX_DESCRIPTION)
     {
         return Err(ApiError::Unprocessable(format!(
             "description: at most {} KiB",
             MAX_DESCRIPTION / 1024
         )));
     }
-    Ok(description)
+    Ok(description.filter(|text| !text.trim().is_empty()))
 }
 
 fn check_times_to_run(times_to_run: u32) -> ApiResult<u32> {
@@ -172,7 +216,7 @@ fn check_test_cases(test_cases: Vec<TestCaseRequest>) -> ApiResult<Vec<NewTestCa
         )));
     }
     for (index, case) in test_cases.iter().enumerate() {
-        if case.data.len() > MAX_SQL {
+        if case.data.chars().count() > MAX_SQL {
             return Err(ApiError::Unprocessable(format!(
                 "test_cases[{index}].data: at most {} KiB",
                 MAX_SQL / 1024
@@ -280,11 +324,15 @@ fn validate_update(
     })
 }
 
+/// Publishes a challenge (PROF or ADMIN) and queues its init job.
+#[utoipa::path(post, path = "/challenges", tag = "challenges", security(("session" = [])),
+    request_body = CreateChallengeRequest,
+    responses((status = 201, body = Envelope<ChallengeView>), Forbidden))]
 async fn create_challenge(
     State(state): State<AppState>,
     user: CurrentUser,
     AppJson(request): AppJson<CreateChallengeRequest>,
-) -> ApiResult<Response> {
+) -> ApiResult<Reply<ChallengeView>> {
     user.require(&[Role::Professor, Role::Admin])?;
     let (challenge, job) = state
         .jobs
@@ -294,21 +342,28 @@ async fn create_challenge(
     Ok(created(ChallengeView::new(&challenge, &user.0)))
 }
 
+/// Lists challenges, newest first, shaped for the caller.
+#[utoipa::path(get, path = "/challenges", tag = "challenges", security(("session" = [])), params(PageParams),
+    responses((status = 200, body = PageEnvelope<ChallengeView>)))]
 async fn list_challenges(
     State(state): State<AppState>,
     user: CurrentUser,
     AppQuery(params): AppQuery<PageParams>,
-) -> ApiResult<Response> {
+) -> ApiResult<Paged<ChallengeView>> {
     let request = PageRequest::from_params("challenges", &params)?;
     challenge_page(&state, &user, None, request).await
 }
 
+/// Lists the challenges a user created, newest first.
+#[utoipa::path(get, path = "/challenges-by-user/{user_id}", tag = "challenges", security(("session" = [])),
+    params(("user_id" = i64, Path, description = "The creator"), PageParams),
+    responses((status = 200, body = PageEnvelope<ChallengeView>)))]
 async fn list_user_challenges(
     State(state): State<AppState>,
     user: CurrentUser,
     AppPath(user_id): AppPath<i64>,
     AppQuery(params): AppQuery<PageParams>,
-) -> ApiResult<Response> {
+) -> ApiResult<Paged<ChallengeView>> {
     let request = PageRequest::from_params("challenges-by-user", &params)?;
     if state.store.get_user(user_id).await?.is_none() {
         return Err(ApiError::NotFound(format!("no user {user_id}")));
@@ -322,7 +377,7 @@ async fn challenge_page(
     viewer: &CurrentUser,
     created_by: Option<i64>,
     request: PageRequest<i64>,
-) -> ApiResult<Response> {
+) -> ApiResult<Paged<ChallengeView>> {
     let challenges = state
         .store
         .list_challenges(created_by, request.store_page())
@@ -383,11 +438,15 @@ async fn full_view(
     Ok(view)
 }
 
+/// A challenge with its leaderboard (`top_attempts`), shaped for the caller.
+#[utoipa::path(get, path = "/challenges/{id}", tag = "challenges", security(("session" = [])),
+    params(("id" = i64, Path, description = "The challenge")),
+    responses((status = 200, body = Envelope<ChallengeView>)))]
 async fn get_challenge(
     State(state): State<AppState>,
     user: CurrentUser,
     AppPath(id): AppPath<i64>,
-) -> ApiResult<Response> {
+) -> ApiResult<Reply<ChallengeView>> {
     let challenge = find_challenge(&state, id).await?;
     Ok(ok(full_view(&state, &challenge, &user).await?))
 }
@@ -413,12 +472,16 @@ async fn get_challenge(
 ///
 /// The switch is conditional on the version read here, so of two updates
 /// at once only one makes the next version; the other gets 409.
+#[utoipa::path(patch, path = "/challenges/{id}", tag = "challenges", security(("session" = [])),
+    params(("id" = i64, Path, description = "The challenge")),
+    request_body = UpdateChallengeRequest,
+    responses((status = 200, body = Envelope<ChallengeView>), Forbidden, Conflict))]
 async fn update_challenge(
     State(state): State<AppState>,
     user: CurrentUser,
     AppPath(id): AppPath<i64>,
     AppJson(request): AppJson<UpdateChallengeRequest>,
-) -> ApiResult<Response> {
+) -> ApiResult<Reply<ChallengeView>> {
     user.require(&[Role::Professor, Role::Admin])?;
     let challenge = find_challenge(&state, id).await?;
     if challenge.created_user_id != user.0.id && !user.is_admin() {

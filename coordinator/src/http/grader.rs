@@ -8,19 +8,21 @@ use axum::extract::State;
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::Router;
 use chrono::Utc;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sqlarena_common::{
-    BundleCase, ChallengeBundle, CompleteRequest, FailRequest, GraderState, HeartbeatRequest,
-    HeartbeatResponse, JobPayload, LeasedJob, ProgressRequest, RegisterGraderRequest,
-    RegisterGraderResponse,
+    BundleCase, ChallengeBundle, CompleteRequest, Envelope, FailRequest, GraderState,
+    HeartbeatRequest, HeartbeatResponse, JobPayload, JobState, LeasedJob, ProgressRequest,
+    RegisterGraderRequest, RegisterGraderResponse,
 };
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::{self, GraderAuth};
-use crate::error::{created, ok, ApiError, ApiResult, AppJson, AppPath, AppQuery};
+use crate::error::{created, ok, ApiError, ApiResult, AppJson, AppPath, AppQuery, Reply};
+use crate::http::openapi::{Conflict, Forbidden};
 use crate::jobs;
 use crate::state::AppState;
 use crate::store::{Completion, Grader, Job};
@@ -30,21 +32,50 @@ const MAX_WAIT_MS: u64 = 30_000;
 
 /// Routes of the grader protocol but the long-poll lease (see
 /// [`long_poll_router`]).
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/register", post(register_grader))
-        .route("/heartbeat", post(heartbeat_grader))
-        .route("/deregister", post(deregister_grader))
-        .route("/jobs/{id}/progress", post(progress_job))
-        .route("/jobs/{id}/complete", post(complete_job))
-        .route("/jobs/{id}/fail", post(fail_job))
-        .route("/challenges/{id}/bundle", get(get_bundle))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(register_grader))
+        .routes(routes!(heartbeat_grader))
+        .routes(routes!(deregister_grader))
+        .routes(routes!(progress_job))
+        .routes(routes!(complete_job))
+        .routes(routes!(fail_job))
+        .routes(routes!(get_bundle))
 }
 
 /// The long-poll lease, which waits up to 30 s by design and so is kept
 /// out of the request timeout.
-pub fn long_poll_router() -> Router<AppState> {
-    Router::new().route("/jobs/lease", post(lease_job))
+pub fn long_poll_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(lease_job))
+}
+
+/// The reply to a deregistration.
+#[derive(Serialize, ToSchema)]
+struct Deregistered {
+    deregistered: bool,
+}
+
+/// The reply to a progress report.
+#[derive(Serialize, ToSchema)]
+struct ProgressRecorded {
+    job_id: Uuid,
+    /// Cases recorded so far.
+    cases_recorded: usize,
+}
+
+/// The reply to a completion: `recorded` is false when the same outcome
+/// had been recorded already (a retried request).
+#[derive(Serialize, ToSchema)]
+struct CompletionRecorded {
+    job_id: Uuid,
+    recorded: bool,
+}
+
+/// The reply to a failure: `QUEUED` again, or `FAILED` for good.
+#[derive(Serialize, ToSchema)]
+struct FailureRecorded {
+    job_id: Uuid,
+    state: JobState,
 }
 
 /// The cluster token of a registration, checked against the store: its id.
@@ -73,11 +104,16 @@ impl axum::extract::FromRequestParts<AppState> for ClusterAuth {
     }
 }
 
+/// Registers a grader with a cluster token; the reply's grader token is
+/// shown once.
+#[utoipa::path(post, path = "/register", tag = "grader", security(("cluster" = [])),
+    request_body = RegisterGraderRequest,
+    responses((status = 201, body = Envelope<RegisterGraderResponse>)))]
 async fn register_grader(
     State(state): State<AppState>,
     ClusterAuth(cluster_token_id): ClusterAuth,
     AppJson(request): AppJson<RegisterGraderRequest>,
-) -> ApiResult<Response> {
+) -> ApiResult<Reply<RegisterGraderResponse>> {
     if request.lanes.is_empty() {
         return Err(ApiError::Unprocessable(
             "lanes: name at least one of init, fast, slow".into(),
@@ -93,7 +129,7 @@ async fn register_grader(
         ("hostname", &request.hostname),
         ("version", &request.version),
     ] {
-        if value.len() > 200 {
+        if value.chars().count() > 200 {
             return Err(ApiError::Unprocessable(format!(
                 "{field}: at most 200 characters"
             )));
@@ -128,11 +164,16 @@ async fn register_grader(
     }))
 }
 
+/// Reports the leases a grader holds; the reply names jobs to stop and
+/// whether to drain.
+#[utoipa::path(post, path = "/heartbeat", tag = "grader", security(("grader" = [])),
+    request_body = HeartbeatRequest,
+    responses((status = 200, body = Envelope<HeartbeatResponse>)))]
 async fn heartbeat_grader(
     State(state): State<AppState>,
     GraderAuth(grader): GraderAuth,
     AppJson(request): AppJson<HeartbeatRequest>,
-) -> ApiResult<Response> {
+) -> ApiResult<Reply<HeartbeatResponse>> {
     cut_off_if_revoked(&state, &grader).await?;
     let Some(grader) = state.store.touch_grader(grader.id, Utc::now()).await? else {
         return Err(ApiError::Unauthorized(
@@ -186,22 +227,33 @@ async fn cluster_token_revoked(state: &AppState, grader: &Grader) -> ApiResult<b
     Ok(token.is_none_or(|token| token.revoked))
 }
 
+/// Deregisters on clean shutdown: the grader's leases go back to the queue.
+#[utoipa::path(post, path = "/deregister", tag = "grader", security(("grader" = [])),
+    responses((status = 200, body = Envelope<Deregistered>)))]
 async fn deregister_grader(
     State(state): State<AppState>,
     GraderAuth(grader): GraderAuth,
-) -> ApiResult<Response> {
+) -> ApiResult<Reply<Deregistered>> {
     let reason = format!("grader {} deregistered", grader.name);
     state.jobs.retire_grader(&grader, &reason).await?;
     tracing::info!(grader_id = %grader.id, name = %grader.name, "grader deregistered, leases released");
-    Ok(ok(serde_json::json!({"deregistered": true})))
+    Ok(ok(Deregistered { deregistered: true }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct LeaseParams {
+    /// How long to wait for a job, in milliseconds; more than 30000 waits
+    /// 30000.
     #[serde(default)]
     wait_ms: u64,
 }
 
+/// Long-polls for a job on the grader's lanes: 200 with a lease, or 204
+/// when none came within `wait_ms` (or the grader is draining).
+#[utoipa::path(post, path = "/jobs/lease", tag = "grader", security(("grader" = [])), params(LeaseParams),
+    responses((status = 200, body = Envelope<LeasedJob>),
+        (status = 204, description = "No job within the wait")))]
 async fn lease_job(
     State(state): State<AppState>,
     GraderAuth(grader): GraderAuth,
@@ -209,7 +261,7 @@ async fn lease_job(
 ) -> ApiResult<Response> {
     let wait = Duration::from_millis(params.wait_ms.min(MAX_WAIT_MS));
     match state.jobs.lease_next(&grader, wait).await? {
-        Some(job) => Ok(ok(leased_job(job)?)),
+        Some(job) => Ok(ok(leased_job(job)?).into_response()),
         None => Ok(StatusCode::NO_CONTENT.into_response()),
     }
 }
@@ -228,27 +280,38 @@ fn leased_job(job: Job) -> ApiResult<LeasedJob> {
     })
 }
 
+/// Records one test case's result under a lease (409 when the lease is
+/// stale or another grader's).
+#[utoipa::path(post, path = "/jobs/{id}/progress", tag = "grader", security(("grader" = [])),
+    params(("id" = Uuid, Path, description = "The job")), request_body = ProgressRequest,
+    responses((status = 200, body = Envelope<ProgressRecorded>), Conflict))]
 async fn progress_job(
     State(state): State<AppState>,
     GraderAuth(grader): GraderAuth,
     AppPath(job_id): AppPath<Uuid>,
     AppJson(request): AppJson<ProgressRequest>,
-) -> ApiResult<Response> {
+) -> ApiResult<Reply<ProgressRecorded>> {
     let job = state
         .jobs
         .record_progress(&grader, job_id, request.lease_id, request.case)
         .await?;
-    Ok(ok(
-        serde_json::json!({"job_id": job.id, "cases_recorded": job.progress.len()}),
-    ))
+    Ok(ok(ProgressRecorded {
+        job_id: job.id,
+        cases_recorded: job.progress.len(),
+    }))
 }
 
+/// Records a job's outcome under a lease (409 when the lease is stale or
+/// another grader's; 422 for an outcome of the other kind of job).
+#[utoipa::path(post, path = "/jobs/{id}/complete", tag = "grader", security(("grader" = [])),
+    params(("id" = Uuid, Path, description = "The job")), request_body = CompleteRequest,
+    responses((status = 200, body = Envelope<CompletionRecorded>), Conflict))]
 async fn complete_job(
     State(state): State<AppState>,
     GraderAuth(grader): GraderAuth,
     AppPath(job_id): AppPath<Uuid>,
     AppJson(request): AppJson<CompleteRequest>,
-) -> ApiResult<Response> {
+) -> ApiResult<Reply<CompletionRecorded>> {
     let completion = state
         .jobs
         .complete_job(&grader, job_id, request.lease_id, request.outcome)
@@ -257,34 +320,44 @@ async fn complete_job(
         Completion::Recorded(job) => (job, true),
         Completion::AlreadyRecorded(job) => (job, false),
     };
-    Ok(ok(
-        serde_json::json!({"job_id": job.id, "recorded": recorded}),
-    ))
+    Ok(ok(CompletionRecorded {
+        job_id: job.id,
+        recorded,
+    }))
 }
 
+/// Reports that a job failed under a lease; it is requeued when the error
+/// is retryable and tries remain (409 when the lease is stale).
+#[utoipa::path(post, path = "/jobs/{id}/fail", tag = "grader", security(("grader" = [])),
+    params(("id" = Uuid, Path, description = "The job")), request_body = FailRequest,
+    responses((status = 200, body = Envelope<FailureRecorded>), Conflict))]
 async fn fail_job(
     State(state): State<AppState>,
     GraderAuth(grader): GraderAuth,
     AppPath(job_id): AppPath<Uuid>,
     AppJson(request): AppJson<FailRequest>,
-) -> ApiResult<Response> {
+) -> ApiResult<Reply<FailureRecorded>> {
     let error = truncate(&request.error, 4000);
     let job = state
         .jobs
         .fail_job(&grader, job_id, request.lease_id, error, request.retryable)
         .await?;
-    Ok(ok(
-        serde_json::json!({"job_id": job.id, "state": job.state}),
-    ))
+    Ok(ok(FailureRecorded {
+        job_id: job.id,
+        state: job.state,
+    }))
 }
 
 /// A challenge's bundle, only for a grader that holds a lease on a job of
 /// that challenge (the coordinator trusts a grader only for its leases).
+#[utoipa::path(get, path = "/challenges/{id}/bundle", tag = "grader", security(("grader" = [])),
+    params(("id" = i64, Path, description = "The challenge")),
+    responses((status = 200, body = Envelope<ChallengeBundle>), Forbidden))]
 async fn get_bundle(
     State(state): State<AppState>,
     GraderAuth(grader): GraderAuth,
     AppPath(challenge_id): AppPath<i64>,
-) -> ApiResult<Response> {
+) -> ApiResult<Reply<ChallengeBundle>> {
     cut_off_if_revoked(&state, &grader).await?;
     let leases = state.store.list_grader_leases(grader.id).await?;
     let holds_lease = leases.iter().any(|job| match &job.payload {

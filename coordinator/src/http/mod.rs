@@ -4,11 +4,16 @@
 //! grader protocol (`/api/v1/grader`); operations endpoints sit at the root.
 //! Every route but the grader's long-poll lease answers within
 //! `--request-timeout-ms`.
+//!
+//! Routes are registered through `utoipa_axum`'s `OpenApiRouter`, which
+//! collects the OpenAPI document as it goes (see [`openapi`]): the document
+//! served at `/api/v1/openapi.json` lists exactly the routes served.
 
 pub mod admin;
 pub mod attempts;
 pub mod challenges;
 pub mod grader;
+pub mod openapi;
 pub mod ops;
 pub mod pagination;
 pub mod server;
@@ -22,8 +27,10 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{Method, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::Router;
+use axum::{Extension, Router};
 use tower_http::trace::TraceLayer;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::error::ApiError;
 use crate::metrics::Metrics;
@@ -33,23 +40,12 @@ use crate::state::AppState;
 /// served on its own address, see [`metrics_router`]).
 pub fn router(state: AppState) -> Router {
     let max_body = state.config.max_body_bytes;
-    let request_timeout = state.config.request_timeout();
-    let api = Router::new()
-        .merge(users::router())
-        .merge(challenges::router())
-        .merge(attempts::router())
-        .merge(admin::router())
-        .nest("/grader", grader::router());
-    let mut timed = Router::new().nest("/api/v1", api).merge(ops::router());
-    if state.config.metrics_listen.is_none() {
-        timed = timed.merge(ops::metrics_router());
-    }
-    let timed = timed.layer(middleware::from_fn_with_state(request_timeout, limit_time));
-    Router::new()
-        .nest("/api/v1/grader", grader::long_poll_router())
-        .merge(timed)
+    let (router, document) = documented_router(&state).split_for_parts();
+    let document = ops::OpenApiJson::new(&document);
+    router
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
+        .layer(Extension(document))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn_with_state(
             state.metrics.clone(),
@@ -59,10 +55,38 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The OpenAPI document of the router [`router`] builds for `state`.
+pub fn openapi(state: &AppState) -> utoipa::openapi::OpenApi {
+    documented_router(state).split_for_parts().1
+}
+
+/// Every route, each with its documentation.
+fn documented_router(state: &AppState) -> OpenApiRouter<AppState> {
+    let request_timeout = state.config.request_timeout();
+    let api = OpenApiRouter::new()
+        .merge(users::router())
+        .merge(challenges::router())
+        .merge(attempts::router())
+        .merge(admin::router())
+        .nest("/grader", grader::router());
+    let mut timed = OpenApiRouter::new()
+        .nest("/api/v1", api)
+        .merge(ops::router());
+    if state.config.metrics_listen.is_none() {
+        timed = timed.merge(ops::metrics_router());
+    }
+    let timed = timed.layer(middleware::from_fn_with_state(request_timeout, limit_time));
+    let mut router = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .nest("/api/v1/grader", grader::long_poll_router())
+        .merge(timed);
+    openapi::finish(router.get_openapi_mut());
+    router
+}
+
 /// The router of the separate metrics address (`--metrics-listen`).
 pub fn metrics_router(state: AppState) -> Router {
     let request_timeout = state.config.request_timeout();
-    ops::metrics_router()
+    Router::from(ops::metrics_router())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(request_timeout, limit_time))
         .with_state(state)

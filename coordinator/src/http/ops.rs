@@ -4,33 +4,60 @@
 //! `/metrics` may require a bearer token (`--metrics-token`) and may be
 //! served on its own address instead (`--metrics-listen`).
 
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
+use axum::Extension;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth;
-use crate::error::{ok, ApiError, ApiResult};
+use crate::error::{ok, ApiError, ApiResult, Reply};
 use crate::state::AppState;
+use sqlarena_common::{Envelope, ErrorEnvelope};
 
-const OPENAPI: &str = include_str!("openapi.json");
 const DOCS_PAGE: &str = include_str!("docs.html");
 
 /// Routes of the operations endpoints but `/metrics`.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(get_health))
-        .route("/readyz", get(get_readiness))
-        .route("/api/v1/openapi.json", get(get_openapi))
-        .route("/api/v1/docs", get(get_docs))
-        .route("/docs", get(get_docs))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(get_health))
+        .routes(routes!(get_readiness))
+        .routes(routes!(get_openapi))
+        .routes(routes!(get_docs))
+        .routes(routes!(get_docs_alias))
 }
 
 /// The metrics route, on the API's address or its own.
-pub fn metrics_router() -> Router<AppState> {
-    Router::new().route("/metrics", get(get_metrics))
+pub fn metrics_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(get_metrics))
+}
+
+/// The OpenAPI document, serialized once when the router is built.
+#[derive(Clone)]
+pub struct OpenApiJson(Arc<str>);
+
+impl OpenApiJson {
+    /// Serializes `document`.
+    pub fn new(document: &utoipa::openapi::OpenApi) -> OpenApiJson {
+        let json = serde_json::to_string(document).expect("the OpenAPI document serializes");
+        OpenApiJson(json.into())
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+struct Health {
+    healthy: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+struct Readiness {
+    ready: bool,
 }
 
 /// The scraper of `/metrics`: checks the bearer token when
@@ -59,20 +86,34 @@ impl axum::extract::FromRequestParts<AppState> for MetricsAuth {
 }
 
 /// The process is up.
-async fn get_health() -> Response {
-    ok(serde_json::json!({"healthy": true}))
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, body = Envelope<Health>)))]
+async fn get_health() -> Reply<Health> {
+    ok(Health { healthy: true })
 }
 
 /// The store is reachable.
-async fn get_readiness(State(state): State<AppState>) -> ApiResult<Response> {
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, body = Envelope<Readiness>)))]
+async fn get_readiness(State(state): State<AppState>) -> ApiResult<Reply<Readiness>> {
     state
         .store
         .ping()
         .await
         .map_err(|error| ApiError::Unavailable(error.to_string()))?;
-    Ok(ok(serde_json::json!({"ready": true})))
+    Ok(ok(Readiness { ready: true }))
 }
 
+/// Prometheus metrics (text exposition format 0.0.4). Needs the bearer
+/// token when the coordinator runs with `--metrics-token`; served on its own
+/// address instead with `--metrics-listen`.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    security((), ("metrics" = [])),
+    responses(
+        (status = 200, description = "The metrics", content_type = "text/plain; version=0.0.4", body = String),
+        (status = 401, description = "`unauthorized`: `--metrics-token` is set and was not sent",
+            body = ErrorEnvelope),
+    ))]
 async fn get_metrics(State(state): State<AppState>, _scraper: MetricsAuth) -> ApiResult<Response> {
     let text = state.metrics.render(state.store.as_ref()).await?;
     Ok((
@@ -83,11 +124,32 @@ async fn get_metrics(State(state): State<AppState>, _scraper: MetricsAuth) -> Ap
         .into_response())
 }
 
-async fn get_openapi() -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+/// This document.
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "operations",
+    responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json", body = Object)))]
+async fn get_openapi(Extension(document): Extension<OpenApiJson>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        document.0.to_string(),
+    )
+        .into_response()
 }
 
+/// A page that renders this document, with no resource from elsewhere.
+#[utoipa::path(get, path = "/api/v1/docs", tag = "operations",
+    responses((status = 200, description = "The docs page", content_type = "text/html", body = String)))]
 async fn get_docs() -> Response {
+    docs_page()
+}
+
+/// The docs page, at a shorter address.
+#[utoipa::path(get, path = "/docs", tag = "operations",
+    responses((status = 200, description = "The docs page", content_type = "text/html", body = String)))]
+async fn get_docs_alias() -> Response {
+    docs_page()
+}
+
+fn docs_page() -> Response {
     (
         [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
         DOCS_PAGE,

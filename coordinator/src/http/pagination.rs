@@ -8,11 +8,11 @@
 use std::fmt::Display;
 use std::str::FromStr;
 
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use sqlarena_common::{PageEnvelope, SuccessStatus};
+use utoipa::IntoParams;
 
 use crate::error::{ApiError, ApiResult};
 use crate::store::Page;
@@ -24,10 +24,14 @@ pub const MAX_LIMIT: u32 = 500;
 
 /// The query string of a list (lists with filters add their own fields
 /// and take these two as well).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct PageParams {
+    /// Entries per page (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
+    /// The `next_cursor` of the previous page; absent or empty for the first.
     pub cursor: Option<String>,
 }
 
@@ -117,14 +121,24 @@ fn decode<K: FromStr>(list: &str, cursor: &str) -> Option<K> {
     text.strip_prefix(list)?.strip_prefix(':')?.parse().ok()
 }
 
-/// Wraps a page in the success envelope with 200:
+/// One page of a list, answered with 200:
 /// `{"status":"success","data":[...],"next_cursor":...}`.
-pub fn page<T: Serialize>(data: Vec<T>, next_cursor: Option<String>) -> Response {
-    (
-        StatusCode::OK,
-        Json(json!({"status": "success", "data": data, "next_cursor": next_cursor})),
-    )
-        .into_response()
+#[derive(Debug)]
+pub struct Paged<T>(PageEnvelope<T>);
+
+impl<T: Serialize> IntoResponse for Paged<T> {
+    fn into_response(self) -> Response {
+        Json(self.0).into_response()
+    }
+}
+
+/// Wraps a page in the success envelope.
+pub fn page<T: Serialize>(data: Vec<T>, next_cursor: Option<String>) -> Paged<T> {
+    Paged(PageEnvelope {
+        status: SuccessStatus::Success,
+        data,
+        next_cursor,
+    })
 }
 
 #[cfg(test)]

@@ -13,11 +13,13 @@ use sqlarena_common::{
     AttemptStatus, CaseResult, CaseStatus, CaseTiming, ChallengeState, ChallengeType, QueryResult,
     Role,
 };
+use utoipa::ToSchema;
+use uuid::Uuid;
 
 use crate::store::{Attempt, AttemptErrorKind, Challenge, TestCase, User};
 
 /// A user as clients see it: never the password or its hash.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct UserView {
     pub id: i64,
     pub email: String,
@@ -39,12 +41,19 @@ impl From<&User> for UserView {
 }
 
 /// The reply to a login: the user plus the bearer token (shown once).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct LoginView {
     #[serde(flatten)]
     pub user: UserView,
     pub token: String,
     pub expires_at: DateTime<Utc>,
+}
+
+/// The reply to revoking a session or a cluster token.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Revoked {
+    pub id: Uuid,
+    pub revoked: bool,
 }
 
 /// Returns true if `viewer` may see everything about `challenge`: its
@@ -55,7 +64,7 @@ pub fn sees_everything(viewer: &User, challenge: &Challenge) -> bool {
 
 /// A test case; `data` and `expected_result` are null for hidden cases
 /// unless the viewer sees everything.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct TestCaseView {
     pub id: i64,
     pub challenge_id: i64,
@@ -80,7 +89,7 @@ impl TestCaseView {
 }
 
 /// A challenge as one viewer may see it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ChallengeView {
     pub id: i64,
     pub created_user_id: i64,
@@ -150,7 +159,7 @@ impl ChallengeView {
 /// One test case of an attempt. For a hidden case and a viewer who is not
 /// the challenge's professor or an admin, only the status is shown: no
 /// timings, no error text, no rows (each can leak the hidden data).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct CaseView {
     pub test_case_id: i64,
     pub is_visible: bool,
@@ -253,7 +262,7 @@ pub fn student_error(kind: Option<AttemptErrorKind>, error: &str) -> String {
 }
 
 /// An attempt with its per-test-case list (`attempts`, as the seed names it).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct AttemptView {
     pub id: i64,
     pub user_id: i64,
@@ -265,6 +274,7 @@ pub struct AttemptView {
     /// professor and admins, otherwise [`student_error`].
     pub error: Option<String>,
     /// `query`, `grading`, `cancelled` or `outdated` when there is an error.
+    #[schema(value_type = Option<String>, pattern = "^(query|grading|cancelled|outdated)$")]
     pub error_kind: Option<&'static str>,
     pub created_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
@@ -333,7 +343,7 @@ impl AttemptView {
 }
 
 /// One row of a challenge's leaderboard (`top_attempts`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct LeaderboardEntry {
     pub rank: usize,
     pub attempt_id: i64,
