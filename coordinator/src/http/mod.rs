@@ -55,11 +55,6 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The OpenAPI document of the router [`router`] builds for `state`.
-pub fn openapi(state: &AppState) -> utoipa::openapi::OpenApi {
-    documented_router(state).split_for_parts().1
-}
-
 /// Every route, each with its documentation.
 fn documented_router(state: &AppState) -> OpenApiRouter<AppState> {
     let request_timeout = state.config.request_timeout();
