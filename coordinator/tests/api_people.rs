@@ -1888,6 +1888,7 @@ async fn bad_requests_get_the_envelope_and_change_nothing() {
         .expect_error(StatusCode::BAD_REQUEST)
         .contains("malformed JSON"));
     let text = server
+        .client
         .http
         .post(format!("{}/api/v1/register", server.base))
         .header("content-type", "text/plain")
@@ -2029,6 +2030,7 @@ async fn every_route_is_in_the_openapi_document_and_the_docs_page_works() {
 
     for page in ["/docs", "/api/v1/docs"] {
         let response = server
+            .client
             .http
             .get(format!("{}{page}", server.base))
             .send()
