@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::Utc;
-use common::{Reply, TestServer};
+use common::TestServer;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use sqlarena_common::{
@@ -19,6 +19,7 @@ use sqlarena_coordinator::jobs;
 use sqlarena_coordinator::store::{
     AttemptUpdate, Challenge, InitResult, Job, JobFilter, NewAttempt, Page,
 };
+use sqlarena_e2e::client::Reply;
 
 const PASSWORD: &str = "password-123";
 

@@ -11,12 +11,12 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use reqwest::{Method, StatusCode};
-use serde_json::{json, Value};
+use reqwest::StatusCode;
+use serde_json::json;
 use sqlarena_coordinator::config::Config;
 use sqlarena_coordinator::state::AppState;
 use sqlarena_coordinator::store::{self, Store};
-pub use sqlarena_e2e::client::{Client, Reply};
+pub use sqlarena_e2e::client::Client;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -92,36 +92,6 @@ impl TestServer {
         }
     }
 
-    /// Sends a request with an optional bearer token and JSON body.
-    pub async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> Reply {
-        self.client.call(method, path, token, body).await
-    }
-
-    /// Sends a raw body with `Content-Type: application/json`.
-    pub async fn call_raw(
-        &self,
-        method: Method,
-        path: &str,
-        token: Option<&str>,
-        body: impl Into<reqwest::Body>,
-    ) -> Reply {
-        self.client.call_raw(method, path, token, body).await
-    }
-
-    pub async fn get(&self, path: &str, token: Option<&str>) -> Reply {
-        self.client.get(path, token).await
-    }
-
-    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Reply {
-        self.client.post(path, token, body).await
-    }
-
     /// Registers a user (201 expected) and returns its id.
     pub async fn register(&self, email: &str, role: Option<&str>, invite: Option<&str>) -> i64 {
         let mut body = json!({"email": email, "full_name": format!("Name of {email}"), "password": "password-123"});
@@ -189,6 +159,16 @@ impl TestServer {
         );
         let code = invite.data()["code"].as_str().unwrap().to_string();
         self.user(email, None, Some(&code)).await
+    }
+}
+
+/// The server is also its client: `server.get(path, token)`,
+/// `server.post(...)`, `server.call(...)`, `server.call_raw(...)`.
+impl std::ops::Deref for TestServer {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        &self.client
     }
 }
 
