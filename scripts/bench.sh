@@ -13,6 +13,11 @@
 #                                       student's read latency (bench_logins: --clients --seconds
 #                                       [-- coordinator flags]); runs the defaults, then without the
 #                                       per-client limit when given no flags
+#   scripts/bench.sh peers [N]          the dispatch workload (N no-op jobs, default 20,000; K=8
+#                                       simulated graders) through bench_dispatch and through
+#                                       Celery 5 + a private Redis (scripts/celery_peer.py, two
+#                                       prefork workers, acks_late), one after the other; prints
+#                                       both and their ratio
 #   scripts/bench.sh                    all three with their default sizes
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -20,10 +25,26 @@ cd "$root"
 scripts/setup.sh >/dev/null
 # shellcheck disable=SC1091
 . "$root/.sqlarena.env"
-cargo build --release --workspace --bins --examples
-
 which="${1:-all}"
 [ $# -gt 0 ] && shift
+if [ "$which" = peers ]; then
+    # Celery's side: Redis (Debian package) and celery[redis] (PyPI, .venv).
+    if ! command -v redis-server >/dev/null; then
+        echo "bench: redis-server is missing: installing it with apt-get"
+        if [ "$(id -u)" = 0 ]; then sudo=""; else sudo=sudo; fi
+        $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server
+        # The package's own service is not used: the benchmark starts a private one.
+        $sudo systemctl disable --now redis-server >/dev/null 2>&1 || true
+    fi
+    [ -x .venv/bin/python ] || python3 -m venv .venv
+    .venv/bin/python -c 'import celery, redis' 2>/dev/null \
+        || .venv/bin/pip install -q 'celery[redis]>=5,<6'
+    cargo build --release -p sqlarena-coordinator --example bench_dispatch
+else
+    cargo build --release --workspace --bins --examples
+fi
+
 case "$which" in
     dispatch) target/release/examples/bench_dispatch "$@" ;;
     grader) target/release/grader-bench "$@" ;;
@@ -39,10 +60,31 @@ case "$which" in
                 -- --auth-client-burst 1000000 --auth-client-per-minute 1000000
         fi
         ;;
+    peers)
+        jobs="${1:-20000}"
+        echo "== sqlarena: bench_dispatch --jobs $jobs --graders 8"
+        output=$(target/release/examples/bench_dispatch --jobs "$jobs" --graders 8)
+        echo "$output"
+        sqlarena=$(grep '^throughput:' <<<"$output")
+        echo "== Celery 5 + Redis: scripts/celery_peer.py --jobs $jobs"
+        output=$(.venv/bin/python scripts/celery_peer.py --jobs "$jobs")
+        echo "$output"
+        celery=$(grep '^celery throughput:' <<<"$output")
+        # "... = R jobs/s; CPU C us/job ..." from each.
+        rate() { sed -E 's/.* = ([0-9.]+) jobs\/s.*/\1/' <<<"$1"; }
+        cpu() { sed -E 's/.*CPU ([0-9.]+) us\/job.*/\1/' <<<"$1"; }
+        awk -v sr="$(rate "$sqlarena")" -v sc="$(cpu "$sqlarena")" \
+            -v cr="$(rate "$celery")" -v cc="$(cpu "$celery")" -v n="$jobs" 'BEGIN {
+            printf "N=%d no-op jobs  | jobs/s | CPU per job\n", n
+            printf "sqlarena (K=8)   | %6.0f | %7.1f us\n", sr, sc
+            printf "Celery + Redis   | %6.0f | %7.1f us\n", cr, cc
+            printf "ratio sqlarena/Celery: %.2fx the throughput, %.2fx less CPU per job\n", sr / cr, cc / sc
+        }'
+        ;;
     all)
         echo "== dispatch"; target/release/examples/bench_dispatch --kill-test
         echo "== grader"; target/release/grader-bench
         echo "== e2e"; SQLARENA_BIN_PROFILE=release target/release/e2e-bench
         ;;
-    *) echo "usage: scripts/bench.sh [dispatch|grader|e2e|leaderboard|storage|logins|all] [flags]" >&2; exit 2 ;;
+    *) echo "usage: scripts/bench.sh [dispatch|grader|e2e|leaderboard|storage|logins|peers|all] [flags]" >&2; exit 2 ;;
 esac

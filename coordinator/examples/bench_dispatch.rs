@@ -249,8 +249,8 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     let state = AppState::new(store, config, CancellationToken::new());
+    // The listener is bound: the graders' first requests wait in its backlog.
     let server = tokio::spawn(sqlarena_coordinator::serve_state(state.clone(), listener));
-    tokio::time::sleep(Duration::from_millis(200)).await;
     println!(
         "store: {} (SQLite: WAL, synchronous=NORMAL unless the URI says otherwise)",
         sqlarena_coordinator::redact(&options.store)

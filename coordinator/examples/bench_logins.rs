@@ -18,14 +18,12 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
+use sqlarena_e2e::harness::Process;
 use uuid::Uuid;
 
 const ADMIN_EMAIL: &str = "admin@example.com";
@@ -162,33 +160,19 @@ async fn main() {
     .map(|arg| arg.to_string())
     .collect();
     args.extend(options.coordinator_args.iter().cloned());
-    let mut child = Command::new(coordinator_binary())
-        .args(&args)
-        .env("SQLARENA_ADMIN_PASSWORD", ADMIN_PASSWORD)
-        .env("RUST_LOG", "warn,sqlarena_coordinator=info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("starting the coordinator");
-    let pid = child.id().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let base = loop {
-        let line = lines
-            .next_line()
-            .await
-            .unwrap()
-            .expect("the coordinator exited");
-        if let Some(at) = line.find("listening on http://") {
-            let url: String = line[at + "listening on ".len()..]
-                .chars()
-                .take_while(|c| !c.is_whitespace())
-                .collect();
-            break url;
-        }
-    };
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let mut coordinator = Process::start_with_env(
+        "bench-logins",
+        &coordinator_binary(),
+        &args,
+        true,
+        &[
+            ("SQLARENA_ADMIN_PASSWORD", ADMIN_PASSWORD),
+            ("RUST_LOG", "warn,sqlarena_coordinator=info"),
+        ],
+    )
+    .await;
+    let pid = coordinator.pid();
+    let base = coordinator.url().to_string();
     let api = format!("{base}/api/v1");
     let http = reqwest::Client::new();
 
@@ -327,6 +311,6 @@ async fn main() {
         "CPU in {elapsed:.1} s: coordinator {cpu_used:.1} s ({:.0}% of one core), this benchmark {generator_cpu:.1} s",
         cpu_used / elapsed * 100.0,
     );
-    let _ = child.kill().await;
+    coordinator.terminate(Duration::from_secs(5)).await;
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -8,12 +8,13 @@ mod common;
 use std::sync::Arc;
 
 use chrono::{Duration, Utc};
-use common::{Reply, TestServer, ADMIN_EMAIL};
+use common::{TestServer, ADMIN_EMAIL};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use sqlarena_common::Role;
 use sqlarena_coordinator::auth;
 use sqlarena_coordinator::store::Invite;
+use sqlarena_e2e::client::Reply;
 
 /// Asserts a refusal that says when to try again, in the header and in
 /// the envelope, and returns the seconds.

@@ -89,7 +89,7 @@ async fn thirty_parallel_attempts_admit_exactly_the_cap(uri: Option<String>) {
 
     let mut posts = tokio::task::JoinSet::new();
     for _ in 0..30 {
-        let http = server.http.clone();
+        let http = server.client.http.clone();
         let url = format!("{}/api/v1/attempts", server.base);
         let student = student.clone();
         posts.spawn(async move {
@@ -146,6 +146,7 @@ async fn thirty_parallel_attempts_admit_exactly_the_cap_on_mongodb() {
 /// Registers a grader on the fast lane (FE attempts) and returns its token.
 async fn register_grader(server: &TestServer, name: &str) -> String {
     let reply = server
+        .client
         .http
         .post(format!("{}/api/v1/grader/register", server.base))
         .bearer_auth(CLUSTER_TOKEN)
@@ -166,6 +167,7 @@ async fn register_grader(server: &TestServer, name: &str) -> String {
 /// Leases the next job as the grader with `token`.
 async fn lease(server: &TestServer, token: &str) -> LeasedJob {
     let reply = server
+        .client
         .http
         .post(format!(
             "{}/api/v1/grader/jobs/lease?wait_ms=5000",
@@ -184,6 +186,7 @@ async fn lease(server: &TestServer, token: &str) -> LeasedJob {
 /// Posts to a leased job as its grader.
 async fn report(server: &TestServer, token: &str, job: &LeasedJob, call: &str, body: Value) {
     let reply = server
+        .client
         .http
         .post(format!(
             "{}/api/v1/grader/jobs/{}/{call}",

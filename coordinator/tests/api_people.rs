@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use chrono::Utc;
-use common::{Reply, TestServer};
+use common::TestServer;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use sqlarena_common::{
@@ -17,6 +17,7 @@ use sqlarena_common::{
 use sqlarena_coordinator::store::{
     AttemptUpdate, Challenge, InitResult, Job, JobFilter, NewAttempt, Page,
 };
+use sqlarena_e2e::client::Reply;
 
 const PASSWORD: &str = "password-123";
 
@@ -1889,6 +1890,7 @@ async fn bad_requests_get_the_envelope_and_change_nothing() {
         .expect_error(StatusCode::BAD_REQUEST)
         .contains("malformed JSON"));
     let text = server
+        .client
         .http
         .post(format!("{}/api/v1/register", server.base))
         .header("content-type", "text/plain")
@@ -2011,6 +2013,7 @@ async fn the_openapi_document_is_generated_with_errors_security_and_rules() {
 
     for page in ["/docs", "/api/v1/docs"] {
         let response = server
+            .client
             .http
             .get(format!("{}{page}", server.base))
             .send()

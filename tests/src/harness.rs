@@ -15,6 +15,8 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
 
+use crate::client::Client;
+
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -48,6 +50,16 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// A new store URI for `label`: an SQLite file in its own directory under
+/// `target/e2e-data/`, kept after the test for a look.
+pub fn temp_store(label: &str) -> String {
+    let dir = workspace_root()
+        .join("target")
+        .join("e2e-data")
+        .join(format!("{label}-{}", uuid::Uuid::new_v4().simple()));
+    format!("sqlite://{}/sqlarena.db", dir.display())
+}
+
 /// The PostgreSQL admin URL tests use.
 pub fn postgres_url() -> String {
     std::env::var("SQLARENA_TEST_POSTGRES_URL")
@@ -61,6 +73,8 @@ pub struct Process {
     pub log_path: PathBuf,
     /// `http://ADDR` for coordinators, once listening.
     pub url: Option<String>,
+    /// Ends once the process's output is all in the log file.
+    drained: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Process {
@@ -75,6 +89,20 @@ impl Process {
         args: &[String],
         wait_for_listen: bool,
     ) -> Process {
+        Process::start_with_env(name, binary, args, wait_for_listen, &[]).await
+    }
+
+    /// [`Process::start`] with extra environment variables (e.g. `RUST_LOG`).
+    ///
+    /// # Panics
+    /// When the process cannot start or does not listen within 30 s.
+    pub async fn start_with_env(
+        name: &str,
+        binary: &Path,
+        args: &[String],
+        wait_for_listen: bool,
+        env: &[(&str, &str)],
+    ) -> Process {
         let log_dir = workspace_root().join("target").join("e2e-logs");
         std::fs::create_dir_all(&log_dir).expect("creating the log directory");
         let log_path = log_dir.join(format!("{name}.log"));
@@ -85,6 +113,7 @@ impl Process {
                 "RUST_LOG",
                 std::env::var("E2E_RUST_LOG").unwrap_or_else(|_| "info".into()),
             )
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -117,7 +146,7 @@ impl Process {
                 let _ = err_tx.send(line);
             }
         });
-        tokio::spawn(async move {
+        let drained = tokio::spawn(async move {
             while let Some(line) = line_rx.recv().await {
                 if let Some(index) = line.find("listening on http://") {
                     let rest = &line[index + "listening on ".len()..];
@@ -132,6 +161,8 @@ impl Process {
                 let mut file = out_file.lock().await;
                 let _ = file.write_all(line.as_bytes()).await;
                 let _ = file.write_all(b"\n").await;
+                // Readers of the log (`Process::log`) see every line handed over.
+                let _ = file.flush().await;
             }
         });
         let mut process = Process {
@@ -139,6 +170,7 @@ impl Process {
             child,
             log_path,
             url: None,
+            drained: Some(drained),
         };
         if wait_for_listen {
             match tokio::time::timeout(Duration::from_secs(30), address_rx).await {
@@ -181,6 +213,15 @@ impl Process {
     pub async fn kill(&mut self) {
         self.signal("KILL");
         let _ = self.child.wait().await;
+        self.wait_drained().await;
+    }
+
+    /// Waits until the output of an exited process is all in its log (its
+    /// pipes close when it exits), for at most 5 s.
+    async fn wait_drained(&mut self) {
+        if let Some(drained) = self.drained.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), drained).await;
+        }
     }
 
     /// Sends SIGTERM, waits up to `grace`, then SIGKILL. Returns the exit
@@ -188,7 +229,10 @@ impl Process {
     pub async fn terminate(&mut self, grace: Duration) -> Option<i32> {
         self.signal("TERM");
         match tokio::time::timeout(grace, self.child.wait()).await {
-            Ok(Ok(status)) => status.code(),
+            Ok(Ok(status)) => {
+                self.wait_drained().await;
+                status.code()
+            }
             _ => {
                 self.kill().await;
                 None
@@ -210,6 +254,14 @@ pub async fn start_coordinator(
     cluster_token: &str,
     extra: &[&str],
 ) -> Process {
+    let args = coordinator_args(store, cluster_token, extra);
+    Process::start(name, &binary("coordinator"), &args, true).await
+}
+
+/// The arguments of [`start_coordinator`]: `--listen 127.0.0.1:0` unless
+/// `extra` has a `--listen`, the store, the cluster token, the first admin,
+/// and no per-client sign-in limit, then `extra`.
+pub fn coordinator_args(store: &str, cluster_token: &str, extra: &[&str]) -> Vec<String> {
     let mut args: Vec<String> = Vec::new();
     if !extra.contains(&"--listen") {
         args.extend(["--listen".to_string(), "127.0.0.1:0".to_string()]);
@@ -231,7 +283,7 @@ pub async fn start_coordinator(
         args.extend(["--auth-client-burst".to_string(), "1000000".to_string()]);
     }
     args.extend(extra.iter().map(|s| s.to_string()));
-    Process::start(name, &binary("coordinator"), &args, true).await
+    args
 }
 
 /// Starts a grader against `coordinator_url` on the test PostgreSQL.
@@ -258,11 +310,12 @@ pub async fn start_grader(
     Process::start(name, &binary("grader"), &args, false).await
 }
 
-/// A JSON client of the people API with an optional bearer token.
+/// A client of the people API (`/api/v1`) carrying an optional bearer
+/// token, over the one test [`Client`]; its calls answer the status and
+/// the JSON body.
 #[derive(Clone)]
 pub struct Api {
-    pub http: reqwest::Client,
-    pub base: String,
+    pub client: Client,
     pub token: Option<String>,
 }
 
@@ -270,8 +323,7 @@ impl Api {
     /// A client of the coordinator at `base` (its root URL).
     pub fn new(base: &str) -> Api {
         Api {
-            http: reqwest::Client::new(),
-            base: format!("{base}/api/v1"),
+            client: Client::new(base),
             token: None,
         }
     }
@@ -284,25 +336,24 @@ impl Api {
         }
     }
 
-    /// Sends a request and returns the status and the JSON body (Null when
-    /// empty).
+    /// Sends a request under `/api/v1` and returns the status and the JSON
+    /// body (Null when empty).
     pub async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let mut request = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(token) = &self.token {
-            request = request.bearer_auth(token);
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.expect("request failed");
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+        let reply = self
+            .client
+            .call(
+                method,
+                &format!("/api/v1{path}"),
+                self.token.as_deref(),
+                body,
+            )
+            .await;
+        (reply.status.as_u16(), reply.body)
     }
 
     /// GET.

@@ -1,5 +1,8 @@
-//! End-to-end support: starting the real binaries, the demo flow, a MongoDB test server.
+//! Test and benchmark support shared by the workspace: starting the real
+//! binaries ([`harness`]), the one HTTP test client ([`client`]), the demo
+//! flow, a MongoDB test server.
 
+pub mod client;
 pub mod demo;
 pub mod harness;
 pub mod mongo;

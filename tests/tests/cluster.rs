@@ -8,16 +8,8 @@ use serde_json::{json, Value};
 use sqlarena_e2e::demo::{
     eventually, publish_sample_challenge, register, run_demo, wait_final, DemoCluster, SOLUTION,
 };
-use sqlarena_e2e::harness::{start_coordinator, start_grader, workspace_root, Api};
+use sqlarena_e2e::harness::{start_coordinator, start_grader, temp_store, Api};
 use uuid::Uuid;
-
-fn temp_store(label: &str) -> String {
-    let dir = workspace_root()
-        .join("target")
-        .join("e2e-data")
-        .join(format!("{label}-{}", Uuid::new_v4().simple()));
-    format!("sqlite://{}/sqlarena.db", dir.display())
-}
 
 fn token() -> String {
     format!("sqc_test_{}", Uuid::new_v4().simple())
@@ -341,11 +333,7 @@ async fn two_coordinators_on_one_mongodb_grade_every_attempt_once() {
     let (admin, professor, student) = people(first.url(), "mongo").await;
     let challenge =
         publish_sample_challenge(&professor, "shared store", Duration::from_secs(120)).await;
-    let other = student.with_token(student.token.as_deref().unwrap());
-    let other = Api {
-        base: format!("{}/api/v1", second.url()),
-        ..other
-    };
+    let other = Api::new(second.url()).with_token(student.token.as_deref().unwrap());
     let mut attempt_ids = Vec::new();
     for index in 0..20 {
         let client = if index % 2 == 0 { &student } else { &other };

@@ -6,16 +6,10 @@
 use std::time::Duration;
 
 use serde_json::json;
-use sqlarena_e2e::harness::{binary, start_coordinator, workspace_root, Api, Process};
-use uuid::Uuid;
-
-fn temp_store(label: &str) -> String {
-    let dir = workspace_root()
-        .join("target")
-        .join("e2e-data")
-        .join(format!("{label}-{}", Uuid::new_v4().simple()));
-    format!("sqlite://{}/sqlarena.db", dir.display())
-}
+use sqlarena_e2e::client::Client;
+use sqlarena_e2e::harness::{
+    binary, coordinator_args, start_coordinator, temp_store, Api, Process,
+};
 
 #[tokio::test]
 async fn acknowledged_writes_survive_sigkill() {
@@ -163,4 +157,53 @@ async fn create_admin_subcommand_makes_a_usable_admin() {
         .await;
     let (status, body) = admin.get("/admin/graders").await;
     assert_eq!(status, 200, "{body}");
+}
+
+/// A request is counted in `/metrics` under its route template, not its
+/// URI, and its log line carries the route.
+#[tokio::test]
+async fn requests_are_counted_and_logged_by_route() {
+    let store = temp_store("routes");
+    let args = coordinator_args(&store, "cluster-token-routes", &[]);
+    // A fresh log file: logs of earlier runs must not satisfy the checks.
+    let name = format!("routes-{}", uuid::Uuid::new_v4().simple());
+    let mut coordinator = Process::start_with_env(
+        &name,
+        &binary("coordinator"),
+        &args,
+        true,
+        &[("RUST_LOG", "info,tower_http=debug")],
+    )
+    .await;
+    let client = Client::new(coordinator.url());
+    for id in [41, 42] {
+        let reply = client.get(&format!("/api/v1/challenges/{id}"), None).await;
+        reply.expect_error(reqwest::StatusCode::UNAUTHORIZED);
+    }
+    let metrics = client.get("/metrics", None).await;
+    assert_eq!(metrics.status, 200, "{}", metrics.text);
+    let counted = r#"sqlarena_http_requests_total{method="GET",route="/api/v1/challenges/{id}",status="401"} 2"#;
+    assert!(
+        metrics.text.lines().any(|line| line == counted),
+        "no `{counted}` in:\n{}",
+        metrics.text
+    );
+    assert!(
+        !metrics.text.contains("/api/v1/challenges/41"),
+        "a raw URI became a label:\n{}",
+        metrics.text
+    );
+    assert_eq!(
+        coordinator.terminate(Duration::from_secs(10)).await,
+        Some(0),
+        "SIGTERM stops the coordinator cleanly"
+    );
+    let log = coordinator.log();
+    assert!(
+        log.lines()
+            .any(|line| line.contains(r#"route="/api/v1/challenges/{id}""#)
+                && line.contains("uri=/api/v1/challenges/42")
+                && line.contains("status=401")),
+        "no request line with its route in:\n{log}"
+    );
 }

@@ -1,5 +1,6 @@
 //! A real coordinator served in-process on `127.0.0.1:0` with a fresh SQLite
-//! store in a temporary directory, and a small HTTP client for it.
+//! store in a temporary directory, reached through the workspace's one test
+//! client (`sqlarena_e2e::client`).
 //!
 //! The test keeps a handle on the same store (`server.store()`) to assert on
 //! what the API did (jobs queued, counts unchanged) and to play the grader's
@@ -9,14 +10,13 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
-use reqwest::header::HeaderMap;
-use reqwest::{Method, StatusCode};
-use serde_json::{json, Value};
+use reqwest::StatusCode;
+use serde_json::json;
 use sqlarena_coordinator::config::Config;
 use sqlarena_coordinator::state::AppState;
 use sqlarena_coordinator::store::{self, Store};
+pub use sqlarena_e2e::client::Client;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -25,51 +25,11 @@ use tokio_util::sync::CancellationToken;
 pub const ADMIN_EMAIL: &str = "admin@example.com";
 pub const ADMIN_PASSWORD: &str = "admin-password-1";
 
-/// A reply: status, headers, the JSON body (or `Value::Null`) and raw text.
-#[derive(Debug)]
-pub struct Reply {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: Value,
-    pub text: String,
-}
-
-impl Reply {
-    /// Returns `data` of a success envelope, panicking with the body otherwise.
-    pub fn data(&self) -> &Value {
-        assert_eq!(
-            self.body["status"], "success",
-            "not a success envelope: {}",
-            self.text
-        );
-        &self.body["data"]
-    }
-
-    /// Asserts an error envelope with `status` and returns its message.
-    pub fn expect_error(&self, status: StatusCode) -> String {
-        assert_eq!(
-            self.status, status,
-            "unexpected status; body: {}",
-            self.text
-        );
-        assert_eq!(
-            self.body["status"], "error",
-            "not an error envelope: {}",
-            self.text
-        );
-        let message = self.body["message"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no message: {}", self.text));
-        assert!(!message.is_empty(), "empty error message");
-        message.to_string()
-    }
-}
-
 /// A coordinator serving in this test process.
 pub struct TestServer {
     pub base: String,
     pub state: AppState,
-    pub http: reqwest::Client,
+    pub client: Client,
     dir: PathBuf,
     task: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -99,25 +59,17 @@ impl TestServer {
         let state = AppState::new(store, config, CancellationToken::new());
         let task = tokio::spawn(sqlarena_coordinator::serve_state(state.clone(), listener));
         let server = TestServer {
+            client: Client::new(&base),
             base,
             state,
-            http: reqwest::Client::new(),
             dir,
             task: Some(task),
         };
-        for _ in 0..200 {
-            if server
-                .http
-                .get(format!("{}/healthz", server.base))
-                .send()
-                .await
-                .is_ok()
-            {
-                return server;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("the coordinator did not answer /healthz");
+        // The listener is bound, so this request waits in its backlog until
+        // the coordinator (its first admin seeded) answers.
+        let health = server.get("/healthz", None).await;
+        assert_eq!(health.status, StatusCode::OK, "{}", health.text);
+        server
     }
 
     /// Starts a coordinator with the default configuration.
@@ -138,51 +90,6 @@ impl TestServer {
                 .expect("coordinator task panicked")
                 .expect("coordinator failed");
         }
-    }
-
-    /// Sends a request with an optional bearer token and JSON body.
-    pub async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> Reply {
-        let mut request = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        Reply::from(request.send().await.expect("sending a request")).await
-    }
-
-    /// Sends a raw body with `Content-Type: application/json`.
-    pub async fn call_raw(
-        &self,
-        method: Method,
-        path: &str,
-        token: Option<&str>,
-        body: impl Into<reqwest::Body>,
-    ) -> Reply {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body);
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        Reply::from(request.send().await.expect("sending a request")).await
-    }
-
-    pub async fn get(&self, path: &str, token: Option<&str>) -> Reply {
-        self.call(Method::GET, path, token, None).await
-    }
-
-    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Reply {
-        self.call(Method::POST, path, token, Some(body)).await
     }
 
     /// Registers a user (201 expected) and returns its id.
@@ -255,6 +162,16 @@ impl TestServer {
     }
 }
 
+/// The server is also its client: `server.get(path, token)`,
+/// `server.post(...)`, `server.call(...)`, `server.call_raw(...)`.
+impl std::ops::Deref for TestServer {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
 impl Drop for TestServer {
     fn drop(&mut self) {
         self.state.shutdown.cancel();
@@ -262,20 +179,5 @@ impl Drop for TestServer {
             task.abort();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-impl Reply {
-    async fn from(response: reqwest::Response) -> Reply {
-        let status = response.status();
-        let headers = response.headers().clone();
-        let text = response.text().await.expect("reading a response body");
-        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Reply {
-            status,
-            headers,
-            body,
-            text,
-        }
     }
 }

@@ -16,11 +16,8 @@ use sqlarena_grader::sandbox::{CachedBundle, Limits, Sandbox, SandboxConfig};
 use tokio_postgres::{Client, NoTls};
 use tokio_util::sync::CancellationToken;
 
-/// The admin URL of the test PostgreSQL.
-pub fn postgres_url() -> String {
-    std::env::var("SQLARENA_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
+/// The admin URL of the test PostgreSQL (one definition for the workspace).
+pub use sqlarena_e2e::harness::postgres_url;
 
 /// Sandbox settings for tests under `prefix`.
 pub fn sandbox_config(prefix: &str) -> SandboxConfig {
