@@ -110,7 +110,7 @@ async fn get_readiness(State(state): State<AppState>) -> ApiResult<Reply<Readine
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     security((), ("metrics" = [])),
     responses(
-        (status = 200, description = "The metrics", content_type = "text/plain; version=0.0.4", body = String),
+        (status = 200, description = "The metrics", content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String),
         (status = 401, description = "`unauthorized`: `--metrics-token` is set and was not sent",
             body = ErrorEnvelope),
     ))]
