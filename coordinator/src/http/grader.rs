@@ -14,7 +14,7 @@ use chrono::Utc;
 use serde::Deserialize;
 use sqlarena_common::{
     BundleCase, ChallengeBundle, CompleteRequest, FailRequest, GraderState, HeartbeatRequest,
-    HeartbeatResponse, JobPayload, LeasedJob, ProgressRequest, RegisterGraderRequest,
+    HeartbeatResponse, JobPayload, LeaseBatch, LeasedJob, ProgressRequest, RegisterGraderRequest,
     RegisterGraderResponse,
 };
 use uuid::Uuid;
@@ -41,10 +41,13 @@ pub fn router() -> Router<AppState> {
         .route("/challenges/{id}/bundle", get(get_bundle))
 }
 
-/// The long-poll lease, which waits up to 30 s by design and so is kept
-/// out of the request timeout.
+/// The long-poll lease, which waits up to 30 s by design, and the presence
+/// stream, open as long as the grader runs: both kept out of the request
+/// timeout.
 pub fn long_poll_router() -> Router<AppState> {
-    Router::new().route("/jobs/lease", post(lease_job))
+    Router::new()
+        .route("/jobs/lease", post(lease_job))
+        .route("/presence", post(open_presence))
 }
 
 /// The cluster token of a registration, checked against the store: its id.
@@ -196,10 +199,49 @@ async fn deregister_grader(
     Ok(ok(serde_json::json!({"deregistered": true})))
 }
 
+/// The presence stream: a newline every [`jobs::PRESENCE_TICK`] for as long
+/// as the grader holds the request open (until the coordinator shuts
+/// down). When the connection closes without a deregistration, the grader
+/// is declared dead and its leases taken back after
+/// [`jobs::PRESENCE_GRACE`] unless it reconnected (see `jobs::presence`).
+async fn open_presence(
+    State(state): State<AppState>,
+    GraderAuth(grader): GraderAuth,
+) -> ApiResult<Response> {
+    let guard = state.jobs.open_presence(grader.id).await?;
+    let shutdown = state.shutdown.clone();
+    let ticks = futures_util::stream::unfold(
+        (guard, shutdown, 0_u32),
+        |(guard, shutdown, sent)| async move {
+            if sent > 0 {
+                tokio::select! {
+                    () = tokio::time::sleep(jobs::PRESENCE_TICK) => {}
+                    () = shutdown.cancelled() => return None,
+                }
+            }
+            if sent == jobs::PRESENCE_CONFIRM_TICK {
+                guard.confirm().await;
+            }
+            let tick: Result<axum::body::Bytes, std::convert::Infallible> =
+                Ok(axum::body::Bytes::from_static(b"\n"));
+            Some((tick, (guard, shutdown, sent.saturating_add(1))))
+        },
+    );
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "text/plain")],
+        axum::body::Body::from_stream(ticks),
+    )
+        .into_response())
+}
+
 #[derive(Deserialize)]
 struct LeaseParams {
     #[serde(default)]
     wait_ms: u64,
+    /// Asks for up to this many jobs (the grader's free slots) and an
+    /// answer of the batch shape, `{"jobs": [...]}`. Without it one job is
+    /// answered alone (the shape of graders before batches).
+    max_jobs: Option<u32>,
 }
 
 async fn lease_job(
@@ -208,10 +250,40 @@ async fn lease_job(
     AppQuery(params): AppQuery<LeaseParams>,
 ) -> ApiResult<Response> {
     let wait = Duration::from_millis(params.wait_ms.min(MAX_WAIT_MS));
+    if let Some(max_jobs) = params.max_jobs {
+        return lease_jobs(&state, &grader, max_jobs, wait).await;
+    }
     match state.jobs.lease_next(&grader, wait).await? {
         Some(job) => Ok(ok(leased_job(job)?)),
         None => Ok(StatusCode::NO_CONTENT.into_response()),
     }
+}
+
+/// The batch form of the lease: up to `max_jobs` jobs, at most the grader's
+/// slots, in one answer (204 when none came).
+async fn lease_jobs(
+    state: &AppState,
+    grader: &Grader,
+    max_jobs: u32,
+    wait: Duration,
+) -> ApiResult<Response> {
+    if max_jobs == 0 {
+        return Err(ApiError::Unprocessable(
+            "max_jobs: ask for at least one job".into(),
+        ));
+    }
+    let jobs = state
+        .jobs
+        .lease_up_to(grader, max_jobs.min(grader.slots), wait)
+        .await?;
+    if jobs.is_empty() {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    let jobs = jobs
+        .into_iter()
+        .map(leased_job)
+        .collect::<ApiResult<Vec<_>>>()?;
+    Ok(ok(LeaseBatch { jobs }))
 }
 
 fn leased_job(job: Job) -> ApiResult<LeasedJob> {
