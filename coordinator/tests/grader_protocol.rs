@@ -1070,6 +1070,50 @@ async fn reopened_presence_keeps_leases(spec: StoreSpec) {
     coordinator.stop().await;
 }
 
+/// A heartbeat soon after the last write writes nothing (the stored
+/// `last_heartbeat` stays as it was); one an interval later writes; a
+/// grader heartbeating so stays alive past its timeout.
+async fn quiet_heartbeats_write_nothing(spec: StoreSpec) {
+    let store = store::open(&spec.uri).await.unwrap();
+    let coordinator = Coordinator::start_with_heartbeat(store, &spec.uri, 2000).await;
+    let grader = ScriptedGrader::register_slots(&coordinator.base, "quiet", 1).await;
+    let stored = |store: Arc<dyn Store>, id: Uuid| async move {
+        store
+            .get_grader(id)
+            .await
+            .unwrap()
+            .expect("the grader")
+            .last_heartbeat
+    };
+    let registered = stored(coordinator.store().clone(), grader.id).await;
+    for _ in 0..3 {
+        let (status, reply) = grader.heartbeat(&[]).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(!reply.unwrap().drain);
+    }
+    assert_eq!(
+        stored(coordinator.store().clone(), grader.id).await,
+        registered,
+        "heartbeats within an interval of the last write write nothing"
+    );
+    coordinator.stop().await;
+
+    let store = store::open(&spec.uri).await.unwrap();
+    let coordinator = Coordinator::start(store, &spec.uri).await;
+    let grader = ScriptedGrader::register(&coordinator.base, "steady", &[Lane::Fast]).await;
+    let registered = stored(coordinator.store().clone(), grader.id).await;
+    let started = tokio::time::Instant::now();
+    // Heartbeats every 100 ms (interval 200 ms, dead after 600 ms) for
+    // three timeouts: some write, and the grader is never declared dead.
+    while started.elapsed() < Duration::from_millis(1800) {
+        let (status, _) = grader.heartbeat(&[]).await;
+        assert_eq!(status, StatusCode::OK, "a steady grader stays alive");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(stored(coordinator.store().clone(), grader.id).await > registered);
+    coordinator.stop().await;
+}
+
 macro_rules! on_both_stores {
     ($($check:ident),+ $(,)?) => {
         mod sqlite {
@@ -1106,6 +1150,7 @@ on_both_stores!(
     batch_lease_fills_free_slots,
     closed_presence_requeues_leases_at_once,
     reopened_presence_keeps_leases,
+    quiet_heartbeats_write_nothing,
 );
 
 /// Two coordinators on one MongoDB: a grader's presence stream on the

@@ -137,10 +137,18 @@ async fn heartbeat_grader(
     AppJson(request): AppJson<HeartbeatRequest>,
 ) -> ApiResult<Response> {
     cut_off_if_revoked(&state, &grader).await?;
-    let Some(grader) = state.store.touch_grader(grader.id, Utc::now()).await? else {
-        return Err(ApiError::Unauthorized(
-            "this grader was declared dead: register again".into(),
-        ));
+    let now = Utc::now();
+    // A quiet heartbeat writes nothing: the grader as authenticated is
+    // fresh enough (its state read this request, its last write recent).
+    let grader = if jobs::heartbeat_write_due(&grader, now, state.config.heartbeat_interval()) {
+        let Some(grader) = state.store.touch_grader(grader.id, now).await? else {
+            return Err(ApiError::Unauthorized(
+                "this grader was declared dead: register again".into(),
+            ));
+        };
+        grader
+    } else {
+        grader
     };
     let leases: Vec<(Uuid, Uuid)> = request
         .leases

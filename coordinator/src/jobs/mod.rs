@@ -34,7 +34,9 @@ use crate::store::{Store, StoreError};
 pub use attempts::check_accepts_attempts;
 pub use challenges::{RankedAttempt, VersionSwitch};
 pub use dispatch::Dispatcher;
-pub use presence::{PresenceGuard, PRESENCE_CONFIRM_TICK, PRESENCE_GRACE, PRESENCE_TICK};
+pub use presence::{
+    heartbeat_write_due, PresenceGuard, PRESENCE_CONFIRM_TICK, PRESENCE_GRACE, PRESENCE_TICK,
+};
 pub use queue::version_hash;
 pub use results::{attempt_status, bound_case_result, MAX_ACTUAL_BYTES, MAX_ACTUAL_ROWS};
 

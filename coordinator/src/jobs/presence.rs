@@ -24,7 +24,7 @@ use uuid::Uuid;
 
 use super::{Jobs, JobsResult};
 use crate::metrics::Metrics;
-use crate::store::TryCount;
+use crate::store::{Grader, TryCount};
 
 /// How long after its presence stream ends a grader keeps its leases.
 pub const PRESENCE_GRACE: Duration = Duration::from_millis(1000);
@@ -118,6 +118,18 @@ impl Drop for PresenceGuard {
     }
 }
 
+/// True when a heartbeat must write the grader's `last_heartbeat`: at most
+/// once per heartbeat `interval`. Between writes a heartbeat writes
+/// nothing. A grader heartbeating every `interval` then has a stored
+/// `last_heartbeat` at most about two intervals old, within the timeout of
+/// `missed_heartbeats` (3) intervals, so a live grader is never declared
+/// dead, and a silent one still is (by any coordinator, after a restart
+/// too: the decision reads only the store).
+pub fn heartbeat_write_due(grader: &Grader, now: DateTime<Utc>, interval: Duration) -> bool {
+    let interval = chrono::Duration::from_std(interval).unwrap_or(chrono::Duration::MAX);
+    now - grader.last_heartbeat >= interval
+}
+
 impl Jobs {
     /// Opens a presence stream for a grader (touching it, so a coordinator
     /// whose stream of it just ended sees the reconnection); the guard
@@ -160,5 +172,39 @@ impl Jobs {
         );
         self.release_grader(grader_id, TryCount::Counts, &reason)
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grader_seen_at(last_heartbeat: DateTime<Utc>) -> Grader {
+        Grader {
+            id: Uuid::now_v7(),
+            name: "g".into(),
+            hostname: "h".into(),
+            version: "v".into(),
+            lanes: Vec::new(),
+            slots: 1,
+            state: GraderState::Alive,
+            token_hash: String::new(),
+            last_heartbeat,
+            registered_at: last_heartbeat,
+            jobs_done: 0,
+            cluster_token_id: None,
+        }
+    }
+
+    #[test]
+    fn heartbeats_write_at_most_once_per_interval() {
+        let interval = Duration::from_secs(2);
+        let seen = Utc::now();
+        let grader = grader_seen_at(seen);
+        let at = |ms: i64| seen + chrono::Duration::milliseconds(ms);
+        assert!(!heartbeat_write_due(&grader, at(0), interval));
+        assert!(!heartbeat_write_due(&grader, at(1999), interval));
+        assert!(heartbeat_write_due(&grader, at(2000), interval));
+        assert!(heartbeat_write_due(&grader, at(60_000), interval));
     }
 }
