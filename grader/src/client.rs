@@ -268,7 +268,7 @@ impl CoordinatorClient {
     }
 
     /// Opens the presence stream: the coordinator answers with a byte every
-    /// quarter second for as long as the request stays open, and takes this
+    /// tenth of a second for as long as the request stays open, and takes this
     /// grader's leases back soon after the connection closes (the process
     /// died). Read the response until it ends, then open another.
     ///

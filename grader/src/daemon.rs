@@ -228,7 +228,7 @@ async fn run_session(
 /// heartbeats.
 async fn presence_loop(session: Arc<Session>, stop: CancellationToken) {
     /// A stream with no byte for this long is stale (the coordinator sends
-    /// one every 250 ms): open another.
+    /// one every 100 ms): open another.
     const STALLED: Duration = Duration::from_secs(5);
     let mut backoff = Backoff::new();
     while !stop.is_cancelled() && !session.lost.is_cancelled() {

@@ -30,10 +30,10 @@ use crate::store::{Grader, TryCount};
 pub const PRESENCE_GRACE: Duration = Duration::from_millis(1000);
 /// How often the presence stream sends a byte (a write to a socket whose
 /// peer is gone fails, which ends the stream if no read noticed first).
-pub const PRESENCE_TICK: Duration = Duration::from_millis(250);
+pub const PRESENCE_TICK: Duration = Duration::from_millis(100);
 /// The tick at which a new stream touches its grader again (half a grace
 /// after it opened; see [`PresenceGuard::confirm`]).
-pub const PRESENCE_CONFIRM_TICK: u32 = 2;
+pub const PRESENCE_CONFIRM_TICK: u32 = 5;
 
 /// The presence streams open on this coordinator: per grader, a counter
 /// bumped by each new stream, so an ending stream knows whether a newer one
