@@ -99,9 +99,13 @@ impl Drop for PresenceGuard {
             // The coordinator is stopping, not the grader.
             return;
         }
+        // Dropped outside a runtime: it is going away with the coordinator.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
         // A dead process can no longer be seen after this moment.
         let ended_at = Utc::now();
-        tokio::spawn(async move {
+        runtime.spawn(async move {
             tokio::select! {
                 () = tokio::time::sleep(PRESENCE_GRACE) => {}
                 () = jobs.shutdown.cancelled() => return,
