@@ -430,6 +430,14 @@ pub struct LeasedJob {
     pub payload: JobPayload,
 }
 
+/// The jobs handed to a grader by `POST /grader/jobs/lease?max_jobs=N`
+/// (at most `N`, and at most its slots), in the order they were claimed:
+/// lane priority, then age.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LeaseBatch {
+    pub jobs: Vec<LeasedJob>,
+}
+
 /// `POST /grader/jobs/:id/progress`: one test case's result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -5,13 +5,19 @@
 //! ```text
 //! cargo run --release -p sqlarena-coordinator --example bench_dispatch -- \
 //!     [--jobs 20000] [--graders 8] [--store sqlite://PATH|mongodb://...] \
-//!     [--latency-samples 2000] [--deep-queue 1000000] [--kill-test]
+//!     [--slots 1] [--latency-samples 2000] [--deep-queue 1000000] [--kill-test]
 //! ```
+//!
+//! Each simulated grader holds a presence stream open and leases up to its
+//! `--slots` free slots in one request (the batch form of the lease), as
+//! the grader daemon does, and completes its jobs concurrently.
 //!
 //! Prints throughput (jobs/s), dispatch latency (enqueued -> in a waiting
 //! grader's hands) p50/p99, CPU time per job (coordinator and simulated
 //! graders together: one process), lease latency with a shallow and a deep
-//! queue, and how fast the leases of a grader that vanished are requeued.
+//! queue, and how fast the leases of a grader that vanished are requeued:
+//! one whose process died (its connections closed) and one gone silent (a
+//! partition: its presence stream stays open, no heartbeats come).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,7 +26,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use sqlarena_common::{
-    AttemptOutcome, AttemptPayload, JobOutcome, JobPayload, Lane, LeasedJob, RegisterGraderResponse,
+    AttemptOutcome, AttemptPayload, JobOutcome, JobPayload, Lane, LeaseBatch, LeasedJob,
+    RegisterGraderResponse,
 };
 use sqlarena_coordinator::config::Config;
 use sqlarena_coordinator::state::AppState;
@@ -33,6 +40,7 @@ const CLUSTER_TOKEN: &str = "bench-cluster-token";
 struct Options {
     jobs: usize,
     graders: usize,
+    slots: usize,
     store: String,
     latency_samples: usize,
     deep_queue: usize,
@@ -43,6 +51,7 @@ fn options() -> Options {
     let mut options = Options {
         jobs: 20_000,
         graders: 8,
+        slots: 1,
         store: format!(
             "sqlite://{}/bench.db",
             std::env::temp_dir()
@@ -60,6 +69,7 @@ fn options() -> Options {
         match args[index].as_str() {
             "--jobs" => options.jobs = value().parse().expect("--jobs N"),
             "--graders" => options.graders = value().parse().expect("--graders K"),
+            "--slots" => options.slots = value().parse().expect("--slots S"),
             "--store" => options.store = value(),
             "--latency-samples" => {
                 options.latency_samples = value().parse().expect("--latency-samples N")
@@ -121,10 +131,11 @@ struct Grader {
     http: reqwest::Client,
     base: String,
     token: String,
+    slots: usize,
 }
 
 impl Grader {
-    async fn register(base: &str, name: &str) -> Grader {
+    async fn register(base: &str, name: &str, slots: usize) -> Grader {
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(4)
             .build()
@@ -132,7 +143,7 @@ impl Grader {
         let body: Value = http
             .post(format!("{base}/api/v1/grader/register"))
             .bearer_auth(CLUSTER_TOKEN)
-            .json(&json!({"name": name, "hostname": "bench", "version": "bench", "lanes": ["fast"], "slots": 1}))
+            .json(&json!({"name": name, "hostname": "bench", "version": "bench", "lanes": ["fast"], "slots": slots}))
             .send()
             .await
             .unwrap()
@@ -145,14 +156,16 @@ impl Grader {
             http,
             base: base.to_string(),
             token: registered.grader_token,
+            slots,
         }
     }
 
-    async fn lease(&self, wait_ms: u64) -> Option<LeasedJob> {
+    /// Leases up to `max_jobs` jobs in one request (the batch form).
+    async fn lease_batch(&self, wait_ms: u64, max_jobs: usize) -> Vec<LeasedJob> {
         let response = self
             .http
             .post(format!(
-                "{}/api/v1/grader/jobs/lease?wait_ms={wait_ms}",
+                "{}/api/v1/grader/jobs/lease?wait_ms={wait_ms}&max_jobs={max_jobs}",
                 self.base
             ))
             .bearer_auth(&self.token)
@@ -160,10 +173,32 @@ impl Grader {
             .await
             .unwrap();
         if response.status() == reqwest::StatusCode::NO_CONTENT {
-            return None;
+            return Vec::new();
         }
         let body: Value = response.json().await.unwrap();
-        Some(serde_json::from_value(body["data"].clone()).unwrap())
+        let batch: LeaseBatch = serde_json::from_value(body["data"].clone()).unwrap();
+        batch.jobs
+    }
+
+    async fn lease(&self, wait_ms: u64) -> Option<LeasedJob> {
+        self.lease_batch(wait_ms, 1).await.pop()
+    }
+
+    /// Opens the presence stream; it stays open while the answer is held.
+    async fn presence(&self) -> reqwest::Response {
+        let response = self
+            .http
+            .post(format!("{}/api/v1/grader/presence", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "presence answered {}",
+            response.status()
+        );
+        response
     }
 
     async fn complete(&self, job: &LeasedJob) {
@@ -217,17 +252,26 @@ fn spawn_graders(
             stop.clone(),
         );
         tasks.push(tokio::spawn(async move {
+            let mut presence = grader.presence().await;
+            // Read the presence ticks, as the daemon does.
+            let ticks =
+                tokio::spawn(async move { while let Ok(Some(_)) = presence.chunk().await {} });
             while !stopped.is_cancelled() {
-                let job = tokio::select! {
-                    job = grader.lease(1000) => job,
-                    _ = stopped.cancelled() => None,
+                let jobs = tokio::select! {
+                    jobs = grader.lease_batch(1000, grader.slots) => jobs,
+                    _ = stopped.cancelled() => Vec::new(),
                 };
-                if let Some(job) = job {
-                    arrivals.lock().unwrap().insert(job.job_id, Instant::now());
-                    grader.complete(&job).await;
-                    done.fetch_add(1, Ordering::Relaxed);
+                let leased_at = Instant::now();
+                {
+                    let mut arrivals = arrivals.lock().unwrap();
+                    for job in &jobs {
+                        arrivals.insert(job.job_id, leased_at);
+                    }
                 }
+                futures_util::future::join_all(jobs.iter().map(|job| grader.complete(job))).await;
+                done.fetch_add(jobs.len(), Ordering::Relaxed);
             }
+            ticks.abort();
         }));
         let (grader, stop) = (original.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
@@ -255,11 +299,14 @@ async fn main() -> anyhow::Result<()> {
         "store: {} (SQLite: WAL, synchronous=NORMAL unless the URI says otherwise)",
         sqlarena_coordinator::redact(&options.store)
     );
-    println!("graders: {}, jobs: {}", options.graders, options.jobs);
+    println!(
+        "graders: {} with {} slots each, jobs: {}",
+        options.graders, options.slots, options.jobs
+    );
 
     let mut graders = Vec::new();
     for index in 0..options.graders {
-        graders.push(Grader::register(&base, &format!("bench-{index}")).await);
+        graders.push(Grader::register(&base, &format!("bench-{index}"), options.slots).await);
     }
 
     // Throughput: queue N jobs as fast as possible while the graders drain.
@@ -317,7 +364,7 @@ async fn main() -> anyhow::Result<()> {
 
     // Lease latency with a shallow and a deep queue (one grader).
     if options.deep_queue > 0 {
-        let client = Grader::register(&base, "lease-probe").await;
+        let client = Grader::register(&base, "lease-probe", 1).await;
         // Filling a deep queue takes longer than a grader may stay silent.
         let heartbeat = {
             let client = client.clone();
@@ -361,20 +408,12 @@ async fn main() -> anyhow::Result<()> {
         heartbeat.abort();
     }
 
-    // A grader that vanishes with leases held (as after SIGKILL: no more
-    // requests, no deregistration).
+    // A grader that vanishes with leases held: its process died (its
+    // connections close, as the kernel closes a killed process's sockets;
+    // no deregistration), or it went silent (a partition: the presence
+    // stream stays open, no more requests).
     if options.kill_test {
-        let doomed = Grader::register(&base, "doomed").await;
-        let survivor = Grader::register(&base, "survivor").await;
-        let mut held = Vec::new();
-        while held.len() < 3 {
-            state.jobs.enqueue(noop_job(Lane::Fast, held.len())).await?;
-            if let Some(job) = doomed.lease(1000).await {
-                held.push(job.job_id);
-            }
-        }
-        let killed_at = Instant::now();
-        let mut recovered = 0;
+        let survivor = Grader::register(&base, "survivor", 1).await;
         let heartbeat = {
             let survivor = survivor.clone();
             tokio::spawn(async move {
@@ -384,20 +423,55 @@ async fn main() -> anyhow::Result<()> {
                 }
             })
         };
-        while recovered < held.len() {
-            if let Some(job) = survivor.lease(1000).await {
-                if held.contains(&job.job_id) {
-                    recovered += 1;
+        for died in [true, false] {
+            let name = if died { "died" } else { "silent" };
+            let doomed = Grader::register(&base, &format!("doomed-{name}"), 3).await;
+            let presence = doomed.presence().await;
+            let mut held = Vec::new();
+            while held.len() < 3 {
+                state.jobs.enqueue(noop_job(Lane::Fast, held.len())).await?;
+                held.extend(
+                    doomed
+                        .lease_batch(1000, 3 - held.len())
+                        .await
+                        .into_iter()
+                        .map(|job| job.job_id),
+                );
+            }
+            let vanished_at = Instant::now();
+            let silent_presence = if died {
+                drop(presence);
+                drop(doomed);
+                None
+            } else {
+                Some((presence, doomed))
+            };
+            let mut recovered = 0;
+            while recovered < held.len() {
+                if let Some(job) = survivor.lease(1000).await {
+                    if held.contains(&job.job_id) {
+                        recovered += 1;
+                    }
+                    survivor.complete(&job).await;
                 }
-                survivor.complete(&job).await;
+            }
+            let took = vanished_at.elapsed();
+            drop(silent_presence);
+            if died {
+                println!(
+                    "process died: its {} leases were requeued and re-leased {:.2} s after its connections closed",
+                    held.len(),
+                    took.as_secs_f64()
+                );
+            } else {
+                println!(
+                    "silent: its {} leases were requeued and re-leased {:.2} s after its last request (presence stream open; heartbeat 2 s, dead after 3 missed)",
+                    held.len(),
+                    took.as_secs_f64()
+                );
             }
         }
         heartbeat.abort();
-        println!(
-            "vanished grader: its {} leases were requeued and re-leased {:.2} s after its last request (heartbeat 2 s, dead after 3 missed)",
-            held.len(),
-            killed_at.elapsed().as_secs_f64()
-        );
     }
 
     state.shutdown.cancel();

@@ -13,7 +13,8 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sqlarena_common::{
     AttemptOutcome, AttemptStatus, CaseResult, CaseStatus, ChallengeType, HeartbeatResponse,
-    HeldLease, JobOutcome, JobPayload, JobState, Lane, LeasedJob, RegisterGraderResponse, Role,
+    HeldLease, JobOutcome, JobPayload, JobState, Lane, LeaseBatch, LeasedJob,
+    RegisterGraderResponse, Role,
 };
 use sqlarena_coordinator::config::Config;
 use sqlarena_coordinator::state::AppState;
@@ -54,9 +55,19 @@ struct Coordinator {
 
 impl Coordinator {
     async fn start(store: Arc<dyn Store>, uri: &str) -> Coordinator {
+        Coordinator::start_with_heartbeat(store, uri, 200).await
+    }
+
+    /// Starts a coordinator whose graders heartbeat every `heartbeat_ms`
+    /// (dead after 3 missed).
+    async fn start_with_heartbeat(
+        store: Arc<dyn Store>,
+        uri: &str,
+        heartbeat_ms: u64,
+    ) -> Coordinator {
         let mut config = Config::for_store(uri);
         config.cluster_token = Some(CLUSTER_TOKEN.into());
-        config.heartbeat_interval_ms = 200;
+        config.heartbeat_interval_ms = heartbeat_ms;
         config.missed_heartbeats = 3;
         config.reaper_interval_ms = 50;
         config.max_tries = 3;
@@ -145,6 +156,76 @@ impl ScriptedGrader {
             id: registered.grader_id,
             token: registered.grader_token,
         }
+    }
+
+    /// Registers a grader with `slots` slots on a coordinator of any
+    /// heartbeat interval.
+    async fn register_slots(base: &str, name: &str, slots: u32) -> ScriptedGrader {
+        let http = reqwest::Client::new();
+        let response = http
+            .post(format!("{base}/api/v1/grader/register"))
+            .bearer_auth(CLUSTER_TOKEN)
+            .json(&json!({"name": name, "hostname": "test-host", "version": "test", "lanes": ["fast"], "slots": slots}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let body: Value = response.json().await.unwrap();
+        let registered: RegisterGraderResponse =
+            serde_json::from_value(body["data"].clone()).unwrap();
+        ScriptedGrader {
+            http,
+            base: base.to_string(),
+            id: registered.grader_id,
+            token: registered.grader_token,
+        }
+    }
+
+    /// The same grader talking to another coordinator, on its own
+    /// connections.
+    fn via(&self, base: &str) -> ScriptedGrader {
+        ScriptedGrader {
+            http: reqwest::Client::new(),
+            base: base.to_string(),
+            ..self.clone()
+        }
+    }
+
+    /// Leases up to `max_jobs` in one request (the batch form).
+    async fn lease_batch(&self, wait_ms: u64, max_jobs: u32) -> Vec<LeasedJob> {
+        let (status, body) = self
+            .post(
+                &format!("/jobs/lease?wait_ms={wait_ms}&max_jobs={max_jobs}"),
+                json!({}),
+            )
+            .await;
+        match status {
+            StatusCode::OK => {
+                serde_json::from_value::<LeaseBatch>(body["data"].clone())
+                    .unwrap()
+                    .jobs
+            }
+            StatusCode::NO_CONTENT => Vec::new(),
+            other => panic!("batch lease answered {other}: {body}"),
+        }
+    }
+
+    /// Opens the presence stream on its own connection: it stays open while
+    /// the answer is held, and closes (as when the process dies) when it is
+    /// dropped.
+    async fn presence(&self) -> reqwest::Response {
+        let response = reqwest::Client::new()
+            .post(format!("{}/api/v1/grader/presence", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::OK,
+            "the presence stream opens"
+        );
+        response
     }
 
     async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
@@ -868,6 +949,171 @@ async fn bundles_go_only_to_lease_holders(spec: StoreSpec) {
     coordinator.stop().await;
 }
 
+/// A grader with free slots leases up to that many jobs in one request
+/// (never more than its slots); the single-job shape still answers one
+/// job; a drained grader gets none; asking for none is refused.
+async fn batch_lease_fills_free_slots(spec: StoreSpec) {
+    let store = store::open(&spec.uri).await.unwrap();
+    let coordinator = Coordinator::start(store, &spec.uri).await;
+    let queued = queue_attempts(&coordinator.state, 5).await;
+    let batch = ScriptedGrader::register_slots(&coordinator.base, "batch", 3).await;
+    let _batch_alive = batch.keep_alive();
+    let jobs = batch.lease_batch(1000, 5).await;
+    let expected: Vec<Uuid> = queued.iter().take(3).map(|(_, job_id)| *job_id).collect();
+    assert_eq!(
+        jobs.iter().map(|job| job.job_id).collect::<Vec<_>>(),
+        expected,
+        "as many as its slots, oldest first"
+    );
+    let lease_ids: HashSet<Uuid> = jobs.iter().map(|job| job.lease_id).collect();
+    assert_eq!(lease_ids.len(), 3, "one lease per job");
+    for job in &jobs {
+        let (status, body) = batch.complete(job).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["data"]["recorded"], json!(true));
+    }
+    let old = ScriptedGrader::register(&coordinator.base, "single", &[Lane::Fast]).await;
+    let _old_alive = old.keep_alive();
+    let single = old.lease(1000).await.expect("the single-job shape");
+    assert_eq!(single.job_id, queued[3].1);
+    let (status, _) = batch.post("/jobs/lease?max_jobs=0", json!({})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let admin = coordinator.admin_token().await;
+    let response = reqwest::Client::new()
+        .post(format!(
+            "{}/api/v1/admin/graders/{}/drain",
+            coordinator.base, batch.id
+        ))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        batch.lease_batch(200, 3).await.is_empty(),
+        "a drained grader gets nothing"
+    );
+    let last = old.lease(1000).await.expect("the last job is still queued");
+    assert_eq!(last.job_id, queued[4].1);
+    coordinator.stop().await;
+}
+
+/// Polls until `grader` leases a job (waiting up to `within`); returns it
+/// and how long it took from `since`.
+async fn lease_within(
+    grader: &ScriptedGrader,
+    since: tokio::time::Instant,
+    within: Duration,
+) -> (LeasedJob, Duration) {
+    loop {
+        if let Some(job) = grader.lease(200).await {
+            return (job, since.elapsed());
+        }
+        assert!(
+            since.elapsed() < within,
+            "no job came back within {within:?}"
+        );
+    }
+}
+
+/// A grader whose presence stream closes (its process died) loses its
+/// leases within about a second, long before its heartbeat timeout (6 s
+/// here): the job is requeued with the try counted, the grader is DEAD,
+/// and a result under the old lease is refused.
+async fn closed_presence_requeues_leases_at_once(spec: StoreSpec) {
+    let store = store::open(&spec.uri).await.unwrap();
+    let coordinator = Coordinator::start_with_heartbeat(store, &spec.uri, 2000).await;
+    queue_attempts(&coordinator.state, 1).await;
+    let dying = ScriptedGrader::register_slots(&coordinator.base, "dying", 1).await;
+    let presence = dying.presence().await;
+    let job = dying.lease_batch(1000, 1).await.pop().expect("a job");
+    let waiting = ScriptedGrader::register_slots(&coordinator.base, "waiting", 1).await;
+    let closed_at = tokio::time::Instant::now();
+    drop(presence);
+    let (again, took) = lease_within(&waiting, closed_at, Duration::from_secs(6)).await;
+    assert_eq!(again.job_id, job.job_id);
+    assert_eq!(again.tries, 2, "the dead grader's try counts");
+    assert!(
+        took < Duration::from_millis(3000),
+        "taken back after {took:?}, not at once"
+    );
+    assert_eq!(
+        dying.complete(&job).await.0,
+        StatusCode::UNAUTHORIZED,
+        "the grader was declared dead"
+    );
+    let (status, body) = waiting.complete(&again).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    coordinator.stop().await;
+}
+
+/// A grader that reopens its presence stream within the grace keeps its
+/// leases and finishes its job.
+async fn reopened_presence_keeps_leases(spec: StoreSpec) {
+    let store = store::open(&spec.uri).await.unwrap();
+    let coordinator = Coordinator::start_with_heartbeat(store, &spec.uri, 2000).await;
+    queue_attempts(&coordinator.state, 1).await;
+    let grader = ScriptedGrader::register_slots(&coordinator.base, "blip", 1).await;
+    let presence = grader.presence().await;
+    let job = grader.lease_batch(1000, 1).await.pop().expect("a job");
+    drop(presence);
+    let _presence = grader.presence().await;
+    // Past the grace: a take-back would have happened by now.
+    tokio::time::sleep(sqlarena_coordinator::jobs::PRESENCE_GRACE + Duration::from_millis(1500))
+        .await;
+    let (status, reply) = grader.heartbeat(&[&job]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(reply.unwrap().cancel.is_empty(), "the lease is still held");
+    let (status, body) = grader.complete(&job).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"]["recorded"], json!(true));
+    coordinator.stop().await;
+}
+
+/// A heartbeat soon after the last write writes nothing (the stored
+/// `last_heartbeat` stays as it was); one an interval later writes; a
+/// grader heartbeating so stays alive past its timeout.
+async fn quiet_heartbeats_write_nothing(spec: StoreSpec) {
+    let store = store::open(&spec.uri).await.unwrap();
+    let coordinator = Coordinator::start_with_heartbeat(store, &spec.uri, 2000).await;
+    let grader = ScriptedGrader::register_slots(&coordinator.base, "quiet", 1).await;
+    let stored = |store: Arc<dyn Store>, id: Uuid| async move {
+        store
+            .get_grader(id)
+            .await
+            .unwrap()
+            .expect("the grader")
+            .last_heartbeat
+    };
+    let registered = stored(coordinator.store().clone(), grader.id).await;
+    for _ in 0..3 {
+        let (status, reply) = grader.heartbeat(&[]).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(!reply.unwrap().drain);
+    }
+    assert_eq!(
+        stored(coordinator.store().clone(), grader.id).await,
+        registered,
+        "heartbeats within an interval of the last write write nothing"
+    );
+    coordinator.stop().await;
+
+    let store = store::open(&spec.uri).await.unwrap();
+    let coordinator = Coordinator::start(store, &spec.uri).await;
+    let grader = ScriptedGrader::register(&coordinator.base, "steady", &[Lane::Fast]).await;
+    let registered = stored(coordinator.store().clone(), grader.id).await;
+    let started = tokio::time::Instant::now();
+    // Heartbeats every 100 ms (interval 200 ms, dead after 600 ms) for
+    // three timeouts: some write, and the grader is never declared dead.
+    while started.elapsed() < Duration::from_millis(1800) {
+        let (status, _) = grader.heartbeat(&[]).await;
+        assert_eq!(status, StatusCode::OK, "a steady grader stays alive");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(stored(coordinator.store().clone(), grader.id).await > registered);
+    coordinator.stop().await;
+}
+
 macro_rules! on_both_stores {
     ($($check:ident),+ $(,)?) => {
         mod sqlite {
@@ -901,7 +1147,62 @@ on_both_stores!(
     unknown_jobs_and_bad_bodies_are_client_errors,
     revoking_a_cluster_token_cuts_off_its_graders,
     bundles_go_only_to_lease_holders,
+    batch_lease_fills_free_slots,
+    closed_presence_requeues_leases_at_once,
+    reopened_presence_keeps_leases,
+    quiet_heartbeats_write_nothing,
 );
+
+/// Two coordinators on one MongoDB: a grader's presence stream on the
+/// first, its other requests on the second. When the stream closes, the
+/// first takes the leases back and a result posted to the second under the
+/// old lease is refused; a grader that reconnects to the second within the
+/// grace keeps its leases.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn presence_takeback_across_two_coordinators() {
+    let spec = mongo_spec();
+    let first =
+        Coordinator::start_with_heartbeat(store::open(&spec.uri).await.unwrap(), &spec.uri, 2000)
+            .await;
+    let second =
+        Coordinator::start_with_heartbeat(store::open(&spec.uri).await.unwrap(), &spec.uri, 2000)
+            .await;
+
+    queue_attempts(&second.state, 1).await;
+    let dying = ScriptedGrader::register_slots(&second.base, "split-dying", 1).await;
+    let presence = dying.via(&first.base).presence().await;
+    let job = dying.lease_batch(1000, 1).await.pop().expect("a job");
+    let waiting = ScriptedGrader::register_slots(&second.base, "split-waiting", 1).await;
+    let closed_at = tokio::time::Instant::now();
+    drop(presence);
+    let (again, took) = lease_within(&waiting, closed_at, Duration::from_secs(6)).await;
+    assert_eq!((again.job_id, again.tries), (job.job_id, 2));
+    assert!(
+        took < Duration::from_millis(3000),
+        "taken back after {took:?}"
+    );
+    assert_eq!(dying.complete(&job).await.0, StatusCode::UNAUTHORIZED);
+    let (status, body) = waiting.complete(&again).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    queue_attempts(&second.state, 1).await;
+    let moving = ScriptedGrader::register_slots(&second.base, "split-moving", 1).await;
+    let presence = moving.via(&first.base).presence().await;
+    let job = moving.lease_batch(1000, 1).await.pop().expect("a job");
+    drop(presence);
+    let _presence = moving.via(&second.base).presence().await;
+    tokio::time::sleep(sqlarena_coordinator::jobs::PRESENCE_GRACE + Duration::from_millis(1500))
+        .await;
+    let (status, body) = moving.complete(&job).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "reconnected in time, kept its lease: {body}"
+    );
+    assert_eq!(body["data"]["recorded"], json!(true));
+    first.stop().await;
+    second.stop().await;
+}
 
 /// Two coordinators on one MongoDB database, graders split between them:
 /// jobs queued through either reach graders on both, each done once.

@@ -13,7 +13,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sqlarena_common::{
     ChallengeBundle, CompleteRequest, ErrorCode, ErrorEnvelope, FailRequest, HeartbeatRequest,
-    HeartbeatResponse, LeasedJob, ProgressRequest, RegisterGraderRequest, RegisterGraderResponse,
+    HeartbeatResponse, LeaseBatch, LeasedJob, ProgressRequest, RegisterGraderRequest,
+    RegisterGraderResponse,
 };
 use uuid::Uuid;
 
@@ -200,6 +201,27 @@ impl CoordinatorClient {
             .await
     }
 
+    /// Long-polls for up to `max_jobs` jobs (the free slots) for up to
+    /// `wait`; empty when none came.
+    ///
+    /// # Errors
+    ///
+    /// As classed by [`ClientError`].
+    pub async fn lease_batch(
+        &self,
+        max_jobs: u32,
+        wait: Duration,
+    ) -> Result<Vec<LeasedJob>, ClientError> {
+        let path = format!(
+            "/jobs/lease?wait_ms={}&max_jobs={max_jobs}",
+            wait.as_millis()
+        );
+        let batch = self
+            .call::<(), LeaseBatch>(Method::POST, &path, None, None, wait + CALL_TIMEOUT)
+            .await?;
+        Ok(batch.map(|batch| batch.jobs).unwrap_or_default())
+    }
+
     /// Posts one test case's result.
     ///
     /// # Errors
@@ -257,6 +279,38 @@ impl CoordinatorClient {
             None,
         )
         .await
+    }
+
+    /// Opens the presence stream: the coordinator answers with a byte every
+    /// tenth of a second for as long as the request stays open, and takes this
+    /// grader's leases back soon after the connection closes (the process
+    /// died). Read the response until it ends, then open another.
+    ///
+    /// # Errors
+    ///
+    /// As classed by [`ClientError`].
+    pub async fn presence(&self) -> Result<reqwest::Response, ClientError> {
+        let mut request = self.http.post(format!("{}/presence", self.base));
+        if let Some(token) = self.token.as_deref() {
+            request = request.bearer_auth(token);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| ClientError::Transient(e.to_string()))?;
+        match response.status() {
+            status if status.is_success() => Ok(response),
+            StatusCode::UNAUTHORIZED => Err(ClientError::Unauthorized(
+                "the coordinator no longer knows this grader".into(),
+            )),
+            status if status.is_server_error() => Err(ClientError::Transient(format!(
+                "{status} on the presence stream"
+            ))),
+            status => Err(ClientError::Refused {
+                status: status.as_u16(),
+                message: "the presence stream was refused".into(),
+            }),
+        }
     }
 
     /// Deregisters on clean shutdown.

@@ -18,6 +18,7 @@ use sqlarena_common::{
     CompleteRequest, FailRequest, HeartbeatRequest, HeldLease, JobOutcome, JobPayload, LeasedJob,
     ProgressRequest, RegisterGraderRequest,
 };
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, instrument, warn};
@@ -188,10 +189,9 @@ async fn run_session(
         heartbeat_interval,
         stop_heartbeat.clone(),
     ));
+    let presence = tokio::spawn(presence_loop(Arc::clone(session), stop_heartbeat.clone()));
     let mut workers = JoinSet::new();
-    for _ in 0..session.config.slots {
-        workers.spawn(worker_loop(Arc::clone(session), shutdown.clone()));
-    }
+    workers.spawn(lease_loop(Arc::clone(session), shutdown.clone()));
     // Biased: on shutdown the idle workers return at once too, and the
     // shutdown branch must still be the one taken.
     tokio::select! {
@@ -219,6 +219,51 @@ async fn run_session(
     }
     stop_heartbeat.cancel();
     let _ = heartbeat.await;
+    let _ = presence.await;
+}
+
+/// Keeps the presence stream open, reopening it when it ends or stalls: if
+/// this process dies, the kernel closes the stream and the coordinator takes
+/// the leases back within a couple of seconds rather than after missed
+/// heartbeats.
+async fn presence_loop(session: Arc<Session>, stop: CancellationToken) {
+    /// A stream with no byte for this long is stale (the coordinator sends
+    /// one every 100 ms): open another.
+    const STALLED: Duration = Duration::from_secs(5);
+    let mut backoff = Backoff::new();
+    while !stop.is_cancelled() && !session.lost.is_cancelled() {
+        let opened = tokio::select! {
+            opened = session.client.presence() => opened,
+            () = stop.cancelled() => return,
+        };
+        match opened {
+            Ok(mut response) => {
+                backoff.reset();
+                loop {
+                    let chunk = tokio::select! {
+                        chunk = tokio::time::timeout(STALLED, response.chunk()) => chunk,
+                        () = stop.cancelled() => return,
+                        () = session.lost.cancelled() => return,
+                    };
+                    if !matches!(chunk, Ok(Ok(Some(_)))) {
+                        break;
+                    }
+                }
+            }
+            Err(ClientError::Unauthorized(message)) => {
+                warn!(%message, "presence refused: the coordinator no longer knows this grader");
+                session.lost.cancel();
+                return;
+            }
+            Err(error) => {
+                let delay = backoff.next_delay();
+                warn!(%error, delay_ms = delay.as_millis() as u64, "presence stream failed; retrying");
+                if !pause(delay, &stop).await {
+                    return;
+                }
+            }
+        }
+    }
 }
 
 /// Sends heartbeats; cancels the jobs the coordinator names and follows
@@ -261,32 +306,57 @@ async fn heartbeat_loop(session: Arc<Session>, interval: Duration, stop: Cancell
     }
 }
 
-/// One slot: lease a job, run it, repeat.
-async fn worker_loop(session: Arc<Session>, shutdown: CancellationToken) {
+/// Leases jobs into the free slots, as many as are free in one request,
+/// and runs each in its own task; returns (after its running jobs ended) on
+/// shutdown or when the coordinator forgets this grader.
+async fn lease_loop(session: Arc<Session>, shutdown: CancellationToken) {
+    let slots = Arc::new(Semaphore::new(session.config.slots as usize));
+    let mut running = JoinSet::new();
     let mut backoff = Backoff::new();
     loop {
+        // Reap finished jobs so the set does not grow.
+        while running.try_join_next().is_some() {}
         if shutdown.is_cancelled() || session.lost.is_cancelled() {
-            return;
+            break;
         }
         if session.draining.load(Ordering::Relaxed) {
             pause(Duration::from_secs(1), &shutdown).await;
             continue;
         }
+        // Wait for one free slot, then take every other free one.
+        let first = tokio::select! {
+            permit = Arc::clone(&slots).acquire_owned() => permit.expect("slots never close"),
+            () = shutdown.cancelled() => break,
+            () = session.lost.cancelled() => break,
+        };
+        let mut permits = vec![first];
+        while let Ok(permit) = Arc::clone(&slots).try_acquire_owned() {
+            permits.push(permit);
+        }
         let leased = tokio::select! {
-            leased = session.client.lease(LEASE_WAIT) => leased,
-            () = shutdown.cancelled() => return,
-            () = session.lost.cancelled() => return,
+            leased = session.client.lease_batch(permits.len() as u32, LEASE_WAIT) => leased,
+            () = shutdown.cancelled() => break,
+            () = session.lost.cancelled() => break,
         };
         match leased {
-            Ok(Some(job)) => {
+            Ok(jobs) => {
                 backoff.reset();
-                execute_job(&session, job).await;
+                for job in jobs {
+                    let Some(permit) = permits.pop() else {
+                        warn!(job_id = %job.job_id, "the coordinator leased more jobs than asked for; ignoring it");
+                        continue;
+                    };
+                    let session = Arc::clone(&session);
+                    running.spawn(async move {
+                        execute_job(&session, job).await;
+                        drop(permit);
+                    });
+                }
             }
-            Ok(None) => backoff.reset(),
             Err(ClientError::Unauthorized(message)) => {
                 warn!(%message, "lease refused: the coordinator no longer knows this grader");
                 session.lost.cancel();
-                return;
+                break;
             }
             Err(error) => {
                 let delay = backoff.next_delay();
@@ -295,6 +365,7 @@ async fn worker_loop(session: Arc<Session>, shutdown: CancellationToken) {
             }
         }
     }
+    while running.join_next().await.is_some() {}
 }
 
 /// Runs one leased job and posts its outcome (nothing when cancelled or

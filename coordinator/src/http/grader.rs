@@ -12,8 +12,8 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use sqlarena_common::{
     BundleCase, ChallengeBundle, CompleteRequest, Envelope, FailRequest, GraderState,
-    HeartbeatRequest, HeartbeatResponse, JobPayload, JobState, LeasedJob, ProgressRequest,
-    RegisterGraderRequest, RegisterGraderResponse,
+    HeartbeatRequest, HeartbeatResponse, JobPayload, JobState, LeaseBatch, LeasedJob,
+    ProgressRequest, RegisterGraderRequest, RegisterGraderResponse,
 };
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -43,10 +43,13 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_bundle))
 }
 
-/// The long-poll lease, which waits up to 30 s by design and so is kept
-/// out of the request timeout.
+/// The long-poll lease, which waits up to 30 s by design, and the presence
+/// stream, open as long as the grader runs: both kept out of the request
+/// timeout.
 pub fn long_poll_router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(lease_job))
+    OpenApiRouter::new()
+        .routes(routes!(lease_job))
+        .routes(routes!(open_presence))
 }
 
 /// The reply to a deregistration.
@@ -175,10 +178,18 @@ async fn heartbeat_grader(
     AppJson(request): AppJson<HeartbeatRequest>,
 ) -> ApiResult<Reply<HeartbeatResponse>> {
     cut_off_if_revoked(&state, &grader).await?;
-    let Some(grader) = state.store.touch_grader(grader.id, Utc::now()).await? else {
-        return Err(ApiError::Unauthorized(
-            "this grader was declared dead: register again".into(),
-        ));
+    let now = Utc::now();
+    // A quiet heartbeat writes nothing: the grader as authenticated is
+    // fresh enough (its state read this request, its last write recent).
+    let grader = if jobs::heartbeat_write_due(&grader, now, state.config.heartbeat_interval()) {
+        let Some(grader) = state.store.touch_grader(grader.id, now).await? else {
+            return Err(ApiError::Unauthorized(
+                "this grader was declared dead: register again".into(),
+            ));
+        };
+        grader
+    } else {
+        grader
     };
     let leases: Vec<(Uuid, Uuid)> = request
         .leases
@@ -240,6 +251,44 @@ async fn deregister_grader(
     Ok(ok(Deregistered { deregistered: true }))
 }
 
+/// The presence stream: a newline every [`jobs::PRESENCE_TICK`] for as long
+/// as the grader holds the request open (until the coordinator shuts
+/// down). When the connection closes without a deregistration, the grader
+/// is declared dead and its leases taken back after
+/// [`jobs::PRESENCE_GRACE`] unless it reconnected (see `jobs::presence`).
+#[utoipa::path(post, path = "/presence", tag = "grader", security(("grader" = [])),
+    responses((status = 200, description = "A newline every 100 ms until the coordinator stops",
+        content_type = "text/plain", body = String)))]
+async fn open_presence(
+    State(state): State<AppState>,
+    GraderAuth(grader): GraderAuth,
+) -> ApiResult<Response> {
+    let guard = state.jobs.open_presence(grader.id).await?;
+    let shutdown = state.shutdown.clone();
+    let ticks = futures_util::stream::unfold(
+        (guard, shutdown, 0_u32),
+        |(guard, shutdown, sent)| async move {
+            if sent > 0 {
+                tokio::select! {
+                    () = tokio::time::sleep(jobs::PRESENCE_TICK) => {}
+                    () = shutdown.cancelled() => return None,
+                }
+            }
+            if sent == jobs::PRESENCE_CONFIRM_TICK {
+                guard.confirm().await;
+            }
+            let tick: Result<axum::body::Bytes, std::convert::Infallible> =
+                Ok(axum::body::Bytes::from_static(b"\n"));
+            Some((tick, (guard, shutdown, sent.saturating_add(1))))
+        },
+    );
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "text/plain")],
+        axum::body::Body::from_stream(ticks),
+    )
+        .into_response())
+}
+
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 struct LeaseParams {
@@ -247,12 +296,26 @@ struct LeaseParams {
     /// 30000.
     #[serde(default)]
     wait_ms: u64,
+    /// Asks for up to this many jobs (the grader's free slots) and an
+    /// answer of the batch shape, `{"jobs": [...]}`. Without it one job is
+    /// answered alone (the shape of graders before batches).
+    #[param(minimum = 1)]
+    max_jobs: Option<u32>,
 }
 
-/// Long-polls for a job on the grader's lanes: 200 with a lease, or 204
-/// when none came within `wait_ms` (or the grader is draining).
+/// A lease's answer: one job alone (no `max_jobs`), or a batch.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+enum LeaseReply {
+    One(LeasedJob),
+    Batch(LeaseBatch),
+}
+
+/// Long-polls for jobs on the grader's lanes: 200 with a lease (or, with
+/// `max_jobs`, a batch of up to that many), or 204 when none came within
+/// `wait_ms` (or the grader is draining).
 #[utoipa::path(post, path = "/jobs/lease", tag = "grader", security(("grader" = [])), params(LeaseParams),
-    responses((status = 200, body = Envelope<LeasedJob>),
+    responses((status = 200, body = Envelope<LeaseReply>),
         (status = 204, description = "No job within the wait")))]
 async fn lease_job(
     State(state): State<AppState>,
@@ -260,10 +323,40 @@ async fn lease_job(
     AppQuery(params): AppQuery<LeaseParams>,
 ) -> ApiResult<Response> {
     let wait = Duration::from_millis(params.wait_ms.min(MAX_WAIT_MS));
+    if let Some(max_jobs) = params.max_jobs {
+        return lease_jobs(&state, &grader, max_jobs, wait).await;
+    }
     match state.jobs.lease_next(&grader, wait).await? {
-        Some(job) => Ok(ok(leased_job(job)?).into_response()),
+        Some(job) => Ok(ok(LeaseReply::One(leased_job(job)?)).into_response()),
         None => Ok(StatusCode::NO_CONTENT.into_response()),
     }
+}
+
+/// The batch form of the lease: up to `max_jobs` jobs, at most the grader's
+/// slots, in one answer (204 when none came).
+async fn lease_jobs(
+    state: &AppState,
+    grader: &Grader,
+    max_jobs: u32,
+    wait: Duration,
+) -> ApiResult<Response> {
+    if max_jobs == 0 {
+        return Err(ApiError::Unprocessable(
+            "max_jobs: ask for at least one job".into(),
+        ));
+    }
+    let jobs = state
+        .jobs
+        .lease_up_to(grader, max_jobs.min(grader.slots), wait)
+        .await?;
+    if jobs.is_empty() {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    let jobs = jobs
+        .into_iter()
+        .map(leased_job)
+        .collect::<ApiResult<Vec<_>>>()?;
+    Ok(ok(LeaseReply::Batch(LeaseBatch { jobs })).into_response())
 }
 
 fn leased_job(job: Job) -> ApiResult<LeasedJob> {

@@ -57,13 +57,28 @@ impl Jobs {
     /// # Errors
     /// Store failures.
     pub async fn lease_next(&self, grader: &Grader, wait: Duration) -> JobsResult<Option<Job>> {
+        Ok(self.lease_up_to(grader, 1, wait).await?.pop())
+    }
+
+    /// Waits up to `wait` for jobs in the grader's lanes and leases up to
+    /// `max` of them to the grader at once (as many as are queued then, by
+    /// lane priority and age). Empty as [`Jobs::lease_next`] answers `None`.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn lease_up_to(
+        &self,
+        grader: &Grader,
+        max: u32,
+        wait: Duration,
+    ) -> JobsResult<Vec<Job>> {
         let deadline = Instant::now() + wait;
-        if grader.state != GraderState::Alive {
+        if grader.state != GraderState::Alive || max == 0 {
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => {}
                 _ = self.shutdown.cancelled() => {}
             }
-            return Ok(None);
+            return Ok(Vec::new());
         }
         let dispatcher = &self.dispatcher;
         let mut woken = false;
@@ -73,7 +88,7 @@ impl Jobs {
             if woken {
                 let current = self.store.get_grader(grader.id).await?;
                 if current.is_none_or(|current| current.state != GraderState::Alive) {
-                    return Ok(None);
+                    return Ok(Vec::new());
                 }
             }
             woken = true;
@@ -87,23 +102,25 @@ impl Jobs {
             for wakeup in &mut wakeups {
                 wakeup.as_mut().enable();
             }
-            if let Some(job) = self
+            let jobs = self
                 .store
-                .claim_job(grader.id, &grader.lanes, Utc::now())
-                .await?
-            {
-                Metrics::incr(&self.metrics.leases_granted);
-                return Ok(Some(job));
+                .claim_jobs(grader.id, &grader.lanes, max, Utc::now())
+                .await?;
+            if !jobs.is_empty() {
+                for _ in &jobs {
+                    Metrics::incr(&self.metrics.leases_granted);
+                }
+                return Ok(jobs);
             }
             let now = Instant::now();
             if now >= deadline || grader.lanes.is_empty() {
-                return Ok(None);
+                return Ok(Vec::new());
             }
             let tick = (deadline - now).min(dispatcher.poll_interval);
             tokio::select! {
                 _ = select_all(wakeups) => {}
                 _ = tokio::time::sleep(tick) => {}
-                _ = self.shutdown.cancelled() => return Ok(None),
+                _ = self.shutdown.cancelled() => return Ok(Vec::new()),
             }
         }
     }

@@ -17,6 +17,7 @@
 mod attempts;
 mod challenges;
 mod dispatch;
+mod presence;
 mod queue;
 mod reaper;
 mod results;
@@ -33,6 +34,9 @@ use crate::store::{Store, StoreError};
 pub use attempts::check_accepts_attempts;
 pub use challenges::{RankedAttempt, VersionSwitch};
 pub use dispatch::Dispatcher;
+pub use presence::{
+    heartbeat_write_due, PresenceGuard, PRESENCE_CONFIRM_TICK, PRESENCE_GRACE, PRESENCE_TICK,
+};
 pub use queue::version_hash;
 pub use results::{attempt_status, bound_case_result, MAX_ACTUAL_BYTES, MAX_ACTUAL_ROWS};
 
@@ -113,6 +117,8 @@ pub struct Jobs {
     /// Cancelled when the coordinator shuts down (ends long polls and the
     /// background loops).
     shutdown: CancellationToken,
+    /// The graders' presence streams open on this coordinator.
+    presence: Arc<presence::Presence>,
 }
 
 impl Jobs {
@@ -130,6 +136,7 @@ impl Jobs {
             metrics,
             config: Arc::new(config),
             shutdown,
+            presence: Arc::default(),
         }
     }
 

@@ -100,6 +100,8 @@ macro_rules! __with_store_conformance_checks {
             unfinished_attempts_are_capped_in_one_step,
             concurrent_claims_lease_every_job_once,
             claims_follow_lane_priority_then_age,
+            batch_claims_take_up_to_max_in_priority_order,
+            concurrent_batch_claims_lease_every_job_once,
             stale_leases_change_nothing,
             completions_are_recorded_once_and_applied,
             expired_leases_are_requeued_then_failed,
@@ -1546,6 +1548,108 @@ pub async fn concurrent_claims_lease_every_job_once(store: Arc<dyn Store>) {
         .await
         .unwrap()
         .is_none());
+}
+
+/// A batch claim takes up to `max` jobs, in the order single claims would
+/// (lane priority, then age), each LEASED to the grader under its own new
+/// lease; it takes nothing with no lanes or `max == 0`.
+pub async fn batch_claims_take_up_to_max_in_priority_order(store: Arc<dyn Store>) {
+    let slow = store.enqueue_job(attempt_job(Lane::Slow, 1)).await.unwrap();
+    let fast_old = store.enqueue_job(attempt_job(Lane::Fast, 2)).await.unwrap();
+    let init = store.enqueue_job(init_job(3)).await.unwrap();
+    let fast_new = store.enqueue_job(attempt_job(Lane::Fast, 4)).await.unwrap();
+    let grader_id = Uuid::now_v7();
+    let now = now_ms();
+    assert!(store
+        .claim_jobs(grader_id, &[], 3, now)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store
+        .claim_jobs(grader_id, &Lane::ALL, 0, now)
+        .await
+        .unwrap()
+        .is_empty());
+    let first = store
+        .claim_jobs(grader_id, &Lane::ALL, 3, now)
+        .await
+        .unwrap();
+    let ids: Vec<Uuid> = first.iter().map(|job| job.id).collect();
+    assert_eq!(
+        ids,
+        vec![init.id, fast_old.id, fast_new.id],
+        "priority, then age"
+    );
+    for job in &first {
+        let lease = job.lease.expect("a lease");
+        assert_eq!((job.state, job.tries), (JobState::Leased, 1));
+        assert_eq!(lease.grader_id, grader_id);
+        assert_eq!(job.leased_at.map(ms), Some(ms(now)));
+        assert_eq!(store.get_job(job.id).await.unwrap().as_ref(), Some(job));
+    }
+    let lease_ids: HashSet<Uuid> = first.iter().map(lease_id_of).collect();
+    assert_eq!(lease_ids.len(), 3, "one new lease per job");
+    let rest = store
+        .claim_jobs(grader_id, &Lane::ALL, 3, now)
+        .await
+        .unwrap();
+    assert_eq!(
+        rest.iter().map(|job| job.id).collect::<Vec<_>>(),
+        vec![slow.id],
+        "fewer than max when fewer are queued"
+    );
+    assert!(store
+        .claim_jobs(grader_id, &Lane::ALL, 3, now)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+/// Graders racing with batch claims lease every job exactly once.
+pub async fn concurrent_batch_claims_lease_every_job_once(store: Arc<dyn Store>) {
+    const JOBS: i64 = 200;
+    let mut enqueued = HashSet::new();
+    for index in 0..JOBS {
+        let lane = Lane::ALL[(index % 3) as usize];
+        enqueued.insert(
+            store
+                .enqueue_job(attempt_job(lane, index))
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    let now = now_ms();
+    let mut tasks = Vec::new();
+    for max in 1..=8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let grader_id = Uuid::now_v7();
+            let mut claimed = Vec::new();
+            loop {
+                let batch = store
+                    .claim_jobs(grader_id, &Lane::ALL, max, now)
+                    .await
+                    .expect("claim_jobs");
+                assert!(batch.len() <= max as usize, "at most max jobs");
+                if batch.is_empty() {
+                    return claimed;
+                }
+                claimed.extend(batch.into_iter().map(|job| (grader_id, job)));
+            }
+        }));
+    }
+    let mut claimed = Vec::new();
+    for task in tasks {
+        claimed.extend(task.await.unwrap());
+    }
+    assert_eq!(claimed.len() as i64, JOBS, "every job is claimed once");
+    let claimed_ids: HashSet<Uuid> = claimed.iter().map(|(_, job)| job.id).collect();
+    assert_eq!(claimed_ids, enqueued);
+    for (grader_id, job) in &claimed {
+        assert_eq!((job.state, job.tries), (JobState::Leased, 1));
+        assert_eq!(job.lease.unwrap().grader_id, *grader_id);
+    }
 }
 
 /// Claims take the init lane before fast before slow, the oldest job first

@@ -724,6 +724,26 @@ pub trait Store: Send + Sync + 'static {
         lanes: &[Lane],
         now: DateTime<Utc>,
     ) -> StoreResult<Option<Job>>;
+    /// Claims up to `max` QUEUED jobs in `lanes` for `grader_id`, each as
+    /// [`Store::claim_job`] would, in the order it would take them. The
+    /// default claims them one at a time; a backend may claim them in one
+    /// transaction.
+    async fn claim_jobs(
+        &self,
+        grader_id: Uuid,
+        lanes: &[Lane],
+        max: u32,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<Job>> {
+        let mut jobs = Vec::new();
+        while jobs.len() < max as usize {
+            match self.claim_job(grader_id, lanes, now).await? {
+                Some(job) => jobs.push(job),
+                None => break,
+            }
+        }
+        Ok(jobs)
+    }
     /// Appends or replaces (by test case id) one case result under the
     /// current lease. `StaleLease` if `held` is not the job's LEASED lease
     /// or not its grader's ([`lease::check_fence`]).

@@ -366,6 +366,58 @@ impl SqliteStore {
     }
 }
 
+/// The distinct priorities of `lanes`, highest first.
+fn lane_priorities(lanes: &[Lane]) -> Vec<i64> {
+    let mut priorities: Vec<i64> = lanes.iter().map(|lane| lane.priority()).collect();
+    priorities.sort_unstable();
+    priorities.dedup();
+    priorities
+}
+
+/// Claims the next QUEUED job of the lanes with `priorities` (in priority
+/// order, oldest first) for `grader_id`, inside `transaction`.
+fn claim_next(
+    transaction: &Transaction<'_>,
+    priorities: &[i64],
+    grader_id: Uuid,
+    now: DateTime<Utc>,
+) -> StoreResult<Option<Job>> {
+    // One index seek per lane, in priority order: cheap however deep the
+    // queue is.
+    let mut next = transaction.prepare_cached(NEXT_QUEUED_SQL)?;
+    let mut chosen = None;
+    for priority in priorities {
+        chosen = next
+            .query_row([priority], |row| {
+                Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?))
+            })
+            .optional()?;
+        if chosen.is_some() {
+            break;
+        }
+    }
+    let Some((seq, timeout_ms)) = chosen else {
+        return Ok(None);
+    };
+    let lease = lease::new_lease(u64::try_from(timeout_ms).unwrap_or(0), grader_id, now);
+    let sql = format!(
+        "UPDATE jobs SET state = 'LEASED', tries = tries + 1, lease_id = ?2, grader_id = ?3, \
+         lease_expires_at = ?5, leased_at = ?4, progress = '[]', \
+         cancel_requested = 0 WHERE seq = ?1 AND state = 'QUEUED' RETURNING {JOB_COLUMNS}"
+    );
+    let job = transaction.prepare_cached(&sql)?.query_row(
+        params![
+            seq,
+            lease.lease_id.to_string(),
+            grader_id.to_string(),
+            micros(now),
+            micros(lease.expires_at)
+        ],
+        job_from,
+    )?;
+    Ok(Some(job))
+}
+
 /// Returns the path of the lock file guarding the store at `path`.
 fn lock_path(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
@@ -1609,40 +1661,28 @@ impl Store for SqliteStore {
         lanes: &[Lane],
         now: DateTime<Utc>,
     ) -> StoreResult<Option<Job>> {
-        let mut priorities: Vec<i64> = lanes.iter().map(|lane| lane.priority()).collect();
-        priorities.sort_unstable();
-        priorities.dedup();
+        let priorities = lane_priorities(lanes);
+        self.write(move |transaction| claim_next(transaction, &priorities, grader_id, now))
+            .await
+    }
+
+    async fn claim_jobs(
+        &self,
+        grader_id: Uuid,
+        lanes: &[Lane],
+        max: u32,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<Job>> {
+        let priorities = lane_priorities(lanes);
         self.write(move |transaction| {
-            // One index seek per lane, in priority order: cheap however deep
-            // the queue is.
-            let mut next = transaction.prepare_cached(NEXT_QUEUED_SQL)?;
-            let mut chosen = None;
-            for priority in priorities {
-                chosen = next
-                    .query_row([priority], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?)))
-                    .optional()?;
-                if chosen.is_some() {
-                    break;
+            let mut jobs = Vec::new();
+            while jobs.len() < max as usize {
+                match claim_next(transaction, &priorities, grader_id, now)? {
+                    Some(job) => jobs.push(job),
+                    None => break,
                 }
             }
-            let Some((seq, timeout_ms)) = chosen else { return Ok(None) };
-            let lease = lease::new_lease(u64::try_from(timeout_ms).unwrap_or(0), grader_id, now);
-            let sql = format!(
-                "UPDATE jobs SET state = 'LEASED', tries = tries + 1, lease_id = ?2, grader_id = ?3, \
-                 lease_expires_at = ?5, leased_at = ?4, progress = '[]', \
-                 cancel_requested = 0 WHERE seq = ?1 AND state = 'QUEUED' RETURNING {JOB_COLUMNS}"
-            );
-            let job = transaction.prepare_cached(&sql)?.query_row(
-                params![
-                    seq,
-                    lease.lease_id.to_string(),
-                    grader_id.to_string(),
-                    micros(now),
-                    micros(lease.expires_at)
-                ],
-                job_from,
-            )?;
-            Ok(Some(job))
+            Ok(jobs)
         })
         .await
     }
