@@ -1047,6 +1047,38 @@ async fn closed_presence_requeues_leases_at_once(spec: StoreSpec) {
     coordinator.stop().await;
 }
 
+/// Only a grader opens a presence stream, and only for itself: a request
+/// without a grader token (none, or one that is no grader's) is 401, and
+/// closing it takes back no grader's leases.
+async fn presence_needs_a_grader_token(spec: StoreSpec) {
+    let store = store::open(&spec.uri).await.unwrap();
+    let coordinator = Coordinator::start_with_heartbeat(store, &spec.uri, 2000).await;
+    queue_attempts(&coordinator.state, 1).await;
+    let holder = ScriptedGrader::register_slots(&coordinator.base, "holder", 1).await;
+    let job = holder.lease_batch(1000, 1).await.pop().expect("a job");
+    let url = format!("{}/api/v1/grader/presence", coordinator.base);
+    let client = reqwest::Client::new();
+    let anonymous = client.post(&url).send().await.unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    let forged = client
+        .post(&url)
+        .bearer_auth("not-a-grader-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), StatusCode::UNAUTHORIZED);
+    drop((anonymous, forged));
+    // Past the grace, the holder still holds its lease and posts its result.
+    let (status, body) = holder.heartbeat(&[&job]).await;
+    assert_eq!(status, StatusCode::OK, "{body:?}");
+    // Nothing to await: the test shows that nothing happens once the 1 s
+    // grace of a (wrongly) counted close would have passed.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (status, body) = holder.complete(&job).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    coordinator.stop().await;
+}
+
 /// A grader that reopens its presence stream within the grace keeps its
 /// leases and finishes its job.
 async fn reopened_presence_keeps_leases(spec: StoreSpec) {
@@ -1149,6 +1181,7 @@ on_both_stores!(
     bundles_go_only_to_lease_holders,
     batch_lease_fills_free_slots,
     closed_presence_requeues_leases_at_once,
+    presence_needs_a_grader_token,
     reopened_presence_keeps_leases,
     quiet_heartbeats_write_nothing,
 );
