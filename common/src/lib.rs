@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+pub mod ids;
+pub use ids::{AttemptId, ChallengeId, GraderId, JobId, LeaseId, TestCaseId, UserId};
+
 /// A user's role. Serialized as in the seed API: `PROF`, `STUD`, `ADMIN`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 pub enum Role {
