@@ -14,7 +14,7 @@ use mongodb::bson::{doc, Bson, Document};
 use mongodb::{Client, Collection};
 use sqlarena_common::{AttemptPayload, JobPayload, JobState, Lane};
 use sqlarena_coordinator::store::mongo::MongoStore;
-use sqlarena_coordinator::store::{NewJob, Store};
+use sqlarena_coordinator::store::{AttemptStore, ChallengeStore, NewJob, Store, UserStore};
 use sqlarena_e2e::mongo::{test_mongodb_uri, using_nx_27017};
 use uuid::Uuid;
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use sqlarena_common::Role;
 use sqlarena_coordinator::store::sqlite::SqliteStore;
-use sqlarena_coordinator::store::{NewUser, Store};
+use sqlarena_coordinator::store::{NewUser, Store, UserStore};
 use uuid::Uuid;
 
 /// Returns a path for a new store file in its own temporary directory.
