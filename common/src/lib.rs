@@ -6,7 +6,6 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use uuid::Uuid;
 
 pub mod ids;
 pub use ids::{AttemptId, ChallengeId, GraderId, JobId, LeaseId, TestCaseId, UserId};
@@ -387,7 +386,7 @@ pub struct RegisterGraderRequest {
 /// Reply to a registration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct RegisterGraderResponse {
-    pub grader_id: Uuid,
+    pub grader_id: GraderId,
     /// Bearer token for every further call; shown once.
     pub grader_token: String,
     pub heartbeat_interval_ms: u64,
@@ -398,8 +397,8 @@ pub struct RegisterGraderResponse {
 /// A lease a grader holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct HeldLease {
-    pub job_id: Uuid,
-    pub lease_id: Uuid,
+    pub job_id: JobId,
+    pub lease_id: LeaseId,
 }
 
 /// `POST /grader/heartbeat`.
@@ -414,7 +413,7 @@ pub struct HeartbeatRequest {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
 pub struct HeartbeatResponse {
     /// Jobs the grader must stop at once (cancelled, or no longer its own).
-    pub cancel: Vec<Uuid>,
+    pub cancel: Vec<JobId>,
     /// True when an admin drains this grader: finish current work, lease
     /// nothing new.
     pub drain: bool,
@@ -423,8 +422,8 @@ pub struct HeartbeatResponse {
 /// A job handed to a grader by `POST /grader/jobs/lease`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct LeasedJob {
-    pub job_id: Uuid,
-    pub lease_id: Uuid,
+    pub job_id: JobId,
+    pub lease_id: LeaseId,
     pub lane: Lane,
     /// Number of times this job has been leased, this lease included.
     pub tries: u32,
@@ -445,7 +444,7 @@ pub struct LeaseBatch {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProgressRequest {
-    pub lease_id: Uuid,
+    pub lease_id: LeaseId,
     pub case: CaseResult,
 }
 
@@ -453,7 +452,7 @@ pub struct ProgressRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CompleteRequest {
-    pub lease_id: Uuid,
+    pub lease_id: LeaseId,
     pub outcome: JobOutcome,
 }
 
@@ -461,7 +460,7 @@ pub struct CompleteRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FailRequest {
-    pub lease_id: Uuid,
+    pub lease_id: LeaseId,
     pub error: String,
     /// True when another try (possibly on another grader) could succeed.
     pub retryable: bool,

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use sqlarena_common::{
-    AttemptOutcome, AttemptPayload, JobOutcome, JobPayload, Lane, LeaseBatch, LeasedJob,
+    AttemptOutcome, AttemptPayload, JobId, JobOutcome, JobPayload, Lane, LeaseBatch, LeasedJob,
     RegisterGraderResponse,
 };
 use sqlarena_coordinator::config::Config;
@@ -239,7 +239,7 @@ impl Grader {
 /// job arrived.
 fn spawn_graders(
     graders: &[Grader],
-    arrivals: Arc<Mutex<HashMap<Uuid, Instant>>>,
+    arrivals: Arc<Mutex<HashMap<JobId, Instant>>>,
     done: Arc<AtomicUsize>,
     stop: CancellationToken,
 ) -> Vec<tokio::task::JoinHandle<()>> {

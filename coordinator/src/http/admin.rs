@@ -5,7 +5,8 @@ use axum::extract::State;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlarena_common::{
-    Envelope, GraderState, JobKind, JobOutcome, JobPayload, JobState, Lane, PageEnvelope,
+    Envelope, GraderId, GraderState, JobId, JobKind, JobOutcome, JobPayload, JobState, Lane,
+    PageEnvelope,
 };
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -144,7 +145,7 @@ async fn revoke_cluster_token(
 
 #[derive(Serialize, ToSchema)]
 struct GraderView {
-    id: Uuid,
+    id: GraderId,
     name: String,
     hostname: String,
     version: String,
@@ -192,7 +193,7 @@ async fn list_graders(
 /// A grader's new state.
 #[derive(Serialize, ToSchema)]
 struct GraderStateView {
-    id: Uuid,
+    id: GraderId,
     state: GraderState,
 }
 
@@ -203,7 +204,7 @@ struct GraderStateView {
 async fn drain_grader(
     State(state): State<AppState>,
     user: CurrentUser,
-    AppPath(id): AppPath<Uuid>,
+    AppPath(id): AppPath<GraderId>,
 ) -> ApiResult<Reply<GraderStateView>> {
     require_admin(&user)?;
     let grader = state
@@ -231,7 +232,7 @@ async fn drain_grader(
 /// A job as admins see it.
 #[derive(Serialize, ToSchema)]
 struct JobView {
-    id: Uuid,
+    id: JobId,
     kind: JobKind,
     lane: Lane,
     state: JobState,
@@ -239,7 +240,7 @@ struct JobView {
     max_tries: u32,
     challenge_id: i64,
     attempt_id: Option<i64>,
-    grader_id: Option<Uuid>,
+    grader_id: Option<GraderId>,
     lease_expires_at: Option<DateTime<Utc>>,
     error: Option<String>,
     cancel_requested: bool,
@@ -334,7 +335,7 @@ async fn list_jobs(
 async fn get_job(
     State(state): State<AppState>,
     user: CurrentUser,
-    AppPath(id): AppPath<Uuid>,
+    AppPath(id): AppPath<JobId>,
 ) -> ApiResult<Reply<JobView>> {
     require_admin(&user)?;
     let job = state
@@ -352,7 +353,7 @@ async fn get_job(
 async fn cancel_job(
     State(state): State<AppState>,
     user: CurrentUser,
-    AppPath(id): AppPath<Uuid>,
+    AppPath(id): AppPath<JobId>,
 ) -> ApiResult<Reply<JobView>> {
     require_admin(&user)?;
     let reason = format!("cancelled by admin {}", user.0.email);
@@ -369,7 +370,7 @@ async fn cancel_job(
 async fn retry_job(
     State(state): State<AppState>,
     user: CurrentUser,
-    AppPath(id): AppPath<Uuid>,
+    AppPath(id): AppPath<JobId>,
 ) -> ApiResult<Reply<JobView>> {
     require_admin(&user)?;
     let job = state.jobs.retry_job(id).await?;

@@ -5,8 +5,7 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use sqlarena_common::GraderState;
-use uuid::Uuid;
+use sqlarena_common::{GraderId, GraderState};
 
 use super::{Jobs, JobsResult};
 use crate::metrics::Metrics;
@@ -32,7 +31,7 @@ impl Jobs {
     /// Store failures.
     pub async fn release_grader(
         &self,
-        grader_id: Uuid,
+        grader_id: GraderId,
         tries: TryCount,
         reason: &str,
     ) -> JobsResult<()> {

@@ -4,9 +4,9 @@
 
 use chrono::Utc;
 use sqlarena_common::{
-    AttemptStatus, CaseResult, CaseStatus, JobOutcome, JobPayload, JobState, QueryResult,
+    AttemptStatus, CaseResult, CaseStatus, JobId, JobOutcome, JobPayload, JobState, LeaseId,
+    QueryResult,
 };
-use uuid::Uuid;
 
 use super::{Jobs, JobsError, JobsResult};
 use crate::metrics::Metrics;
@@ -117,8 +117,8 @@ impl Jobs {
     pub async fn record_progress(
         &self,
         grader: &Grader,
-        job_id: Uuid,
-        lease_id: Uuid,
+        job_id: JobId,
+        lease_id: LeaseId,
         mut case: CaseResult,
     ) -> JobsResult<Job> {
         case.actual_result = None;
@@ -136,8 +136,8 @@ impl Jobs {
     pub async fn complete_job(
         &self,
         grader: &Grader,
-        job_id: Uuid,
-        lease_id: Uuid,
+        job_id: JobId,
+        lease_id: LeaseId,
         mut outcome: JobOutcome,
     ) -> JobsResult<Completion> {
         if let JobOutcome::Attempt(attempt) = &mut outcome {
@@ -162,8 +162,8 @@ impl Jobs {
     pub async fn fail_job(
         &self,
         grader: &Grader,
-        job_id: Uuid,
-        lease_id: Uuid,
+        job_id: JobId,
+        lease_id: LeaseId,
         error: &str,
         retryable: bool,
     ) -> JobsResult<Job> {
@@ -179,7 +179,7 @@ impl Jobs {
 
     /// Turns the refusals of a fenced store call into the service's: a
     /// stale lease (counted), an unknown job, a contradicting outcome.
-    fn fenced<T>(&self, job_id: Uuid, result: Result<T, StoreError>) -> JobsResult<T> {
+    fn fenced<T>(&self, job_id: JobId, result: Result<T, StoreError>) -> JobsResult<T> {
         result.map_err(|error| match error {
             StoreError::StaleLease(message) => {
                 Metrics::incr(&self.metrics.stale_lease_rejections);
@@ -234,7 +234,7 @@ impl Jobs {
 }
 
 /// The lease `grader` reports under.
-fn held_lease(grader: &Grader, job_id: Uuid, lease_id: Uuid) -> HeldLease {
+fn held_lease(grader: &Grader, job_id: JobId, lease_id: LeaseId) -> HeldLease {
     HeldLease {
         job_id,
         lease_id,

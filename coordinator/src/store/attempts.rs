@@ -2,8 +2,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlarena_common::{AttemptStatus, CaseResult};
-use uuid::Uuid;
+use sqlarena_common::{AttemptStatus, CaseResult, JobId};
 
 use super::{LeaderboardRow, Page, StoreError, StoreResult};
 
@@ -25,7 +24,7 @@ pub struct Attempt {
     /// per kind, never the text.
     pub error_kind: Option<AttemptErrorKind>,
     /// The attempt's grading job.
-    pub job_id: Option<Uuid>,
+    pub job_id: Option<JobId>,
     pub created_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
 }
@@ -97,7 +96,7 @@ pub struct AttemptUpdate {
     pub cases: Option<Vec<CaseResult>>,
     pub error: Option<String>,
     pub error_kind: Option<AttemptErrorKind>,
-    pub job_id: Option<Uuid>,
+    pub job_id: Option<JobId>,
     pub finished_at: Option<DateTime<Utc>>,
     /// Reopens the attempt (an admin retried its job): status PENDING, no
     /// cases, no error, no finished_at, even when it was final. The other

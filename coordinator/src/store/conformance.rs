@@ -41,8 +41,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, Utc};
 use sqlarena_common::{
     AttemptOutcome, AttemptPayload, AttemptStatus, CaseResult, CaseStatus, ChallengeState,
-    ChallengeType, Column, GraderState, InitOutcome, InitPayload, JobKind, JobOutcome, JobPayload,
-    JobState, Lane, QueryResult, Role, TestCaseData,
+    ChallengeType, Column, GraderId, GraderState, InitOutcome, InitPayload, JobId, JobKind,
+    JobOutcome, JobPayload, JobState, Lane, LeaseId, QueryResult, Role, TestCaseData,
 };
 use uuid::Uuid;
 
@@ -174,6 +174,11 @@ fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", Uuid::new_v4().simple())
 }
 
+/// A fresh time-ordered id of whichever type the call needs.
+fn new_id<T: From<Uuid>>() -> T {
+    Uuid::now_v7().into()
+}
+
 async fn create_user(store: &Arc<dyn Store>, role: Role) -> super::User {
     store
         .create_user(NewUser {
@@ -297,10 +302,10 @@ fn payload_attempt_id(payload: &JobPayload) -> i64 {
 }
 
 /// Enqueues one job and claims it for a new grader; returns the leased job.
-async fn leased_job(store: &Arc<dyn Store>, job: NewJob) -> (super::Job, Uuid) {
+async fn leased_job(store: &Arc<dyn Store>, job: NewJob) -> (super::Job, GraderId) {
     let lane = job.lane;
     let queued = store.enqueue_job(job).await.expect("enqueue_job");
-    let grader_id = Uuid::now_v7();
+    let grader_id = new_id();
     let leased = store
         .claim_job(grader_id, &[lane], now_ms())
         .await
@@ -312,15 +317,17 @@ async fn leased_job(store: &Arc<dyn Store>, job: NewJob) -> (super::Job, Uuid) {
 
 /// The lease `job`'s current holder (if it has one) reports under with
 /// `lease_id`.
-fn held_lease(job: &super::Job, lease_id: Uuid) -> HeldLease {
+fn held_lease(job: &super::Job, lease_id: LeaseId) -> HeldLease {
     HeldLease {
         job_id: job.id,
         lease_id,
-        grader_id: job.lease.map_or(Uuid::nil(), |lease| lease.grader_id),
+        grader_id: job
+            .lease
+            .map_or(GraderId(Uuid::nil()), |lease| lease.grader_id),
     }
 }
 
-fn lease_id_of(job: &super::Job) -> Uuid {
+fn lease_id_of(job: &super::Job) -> LeaseId {
     job.lease.expect("a leased job has a lease").lease_id
 }
 
@@ -1206,7 +1213,7 @@ pub async fn attempts_are_created_listed_and_updated(store: Arc<dyn Store>) {
         .unwrap();
     assert_eq!(untouched, theirs, "an empty update changes nothing");
 
-    let job_id = Uuid::now_v7();
+    let job_id = new_id();
     let running = store
         .update_attempt(
             first.id,
@@ -1500,7 +1507,7 @@ pub async fn concurrent_claims_lease_every_job_once(store: Arc<dyn Store>) {
     for _ in 0..16 {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
-            let grader_id = Uuid::now_v7();
+            let grader_id = new_id();
             let mut claimed = Vec::new();
             while let Some(job) = store
                 .claim_job(grader_id, &Lane::ALL, now)
@@ -1517,12 +1524,12 @@ pub async fn concurrent_claims_lease_every_job_once(store: Arc<dyn Store>) {
         claimed.extend(task.await.unwrap());
     }
     assert_eq!(claimed.len() as i64, JOBS, "every job is claimed once");
-    let claimed_ids: HashSet<Uuid> = claimed.iter().map(|(_, job)| job.id).collect();
+    let claimed_ids: HashSet<_> = claimed.iter().map(|(_, job)| job.id).collect();
     assert_eq!(
         claimed_ids, enqueued,
         "the claimed jobs are the enqueued ones, none twice"
     );
-    let lease_ids: HashSet<Uuid> = claimed.iter().map(|(_, job)| lease_id_of(job)).collect();
+    let lease_ids: HashSet<_> = claimed.iter().map(|(_, job)| lease_id_of(job)).collect();
     assert_eq!(lease_ids.len() as i64, JOBS, "every lease id is new");
     for (grader_id, job) in &claimed {
         let lease = job.lease.unwrap();
@@ -1544,7 +1551,7 @@ pub async fn concurrent_claims_lease_every_job_once(store: Arc<dyn Store>) {
         .unwrap();
     assert_eq!(leased.len() as i64, JOBS, "a limit of 0 lists every job");
     assert!(store
-        .claim_job(Uuid::now_v7(), &Lane::ALL, now)
+        .claim_job(new_id(), &Lane::ALL, now)
         .await
         .unwrap()
         .is_none());
@@ -1558,7 +1565,7 @@ pub async fn batch_claims_take_up_to_max_in_priority_order(store: Arc<dyn Store>
     let fast_old = store.enqueue_job(attempt_job(Lane::Fast, 2)).await.unwrap();
     let init = store.enqueue_job(init_job(3)).await.unwrap();
     let fast_new = store.enqueue_job(attempt_job(Lane::Fast, 4)).await.unwrap();
-    let grader_id = Uuid::now_v7();
+    let grader_id = new_id();
     let now = now_ms();
     assert!(store
         .claim_jobs(grader_id, &[], 3, now)
@@ -1574,7 +1581,7 @@ pub async fn batch_claims_take_up_to_max_in_priority_order(store: Arc<dyn Store>
         .claim_jobs(grader_id, &Lane::ALL, 3, now)
         .await
         .unwrap();
-    let ids: Vec<Uuid> = first.iter().map(|job| job.id).collect();
+    let ids: Vec<_> = first.iter().map(|job| job.id).collect();
     assert_eq!(
         ids,
         vec![init.id, fast_old.id, fast_new.id],
@@ -1587,7 +1594,7 @@ pub async fn batch_claims_take_up_to_max_in_priority_order(store: Arc<dyn Store>
         assert_eq!(job.leased_at.map(ms), Some(ms(now)));
         assert_eq!(store.get_job(job.id).await.unwrap().as_ref(), Some(job));
     }
-    let lease_ids: HashSet<Uuid> = first.iter().map(lease_id_of).collect();
+    let lease_ids: HashSet<_> = first.iter().map(lease_id_of).collect();
     assert_eq!(lease_ids.len(), 3, "one new lease per job");
     let rest = store
         .claim_jobs(grader_id, &Lane::ALL, 3, now)
@@ -1624,7 +1631,7 @@ pub async fn concurrent_batch_claims_lease_every_job_once(store: Arc<dyn Store>)
     for max in 1..=8 {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
-            let grader_id = Uuid::now_v7();
+            let grader_id = new_id();
             let mut claimed = Vec::new();
             loop {
                 let batch = store
@@ -1644,7 +1651,7 @@ pub async fn concurrent_batch_claims_lease_every_job_once(store: Arc<dyn Store>)
         claimed.extend(task.await.unwrap());
     }
     assert_eq!(claimed.len() as i64, JOBS, "every job is claimed once");
-    let claimed_ids: HashSet<Uuid> = claimed.iter().map(|(_, job)| job.id).collect();
+    let claimed_ids: HashSet<_> = claimed.iter().map(|(_, job)| job.id).collect();
     assert_eq!(claimed_ids, enqueued);
     for (grader_id, job) in &claimed {
         assert_eq!((job.state, job.tries), (JobState::Leased, 1));
@@ -1673,9 +1680,9 @@ pub async fn claims_follow_lane_priority_then_age(store: Arc<dyn Store>) {
     );
     assert_eq!((init.max_tries, init.timeout_ms), (3, 30_000));
     assert_eq!(store.get_job(init.id).await.unwrap(), Some(init.clone()));
-    assert_eq!(store.get_job(Uuid::now_v7()).await.unwrap(), None);
+    assert_eq!(store.get_job(new_id()).await.unwrap(), None);
 
-    let grader_id = Uuid::now_v7();
+    let grader_id = new_id();
     let now = now_ms();
     assert_eq!(
         store.claim_job(grader_id, &[], now).await.unwrap(),
@@ -1748,7 +1755,7 @@ pub async fn stale_leases_change_nothing(store: Arc<dyn Store>) {
         }
         other => panic!("{what}: expected StaleLease, got {other:?}"),
     };
-    let forged = Uuid::now_v7();
+    let forged = new_id();
     assert_stale(
         store
             .record_progress(
@@ -1781,7 +1788,7 @@ pub async fn stale_leases_change_nothing(store: Arc<dyn Store>) {
 
     // The lease id of another grader's job: refused as not its own.
     let thief = HeldLease {
-        grader_id: Uuid::now_v7(),
+        grader_id: new_id(),
         ..held_lease(&leased, lease_id)
     };
     let assert_not_owner = |result: Result<(), StoreError>, what: &str| match result {
@@ -1908,7 +1915,7 @@ pub async fn stale_leases_change_nothing(store: Arc<dyn Store>) {
         (JobState::Queued, None)
     );
 
-    let other_grader = Uuid::now_v7();
+    let other_grader = new_id();
     let again = store
         .claim_job(other_grader, &[Lane::Fast], now)
         .await
@@ -1930,14 +1937,14 @@ pub async fn stale_leases_change_nothing(store: Arc<dyn Store>) {
     );
     assert_eq!(store.get_job(leased.id).await.unwrap(), Some(again.clone()));
 
-    let unknown_job = Uuid::now_v7();
+    let unknown_job = new_id();
     let stale = store
         .stale_leases(
             other_grader,
             &[
                 (again.id, new_lease),
                 (again.id, lease_id),
-                (unknown_job, Uuid::now_v7()),
+                (unknown_job, new_id()),
             ],
         )
         .await
@@ -2003,7 +2010,7 @@ pub async fn completions_are_recorded_once_and_applied(store: Arc<dyn Store>) {
         other => panic!("expected AlreadyRecorded, got {other:?}"),
     }
     let forged = store
-        .complete_job(held_lease(&leased, Uuid::now_v7()), outcome.clone(), now)
+        .complete_job(held_lease(&leased, new_id()), outcome.clone(), now)
         .await;
     assert!(
         matches!(forged, Err(StoreError::StaleLease(_))),
@@ -2057,7 +2064,7 @@ pub async fn completions_are_recorded_once_and_applied(store: Arc<dyn Store>) {
 
     let queued = store.enqueue_job(attempt_job(Lane::Slow, 2)).await.unwrap();
     assert!(!queued.applied);
-    let unapplied: Vec<Uuid> = store
+    let unapplied: Vec<_> = store
         .list_unapplied_jobs()
         .await
         .unwrap()
@@ -2071,7 +2078,7 @@ pub async fn completions_are_recorded_once_and_applied(store: Arc<dyn Store>) {
     );
     store.mark_job_applied(leased.id).await.unwrap();
     assert!(store.get_job(leased.id).await.unwrap().unwrap().applied);
-    let unapplied: Vec<Uuid> = store
+    let unapplied: Vec<_> = store
         .list_unapplied_jobs()
         .await
         .unwrap()
@@ -2089,7 +2096,7 @@ pub async fn expired_leases_are_requeued_then_failed(store: Arc<dyn Store>) {
     short.timeout_ms = 1_000;
     let job = store.enqueue_job(short).await.unwrap();
     let long = store.enqueue_job(attempt_job(Lane::Slow, 2)).await.unwrap();
-    let grader_id = Uuid::now_v7();
+    let grader_id = new_id();
     let start = now_ms();
     let first = store
         .claim_job(grader_id, &[Lane::Fast], start)
@@ -2166,7 +2173,7 @@ pub async fn expired_leases_are_requeued_then_failed(store: Arc<dyn Store>) {
     assert_eq!(failed.finished_at.map(ms), Some(ms(end)));
     assert!(!failed.applied);
     assert_eq!(store.get_job(job.id).await.unwrap(), Some(failed));
-    let unapplied: Vec<Uuid> = store
+    let unapplied: Vec<_> = store
         .list_unapplied_jobs()
         .await
         .unwrap()
@@ -2194,7 +2201,7 @@ pub async fn grader_leases_are_released(store: Arc<dyn Store>) {
     last_try.max_tries = 1;
     let last_try = store.enqueue_job(last_try).await.unwrap();
     let elsewhere = store.enqueue_job(attempt_job(Lane::Fast, 3)).await.unwrap();
-    let (dying, healthy) = (Uuid::now_v7(), Uuid::now_v7());
+    let (dying, healthy) = (new_id(), new_id());
     let now = now_ms();
     for (grader_id, expected) in [
         (dying, roomy.id),
@@ -2269,7 +2276,7 @@ pub async fn grader_leases_are_released(store: Arc<dyn Store>) {
         }
     }
     assert!(store
-        .release_grader_leases(Uuid::now_v7(), TryCount::Counts, "unknown", now)
+        .release_grader_leases(new_id(), TryCount::Counts, "unknown", now)
         .await
         .unwrap()
         .is_empty());
@@ -2365,7 +2372,7 @@ pub async fn failures_are_retried_or_final(store: Arc<dyn Store>) {
         matches!(repeat, Err(StoreError::StaleLease(_))),
         "{repeat:?}"
     );
-    let unapplied: BTreeSet<Uuid> = store
+    let unapplied: BTreeSet<_> = store
         .list_unapplied_jobs()
         .await
         .unwrap()
@@ -2437,7 +2444,7 @@ pub async fn jobs_are_cancelled_and_retried(store: Arc<dyn Store>) {
         None,
         "cancelled jobs are not claimed"
     );
-    let unapplied: BTreeSet<Uuid> = store
+    let unapplied: BTreeSet<_> = store
         .list_unapplied_jobs()
         .await
         .unwrap()
@@ -2518,7 +2525,7 @@ pub async fn jobs_are_listed_by_state_and_lane(store: Arc<dyn Store>) {
     let fast_two = store.enqueue_job(attempt_job(Lane::Fast, 4)).await.unwrap();
     let slow_two = store.enqueue_job(attempt_job(Lane::Slow, 5)).await.unwrap();
     let claimed = store
-        .claim_job(Uuid::now_v7(), &[Lane::Fast], now_ms())
+        .claim_job(new_id(), &[Lane::Fast], now_ms())
         .await
         .unwrap()
         .unwrap();
@@ -2564,7 +2571,7 @@ pub async fn jobs_are_listed_by_state_and_lane(store: Arc<dyn Store>) {
     assert_eq!(list(None, None, 2).await, vec![fast_one.id, slow_one.id]);
     assert_eq!(
         list(Some(JobState::Done), None, 0).await,
-        Vec::<Uuid>::new()
+        Vec::<JobId>::new()
     );
     let listed = store
         .list_jobs(JobFilter {
@@ -2602,7 +2609,7 @@ pub async fn lane_stats_cover_every_lane(store: Arc<dyn Store>) {
     store.enqueue_job(attempt_job(Lane::Fast, 2)).await.unwrap();
     store.enqueue_job(init_job(3)).await.unwrap();
     store
-        .claim_job(Uuid::now_v7(), &[Lane::Init], now_ms())
+        .claim_job(new_id(), &[Lane::Init], now_ms())
         .await
         .unwrap()
         .expect("the init job");
@@ -2643,7 +2650,7 @@ fn grader(
     state: GraderState,
 ) -> Grader {
     Grader {
-        id: Uuid::now_v7(),
+        id: new_id(),
         name: unique("grader"),
         hostname: "box-1".into(),
         version: "0.1.0".into(),
@@ -2654,7 +2661,7 @@ fn grader(
         last_heartbeat,
         registered_at,
         jobs_done: 0,
-        cluster_token_id: Some(Uuid::now_v7()),
+        cluster_token_id: Some(new_id()),
     }
 }
 
@@ -2681,13 +2688,13 @@ pub async fn graders_register_heartbeat_and_die(store: Arc<dyn Store>) {
         store.get_grader(first.id).await.unwrap(),
         Some(first.clone())
     );
-    assert_eq!(store.get_grader(Uuid::now_v7()).await.unwrap(), None);
+    assert_eq!(store.get_grader(new_id()).await.unwrap(), None);
     assert_eq!(
         store.get_grader_by_token(&second.token_hash).await.unwrap(),
         Some(second.clone())
     );
     assert_eq!(store.get_grader_by_token("unknown").await.unwrap(), None);
-    let ids: Vec<Uuid> = store
+    let ids: Vec<_> = store
         .list_graders(Page::all())
         .await
         .unwrap()
@@ -2743,7 +2750,7 @@ pub async fn graders_register_heartbeat_and_die(store: Arc<dyn Store>) {
         store.get_grader(draining.id).await.unwrap().unwrap().state,
         GraderState::Dead
     );
-    assert_eq!(store.touch_grader(Uuid::now_v7(), now).await.unwrap(), None);
+    assert_eq!(store.touch_grader(new_id(), now).await.unwrap(), None);
 
     // A recorded completion counts in the lease holder's jobs_done, once:
     // the repeat of the same completion counts nothing.
@@ -2770,7 +2777,7 @@ pub async fn graders_register_heartbeat_and_die(store: Arc<dyn Store>) {
         2
     );
 
-    let dead: BTreeSet<Uuid> = store
+    let dead: BTreeSet<_> = store
         .mark_dead_graders(now + Duration::seconds(10))
         .await
         .unwrap()
@@ -2876,7 +2883,7 @@ pub async fn grader_leases_are_listed(store: Arc<dyn Store>) {
         )
         .await
         .unwrap();
-    let leases: Vec<Uuid> = store
+    let leases: Vec<_> = store
         .list_grader_leases(holder.id)
         .await
         .unwrap()
@@ -2884,11 +2891,7 @@ pub async fn grader_leases_are_listed(store: Arc<dyn Store>) {
         .map(|job| job.id)
         .collect();
     assert_eq!(leases, vec![first.id, second.id]);
-    assert!(store
-        .list_grader_leases(Uuid::now_v7())
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(store.list_grader_leases(new_id()).await.unwrap().is_empty());
 }
 
 /// Cluster tokens are stored by hash, listed newest first and revoked.
@@ -2896,7 +2899,7 @@ pub async fn cluster_tokens_are_created_and_revoked(store: Arc<dyn Store>) {
     let admin = create_user(&store, Role::Admin).await;
     let now = now_ms();
     let older = ClusterToken {
-        id: Uuid::now_v7(),
+        id: new_id(),
         label: "rack 1".into(),
         token_hash: unique("hash"),
         created_by: Some(admin.id),
@@ -2904,7 +2907,7 @@ pub async fn cluster_tokens_are_created_and_revoked(store: Arc<dyn Store>) {
         revoked: false,
     };
     let newer = ClusterToken {
-        id: Uuid::now_v7(),
+        id: new_id(),
         label: "from the command line".into(),
         token_hash: unique("hash"),
         created_by: None,
@@ -2930,7 +2933,7 @@ pub async fn cluster_tokens_are_created_and_revoked(store: Arc<dyn Store>) {
     );
 
     let mut duplicate = newer.clone();
-    duplicate.id = Uuid::now_v7();
+    duplicate.id = new_id();
     let result = store.create_cluster_token(duplicate).await;
     assert!(matches!(result, Err(StoreError::Conflict(_))), "{result:?}");
 
@@ -2938,7 +2941,7 @@ pub async fn cluster_tokens_are_created_and_revoked(store: Arc<dyn Store>) {
         store.get_cluster_token(newer.id).await.unwrap(),
         Some(newer.clone())
     );
-    assert_eq!(store.get_cluster_token(Uuid::now_v7()).await.unwrap(), None);
+    assert_eq!(store.get_cluster_token(new_id()).await.unwrap(), None);
     assert!(store.revoke_cluster_token(older.id).await.unwrap());
     let revoked = store
         .get_cluster_token_by_hash(&older.token_hash)
@@ -2954,7 +2957,7 @@ pub async fn cluster_tokens_are_created_and_revoked(store: Arc<dyn Store>) {
             .unwrap()
             .revoked
     );
-    assert!(!store.revoke_cluster_token(Uuid::now_v7()).await.unwrap());
+    assert!(!store.revoke_cluster_token(new_id()).await.unwrap());
     assert_eq!(store.list_cluster_tokens().await.unwrap().len(), 2);
 }
 

@@ -2,6 +2,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use sqlarena_common::GraderId;
 use sqlarena_common::{GraderState, Lane};
 use uuid::Uuid;
 
@@ -10,7 +11,7 @@ use super::{Job, Page, StoreResult};
 /// A registered grader node.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Grader {
-    pub id: Uuid,
+    pub id: GraderId,
     pub name: String,
     pub hostname: String,
     pub version: String,
@@ -44,17 +45,17 @@ pub trait GraderStore: Send + Sync {
     /// Stores a newly registered grader.
     async fn create_grader(&self, grader: Grader) -> StoreResult<()>;
     /// Returns a grader.
-    async fn get_grader(&self, id: Uuid) -> StoreResult<Option<Grader>>;
+    async fn get_grader(&self, id: GraderId) -> StoreResult<Option<Grader>>;
     /// Returns the grader with this token hash.
     async fn get_grader_by_token(&self, token_hash: &str) -> StoreResult<Option<Grader>>;
     /// Lists graders, newest first by id (ids are UUID v7, so this is the
     /// order they registered in); a page starts below the id `page.after`.
-    async fn list_graders(&self, page: Page<Uuid>) -> StoreResult<Vec<Grader>>;
+    async fn list_graders(&self, page: Page<GraderId>) -> StoreResult<Vec<Grader>>;
     /// Records a heartbeat of a grader that is not DEAD; returns it, or
     /// `None` if it is DEAD or unknown (it must register again).
-    async fn touch_grader(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<Option<Grader>>;
+    async fn touch_grader(&self, id: GraderId, now: DateTime<Utc>) -> StoreResult<Option<Grader>>;
     /// Sets a grader's state; DEAD is final (returns false if already DEAD).
-    async fn set_grader_state(&self, id: Uuid, state: GraderState) -> StoreResult<bool>;
+    async fn set_grader_state(&self, id: GraderId, state: GraderState) -> StoreResult<bool>;
     /// Marks every ALIVE or DRAINING grader whose last heartbeat is before
     /// `cutoff` as DEAD and returns them.
     async fn mark_dead_graders(&self, cutoff: DateTime<Utc>) -> StoreResult<Vec<Grader>>;
@@ -62,7 +63,7 @@ pub trait GraderStore: Send + Sync {
     /// leave the admin lists) and returns how many.
     async fn delete_dead_graders(&self, cutoff: DateTime<Utc>) -> StoreResult<u64>;
     /// Lists the jobs a grader holds a lease on (LEASED to it), oldest first.
-    async fn list_grader_leases(&self, grader_id: Uuid) -> StoreResult<Vec<Job>>;
+    async fn list_grader_leases(&self, grader_id: GraderId) -> StoreResult<Vec<Job>>;
 
     /// Stores a cluster token.
     async fn create_cluster_token(&self, token: ClusterToken) -> StoreResult<()>;

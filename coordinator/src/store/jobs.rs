@@ -3,15 +3,15 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlarena_common::{CaseResult, JobKind, JobOutcome, JobPayload, JobState, Lane};
-use uuid::Uuid;
+use sqlarena_common::{GraderId, JobId, LeaseId};
 
 use super::{HeldLease, StoreResult, TryCount};
 
 /// A job's current lease.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lease {
-    pub lease_id: Uuid,
-    pub grader_id: Uuid,
+    pub lease_id: LeaseId,
+    pub grader_id: GraderId,
     /// The job's deadline: past it, the lease is taken back.
     pub expires_at: DateTime<Utc>,
 }
@@ -19,7 +19,7 @@ pub struct Lease {
 /// A unit of work for a grader.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Job {
-    pub id: Uuid,
+    pub id: JobId,
     /// Position in the order jobs were queued (the key of job listings).
     pub seq: i64,
     pub kind: JobKind,
@@ -124,9 +124,11 @@ pub fn pruned_payload(payload: &JobPayload) -> JobPayload {
 
 /// The smallest job id made at `at` (a UUID v7 with every random bit
 /// zero): every job queued before `at` has a smaller id.
-pub fn first_job_id_at(at: DateTime<Utc>) -> Uuid {
+pub fn first_job_id_at(at: DateTime<Utc>) -> JobId {
     let millis = u64::try_from(at.timestamp_millis()).unwrap_or(0);
-    uuid::Builder::from_unix_timestamp_millis(millis, &[0; 10]).into_uuid()
+    uuid::Builder::from_unix_timestamp_millis(millis, &[0; 10])
+        .into_uuid()
+        .into()
 }
 
 /// The job queue: enqueue, claim under a lease, fenced results, expiry.
@@ -135,7 +137,7 @@ pub trait JobStore: Send + Sync {
     /// Queues a job (QUEUED, tries 0) with a new v7 id.
     async fn enqueue_job(&self, job: NewJob) -> StoreResult<Job>;
     /// Returns a job.
-    async fn get_job(&self, id: Uuid) -> StoreResult<Option<Job>>;
+    async fn get_job(&self, id: JobId) -> StoreResult<Option<Job>>;
     /// Lists jobs, oldest first (by `seq`), filtered by state and lane,
     /// after `filter.after`.
     async fn list_jobs(&self, filter: JobFilter) -> StoreResult<Vec<Job>>;
@@ -144,7 +146,7 @@ pub trait JobStore: Send + Sync {
     /// expiring at `now + timeout_ms`. Every job is claimed by one caller only.
     async fn claim_job(
         &self,
-        grader_id: Uuid,
+        grader_id: GraderId,
         lanes: &[Lane],
         now: DateTime<Utc>,
     ) -> StoreResult<Option<Job>>;
@@ -154,7 +156,7 @@ pub trait JobStore: Send + Sync {
     /// transaction.
     async fn claim_jobs(
         &self,
-        grader_id: Uuid,
+        grader_id: GraderId,
         lanes: &[Lane],
         max: u32,
         now: DateTime<Utc>,
@@ -196,7 +198,7 @@ pub trait JobStore: Send + Sync {
     /// and prunes what the domain now holds: the outcome and progress go,
     /// and a DONE job's payload becomes [`pruned_payload`] (FAILED and
     /// CANCELLED jobs keep theirs: an admin may retry them).
-    async fn mark_job_applied(&self, job_id: Uuid) -> StoreResult<()>;
+    async fn mark_job_applied(&self, job_id: JobId) -> StoreResult<()>;
     /// Deletes up to `limit` finished jobs whose result is applied and that
     /// were queued before `created_before` (job ids are UUID v7, so this is
     /// a range of ids); returns how many were deleted.
@@ -213,7 +215,7 @@ pub trait JobStore: Send + Sync {
     /// job requeued.
     async fn release_grader_leases(
         &self,
-        grader_id: Uuid,
+        grader_id: GraderId,
         tries: TryCount,
         reason: &str,
         now: DateTime<Utc>,
@@ -227,21 +229,21 @@ pub trait JobStore: Send + Sync {
     /// a job's deadline is fixed when it is leased.
     async fn stale_leases(
         &self,
-        grader_id: Uuid,
-        leases: &[(Uuid, Uuid)],
-    ) -> StoreResult<Vec<Uuid>>;
+        grader_id: GraderId,
+        leases: &[(JobId, LeaseId)],
+    ) -> StoreResult<Vec<JobId>>;
     /// Cancels a QUEUED or LEASED job: QUEUED becomes CANCELLED at once;
     /// LEASED becomes CANCELLED (so its lease is stale) with
     /// `cancel_requested` set. `None` if the job is already finished.
     async fn cancel_job(
         &self,
-        job_id: Uuid,
+        job_id: JobId,
         reason: &str,
         now: DateTime<Utc>,
     ) -> StoreResult<Option<Job>>;
     /// Puts a FAILED or CANCELLED job back in the queue with tries 0.
     /// `None` if the job is in another state.
-    async fn retry_job(&self, job_id: Uuid) -> StoreResult<Option<Job>>;
+    async fn retry_job(&self, job_id: JobId) -> StoreResult<Option<Job>>;
     /// Queue depth, leases held and oldest queued job per lane (every lane
     /// is listed, even when empty).
     async fn lane_stats(&self) -> StoreResult<Vec<LaneStats>>;

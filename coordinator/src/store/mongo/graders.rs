@@ -33,7 +33,7 @@ impl GraderStore for MongoStore {
         Ok(())
     }
 
-    async fn get_grader(&self, id: Uuid) -> StoreResult<Option<Grader>> {
+    async fn get_grader(&self, id: GraderId) -> StoreResult<Option<Grader>> {
         self.find_grader(doc! { "_id": id.to_string() }).await
     }
 
@@ -41,7 +41,7 @@ impl GraderStore for MongoStore {
         self.find_grader(doc! { "token_hash": token_hash }).await
     }
 
-    async fn list_graders(&self, page: Page<Uuid>) -> StoreResult<Vec<Grader>> {
+    async fn list_graders(&self, page: Page<GraderId>) -> StoreResult<Vec<Grader>> {
         // Hyphenated v7 UUIDs sort as text in the order they were made.
         let filter = match page.after {
             Some(after) => doc! { "_id": { "$lt": after.to_string() } },
@@ -53,7 +53,7 @@ impl GraderStore for MongoStore {
         documents.iter().map(grader_from).collect()
     }
 
-    async fn touch_grader(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<Option<Grader>> {
+    async fn touch_grader(&self, id: GraderId, now: DateTime<Utc>) -> StoreResult<Option<Grader>> {
         let touched = self
             .collection("graders")
             .find_one_and_update(
@@ -69,7 +69,7 @@ impl GraderStore for MongoStore {
         touched.as_ref().map(grader_from).transpose()
     }
 
-    async fn set_grader_state(&self, id: Uuid, state: GraderState) -> StoreResult<bool> {
+    async fn set_grader_state(&self, id: GraderId, state: GraderState) -> StoreResult<bool> {
         let updated = self
             .collection("graders")
             .update_one(
@@ -135,7 +135,7 @@ impl GraderStore for MongoStore {
         Ok(deleted.deleted_count)
     }
 
-    async fn list_grader_leases(&self, grader_id: Uuid) -> StoreResult<Vec<Job>> {
+    async fn list_grader_leases(&self, grader_id: GraderId) -> StoreResult<Vec<Job>> {
         let filter =
             doc! { "state": JobState::Leased.as_str(), "lease.grader_id": grader_id.to_string() };
         self.find_jobs(filter, 0).await

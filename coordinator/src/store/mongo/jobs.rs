@@ -5,7 +5,7 @@ use super::*;
 #[async_trait]
 impl JobStore for MongoStore {
     async fn enqueue_job(&self, job: NewJob) -> StoreResult<Job> {
-        let id = Uuid::now_v7();
+        let id = JobId::new_v7();
         let seq = self.next_id("jobs").await?;
         let timeout_ms = i64::try_from(job.timeout_ms).map_err(|_| {
             StoreError::Backend(format!("timeout_ms out of range: {}", job.timeout_ms))
@@ -37,7 +37,7 @@ impl JobStore for MongoStore {
         job_from(&document)
     }
 
-    async fn get_job(&self, id: Uuid) -> StoreResult<Option<Job>> {
+    async fn get_job(&self, id: JobId) -> StoreResult<Option<Job>> {
         let found = self
             .jobs()
             .find_one(doc! { "_id": id.to_string() })
@@ -81,7 +81,7 @@ impl JobStore for MongoStore {
     /// the next job.
     async fn claim_job(
         &self,
-        grader_id: Uuid,
+        grader_id: GraderId,
         lanes: &[Lane],
         now: DateTime<Utc>,
     ) -> StoreResult<Option<Job>> {
@@ -91,7 +91,7 @@ impl JobStore for MongoStore {
         let lanes: Vec<&str> = lanes.iter().map(|lane| lane.as_str()).collect();
         for _ in 0..MAX_CONFLICT_RETRIES {
             let provisional = Lease {
-                lease_id: Uuid::now_v7(),
+                lease_id: LeaseId::new_v7(),
                 grader_id,
                 expires_at: now + chrono::Duration::milliseconds(PROVISIONAL_LEASE_MS),
             };
@@ -251,7 +251,7 @@ impl JobStore for MongoStore {
         )))
     }
 
-    async fn mark_job_applied(&self, job_id: Uuid) -> StoreResult<()> {
+    async fn mark_job_applied(&self, job_id: JobId) -> StoreResult<()> {
         let job = self.existing_job(job_id).await?;
         if !matches!(
             job.state,
@@ -316,7 +316,7 @@ impl JobStore for MongoStore {
 
     async fn release_grader_leases(
         &self,
-        grader_id: Uuid,
+        grader_id: GraderId,
         tries: TryCount,
         reason: &str,
         now: DateTime<Utc>,
@@ -353,9 +353,9 @@ impl JobStore for MongoStore {
 
     async fn stale_leases(
         &self,
-        grader_id: Uuid,
-        leases: &[(Uuid, Uuid)],
-    ) -> StoreResult<Vec<Uuid>> {
+        grader_id: GraderId,
+        leases: &[(JobId, LeaseId)],
+    ) -> StoreResult<Vec<JobId>> {
         let mut stale = Vec::new();
         for &(job_id, lease_id) in leases {
             let still_held = self
@@ -371,7 +371,7 @@ impl JobStore for MongoStore {
 
     async fn cancel_job(
         &self,
-        job_id: Uuid,
+        job_id: JobId,
         reason: &str,
         now: DateTime<Utc>,
     ) -> StoreResult<Option<Job>> {
@@ -416,7 +416,7 @@ impl JobStore for MongoStore {
         )))
     }
 
-    async fn retry_job(&self, job_id: Uuid) -> StoreResult<Option<Job>> {
+    async fn retry_job(&self, job_id: JobId) -> StoreResult<Option<Job>> {
         let filter = doc! {
             "_id": job_id.to_string(),
             "state": { "$in": [JobState::Failed.as_str(), JobState::Cancelled.as_str()] },

@@ -50,6 +50,7 @@ use sqlarena_common::{
     AttemptStatus, CaseResult, ChallengeState, ChallengeType, GraderState, JobKind, JobOutcome,
     JobState, Lane, Role,
 };
+use sqlarena_common::{GraderId, JobId, LeaseId};
 use uuid::Uuid;
 
 use crate::leaderboard;
@@ -293,7 +294,7 @@ impl MongoStore {
         documents.iter().map(job_from).collect()
     }
 
-    async fn existing_job(&self, id: Uuid) -> StoreResult<Job> {
+    async fn existing_job(&self, id: JobId) -> StoreResult<Job> {
         self.get_job(id)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("job {id}")))
@@ -303,8 +304,8 @@ impl MongoStore {
     /// returns the updated job, or `None` when the lease is gone.
     async fn update_leased(
         &self,
-        job_id: Uuid,
-        lease_id: Uuid,
+        job_id: JobId,
+        lease_id: LeaseId,
         update: Document,
     ) -> StoreResult<Option<Job>> {
         let filter = doc! {
@@ -766,12 +767,15 @@ impl<'a> Fields<'a> {
         self.get(key).map(|_| self.time(key)).transpose()
     }
 
-    fn uuid(&self, key: &str) -> StoreResult<Uuid> {
+    /// A UUID kept as text, as whichever id type it is.
+    fn uuid<T: From<Uuid>>(&self, key: &str) -> StoreResult<T> {
         let text = self.str(key)?;
-        Uuid::parse_str(text).map_err(|error| self.invalid(key, error))
+        Uuid::parse_str(text)
+            .map(T::from)
+            .map_err(|error| self.invalid(key, error))
     }
 
-    fn opt_uuid(&self, key: &str) -> StoreResult<Option<Uuid>> {
+    fn opt_uuid<T: From<Uuid>>(&self, key: &str) -> StoreResult<Option<T>> {
         self.get(key).map(|_| self.uuid(key)).transpose()
     }
 

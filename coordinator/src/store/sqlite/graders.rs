@@ -31,7 +31,7 @@ impl GraderStore for SqliteStore {
         .await
     }
 
-    async fn get_grader(&self, id: Uuid) -> StoreResult<Option<Grader>> {
+    async fn get_grader(&self, id: GraderId) -> StoreResult<Option<Grader>> {
         self.call(move |connection| select_grader(connection, id))
             .await
     }
@@ -48,7 +48,7 @@ impl GraderStore for SqliteStore {
         .await
     }
 
-    async fn list_graders(&self, page: Page<Uuid>) -> StoreResult<Vec<Grader>> {
+    async fn list_graders(&self, page: Page<GraderId>) -> StoreResult<Vec<Grader>> {
         self.call(move |connection| {
             let sql = format!(
                 "SELECT {GRADER_COLUMNS} FROM graders WHERE ?1 IS NULL OR id < ?1 \
@@ -64,7 +64,7 @@ impl GraderStore for SqliteStore {
         .await
     }
 
-    async fn touch_grader(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<Option<Grader>> {
+    async fn touch_grader(&self, id: GraderId, now: DateTime<Utc>) -> StoreResult<Option<Grader>> {
         self.write(move |transaction| {
             let sql = format!(
                 "UPDATE graders SET last_heartbeat = ?2 WHERE id = ?1 AND state != 'DEAD' RETURNING {GRADER_COLUMNS}"
@@ -74,7 +74,7 @@ impl GraderStore for SqliteStore {
         .await
     }
 
-    async fn set_grader_state(&self, id: Uuid, state: GraderState) -> StoreResult<bool> {
+    async fn set_grader_state(&self, id: GraderId, state: GraderState) -> StoreResult<bool> {
         self.write(move |transaction| {
             let changed = transaction
                 .prepare_cached("UPDATE graders SET state = ?2 WHERE id = ?1 AND state != 'DEAD'")?
@@ -107,7 +107,7 @@ impl GraderStore for SqliteStore {
         .await
     }
 
-    async fn list_grader_leases(&self, grader_id: Uuid) -> StoreResult<Vec<Job>> {
+    async fn list_grader_leases(&self, grader_id: GraderId) -> StoreResult<Vec<Job>> {
         self.call(move |connection| {
             select_jobs(connection, GRADER_LEASES_FILTER, [grader_id.to_string()])
         })

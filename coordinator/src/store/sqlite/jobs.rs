@@ -6,7 +6,7 @@ use super::*;
 impl JobStore for SqliteStore {
     async fn enqueue_job(&self, job: NewJob) -> StoreResult<Job> {
         self.write(move |transaction| {
-            let id = Uuid::now_v7();
+            let id = JobId::new_v7();
             transaction
                 .prepare_cached(
                     "INSERT INTO jobs (id, kind, lane, lane_priority, payload, state, tries, max_tries, timeout_ms, \
@@ -28,7 +28,7 @@ impl JobStore for SqliteStore {
         .await
     }
 
-    async fn get_job(&self, id: Uuid) -> StoreResult<Option<Job>> {
+    async fn get_job(&self, id: JobId) -> StoreResult<Option<Job>> {
         self.call(move |connection| select_job(connection, id))
             .await
     }
@@ -67,7 +67,7 @@ impl JobStore for SqliteStore {
 
     async fn claim_job(
         &self,
-        grader_id: Uuid,
+        grader_id: GraderId,
         lanes: &[Lane],
         now: DateTime<Utc>,
     ) -> StoreResult<Option<Job>> {
@@ -78,7 +78,7 @@ impl JobStore for SqliteStore {
 
     async fn claim_jobs(
         &self,
-        grader_id: Uuid,
+        grader_id: GraderId,
         lanes: &[Lane],
         max: u32,
         now: DateTime<Utc>,
@@ -168,7 +168,7 @@ impl JobStore for SqliteStore {
         .await
     }
 
-    async fn mark_job_applied(&self, job_id: Uuid) -> StoreResult<()> {
+    async fn mark_job_applied(&self, job_id: JobId) -> StoreResult<()> {
         self.write(move |transaction| {
             let job = existing_job(transaction, job_id)?;
             let payload = match job.state {
@@ -211,7 +211,7 @@ impl JobStore for SqliteStore {
 
     async fn release_grader_leases(
         &self,
-        grader_id: Uuid,
+        grader_id: GraderId,
         tries: TryCount,
         reason: &str,
         now: DateTime<Utc>,
@@ -244,9 +244,9 @@ impl JobStore for SqliteStore {
 
     async fn stale_leases(
         &self,
-        grader_id: Uuid,
-        leases: &[(Uuid, Uuid)],
-    ) -> StoreResult<Vec<Uuid>> {
+        grader_id: GraderId,
+        leases: &[(JobId, LeaseId)],
+    ) -> StoreResult<Vec<JobId>> {
         let leases = leases.to_vec();
         self.call(move |connection| {
             let transaction = connection.transaction()?;
@@ -265,7 +265,7 @@ impl JobStore for SqliteStore {
 
     async fn cancel_job(
         &self,
-        job_id: Uuid,
+        job_id: JobId,
         reason: &str,
         now: DateTime<Utc>,
     ) -> StoreResult<Option<Job>> {
@@ -288,7 +288,7 @@ impl JobStore for SqliteStore {
         .await
     }
 
-    async fn retry_job(&self, job_id: Uuid) -> StoreResult<Option<Job>> {
+    async fn retry_job(&self, job_id: JobId) -> StoreResult<Option<Job>> {
         self.write(move |transaction| {
             let job = existing_job(transaction, job_id)?;
             if !matches!(job.state, JobState::Failed | JobState::Cancelled) {

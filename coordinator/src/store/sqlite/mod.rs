@@ -46,6 +46,7 @@ use sqlarena_common::{
     AttemptStatus, CaseResult, ChallengeState, ChallengeType, GraderState, JobOutcome, JobState,
     Lane, Role,
 };
+use sqlarena_common::{GraderId, JobId, LeaseId};
 use uuid::Uuid;
 
 use crate::leaderboard;
@@ -386,7 +387,7 @@ fn lane_priorities(lanes: &[Lane]) -> Vec<i64> {
 fn claim_next(
     transaction: &Transaction<'_>,
     priorities: &[i64],
-    grader_id: Uuid,
+    grader_id: GraderId,
     now: DateTime<Utc>,
 ) -> StoreResult<Option<Job>> {
     // One index seek per lane, in priority order: cheap however deep the
@@ -625,13 +626,15 @@ fn wire_at<T>(row: &Row<'_>, index: usize, parse: fn(&str) -> Option<T>) -> rusq
     parse(&text).ok_or_else(|| conversion_error(index, format!("unknown value {text:?}")))
 }
 
-fn uuid_at(row: &Row<'_>, index: usize) -> rusqlite::Result<Uuid> {
+/// Reads a UUID stored as text, as whichever id type it is.
+fn uuid_at<T: From<Uuid>>(row: &Row<'_>, index: usize) -> rusqlite::Result<T> {
     let text: String = row.get(index)?;
     Uuid::parse_str(&text)
+        .map(T::from)
         .map_err(|error| conversion_error(index, format!("bad uuid {text:?}: {error}")))
 }
 
-fn optional_uuid_at(row: &Row<'_>, index: usize) -> rusqlite::Result<Option<Uuid>> {
+fn optional_uuid_at<T: From<Uuid>>(row: &Row<'_>, index: usize) -> rusqlite::Result<Option<T>> {
     match row.get::<_, Option<String>>(index)? {
         None => Ok(None),
         Some(_) => uuid_at(row, index).map(Some),
@@ -955,7 +958,7 @@ fn select_attempts(
     Ok(attempts)
 }
 
-fn select_job(connection: &Connection, id: Uuid) -> StoreResult<Option<Job>> {
+fn select_job(connection: &Connection, id: JobId) -> StoreResult<Option<Job>> {
     let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1");
     Ok(connection
         .prepare_cached(&sql)?
@@ -964,7 +967,7 @@ fn select_job(connection: &Connection, id: Uuid) -> StoreResult<Option<Job>> {
 }
 
 /// Returns the job or `NotFound`.
-fn existing_job(connection: &Connection, id: Uuid) -> StoreResult<Job> {
+fn existing_job(connection: &Connection, id: JobId) -> StoreResult<Job> {
     select_job(connection, id)?.ok_or_else(|| StoreError::NotFound(format!("job {id}")))
 }
 
@@ -983,7 +986,7 @@ fn select_jobs(
     Ok(jobs)
 }
 
-fn select_grader(connection: &Connection, id: Uuid) -> StoreResult<Option<Grader>> {
+fn select_grader(connection: &Connection, id: GraderId) -> StoreResult<Option<Grader>> {
     let sql = format!("SELECT {GRADER_COLUMNS} FROM graders WHERE id = ?1");
     Ok(connection
         .prepare_cached(&sql)?
