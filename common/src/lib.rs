@@ -224,7 +224,7 @@ pub struct QueryResult {
 /// One test case's data as shipped to a grader.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct TestCaseData {
-    pub id: i64,
+    pub id: TestCaseId,
     /// INSERT statements run after the challenge's init SQL.
     pub data: String,
 }
@@ -233,7 +233,7 @@ pub struct TestCaseData {
 /// expected results.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct InitPayload {
-    pub challenge_id: i64,
+    pub challenge_id: ChallengeId,
     pub challenge_name: String,
     pub version: i64,
     pub init: String,
@@ -245,16 +245,16 @@ pub struct InitPayload {
 /// Payload of an attempt job: grade one student query.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct AttemptPayload {
-    pub attempt_id: i64,
-    pub user_id: i64,
-    pub challenge_id: i64,
+    pub attempt_id: AttemptId,
+    pub user_id: UserId,
+    pub challenge_id: ChallengeId,
     pub challenge_name: String,
     pub challenge_version: i64,
     /// Identifies the bundle (init, data, solution) the grader must have.
     pub version_hash: String,
     pub query: String,
     pub times_to_run: u32,
-    pub test_case_ids: Vec<i64>,
+    pub test_case_ids: Vec<TestCaseId>,
 }
 
 /// What a job asks a grader to do.
@@ -278,7 +278,7 @@ impl JobPayload {
 /// The expected result of one test case, computed by an init job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ExpectedCase {
-    pub test_case_id: i64,
+    pub test_case_id: TestCaseId,
     pub result: QueryResult,
     /// Median time of the reference solution on this case, in milliseconds.
     #[serde(default)]
@@ -303,7 +303,7 @@ pub struct InitOutcome {
 /// Result of one test case of an attempt, as measured by a grader.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct CaseResult {
-    pub test_case_id: i64,
+    pub test_case_id: TestCaseId,
     pub status: CaseStatus,
     /// Median of the student query's timed runs, in milliseconds.
     #[serde(default)]
@@ -469,7 +469,7 @@ pub struct FailRequest {
 /// One test case in a challenge bundle.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct BundleCase {
-    pub id: i64,
+    pub id: TestCaseId,
     pub data: String,
     pub expected: Option<QueryResult>,
 }
@@ -478,7 +478,7 @@ pub struct BundleCase {
 /// challenge's databases and grade attempts against it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ChallengeBundle {
-    pub challenge_id: i64,
+    pub challenge_id: ChallengeId,
     pub version: i64,
     pub version_hash: String,
     pub init: String,
@@ -621,14 +621,14 @@ mod tests {
     #[test]
     fn payloads_carry_their_kind_tag() {
         let payload = JobPayload::Init(InitPayload {
-            challenge_id: 1,
+            challenge_id: ChallengeId(1),
             challenge_name: "c".into(),
             version: 1,
             init: "create table t(a int)".into(),
             solution: "select a from t".into(),
             times_to_run: 3,
             test_cases: vec![TestCaseData {
-                id: 1,
+                id: TestCaseId(1),
                 data: "insert into t values (1)".into(),
             }],
         });

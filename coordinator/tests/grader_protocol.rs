@@ -12,7 +12,7 @@ use chrono::Utc;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sqlarena_common::{
-    AttemptOutcome, AttemptStatus, CaseResult, CaseStatus, ChallengeType, GraderId,
+    AttemptId, AttemptOutcome, AttemptStatus, CaseResult, CaseStatus, ChallengeType, GraderId,
     HeartbeatResponse, HeldLease, JobId, JobOutcome, JobPayload, JobState, Lane, LeaseBatch,
     LeaseId, LeasedJob, RegisterGraderResponse, Role,
 };
@@ -344,7 +344,7 @@ fn passing_outcome(job: &LeasedJob) -> JobOutcome {
 }
 
 /// Creates a user, a challenge and `count` attempts with their jobs queued.
-async fn queue_attempts(state: &AppState, count: usize) -> Vec<(i64, JobId)> {
+async fn queue_attempts(state: &AppState, count: usize) -> Vec<(AttemptId, JobId)> {
     let store = &state.store;
     let user = store
         .create_user(NewUser {
@@ -934,7 +934,7 @@ async fn bundles_go_only_to_lease_holders(spec: StoreSpec) {
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert_eq!(body["status"], "error");
     let (status, _) = holder
-        .get(&format!("/challenges/{}/bundle", challenge_id + 1000))
+        .get(&format!("/challenges/{}/bundle", challenge_id.0 + 1000))
         .await;
     assert_eq!(
         status,

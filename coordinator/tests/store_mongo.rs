@@ -12,7 +12,10 @@ use std::sync::Arc;
 use chrono::Utc;
 use mongodb::bson::{doc, Bson, Document};
 use mongodb::{Client, Collection};
-use sqlarena_common::{AttemptPayload, GraderId, JobId, JobPayload, JobState, Lane};
+use sqlarena_common::{
+    AttemptId, AttemptPayload, ChallengeId, GraderId, JobId, JobPayload, JobState, Lane,
+    TestCaseId, UserId,
+};
 use sqlarena_coordinator::store::mongo::MongoStore;
 use sqlarena_coordinator::store::{AttemptStore, ChallengeStore, NewJob, Store, UserStore};
 use sqlarena_e2e::mongo::{test_mongodb_uri, using_nx_27017};
@@ -34,15 +37,15 @@ fn attempt_job(attempt_id: i64) -> NewJob {
     NewJob {
         lane: Lane::Fast,
         payload: JobPayload::Attempt(AttemptPayload {
-            attempt_id,
-            user_id: 1,
-            challenge_id: 1,
+            attempt_id: AttemptId(attempt_id),
+            user_id: UserId(1),
+            challenge_id: ChallengeId(1),
             challenge_name: "c".into(),
             challenge_version: 1,
             version_hash: "v1".into(),
             query: "select 1".into(),
             times_to_run: 3,
-            test_case_ids: vec![1, 2],
+            test_case_ids: vec![TestCaseId(1), TestCaseId(2)],
         }),
         max_tries: 3,
         timeout_ms: 30_000,

@@ -12,9 +12,9 @@ use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sqlarena_common::{
-    ChallengeBundle, CompleteRequest, ErrorCode, ErrorEnvelope, FailRequest, HeartbeatRequest,
-    HeartbeatResponse, JobId, LeaseBatch, LeasedJob, ProgressRequest, RegisterGraderRequest,
-    RegisterGraderResponse,
+    ChallengeBundle, ChallengeId, CompleteRequest, ErrorCode, ErrorEnvelope, FailRequest,
+    HeartbeatRequest, HeartbeatResponse, JobId, LeaseBatch, LeasedJob, ProgressRequest,
+    RegisterGraderRequest, RegisterGraderResponse,
 };
 
 /// The part of a success envelope the grader reads.
@@ -270,7 +270,7 @@ impl CoordinatorClient {
     /// # Errors
     ///
     /// As classed by [`ClientError`].
-    pub async fn bundle(&self, challenge_id: i64) -> Result<ChallengeBundle, ClientError> {
+    pub async fn bundle(&self, challenge_id: ChallengeId) -> Result<ChallengeBundle, ClientError> {
         self.call_data::<(), _>(
             Method::GET,
             &format!("/challenges/{challenge_id}/bundle"),

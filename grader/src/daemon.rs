@@ -15,8 +15,8 @@ use std::time::Duration;
 use anyhow::Context;
 use rand::Rng;
 use sqlarena_common::{
-    CompleteRequest, FailRequest, HeartbeatRequest, HeldLease, JobId, JobOutcome, JobPayload,
-    LeaseId, LeasedJob, ProgressRequest, RegisterGraderRequest,
+    ChallengeId, CompleteRequest, FailRequest, HeartbeatRequest, HeldLease, JobId, JobOutcome,
+    JobPayload, LeaseId, LeasedJob, ProgressRequest, RegisterGraderRequest,
 };
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -562,7 +562,7 @@ where
 /// Returns the built bundle, fetching and building it when missing.
 async fn ensure_bundle(
     session: &Session,
-    challenge_id: i64,
+    challenge_id: ChallengeId,
     version_hash: &str,
     cancel: &CancellationToken,
 ) -> Result<Arc<crate::sandbox::CachedBundle>, JobError> {

@@ -5,8 +5,8 @@ use axum::extract::State;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlarena_common::{
-    Envelope, GraderId, GraderState, JobId, JobKind, JobOutcome, JobPayload, JobState, Lane,
-    PageEnvelope,
+    AttemptId, ChallengeId, Envelope, GraderId, GraderState, JobId, JobKind, JobOutcome,
+    JobPayload, JobState, Lane, PageEnvelope, UserId,
 };
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -56,7 +56,7 @@ struct NewClusterToken {
 struct ClusterTokenView {
     id: Uuid,
     label: String,
-    created_by: Option<i64>,
+    created_by: Option<UserId>,
     created_at: DateTime<Utc>,
     revoked: bool,
     /// Present only in the reply that creates the token.
@@ -102,7 +102,7 @@ async fn create_cluster_token(
         revoked: false,
     };
     state.store.create_cluster_token(token.clone()).await?;
-    tracing::info!(token_id = %token.id, admin = user.0.id, "cluster token created");
+    tracing::info!(token_id = %token.id, admin = %user.0.id, "cluster token created");
     let mut view = ClusterTokenView::from(token);
     view.token = Some(secret);
     Ok(created(view))
@@ -139,7 +139,7 @@ async fn revoke_cluster_token(
     if !state.store.revoke_cluster_token(id).await? {
         return Err(ApiError::NotFound(format!("no cluster token {id}")));
     }
-    tracing::info!(token_id = %id, admin = user.0.id, "cluster token revoked");
+    tracing::info!(token_id = %id, admin = %user.0.id, "cluster token revoked");
     Ok(ok(Revoked { id, revoked: true }))
 }
 
@@ -222,7 +222,7 @@ async fn drain_grader(
             grader.name, grader.state
         )));
     }
-    tracing::info!(grader_id = %id, admin = user.0.id, "grader draining");
+    tracing::info!(grader_id = %id, admin = %user.0.id, "grader draining");
     Ok(ok(GraderStateView {
         id,
         state: GraderState::Draining,
@@ -238,8 +238,8 @@ struct JobView {
     state: JobState,
     tries: u32,
     max_tries: u32,
-    challenge_id: i64,
-    attempt_id: Option<i64>,
+    challenge_id: ChallengeId,
+    attempt_id: Option<AttemptId>,
     grader_id: Option<GraderId>,
     lease_expires_at: Option<DateTime<Utc>>,
     error: Option<String>,
@@ -358,7 +358,7 @@ async fn cancel_job(
     require_admin(&user)?;
     let reason = format!("cancelled by admin {}", user.0.email);
     let job = state.jobs.cancel_job(id, &reason).await?;
-    tracing::info!(job_id = %id, admin = user.0.id, "job cancelled");
+    tracing::info!(job_id = %id, admin = %user.0.id, "job cancelled");
     Ok(ok(JobView::from(job)))
 }
 
@@ -374,7 +374,7 @@ async fn retry_job(
 ) -> ApiResult<Reply<JobView>> {
     require_admin(&user)?;
     let job = state.jobs.retry_job(id).await?;
-    tracing::info!(job_id = %id, admin = user.0.id, "job requeued by admin");
+    tracing::info!(job_id = %id, admin = %user.0.id, "job requeued by admin");
     Ok(ok(JobView::from(job)))
 }
 

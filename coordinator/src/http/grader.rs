@@ -11,9 +11,9 @@ use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use sqlarena_common::{
-    BundleCase, ChallengeBundle, CompleteRequest, Envelope, FailRequest, GraderId, GraderState,
-    HeartbeatRequest, HeartbeatResponse, JobId, JobPayload, JobState, LeaseBatch, LeaseId,
-    LeasedJob, ProgressRequest, RegisterGraderRequest, RegisterGraderResponse,
+    BundleCase, ChallengeBundle, ChallengeId, CompleteRequest, Envelope, FailRequest, GraderId,
+    GraderState, HeartbeatRequest, HeartbeatResponse, JobId, JobPayload, JobState, LeaseBatch,
+    LeaseId, LeasedJob, ProgressRequest, RegisterGraderRequest, RegisterGraderResponse,
 };
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -25,7 +25,7 @@ use crate::error::{created, ok, ApiError, ApiResult, AppJson, AppPath, AppQuery,
 use crate::http::openapi::{Conflict, Forbidden};
 use crate::jobs;
 use crate::state::AppState;
-use crate::store::{Completion, Grader, Job};
+use crate::store::{Completion, Grader, Job, Retry};
 
 /// Longest a lease request may wait.
 const MAX_WAIT_MS: u64 = 30_000;
@@ -433,7 +433,17 @@ async fn fail_job(
     let error = truncate(&request.error, 4000);
     let job = state
         .jobs
-        .fail_job(&grader, job_id, request.lease_id, error, request.retryable)
+        .fail_job(
+            &grader,
+            job_id,
+            request.lease_id,
+            error,
+            if request.retryable {
+                Retry::IfTriesLeft
+            } else {
+                Retry::Never
+            },
+        )
         .await?;
     Ok(ok(FailureRecorded {
         job_id: job.id,
@@ -449,7 +459,7 @@ async fn fail_job(
 async fn get_bundle(
     State(state): State<AppState>,
     GraderAuth(grader): GraderAuth,
-    AppPath(challenge_id): AppPath<i64>,
+    AppPath(challenge_id): AppPath<ChallengeId>,
 ) -> ApiResult<Reply<ChallengeBundle>> {
     cut_off_if_revoked(&state, &grader).await?;
     let leases = state.store.list_grader_leases(grader.id).await?;

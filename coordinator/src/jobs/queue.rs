@@ -22,7 +22,7 @@ pub fn version_hash(challenge: &Challenge) -> String {
         hasher.update(part.as_bytes());
     }
     for case in &challenge.test_cases {
-        hasher.update(case.id.to_le_bytes());
+        hasher.update(case.id.0.to_le_bytes());
         hasher.update((case.data.len() as u64).to_le_bytes());
         hasher.update(case.data.as_bytes());
     }
@@ -158,13 +158,7 @@ impl Jobs {
             )));
         };
         if let JobPayload::Attempt(attempt) = &job.payload {
-            let reopen = AttemptUpdate {
-                reopen: true,
-                ..AttemptUpdate::default()
-            };
-            self.store
-                .update_attempt(attempt.attempt_id, reopen)
-                .await?;
+            self.store.reopen_attempt(attempt.attempt_id).await?;
         }
         self.dispatcher.notify(job.lane);
         Ok(job)

@@ -7,6 +7,7 @@ use std::time::Duration;
 use chrono::Utc;
 use sqlarena_common::{GraderId, GraderState};
 
+use super::results::LeaseEndedBy;
 use super::{Jobs, JobsResult};
 use crate::metrics::Metrics;
 use crate::store::{FailOutcome, Grader, TryCount};
@@ -19,7 +20,7 @@ impl Jobs {
     /// applies failed ones.
     async fn settle(&self, outcomes: Vec<FailOutcome>) -> JobsResult<()> {
         for outcome in outcomes {
-            self.settle_one(outcome, true).await?;
+            self.settle_one(outcome, LeaseEndedBy::TakenBack).await?;
         }
         Ok(())
     }

@@ -2,16 +2,16 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlarena_common::{AttemptStatus, CaseResult, JobId};
+use sqlarena_common::{AttemptId, AttemptStatus, CaseResult, ChallengeId, JobId, UserId};
 
 use super::{LeaderboardRow, Page, StoreError, StoreResult};
 
 /// An attempt with its per-test-case results.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Attempt {
-    pub id: i64,
-    pub user_id: i64,
-    pub challenge_id: i64,
+    pub id: AttemptId,
+    pub user_id: UserId,
+    pub challenge_id: ChallengeId,
     pub challenge_version: i64,
     pub query: String,
     pub status: AttemptStatus,
@@ -73,8 +73,8 @@ impl AttemptErrorKind {
 /// An attempt to be created with status PENDING.
 #[derive(Debug, Clone)]
 pub struct NewAttempt {
-    pub user_id: i64,
-    pub challenge_id: i64,
+    pub user_id: UserId,
+    pub challenge_id: ChallengeId,
     pub challenge_version: i64,
     pub query: String,
 }
@@ -98,10 +98,6 @@ pub struct AttemptUpdate {
     pub error_kind: Option<AttemptErrorKind>,
     pub job_id: Option<JobId>,
     pub finished_at: Option<DateTime<Utc>>,
-    /// Reopens the attempt (an admin retried its job): status PENDING, no
-    /// cases, no error, no finished_at, even when it was final. The other
-    /// fields of the update are ignored.
-    pub reopen: bool,
 }
 
 /// Students' attempts and the leaderboard they feed.
@@ -127,34 +123,42 @@ pub trait AttemptStore: Send + Sync {
         max_unfinished: u64,
     ) -> StoreResult<Admission>;
     /// Returns an attempt.
-    async fn get_attempt(&self, id: i64) -> StoreResult<Option<Attempt>>;
+    async fn get_attempt(&self, id: AttemptId) -> StoreResult<Option<Attempt>>;
     /// Lists a user's attempts, newest first (by id); a page starts below
     /// the id `page.after`.
-    async fn list_user_attempts(&self, user_id: i64, page: Page<i64>) -> StoreResult<Vec<Attempt>>;
+    async fn list_user_attempts(
+        &self,
+        user_id: UserId,
+        page: Page<AttemptId>,
+    ) -> StoreResult<Vec<Attempt>>;
     /// Lists a challenge's PASSED attempts (for the leaderboard).
-    async fn list_passed_attempts(&self, challenge_id: i64) -> StoreResult<Vec<Attempt>>;
+    async fn list_passed_attempts(&self, challenge_id: ChallengeId) -> StoreResult<Vec<Attempt>>;
     /// Returns the best `limit` leaderboard rows of one version of a
     /// challenge, best first: by `rank_key`, then earlier submission, then
     /// attempt id; one row per user.
     async fn top_attempts(
         &self,
-        challenge_id: i64,
+        challenge_id: ChallengeId,
         version: i64,
         limit: u32,
     ) -> StoreResult<Vec<LeaderboardRow>>;
     /// Lists a challenge's attempts that are PENDING or RUNNING, oldest first.
     async fn list_unfinished_challenge_attempts(
         &self,
-        challenge_id: i64,
+        challenge_id: ChallengeId,
     ) -> StoreResult<Vec<Attempt>>;
     /// Counts a user's attempts that are PENDING or RUNNING.
-    async fn count_unfinished_attempts(&self, user_id: i64) -> StoreResult<u64>;
+    async fn count_unfinished_attempts(&self, user_id: UserId) -> StoreResult<u64>;
     /// Applies `update` unless the attempt is already final (then returns the
-    /// attempt unchanged); `update.reopen` applies even then. `NotFound` if there is no such attempt.
+    /// attempt unchanged). `NotFound` if there is no such attempt.
     ///
     /// An attempt that becomes PASSED and qualifies for the leaderboard
     /// ([`crate::leaderboard::row_for`] with its version's test cases)
     /// replaces its user's row for that challenge version if it ranks
     /// better, in the same step as the result.
-    async fn update_attempt(&self, id: i64, update: AttemptUpdate) -> StoreResult<Attempt>;
+    async fn update_attempt(&self, id: AttemptId, update: AttemptUpdate) -> StoreResult<Attempt>;
+    /// Reopens the attempt (an admin retried its job): status PENDING, no
+    /// cases, no error, no finished_at, even when it was final; it counts
+    /// as unfinished again. `NotFound` if there is no such attempt.
+    async fn reopen_attempt(&self, id: AttemptId) -> StoreResult<Attempt>;
 }

@@ -3,15 +3,17 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlarena_common::{ChallengeState, ChallengeType, QueryResult};
+use sqlarena_common::{
+    ChallengeId, ChallengeState, ChallengeType, QueryResult, TestCaseId, UserId,
+};
 
 use super::{Page, StoreResult};
 
 /// A test case as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TestCase {
-    pub id: i64,
-    pub challenge_id: i64,
+    pub id: TestCaseId,
+    pub challenge_id: ChallengeId,
     pub data: String,
     pub is_visible: bool,
     /// Filled by the init job.
@@ -23,8 +25,8 @@ pub struct TestCase {
 /// A challenge with its test cases.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Challenge {
-    pub id: i64,
-    pub created_user_id: i64,
+    pub id: ChallengeId,
+    pub created_user_id: UserId,
     pub name: String,
     pub description: Option<String>,
     pub challenge_type: ChallengeType,
@@ -52,7 +54,7 @@ pub struct NewTestCase {
 /// `state = PENDING` and timestamps.
 #[derive(Debug, Clone)]
 pub struct NewChallenge {
-    pub created_user_id: i64,
+    pub created_user_id: UserId,
     pub name: String,
     pub description: Option<String>,
     pub challenge_type: ChallengeType,
@@ -90,7 +92,7 @@ pub struct ChallengeUpdate {
 pub enum InitResult {
     /// Expected results per test case id; the challenge becomes READY.
     Ready {
-        expected: Vec<(i64, QueryResult, Option<f64>)>,
+        expected: Vec<(TestCaseId, QueryResult, Option<f64>)>,
         warnings: Vec<String>,
     },
     /// The challenge becomes FAILED with these messages.
@@ -104,13 +106,13 @@ pub trait ChallengeStore: Send + Sync {
     /// from the challenge and test case sequences.
     async fn create_challenge(&self, challenge: NewChallenge) -> StoreResult<Challenge>;
     /// Returns a challenge with its test cases (ordered by id).
-    async fn get_challenge(&self, id: i64) -> StoreResult<Option<Challenge>>;
+    async fn get_challenge(&self, id: ChallengeId) -> StoreResult<Option<Challenge>>;
     /// Lists challenges, newest first (by id), optionally only those
     /// `created_by`; a page starts below the id `page.after`.
     async fn list_challenges(
         &self,
-        created_by: Option<i64>,
-        page: Page<i64>,
+        created_by: Option<UserId>,
+        page: Page<ChallengeId>,
     ) -> StoreResult<Vec<Challenge>>;
     /// Applies `update` to a challenge that is still at `expected_version`
     /// and returns the challenge as updated. With `update.new_version` the
@@ -126,19 +128,23 @@ pub trait ChallengeStore: Send + Sync {
     /// the current one lands at the same moment; a retry then succeeds.
     async fn update_challenge(
         &self,
-        id: i64,
+        id: ChallengeId,
         expected_version: i64,
         update: ChallengeUpdate,
     ) -> StoreResult<Challenge>;
     /// Returns the test cases of one version of a challenge, ordered by id
     /// (the current ones for the current version; empty for an unknown
     /// challenge or version).
-    async fn list_test_cases(&self, challenge_id: i64, version: i64) -> StoreResult<Vec<TestCase>>;
+    async fn list_test_cases(
+        &self,
+        challenge_id: ChallengeId,
+        version: i64,
+    ) -> StoreResult<Vec<TestCase>>;
     /// Records an init job's result for `version`. Returns false (and changes
     /// nothing) if the challenge has moved on to another version.
     async fn set_challenge_init(
         &self,
-        id: i64,
+        id: ChallengeId,
         version: i64,
         result: InitResult,
         at: DateTime<Utc>,

@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlarena_common::GraderId;
+use sqlarena_common::{GraderId, UserId};
 use sqlarena_common::{GraderState, Lane};
 use uuid::Uuid;
 
@@ -34,7 +34,7 @@ pub struct ClusterToken {
     pub id: Uuid,
     pub label: String,
     pub token_hash: String,
-    pub created_by: Option<i64>,
+    pub created_by: Option<UserId>,
     pub created_at: DateTime<Utc>,
     pub revoked: bool,
 }

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use sqlarena_common::{CaseResult, JobKind, JobOutcome, JobPayload, JobState, Lane};
 use sqlarena_common::{GraderId, JobId, LeaseId};
 
-use super::{HeldLease, StoreResult, TryCount};
+use super::{HeldLease, Retry, StoreResult, TryCount};
 
 /// A job's current lease.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,13 +185,14 @@ pub trait JobStore: Send + Sync {
         outcome: JobOutcome,
         now: DateTime<Utc>,
     ) -> StoreResult<Completion>;
-    /// A grader reports failure under its lease: requeued when `retryable`
-    /// and tries < max_tries, else FAILED with `error`. `StaleLease` as above.
+    /// A grader reports failure under its lease: requeued when `retry`
+    /// allows and tries < max_tries, else FAILED with `error`. `StaleLease`
+    /// as above.
     async fn fail_job(
         &self,
         held: HeldLease,
         error: &str,
-        retryable: bool,
+        retry: Retry,
         now: DateTime<Utc>,
     ) -> StoreResult<FailOutcome>;
     /// Marks a DONE/FAILED/CANCELLED job's result as applied to the domain

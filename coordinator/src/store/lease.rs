@@ -20,6 +20,15 @@ pub struct HeldLease {
     pub grader_id: GraderId,
 }
 
+/// Whether a failure its grader reported may be tried again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// A fault of the grader or its machine: requeued while tries are left.
+    IfTriesLeft,
+    /// Trying again cannot help (the payload itself is bad): FAILED now.
+    Never,
+}
+
 /// Whether taking a lease back counts as one of the job's tries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TryCount {
@@ -142,18 +151,17 @@ pub fn still_held(job: &Job, lease_id: LeaseId, grader_id: GraderId) -> bool {
 }
 
 /// What a failure its grader reported makes of a job that passed the
-/// fence: requeued when `retryable` with tries left, else FAILED.
-pub fn after_failure(job: &Job, error: &str, retryable: bool) -> LeaseEnd {
-    if retryable && job.tries < job.max_tries {
+/// fence: requeued when it may be retried and tries are left, else FAILED.
+pub fn after_failure(job: &Job, error: &str, retry: Retry) -> LeaseEnd {
+    if retry == Retry::IfTriesLeft && job.tries < job.max_tries {
         return LeaseEnd::Requeue {
             tries: job.tries,
             error: Some(error.to_owned()),
         };
     }
-    let error = if retryable {
-        gave_up(job.tries, error)
-    } else {
-        error.to_owned()
+    let error = match retry {
+        Retry::IfTriesLeft => gave_up(job.tries, error),
+        Retry::Never => error.to_owned(),
     };
     LeaseEnd::Fail { error }
 }
@@ -211,7 +219,10 @@ fn gave_up(tries: u32, reason: &str) -> String {
 #[cfg(test)]
 mod tests {
     use chrono::TimeZone;
-    use sqlarena_common::{AttemptOutcome, AttemptPayload, InitOutcome, JobPayload, Lane};
+    use sqlarena_common::{
+        AttemptId, AttemptOutcome, AttemptPayload, ChallengeId, InitOutcome, JobPayload, Lane,
+        TestCaseId, UserId,
+    };
     use uuid::Uuid;
 
     use super::*;
@@ -235,15 +246,15 @@ mod tests {
             kind: JobKind::Attempt,
             lane: Lane::Fast,
             payload: JobPayload::Attempt(AttemptPayload {
-                attempt_id: 1,
-                user_id: 1,
-                challenge_id: 1,
+                attempt_id: AttemptId(1),
+                user_id: UserId(1),
+                challenge_id: ChallengeId(1),
                 challenge_name: "c".into(),
                 challenge_version: 1,
                 version_hash: String::new(),
                 query: "SELECT 1".into(),
                 times_to_run: 1,
-                test_case_ids: vec![1],
+                test_case_ids: vec![TestCaseId(1)],
             }),
             state: JobState::Leased,
             tries,
@@ -385,21 +396,21 @@ mod tests {
     fn a_reported_failure_requeues_while_tries_are_left_and_retryable() {
         let (job, _) = leased(new_id(), 2);
         assert_eq!(
-            after_failure(&job, "flaky", true),
+            after_failure(&job, "flaky", Retry::IfTriesLeft),
             LeaseEnd::Requeue {
                 tries: 2,
                 error: Some("flaky".into())
             }
         );
         assert_eq!(
-            after_failure(&job, "bad query", false),
+            after_failure(&job, "bad query", Retry::Never),
             LeaseEnd::Fail {
                 error: "bad query".into()
             }
         );
         let (last, _) = leased(new_id(), 3);
         assert_eq!(
-            after_failure(&last, "flaky", true),
+            after_failure(&last, "flaky", Retry::IfTriesLeft),
             LeaseEnd::Fail {
                 error: "gave up after 3 tries: flaky".into()
             }

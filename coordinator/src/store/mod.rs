@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-pub use self::lease::{HeldLease, TryCount};
+pub use self::lease::{HeldLease, Retry, TryCount};
 pub use crate::leaderboard::LeaderboardRow;
 pub use attempts::*;
 pub use challenges::*;

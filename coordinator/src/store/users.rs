@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlarena_common::Role;
+use sqlarena_common::{Role, UserId};
 use uuid::Uuid;
 
 use super::StoreResult;
@@ -11,7 +11,7 @@ use super::StoreResult;
 /// client: the HTTP layer has its own views.
 #[derive(Debug, Clone, PartialEq)]
 pub struct User {
-    pub id: i64,
+    pub id: UserId,
     /// As the user typed it; uniqueness is case-insensitive.
     pub email: String,
     pub full_name: String,
@@ -37,7 +37,7 @@ pub struct Session {
     /// of the token.
     pub id: Uuid,
     pub token_hash: String,
-    pub user_id: i64,
+    pub user_id: UserId,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
 }
@@ -47,10 +47,10 @@ pub struct Session {
 pub struct Invite {
     pub code_hash: String,
     pub role: Role,
-    pub created_by: i64,
+    pub created_by: UserId,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
-    pub used_by: Option<i64>,
+    pub used_by: Option<UserId>,
 }
 
 /// Users, their login sessions and invites.
@@ -60,7 +60,7 @@ pub trait UserStore: Send + Sync {
     /// `Conflict` if the email is taken, compared case-insensitively.
     async fn create_user(&self, user: NewUser) -> StoreResult<User>;
     /// Returns the user with this id.
-    async fn get_user(&self, id: i64) -> StoreResult<Option<User>>;
+    async fn get_user(&self, id: UserId) -> StoreResult<Option<User>>;
     /// Returns the user with this email, compared case-insensitively.
     async fn get_user_by_email(&self, email: &str) -> StoreResult<Option<User>>;
     /// Stores a session (by token hash).
@@ -72,16 +72,17 @@ pub trait UserStore: Send + Sync {
         now: DateTime<Utc>,
     ) -> StoreResult<Option<User>>;
     /// Lists a user's unexpired sessions, newest first.
-    async fn list_sessions(&self, user_id: i64, now: DateTime<Utc>) -> StoreResult<Vec<Session>>;
+    async fn list_sessions(&self, user_id: UserId, now: DateTime<Utc>)
+        -> StoreResult<Vec<Session>>;
     /// Deletes the session with this token hash (logout); false if none.
     async fn delete_session(&self, token_hash: &str) -> StoreResult<bool>;
     /// Deletes the user's session with this id; false if the user has none.
-    async fn delete_user_session(&self, user_id: i64, session_id: Uuid) -> StoreResult<bool>;
+    async fn delete_user_session(&self, user_id: UserId, session_id: Uuid) -> StoreResult<bool>;
     /// Deletes every session of the user but the one with `keep_token_hash`
     /// (when given) and returns how many went.
     async fn delete_user_sessions(
         &self,
-        user_id: i64,
+        user_id: UserId,
         keep_token_hash: Option<&str>,
     ) -> StoreResult<u64>;
     /// Replaces a user's password hash and deletes the user's sessions but
@@ -89,7 +90,7 @@ pub trait UserStore: Send + Sync {
     /// other holder out. `NotFound` if there is no such user.
     async fn set_password(
         &self,
-        user_id: i64,
+        user_id: UserId,
         password_hash: &str,
         keep_token_hash: Option<&str>,
     ) -> StoreResult<()>;

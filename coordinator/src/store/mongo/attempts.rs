@@ -12,7 +12,7 @@ impl AttemptStore for MongoStore {
         if max_unfinished == 0 {
             return Ok(Admission::OverCap { unfinished: 0 });
         }
-        let id = self.next_id("attempts").await?;
+        let id = AttemptId(self.next_id("attempts").await?);
         let user_id = attempt.user_id;
         let document = doc! {
             "_id": id,
@@ -49,7 +49,7 @@ impl AttemptStore for MongoStore {
         Ok(Admission::OverCap { unfinished })
     }
 
-    async fn get_attempt(&self, id: i64) -> StoreResult<Option<Attempt>> {
+    async fn get_attempt(&self, id: AttemptId) -> StoreResult<Option<Attempt>> {
         let found = self
             .collection("attempts")
             .find_one(doc! { "_id": id })
@@ -58,7 +58,11 @@ impl AttemptStore for MongoStore {
         found.as_ref().map(attempt_from).transpose()
     }
 
-    async fn list_user_attempts(&self, user_id: i64, page: Page<i64>) -> StoreResult<Vec<Attempt>> {
+    async fn list_user_attempts(
+        &self,
+        user_id: UserId,
+        page: Page<AttemptId>,
+    ) -> StoreResult<Vec<Attempt>> {
         let mut filter = doc! { "user_id": user_id };
         if let Some(after) = page.after {
             filter.insert("_id", doc! { "$lt": after });
@@ -74,7 +78,7 @@ impl AttemptStore for MongoStore {
         documents.iter().map(attempt_from).collect()
     }
 
-    async fn list_passed_attempts(&self, challenge_id: i64) -> StoreResult<Vec<Attempt>> {
+    async fn list_passed_attempts(&self, challenge_id: ChallengeId) -> StoreResult<Vec<Attempt>> {
         let filter =
             doc! { "challenge_id": challenge_id, "status": AttemptStatus::Passed.as_str() };
         let documents = self
@@ -85,7 +89,7 @@ impl AttemptStore for MongoStore {
 
     async fn top_attempts(
         &self,
-        challenge_id: i64,
+        challenge_id: ChallengeId,
         version: i64,
         limit: u32,
     ) -> StoreResult<Vec<LeaderboardRow>> {
@@ -103,10 +107,10 @@ impl AttemptStore for MongoStore {
                 let fields = Fields::new(document, "leaderboard row");
                 let time_ms = fields.i64("time_ms")?;
                 Ok(LeaderboardRow {
-                    challenge_id: fields.i64("challenge_id")?,
+                    challenge_id: fields.id("challenge_id")?,
                     version: fields.i64("version")?,
-                    user_id: fields.i64("user_id")?,
-                    attempt_id: fields.i64("attempt_id")?,
+                    user_id: fields.id("user_id")?,
+                    attempt_id: fields.id("attempt_id")?,
                     score: fields.f64("score")?,
                     rank_key: fields.f64("rank_key")?,
                     completion_time_ms: fields.f64("completion_time_ms")?,
@@ -119,7 +123,7 @@ impl AttemptStore for MongoStore {
 
     async fn list_unfinished_challenge_attempts(
         &self,
-        challenge_id: i64,
+        challenge_id: ChallengeId,
     ) -> StoreResult<Vec<Attempt>> {
         let filter = doc! {
             "challenge_id": challenge_id,
@@ -131,7 +135,7 @@ impl AttemptStore for MongoStore {
         documents.iter().map(attempt_from).collect()
     }
 
-    async fn count_unfinished_attempts(&self, user_id: i64) -> StoreResult<u64> {
+    async fn count_unfinished_attempts(&self, user_id: UserId) -> StoreResult<u64> {
         let filter = doc! {
             "user_id": user_id,
             "status": { "$in": [AttemptStatus::Pending.as_str(), AttemptStatus::Running.as_str()] },
@@ -142,18 +146,9 @@ impl AttemptStore for MongoStore {
             .map_err(backend)
     }
 
-    async fn update_attempt(&self, id: i64, update: AttemptUpdate) -> StoreResult<Attempt> {
+    async fn update_attempt(&self, id: AttemptId, update: AttemptUpdate) -> StoreResult<Attempt> {
         let attempts = self.collection("attempts");
-        let (filter, set) = if update.reopen {
-            let set = doc! {
-                "status": AttemptStatus::Pending.as_str(),
-                "cases": Bson::Array(Vec::new()),
-                "error": Bson::Null,
-                "error_kind": Bson::Null,
-                "finished_at": Bson::Null,
-            };
-            (doc! { "_id": id }, set)
-        } else {
+        let (filter, set) = {
             let mut set = Document::new();
             if let Some(status) = update.status {
                 set.insert("status", status.as_str());
@@ -203,9 +198,27 @@ impl AttemptStore for MongoStore {
             if attempt.status == AttemptStatus::Passed {
                 self.record_ranking(&attempt).await?;
             }
-        } else if update.reopen {
-            self.take_slot(attempt.user_id, id, u64::MAX).await?;
         }
+        Ok(attempt)
+    }
+
+    async fn reopen_attempt(&self, id: AttemptId) -> StoreResult<Attempt> {
+        let set = doc! {
+            "status": AttemptStatus::Pending.as_str(),
+            "cases": Bson::Array(Vec::new()),
+            "error": Bson::Null,
+            "error_kind": Bson::Null,
+            "finished_at": Bson::Null,
+        };
+        self.collection("attempts")
+            .update_one(doc! { "_id": id }, doc! { "$set": set })
+            .await
+            .map_err(backend)?;
+        let attempt = self
+            .get_attempt(id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("attempt {id}")))?;
+        self.take_slot(attempt.user_id, id, u64::MAX).await?;
         Ok(attempt)
     }
 }

@@ -6,7 +6,7 @@ use super::*;
 impl ChallengeStore for MongoStore {
     async fn create_challenge(&self, challenge: NewChallenge) -> StoreResult<Challenge> {
         let now = stored_now();
-        let id = self.next_id("challenges").await?;
+        let id = ChallengeId(self.next_id("challenges").await?);
         let test_cases = self.new_test_cases(id, &challenge.test_cases, now).await?;
         let document = doc! {
             "_id": id,
@@ -33,7 +33,7 @@ impl ChallengeStore for MongoStore {
         challenge_from(&document)
     }
 
-    async fn get_challenge(&self, id: i64) -> StoreResult<Option<Challenge>> {
+    async fn get_challenge(&self, id: ChallengeId) -> StoreResult<Option<Challenge>> {
         let found = self
             .collection("challenges")
             .find_one(doc! { "_id": id })
@@ -44,8 +44,8 @@ impl ChallengeStore for MongoStore {
 
     async fn list_challenges(
         &self,
-        created_by: Option<i64>,
-        page: Page<i64>,
+        created_by: Option<UserId>,
+        page: Page<ChallengeId>,
     ) -> StoreResult<Vec<Challenge>> {
         let mut filter = match created_by {
             Some(user_id) => doc! { "created_user_id": user_id },
@@ -67,7 +67,7 @@ impl ChallengeStore for MongoStore {
 
     async fn update_challenge(
         &self,
-        id: i64,
+        id: ChallengeId,
         expected_version: i64,
         update: ChallengeUpdate,
     ) -> StoreResult<Challenge> {
@@ -139,7 +139,11 @@ impl ChallengeStore for MongoStore {
         }
     }
 
-    async fn list_test_cases(&self, challenge_id: i64, version: i64) -> StoreResult<Vec<TestCase>> {
+    async fn list_test_cases(
+        &self,
+        challenge_id: ChallengeId,
+        version: i64,
+    ) -> StoreResult<Vec<TestCase>> {
         let Some(challenge) = self.get_challenge(challenge_id).await? else {
             return Ok(Vec::new());
         };
@@ -158,7 +162,7 @@ impl ChallengeStore for MongoStore {
 
     async fn set_challenge_init(
         &self,
-        id: i64,
+        id: ChallengeId,
         version: i64,
         result: InitResult,
         at: DateTime<Utc>,

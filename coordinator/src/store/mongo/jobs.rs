@@ -231,7 +231,7 @@ impl JobStore for MongoStore {
         &self,
         held: HeldLease,
         error: &str,
-        retryable: bool,
+        retry: Retry,
         now: DateTime<Utc>,
     ) -> StoreResult<FailOutcome> {
         for _ in 0..MAX_CONFLICT_RETRIES {
@@ -240,7 +240,7 @@ impl JobStore for MongoStore {
             // tries and max_tries do not change while the lease is held, so
             // the decision made on what was read stays right for the fenced
             // write.
-            let end = lease::after_failure(&job, error, retryable);
+            let end = lease::after_failure(&job, error, retry);
             if let Some(outcome) = self.end_lease(&job, &end, now).await? {
                 return Ok(outcome);
             }

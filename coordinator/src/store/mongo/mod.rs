@@ -36,7 +36,7 @@ mod graders;
 mod jobs;
 mod users;
 
-use crate::store::{AttemptStore, ChallengeStore, GraderStore, JobStore, UserStore};
+use crate::store::{AttemptStore, ChallengeStore, GraderStore, JobStore, Retry, UserStore};
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use futures_util::TryStreamExt;
@@ -47,10 +47,9 @@ use mongodb::{Client, Collection, Database, IndexModel};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sqlarena_common::{
-    AttemptStatus, CaseResult, ChallengeState, ChallengeType, GraderState, JobKind, JobOutcome,
-    JobState, Lane, Role,
+    AttemptId, AttemptStatus, CaseResult, ChallengeId, ChallengeState, ChallengeType, GraderId,
+    GraderState, JobId, JobKind, JobOutcome, JobState, Lane, LeaseId, Role, TestCaseId, UserId,
 };
-use sqlarena_common::{GraderId, JobId, LeaseId};
 use uuid::Uuid;
 
 use crate::leaderboard;
@@ -150,7 +149,7 @@ impl MongoStore {
 
     /// Inserts a user with an id from the `users` sequence; `Conflict` when
     /// the email is taken.
-    async fn insert_user(&self, id: i64, user: &NewUser) -> StoreResult<User> {
+    async fn insert_user(&self, id: UserId, user: &NewUser) -> StoreResult<User> {
         let document = doc! {
             "_id": id,
             "email": &user.email,
@@ -350,14 +349,14 @@ impl MongoStore {
     /// with ids from the test case sequence.
     async fn new_test_cases(
         &self,
-        challenge_id: i64,
+        challenge_id: ChallengeId,
         cases: &[NewTestCase],
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<Bson>> {
         let mut test_cases = Vec::with_capacity(cases.len());
         for case in cases {
             let case = TestCase {
-                id: self.next_id("test_cases").await?,
+                id: TestCaseId(self.next_id("test_cases").await?),
                 challenge_id,
                 data: case.data.clone(),
                 is_visible: case.is_visible,
@@ -401,8 +400,8 @@ impl MongoStore {
     /// its attempt is final ([`MongoStore::release_slot`]).
     async fn take_slot(
         &self,
-        user_id: i64,
-        attempt_id: i64,
+        user_id: UserId,
+        attempt_id: AttemptId,
         max_unfinished: u64,
     ) -> StoreResult<bool> {
         let slots = self.collection("attempt_slots");
@@ -436,7 +435,7 @@ impl MongoStore {
     }
 
     /// Returns the attempt ids holding the user's slots.
-    async fn slots_of(&self, user_id: i64) -> StoreResult<Vec<i64>> {
+    async fn slots_of(&self, user_id: UserId) -> StoreResult<Vec<AttemptId>> {
         let found = self
             .collection("attempt_slots")
             .find_one(doc! { "_id": user_id })
@@ -451,6 +450,7 @@ impl MongoStore {
             .map(|id| {
                 id.as_i64()
                     .or_else(|| id.as_i32().map(i64::from))
+                    .map(AttemptId)
                     .ok_or_else(|| StoreError::Backend(format!("attempt slot {id} is no id")))
             })
             .collect()
@@ -458,7 +458,7 @@ impl MongoStore {
 
     /// Gives back the slot of an attempt that is final (idempotent: the
     /// write applies only while the id holds a slot).
-    async fn release_slot(&self, user_id: i64, attempt_id: i64) -> StoreResult<()> {
+    async fn release_slot(&self, user_id: UserId, attempt_id: AttemptId) -> StoreResult<()> {
         self.collection("attempt_slots")
             .update_one(
                 doc! { "_id": user_id, "active": attempt_id },
@@ -472,7 +472,7 @@ impl MongoStore {
     /// Gives back slots whose attempt is final or gone but kept its slot (a
     /// coordinator died between finishing it and releasing the slot).
     /// Returns true if any was freed.
-    async fn free_finished_slots(&self, user_id: i64) -> StoreResult<bool> {
+    async fn free_finished_slots(&self, user_id: UserId) -> StoreResult<bool> {
         let mut freed = false;
         for attempt_id in self.slots_of(user_id).await? {
             let finished = self
@@ -734,6 +734,15 @@ impl<'a> Fields<'a> {
         self.get(key).map(|_| self.i64(key)).transpose()
     }
 
+    /// An integer id, as whichever id type it is.
+    fn id<T: From<i64>>(&self, key: &str) -> StoreResult<T> {
+        self.i64(key).map(T::from)
+    }
+
+    fn opt_id<T: From<i64>>(&self, key: &str) -> StoreResult<Option<T>> {
+        self.opt_i64(key).map(|id| id.map(T::from))
+    }
+
     fn bool(&self, key: &str) -> StoreResult<bool> {
         match self.required(key)? {
             Bson::Boolean(value) => Ok(*value),
@@ -828,7 +837,7 @@ fn parse_challenge_type(text: &str) -> Option<ChallengeType> {
 fn user_from(document: &Document) -> StoreResult<User> {
     let fields = Fields::new(document, "user");
     Ok(User {
-        id: fields.i64("_id")?,
+        id: fields.id("_id")?,
         email: fields.str("email")?.to_owned(),
         full_name: fields.str("full_name")?.to_owned(),
         role: fields.parsed("role", Role::parse)?,
@@ -842,7 +851,7 @@ fn session_from(document: &Document) -> StoreResult<Session> {
     Ok(Session {
         id: fields.uuid("session_id")?,
         token_hash: fields.str("_id")?.to_owned(),
-        user_id: fields.i64("user_id")?,
+        user_id: fields.id("user_id")?,
         created_at: fields.time("created_at")?,
         expires_at: fields.time("expires_at")?,
     })
@@ -863,10 +872,10 @@ fn test_case_document(case: &TestCase) -> StoreResult<Document> {
     })
 }
 
-fn test_case_from(document: &Document, challenge_id: i64) -> StoreResult<TestCase> {
+fn test_case_from(document: &Document, challenge_id: ChallengeId) -> StoreResult<TestCase> {
     let fields = Fields::new(document, "test case");
     Ok(TestCase {
-        id: fields.i64("id")?,
+        id: fields.id("id")?,
         challenge_id,
         data: fields.str("data")?.to_owned(),
         is_visible: fields.bool("is_visible")?,
@@ -878,7 +887,7 @@ fn test_case_from(document: &Document, challenge_id: i64) -> StoreResult<TestCas
 
 fn challenge_from(document: &Document) -> StoreResult<Challenge> {
     let fields = Fields::new(document, "challenge");
-    let id = fields.i64("_id")?;
+    let id = fields.id("_id")?;
     let mut test_cases = fields
         .array("test_cases")?
         .iter()
@@ -892,7 +901,7 @@ fn challenge_from(document: &Document) -> StoreResult<Challenge> {
     test_cases.sort_by_key(|case| case.id);
     Ok(Challenge {
         id,
-        created_user_id: fields.i64("created_user_id")?,
+        created_user_id: fields.id("created_user_id")?,
         name: fields.str("name")?.to_owned(),
         description: fields.opt_str("description")?,
         challenge_type: fields.parsed("challenge_type", parse_challenge_type)?,
@@ -913,9 +922,9 @@ fn challenge_from(document: &Document) -> StoreResult<Challenge> {
 fn attempt_from(document: &Document) -> StoreResult<Attempt> {
     let fields = Fields::new(document, "attempt");
     Ok(Attempt {
-        id: fields.i64("_id")?,
-        user_id: fields.i64("user_id")?,
-        challenge_id: fields.i64("challenge_id")?,
+        id: fields.id("_id")?,
+        user_id: fields.id("user_id")?,
+        challenge_id: fields.id("challenge_id")?,
         challenge_version: fields.i64("challenge_version")?,
         query: fields.str("query")?.to_owned(),
         status: fields.parsed("status", AttemptStatus::parse)?,
@@ -1006,7 +1015,7 @@ fn cluster_token_from(document: &Document) -> StoreResult<ClusterToken> {
         id: fields.uuid("_id")?,
         label: fields.str("label")?.to_owned(),
         token_hash: fields.str("token_hash")?.to_owned(),
-        created_by: fields.opt_i64("created_by")?,
+        created_by: fields.opt_id("created_by")?,
         created_at: fields.time("created_at")?,
         revoked: fields.bool("revoked")?,
     })

@@ -6,11 +6,11 @@ use super::*;
 impl UserStore for MongoStore {
     async fn create_user(&self, user: NewUser) -> StoreResult<User> {
         self.check_email_free(&user.email).await?;
-        let id = self.next_id("users").await?;
+        let id = UserId(self.next_id("users").await?);
         self.insert_user(id, &user).await
     }
 
-    async fn get_user(&self, id: i64) -> StoreResult<Option<User>> {
+    async fn get_user(&self, id: UserId) -> StoreResult<Option<User>> {
         let found = self
             .collection("users")
             .find_one(doc! { "_id": id })
@@ -58,11 +58,15 @@ impl UserStore for MongoStore {
         else {
             return Ok(None);
         };
-        let user_id = Fields::new(&session, "session").i64("user_id")?;
+        let user_id = Fields::new(&session, "session").id("user_id")?;
         self.get_user(user_id).await
     }
 
-    async fn list_sessions(&self, user_id: i64, now: DateTime<Utc>) -> StoreResult<Vec<Session>> {
+    async fn list_sessions(
+        &self,
+        user_id: UserId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<Session>> {
         let documents = self
             .find_many(
                 "sessions",
@@ -83,7 +87,7 @@ impl UserStore for MongoStore {
         Ok(deleted.deleted_count == 1)
     }
 
-    async fn delete_user_session(&self, user_id: i64, session_id: Uuid) -> StoreResult<bool> {
+    async fn delete_user_session(&self, user_id: UserId, session_id: Uuid) -> StoreResult<bool> {
         let deleted = self
             .collection("sessions")
             .delete_one(doc! { "user_id": user_id, "session_id": session_id.to_string() })
@@ -94,7 +98,7 @@ impl UserStore for MongoStore {
 
     async fn delete_user_sessions(
         &self,
-        user_id: i64,
+        user_id: UserId,
         keep_token_hash: Option<&str>,
     ) -> StoreResult<u64> {
         let mut filter = doc! { "user_id": user_id };
@@ -114,7 +118,7 @@ impl UserStore for MongoStore {
     /// cannot sign in with the old password.
     async fn set_password(
         &self,
-        user_id: i64,
+        user_id: UserId,
         password_hash: &str,
         keep_token_hash: Option<&str>,
     ) -> StoreResult<()> {
@@ -160,7 +164,7 @@ impl UserStore for MongoStore {
         now: DateTime<Utc>,
     ) -> StoreResult<Option<User>> {
         self.check_email_free(&user.email).await?;
-        let id = self.next_id("users").await?;
+        let id = UserId(self.next_id("users").await?);
         let invites = self.collection("invites");
         let claimed = invites
             .find_one_and_update(

@@ -31,7 +31,7 @@ impl AttemptStore for SqliteStore {
                     attempt.query,
                     micros(stored_now())
                 ])?;
-            let id = transaction.last_insert_rowid();
+            let id = AttemptId(transaction.last_insert_rowid());
             let created = select_attempt(transaction, id)?
                 .ok_or_else(|| StoreError::Backend(format!("attempt {id} vanished")))?;
             Ok(Admission::Created(created))
@@ -39,19 +39,23 @@ impl AttemptStore for SqliteStore {
         .await
     }
 
-    async fn get_attempt(&self, id: i64) -> StoreResult<Option<Attempt>> {
+    async fn get_attempt(&self, id: AttemptId) -> StoreResult<Option<Attempt>> {
         self.call(move |connection| select_attempt(connection, id))
             .await
     }
 
-    async fn list_user_attempts(&self, user_id: i64, page: Page<i64>) -> StoreResult<Vec<Attempt>> {
+    async fn list_user_attempts(
+        &self,
+        user_id: UserId,
+        page: Page<AttemptId>,
+    ) -> StoreResult<Vec<Attempt>> {
         self.call(move |connection| {
             select_attempts(
                 connection,
                 "user_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3",
                 params![
                     user_id,
-                    page.after.unwrap_or(i64::MAX),
+                    page.after.unwrap_or(AttemptId(i64::MAX)),
                     sql_limit(page.limit)
                 ],
             )
@@ -59,7 +63,7 @@ impl AttemptStore for SqliteStore {
         .await
     }
 
-    async fn list_passed_attempts(&self, challenge_id: i64) -> StoreResult<Vec<Attempt>> {
+    async fn list_passed_attempts(&self, challenge_id: ChallengeId) -> StoreResult<Vec<Attempt>> {
         self.call(move |connection| {
             select_attempts(
                 connection,
@@ -72,7 +76,7 @@ impl AttemptStore for SqliteStore {
 
     async fn top_attempts(
         &self,
-        challenge_id: i64,
+        challenge_id: ChallengeId,
         version: i64,
         limit: u32,
     ) -> StoreResult<Vec<LeaderboardRow>> {
@@ -91,7 +95,7 @@ impl AttemptStore for SqliteStore {
 
     async fn list_unfinished_challenge_attempts(
         &self,
-        challenge_id: i64,
+        challenge_id: ChallengeId,
     ) -> StoreResult<Vec<Attempt>> {
         self.call(move |connection| {
             select_attempts(
@@ -103,7 +107,7 @@ impl AttemptStore for SqliteStore {
         .await
     }
 
-    async fn count_unfinished_attempts(&self, user_id: i64) -> StoreResult<u64> {
+    async fn count_unfinished_attempts(&self, user_id: UserId) -> StoreResult<u64> {
         self.call(move |connection| {
             let count: i64 = connection
                 .prepare_cached(UNFINISHED_COUNT_SQL)?
@@ -113,19 +117,26 @@ impl AttemptStore for SqliteStore {
         .await
     }
 
-    async fn update_attempt(&self, id: i64, update: AttemptUpdate) -> StoreResult<Attempt> {
+    async fn reopen_attempt(&self, id: AttemptId) -> StoreResult<Attempt> {
+        self.write(move |transaction| {
+            let reopened = transaction
+                .prepare_cached(
+                    "UPDATE attempts SET status = 'PENDING', cases = '[]', error = NULL, \
+                     error_kind = NULL, finished_at = NULL WHERE id = ?1",
+                )?
+                .execute([id])?;
+            if reopened == 0 {
+                return Err(StoreError::NotFound(format!("attempt {id}")));
+            }
+            select_attempt(transaction, id)?
+                .ok_or_else(|| StoreError::Backend(format!("attempt {id} vanished")))
+        })
+        .await
+    }
+
+    async fn update_attempt(&self, id: AttemptId, update: AttemptUpdate) -> StoreResult<Attempt> {
         self.write(move |transaction| {
             let attempt = select_attempt(transaction, id)?.ok_or_else(|| StoreError::NotFound(format!("attempt {id}")))?;
-            if update.reopen {
-                transaction
-                    .prepare_cached(
-                        "UPDATE attempts SET status = 'PENDING', cases = '[]', error = NULL, \
-                         error_kind = NULL, finished_at = NULL WHERE id = ?1",
-                    )?
-                    .execute([id])?;
-                return select_attempt(transaction, id)?
-                    .ok_or_else(|| StoreError::Backend(format!("attempt {id} vanished")));
-            }
             if attempt.status.is_final() {
                 return Ok(attempt);
             }

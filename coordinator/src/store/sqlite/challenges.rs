@@ -24,28 +24,28 @@ impl ChallengeStore for SqliteStore {
                     micros(challenge.expires_at),
                     now
                 ])?;
-            let id = transaction.last_insert_rowid();
+            let id = ChallengeId(transaction.last_insert_rowid());
             insert_test_cases(transaction, id, 1, &challenge.test_cases, now)?;
             select_challenge(transaction, id)?.ok_or_else(|| StoreError::Backend(format!("challenge {id} vanished")))
         })
         .await
     }
 
-    async fn get_challenge(&self, id: i64) -> StoreResult<Option<Challenge>> {
+    async fn get_challenge(&self, id: ChallengeId) -> StoreResult<Option<Challenge>> {
         self.call(move |connection| select_challenge(connection, id))
             .await
     }
 
     async fn list_challenges(
         &self,
-        created_by: Option<i64>,
-        page: Page<i64>,
+        created_by: Option<UserId>,
+        page: Page<ChallengeId>,
     ) -> StoreResult<Vec<Challenge>> {
         self.call(move |connection| {
             let transaction = connection.transaction()?;
-            let below = page.after.unwrap_or(i64::MAX);
+            let below = page.after.unwrap_or(ChallengeId(i64::MAX));
             let limit = sql_limit(page.limit);
-            let ids: Vec<i64> = match created_by {
+            let ids: Vec<ChallengeId> = match created_by {
                 Some(user_id) => transaction
                     .prepare_cached(
                         "SELECT id FROM challenges WHERE created_user_id = ?1 AND id < ?2 \
@@ -71,7 +71,7 @@ impl ChallengeStore for SqliteStore {
 
     async fn update_challenge(
         &self,
-        id: i64,
+        id: ChallengeId,
         expected_version: i64,
         update: ChallengeUpdate,
     ) -> StoreResult<Challenge> {
@@ -115,14 +115,18 @@ impl ChallengeStore for SqliteStore {
         .await
     }
 
-    async fn list_test_cases(&self, challenge_id: i64, version: i64) -> StoreResult<Vec<TestCase>> {
+    async fn list_test_cases(
+        &self,
+        challenge_id: ChallengeId,
+        version: i64,
+    ) -> StoreResult<Vec<TestCase>> {
         self.call(move |connection| select_test_cases(connection, challenge_id, version))
             .await
     }
 
     async fn set_challenge_init(
         &self,
-        id: i64,
+        id: ChallengeId,
         version: i64,
         result: InitResult,
         at: DateTime<Utc>,

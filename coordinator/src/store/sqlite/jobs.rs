@@ -155,14 +155,14 @@ impl JobStore for SqliteStore {
         &self,
         held: HeldLease,
         error: &str,
-        retryable: bool,
+        retry: Retry,
         now: DateTime<Utc>,
     ) -> StoreResult<FailOutcome> {
         let error = error.to_owned();
         self.write(move |transaction| {
             let job = existing_job(transaction, held.job_id)?;
             lease::check_fence(&job, held)?;
-            let end = lease::after_failure(&job, &error, retryable);
+            let end = lease::after_failure(&job, &error, retry);
             end_lease(transaction, &job, end, now)
         })
         .await

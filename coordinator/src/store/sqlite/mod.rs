@@ -29,7 +29,7 @@ mod graders;
 mod jobs;
 mod users;
 
-use crate::store::{AttemptStore, ChallengeStore, GraderStore, JobStore, UserStore};
+use crate::store::{AttemptStore, ChallengeStore, GraderStore, JobStore, Retry, UserStore};
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -43,10 +43,9 @@ use rusqlite::{params, Connection, OptionalExtension as _, Row, Transaction, Tra
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sqlarena_common::{
-    AttemptStatus, CaseResult, ChallengeState, ChallengeType, GraderState, JobOutcome, JobState,
-    Lane, Role,
+    AttemptId, AttemptStatus, CaseResult, ChallengeId, ChallengeState, ChallengeType, GraderId,
+    GraderState, JobId, JobOutcome, JobState, Lane, LeaseId, Role, UserId,
 };
-use sqlarena_common::{GraderId, JobId, LeaseId};
 use uuid::Uuid;
 
 use crate::leaderboard;
@@ -835,7 +834,7 @@ fn stored_now() -> DateTime<Utc> {
     DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now)
 }
 
-fn select_user(connection: &Connection, id: i64) -> StoreResult<Option<User>> {
+fn select_user(connection: &Connection, id: UserId) -> StoreResult<Option<User>> {
     let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1");
     Ok(connection
         .prepare_cached(&sql)?
@@ -867,14 +866,14 @@ fn insert_user(transaction: &Transaction<'_>, user: NewUser) -> StoreResult<User
         }
         other => other?,
     };
-    let id = transaction.last_insert_rowid();
+    let id = UserId(transaction.last_insert_rowid());
     select_user(transaction, id)?.ok_or_else(|| StoreError::Backend(format!("user {id} vanished")))
 }
 
 /// Deletes a user's sessions but the one with `keep_token_hash`.
 fn delete_sessions_but(
     transaction: &Transaction<'_>,
-    user_id: i64,
+    user_id: UserId,
     keep_token_hash: Option<&str>,
 ) -> StoreResult<u64> {
     let deleted = transaction
@@ -883,7 +882,7 @@ fn delete_sessions_but(
     Ok(deleted as u64)
 }
 
-fn select_challenge(connection: &Connection, id: i64) -> StoreResult<Option<Challenge>> {
+fn select_challenge(connection: &Connection, id: ChallengeId) -> StoreResult<Option<Challenge>> {
     let sql = format!("SELECT {CHALLENGE_COLUMNS} FROM challenges WHERE id = ?1");
     let challenge = connection
         .prepare_cached(&sql)?
@@ -900,7 +899,7 @@ fn select_challenge(connection: &Connection, id: i64) -> StoreResult<Option<Chal
 
 fn select_test_cases(
     connection: &Connection,
-    challenge_id: i64,
+    challenge_id: ChallengeId,
     version: i64,
 ) -> StoreResult<Vec<TestCase>> {
     let sql = format!(
@@ -908,7 +907,7 @@ fn select_test_cases(
     );
     let mut statement = connection.prepare_cached(&sql)?;
     let cases = statement
-        .query_map([challenge_id, version], test_case_from)?
+        .query_map(params![challenge_id, version], test_case_from)?
         .collect::<rusqlite::Result<_>>()?;
     Ok(cases)
 }
@@ -916,7 +915,7 @@ fn select_test_cases(
 /// Inserts the test cases of one version of a challenge.
 fn insert_test_cases(
     transaction: &Transaction<'_>,
-    challenge_id: i64,
+    challenge_id: ChallengeId,
     version: i64,
     cases: &[NewTestCase],
     now: i64,
@@ -937,7 +936,7 @@ fn insert_test_cases(
     Ok(())
 }
 
-fn select_attempt(connection: &Connection, id: i64) -> StoreResult<Option<Attempt>> {
+fn select_attempt(connection: &Connection, id: AttemptId) -> StoreResult<Option<Attempt>> {
     let sql = format!("SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE id = ?1");
     Ok(connection
         .prepare_cached(&sql)?

@@ -9,7 +9,7 @@ impl UserStore for SqliteStore {
             .await
     }
 
-    async fn get_user(&self, id: i64) -> StoreResult<Option<User>> {
+    async fn get_user(&self, id: UserId) -> StoreResult<Option<User>> {
         self.call(move |connection| select_user(connection, id))
             .await
     }
@@ -69,7 +69,11 @@ impl UserStore for SqliteStore {
         .await
     }
 
-    async fn list_sessions(&self, user_id: i64, now: DateTime<Utc>) -> StoreResult<Vec<Session>> {
+    async fn list_sessions(
+        &self,
+        user_id: UserId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<Session>> {
         self.call(move |connection| {
             let sql = format!(
                 "SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = ?1 AND expires_at > ?2 \
@@ -95,7 +99,7 @@ impl UserStore for SqliteStore {
         .await
     }
 
-    async fn delete_user_session(&self, user_id: i64, session_id: Uuid) -> StoreResult<bool> {
+    async fn delete_user_session(&self, user_id: UserId, session_id: Uuid) -> StoreResult<bool> {
         self.write(move |transaction| {
             let deleted = transaction
                 .prepare_cached("DELETE FROM sessions WHERE user_id = ?1 AND id = ?2")?
@@ -107,7 +111,7 @@ impl UserStore for SqliteStore {
 
     async fn delete_user_sessions(
         &self,
-        user_id: i64,
+        user_id: UserId,
         keep_token_hash: Option<&str>,
     ) -> StoreResult<u64> {
         let keep = keep_token_hash.map(str::to_owned);
@@ -117,7 +121,7 @@ impl UserStore for SqliteStore {
 
     async fn set_password(
         &self,
-        user_id: i64,
+        user_id: UserId,
         password_hash: &str,
         keep_token_hash: Option<&str>,
     ) -> StoreResult<()> {
