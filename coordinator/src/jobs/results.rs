@@ -4,8 +4,8 @@
 
 use chrono::Utc;
 use sqlarena_common::{
-    AttemptStatus, CaseResult, CaseStatus, JobId, JobOutcome, JobPayload, JobState, LeaseId,
-    QueryResult,
+    AttemptOutcome, AttemptStatus, CaseResult, CaseStatus, JobId, JobOutcome, JobPayload, JobState,
+    LeaseId, QueryResult,
 };
 
 use super::{Jobs, JobsError, JobsResult};
@@ -144,11 +144,24 @@ impl Jobs {
             attempt.cases.iter_mut().for_each(bound_case_result);
         }
         let held = held_lease(grader, job_id, lease_id);
-        let completion = self.store.complete_job(held, outcome, Utc::now()).await;
+        let now = Utc::now();
+        // An attempt's result is applied in the same store step; an init's
+        // (rare, and it touches the challenge) right after.
+        let completion = match &outcome {
+            JobOutcome::Attempt(attempt) => {
+                let update = finished_attempt(attempt, now);
+                self.store
+                    .complete_attempt_job(held, outcome, update, now)
+                    .await
+            }
+            JobOutcome::Init(_) => self.store.complete_job(held, outcome, now).await,
+        };
         let completion = self.fenced(job_id, completion)?;
         if let Completion::Recorded(job) = &completion {
             self.observe_completion(job);
-            self.apply_finished_job(job).await?;
+            if !job.applied {
+                self.apply_finished_job(job).await?;
+            }
         }
         Ok(completion)
     }
@@ -283,16 +296,21 @@ fn init_result(job: &Job, state_now: JobState) -> InitResult {
 }
 
 /// What a finished grading job changes in its attempt.
+/// What a graded attempt's outcome makes of the attempt.
+fn finished_attempt(outcome: &AttemptOutcome, now: chrono::DateTime<Utc>) -> AttemptUpdate {
+    AttemptUpdate {
+        status: Some(attempt_status(&outcome.cases, outcome.error.as_deref())),
+        cases: Some(outcome.cases.clone()),
+        error: outcome.error.clone(),
+        error_kind: outcome.error.is_some().then_some(AttemptErrorKind::Query),
+        finished_at: Some(now),
+        ..AttemptUpdate::default()
+    }
+}
+
 fn attempt_result(job: &Job, state_now: JobState, now: chrono::DateTime<Utc>) -> AttemptUpdate {
     match (state_now, &job.outcome) {
-        (JobState::Done, Some(JobOutcome::Attempt(outcome))) => AttemptUpdate {
-            status: Some(attempt_status(&outcome.cases, outcome.error.as_deref())),
-            cases: Some(outcome.cases.clone()),
-            error: outcome.error.clone(),
-            error_kind: outcome.error.is_some().then_some(AttemptErrorKind::Query),
-            finished_at: Some(now),
-            ..AttemptUpdate::default()
-        },
+        (JobState::Done, Some(JobOutcome::Attempt(outcome))) => finished_attempt(outcome, now),
         (JobState::Cancelled, _) => AttemptUpdate {
             status: Some(AttemptStatus::Cancelled),
             cases: Some(job.progress.clone()),

@@ -105,6 +105,7 @@ macro_rules! __with_store_conformance_checks {
             concurrent_batch_claims_lease_every_job_once,
             stale_leases_change_nothing,
             completions_are_recorded_once_and_applied,
+            attempt_completions_apply_their_result,
             expired_leases_are_requeued_then_failed,
             grader_leases_are_released,
             failures_are_retried_or_final,
@@ -2133,6 +2134,126 @@ pub async fn completions_are_recorded_once_and_applied(store: Arc<dyn Store>) {
         .map(|job| job.id)
         .collect();
     assert_eq!(unapplied, vec![init.id]);
+}
+
+/// An attempt job's completion applies its result in the same step: the
+/// attempt takes the update, the job is DONE, applied and pruned; a repeat
+/// or a stale lease changes neither.
+pub async fn attempt_completions_apply_their_result(store: Arc<dyn Store>) {
+    let student = create_user(&store, Role::Student).await;
+    let prof = create_user(&store, Role::Professor).await;
+    let challenge = store
+        .create_challenge(new_challenge(prof.id, ChallengeType::FE, 2))
+        .await
+        .unwrap();
+    let attempt = store
+        .create_attempt(NewAttempt {
+            user_id: student.id,
+            challenge_id: challenge.id,
+            challenge_version: 1,
+            query: "select a from t".into(),
+        })
+        .await
+        .unwrap();
+    let (leased, _) = leased_job(&store, attempt_job(Lane::Fast, attempt.id)).await;
+    let lease_id = lease_id_of(&leased);
+    let now = now_ms();
+    let JobOutcome::Attempt(graded) = attempt_outcome() else {
+        unreachable!("an attempt outcome")
+    };
+    let update = AttemptUpdate {
+        status: Some(AttemptStatus::Failed),
+        cases: Some(graded.cases.clone()),
+        finished_at: Some(now),
+        ..AttemptUpdate::default()
+    };
+    let forged = store
+        .complete_attempt_job(
+            held_lease(&leased, new_id()),
+            attempt_outcome(),
+            update.clone(),
+            now,
+        )
+        .await;
+    assert!(
+        matches!(forged, Err(StoreError::StaleLease(_))),
+        "{forged:?}"
+    );
+    assert_eq!(
+        store.get_attempt(attempt.id).await.unwrap(),
+        Some(attempt.clone()),
+        "a refused completion leaves the attempt alone"
+    );
+
+    let Completion::Recorded(done) = store
+        .complete_attempt_job(
+            held_lease(&leased, lease_id),
+            attempt_outcome(),
+            update.clone(),
+            now,
+        )
+        .await
+        .unwrap()
+    else {
+        panic!("the first completion is recorded");
+    };
+    assert_eq!((done.state, done.applied), (JobState::Done, true));
+    assert_eq!(done.payload, pruned_payload(&leased.payload));
+    assert_eq!(store.get_job(leased.id).await.unwrap(), Some(done.clone()));
+    let graded_attempt = store.get_attempt(attempt.id).await.unwrap().unwrap();
+    assert_eq!(graded_attempt.status, AttemptStatus::Failed);
+    assert_eq!(graded_attempt.cases, graded.cases);
+    assert_eq!(graded_attempt.finished_at.map(ms), Some(ms(now)));
+    assert!(
+        !store
+            .list_unapplied_jobs()
+            .await
+            .unwrap()
+            .iter()
+            .any(|job| job.id == leased.id),
+        "nothing is left to apply"
+    );
+
+    let repeat = store
+        .complete_attempt_job(
+            held_lease(&leased, lease_id),
+            attempt_outcome(),
+            AttemptUpdate {
+                status: Some(AttemptStatus::Passed),
+                ..AttemptUpdate::default()
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(&repeat, Completion::AlreadyRecorded(job) if *job == done),
+        "{repeat:?}"
+    );
+    assert_eq!(
+        store.get_attempt(attempt.id).await.unwrap(),
+        Some(graded_attempt),
+        "a repeat changes nothing"
+    );
+
+    // The attempt may be gone meanwhile: the job still finishes, applied.
+    let (orphan, _) = leased_job(&store, attempt_job(Lane::Fast, AttemptId(i64::MAX))).await;
+    let Completion::Recorded(orphan_done) = store
+        .complete_attempt_job(
+            held_lease(&orphan, lease_id_of(&orphan)),
+            attempt_outcome(),
+            update,
+            now,
+        )
+        .await
+        .unwrap()
+    else {
+        panic!("the first completion is recorded");
+    };
+    assert_eq!(
+        (orphan_done.state, orphan_done.applied),
+        (JobState::Done, true)
+    );
 }
 
 /// Leases past their deadline are taken back: requeued with the try

@@ -28,6 +28,8 @@ mod users;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlarena_common::{JobOutcome, JobPayload};
 
 pub use self::lease::{HeldLease, Retry, TryCount};
 pub use crate::leaderboard::LeaderboardRow;
@@ -174,4 +176,39 @@ pub trait Store:
 {
     /// Checks the backend is reachable (for `/readyz`).
     async fn ping(&self) -> StoreResult<()>;
+
+    /// Records an attempt job's completion under its grader's lease and
+    /// applies the result: `update` to the attempt (unless it is gone or
+    /// final), then the job is marked applied. Refusals as
+    /// [`JobStore::complete_job`], and nothing changes then.
+    ///
+    /// This default takes the three steps one after the other; a crash
+    /// between them leaves the job unapplied, and
+    /// [`JobStore::list_unapplied_jobs`] finds it again. SQLite takes them
+    /// in one transaction (one commit instead of three per result).
+    async fn complete_attempt_job(
+        &self,
+        held: HeldLease,
+        outcome: JobOutcome,
+        update: AttemptUpdate,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Completion> {
+        let completion = self.complete_job(held, outcome, now).await?;
+        let Completion::Recorded(job) = &completion else {
+            return Ok(completion);
+        };
+        let JobPayload::Attempt(payload) = &job.payload else {
+            return Ok(completion);
+        };
+        match self.update_attempt(payload.attempt_id, update).await {
+            Ok(_) | Err(StoreError::NotFound(_)) => {}
+            Err(error) => return Err(error),
+        }
+        self.mark_job_applied(job.id).await?;
+        let applied = self
+            .get_job(job.id)
+            .await?
+            .ok_or_else(|| StoreError::Backend(format!("job {} vanished", job.id)))?;
+        Ok(Completion::Recorded(applied))
+    }
 }

@@ -136,35 +136,49 @@ impl AttemptStore for SqliteStore {
 
     async fn update_attempt(&self, id: AttemptId, update: AttemptUpdate) -> StoreResult<Attempt> {
         self.write(move |transaction| {
-            let attempt = select_attempt(transaction, id)?.ok_or_else(|| StoreError::NotFound(format!("attempt {id}")))?;
-            if attempt.status.is_final() {
-                return Ok(attempt);
-            }
-            let cases = match &update.cases {
-                Some(cases) => to_json(cases)?,
-                None => to_json(&attempt.cases)?,
-            };
-            transaction
-                .prepare_cached(
-                    "UPDATE attempts SET status = ?2, cases = ?3, error = ?4, job_id = ?5, finished_at = ?6, \
-                     error_kind = ?7 WHERE id = ?1",
-                )?
-                .execute(params![
-                    id,
-                    update.status.unwrap_or(attempt.status).as_str(),
-                    cases,
-                    update.error.or(attempt.error),
-                    update.job_id.or(attempt.job_id).map(|job_id| job_id.to_string()),
-                    update.finished_at.or(attempt.finished_at).map(micros),
-                    update.error_kind.or(attempt.error_kind).map(AttemptErrorKind::as_str)
-                ])?;
-            let updated = select_attempt(transaction, id)?
-                .ok_or_else(|| StoreError::Backend(format!("attempt {id} vanished")))?;
-            if updated.status == AttemptStatus::Passed {
-                record_ranking(transaction, &updated)?;
-            }
-            Ok(updated)
+            update_attempt_in(transaction, id, update)?
+                .ok_or_else(|| StoreError::NotFound(format!("attempt {id}")))
         })
         .await
     }
+}
+
+/// Applies `update` to attempt `id` unless it is final (then returns it
+/// unchanged), inside `transaction`; a PASSED result enters the
+/// leaderboard in the same step. `None` when there is no such attempt.
+pub(super) fn update_attempt_in(
+    transaction: &Transaction<'_>,
+    id: AttemptId,
+    update: AttemptUpdate,
+) -> StoreResult<Option<Attempt>> {
+    let Some(attempt) = select_attempt(transaction, id)? else {
+        return Ok(None);
+    };
+    if attempt.status.is_final() {
+        return Ok(Some(attempt));
+    }
+    let cases = match &update.cases {
+        Some(cases) => to_json(cases)?,
+        None => to_json(&attempt.cases)?,
+    };
+    transaction
+        .prepare_cached(
+            "UPDATE attempts SET status = ?2, cases = ?3, error = ?4, job_id = ?5, finished_at = ?6, \
+             error_kind = ?7 WHERE id = ?1",
+        )?
+        .execute(params![
+            id,
+            update.status.unwrap_or(attempt.status).as_str(),
+            cases,
+            update.error.or(attempt.error),
+            update.job_id.or(attempt.job_id).map(|job_id| job_id.to_string()),
+            update.finished_at.or(attempt.finished_at).map(micros),
+            update.error_kind.or(attempt.error_kind).map(AttemptErrorKind::as_str)
+        ])?;
+    let updated = select_attempt(transaction, id)?
+        .ok_or_else(|| StoreError::Backend(format!("attempt {id} vanished")))?;
+    if updated.status == AttemptStatus::Passed {
+        record_ranking(transaction, &updated)?;
+    }
+    Ok(Some(updated))
 }

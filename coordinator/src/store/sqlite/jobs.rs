@@ -141,11 +141,7 @@ impl JobStore for SqliteStore {
                     to_json(&outcome)?,
                     micros(now)
                 ])?;
-            if let Some(lease) = &job.lease {
-                transaction
-                    .prepare_cached("UPDATE graders SET jobs_done = jobs_done + 1 WHERE id = ?1")?
-                    .execute([lease.grader_id.to_string()])?;
-            }
+            count_job_done(transaction, &job)?;
             Ok(Completion::Recorded(existing_job(transaction, job_id)?))
         })
         .await

@@ -44,7 +44,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sqlarena_common::{
     AttemptId, AttemptStatus, CaseResult, ChallengeId, ChallengeState, ChallengeType, GraderId,
-    GraderState, JobId, JobOutcome, JobState, Lane, LeaseId, Role, UserId,
+    GraderState, JobId, JobOutcome, JobPayload, JobState, Lane, LeaseId, Role, UserId,
 };
 use uuid::Uuid;
 
@@ -1099,6 +1099,52 @@ impl Store for SqliteStore {
         })
         .await
     }
+
+    async fn complete_attempt_job(
+        &self,
+        held: HeldLease,
+        outcome: JobOutcome,
+        update: AttemptUpdate,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Completion> {
+        self.write(move |transaction| {
+            let job = existing_job(transaction, held.job_id)?;
+            if lease::check_completion(&job, held, &outcome)? == CompletionCheck::AlreadyRecorded {
+                return Ok(Completion::AlreadyRecorded(job));
+            }
+            let JobPayload::Attempt(payload) = &job.payload else {
+                return Err(StoreError::Invalid(format!("job {} is no attempt job", job.id)));
+            };
+            // Applied at once: the outcome goes straight into the attempt,
+            // so the job keeps neither it nor its progress.
+            transaction
+                .prepare_cached(
+                    "UPDATE jobs SET state = 'DONE', outcome = NULL, progress = '[]', payload = ?3, \
+                     finished_at = ?4, applied = 1 \
+                     WHERE id = ?1 AND state = 'LEASED' AND lease_id = ?2",
+                )?
+                .execute(params![
+                    held.job_id.to_string(),
+                    held.lease_id.to_string(),
+                    to_json(&pruned_payload(&job.payload))?,
+                    micros(now)
+                ])?;
+            count_job_done(transaction, &job)?;
+            attempts::update_attempt_in(transaction, payload.attempt_id, update)?;
+            Ok(Completion::Recorded(existing_job(transaction, held.job_id)?))
+        })
+        .await
+    }
+}
+
+/// Counts a completed job in its grader's `jobs_done`.
+fn count_job_done(transaction: &Transaction<'_>, job: &Job) -> StoreResult<()> {
+    if let Some(lease) = &job.lease {
+        transaction
+            .prepare_cached("UPDATE graders SET jobs_done = jobs_done + 1 WHERE id = ?1")?
+            .execute([lease.grader_id.to_string()])?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
