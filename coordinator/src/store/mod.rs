@@ -11,6 +11,9 @@
 //! (`record_progress`, `complete_job`, `fail_job`) are atomic so that a result
 //! is recorded exactly once.
 
+pub mod assessments;
+#[cfg(feature = "testsuite")]
+pub mod assessments_conformance;
 #[cfg(feature = "testsuite")]
 mod conformance;
 pub mod lease;
@@ -28,6 +31,7 @@ use sqlarena_common::{
 };
 use uuid::Uuid;
 
+pub use self::assessments::AssessmentStore;
 pub use self::lease::{HeldLease, TryCount};
 pub use crate::leaderboard::LeaderboardRow;
 #[cfg(feature = "testsuite")]
@@ -550,7 +554,7 @@ pub fn first_job_id_at(at: DateTime<Utc>) -> Uuid {
 /// Everything the coordinator keeps. Implementations must be safe to share
 /// between tasks; the MongoDB one between coordinator processes too.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: AssessmentStore + Send + Sync + 'static {
     /// Checks the backend is reachable (for `/readyz`).
     async fn ping(&self) -> StoreResult<()>;
 

@@ -47,6 +47,8 @@ use uuid::Uuid;
 
 use crate::leaderboard;
 
+mod assessments;
+
 use super::lease::{self, CompletionCheck, HeldLease, LeaseEnd, TryCount};
 use super::{
     first_job_id_at, pruned_payload, Admission, Attempt, AttemptErrorKind, AttemptUpdate,
@@ -186,7 +188,7 @@ impl MongoStore {
         // No compound index names `_id`: nx-27017 then rejects every insert
         // into the collection ("JSON path error near '_id'"); sorts by `_id`
         // use the `_id` index.
-        let indexes: [(&str, Document, Option<IndexOptions>); 15] = [
+        let indexes: [(&'static str, Document, Option<IndexOptions>); 15] = [
             // Case-insensitive email uniqueness: the lower-cased copy.
             ("users", doc! { "email_lower": 1 }, unique()),
             // Sessions and invites are keyed by their hash (`_id`); a
@@ -222,7 +224,7 @@ impl MongoStore {
                 None,
             ),
         ];
-        for (collection, keys, options) in indexes {
+        for (collection, keys, options) in indexes.into_iter().chain(assessments::indexes()) {
             let model = IndexModel::builder().keys(keys).options(options).build();
             self.collection(collection)
                 .create_index(model)
