@@ -42,7 +42,9 @@ const SESSION_ENDING: [&str; 4] = [
 /// - rules no schema can state, refused with 422: a challenge's
 ///   `expires_at` must be in the future, the `user_id` of a new challenge or
 ///   attempt must be the caller's own, changing one's own password needs
-///   `current_password`.
+///   `current_password`; an assessment's dates in order, its pools of the
+///   caller's existing challenges, a session open when submitting (409,
+///   403 and 429 name the assessment rules).
 const CONFIG: &str = r#"
 [parameters]
 "query.cursor" = ""
@@ -56,6 +58,10 @@ parameters = { wait_ms = 0 }
 
 [[operations]]
 include-operation-id = ["create_challenge", "update_challenge", "create_attempt", "change_password"]
+checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "404", "409", "422", "429"]
+
+[[operations]]
+include-operation-id = ["create_assessment", "update_assessment", "set_override", "add_assessment_time", "start_session", "submit", "add_session_time", "reopen_session", "override_score", "record_score"]
 checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "404", "409", "422", "429"]
 "#;
 

@@ -300,3 +300,109 @@ impl AssessmentStore for SqliteStore {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::Duration;
+    use rusqlite::Connection;
+    use sqlarena_common::assessments::{Feedback, Scoreboard, Selection, Zone};
+    use sqlarena_common::{ChallengeType, Role};
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::store::{NewChallenge, NewTestCase, NewUser, Store};
+
+    /// A file of schema version 5 (before assessments) opens as version 6
+    /// with its users and challenges intact, and takes assessments.
+    #[tokio::test]
+    async fn a_version_5_store_gains_the_assessment_tables() {
+        let path = std::env::temp_dir()
+            .join(format!(
+                "sqlarena-assess-migrate-{}",
+                Uuid::new_v4().simple()
+            ))
+            .join("store.db");
+        let location = path.to_str().unwrap().to_owned();
+        let store = SqliteStore::open(&location).unwrap();
+        let professor = store
+            .create_user(NewUser {
+                email: "prof@example.com".into(),
+                full_name: "Prof".into(),
+                role: Role::Professor,
+                password_hash: "$argon2id$hash".into(),
+            })
+            .await
+            .unwrap();
+        let challenge = store
+            .create_challenge(NewChallenge {
+                created_user_id: professor.id,
+                name: "old".into(),
+                description: None,
+                challenge_type: ChallengeType::FE,
+                init: "create table t (a int)".into(),
+                solution: "select a from t".into(),
+                times_to_run: 3,
+                expires_at: stored_now() + Duration::days(1),
+                test_cases: vec![NewTestCase {
+                    data: "insert into t values (1)".into(),
+                    is_visible: true,
+                }],
+            })
+            .await
+            .unwrap();
+        drop(store);
+        {
+            let connection = Connection::open(&path).unwrap();
+            connection
+                .execute_batch(
+                    "DROP TABLE score_overrides; DROP TABLE assessment_sessions; \
+                     DROP TABLE assessments; UPDATE schema_version SET version = 5;",
+                )
+                .unwrap();
+        }
+
+        let store = SqliteStore::open(&location).unwrap();
+        let version: i64 = store
+            .connection
+            .lock()
+            .unwrap()
+            .query_row("SELECT MAX(version) FROM schema_version", [], |row| {
+                row.get(0)
+            })
+            .unwrap();
+        assert_eq!(version, 6);
+        assert_eq!(
+            store.get_user(professor.id).await.unwrap(),
+            Some(professor.clone())
+        );
+        assert_eq!(
+            store.get_challenge(challenge.id).await.unwrap(),
+            Some(challenge.clone())
+        );
+        let now = stored_now();
+        let spec = AssessmentSpec {
+            name: "after the migration".into(),
+            description: None,
+            zones: vec![Zone {
+                pool: vec![challenge.id],
+                pick: 1,
+                points: 1.0,
+            }],
+            selection: Selection::Random,
+            time_limit_s: 60,
+            opens_at: now,
+            closes_at: now + Duration::hours(1),
+            max_submissions: None,
+            min_interval_s: None,
+            feedback: Feedback::Immediate,
+            scoreboard: Scoreboard::Hidden,
+            policy: Default::default(),
+            performance_credit: 0.0,
+        };
+        let assessment = store.create_assessment(professor.id, spec).await.unwrap();
+        assert_eq!(
+            store.get_assessment(assessment.id).await.unwrap(),
+            Some(assessment)
+        );
+    }
+}
