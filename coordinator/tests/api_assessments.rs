@@ -680,6 +680,51 @@ async fn scores_follow_the_policy_feedback_and_manual_scores() {
         vec!["SUBMITTED", "SUBMITTED"],
         "results withheld until close"
     );
+    // Nor around the session: the attempts API and the leaderboard.
+    let attempt = server
+        .get(&format!("/api/v1/attempts/{fast_id}"), Some(&student))
+        .await;
+    assert_eq!(attempt.data()["status"], "PENDING", "{}", attempt.text);
+    assert_eq!(attempt.data()["attempts"], json!([]));
+    let listed = server
+        .get(
+            &format!("/api/v1/users/{student_id}/attempts"),
+            Some(&student),
+        )
+        .await;
+    assert!(listed
+        .data()
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|a| a["status"] == "PENDING"));
+    let one = server
+        .get(
+            &format!("/api/v1/users/{student_id}/attempts/{fast_id}"),
+            Some(&student),
+        )
+        .await;
+    assert_eq!(one.data()["status"], "PENDING");
+    let board = |token: String| {
+        let server = &server;
+        async move {
+            let reply = server
+                .get(&format!("/api/v1/challenges/{challenge}"), Some(&token))
+                .await;
+            reply.data()["top_attempts"].as_array().unwrap().len()
+        }
+    };
+    assert_eq!(
+        board(student.clone()).await,
+        0,
+        "the leaderboard withholds it"
+    );
+    assert_eq!(board(professor.clone()).await, 1, "staff see it");
+    let staff_attempt = server
+        .get(&format!("/api/v1/attempts/{fast_id}"), Some(&professor))
+        .await;
+    assert_eq!(staff_attempt.data()["status"], "PASSED");
+
     let scores_path = format!("/api/v1/assessments/{id}/scores");
     let hidden = server.get(&scores_path, Some(&student)).await;
     assert_eq!(hidden.data()["scores"], json!([]));
@@ -715,6 +760,11 @@ async fn scores_follow_the_policy_feedback_and_manual_scores() {
         view.data()["questions"][0]["submissions"][0]["status"],
         "PASSED"
     );
+    let attempt = server
+        .get(&format!("/api/v1/attempts/{fast_id}"), Some(&student))
+        .await;
+    assert_eq!(attempt.data()["status"], "PASSED");
+    assert_eq!(board(student.clone()).await, 1);
     let visible = server.get(&scores_path, Some(&student)).await;
     let own_rows = visible.data()["scores"].as_array().unwrap();
     assert_eq!(own_rows.len(), 1);

@@ -11,7 +11,7 @@ pub mod pick;
 pub mod scoring;
 pub mod timing;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -1014,6 +1014,35 @@ impl Assessments {
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
     }
+}
+
+/// The attempts of `user_id` whose results `viewer` may not see yet:
+/// submissions of assessments with `feedback: after_close` that have not
+/// closed, unless `viewer` is that assessment's staff. The attempts API and
+/// leaderboards withhold them, so results do not leak around the session.
+///
+/// # Errors
+/// Store failures.
+pub async fn withheld_attempts(
+    store: &dyn Store,
+    viewer: &User,
+    user_id: i64,
+) -> Result<HashSet<i64>, StoreError> {
+    let mut withheld = HashSet::new();
+    if viewer.role == Role::Admin {
+        return Ok(withheld);
+    }
+    let now = Utc::now();
+    for session in store.list_user_assessment_sessions(user_id).await? {
+        let Some(assessment) = store.get_assessment(session.assessment_id).await? else {
+            continue;
+        };
+        if results_visible(&assessment, now) || is_staff(&assessment, viewer) {
+            continue;
+        }
+        withheld.extend(session.submissions.iter().filter_map(|s| s.attempt_id));
+    }
+    Ok(withheld)
 }
 
 fn started(id: i64) -> AssessmentError {

@@ -148,6 +148,17 @@ impl utoipa::IntoResponses for StartRefusals {
 // Views
 // ---------------------------------------------------------------------------
 
+/// Shows an attempt whose results are withheld
+/// ([`crate::assessments::withheld_attempts`]) as merely submitted:
+/// PENDING, no case results, no error, not finished.
+pub(crate) fn withhold(view: &mut AttemptView) {
+    view.status = sqlarena_common::AttemptStatus::Pending;
+    view.attempts.clear();
+    view.error = None;
+    view.error_kind = None;
+    view.finished_at = None;
+}
+
 /// An assessment. `overrides` only for its staff.
 #[derive(Serialize, ToSchema)]
 struct AssessmentView {
