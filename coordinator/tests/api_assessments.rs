@@ -13,6 +13,7 @@ use common::TestServer;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use sqlarena_common::{AttemptStatus, CaseResult, CaseStatus, Column, QueryResult};
+use sqlarena_coordinator::store::assessments::Submission;
 use sqlarena_coordinator::store::{AttemptUpdate, InitResult};
 
 fn mongodb() -> Option<String> {
@@ -901,5 +902,70 @@ async fn a_live_scoreboard_is_shown_to_students() {
         1,
         "details: own only"
     );
+    server.stop().await;
+}
+
+/// A submission accepted but cut off before its attempt was queued (the
+/// coordinator stopped in between) is not lost: the next read of its
+/// session queues its attempt from the stored query, so it still gets a
+/// final state, never an unknown one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_submission_cut_off_before_its_attempt_is_queued_again() {
+    let server = TestServer::start().await;
+    let (_, professor) = server.professor("orphan-prof@example.com").await;
+    let (student_id, student) = server.user("orphan-stud@example.com", None, None).await;
+    let challenge = ready_challenge(&server, &professor, "orphan").await;
+    let id = create(&server, &professor, spec(&[challenge], json!({}))).await;
+    let session_id = start_session(&server, &student, id).await["id"]
+        .as_i64()
+        .unwrap();
+    let mut session = server
+        .store()
+        .get_assessment_session(session_id)
+        .await
+        .unwrap()
+        .unwrap();
+    // As the store holds it after a crash between accepting and queueing.
+    session.submissions.push(Submission {
+        number: 1,
+        question: 1,
+        received_at: Utc::now() - chrono::Duration::minutes(10),
+        query: "SELECT a FROM t".into(),
+        attempt_id: None,
+        error: None,
+    });
+    assert!(server
+        .store()
+        .replace_assessment_session(&session)
+        .await
+        .unwrap());
+    let view = server
+        .get(&format!("/api/v1/sessions/{session_id}"), Some(&student))
+        .await;
+    let submission = &view.data()["questions"][0]["submissions"][0];
+    assert_eq!(submission["status"], "PENDING", "{}", view.text);
+    let attempt_id = submission["attempt_id"]
+        .as_i64()
+        .expect("an attempt was queued");
+    let attempt = server
+        .store()
+        .get_attempt(attempt_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (attempt.user_id, attempt.challenge_id),
+        (student_id, challenge)
+    );
+    assert_eq!(attempt.query, "SELECT a FROM t");
+    grade(&server, attempt_id, true, 1.0).await;
+    let finished = server
+        .post(
+            &format!("/api/v1/sessions/{session_id}/finish"),
+            Some(&student),
+            json!({}),
+        )
+        .await;
+    assert_eq!(finished.data()["state"], "FINALIZED");
     server.stop().await;
 }
