@@ -44,6 +44,7 @@ use uuid::Uuid;
 use crate::leaderboard;
 
 mod assessments;
+pub mod maintenance;
 
 use super::lease::{self, CompletionCheck, HeldLease, LeaseEnd, TryCount};
 use super::{
