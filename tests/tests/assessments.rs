@@ -117,3 +117,118 @@ async fn a_submission_before_the_deadline_is_graded_after_it_and_scored() {
     grader.terminate(Duration::from_secs(15)).await;
     coordinator.terminate(Duration::from_secs(10)).await;
 }
+
+/// A coordinator SIGKILLed mid-assessment loses no submission: after a
+/// restart on the same store every accepted submission is there with its
+/// attempt, and once a grader comes each ends in a final state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sigkill_mid_assessment_loses_no_submission() {
+    let token = format!("sqc_assess_{}", Uuid::new_v4().simple());
+    let store = temp_store("assess-sigkill");
+    let mut coordinator = start_coordinator("assess-kill-1", &store, &token, &[]).await;
+    let mut grader = start_grader("assess-grader-k1", coordinator.url(), &token, &[]).await;
+    let api = Api::new(coordinator.url());
+    let admin = api.login("admin@example.com", "admin-password").await;
+    let (_, invite) = admin.post("/invites", json!({"role": "PROF"})).await;
+    let code = invite["data"]["code"].as_str().unwrap().to_string();
+    let (_, professor) = register(
+        &api,
+        "assess-kprof@example.edu",
+        "Prof",
+        "PROF",
+        Some(&code),
+    )
+    .await;
+    let (_, student) = register(&api, "assess-kstud@example.edu", "Stud", "STUD", None).await;
+    let challenge =
+        publish_sample_challenge(&professor, "assess-kill", Duration::from_secs(120)).await;
+    let challenge_id = challenge["id"].as_i64().unwrap();
+    grader.terminate(Duration::from_secs(15)).await;
+
+    let now = Utc::now();
+    let (status, reply) = professor
+        .post(
+            "/assessments",
+            json!({
+                "name": "Killed", "zones": [{"pool": [challenge_id], "pick": 1, "points": 5.0}],
+                "selection": "random", "time_limit_s": 600,
+                "opens_at": (now - chrono::Duration::minutes(1)).to_rfc3339(),
+                "closes_at": (now + chrono::Duration::hours(1)).to_rfc3339(),
+                "feedback": "immediate", "scoreboard": "hidden"
+            }),
+        )
+        .await;
+    assert_eq!(status, 201, "{reply}");
+    let assessment_id = reply["data"]["id"].as_i64().unwrap();
+    let (_, session) = student
+        .post(&format!("/assessments/{assessment_id}/sessions"), json!({}))
+        .await;
+    let session_id = session["data"]["id"].as_i64().unwrap();
+    let submits: Vec<_> = [SOLUTION, "SELECT 1 AS x", SOLUTION]
+        .into_iter()
+        .map(|query| {
+            let student = student.clone();
+            tokio::spawn(async move {
+                student
+                    .post(
+                        &format!("/sessions/{session_id}/questions/1/attempts"),
+                        json!({ "query": query }),
+                    )
+                    .await
+            })
+        })
+        .collect();
+    let mut accepted = Vec::new();
+    for submit in submits {
+        let (status, reply) = submit.await.unwrap();
+        assert_eq!(status, 201, "{reply}");
+        accepted.push(reply["data"]["attempt_id"].as_i64().unwrap());
+    }
+    accepted.sort_unstable();
+
+    coordinator.kill().await;
+    let mut coordinator = start_coordinator("assess-kill-2", &store, &token, &[]).await;
+    let student = Api::new(coordinator.url()).with_token(student.token.as_deref().unwrap());
+    let path = format!("/sessions/{session_id}");
+    let (status, view) = student.get(&path).await;
+    assert_eq!(status, 200, "{view}");
+    let mut kept: Vec<i64> = view["data"]["questions"][0]["submissions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|submission| submission["attempt_id"].as_i64().unwrap())
+        .collect();
+    kept.sort_unstable();
+    assert_eq!(kept, accepted, "every acknowledged submission survived");
+    let (_, finished) = student.post(&format!("{path}/finish"), json!({})).await;
+    assert_eq!(finished["data"]["state"], "CLOSED", "{finished}");
+
+    let mut grader = start_grader("assess-grader-k2", coordinator.url(), &token, &[]).await;
+    let session = eventually(
+        "every submission to be graded",
+        Duration::from_secs(120),
+        || async {
+            let (_, reply) = student.get(&path).await;
+            (reply["data"]["state"] == "FINALIZED").then(|| reply["data"].clone())
+        },
+    )
+    .await;
+    let statuses: Vec<&str> = session["questions"][0]["submissions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|submission| submission["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == "PASSED").count(),
+        2,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == "FAILED").count(),
+        1,
+        "{statuses:?}"
+    );
+    grader.terminate(Duration::from_secs(15)).await;
+    coordinator.terminate(Duration::from_secs(10)).await;
+}
