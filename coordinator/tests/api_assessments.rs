@@ -286,7 +286,7 @@ async fn assessments_are_validated_then_frozen_once_started(uri: Option<String>)
         )
         .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
-    assert_eq!(reply.data()["name"], "Final");
+    assert_eq!(reply.data()["spec"]["name"], "Final");
     assert_eq!(reply.data()["started"], false);
 
     let session = start_session(&server, &student, id).await;
@@ -314,7 +314,7 @@ async fn assessments_are_validated_then_frozen_once_started(uri: Option<String>)
     reply.expect_error(StatusCode::CONFLICT);
     assert_eq!(code(&reply), "assessment_started");
     let reply = server.get(&path, Some(&professor)).await;
-    assert_eq!(reply.data()["name"], "Final", "nothing changed");
+    assert_eq!(reply.data()["spec"]["name"], "Final", "nothing changed");
     assert_eq!(reply.data()["started"], true);
     server.stop().await;
 }

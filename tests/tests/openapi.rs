@@ -191,6 +191,27 @@ async fn the_coordinator_conforms_to_its_openapi_document() {
         )
         .await;
     assert_eq!(status, 201, "{reply}");
+    // An assessment over it with a started session, so that the
+    // assessment reads have something to show.
+    let challenge_id = reply["data"]["id"].as_i64().unwrap();
+    let (status, reply) = professor
+        .post(
+            "/assessments",
+            json!({
+                "name": "openapi", "zones": [{"pool": [challenge_id], "pick": 1, "points": 1.0}],
+                "selection": "random", "time_limit_s": 3600,
+                "opens_at": "2020-01-01T00:00:00Z", "closes_at": "2099-01-01T00:00:00Z",
+                "feedback": "immediate", "scoreboard": "live"
+            }),
+        )
+        .await;
+    assert_eq!(status, 201, "{reply}");
+    let assessment_id = reply["data"]["id"].as_i64().unwrap();
+    let student = api.login(student_email, "password-123").await;
+    let (status, reply) = student
+        .post(&format!("/assessments/{assessment_id}/sessions"), json!({}))
+        .await;
+    assert_eq!(status, 201, "{reply}");
     let (status, grader) = api
         .with_token(&cluster_token)
         .post(

@@ -159,12 +159,12 @@ pub(crate) fn withhold(view: &mut AttemptView) {
     view.finished_at = None;
 }
 
-/// An assessment. `overrides` only for its staff.
+/// An assessment: its spec as created (or last edited), and what changed
+/// since. `overrides` only for its staff.
 #[derive(Serialize, ToSchema)]
 struct AssessmentView {
     id: i64,
     created_user_id: i64,
-    #[serde(flatten)]
     spec: AssessmentSpec,
     /// The most a student can score.
     max_score: f64,
@@ -218,7 +218,7 @@ struct SubmissionView {
 
 /// A question of a session.
 #[derive(Serialize, ToSchema)]
-struct QuestionView {
+struct SessionQuestionView {
     number: u32,
     challenge_id: i64,
     challenge_name: Option<String>,
@@ -230,7 +230,7 @@ struct QuestionView {
 
 /// A student's session of an assessment.
 #[derive(Serialize, ToSchema)]
-struct SessionView {
+struct AssessmentSessionView {
     id: i64,
     assessment_id: i64,
     user_id: i64,
@@ -247,14 +247,14 @@ struct SessionView {
     finished_at: Option<DateTime<Utc>>,
     /// False while results are withheld (`feedback: after_close`).
     results_visible: bool,
-    questions: Vec<QuestionView>,
+    questions: Vec<SessionQuestionView>,
 }
 
 async fn session_view(
     service: &Assessments,
     snapshot: &SessionSnapshot,
     viewer: &CurrentUser,
-) -> ApiResult<SessionView> {
+) -> ApiResult<AssessmentSessionView> {
     let now = Utc::now();
     let staff = is_staff(&snapshot.assessment, &viewer.0);
     let visible = staff || snapshot.results_visible(now);
@@ -293,7 +293,7 @@ async fn session_view(
             })
             .collect();
         let used = submissions.len() as u32;
-        questions.push(QuestionView {
+        questions.push(SessionQuestionView {
             number: question.number,
             challenge_id: question.challenge_id,
             challenge_name: challenge.map(|challenge| challenge.name.clone()),
@@ -307,7 +307,7 @@ async fn session_view(
         });
     }
     let closed = timing::is_closed(&snapshot.assessment, &snapshot.session, now);
-    Ok(SessionView {
+    Ok(AssessmentSessionView {
         id: snapshot.session.id,
         assessment_id: snapshot.session.assessment_id,
         user_id: snapshot.session.user_id,
@@ -438,7 +438,7 @@ async fn set_override(
 /// Seconds to add.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct TimeRequest {
+struct AddTimeRequest {
     #[schema(minimum = 1, maximum = 2592000)]
     delta_s: i64,
 }
@@ -447,13 +447,13 @@ struct TimeRequest {
 /// deadline and the close date move by `delta_s`.
 #[utoipa::path(post, path = "/assessments/{id}/time", tag = "assessments", security(("session" = [])),
     params(("id" = i64, Path, description = "The assessment")),
-    request_body = TimeRequest,
+    request_body = AddTimeRequest,
     responses((status = 200, body = Envelope<AssessmentView>), Forbidden))]
 async fn add_assessment_time(
     State(state): State<AppState>,
     user: CurrentUser,
     AppPath(id): AppPath<i64>,
-    AppJson(request): AppJson<TimeRequest>,
+    AppJson(request): AppJson<AddTimeRequest>,
 ) -> ApiResult<Reply<AssessmentView>> {
     let assessment = service(&state)
         .add_time_to_all(&user.0, id, request.delta_s)
@@ -469,14 +469,14 @@ async fn add_assessment_time(
 /// the questions are picked and the deadline fixed.
 #[utoipa::path(post, path = "/assessments/{id}/sessions", tag = "assessments", security(("session" = [])),
     params(("id" = i64, Path, description = "The assessment")),
-    responses((status = 201, body = Envelope<SessionView>),
-        (status = 200, description = "The session already existed", body = Envelope<SessionView>),
+    responses((status = 201, body = Envelope<AssessmentSessionView>),
+        (status = 200, description = "The session already existed", body = Envelope<AssessmentSessionView>),
         StartRefusals))]
 async fn start_session(
     State(state): State<AppState>,
     user: CurrentUser,
     AppPath(id): AppPath<i64>,
-) -> ApiResult<Reply<SessionView>> {
+) -> ApiResult<Reply<AssessmentSessionView>> {
     let service = service(&state);
     let (session, new) = service.start(&user.0, id).await?;
     let assessment = service.get(id).await?;
@@ -500,12 +500,12 @@ async fn start_session(
 /// (its student, the assessment's professor, admins).
 #[utoipa::path(get, path = "/sessions/{id}", tag = "assessments", security(("session" = [])),
     params(("id" = i64, Path, description = "The session")),
-    responses((status = 200, body = Envelope<SessionView>), Forbidden))]
+    responses((status = 200, body = Envelope<AssessmentSessionView>), Forbidden))]
 async fn get_session(
     State(state): State<AppState>,
     user: CurrentUser,
     AppPath(id): AppPath<i64>,
-) -> ApiResult<Reply<SessionView>> {
+) -> ApiResult<Reply<AssessmentSessionView>> {
     let service = service(&state);
     let (assessment, session) = service.visible_session(&user.0, id).await?;
     let snapshot = service.snapshot(assessment, session).await?;
@@ -515,7 +515,7 @@ async fn get_session(
 /// A query for one question.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct SubmitRequest {
+struct SubmitQueryRequest {
     /// One read-only statement; not blank, no NUL characters.
     #[schema(
         max_length = 65536,
@@ -530,13 +530,13 @@ struct SubmitRequest {
 #[utoipa::path(post, path = "/sessions/{id}/questions/{q}/attempts", tag = "assessments", security(("session" = [])),
     params(("id" = i64, Path, description = "The session"),
         ("q" = u32, Path, description = "The question's number")),
-    request_body = SubmitRequest,
+    request_body = SubmitQueryRequest,
     responses((status = 201, body = Envelope<SubmissionView>), SubmitRefusals))]
 async fn submit(
     State(state): State<AppState>,
     user: CurrentUser,
     AppPath((id, number)): AppPath<(i64, u32)>,
-    AppJson(request): AppJson<SubmitRequest>,
+    AppJson(request): AppJson<SubmitQueryRequest>,
 ) -> ApiResult<Reply<SubmissionView>> {
     // The receipt time: taken before anything else can delay the request.
     let received_at = Utc::now();
@@ -577,12 +577,12 @@ async fn submit(
 /// FINALIZED once every submission is graded.
 #[utoipa::path(post, path = "/sessions/{id}/finish", tag = "assessments", security(("session" = [])),
     params(("id" = i64, Path, description = "The session")),
-    responses((status = 200, body = Envelope<SessionView>), Forbidden))]
+    responses((status = 200, body = Envelope<AssessmentSessionView>), Forbidden))]
 async fn finish_session(
     State(state): State<AppState>,
     user: CurrentUser,
     AppPath(id): AppPath<i64>,
-) -> ApiResult<Reply<SessionView>> {
+) -> ApiResult<Reply<AssessmentSessionView>> {
     let service = service(&state);
     let snapshot = service.finish(&user.0, id).await?;
     Ok(ok(session_view(&service, &snapshot, &user).await?))
@@ -591,14 +591,14 @@ async fn finish_session(
 /// Adds time to one session (the assessment's professor or an admin).
 #[utoipa::path(post, path = "/sessions/{id}/time", tag = "assessments", security(("session" = [])),
     params(("id" = i64, Path, description = "The session")),
-    request_body = TimeRequest,
-    responses((status = 200, body = Envelope<SessionView>), Forbidden))]
+    request_body = AddTimeRequest,
+    responses((status = 200, body = Envelope<AssessmentSessionView>), Forbidden))]
 async fn add_session_time(
     State(state): State<AppState>,
     user: CurrentUser,
     AppPath(id): AppPath<i64>,
-    AppJson(request): AppJson<TimeRequest>,
-) -> ApiResult<Reply<SessionView>> {
+    AppJson(request): AppJson<AddTimeRequest>,
+) -> ApiResult<Reply<AssessmentSessionView>> {
     let service = service(&state);
     let snapshot = service.add_time(&user.0, id, request.delta_s).await?;
     Ok(ok(session_view(&service, &snapshot, &user).await?))
@@ -617,13 +617,13 @@ struct ReopenRequest {
 #[utoipa::path(post, path = "/sessions/{id}/reopen", tag = "assessments", security(("session" = [])),
     params(("id" = i64, Path, description = "The session")),
     request_body = ReopenRequest,
-    responses((status = 200, body = Envelope<SessionView>), Forbidden))]
+    responses((status = 200, body = Envelope<AssessmentSessionView>), Forbidden))]
 async fn reopen_session(
     State(state): State<AppState>,
     user: CurrentUser,
     AppPath(id): AppPath<i64>,
     AppJson(request): AppJson<ReopenRequest>,
-) -> ApiResult<Reply<SessionView>> {
+) -> ApiResult<Reply<AssessmentSessionView>> {
     let service = service(&state);
     let snapshot = service.reopen(&user.0, id, request.duration_s).await?;
     Ok(ok(session_view(&service, &snapshot, &user).await?))
@@ -631,7 +631,7 @@ async fn reopen_session(
 
 /// One entry of a session's log.
 #[derive(Serialize, ToSchema)]
-struct LogEntry {
+struct SessionLogEntry {
     at: DateTime<Utc>,
     /// `started`, `submitted`, `withdrawn`, `extended`, `finished`,
     /// `reopened`, `closed` (by the deadline).
@@ -641,9 +641,9 @@ struct LogEntry {
     detail: Option<String>,
 }
 
-impl From<&SessionEvent> for LogEntry {
+impl From<&SessionEvent> for SessionLogEntry {
     fn from(event: &SessionEvent) -> Self {
-        LogEntry {
+        SessionLogEntry {
             at: event.at,
             kind: event.kind.clone(),
             actor_id: event.actor_id,
@@ -657,26 +657,26 @@ impl From<&SessionEvent> for LogEntry {
 /// ran, and its close by the deadline.
 #[utoipa::path(get, path = "/sessions/{id}/log", tag = "assessments", security(("session" = [])),
     params(("id" = i64, Path, description = "The session")),
-    responses((status = 200, body = Envelope<Vec<LogEntry>>), Forbidden))]
+    responses((status = 200, body = Envelope<Vec<SessionLogEntry>>), Forbidden))]
 async fn session_log(
     State(state): State<AppState>,
     user: CurrentUser,
     AppPath(id): AppPath<i64>,
-) -> ApiResult<Reply<Vec<LogEntry>>> {
+) -> ApiResult<Reply<Vec<SessionLogEntry>>> {
     let service = service(&state);
     let (assessment, session) = service.visible_session(&user.0, id).await?;
-    let mut entries: Vec<LogEntry> = session.log.iter().map(LogEntry::from).collect();
+    let mut entries: Vec<SessionLogEntry> = session.log.iter().map(SessionLogEntry::from).collect();
     entries.extend(
         assessment
             .log
             .iter()
             .filter(|event| event.at >= session.started_at)
-            .map(LogEntry::from),
+            .map(SessionLogEntry::from),
     );
     let deadline = timing::deadline(&assessment, &session);
     let now = Utc::now();
     if session.finished_at.is_none() && deadline <= now {
-        entries.push(LogEntry {
+        entries.push(SessionLogEntry {
             at: deadline,
             kind: "closed".into(),
             actor_id: None,
@@ -911,7 +911,7 @@ async fn user_scores(
 /// A manual score and why it was given.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct OverrideRequest {
+struct ScoreOverrideRequest {
     /// From 0 to the assessment's `max_score`.
     #[schema(minimum = 0, maximum = 1000000000)]
     score: f64,
@@ -930,7 +930,7 @@ async fn record_manual(
     user: &CurrentUser,
     assessment_id: i64,
     user_id: i64,
-    request: OverrideRequest,
+    request: ScoreOverrideRequest,
 ) -> ApiResult<ScoreOverride> {
     let assessment = service(state).get(assessment_id).await?;
     require_staff(&assessment, &user.0)?;
@@ -974,13 +974,13 @@ async fn record_manual(
 #[utoipa::path(put, path = "/scores/{assessment_id}/{user_id}/override", tag = "assessments", security(("session" = [])),
     params(("assessment_id" = i64, Path, description = "The assessment"),
         ("user_id" = i64, Path, description = "The student")),
-    request_body = OverrideRequest,
+    request_body = ScoreOverrideRequest,
     responses((status = 200, body = Envelope<ManualScoreView>), Forbidden))]
 async fn override_score(
     State(state): State<AppState>,
     user: CurrentUser,
     AppPath((assessment_id, user_id)): AppPath<(i64, i64)>,
-    AppJson(request): AppJson<OverrideRequest>,
+    AppJson(request): AppJson<ScoreOverrideRequest>,
 ) -> ApiResult<Reply<ManualScoreView>> {
     let stored = record_manual(&state, &user, assessment_id, user_id, request).await?;
     Ok(ok(ManualScoreView::from(&stored)))
@@ -1018,7 +1018,7 @@ async fn record_score(
         &user,
         request.assessment_id,
         request.user_id,
-        OverrideRequest {
+        ScoreOverrideRequest {
             score: request.score,
             reason: request.reason,
         },
