@@ -289,6 +289,41 @@ async fn assessments_are_validated_then_frozen_once_started(uri: Option<String>)
     assert_eq!(reply.data()["spec"]["name"], "Final");
     assert_eq!(reply.data()["started"], false);
 
+    // Not open yet, or closed already: refused, and no session is made.
+    for (window, status, expected) in [
+        (
+            json!({"opens_at": time(600), "closes_at": time(1200)}),
+            StatusCode::FORBIDDEN,
+            "forbidden",
+        ),
+        (
+            json!({"opens_at": time(-1200), "closes_at": time(-600)}),
+            StatusCode::FORBIDDEN,
+            "deadline_passed",
+        ),
+    ] {
+        let other_id = create(&server, &professor, spec(&[first], window)).await;
+        let reply = server
+            .post(
+                &format!("/api/v1/assessments/{other_id}/sessions"),
+                Some(&student),
+                json!({}),
+            )
+            .await;
+        reply.expect_error(status);
+        assert_eq!(code(&reply), expected);
+        assert!(server
+            .store()
+            .list_assessment_sessions(other_id)
+            .await
+            .unwrap()
+            .is_empty());
+        let view = server
+            .get(&format!("/api/v1/assessments/{other_id}"), Some(&professor))
+            .await;
+        assert_eq!(view.data()["started"], false);
+    }
+
     let session = start_session(&server, &student, id).await;
     let again = start_session(&server, &student, id).await;
     assert_eq!(session["id"], again["id"], "starting is idempotent");
