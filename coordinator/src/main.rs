@@ -52,7 +52,8 @@ async fn create_admin(args: CreateAdmin) -> anyhow::Result<()> {
 
 /// `coordinator migrate`: SQLite stores migrate when opened (and `--check`
 /// migrates a copy to report the difference); MongoDB stores create their
-/// indexes and fill what is new at connect, idempotently.
+/// indexes and fill what is new at connect, idempotently (and `--check`
+/// lists the indexes missing).
 async fn migrate(args: Migrate) -> anyhow::Result<()> {
     use sqlarena_coordinator::store::sqlite::{maintenance, SqliteStore};
     init_tracing(false);
@@ -70,15 +71,18 @@ async fn migrate(args: Migrate) -> anyhow::Result<()> {
             println!("migrated: {report}");
         }
     } else if args.check {
-        println!(
-            "MongoDB keeps no schema version: connecting creates missing indexes and \
-             fills new fields, idempotently (run without --check to do it now)"
-        );
+        let report = sqlarena_coordinator::store::mongo::maintenance::check_migration(&args.store)
+            .await
+            .context("checking the store")?;
+        println!("{report}");
     } else {
         sqlarena_coordinator::store::open(&args.store)
             .await
             .context("connecting to the store")?;
-        println!("indexes and backfills are up to date");
+        println!(
+            "migrated: indexes created, new fields filled, schema version {}",
+            sqlarena_coordinator::store::mongo::maintenance::SCHEMA_VERSION
+        );
     }
     Ok(())
 }

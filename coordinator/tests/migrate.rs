@@ -96,3 +96,58 @@ async fn migrate_checks_backs_up_and_migrates_a_version_5_store() {
     assert!(ok && report.contains("up to date"), "{report}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// On MongoDB: `migrate --check` lists the missing indexes (the
+/// assessment ones among them) of a database that predates them and
+/// changes nothing; connecting creates them and records the version, after
+/// which the check finds nothing to do; a newer version is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_checks_and_versions_a_mongodb_store() {
+    use sqlarena_coordinator::store::mongo::{maintenance, MongoStore};
+    let uri = sqlarena_e2e::mongo::test_mongodb_uri();
+    // A store of the previous release: data, no version, no assessment indexes.
+    let client = mongodb::Client::with_uri_str(&uri).await.unwrap();
+    let database = client.default_database().unwrap();
+    database
+        .collection::<mongodb::bson::Document>("users")
+        .insert_one(mongodb::bson::doc! { "_id": 1_i64, "email_lower": "old@example.com" })
+        .await
+        .unwrap();
+
+    let (ok, report) = coordinator(&["migrate", "--store", &uri, "--check"]);
+    assert!(ok, "{report}");
+    assert!(report.contains("schema version 1 -> 2"), "{report}");
+    assert!(
+        report.contains("+ index assessment_sessions") && report.contains("(unique)"),
+        "{report}"
+    );
+    let collections = database.list_collection_names().await.unwrap();
+    assert!(
+        !collections
+            .iter()
+            .any(|name| name == "assessment_sessions" || name == "meta"),
+        "--check changes nothing: {collections:?}"
+    );
+
+    let store = MongoStore::connect(&uri).await.unwrap();
+    let report = maintenance::check_migration(&uri).await.unwrap();
+    assert_eq!(report.from, Some(2));
+    assert!(report.changes.is_empty(), "{report}");
+    drop(store);
+    let users = database
+        .collection::<mongodb::bson::Document>("users")
+        .count_documents(mongodb::bson::doc! {})
+        .await
+        .unwrap();
+    assert_eq!(users, 1, "the data is kept");
+    database
+        .collection::<mongodb::bson::Document>("meta")
+        .update_one(
+            mongodb::bson::doc! { "_id": "schema" },
+            mongodb::bson::doc! { "$set": { "version": 99_i64 } },
+        )
+        .await
+        .unwrap();
+    let error = format!("{:#}", MongoStore::connect(&uri).await.unwrap_err());
+    assert!(error.contains("schema version 99"), "{error}");
+}

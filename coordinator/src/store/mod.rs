@@ -17,6 +17,7 @@ pub mod assessments_conformance;
 #[cfg(feature = "testsuite")]
 mod conformance;
 pub mod lease;
+pub mod migration;
 pub mod mongo;
 pub mod sqlite;
 

@@ -13,32 +13,7 @@ use rusqlite::{Connection, OpenFlags};
 use uuid::Uuid;
 
 use super::{parse_location, SqliteStore, SCHEMA_VERSION};
-
-/// What a migration of a store file would do (or did).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MigrationReport {
-    /// The file's schema version (none for an empty file).
-    pub from: Option<i64>,
-    pub to: i64,
-    /// One line per table, index or column added, dropped or changed.
-    pub changes: Vec<String>,
-}
-
-impl std::fmt::Display for MigrationReport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.from {
-            Some(from) if from == self.to => {
-                write!(f, "schema version {from}: up to date")?;
-            }
-            Some(from) => write!(f, "schema version {from} -> {}", self.to)?,
-            None => write!(f, "no schema yet -> version {}", self.to)?,
-        }
-        for change in &self.changes {
-            write!(f, "\n  {change}")?;
-        }
-        Ok(())
-    }
-}
+pub use crate::store::migration::MigrationReport;
 
 /// The schema of a database: each table, index and column with its SQL.
 fn schema_of(connection: &Connection) -> anyhow::Result<BTreeMap<String, String>> {
