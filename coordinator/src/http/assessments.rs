@@ -538,7 +538,9 @@ async fn submit(
     AppPath((id, number)): AppPath<(i64, u32)>,
     AppJson(request): AppJson<SubmitQueryRequest>,
 ) -> ApiResult<Reply<SubmissionView>> {
-    // The receipt time: taken before anything else can delay the request.
+    // The receipt time: the whole submission has arrived (a body trickled
+    // in from before the deadline is not received before it), and nothing
+    // after this point (store writes, queueing) can make it late.
     let received_at = Utc::now();
     if request.query.trim().is_empty() || request.query.contains('\0') {
         return Err(ApiError::Unprocessable(
