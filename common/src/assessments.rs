@@ -6,6 +6,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::{ChallengeId, UserId};
+
 /// Picks `pick` challenges from `pool` for each student, each worth `points`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -13,7 +15,7 @@ pub struct Zone {
     /// Challenge ids (distinct, at least one); every one must be the
     /// caller's own (any, for admins).
     #[schema(min_items = 1, max_items = 200)]
-    pub pool: Vec<i64>,
+    pub pool: Vec<ChallengeId>,
     /// How many challenges of the pool each student gets (1 to the pool's size).
     #[schema(minimum = 1, maximum = 200)]
     pub pick: u32,
@@ -105,7 +107,7 @@ pub struct AssessmentSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TimeOverride {
-    pub user_id: i64,
+    pub user_id: UserId,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 0, maximum = 2592000)]
     pub extra_s: Option<u32>,

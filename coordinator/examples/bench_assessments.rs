@@ -21,7 +21,7 @@ use chrono::Utc;
 use serde_json::{json, Value};
 use sqlarena_common::assessments::{AssessmentSpec, Feedback, Scoreboard, Selection, Zone};
 use sqlarena_common::{
-    AttemptStatus, CaseResult, CaseStatus, ChallengeType, Column, QueryResult, Role,
+    AttemptStatus, CaseResult, CaseStatus, ChallengeType, Column, QueryResult, Role, UserId,
 };
 use sqlarena_coordinator::auth;
 use sqlarena_coordinator::config::Config;
@@ -66,7 +66,7 @@ fn options() -> Options {
 }
 
 /// Creates a user with a session and returns (id, token).
-async fn signed_in(store: &Arc<dyn Store>, email: String, role: Role) -> (i64, String) {
+async fn signed_in(store: &Arc<dyn Store>, email: String, role: Role) -> (UserId, String) {
     let id = store
         .create_user(NewUser {
             email,

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use common::TestServer;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use sqlarena_common::Role;
+use sqlarena_common::{AttemptId, ChallengeId, Role, TestCaseId, UserId};
 use sqlarena_common::{AttemptStatus, CaseResult, CaseStatus, Column, QueryResult};
 use sqlarena_coordinator::auth::token_hash;
 use sqlarena_coordinator::store::assessments::Submission;
@@ -50,7 +50,13 @@ async fn ready_challenge(server: &TestServer, professor: &str, name: &str) -> i6
         .as_array()
         .unwrap()
         .iter()
-        .map(|case| (case["id"].as_i64().unwrap(), result.clone(), Some(2.0)))
+        .map(|case| {
+            (
+                TestCaseId(case["id"].as_i64().unwrap()),
+                result.clone(),
+                Some(2.0),
+            )
+        })
         .collect();
     let id = challenge["id"].as_i64().unwrap();
     let ready = InitResult::Ready {
@@ -59,7 +65,7 @@ async fn ready_challenge(server: &TestServer, professor: &str, name: &str) -> i6
     };
     assert!(server
         .store()
-        .set_challenge_init(id, 1, ready, Utc::now())
+        .set_challenge_init(ChallengeId(id), 1, ready, Utc::now())
         .await
         .unwrap());
     id
@@ -143,7 +149,7 @@ where
 async fn grade(server: &TestServer, attempt_id: i64, passed: bool, ratio: f64) {
     let attempt = server
         .store()
-        .get_attempt(attempt_id)
+        .get_attempt(AttemptId(attempt_id))
         .await
         .unwrap()
         .unwrap();
@@ -177,7 +183,7 @@ async fn grade(server: &TestServer, attempt_id: i64, passed: bool, ratio: f64) {
     server
         .store()
         .update_attempt(
-            attempt_id,
+            AttemptId(attempt_id),
             AttemptUpdate {
                 status: Some(if passed {
                     AttemptStatus::Passed
@@ -681,28 +687,31 @@ async fn scores_follow_the_policy_feedback_and_manual_scores() {
     assert!(slow.data()["attempt_id"].is_null(), "{}", slow.text);
     let slow_id = server
         .store()
-        .list_user_attempts(student_id, sqlarena_coordinator::store::Page::all())
+        .list_user_attempts(UserId(student_id), sqlarena_coordinator::store::Page::all())
         .await
         .unwrap()[0]
-        .id;
+        .id
+        .0;
     grade(&server, slow_id, true, 2.0).await;
     let fast = submit(&server, &student, session_id, 1).await;
     assert_eq!(fast.status, StatusCode::CREATED, "{}", fast.text);
     let fast_id = server
         .store()
-        .list_user_attempts(student_id, sqlarena_coordinator::store::Page::all())
+        .list_user_attempts(UserId(student_id), sqlarena_coordinator::store::Page::all())
         .await
         .unwrap()[0]
-        .id;
+        .id
+        .0;
     grade(&server, fast_id, true, 1.0).await;
     let mate_reply = submit(&server, &mate, mate_session, 1).await;
     assert_eq!(mate_reply.status, StatusCode::CREATED);
     let mate_attempt = server
         .store()
-        .list_user_attempts(mate_id, sqlarena_coordinator::store::Page::all())
+        .list_user_attempts(UserId(mate_id), sqlarena_coordinator::store::Page::all())
         .await
         .unwrap()[0]
-        .id;
+        .id
+        .0;
     grade(&server, mate_attempt, false, 1.0).await;
 
     let view = server
@@ -987,13 +996,13 @@ async fn a_submission_cut_off_before_its_attempt_is_queued_again() {
         .expect("an attempt was queued");
     let attempt = server
         .store()
-        .get_attempt(attempt_id)
+        .get_attempt(AttemptId(attempt_id))
         .await
         .unwrap()
         .unwrap();
     assert_eq!(
         (attempt.user_id, attempt.challenge_id),
-        (student_id, challenge)
+        (UserId(student_id), ChallengeId(challenge))
     );
     assert_eq!(attempt.query, "SELECT a FROM t");
     grade(&server, attempt_id, true, 1.0).await;

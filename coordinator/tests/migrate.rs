@@ -9,7 +9,7 @@ use std::process::Command;
 use rusqlite::Connection;
 use sqlarena_common::Role;
 use sqlarena_coordinator::store::sqlite::SqliteStore;
-use sqlarena_coordinator::store::{NewUser, Store};
+use sqlarena_coordinator::store::{NewUser, UserStore};
 use uuid::Uuid;
 
 fn coordinator(args: &[&str]) -> (bool, String) {

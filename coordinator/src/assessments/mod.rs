@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlarena_common::assessments::{AssessmentSpec, Feedback, TimeOverride};
-use sqlarena_common::{AttemptStatus, ChallengeType, Role};
+use sqlarena_common::{AttemptId, AttemptStatus, ChallengeId, ChallengeType, Role, UserId};
 
 use crate::jobs::{Jobs, JobsError};
 use crate::store::assessments::{
@@ -89,11 +89,11 @@ impl SessionState {
 #[derive(Debug, Clone, PartialEq)]
 pub struct QuestionScore {
     pub number: u32,
-    pub challenge_id: i64,
+    pub challenge_id: ChallengeId,
     pub points: f64,
     pub score: f64,
     /// The attempt that counts, if one does.
-    pub counted_attempt_id: Option<i64>,
+    pub counted_attempt_id: Option<AttemptId>,
     pub submissions: usize,
     /// Submissions still being graded.
     pub pending: usize,
@@ -103,7 +103,7 @@ pub struct QuestionScore {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SessionScore {
     pub session_id: i64,
-    pub user_id: i64,
+    pub user_id: UserId,
     pub state: SessionState,
     pub score: f64,
     pub max_score: f64,
@@ -119,7 +119,7 @@ pub struct SessionSnapshot {
     pub session: AssessmentSession,
     pub deadline: DateTime<Utc>,
     pub state: SessionState,
-    pub attempts: HashMap<i64, Attempt>,
+    pub attempts: HashMap<AttemptId, Attempt>,
 }
 
 impl SessionSnapshot {
@@ -280,7 +280,7 @@ impl Assessments {
         if !(0.0..=1.0).contains(&spec.performance_credit) {
             return invalid("performance_credit: from 0 to 1".into());
         }
-        let mut zone_of: HashMap<i64, usize> = HashMap::new();
+        let mut zone_of: HashMap<ChallengeId, usize> = HashMap::new();
         for (index, zone) in spec.zones.iter().enumerate() {
             if zone.pool.is_empty() || zone.pool.len() > 200 {
                 return invalid(format!("zones[{index}].pool: 1 to 200 challenges"));
@@ -538,7 +538,7 @@ impl Assessments {
         let seed = pick::seed(
             assessment.spec.selection,
             assessment.id,
-            user.id,
+            user.id.0,
             rand::random(),
         );
         let questions = pick::pick_questions(&assessment.spec.zones, seed);
@@ -681,10 +681,10 @@ impl Assessments {
     /// Queues the grading attempt of a submission.
     async fn queue_attempt(
         &self,
-        user_id: i64,
+        user_id: UserId,
         question: &Question,
         query: String,
-    ) -> AssessmentResult<i64> {
+    ) -> AssessmentResult<AttemptId> {
         let challenge = self
             .store
             .get_challenge(question.challenge_id)
@@ -693,7 +693,7 @@ impl Assessments {
                 AssessmentError::NotFound(format!("challenge {} is gone", question.challenge_id))
             })?;
         let (attempt, job) = self.jobs.submit_attempt(&challenge, user_id, query).await?;
-        tracing::info!(attempt_id = attempt.id, job_id = %job.id, "assessment attempt queued");
+        tracing::info!(attempt_id = %attempt.id, job_id = %job.id, "assessment attempt queued");
         Ok(attempt.id)
     }
 
@@ -914,7 +914,7 @@ impl Assessments {
     pub async fn score(
         &self,
         snapshot: &SessionSnapshot,
-        challenges: &mut HashMap<i64, Option<Challenge>>,
+        challenges: &mut HashMap<ChallengeId, Option<Challenge>>,
     ) -> AssessmentResult<SessionScore> {
         let spec = &snapshot.assessment.spec;
         let mut questions = Vec::new();
@@ -996,8 +996,8 @@ impl Assessments {
     /// Store failures.
     pub async fn cached_challenge<'a>(
         &self,
-        cache: &'a mut HashMap<i64, Option<Challenge>>,
-        id: i64,
+        cache: &'a mut HashMap<ChallengeId, Option<Challenge>>,
+        id: ChallengeId,
     ) -> AssessmentResult<Option<&'a Challenge>> {
         if let std::collections::hash_map::Entry::Vacant(entry) = cache.entry(id) {
             entry.insert(self.store.get_challenge(id).await?);
@@ -1026,8 +1026,8 @@ impl Assessments {
 pub async fn withheld_attempts(
     store: &dyn Store,
     viewer: &User,
-    user_id: i64,
-) -> Result<HashSet<i64>, StoreError> {
+    user_id: UserId,
+) -> Result<HashSet<AttemptId>, StoreError> {
     let mut withheld = HashSet::new();
     if viewer.role == Role::Admin {
         return Ok(withheld);
@@ -1054,7 +1054,7 @@ fn started(id: i64) -> AssessmentError {
 
 /// True while a submission has no final state: its attempt is being
 /// graded, or it has no attempt yet (and no error).
-pub fn is_pending(submission: &Submission, attempts: &HashMap<i64, Attempt>) -> bool {
+pub fn is_pending(submission: &Submission, attempts: &HashMap<AttemptId, Attempt>) -> bool {
     match submission.attempt_id {
         Some(id) => attempts
             .get(&id)

@@ -62,10 +62,11 @@ pub fn pick_questions(zones: &[Zone], seed: u64) -> Vec<Question> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sqlarena_common::ChallengeId;
 
     fn zone(pool: Vec<i64>, pick: u32) -> Zone {
         Zone {
-            pool,
+            pool: pool.into_iter().map(ChallengeId).collect(),
             pick,
             points: 10.0,
         }
@@ -95,13 +96,13 @@ mod tests {
             assert_eq!(questions.len(), 5);
             let numbers: Vec<u32> = questions.iter().map(|q| q.number).collect();
             assert_eq!(numbers, vec![1, 2, 3, 4, 5]);
-            let mut ids: Vec<i64> = questions.iter().map(|q| q.challenge_id).collect();
+            let mut ids: Vec<i64> = questions.iter().map(|q| q.challenge_id.0).collect();
             assert!(questions[..3]
                 .iter()
-                .all(|q| q.zone == 0 && q.challenge_id < 10));
+                .all(|q| q.zone == 0 && q.challenge_id.0 < 10));
             assert!(questions[3..]
                 .iter()
-                .all(|q| q.zone == 1 && q.challenge_id >= 10));
+                .all(|q| q.zone == 1 && q.challenge_id.0 >= 10));
             ids.sort_unstable();
             ids.dedup();
             assert_eq!(ids.len(), 5, "no challenge twice");
@@ -120,7 +121,7 @@ mod tests {
         for user_id in 0..students {
             let seed = seed(Selection::Random, 3, user_id, user_id as u64 * 7919);
             for question in pick_questions(&zones, seed) {
-                counts[(question.challenge_id - 1) as usize] += 1;
+                counts[(question.challenge_id.0 - 1) as usize] += 1;
             }
         }
         let expected = (students * 3) as f64 / 10.0;

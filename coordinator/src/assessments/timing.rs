@@ -4,11 +4,12 @@
 
 use chrono::{DateTime, Duration, Utc};
 use sqlarena_common::assessments::TimeOverride;
+use sqlarena_common::UserId;
 
 use crate::store::assessments::{Assessment, AssessmentSession};
 
 /// A student's override, if any.
-pub fn override_of(assessment: &Assessment, user_id: i64) -> Option<&TimeOverride> {
+pub fn override_of(assessment: &Assessment, user_id: UserId) -> Option<&TimeOverride> {
     assessment
         .overrides
         .iter()
@@ -17,7 +18,7 @@ pub fn override_of(assessment: &Assessment, user_id: i64) -> Option<&TimeOverrid
 
 /// When the assessment closes for `user_id`: their own close date or the
 /// assessment's, moved by the extension for everyone.
-pub fn closes_at_for(assessment: &Assessment, user_id: i64) -> DateTime<Utc> {
+pub fn closes_at_for(assessment: &Assessment, user_id: UserId) -> DateTime<Utc> {
     let own = override_of(assessment, user_id).and_then(|time| time.closes_at);
     own.unwrap_or(assessment.spec.closes_at) + Duration::seconds(assessment.extension_s)
 }
@@ -59,6 +60,7 @@ pub fn results_released_at(assessment: &Assessment) -> DateTime<Utc> {
 mod tests {
     use super::*;
     use sqlarena_common::assessments::{AssessmentSpec, Feedback, Scoreboard, Selection, Zone};
+    use sqlarena_common::ChallengeId;
 
     fn at(seconds: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_800_000_000 + seconds, 0).unwrap()
@@ -68,12 +70,12 @@ mod tests {
         Assessment {
             id: 1,
             rev: 1,
-            created_user_id: 1,
+            created_user_id: UserId(1),
             spec: AssessmentSpec {
                 name: "exam".into(),
                 description: None,
                 zones: vec![Zone {
-                    pool: vec![1],
+                    pool: vec![ChallengeId(1)],
                     pick: 1,
                     points: 1.0,
                 }],
@@ -97,6 +99,7 @@ mod tests {
     }
 
     fn session(user_id: i64, started: i64) -> AssessmentSession {
+        let user_id = UserId(user_id);
         AssessmentSession {
             id: 1,
             rev: 1,
@@ -119,7 +122,7 @@ mod tests {
         // A late starter sees a full timer but is cut off at the close date.
         assert_eq!(deadline(&exam, &session(5, 9_000)), at(10_000));
         exam.overrides.push(TimeOverride {
-            user_id: 5,
+            user_id: UserId(5),
             extra_s: Some(60),
             time_scale: Some(1.5),
             closes_at: Some(at(20_000)),
@@ -135,7 +138,7 @@ mod tests {
         let mut extended = session(6, 100);
         extended.extension_s = 15;
         assert_eq!(deadline(&exam, &extended), at(3745));
-        assert_eq!(closes_at_for(&exam, 6), at(10_030));
+        assert_eq!(closes_at_for(&exam, UserId(6)), at(10_030));
         assert_eq!(results_released_at(&exam), at(20_030));
         assert!(!is_closed(&exam, &extended, at(3744)));
         assert!(is_closed(&exam, &extended, at(3745)));

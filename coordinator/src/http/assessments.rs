@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use sqlarena_common::assessments::{
     AssessmentSpec, Feedback, ScorePolicy, Scoreboard, Selection, TimeOverride, Zone,
 };
-use sqlarena_common::{Envelope, Role};
+use sqlarena_common::{AttemptId, ChallengeId, Envelope, Role, UserId};
 use utoipa::openapi::{RefOr, Response};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -164,7 +164,7 @@ pub(crate) fn withhold(view: &mut AttemptView) {
 #[derive(Serialize, ToSchema)]
 struct AssessmentView {
     id: i64,
-    created_user_id: i64,
+    created_user_id: UserId,
     spec: AssessmentSpec,
     /// The most a student can score.
     max_score: f64,
@@ -211,7 +211,7 @@ struct SubmissionView {
     /// with `error` when no attempt could be made.
     #[schema(pattern = "^(SUBMITTED|PENDING|RUNNING|PASSED|FAILED|ERROR|CANCELLED)$")]
     status: String,
-    attempt_id: Option<i64>,
+    attempt_id: Option<AttemptId>,
     attempt: Option<AttemptView>,
     error: Option<String>,
 }
@@ -220,7 +220,7 @@ struct SubmissionView {
 #[derive(Serialize, ToSchema)]
 struct SessionQuestionView {
     number: u32,
-    challenge_id: i64,
+    challenge_id: ChallengeId,
     challenge_name: Option<String>,
     points: f64,
     /// Submissions left (none: unlimited).
@@ -233,7 +233,7 @@ struct SessionQuestionView {
 struct AssessmentSessionView {
     id: i64,
     assessment_id: i64,
-    user_id: i64,
+    user_id: UserId,
     /// `ACTIVE`, then `CLOSED` (finished or past the deadline) while a
     /// submission is being graded, then `FINALIZED`.
     #[schema(pattern = "^(ACTIVE|CLOSED|FINALIZED)$")]
@@ -258,7 +258,7 @@ async fn session_view(
     let now = Utc::now();
     let staff = is_staff(&snapshot.assessment, &viewer.0);
     let visible = staff || snapshot.results_visible(now);
-    let mut challenges: HashMap<i64, Option<Challenge>> = HashMap::new();
+    let mut challenges: HashMap<ChallengeId, Option<Challenge>> = HashMap::new();
     let mut questions = Vec::new();
     for question in &snapshot.session.questions {
         let challenge = service
@@ -342,7 +342,7 @@ async fn create_assessment(
     let assessment = service(&state).create(&user.0, spec).await?;
     tracing::info!(
         assessment_id = assessment.id,
-        user_id = user.0.id,
+        user_id = %user.0.id,
         "assessment created"
     );
     Ok(created(AssessmentView::new(&assessment, &user)))
@@ -486,7 +486,7 @@ async fn start_session(
         tracing::info!(
             assessment_id = id,
             session_id = view.id,
-            user_id = user.0.id,
+            user_id = %user.0.id,
             deadline = %view.deadline,
             "assessment session started"
         );
@@ -563,7 +563,7 @@ async fn submit(
         session_id = id,
         question = number,
         submission = submission_number,
-        user_id = user.0.id,
+        user_id = %user.0.id,
         "assessment submission accepted"
     );
     let submission = view
@@ -639,7 +639,7 @@ struct SessionLogEntry {
     /// `reopened`, `closed` (by the deadline).
     kind: String,
     /// Who did it; null for the clock.
-    actor_id: Option<i64>,
+    actor_id: Option<UserId>,
     detail: Option<String>,
 }
 
@@ -699,10 +699,10 @@ struct ManualScoreView {
     id: i64,
     assessment_id: i64,
     /// The student (the seed's name for it).
-    user: i64,
+    user: UserId,
     score: f64,
     reason: String,
-    created_by: i64,
+    created_by: UserId,
     /// When it was recorded (the seed's name for it).
     date_submitted: DateTime<Utc>,
 }
@@ -725,10 +725,10 @@ impl From<&ScoreOverride> for ManualScoreView {
 #[derive(Serialize, ToSchema)]
 struct QuestionScoreView {
     number: u32,
-    challenge_id: i64,
+    challenge_id: ChallengeId,
     points: f64,
     score: f64,
-    counted_attempt_id: Option<i64>,
+    counted_attempt_id: Option<AttemptId>,
     submissions: usize,
     pending: usize,
 }
@@ -737,7 +737,7 @@ struct QuestionScoreView {
 #[derive(Serialize, ToSchema)]
 struct ScoreView {
     assessment_id: i64,
-    user_id: i64,
+    user_id: UserId,
     session_id: i64,
     #[schema(pattern = "^(ACTIVE|CLOSED|FINALIZED)$")]
     state: String,
@@ -788,7 +788,7 @@ fn score_view(
 /// One row of a live scoreboard.
 #[derive(Serialize, ToSchema)]
 struct ScoreboardRow {
-    user_id: i64,
+    user_id: UserId,
     full_name: String,
     score: f64,
 }
@@ -805,7 +805,7 @@ struct AssessmentScores {
 }
 
 /// The latest manual score of each student.
-fn latest_manual(scores: &[ScoreOverride]) -> HashMap<i64, &ScoreOverride> {
+fn latest_manual(scores: &[ScoreOverride]) -> HashMap<UserId, &ScoreOverride> {
     let mut latest = HashMap::new();
     for score in scores {
         latest.insert(score.user_id, score);
@@ -874,12 +874,12 @@ async fn assessment_scores(
 /// withheld until visible), admins, and each assessment's professor (their
 /// own assessments only).
 #[utoipa::path(get, path = "/users/{id}/scores", tag = "assessments", security(("session" = [])),
-    params(("id" = i64, Path, description = "The user")),
+    params(("id" = UserId, Path, description = "The user")),
     responses((status = 200, body = Envelope<Vec<ScoreView>>), Forbidden))]
 async fn user_scores(
     State(state): State<AppState>,
     user: CurrentUser,
-    AppPath(id): AppPath<i64>,
+    AppPath(id): AppPath<UserId>,
 ) -> ApiResult<Reply<Vec<ScoreView>>> {
     if id != user.0.id && user.0.role == Role::Student {
         return Err(ApiError::Forbidden(
@@ -931,7 +931,7 @@ async fn record_manual(
     state: &AppState,
     user: &CurrentUser,
     assessment_id: i64,
-    user_id: i64,
+    user_id: UserId,
     request: ScoreOverrideRequest,
 ) -> ApiResult<ScoreOverride> {
     let assessment = service(state).get(assessment_id).await?;
@@ -963,8 +963,8 @@ async fn record_manual(
         .await?;
     tracing::info!(
         assessment_id,
-        user_id,
-        by = user.0.id,
+        user_id = %user_id,
+        by = %user.0.id,
         score = stored.score,
         "manual score recorded"
     );
@@ -975,13 +975,13 @@ async fn record_manual(
 /// admin), audited: who, when, why.
 #[utoipa::path(put, path = "/scores/{assessment_id}/{user_id}/override", tag = "assessments", security(("session" = [])),
     params(("assessment_id" = i64, Path, description = "The assessment"),
-        ("user_id" = i64, Path, description = "The student")),
+        ("user_id" = UserId, Path, description = "The student")),
     request_body = ScoreOverrideRequest,
     responses((status = 200, body = Envelope<ManualScoreView>), Forbidden))]
 async fn override_score(
     State(state): State<AppState>,
     user: CurrentUser,
-    AppPath((assessment_id, user_id)): AppPath<(i64, i64)>,
+    AppPath((assessment_id, user_id)): AppPath<(i64, UserId)>,
     AppJson(request): AppJson<ScoreOverrideRequest>,
 ) -> ApiResult<Reply<ManualScoreView>> {
     let stored = record_manual(&state, &user, assessment_id, user_id, request).await?;
@@ -992,7 +992,7 @@ async fn override_score(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RecordScoreRequest {
-    user_id: i64,
+    user_id: UserId,
     assessment_id: i64,
     #[schema(minimum = 0, maximum = 1000000000)]
     score: f64,

@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlarena_common::assessments::{AssessmentSpec, TimeOverride};
+use sqlarena_common::{AttemptId, ChallengeId, UserId};
 
 use super::StoreResult;
 
@@ -23,7 +24,7 @@ pub struct Assessment {
     pub id: i64,
     /// Bumped by every write; a replace must carry the revision it read.
     pub rev: i64,
-    pub created_user_id: i64,
+    pub created_user_id: UserId,
     pub spec: AssessmentSpec,
     /// At most one per user.
     pub overrides: Vec<TimeOverride>,
@@ -44,7 +45,7 @@ pub struct Question {
     pub number: u32,
     /// Index of the zone it was picked from.
     pub zone: u32,
-    pub challenge_id: i64,
+    pub challenge_id: ChallengeId,
     pub points: f64,
 }
 
@@ -59,7 +60,7 @@ pub struct Submission {
     /// between accepting the submission and queueing its attempt.
     pub query: String,
     /// The graded attempt, once queued.
-    pub attempt_id: Option<i64>,
+    pub attempt_id: Option<AttemptId>,
     /// Why no attempt could be made for it (a final state, scored 0).
     pub error: Option<String>,
 }
@@ -71,7 +72,7 @@ pub struct SessionEvent {
     /// `started`, `submitted`, `extended`, `finished`, `reopened`.
     pub kind: String,
     /// Who did it (none: the clock).
-    pub actor_id: Option<i64>,
+    pub actor_id: Option<UserId>,
     pub detail: Option<String>,
 }
 
@@ -81,7 +82,7 @@ pub struct AssessmentSession {
     pub id: i64,
     pub rev: i64,
     pub assessment_id: i64,
-    pub user_id: i64,
+    pub user_id: UserId,
     /// Seed of the pick, kept to explain it.
     pub seed: u64,
     pub questions: Vec<Question>,
@@ -98,7 +99,7 @@ pub struct AssessmentSession {
 #[derive(Debug, Clone)]
 pub struct NewAssessmentSession {
     pub assessment_id: i64,
-    pub user_id: i64,
+    pub user_id: UserId,
     pub seed: u64,
     pub questions: Vec<Question>,
     pub started_at: DateTime<Utc>,
@@ -111,10 +112,10 @@ pub struct NewAssessmentSession {
 pub struct ScoreOverride {
     pub id: i64,
     pub assessment_id: i64,
-    pub user_id: i64,
+    pub user_id: UserId,
     pub score: f64,
     pub reason: String,
-    pub created_by: i64,
+    pub created_by: UserId,
     pub created_at: DateTime<Utc>,
 }
 
@@ -122,10 +123,10 @@ pub struct ScoreOverride {
 #[derive(Debug, Clone)]
 pub struct NewScoreOverride {
     pub assessment_id: i64,
-    pub user_id: i64,
+    pub user_id: UserId,
     pub score: f64,
     pub reason: String,
-    pub created_by: i64,
+    pub created_by: UserId,
 }
 
 /// Assessments, their sessions and manual scores.
@@ -135,7 +136,7 @@ pub trait AssessmentStore: Send + Sync {
     /// next assessment id.
     async fn create_assessment(
         &self,
-        created_user_id: i64,
+        created_user_id: UserId,
         spec: AssessmentSpec,
     ) -> StoreResult<Assessment>;
     /// Returns an assessment.
@@ -158,7 +159,7 @@ pub trait AssessmentStore: Send + Sync {
     async fn find_assessment_session(
         &self,
         assessment_id: i64,
-        user_id: i64,
+        user_id: UserId,
     ) -> StoreResult<Option<AssessmentSession>>;
     /// Lists an assessment's sessions by id.
     async fn list_assessment_sessions(
@@ -168,7 +169,7 @@ pub trait AssessmentStore: Send + Sync {
     /// Lists a student's sessions by id.
     async fn list_user_assessment_sessions(
         &self,
-        user_id: i64,
+        user_id: UserId,
     ) -> StoreResult<Vec<AssessmentSession>>;
     /// Writes `session` (with `rev + 1`) if the stored one is still at
     /// `session.rev`; false otherwise. `NotFound` if there is no such session.
@@ -179,6 +180,6 @@ pub trait AssessmentStore: Send + Sync {
     async fn list_score_overrides(
         &self,
         assessment_id: Option<i64>,
-        user_id: Option<i64>,
+        user_id: Option<UserId>,
     ) -> StoreResult<Vec<ScoreOverride>>;
 }

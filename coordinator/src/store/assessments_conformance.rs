@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use chrono::{Duration, Utc};
 use sqlarena_common::assessments::{AssessmentSpec, Feedback, Scoreboard, Selection, Zone};
-use sqlarena_common::Role;
+use sqlarena_common::{AttemptId, ChallengeId, Role, UserId};
 use uuid::Uuid;
 
 use super::assessments::{
@@ -54,7 +54,7 @@ macro_rules! __assessment_store_conformance_tests {
     };
 }
 
-async fn user(store: &Arc<dyn Store>, role: Role) -> i64 {
+async fn user(store: &Arc<dyn Store>, role: Role) -> UserId {
     store
         .create_user(NewUser {
             email: format!("assess-{}@example.com", Uuid::new_v4().simple()),
@@ -73,7 +73,7 @@ fn spec(name: &str) -> AssessmentSpec {
         name: name.into(),
         description: Some("with a description".into()),
         zones: vec![Zone {
-            pool: vec![1, 2, 3],
+            pool: vec![ChallengeId(1), ChallengeId(2), ChallengeId(3)],
             pick: 2,
             points: 2.5,
         }],
@@ -90,7 +90,7 @@ fn spec(name: &str) -> AssessmentSpec {
     }
 }
 
-fn new_session(assessment_id: i64, user_id: i64) -> NewAssessmentSession {
+fn new_session(assessment_id: i64, user_id: UserId) -> NewAssessmentSession {
     NewAssessmentSession {
         assessment_id,
         user_id,
@@ -98,7 +98,7 @@ fn new_session(assessment_id: i64, user_id: i64) -> NewAssessmentSession {
         questions: vec![Question {
             number: 1,
             zone: 0,
-            challenge_id: 2,
+            challenge_id: ChallengeId(2),
             points: 2.5,
         }],
         started_at: Utc::now(),
@@ -252,7 +252,7 @@ pub async fn concurrent_session_changes_are_never_lost(store: Arc<dyn Store>) {
                         question: 1,
                         received_at: Utc::now(),
                         query: format!("select {task}"),
-                        attempt_id: Some(i64::from(task)),
+                        attempt_id: Some(AttemptId(i64::from(task))),
                         error: None,
                     });
                     if store.replace_assessment_session(&current).await.unwrap() {

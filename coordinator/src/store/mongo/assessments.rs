@@ -9,6 +9,7 @@ use mongodb::options::IndexOptions;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sqlarena_common::assessments::AssessmentSpec;
+use sqlarena_common::UserId;
 
 use super::{backend, stored_now, Fields, MongoStore};
 use crate::store::assessments::{
@@ -113,7 +114,7 @@ impl MongoStore {
 impl AssessmentStore for MongoStore {
     async fn create_assessment(
         &self,
-        created_user_id: i64,
+        created_user_id: UserId,
         spec: AssessmentSpec,
     ) -> StoreResult<Assessment> {
         let assessment = Assessment {
@@ -214,7 +215,7 @@ impl AssessmentStore for MongoStore {
     async fn find_assessment_session(
         &self,
         assessment_id: i64,
-        user_id: i64,
+        user_id: UserId,
     ) -> StoreResult<Option<AssessmentSession>> {
         Ok(self
             .find_sessions(doc! { "assessment_id": assessment_id, "user_id": user_id })
@@ -232,7 +233,7 @@ impl AssessmentStore for MongoStore {
 
     async fn list_user_assessment_sessions(
         &self,
-        user_id: i64,
+        user_id: UserId,
     ) -> StoreResult<Vec<AssessmentSession>> {
         self.find_sessions(doc! { "user_id": user_id }).await
     }
@@ -267,7 +268,7 @@ impl AssessmentStore for MongoStore {
     async fn list_score_overrides(
         &self,
         assessment_id: Option<i64>,
-        user_id: Option<i64>,
+        user_id: Option<UserId>,
     ) -> StoreResult<Vec<ScoreOverride>> {
         let mut filter = Document::new();
         if let Some(assessment_id) = assessment_id {

@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension as _};
 use serde::de::DeserializeOwned;
 use sqlarena_common::assessments::AssessmentSpec;
+use sqlarena_common::UserId;
 
 use super::{stored_now, to_json, SqliteStore};
 use crate::store::assessments::{
@@ -93,7 +94,7 @@ impl SqliteStore {
 impl AssessmentStore for SqliteStore {
     async fn create_assessment(
         &self,
-        created_user_id: i64,
+        created_user_id: UserId,
         spec: AssessmentSpec,
     ) -> StoreResult<Assessment> {
         self.write(move |transaction| {
@@ -162,7 +163,7 @@ impl AssessmentStore for SqliteStore {
                 .prepare_cached(&format!(
                     "{SESSION_SELECT} WHERE assessment_id = ?1 AND user_id = ?2"
                 ))?
-                .query_row([new.assessment_id, new.user_id], |row| {
+                .query_row([new.assessment_id, new.user_id.0], |row| {
                     Ok((
                         row.get::<_, i64>(0)?,
                         row.get::<_, i64>(1)?,
@@ -204,7 +205,7 @@ impl AssessmentStore for SqliteStore {
     async fn find_assessment_session(
         &self,
         assessment_id: i64,
-        user_id: i64,
+        user_id: UserId,
     ) -> StoreResult<Option<AssessmentSession>> {
         Ok(self
             .list_user_assessment_sessions(user_id)
@@ -223,9 +224,9 @@ impl AssessmentStore for SqliteStore {
 
     async fn list_user_assessment_sessions(
         &self,
-        user_id: i64,
+        user_id: UserId,
     ) -> StoreResult<Vec<AssessmentSession>> {
-        self.select_sessions("user_id = ?1 ORDER BY id", user_id)
+        self.select_sessions("user_id = ?1 ORDER BY id", user_id.0)
             .await
     }
 
@@ -276,7 +277,7 @@ impl AssessmentStore for SqliteStore {
     async fn list_score_overrides(
         &self,
         assessment_id: Option<i64>,
-        user_id: Option<i64>,
+        user_id: Option<UserId>,
     ) -> StoreResult<Vec<ScoreOverride>> {
         self.call(move |connection| {
             let mut statement = connection.prepare_cached(
@@ -310,7 +311,7 @@ mod tests {
     use uuid::Uuid;
 
     use super::*;
-    use crate::store::{NewChallenge, NewTestCase, NewUser, Store};
+    use crate::store::{ChallengeStore, NewChallenge, NewTestCase, NewUser, UserStore};
 
     /// A file of schema version 5 (before assessments) opens as version 6
     /// with its users and challenges intact, and takes assessments.
