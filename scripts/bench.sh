@@ -8,6 +8,9 @@
 #                                       (e2e-bench: --latency-runs --students --attempts)
 #   scripts/bench.sh leaderboard [flags] GET /challenges/:id with 100,000 passing attempts
 #                                       (bench_leaderboard: --attempts --users --requests --store)
+#   scripts/bench.sh assessments [flags] 1,000 sessions started, then GET /assessments/:id/scores
+#                                       for them (bench_assessments: --students --concurrency
+#                                       --requests --store)
 #   scripts/bench.sh storage [flags]    store bytes per graded attempt (bench_storage: --attempts)
 #   scripts/bench.sh logins [flags]     a coordinator under a flood of bogus logins: its RSS and a
 #                                       student's read latency (bench_logins: --clients --seconds
@@ -50,6 +53,7 @@ case "$which" in
     grader) target/release/grader-bench "$@" ;;
     e2e) SQLARENA_BIN_PROFILE=release target/release/e2e-bench "$@" ;;
     leaderboard) target/release/examples/bench_leaderboard "$@" ;;
+    assessments) target/release/examples/bench_assessments "$@" ;;
     storage) target/release/examples/bench_storage "$@" ;;
     logins)
         if [ $# -gt 0 ]; then
@@ -88,5 +92,5 @@ case "$which" in
         echo "== grader"; target/release/grader-bench
         echo "== e2e"; SQLARENA_BIN_PROFILE=release target/release/e2e-bench
         ;;
-    *) echo "usage: scripts/bench.sh [dispatch|grader|e2e|leaderboard|storage|logins|peers|all] [flags]" >&2; exit 2 ;;
+    *) echo "usage: scripts/bench.sh [dispatch|grader|e2e|leaderboard|assessments|storage|logins|peers|all] [flags]" >&2; exit 2 ;;
 esac

@@ -10,6 +10,8 @@ use utoipa::ToSchema;
 pub mod ids;
 pub use ids::{AttemptId, ChallengeId, GraderId, JobId, LeaseId, TestCaseId, UserId};
 
+pub mod assessments;
+
 /// A user's role. Serialized as in the seed API: `PROF`, `STUD`, `ADMIN`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 pub enum Role {
@@ -537,7 +539,9 @@ pub struct PageEnvelope<T> {
 /// What went wrong, for programs: stable across releases, unlike `message`.
 /// Each HTTP status has one code, except 400 (`bad_request`: the request
 /// could not be read, e.g. malformed JSON, a bad query string or cursor) and
-/// 422 (`validation_failed`: it was read but a field breaks a rule).
+/// 422 (`validation_failed`: it was read but a field breaks a rule), and the
+/// refusals of timed assessments, which name their rule (`deadline_passed`,
+/// `submission_limit`, `too_soon`, `assessment_started`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
@@ -565,6 +569,17 @@ pub enum ErrorCode {
     Unavailable,
     /// 500: a fault of the server; the detail is in its log.
     Internal,
+    /// 403: the assessment session's deadline had passed when the request
+    /// arrived (or the session was finished).
+    DeadlinePassed,
+    /// 409: the question already has the assessment's `max_submissions`.
+    SubmissionLimit,
+    /// 429: less than the assessment's `min_interval_s` since the last
+    /// submission of the question; wait `retry_after` seconds.
+    TooSoon,
+    /// 409: a session of the assessment has started, so it can no longer
+    /// be edited.
+    AssessmentStarted,
 }
 
 impl ErrorCode {
@@ -582,6 +597,10 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
+            ErrorCode::DeadlinePassed => "deadline_passed",
+            ErrorCode::SubmissionLimit => "submission_limit",
+            ErrorCode::TooSoon => "too_soon",
+            ErrorCode::AssessmentStarted => "assessment_started",
         }
     }
 }

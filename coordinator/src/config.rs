@@ -24,6 +24,43 @@ pub enum Command {
     Serve(Box<Config>),
     /// Creates an admin user in the store and exits.
     CreateAdmin(CreateAdmin),
+    /// Brings the store's schema up to date and exits (`--check`: only
+    /// reports what that would change).
+    Migrate(Migrate),
+    /// Writes a consistent copy of an SQLite store (`VACUUM INTO`) and exits.
+    Backup(Backup),
+}
+
+/// `coordinator migrate`.
+#[derive(Debug, Clone, Args)]
+pub struct Migrate {
+    /// Store URI: sqlite://PATH or mongodb://HOST:PORT/DB.
+    #[arg(
+        long,
+        env = "SQLARENA_STORE",
+        hide_env_values = true,
+        default_value = "sqlite://data/sqlarena.db"
+    )]
+    pub store: String,
+    /// Reports what the migration would change and leaves the store as it is.
+    #[arg(long)]
+    pub check: bool,
+}
+
+/// `coordinator backup`.
+#[derive(Debug, Clone, Args)]
+pub struct Backup {
+    /// Store URI: sqlite://PATH (a MongoDB store is backed up with mongodump).
+    #[arg(
+        long,
+        env = "SQLARENA_STORE",
+        hide_env_values = true,
+        default_value = "sqlite://data/sqlarena.db"
+    )]
+    pub store: String,
+    /// The backup file to write (must not exist).
+    #[arg(long)]
+    pub to: std::path::PathBuf,
 }
 
 /// `coordinator create-admin`.

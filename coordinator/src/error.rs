@@ -59,6 +59,23 @@ pub enum ApiError {
     StoreBusy(String),
     #[error("internal error: {0}")]
     Internal(String),
+    /// 403 `deadline_passed`: an assessment session was over when the
+    /// request arrived.
+    #[error("{0}")]
+    DeadlinePassed(String),
+    /// 409 `submission_limit`: a question's submissions are used up.
+    #[error("{0}")]
+    SubmissionLimit(String),
+    /// 429 `too_soon` with `Retry-After`: the question's minimum interval
+    /// between submissions has not passed.
+    #[error("{message}")]
+    TooSoon {
+        message: String,
+        retry_after_secs: u64,
+    },
+    /// 409 `assessment_started`: the assessment can no longer be edited.
+    #[error("{0}")]
+    AssessmentStarted(String),
 }
 
 /// Result alias for handlers.
@@ -81,6 +98,9 @@ impl ApiError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::DeadlinePassed(_) => StatusCode::FORBIDDEN,
+            ApiError::SubmissionLimit(_) | ApiError::AssessmentStarted(_) => StatusCode::CONFLICT,
+            ApiError::TooSoon { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -100,6 +120,10 @@ impl ApiError {
                 ErrorCode::Unavailable
             }
             ApiError::Internal(_) => ErrorCode::Internal,
+            ApiError::DeadlinePassed(_) => ErrorCode::DeadlinePassed,
+            ApiError::SubmissionLimit(_) => ErrorCode::SubmissionLimit,
+            ApiError::TooSoon { .. } => ErrorCode::TooSoon,
+            ApiError::AssessmentStarted(_) => ErrorCode::AssessmentStarted,
         }
     }
 
@@ -110,6 +134,9 @@ impl ApiError {
                 retry_after_secs, ..
             }
             | ApiError::Overloaded {
+                retry_after_secs, ..
+            }
+            | ApiError::TooSoon {
                 retry_after_secs, ..
             } => Some(*retry_after_secs),
             ApiError::StoreBusy(_) => Some(STORE_BUSY_RETRY_AFTER_SECS),

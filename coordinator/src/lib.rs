@@ -3,6 +3,7 @@
 //! [`run`] serves on an already-bound listener until the shutdown token is
 //! cancelled; `main.rs` only parses configuration and sets up logging.
 
+pub mod assessments;
 pub mod auth;
 pub mod cli;
 pub mod config;

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use sqlarena_coordinator::config::{Cli, Command, CreateAdmin};
+use sqlarena_coordinator::config::{Backup, Cli, Command, CreateAdmin, Migrate};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
@@ -16,6 +16,8 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Some(Command::CreateAdmin(args)) => create_admin(args).await,
+        Some(Command::Migrate(args)) => migrate(args).await,
+        Some(Command::Backup(args)) => backup(args),
         Some(Command::Serve(config)) => serve(*config).await,
         None => serve(cli.serve).await,
     };
@@ -45,6 +47,53 @@ async fn create_admin(args: CreateAdmin) -> anyhow::Result<()> {
         sqlarena_coordinator::create_admin(store.as_ref(), &args.email, &password, &args.full_name)
             .await?;
     println!("created admin {} with id {id}", args.email);
+    Ok(())
+}
+
+/// `coordinator migrate`: SQLite stores migrate when opened (and `--check`
+/// migrates a copy to report the difference); MongoDB stores create their
+/// indexes and fill what is new at connect, idempotently (and `--check`
+/// lists the indexes missing).
+async fn migrate(args: Migrate) -> anyhow::Result<()> {
+    use sqlarena_coordinator::store::sqlite::{maintenance, SqliteStore};
+    init_tracing(false);
+    if let Some(location) = args.store.strip_prefix("sqlite://") {
+        if args.check {
+            println!("{}", maintenance::check_migration(location)?);
+        } else {
+            let from = maintenance::file_schema_version(location)?;
+            let store = SqliteStore::open(location).context("opening the store")?;
+            let report = maintenance::MigrationReport {
+                from,
+                to: store.schema_version()?,
+                changes: Vec::new(),
+            };
+            println!("migrated: {report}");
+        }
+    } else if args.check {
+        let report = sqlarena_coordinator::store::mongo::maintenance::check_migration(&args.store)
+            .await
+            .context("checking the store")?;
+        println!("{report}");
+    } else {
+        sqlarena_coordinator::store::open(&args.store)
+            .await
+            .context("connecting to the store")?;
+        println!(
+            "migrated: indexes created, new fields filled, schema version {}",
+            sqlarena_coordinator::store::mongo::maintenance::SCHEMA_VERSION
+        );
+    }
+    Ok(())
+}
+
+/// `coordinator backup`.
+fn backup(args: Backup) -> anyhow::Result<()> {
+    let Some(location) = args.store.strip_prefix("sqlite://") else {
+        anyhow::bail!("backup copies an SQLite store; back up MongoDB with mongodump");
+    };
+    sqlarena_coordinator::store::sqlite::maintenance::backup(location, &args.to)?;
+    println!("wrote {}", args.to.display());
     Ok(())
 }
 

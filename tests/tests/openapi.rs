@@ -42,7 +42,9 @@ const SESSION_ENDING: [&str; 4] = [
 /// - rules no schema can state, refused with 422: a challenge's
 ///   `expires_at` must be in the future, the `user_id` of a new challenge or
 ///   attempt must be the caller's own, changing one's own password needs
-///   `current_password`.
+///   `current_password`; an assessment's dates in order, its pools of the
+///   caller's existing challenges, a session open when submitting (409,
+///   403 and 429 name the assessment rules).
 const CONFIG: &str = r#"
 [parameters]
 "query.cursor" = ""
@@ -56,6 +58,10 @@ parameters = { wait_ms = 0 }
 
 [[operations]]
 include-operation-id = ["create_challenge", "update_challenge", "create_attempt", "change_password"]
+checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "404", "409", "422", "429"]
+
+[[operations]]
+include-operation-id = ["create_assessment", "update_assessment", "set_override", "add_assessment_time", "start_session", "submit", "add_session_time", "reopen_session", "override_score", "record_score"]
 checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "404", "409", "422", "429"]
 "#;
 
@@ -183,6 +189,27 @@ async fn the_coordinator_conforms_to_its_openapi_document() {
                 "test_cases": [{"data": "insert into t values (1)", "is_visible": true}]
             }),
         )
+        .await;
+    assert_eq!(status, 201, "{reply}");
+    // An assessment over it with a started session, so that the
+    // assessment reads have something to show.
+    let challenge_id = reply["data"]["id"].as_i64().unwrap();
+    let (status, reply) = professor
+        .post(
+            "/assessments",
+            json!({
+                "name": "openapi", "zones": [{"pool": [challenge_id], "pick": 1, "points": 1.0}],
+                "selection": "random", "time_limit_s": 3600,
+                "opens_at": "2020-01-01T00:00:00Z", "closes_at": "2099-01-01T00:00:00Z",
+                "feedback": "immediate", "scoreboard": "live"
+            }),
+        )
+        .await;
+    assert_eq!(status, 201, "{reply}");
+    let assessment_id = reply["data"]["id"].as_i64().unwrap();
+    let student = api.login(student_email, "password-123").await;
+    let (status, reply) = student
+        .post(&format!("/assessments/{assessment_id}/sessions"), json!({}))
         .await;
     assert_eq!(status, 201, "{reply}");
     let (status, grader) = api

@@ -9,8 +9,10 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::assessments::withheld_attempts;
 use crate::auth::CurrentUser;
 use crate::error::{created, ok, ApiError, ApiResult, AppJson, AppPath, Reply};
+use crate::http::assessments::withhold;
 use crate::http::openapi::{Conflict, Forbidden, NotFound, RateLimited};
 use crate::http::views::AttemptView;
 use crate::state::AppState;
@@ -134,7 +136,15 @@ async fn get_attempt(
 ) -> ApiResult<Reply<AttemptView>> {
     let (attempt, challenge) = visible_attempt(&state, &user, id).await?;
     let attempt = state.jobs.live_attempt(attempt).await?;
-    Ok(ok(AttemptView::new(&attempt, challenge.as_ref(), &user.0)))
+    let mut view = AttemptView::new(&attempt, challenge.as_ref(), &user.0);
+    // An assessment submission's results wait for its feedback date.
+    if withheld_attempts(state.store.as_ref(), &user.0, attempt.user_id)
+        .await?
+        .contains(&attempt.id)
+    {
+        withhold(&mut view);
+    }
+    Ok(ok(view))
 }
 
 /// Cancels an unfinished attempt: its owner, the challenge's professor or an

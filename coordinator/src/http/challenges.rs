@@ -434,7 +434,21 @@ async fn full_view(
             entry.completion_time_ms = None;
         }
     }
-    view.top_attempts = Some(board);
+    // Passing rows of assessment submissions whose results are withheld
+    // would tell their students they passed.
+    let mut kept = Vec::with_capacity(board.len());
+    for entry in board {
+        let withheld =
+            crate::assessments::withheld_attempts(state.store.as_ref(), &viewer.0, entry.user_id)
+                .await?;
+        if !withheld.contains(&entry.attempt_id) {
+            kept.push(entry);
+        }
+    }
+    for (index, entry) in kept.iter_mut().enumerate() {
+        entry.rank = index + 1;
+    }
+    view.top_attempts = Some(kept);
     Ok(view)
 }
 

@@ -10,6 +10,7 @@
 //! served at `/api/v1/openapi.json` lists exactly the routes served.
 
 pub mod admin;
+pub mod assessments;
 pub mod attempts;
 pub mod challenges;
 pub mod grader;
@@ -63,6 +64,7 @@ fn documented_router(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(challenges::router())
         .merge(attempts::router())
         .merge(admin::router())
+        .merge(assessments::router())
         .nest("/grader", grader::router());
     let mut timed = OpenApiRouter::new()
         .nest("/api/v1", api)

@@ -23,8 +23,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use crate::assessments::withheld_attempts;
 use crate::auth::{self, CurrentUser};
 use crate::error::{created, ok, ApiError, ApiResult, AppJson, AppPath, AppQuery, Reply};
+use crate::http::assessments::withhold;
 use crate::http::openapi::{Conflict, Forbidden, RateLimited};
 use crate::http::pagination::{page, PageParams, PageRequest, Paged};
 use crate::http::views::{AttemptView, LoginView, Revoked, UserView};
@@ -591,6 +593,7 @@ async fn list_user_attempts(
     // By challenge and version: attempts show their version's test cases.
     let mut challenges: HashMap<(ChallengeId, i64), Option<Challenge>> = HashMap::new();
     let mut views = Vec::new();
+    let withheld = withheld_attempts(state.store.as_ref(), &viewer.0, id).await?;
     for attempt in attempts {
         let key = (attempt.challenge_id, attempt.challenge_version);
         let challenge = match challenges.entry(key) {
@@ -599,7 +602,11 @@ async fn list_user_attempts(
         };
         let challenge = challenge.as_ref();
         let attempt = state.jobs.live_attempt(attempt).await?;
-        views.push(AttemptView::new(&attempt, challenge, &viewer.0));
+        let mut view = AttemptView::new(&attempt, challenge, &viewer.0);
+        if withheld.contains(&attempt.id) {
+            withhold(&mut view);
+        }
+        views.push(view);
     }
     Ok(page(views, next_cursor))
 }
@@ -642,11 +649,14 @@ async fn get_user_attempt(
         ));
     }
     let attempt = state.jobs.live_attempt(attempt).await?;
-    Ok(ok(AttemptView::new(
-        &attempt,
-        challenge.as_ref(),
-        &viewer.0,
-    )))
+    let mut view = AttemptView::new(&attempt, challenge.as_ref(), &viewer.0);
+    if withheld_attempts(state.store.as_ref(), &viewer.0, id)
+        .await?
+        .contains(&attempt.id)
+    {
+        withhold(&mut view);
+    }
+    Ok(ok(view))
 }
 
 #[cfg(test)]

@@ -14,6 +14,9 @@
 //! (`record_progress`, `complete_job`, `fail_job`) are atomic so that a result
 //! is recorded exactly once.
 
+pub mod assessments;
+#[cfg(feature = "testsuite")]
+pub mod assessments_conformance;
 mod attempts;
 mod challenges;
 #[cfg(feature = "testsuite")]
@@ -21,6 +24,7 @@ mod conformance;
 mod graders;
 mod jobs;
 pub mod lease;
+pub mod migration;
 pub mod mongo;
 pub mod sqlite;
 mod users;
@@ -31,6 +35,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlarena_common::{JobOutcome, JobPayload};
 
+pub use self::assessments::AssessmentStore;
 pub use self::lease::{HeldLease, Retry, TryCount};
 pub use crate::leaderboard::LeaderboardRow;
 pub use attempts::*;
@@ -172,7 +177,15 @@ impl<K> Page<K> {
 /// between tasks; the MongoDB one between coordinator processes too.
 #[async_trait]
 pub trait Store:
-    UserStore + ChallengeStore + AttemptStore + JobStore + GraderStore + Send + Sync + 'static
+    UserStore
+    + ChallengeStore
+    + AttemptStore
+    + JobStore
+    + GraderStore
+    + AssessmentStore
+    + Send
+    + Sync
+    + 'static
 {
     /// Checks the backend is reachable (for `/readyz`).
     async fn ping(&self) -> StoreResult<()>;

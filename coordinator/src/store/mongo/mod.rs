@@ -30,10 +30,12 @@
 //! where nx-27017 stores a value in another representation, the decoders
 //! below say so next to the tolerance.
 
+mod assessments;
 mod attempts;
 mod challenges;
 mod graders;
 mod jobs;
+pub mod maintenance;
 mod users;
 
 use crate::store::{AttemptStore, ChallengeStore, GraderStore, JobStore, Retry, UserStore};
@@ -92,6 +94,31 @@ impl MongoStore {
     /// index cannot be created.
     pub async fn connect(uri: &str) -> anyhow::Result<Self> {
         use anyhow::Context as _;
+        let store = MongoStore::connect_unmigrated(uri).await?;
+        maintenance::refuse_newer(&store).await?;
+        store
+            .create_indexes()
+            .await
+            .context("create the MongoDB indexes")?;
+        store
+            .backfill_leaderboard()
+            .await
+            .context("fill the leaderboard from the passed attempts")?;
+        store
+            .name_sessions()
+            .await
+            .context("name the sessions made before session ids")?;
+        maintenance::record_version(&store).await?;
+        Ok(store)
+    }
+
+    /// Connects to the database named by `uri` and checks it answers,
+    /// changing nothing (for `coordinator migrate --check`).
+    ///
+    /// # Errors
+    /// Fails when the URI is malformed or the server does not answer.
+    pub async fn connect_unmigrated(uri: &str) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
         let mut options = ClientOptions::parse(uri)
             .await
             .context("parse the MongoDB URI")?;
@@ -107,18 +134,6 @@ impl MongoStore {
             database: client.database(&database_name),
         };
         store.ping().await.context("reach MongoDB")?;
-        store
-            .create_indexes()
-            .await
-            .context("create the MongoDB indexes")?;
-        store
-            .backfill_leaderboard()
-            .await
-            .context("fill the leaderboard from the passed attempts")?;
-        store
-            .name_sessions()
-            .await
-            .context("name the sessions made before session ids")?;
         Ok(store)
     }
 
@@ -189,47 +204,7 @@ impl MongoStore {
     /// Creates every index the queries rely on; creating an existing index
     /// is a no-op in MongoDB.
     async fn create_indexes(&self) -> StoreResult<()> {
-        let unique = || Some(IndexOptions::builder().unique(true).build());
-        // No compound index names `_id`: nx-27017 then rejects every insert
-        // into the collection ("JSON path error near '_id'"); sorts by `_id`
-        // use the `_id` index.
-        let indexes: [(&str, Document, Option<IndexOptions>); 15] = [
-            // Case-insensitive email uniqueness: the lower-cased copy.
-            ("users", doc! { "email_lower": 1 }, unique()),
-            // Sessions and invites are keyed by their hash (`_id`); a
-            // user's sessions are listed and revoked together.
-            ("sessions", doc! { "user_id": 1 }, None),
-            ("graders", doc! { "token_hash": 1 }, unique()),
-            ("graders", doc! { "last_heartbeat_ms": 1 }, None),
-            ("cluster_tokens", doc! { "token_hash": 1 }, unique()),
-            ("challenges", doc! { "created_user_id": 1 }, None),
-            (
-                "past_test_cases",
-                doc! { "challenge_id": 1, "version": 1 },
-                None,
-            ),
-            ("attempts", doc! { "user_id": 1 }, None),
-            ("attempts", doc! { "challenge_id": 1, "status": 1 }, None),
-            // Claims: the next QUEUED job by lane priority, then age.
-            (
-                "jobs",
-                doc! { "state": 1, "lane_priority": 1, "seq": 1 },
-                None,
-            ),
-            // Expired leases: only LEASED jobs carry `lease_expires_ms`, the
-            // deadline in epoch milliseconds (see `requeue_expired`).
-            ("jobs", doc! { "lease_expires_ms": 1 }, None),
-            ("jobs", doc! { "state": 1, "lane": 1 }, None),
-            ("jobs", doc! { "lease.grader_id": 1 }, None),
-            ("jobs", doc! { "applied": 1, "state": 1, "seq": 1 }, None),
-            // The best rows of a challenge version, in ranking order.
-            (
-                "leaderboard",
-                doc! { "challenge_id": 1, "version": 1, "rank_key": 1, "time_ms": 1, "attempt_id": 1 },
-                None,
-            ),
-        ];
-        for (collection, keys, options) in indexes {
+        for (collection, keys, options) in wanted_indexes() {
             let model = IndexModel::builder().keys(keys).options(options).build();
             self.collection(collection)
                 .create_index(model)
@@ -585,6 +560,51 @@ impl MongoStore {
 // ---------------------------------------------------------------------------
 // Conversions
 // ---------------------------------------------------------------------------
+
+/// Every index the queries rely on, by collection.
+pub(crate) fn wanted_indexes() -> Vec<(&'static str, Document, Option<IndexOptions>)> {
+    let unique = || Some(IndexOptions::builder().unique(true).build());
+    // No compound index names `_id`: nx-27017 then rejects every insert
+    // into the collection ("JSON path error near '_id'"); sorts by `_id`
+    // use the `_id` index.
+    let indexes: [(&'static str, Document, Option<IndexOptions>); 15] = [
+        // Case-insensitive email uniqueness: the lower-cased copy.
+        ("users", doc! { "email_lower": 1 }, unique()),
+        // Sessions and invites are keyed by their hash (`_id`); a
+        // user's sessions are listed and revoked together.
+        ("sessions", doc! { "user_id": 1 }, None),
+        ("graders", doc! { "token_hash": 1 }, unique()),
+        ("graders", doc! { "last_heartbeat_ms": 1 }, None),
+        ("cluster_tokens", doc! { "token_hash": 1 }, unique()),
+        ("challenges", doc! { "created_user_id": 1 }, None),
+        (
+            "past_test_cases",
+            doc! { "challenge_id": 1, "version": 1 },
+            None,
+        ),
+        ("attempts", doc! { "user_id": 1 }, None),
+        ("attempts", doc! { "challenge_id": 1, "status": 1 }, None),
+        // Claims: the next QUEUED job by lane priority, then age.
+        (
+            "jobs",
+            doc! { "state": 1, "lane_priority": 1, "seq": 1 },
+            None,
+        ),
+        // Expired leases: only LEASED jobs carry `lease_expires_ms`, the
+        // deadline in epoch milliseconds (see `requeue_expired`).
+        ("jobs", doc! { "lease_expires_ms": 1 }, None),
+        ("jobs", doc! { "state": 1, "lane": 1 }, None),
+        ("jobs", doc! { "lease.grader_id": 1 }, None),
+        ("jobs", doc! { "applied": 1, "state": 1, "seq": 1 }, None),
+        // The best rows of a challenge version, in ranking order.
+        (
+            "leaderboard",
+            doc! { "challenge_id": 1, "version": 1, "rank_key": 1, "time_ms": 1, "attempt_id": 1 },
+            None,
+        ),
+    ];
+    indexes.into_iter().chain(assessments::indexes()).collect()
+}
 
 /// Maps a driver error: duplicate keys are `Conflict`, the rest `Backend`.
 fn backend(error: mongodb::error::Error) -> StoreError {

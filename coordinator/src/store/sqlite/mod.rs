@@ -50,6 +50,9 @@ use uuid::Uuid;
 
 use crate::leaderboard;
 
+mod assessments;
+pub mod maintenance;
+
 use super::lease::{self, CompletionCheck, HeldLease, LeaseEnd, TryCount};
 use super::{
     first_job_id_at, pruned_payload, Admission, Attempt, AttemptErrorKind, AttemptUpdate,
@@ -60,7 +63,7 @@ use super::{
 
 /// Version of the schema created by [`SCHEMA`]; kept in `schema_version` so
 /// that [`migrate`] can bring an older file up to date.
-const SCHEMA_VERSION: i64 = 5;
+const SCHEMA_VERSION: i64 = 6;
 
 /// The schema, created idempotently at every open.
 const SCHEMA: &str = "
@@ -450,7 +453,10 @@ fn configure(connection: &Connection, synchronous: Synchronous) -> anyhow::Resul
     connection.execute_batch(&format!(
         "PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 10000;"
     ))?;
-    connection.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} COMMIT;"))?;
+    connection.execute_batch(&format!(
+        "BEGIN IMMEDIATE; {SCHEMA} {} COMMIT;",
+        assessments::SCHEMA
+    ))?;
     let version: Option<i64> =
         connection.query_row("SELECT MAX(version) FROM schema_version", [], |row| {
             row.get(0)
@@ -508,6 +514,9 @@ fn migrate(connection: &Connection, from: i64) -> anyhow::Result<()> {
              ALTER TABLE graders ADD COLUMN cluster_token_id TEXT;"
         ));
     }
+    // Version 6: assessments, their sessions and manual scores
+    // (`assessments::SCHEMA`): new tables only, created with the schema
+    // before this runs, so nothing to change here.
     steps.push_str(&format!(
         "UPDATE schema_version SET version = {SCHEMA_VERSION}; COMMIT;"
     ));
