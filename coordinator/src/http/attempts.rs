@@ -29,19 +29,19 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateAttemptRequest {
-    challenge_id: i64,
+pub(crate) struct CreateAttemptRequest {
+    pub(crate) challenge_id: i64,
     /// One read-only statement; not blank, no NUL characters.
     #[schema(
         max_length = 65536,
         pattern = r"^[^\x00]*[^\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\x00][^\x00]*$"
     )]
-    query: String,
+    pub(crate) query: String,
     /// The seed sends the submitter's id; it must be the caller's own (422
     /// otherwise: a rule that depends on the caller), unless the caller is an
     /// admin.
     #[serde(default)]
-    user_id: Option<i64>,
+    pub(crate) user_id: Option<i64>,
 }
 
 /// Submits a query for a READY, unexpired challenge (409 while it is not
@@ -50,7 +50,7 @@ struct CreateAttemptRequest {
     request_body = CreateAttemptRequest,
     responses((status = 201, body = Envelope<AttemptView>), Forbidden, NotFound, Conflict,
         RateLimited))]
-async fn create_attempt(
+pub(crate) async fn create_attempt(
     State(state): State<AppState>,
     user: CurrentUser,
     AppJson(request): AppJson<CreateAttemptRequest>,
@@ -127,7 +127,7 @@ async fn visible_attempt(
 #[utoipa::path(get, path = "/attempts/{id}", tag = "attempts", security(("session" = [])),
     params(("id" = i64, Path, description = "The attempt")),
     responses((status = 200, body = Envelope<AttemptView>), Forbidden))]
-async fn get_attempt(
+pub(crate) async fn get_attempt(
     State(state): State<AppState>,
     user: CurrentUser,
     AppPath(id): AppPath<i64>,
@@ -142,7 +142,7 @@ async fn get_attempt(
 #[utoipa::path(post, path = "/attempts/{id}/cancel", tag = "attempts", security(("session" = [])),
     params(("id" = i64, Path, description = "The attempt")),
     responses((status = 200, body = Envelope<AttemptView>), Forbidden, Conflict))]
-async fn cancel_attempt(
+pub(crate) async fn cancel_attempt(
     State(state): State<AppState>,
     user: CurrentUser,
     AppPath(id): AppPath<i64>,
