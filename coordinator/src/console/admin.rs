@@ -40,9 +40,11 @@ pub fn router() -> Router<AppState> {
         .route("/admin/jobs/{id}", get(show_job))
         .route("/admin/jobs/{id}/cancel", post(cancel_job))
         .route("/admin/jobs/{id}/retry", post(retry_job))
-        .route("/admin/tokens", get(list_tokens).post(create_token))
+        .route("/admin/tokens", get(list_tokens))
+        .route("/admin/tokens/new", post(create_token))
         .route("/admin/tokens/{id}/revoke", post(revoke_token))
-        .route("/admin/users", get(users_page).post(create_invite))
+        .route("/admin/users", get(users_page))
+        .route("/admin/invites", post(create_invite))
 }
 
 fn uuid_of(text: &str) -> Result<Uuid, ConsoleError> {
@@ -322,7 +324,7 @@ async fn tokens_page(
                 p { code.secret #new-token { (created.token.as_deref().unwrap_or_default()) } }
             }
         }
-        form.card method="post" action="/admin/tokens" {
+        form.card method="post" action="/admin/tokens/new" {
             input type="hidden" name="csrf" value=(user.csrf);
             label for="label" { "Label of a new token" }
             input #label type="text" name="label" maxlength="200";
@@ -392,7 +394,7 @@ fn users_body(user: &ConsoleUser, created: Option<&api_users::InviteView>) -> Ma
                 p { code.secret #new-invite { (invite.code) } }
             }
         }
-        form.card method="post" action="/admin/users" {
+        form.card method="post" action="/admin/invites" {
             input type="hidden" name="csrf" value=(user.csrf);
             label for="role" { "Role of the invitee" }
             select #role name="role" {
