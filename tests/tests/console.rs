@@ -221,6 +221,26 @@ async fn each_role_walks_its_main_paths_in_a_real_browser() {
     browser.screenshot("admin-job-cancelled").await;
     let (_, attempt) = student_api.get(&format!("/attempts/{attempt_id}")).await;
     assert_eq!(attempt["data"]["status"], "CANCELLED", "{attempt}");
+    // The challenge's attempts, filtered in the URL.
+    browser
+        .goto(&format!(
+            "/professor/challenges/{challenge_id}/attempts?status=CANCELLED"
+        ))
+        .await;
+    let listed = browser.text("#challenge-attempts").await;
+    assert!(
+        listed.contains(&format!("#{attempt_id}")) && !listed.contains("PASSED"),
+        "{listed}"
+    );
+    browser
+        .goto(&format!("/professor/challenges/{challenge_id}/attempts"))
+        .await;
+    let listed = browser.text("#challenge-attempts").await;
+    assert!(
+        listed.contains("PASSED") && listed.contains("CANCELLED"),
+        "{listed}"
+    );
+    browser.screenshot("admin-challenge-attempts").await;
     // A cluster token is shown once.
     browser.goto("/admin/tokens").await;
     browser.fill("#label", "console rack").await;
@@ -352,6 +372,10 @@ async fn pages_refuse_other_roles_and_forms_without_their_csrf_token() {
             &format!("/professor/challenges/{challenge_id}/edit") as &str,
             "this needs one of the roles PROF, ADMIN",
         ),
+        (
+            &format!("/professor/challenges/{challenge_id}/attempts") as &str,
+            "only the challenge's professor or an admin may list its attempts",
+        ),
     ];
     for (path, reason) in refused {
         browser.goto(path).await;
@@ -404,6 +428,26 @@ async fn pages_refuse_other_roles_and_forms_without_their_csrf_token() {
         .unwrap();
     assert_eq!(reply.status(), 403);
     assert!(reply.text().await.unwrap().contains("creator or an admin"));
+
+    let reply = http
+        .get(format!(
+            "{base}/professor/challenges/{challenge_id}/attempts"
+        ))
+        .header(COOKIE, format!("sqlarena_console={other_cookie}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 403);
+    // The API's list of a challenge's attempts: its professor only.
+    let path = format!("/challenges/{challenge_id}/attempts?status=PASSED");
+    let (status, reply) = professor_api.get(&path).await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["data"], json!([]));
+    let student_api = api.login(&student, "demo-password").await;
+    let (status, reply) = student_api.get(&path).await;
+    assert_eq!(status, 403, "{reply}");
+    let (status, _) = api.login(other, "demo-password").await.get(&path).await;
+    assert_eq!(status, 403);
 
     // Sign-in needs the form's token and its cookie.
     let form = http.get(format!("{base}/login")).send().await.unwrap();

@@ -15,7 +15,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use chrono::{Duration, Utc};
 use maud::{html, Markup};
-use sqlarena_common::{ChallengeState, ChallengeType, Role};
+use sqlarena_common::{AttemptStatus, ChallengeState, ChallengeType, Role};
 
 use crate::console::layout::{
     badge, html_response, millis, next_page, page, when, ConsoleError, PageResult,
@@ -52,6 +52,10 @@ pub fn router() -> Router<AppState> {
         .route(
             "/professor/challenges/new",
             get(new_challenge_form).post(create_challenge),
+        )
+        .route(
+            "/professor/challenges/{id}/attempts",
+            get(challenge_attempts),
         )
         .route(
             "/professor/challenges/{id}/edit",
@@ -91,7 +95,11 @@ fn challenge_table(challenges: &[ChallengeView], professor: bool) -> Markup {
                         td { (when(challenge.expires_at)) @if challenge.expires_at <= now { " (expired)" } }
                         @if professor {
                             td { (challenge.init_errors.as_ref().map_or(0, Vec::len)) }
-                            td { a href={ "/professor/challenges/" (challenge.id) "/edit" } { "Edit" } }
+                            td {
+                                a href={ "/professor/challenges/" (challenge.id) "/attempts" } { "Attempts" }
+                                " · "
+                                a href={ "/professor/challenges/" (challenge.id) "/edit" } { "Edit" }
+                            }
                         }
                     }
                 }
@@ -261,7 +269,13 @@ async fn render_challenge(
     let open = view.state == ChallengeState::Ready && view.expires_at > Utc::now();
     let body = html! {
         h1 { (view.name) " " (badge(view.state.as_str())) }
-        @if may_change { p { a.button href={ "/professor/challenges/" (id) "/edit" } { "Edit this challenge" } } }
+        @if may_change {
+            p {
+                a.button href={ "/professor/challenges/" (id) "/edit" } { "Edit this challenge" }
+                " "
+                a.button href={ "/professor/challenges/" (id) "/attempts" } { "Every attempt" }
+            }
+        }
         div.grid {
             section.card {
                 h2 { "About" }
@@ -491,6 +505,107 @@ async fn professor_challenges(
     Ok(html_response(
         StatusCode::OK,
         page("My challenges", Some(&user), body),
+    ))
+}
+
+const ATTEMPT_STATUSES: [&str; 6] = [
+    "PENDING",
+    "RUNNING",
+    "PASSED",
+    "FAILED",
+    "ERROR",
+    "CANCELLED",
+];
+
+/// A challenge's attempts with filters in the URL (`?status=PASSED&user_id=7`),
+/// newest first: the API's list, which only the challenge's professor and
+/// admins may read.
+async fn challenge_attempts(
+    State(state): State<AppState>,
+    user: ConsoleUser,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> PageResult {
+    let id = id_of(&id)?;
+    let text = |key: &str| {
+        query
+            .get(key)
+            .map(|value| value.trim().to_string())
+            .unwrap_or_default()
+    };
+    let (status_name, user_text) = (text("status"), text("user_id"));
+    let status = match status_name.as_str() {
+        "" => None,
+        name => Some(AttemptStatus::parse(name).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "status: {name:?} is none of {}",
+                ATTEMPT_STATUSES.join(", ")
+            ))
+        })?),
+    };
+    let user_id = match user_text.as_str() {
+        "" => None,
+        text => Some(
+            text.parse::<i64>()
+                .map_err(|_| ApiError::BadRequest(format!("user_id: {text:?} is not a user id")))?,
+        ),
+    };
+    let params = api_attempts::ChallengeAttemptParams {
+        status,
+        user_id,
+        limit: Some(PAGE_SIZE),
+        cursor: query.get("cursor").filter(|c| !c.is_empty()).cloned(),
+    };
+    let (attempts, next) = api_attempts::list_challenge_attempts(
+        State(state.clone()),
+        user.user.clone(),
+        AppPath(id),
+        AppQuery(params),
+    )
+    .await?
+    .into_parts();
+    let challenge = api::find_challenge(&state, id).await?;
+    let path = format!("/professor/challenges/{id}/attempts");
+    let body = html! {
+        h1 { "Attempts on " a href={ "/challenges/" (id) } { (challenge.name) } }
+        form.card.filters method="get" action=(path) role="search" {
+            div {
+                label for="status" { "Status" }
+                select #status name="status" {
+                    option value="" { "any" }
+                    @for name in ATTEMPT_STATUSES { option value=(name) selected[name == status_name] { (name) } }
+                }
+            }
+            div {
+                label for="user_id" { "Student (user id)" }
+                input #user_id type="number" min="1" name="user_id" value=(user_text);
+            }
+            div { button type="submit" { "Filter" } }
+        }
+        table #challenge-attempts {
+            thead { tr {
+                th scope="col" { "Attempt" } th scope="col" { "Student" } th scope="col" { "Status" }
+                th.num scope="col" { "Version" } th scope="col" { "Submitted" } th scope="col" { "Graded" }
+            } }
+            tbody {
+                @for attempt in &attempts {
+                    tr {
+                        td { a href={ "/attempts/" (attempt.id) } { "#" (attempt.id) } }
+                        td { a href={ (path) "?user_id=" (attempt.user_id) } { "user " (attempt.user_id) } }
+                        td { (badge(attempt.status.as_str())) }
+                        td.num { (attempt.challenge_version) }
+                        td { (when(attempt.created_at)) }
+                        td { @if let Some(at) = attempt.finished_at { (when(at)) } @else { "–" } }
+                    }
+                }
+            }
+        }
+        @if attempts.is_empty() { p.hint { "No attempt matches." } }
+        (next_page(&path, &[("status", status_name.clone()), ("user_id", user_text.clone())], next.as_deref()))
+    };
+    Ok(html_response(
+        StatusCode::OK,
+        page("Attempts", Some(&user), body),
     ))
 }
 

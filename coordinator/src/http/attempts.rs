@@ -2,18 +2,23 @@
 //! challenge (one grading job on the challenge's lane), follows its per-case
 //! results as they arrive, and may cancel it.
 
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+
 use axum::extract::State;
 use serde::Deserialize;
-use sqlarena_common::Envelope;
-use utoipa::ToSchema;
+use sqlarena_common::{AttemptStatus, Envelope, PageEnvelope};
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::CurrentUser;
-use crate::error::{created, ok, ApiError, ApiResult, AppJson, AppPath, Reply};
+use crate::error::{created, ok, ApiError, ApiResult, AppJson, AppPath, AppQuery, Reply};
 use crate::http::openapi::{Conflict, Forbidden, NotFound, RateLimited};
-use crate::http::views::AttemptView;
+use crate::http::pagination::{page, PageRequest, Paged};
+use crate::http::views::{sees_everything, AttemptView};
 use crate::state::AppState;
+use crate::store::console::ChallengeAttemptFilter;
 use crate::store::{Attempt, AttemptErrorKind, Challenge};
 
 /// Longest accepted query, in bytes.
@@ -25,6 +30,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(create_attempt))
         .routes(routes!(get_attempt))
         .routes(routes!(cancel_attempt))
+        .routes(routes!(list_challenge_attempts))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -163,4 +169,67 @@ pub(crate) async fn cancel_attempt(
         "attempt cancelled"
     );
     Ok(ok(AttemptView::new(&attempt, challenge.as_ref(), &user.0)))
+}
+
+/// The filters and page of a challenge's attempts.
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ChallengeAttemptParams {
+    /// Only attempts with this status.
+    pub(crate) status: Option<AttemptStatus>,
+    /// Only this user's attempts.
+    pub(crate) user_id: Option<i64>,
+    /// Entries per page (default 50).
+    #[param(minimum = 1, maximum = 500)]
+    pub(crate) limit: Option<i64>,
+    /// The `next_cursor` of the previous page; absent or empty for the first.
+    pub(crate) cursor: Option<String>,
+}
+
+/// A challenge's attempts, newest first, optionally of one status and one
+/// user: for the challenge's professor and admins (others 403).
+#[utoipa::path(get, path = "/challenges/{id}/attempts", tag = "attempts", security(("session" = [])),
+    params(("id" = i64, Path, description = "The challenge"), ChallengeAttemptParams),
+    responses((status = 200, body = PageEnvelope<AttemptView>), Forbidden, NotFound))]
+pub(crate) async fn list_challenge_attempts(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    AppPath(id): AppPath<i64>,
+    AppQuery(params): AppQuery<ChallengeAttemptParams>,
+) -> ApiResult<Paged<AttemptView>> {
+    let request = PageRequest::new("challenge-attempts", params.limit, params.cursor.as_deref())?;
+    let challenge = state
+        .store
+        .get_challenge(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no challenge {id}")))?;
+    if !sees_everything(&user.0, &challenge) {
+        return Err(ApiError::Forbidden(
+            "only the challenge's professor or an admin may list its attempts".into(),
+        ));
+    }
+    let filter = ChallengeAttemptFilter {
+        challenge_id: id,
+        status: params.status,
+        user_id: params.user_id,
+    };
+    let attempts = state
+        .store
+        .list_challenge_attempts(filter, request.store_page())
+        .await?;
+    let (attempts, next_cursor) = request.finish(attempts, |attempt| attempt.id);
+    // Each attempt shows the test cases of the version it was made against.
+    let mut versions: HashMap<i64, Option<Challenge>> = HashMap::new();
+    let mut views = Vec::with_capacity(attempts.len());
+    for attempt in attempts {
+        let challenge = match versions.entry(attempt.challenge_version) {
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(entry) => entry.insert(state.jobs.attempt_challenge(&attempt).await?),
+        };
+        let challenge = challenge.as_ref();
+        let attempt = state.jobs.live_attempt(attempt).await?;
+        views.push(AttemptView::new(&attempt, challenge, &user.0));
+    }
+    Ok(page(views, next_cursor))
 }

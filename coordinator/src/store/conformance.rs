@@ -46,6 +46,7 @@ use sqlarena_common::{
 };
 use uuid::Uuid;
 
+use super::console::ChallengeAttemptFilter;
 use super::{
     pruned_payload, Admission, AttemptErrorKind, AttemptUpdate, ChallengeUpdate, ChallengeVersion,
     ClusterToken, Completion, FailOutcome, Grader, HeldLease, InitResult, Invite, JobFilter,
@@ -117,6 +118,7 @@ macro_rules! __with_store_conformance_checks {
             lists_are_paged_by_key,
             leaderboards_keep_each_users_best_per_version,
             applied_jobs_are_pruned_then_compacted,
+            challenge_attempts_are_listed_newest_first_with_filters,
         );
     };
 }
@@ -3346,6 +3348,83 @@ pub async fn applied_jobs_are_pruned_then_compacted(store: Arc<dyn Store>) {
     for stays in [unapplied.id, queued.id] {
         assert!(store.get_job(stays).await.unwrap().is_some(), "job {stays}");
     }
+}
+
+/// The console's list of a challenge's attempts: newest first, only that
+/// challenge's, filtered by status and by user, paged by id.
+pub async fn challenge_attempts_are_listed_newest_first_with_filters(store: Arc<dyn Store>) {
+    let prof = create_user(&store, Role::Professor).await;
+    let ada = create_user(&store, Role::Student).await;
+    let alan = create_user(&store, Role::Student).await;
+    let challenge = store
+        .create_challenge(new_challenge(prof.id, ChallengeType::FE, 1))
+        .await
+        .unwrap();
+    let other = store
+        .create_challenge(new_challenge(prof.id, ChallengeType::FE, 1))
+        .await
+        .unwrap();
+    let attempt = |user_id: i64, challenge_id: i64| {
+        let store = store.clone();
+        async move {
+            store
+                .create_attempt(NewAttempt {
+                    user_id,
+                    challenge_id,
+                    challenge_version: 1,
+                    query: "select a from t".into(),
+                })
+                .await
+                .unwrap()
+        }
+    };
+    let first = attempt(ada.id, challenge.id).await;
+    let second = attempt(alan.id, challenge.id).await;
+    attempt(ada.id, other.id).await;
+    let third = attempt(ada.id, challenge.id).await;
+    store
+        .update_attempt(
+            second.id,
+            AttemptUpdate {
+                status: Some(AttemptStatus::Passed),
+                ..AttemptUpdate::default()
+            },
+        )
+        .await
+        .unwrap();
+    let list = |status: Option<AttemptStatus>, user_id: Option<i64>, page: Page<i64>| {
+        let store = store.clone();
+        let filter = ChallengeAttemptFilter {
+            challenge_id: challenge.id,
+            status,
+            user_id,
+        };
+        async move {
+            store
+                .list_challenge_attempts(filter, page)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|attempt| attempt.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        list(None, None, Page::all()).await,
+        [third.id, second.id, first.id]
+    );
+    assert_eq!(
+        list(Some(AttemptStatus::Passed), None, Page::all()).await,
+        [second.id]
+    );
+    assert_eq!(
+        list(Some(AttemptStatus::Pending), Some(ada.id), Page::all()).await,
+        [third.id, first.id]
+    );
+    assert_eq!(list(None, Some(alan.id), Page::all()).await, [second.id]);
+    let page = |after: Option<i64>| Page { after, limit: 2 };
+    assert_eq!(list(None, None, page(None)).await, [third.id, second.id]);
+    assert_eq!(list(None, None, page(Some(second.id))).await, [first.id]);
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@
 
 #[cfg(feature = "testsuite")]
 mod conformance;
+pub mod console;
 pub mod lease;
 pub mod mongo;
 pub mod sqlite;
@@ -550,7 +551,7 @@ pub fn first_job_id_at(at: DateTime<Utc>) -> Uuid {
 /// Everything the coordinator keeps. Implementations must be safe to share
 /// between tasks; the MongoDB one between coordinator processes too.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: console::ConsoleStore + Send + Sync + 'static {
     /// Checks the backend is reachable (for `/readyz`).
     async fn ping(&self) -> StoreResult<()>;
 

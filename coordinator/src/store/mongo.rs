@@ -47,6 +47,8 @@ use uuid::Uuid;
 
 use crate::leaderboard;
 
+mod console;
+
 use super::lease::{self, CompletionCheck, HeldLease, LeaseEnd, TryCount};
 use super::{
     first_job_id_at, pruned_payload, Admission, Attempt, AttemptErrorKind, AttemptUpdate,
