@@ -221,6 +221,24 @@ async fn each_role_walks_its_main_paths_in_a_real_browser() {
     browser.screenshot("admin-job-cancelled").await;
     let (_, attempt) = student_api.get(&format!("/attempts/{attempt_id}")).await;
     assert_eq!(attempt["data"]["status"], "CANCELLED", "{attempt}");
+    // Jobs filtered by challenge and by queue time, in the URL.
+    browser
+        .goto(&format!("/admin/jobs?challenge_id={challenge_id}"))
+        .await;
+    let jobs = browser.text("#jobs").await;
+    assert!(
+        jobs.contains("init") && jobs.contains("CANCELLED") && jobs.contains("DONE"),
+        "{jobs}"
+    );
+    browser.goto("/admin/jobs?challenge_id=999999").await;
+    assert!(browser.text("main").await.contains("No job matches."));
+    browser
+        .goto(&format!(
+            "/admin/jobs?challenge_id={challenge_id}&queued_from=2099-01-01T00:00"
+        ))
+        .await;
+    assert!(browser.text("main").await.contains("No job matches."));
+    browser.screenshot("admin-jobs-filtered").await;
     // The challenge's attempts, filtered in the URL.
     browser
         .goto(&format!(

@@ -1,5 +1,6 @@
 //! Admin pages: the cluster overview (graders, queues), jobs with filters in
-//! the URL and cursor pages, a job's detail with cancel and retry, cluster
+//! the URL (state, lane, challenge, grader, queue-time range) and cursor
+//! pages, a job's detail with cancel and retry, cluster
 //! tokens (shown once; revoke), and invites.
 //!
 //! Each page calls the API's admin handlers, which refuse everyone but
@@ -12,7 +13,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect};
 use axum::routing::{get, post};
 use axum::Router;
-use chrono::Utc;
+use chrono::{DateTime, NaiveDateTime, Utc};
 use maud::{html, Markup};
 use sqlarena_common::{GraderState, JobState, Lane, Role};
 use uuid::Uuid;
@@ -150,6 +151,22 @@ fn filter_select(id: &str, label: &str, options: &[&str], chosen: &str) -> Marku
     }
 }
 
+/// Reads a time from the URL: what `datetime-local` sends
+/// (`2030-06-01T12:00`, UTC) or RFC 3339.
+fn parse_time(field: &str, text: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    if let Ok(at) = DateTime::parse_from_rfc3339(text) {
+        return Ok(Some(at.with_timezone(&Utc)));
+    }
+    ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"]
+        .iter()
+        .find_map(|format| NaiveDateTime::parse_from_str(text, format).ok())
+        .map(|at| Some(at.and_utc()))
+        .ok_or_else(|| ApiError::BadRequest(format!("{field}: {text:?} is not a date and time")))
+}
+
 const JOB_STATES: [&str; 5] = ["QUEUED", "LEASED", "DONE", "FAILED", "CANCELLED"];
 const LANES: [&str; 3] = ["init", "fast", "slow"];
 
@@ -182,20 +199,71 @@ async fn list_jobs(
             ApiError::BadRequest(format!("lane: {name:?} is none of {}", LANES.join(", ")))
         })?),
     };
+    let (challenge_text, grader_text) = (text("challenge_id"), text("grader_id"));
+    let (from_text, before_text) = (text("queued_from"), text("queued_before"));
+    let challenge_id = match challenge_text.as_str() {
+        "" => None,
+        id => Some(id.parse::<i64>().map_err(|_| {
+            ApiError::BadRequest(format!("challenge_id: {id:?} is not a challenge id"))
+        })?),
+    };
+    let grader_id =
+        match grader_text.as_str() {
+            "" => None,
+            id => Some(id.parse::<Uuid>().map_err(|_| {
+                ApiError::BadRequest(format!("grader_id: {id:?} is not a grader id"))
+            })?),
+        };
     let params = api::JobListParams {
         state: job_state,
         lane,
+        challenge_id,
+        grader_id,
+        queued_from: parse_time("queued_from", &from_text)?,
+        queued_before: parse_time("queued_before", &before_text)?,
         limit: Some(JOBS_PAGE),
         cursor: query.get("cursor").filter(|c| !c.is_empty()).cloned(),
     };
-    let (jobs, next) = api::list_jobs(State(state), user.user.clone(), AppQuery(params))
+    let (jobs, next) = api::list_jobs(State(state.clone()), user.user.clone(), AppQuery(params))
         .await?
         .into_parts();
+    let (graders, _) = api::list_graders(
+        State(state),
+        user.user.clone(),
+        AppQuery(PageParams {
+            limit: Some(GRADERS_SHOWN),
+            cursor: None,
+        }),
+    )
+    .await?
+    .into_parts();
     let body = html! {
         h1 { "Jobs" }
         form.card.filters method="get" action="/admin/jobs" role="search" {
             (filter_select("state", "State", &JOB_STATES, &state_name))
             (filter_select("lane", "Lane", &LANES, &lane_name))
+            div {
+                label for="challenge_id" { "Challenge id" }
+                input #challenge_id type="number" min="1" name="challenge_id" value=(challenge_text);
+            }
+            div {
+                label for="grader_id" { "Leased by grader" }
+                select #grader_id name="grader_id" {
+                    option value="" { "any" }
+                    @for grader in &graders {
+                        @let id = grader.id.to_string();
+                        option value=(id) selected[id == grader_text] { (grader.name) }
+                    }
+                }
+            }
+            div {
+                label for="queued_from" { "Queued from (UTC)" }
+                input #queued_from type="datetime-local" name="queued_from" value=(from_text);
+            }
+            div {
+                label for="queued_before" { "Queued before (UTC)" }
+                input #queued_before type="datetime-local" name="queued_before" value=(before_text);
+            }
             div { button type="submit" { "Filter" } }
         }
         table #jobs {
@@ -220,7 +288,11 @@ async fn list_jobs(
             }
         }
         @if jobs.is_empty() { p.hint { "No job matches." } }
-        (next_page("/admin/jobs", &[("state", state_name.clone()), ("lane", lane_name.clone())], next.as_deref()))
+        (next_page("/admin/jobs", &[
+            ("state", state_name.clone()), ("lane", lane_name.clone()),
+            ("challenge_id", challenge_text.clone()), ("grader_id", grader_text.clone()),
+            ("queued_from", from_text.clone()), ("queued_before", before_text.clone()),
+        ], next.as_deref()))
     };
     Ok(html_response(
         StatusCode::OK,

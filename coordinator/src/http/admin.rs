@@ -18,7 +18,8 @@ use crate::http::openapi::{Conflict, Forbidden};
 use crate::http::pagination::{page, PageParams, PageRequest, Paged};
 use crate::http::views::Revoked;
 use crate::state::AppState;
-use crate::store::{ClusterToken, Grader, Job, JobFilter};
+use crate::store::console::JobQuery;
+use crate::store::{ClusterToken, Grader, Job};
 
 /// Routes of the admin endpoints.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -291,6 +292,14 @@ pub(crate) struct JobListParams {
     pub(crate) state: Option<JobState>,
     /// Only jobs on this lane.
     pub(crate) lane: Option<Lane>,
+    /// Only jobs for this challenge (init or attempt).
+    pub(crate) challenge_id: Option<i64>,
+    /// Only jobs leased now by this grader.
+    pub(crate) grader_id: Option<Uuid>,
+    /// Only jobs queued at or after this time (RFC 3339).
+    pub(crate) queued_from: Option<DateTime<Utc>>,
+    /// Only jobs queued before this time (RFC 3339).
+    pub(crate) queued_before: Option<DateTime<Utc>>,
     /// Entries per page (default 50).
     #[param(minimum = 1, maximum = 500)]
     pub(crate) limit: Option<i64>,
@@ -298,7 +307,8 @@ pub(crate) struct JobListParams {
     pub(crate) cursor: Option<String>,
 }
 
-/// Lists jobs, oldest first, optionally of one state and lane.
+/// Lists jobs, oldest first, optionally of one state, lane, challenge and
+/// grader (jobs it holds now), queued within a time range.
 #[utoipa::path(get, path = "/admin/jobs", tag = "admin", security(("session" = [])), params(JobListParams),
     responses((status = 200, body = PageEnvelope<JobView>), Forbidden))]
 pub(crate) async fn list_jobs(
@@ -315,9 +325,13 @@ pub(crate) async fn list_jobs(
     let store_page = request.store_page();
     let jobs = state
         .store
-        .list_jobs(JobFilter {
+        .list_jobs_matching(JobQuery {
             state: job_state,
             lane,
+            challenge_id: params.challenge_id,
+            grader_id: params.grader_id,
+            queued_from: params.queued_from,
+            queued_before: params.queued_before,
             limit: store_page.limit,
             after: store_page.after,
         })

@@ -46,7 +46,7 @@ use sqlarena_common::{
 };
 use uuid::Uuid;
 
-use super::console::ChallengeAttemptFilter;
+use super::console::{ChallengeAttemptFilter, JobQuery};
 use super::{
     pruned_payload, Admission, AttemptErrorKind, AttemptUpdate, ChallengeUpdate, ChallengeVersion,
     ClusterToken, Completion, FailOutcome, Grader, HeldLease, InitResult, Invite, JobFilter,
@@ -119,6 +119,7 @@ macro_rules! __with_store_conformance_checks {
             leaderboards_keep_each_users_best_per_version,
             applied_jobs_are_pruned_then_compacted,
             challenge_attempts_are_listed_newest_first_with_filters,
+            jobs_are_found_by_every_console_filter,
         );
     };
 }
@@ -3425,6 +3426,104 @@ pub async fn challenge_attempts_are_listed_newest_first_with_filters(store: Arc<
     let page = |after: Option<i64>| Page { after, limit: 2 };
     assert_eq!(list(None, None, page(None)).await, [third.id, second.id]);
     assert_eq!(list(None, None, page(Some(second.id))).await, [first.id]);
+}
+
+/// The time in a job's id (a UUID v7).
+fn id_time(id: Uuid) -> DateTime<Utc> {
+    let (seconds, nanos) = id.get_timestamp().expect("a v7 id").to_unix();
+    DateTime::from_timestamp(i64::try_from(seconds).unwrap(), nanos).unwrap()
+}
+
+/// The console's job list: each filter alone and together, the grader
+/// filter on current leases, the queue-time range, pages by `seq`.
+pub async fn jobs_are_found_by_every_console_filter(store: Arc<dyn Store>) {
+    let first = store.enqueue_job(attempt_job(Lane::Fast, 1)).await.unwrap();
+    // Distinct queue times (a backend may keep milliseconds only).
+    tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+    let init = store.enqueue_job(init_job(7)).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+    let mut slow = attempt_job(Lane::Slow, 2);
+    if let JobPayload::Attempt(payload) = &mut slow.payload {
+        payload.challenge_id = 7;
+    }
+    let slow = store.enqueue_job(slow).await.unwrap();
+    let grader = Uuid::now_v7();
+    let claimed = store
+        .claim_job(grader, &[Lane::Fast], now_ms())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(claimed.id, first.id);
+    let find = |query: JobQuery| {
+        let store = store.clone();
+        async move {
+            store
+                .list_jobs_matching(query)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|job| job.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        find(JobQuery::default()).await,
+        [first.id, init.id, slow.id]
+    );
+    let of_seven = JobQuery {
+        challenge_id: Some(7),
+        ..JobQuery::default()
+    };
+    assert_eq!(find(of_seven).await, [init.id, slow.id]);
+    assert_eq!(
+        find(JobQuery {
+            lane: Some(Lane::Slow),
+            ..of_seven
+        })
+        .await,
+        [slow.id]
+    );
+    assert_eq!(
+        find(JobQuery {
+            state: Some(JobState::Queued),
+            challenge_id: Some(1),
+            ..JobQuery::default()
+        })
+        .await,
+        Vec::<Uuid>::new()
+    );
+    assert_eq!(
+        find(JobQuery {
+            grader_id: Some(grader),
+            ..JobQuery::default()
+        })
+        .await,
+        [first.id]
+    );
+    assert!(find(JobQuery {
+        grader_id: Some(Uuid::now_v7()),
+        ..JobQuery::default()
+    })
+    .await
+    .is_empty());
+    assert_eq!(
+        find(JobQuery {
+            queued_from: Some(id_time(init.id)),
+            queued_before: Some(id_time(slow.id)),
+            ..JobQuery::default()
+        })
+        .await,
+        [init.id]
+    );
+    assert_eq!(
+        find(JobQuery {
+            limit: 1,
+            after: Some(init.seq),
+            ..JobQuery::default()
+        })
+        .await,
+        [slow.id]
+    );
 }
 
 #[cfg(test)]

@@ -1,10 +1,13 @@
 //! What the web console reads beyond the other aggregates: a challenge's
-//! attempts with filters, for its professor.
+//! attempts with filters, for its professor, and jobs with every filter an
+//! admin may put in the URL.
 
 use async_trait::async_trait;
-use sqlarena_common::AttemptStatus;
+use chrono::{DateTime, Utc};
+use sqlarena_common::{AttemptStatus, JobState, Lane};
+use uuid::Uuid;
 
-use super::{Attempt, Page, StoreResult};
+use super::{Attempt, Job, Page, StoreResult};
 
 /// Which attempts of a challenge to list.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -17,6 +20,26 @@ pub struct ChallengeAttemptFilter {
     pub user_id: Option<i64>,
 }
 
+/// Which jobs to list, oldest first (by `seq`). Every field is optional.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct JobQuery {
+    pub state: Option<JobState>,
+    pub lane: Option<Lane>,
+    /// Only jobs for this challenge (init or attempt).
+    pub challenge_id: Option<i64>,
+    /// Only jobs leased now by this grader (a finished job keeps no lease).
+    pub grader_id: Option<Uuid>,
+    /// Only jobs queued at or after this time, read from the job's id (a
+    /// UUID v7, see [`super::first_job_id_at`]), as job retention does.
+    pub queued_from: Option<DateTime<Utc>>,
+    /// Only jobs queued before this time (by id, likewise).
+    pub queued_before: Option<DateTime<Utc>>,
+    /// At most this many jobs; 0 lists every one.
+    pub limit: u32,
+    /// Only jobs after the one with this `seq` (the last of the previous page).
+    pub after: Option<i64>,
+}
+
 /// Lists for the console.
 #[async_trait]
 pub trait ConsoleStore: Send + Sync {
@@ -27,4 +50,7 @@ pub trait ConsoleStore: Send + Sync {
         filter: ChallengeAttemptFilter,
         page: Page<i64>,
     ) -> StoreResult<Vec<Attempt>>;
+
+    /// Lists the jobs matching `query`, oldest first.
+    async fn list_jobs_matching(&self, query: JobQuery) -> StoreResult<Vec<Job>>;
 }

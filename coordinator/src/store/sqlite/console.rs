@@ -1,16 +1,57 @@
 //! The console's lists on SQLite.
 
 use async_trait::async_trait;
-use rusqlite::params;
+use rusqlite::types::Value;
+use rusqlite::{params, params_from_iter};
 
-use super::{select_attempts, sql_limit, SqliteStore};
-use crate::store::console::{ChallengeAttemptFilter, ConsoleStore};
-use crate::store::{Attempt, Page, StoreResult};
+use super::{select_attempts, select_jobs, sql_limit, SqliteStore};
+use crate::store::console::{ChallengeAttemptFilter, ConsoleStore, JobQuery};
+use crate::store::{first_job_id_at, Attempt, Job, Page, StoreResult};
 
 /// The console's tables and indexes (run with the main schema).
 pub(super) const SCHEMA: &str = "
 CREATE INDEX IF NOT EXISTS attempts_by_challenge_id ON attempts (challenge_id, id);
+CREATE INDEX IF NOT EXISTS jobs_by_challenge ON jobs (json_extract(payload, '$.challenge_id'), seq);
 ";
+
+/// The WHERE clause and parameters of a job query: only the filters given,
+/// so that SQLite can pick an index for them (`jobs_queued`,
+/// `jobs_by_lane`, `jobs_by_grader`, `jobs_by_challenge`).
+fn job_query_sql(query: &JobQuery) -> (String, Vec<Value>) {
+    let mut conditions = vec!["seq > ?".to_string()];
+    let mut values = vec![Value::Integer(query.after.unwrap_or(0))];
+    let mut condition = |sql: &str, value: Value| {
+        conditions.push(sql.to_string());
+        values.push(value);
+    };
+    if let Some(state) = query.state {
+        condition("state = ?", Value::Text(state.as_str().into()));
+    }
+    if let Some(lane) = query.lane {
+        condition("lane_priority = ?", Value::Integer(lane.priority().into()));
+    }
+    if let Some(challenge_id) = query.challenge_id {
+        condition(
+            "json_extract(payload, '$.challenge_id') = ?",
+            Value::Integer(challenge_id),
+        );
+    }
+    if let Some(grader_id) = query.grader_id {
+        condition(
+            "state = 'LEASED' AND grader_id = ?",
+            Value::Text(grader_id.to_string()),
+        );
+    }
+    if let Some(from) = query.queued_from {
+        condition("id >= ?", Value::Text(first_job_id_at(from).to_string()));
+    }
+    if let Some(before) = query.queued_before {
+        condition("id < ?", Value::Text(first_job_id_at(before).to_string()));
+    }
+    let sql = format!("WHERE {} ORDER BY seq LIMIT ?", conditions.join(" AND "));
+    values.push(Value::Integer(sql_limit(query.limit)));
+    (sql, values)
+}
 
 #[async_trait]
 impl ConsoleStore for SqliteStore {
@@ -32,6 +73,14 @@ impl ConsoleStore for SqliteStore {
                     sql_limit(page.limit)
                 ],
             )
+        })
+        .await
+    }
+
+    async fn list_jobs_matching(&self, query: JobQuery) -> StoreResult<Vec<Job>> {
+        self.call(move |connection| {
+            let (sql, values) = job_query_sql(&query);
+            select_jobs(connection, &sql, params_from_iter(values))
         })
         .await
     }
