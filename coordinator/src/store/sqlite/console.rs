@@ -28,7 +28,7 @@ fn job_query_sql(query: &JobQuery) -> (String, Vec<Value>) {
         condition("state = ?", Value::Text(state.as_str().into()));
     }
     if let Some(lane) = query.lane {
-        condition("lane_priority = ?", Value::Integer(lane.priority().into()));
+        condition("lane_priority = ?", Value::Integer(lane.priority()));
     }
     if let Some(challenge_id) = query.challenge_id {
         condition(
