@@ -200,6 +200,19 @@ impl Browser {
         }
     }
 
+    /// Clicks every element matching `css` (ticks every checkbox of a list).
+    pub async fn tick_all(&self, css: &str) {
+        let boxes = self
+            .client
+            .find_all(Locator::Css(css))
+            .await
+            .expect("finding elements");
+        assert!(!boxes.is_empty(), "nothing matches {css}");
+        for element in boxes {
+            element.click().await.expect("click");
+        }
+    }
+
     /// Signs in through the sign-in form.
     pub async fn sign_in(&self, email: &str, password: &str) {
         self.goto("/login").await;

@@ -259,6 +259,44 @@ async fn each_role_walks_its_main_paths_in_a_real_browser() {
         "{listed}"
     );
     browser.screenshot("admin-challenge-attempts").await;
+    // Bulk: two more queued jobs cancelled at once, then all three retried.
+    for _ in 0..2 {
+        let (status, attempt) = student_api
+            .post(
+                "/attempts",
+                json!({"challenge_id": challenge_id, "query": "SELECT 2"}),
+            )
+            .await;
+        assert_eq!(status, 201, "{attempt}");
+    }
+    browser.goto("/admin/jobs?state=QUEUED").await;
+    browser.tick_all("#jobs input[type=checkbox]").await;
+    browser.click("button[value=cancel]").await;
+    let summary = browser
+        .wait_for_text("#bulk-summary", "jobs", PAGE_TIMEOUT)
+        .await;
+    assert_eq!(summary, "2 of 2 jobs cancelled.");
+    browser.screenshot("admin-bulk-cancelled").await;
+    browser
+        .goto(&format!(
+            "/admin/jobs?state=CANCELLED&challenge_id={challenge_id}"
+        ))
+        .await;
+    assert_eq!(
+        browser
+            .text("#jobs tbody")
+            .await
+            .matches("CANCELLED")
+            .count(),
+        3
+    );
+    browser.tick_all("#jobs input[type=checkbox]").await;
+    browser.click("button[value=retry]").await;
+    let summary = browser
+        .wait_for_text("#bulk-summary", "jobs", PAGE_TIMEOUT)
+        .await;
+    assert_eq!(summary, "3 of 3 jobs requeued.");
+    assert_eq!(browser.text("#bulk").await.matches("QUEUED").count(), 3);
     // A cluster token is shown once.
     browser.goto("/admin/tokens").await;
     browser.fill("#label", "console rack").await;

@@ -38,6 +38,7 @@ pub fn router() -> Router<AppState> {
         .route("/admin", get(overview))
         .route("/admin/graders/{id}/drain", post(drain_grader))
         .route("/admin/jobs", get(list_jobs))
+        .route("/admin/jobs/bulk", post(bulk_jobs))
         .route("/admin/jobs/{id}", get(show_job))
         .route("/admin/jobs/{id}/cancel", post(cancel_job))
         .route("/admin/jobs/{id}/retry", post(retry_job))
@@ -266,8 +267,11 @@ async fn list_jobs(
             }
             div { button type="submit" { "Filter" } }
         }
+        form method="post" action="/admin/jobs/bulk" {
+        input type="hidden" name="csrf" value=(user.csrf);
         table #jobs {
             thead { tr {
+                th scope="col" { span.skip { "Select" } }
                 th scope="col" { "Job" } th scope="col" { "Kind" } th scope="col" { "Lane" } th scope="col" { "State" }
                 th.num scope="col" { "Tries" } th scope="col" { "Challenge" } th scope="col" { "Attempt" }
                 th scope="col" { "Queued" }
@@ -275,6 +279,7 @@ async fn list_jobs(
             tbody {
                 @for job in &jobs {
                     tr {
+                        td { input type="checkbox" name="job" value=(job.id) aria-label={ "Select job " (job.id) }; }
                         td { a href={ "/admin/jobs/" (job.id) } { code { (job.id.simple().to_string()[..12]) } } }
                         td { (job.kind.as_str()) }
                         td { (job.lane.as_str()) }
@@ -287,7 +292,14 @@ async fn list_jobs(
                 }
             }
         }
-        @if jobs.is_empty() { p.hint { "No job matches." } }
+        @if jobs.is_empty() { p.hint { "No job matches." } } @else {
+            p {
+                button.danger type="submit" name="action" value="cancel" { "Cancel selected" }
+                " "
+                button type="submit" name="action" value="retry" { "Retry selected" }
+            }
+        }
+        }
         (next_page("/admin/jobs", &[
             ("state", state_name.clone()), ("lane", lane_name.clone()),
             ("challenge_id", challenge_text.clone()), ("grader_id", grader_text.clone()),
@@ -297,6 +309,73 @@ async fn list_jobs(
     Ok(html_response(
         StatusCode::OK,
         page("Jobs", Some(&user), body),
+    ))
+}
+
+/// Most jobs one bulk action takes.
+const BULK_MAX: usize = 500;
+
+/// Cancels or retries the jobs ticked on the list, one API call each (so
+/// each is refused or done exactly as alone), and shows what became of each.
+async fn bulk_jobs(State(state): State<AppState>, form: SignedForm) -> PageResult {
+    let user = &form.user;
+    let action = form.fields.get("action");
+    if action != "cancel" && action != "retry" {
+        return Err(ApiError::BadRequest("action: cancel or retry".into()).into());
+    }
+    let ids = form.fields.all("job");
+    if ids.is_empty() || ids.len() > BULK_MAX {
+        return Err(ApiError::BadRequest(format!("job: tick 1 to {BULK_MAX} jobs")).into());
+    }
+    let mut outcomes: Vec<(String, Result<JobState, String>)> = Vec::new();
+    for id in ids {
+        let id = uuid_of(id)?;
+        let result = if action == "cancel" {
+            api::cancel_job(State(state.clone()), user.user.clone(), AppPath(id)).await
+        } else {
+            api::retry_job(State(state.clone()), user.user.clone(), AppPath(id)).await
+        };
+        let outcome = match result {
+            Ok(reply) => Ok(reply.into_data().state),
+            // Not being an admin refuses the whole batch, as it would alone.
+            Err(error @ ApiError::Forbidden(_)) => return Err(error.into()),
+            Err(error) => Err(error.public_message()),
+        };
+        outcomes.push((id.to_string(), outcome));
+    }
+    let done = outcomes
+        .iter()
+        .filter(|(_, outcome)| outcome.is_ok())
+        .count();
+    let verb = if action == "cancel" {
+        "cancelled"
+    } else {
+        "requeued"
+    };
+    let body = html! {
+        h1 { "Bulk " (action) }
+        p.notice role="status" #bulk-summary { (done) " of " (outcomes.len()) " jobs " (verb) "." }
+        table #bulk {
+            thead { tr { th scope="col" { "Job" } th scope="col" { "Outcome" } } }
+            tbody {
+                @for (id, outcome) in &outcomes {
+                    tr {
+                        td { a href={ "/admin/jobs/" (id) } { code { (id) } } }
+                        td {
+                            @match outcome {
+                                Ok(job_state) => (badge(job_state.as_str())),
+                                Err(message) => span.error { (message) },
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        p { a href="/admin/jobs" { "All jobs" } }
+    };
+    Ok(html_response(
+        StatusCode::OK,
+        page("Bulk action", Some(user), body),
     ))
 }
 

@@ -158,6 +158,15 @@ impl FormFields {
             .map_or("", |(_, value)| value.as_str())
     }
 
+    /// Returns every value of `name` (ticked checkboxes sharing a name).
+    pub fn all(&self, name: &str) -> Vec<&str> {
+        self.0
+            .iter()
+            .filter(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+            .collect()
+    }
+
     /// True when `name` was sent (a ticked checkbox).
     pub fn has(&self, name: &str) -> bool {
         self.0.iter().any(|(key, _)| key == name)
