@@ -132,13 +132,52 @@ impl Browser {
             .to_string()
     }
 
-    /// Saves a screenshot of the page as `target/console-screenshots/LABEL-NAME.png`.
+    /// Saves a screenshot of the page as `target/console-screenshots/LABEL-NAME.png`,
+    /// after checking that every form field on it has a label.
     pub async fn screenshot(&self, name: &str) -> PathBuf {
+        self.assert_fields_labelled().await;
         let png = self.client.screenshot().await.expect("screenshot");
         assert!(png.starts_with(b"\x89PNG"), "a screenshot is a PNG");
         let path = screenshot_dir().join(format!("{}-{name}.png", self.label));
         std::fs::write(&path, png).expect("writing a screenshot");
         path
+    }
+
+    /// Checks that every visible form field of the page has a label (a
+    /// `<label for>` or one around it, or `aria-label`).
+    ///
+    /// # Panics
+    /// Naming the fields without one.
+    pub async fn assert_fields_labelled(&self) {
+        let unlabelled = self
+            .client
+            .execute(
+                "return Array.from(document.querySelectorAll('input, select, textarea'))
+                    .filter(f => f.type !== 'hidden')
+                    .filter(f => f.labels.length === 0 && !f.getAttribute('aria-label'))
+                    .map(f => f.outerHTML);",
+                vec![],
+            )
+            .await
+            .expect("listing form fields");
+        assert_eq!(
+            unlabelled,
+            serde_json::json!([]),
+            "fields without a label on {}",
+            self.path().await
+        );
+    }
+
+    /// Presses keys in the focused element (`fantoccini::key::Key` values
+    /// for Tab, Enter, ...).
+    pub async fn press(&self, keys: &str) {
+        self.client
+            .active_element()
+            .await
+            .expect("a focused element")
+            .send_keys(keys)
+            .await
+            .expect("pressing keys");
     }
 
     /// The visible text of the first element matching `css`.

@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use fantoccini::key::Key;
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use reqwest::redirect::Policy;
 use serde_json::json;
@@ -408,9 +409,22 @@ async fn pages_refuse_other_roles_and_forms_without_their_csrf_token() {
     assert_eq!(status, 201, "{challenge}");
     let challenge_id = challenge["data"]["id"].as_i64().unwrap();
 
-    // In the browser: every professor and admin page refuses the student.
+    // In the browser, by keyboard alone: the email field has the focus,
+    // Tab moves to the password, Enter sends the form.
     let browser = Browser::start(&base, "refusal").await;
-    browser.sign_in(&student, "demo-password").await;
+    browser.goto("/login").await;
+    browser.press(&student).await;
+    browser.press(&Key::Tab.to_string()).await;
+    browser.press("demo-password").await;
+    browser.press(&Key::Enter.to_string()).await;
+    browser
+        .wait_for_text("h1", "Challenges you can attempt", PAGE_TIMEOUT)
+        .await;
+    // Tab from the top reaches the skip link first, then the navigation.
+    browser.press(&Key::Tab.to_string()).await;
+    let focused = browser.client.active_element().await.unwrap();
+    assert_eq!(focused.text().await.unwrap(), "Skip to content");
+    // Every professor and admin page refuses the student.
     let refused = [
         ("/admin", "only admins may do this"),
         ("/admin/jobs", "only admins may do this"),
