@@ -193,6 +193,19 @@ async fn each_role_walks_its_main_paths_in_a_real_browser() {
         "{graders}"
     );
     assert!(browser.text("#queues").await.contains("fast"));
+    // The charts count the init and the graded attempt (both DONE).
+    let graded = browser
+        .client
+        .find(fantoccini::Locator::Css("#chart-throughput"))
+        .await
+        .unwrap()
+        .attr("data-total")
+        .await
+        .unwrap();
+    assert_eq!(graded.as_deref(), Some("2"));
+    for chart in ["#chart-latency", "#chart-queue"] {
+        browser.text(chart).await;
+    }
     browser.screenshot("admin-overview").await;
     browser.click("#graders button").await;
     browser

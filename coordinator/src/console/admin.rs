@@ -18,6 +18,7 @@ use maud::{html, Markup};
 use sqlarena_common::{GraderState, JobState, Lane, Role};
 use uuid::Uuid;
 
+use crate::console::charts::{self, JobTimes};
 use crate::console::layout::{
     age, badge, html_response, next_page, page, when, ConsoleError, PageResult,
 };
@@ -54,12 +55,55 @@ fn uuid_of(text: &str) -> Result<Uuid, ConsoleError> {
         .map_err(|_| ConsoleError(ApiError::NotFound(format!("no such page: {text:?}"))))
 }
 
+/// Pages of the last hour's jobs read for the charts (500 jobs each).
+const HISTORY_PAGES: usize = 20;
+
+/// The jobs queued in the last hour (at most [`HISTORY_PAGES`] pages), read
+/// through the API's job list.
+async fn recent_jobs(
+    state: &AppState,
+    user: &ConsoleUser,
+    now: DateTime<Utc>,
+) -> Result<Vec<JobTimes>, ConsoleError> {
+    let mut jobs = Vec::new();
+    let mut cursor = None;
+    for _ in 0..HISTORY_PAGES {
+        let params = api::JobListParams {
+            state: None,
+            lane: None,
+            challenge_id: None,
+            grader_id: None,
+            queued_from: Some(now - chrono::Duration::minutes(charts::MINUTES as i64)),
+            queued_before: None,
+            limit: Some(500),
+            cursor,
+        };
+        let (page, next) =
+            api::list_jobs(State(state.clone()), user.user.clone(), AppQuery(params))
+                .await?
+                .into_parts();
+        jobs.extend(page.into_iter().map(|job| JobTimes {
+            state: job.state,
+            created_at: job.created_at,
+            leased_at: job.leased_at,
+            finished_at: job.finished_at,
+        }));
+        match next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    Ok(jobs)
+}
+
 /// Graders with lanes, slots, state, heartbeat age and version; queue depth
-/// and oldest job age per lane.
+/// and oldest job age per lane; charts of the last hour.
 async fn overview(State(state): State<AppState>, user: ConsoleUser) -> PageResult {
     let queues = api::get_queues(State(state.clone()), user.user.clone())
         .await?
         .into_data();
+    let now = Utc::now();
+    let series = charts::series(&recent_jobs(&state, &user, now).await?, now);
     let (graders, _) = api::list_graders(
         State(state),
         user.user.clone(),
@@ -121,6 +165,13 @@ async fn overview(State(state): State<AppState>, user: ConsoleUser) -> PageResul
             }
         }
         @if graders.is_empty() { p.hint { "No grader is registered." } }
+        h2 { "The last hour" }
+        p.hint { "From the jobs queued in the last hour, as the store keeps them." }
+        div.charts {
+            (charts::bar_chart("chart-throughput", "Jobs graded", "jobs", &series.throughput))
+            (charts::bar_chart("chart-latency", "Queued to graded, median", "seconds", &series.latency_secs))
+            (charts::bar_chart("chart-queue", "Queue depth", "jobs", &series.queue_depth))
+        }
     };
     Ok(html_response(
         StatusCode::OK,

@@ -19,6 +19,7 @@
 mod admin;
 mod assets;
 mod challenges;
+mod charts;
 mod layout;
 mod session;
 
