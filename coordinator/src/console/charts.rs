@@ -36,7 +36,7 @@ pub fn series(jobs: &[JobTimes], now: DateTime<Utc>) -> Series {
         let offset = (at - start).num_seconds();
         (0..MINUTES as i64 * 60)
             .contains(&offset)
-            .then(|| (offset / 60) as usize)
+            .then_some((offset / 60) as usize)
     };
     let mut throughput = vec![0.0; MINUTES];
     let mut latencies: Vec<Vec<f64>> = vec![Vec::new(); MINUTES];
