@@ -9,6 +9,9 @@
 #   scripts/bench.sh leaderboard [flags] GET /challenges/:id with 100,000 passing attempts
 #                                       (bench_leaderboard: --attempts --users --requests --store)
 #   scripts/bench.sh storage [flags]    store bytes per graded attempt (bench_storage: --attempts)
+#   scripts/bench.sh console [flags]    the web console's list pages and overview with 1,000,000 jobs
+#                                       and 100,000 attempts: p50/p95 per page against its target
+#                                       (bench_console: --jobs --attempts --requests --store)
 #   scripts/bench.sh logins [flags]     a coordinator under a flood of bogus logins: its RSS and a
 #                                       student's read latency (bench_logins: --clients --seconds
 #                                       [-- coordinator flags]); runs the defaults, then without the
@@ -51,6 +54,7 @@ case "$which" in
     e2e) SQLARENA_BIN_PROFILE=release target/release/e2e-bench "$@" ;;
     leaderboard) target/release/examples/bench_leaderboard "$@" ;;
     storage) target/release/examples/bench_storage "$@" ;;
+    console) target/release/examples/bench_console "$@" ;;
     logins)
         if [ $# -gt 0 ]; then
             target/release/examples/bench_logins "$@"

@@ -33,7 +33,7 @@ use sqlarena_common::Role;
 use crate::state::AppState;
 
 pub use layout::ConsoleError;
-pub use session::ConsoleUser;
+pub use session::{session_hash, ConsoleUser, SESSION_COOKIE};
 
 /// The console's routes (HTML), to be merged at the root of the server.
 pub fn router() -> Router<AppState> {

@@ -38,14 +38,15 @@ use crate::state::AppState;
 use crate::store::Session;
 
 /// The session cookie.
-const SESSION_COOKIE: &str = "sqlarena_console";
+pub const SESSION_COOKIE: &str = "sqlarena_console";
 /// The sign-in form's CSRF cookie.
 const LOGIN_COOKIE: &str = "sqlarena_login";
 /// How long the sign-in form's token lasts, in seconds.
 const LOGIN_FORM_SECS: i64 = 3600;
 
 /// The store's key of a console session: never the hash an API token has.
-fn session_hash(secret: &str) -> String {
+/// (Public for benchmarks that sign in without the form.)
+pub fn session_hash(secret: &str) -> String {
     auth::token_hash(&format!("console:{secret}"))
 }
 
