@@ -7,16 +7,10 @@ use chrono::{DateTime, Duration, Utc};
 use maud::{html, Markup};
 use sqlarena_common::JobState;
 
+pub use crate::store::console::JobTimes;
+
 /// Minutes shown.
 pub const MINUTES: usize = 60;
-
-/// When a job was queued, leased and finished, and how it ended.
-pub struct JobTimes {
-    pub state: JobState,
-    pub created_at: DateTime<Utc>,
-    pub leased_at: Option<DateTime<Utc>>,
-    pub finished_at: Option<DateTime<Utc>>,
-}
 
 /// One value per minute of the last hour, oldest first.
 pub struct Series {

@@ -35,7 +35,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_queues))
 }
 
-fn require_admin(user: &CurrentUser) -> ApiResult<()> {
+/// Returns 403 unless `user` is an admin (the console's admin pages ask
+/// the same).
+pub(crate) fn require_admin(user: &CurrentUser) -> ApiResult<()> {
     if user.is_admin() {
         Ok(())
     } else {

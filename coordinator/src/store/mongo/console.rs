@@ -1,10 +1,13 @@
 //! The console's lists on MongoDB.
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures_util::TryStreamExt;
 use mongodb::bson::{doc, Document};
+use sqlarena_common::JobState;
 
-use super::{attempt_from, MongoStore};
-use crate::store::console::{ChallengeAttemptFilter, ConsoleStore, JobQuery};
+use super::{attempt_from, backend, Fields, MongoStore};
+use crate::store::console::{ChallengeAttemptFilter, ConsoleStore, JobQuery, JobTimes};
 use crate::store::{first_job_id_at, Attempt, Job, Page, StoreResult};
 
 #[async_trait]
@@ -60,5 +63,41 @@ impl ConsoleStore for MongoStore {
             filter.insert("seq", doc! { "$gt": after });
         }
         self.find_jobs(filter, i64::from(query.limit)).await
+    }
+
+    async fn list_job_times(
+        &self,
+        queued_from: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<JobTimes>> {
+        let filter = doc! { "_id": { "$gte": first_job_id_at(queued_from).to_string() } };
+        let jobs = self.jobs();
+        let mut find = jobs
+            .find(filter)
+            .sort(doc! { "_id": 1 })
+            .projection(doc! { "state": 1, "created_at": 1, "leased_at": 1, "finished_at": 1 });
+        if limit > 0 {
+            find = find.limit(i64::from(limit));
+        }
+        let documents: Vec<Document> = find
+            .await
+            .map_err(backend)?
+            .try_collect()
+            .await
+            .map_err(backend)?;
+        documents
+            .iter()
+            .map(|document| {
+                let fields = Fields::new(document, "job");
+                let state = fields.str("state")?;
+                Ok(JobTimes {
+                    state: JobState::parse(state)
+                        .ok_or_else(|| fields.invalid("state", format!("unknown {state:?}")))?,
+                    created_at: fields.time("created_at")?,
+                    leased_at: fields.opt_time("leased_at")?,
+                    finished_at: fields.opt_time("finished_at")?,
+                })
+            })
+            .collect()
     }
 }

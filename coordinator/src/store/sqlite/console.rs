@@ -1,11 +1,15 @@
 //! The console's lists on SQLite.
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter};
+use sqlarena_common::JobState;
 
-use super::{select_attempts, select_jobs, sql_limit, SqliteStore};
-use crate::store::console::{ChallengeAttemptFilter, ConsoleStore, JobQuery};
+use super::{
+    optional_time_at, select_attempts, select_jobs, sql_limit, time_at, wire_at, SqliteStore,
+};
+use crate::store::console::{ChallengeAttemptFilter, ConsoleStore, JobQuery, JobTimes};
 use crate::store::{first_job_id_at, Attempt, Job, Page, StoreResult};
 
 /// The console's tables and indexes (run with the main schema).
@@ -81,6 +85,34 @@ impl ConsoleStore for SqliteStore {
         self.call(move |connection| {
             let (sql, values) = job_query_sql(&query);
             select_jobs(connection, &sql, params_from_iter(values))
+        })
+        .await
+    }
+
+    async fn list_job_times(
+        &self,
+        queued_from: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<JobTimes>> {
+        self.call(move |connection| {
+            let times = connection
+                .prepare_cached(
+                    "SELECT state, created_at, leased_at, finished_at FROM jobs \
+                     WHERE id >= ?1 ORDER BY id LIMIT ?2",
+                )?
+                .query_map(
+                    params![first_job_id_at(queued_from).to_string(), sql_limit(limit)],
+                    |row| {
+                        Ok(JobTimes {
+                            state: wire_at(row, 0, JobState::parse)?,
+                            created_at: time_at(row, 1)?,
+                            leased_at: optional_time_at(row, 2)?,
+                            finished_at: optional_time_at(row, 3)?,
+                        })
+                    },
+                )?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(times)
         })
         .await
     }
