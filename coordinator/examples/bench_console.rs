@@ -19,7 +19,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use sqlarena_common::{AttemptPayload, ChallengeType, JobPayload, Lane, Role};
+use sqlarena_common::{
+    AttemptId, AttemptPayload, ChallengeId, ChallengeType, JobPayload, Lane, Role, TestCaseId,
+    UserId,
+};
 use sqlarena_coordinator::config::Config;
 use sqlarena_coordinator::console;
 use sqlarena_coordinator::state::AppState;
@@ -69,7 +72,7 @@ fn options() -> Options {
     options
 }
 
-async fn user(store: &Arc<dyn Store>, email: String, role: Role) -> i64 {
+async fn user(store: &Arc<dyn Store>, email: String, role: Role) -> UserId {
     store
         .create_user(NewUser {
             email,
@@ -83,7 +86,7 @@ async fn user(store: &Arc<dyn Store>, email: String, role: Role) -> i64 {
 }
 
 /// A console session for `user_id`: the cookie's value.
-async fn console_session(store: &Arc<dyn Store>, user_id: i64) -> String {
+async fn console_session(store: &Arc<dyn Store>, user_id: UserId) -> String {
     let secret = format!("sqw_bench_{}", Uuid::new_v4().simple());
     store
         .create_session(Session {
@@ -103,15 +106,15 @@ fn attempt_job(index: usize) -> NewJob {
     NewJob {
         lane,
         payload: JobPayload::Attempt(AttemptPayload {
-            attempt_id: index as i64 + 1,
-            user_id: 1,
-            challenge_id: (index % 100) as i64 + 1,
+            attempt_id: AttemptId(index as i64 + 1),
+            user_id: UserId(1),
+            challenge_id: ChallengeId((index % 100) as i64 + 1),
             challenge_name: "bench".into(),
             challenge_version: 1,
             version_hash: "bench".into(),
             query: String::new(),
             times_to_run: 3,
-            test_case_ids: vec![1],
+            test_case_ids: vec![TestCaseId(1)],
         }),
         max_tries: 3,
         timeout_ms: 30_000,

@@ -15,7 +15,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use maud::{html, Markup};
-use sqlarena_common::{GraderState, JobState, Lane, Role};
+use sqlarena_common::{ChallengeId, GraderId, GraderState, JobId, JobState, Lane, Role};
 use uuid::Uuid;
 
 use crate::console::charts;
@@ -50,7 +50,7 @@ pub fn router() -> Router<AppState> {
         .route("/admin/invites", post(create_invite))
 }
 
-fn uuid_of(text: &str) -> Result<Uuid, ConsoleError> {
+fn uuid_of<T: std::str::FromStr>(text: &str) -> Result<T, ConsoleError> {
     text.parse()
         .map_err(|_| ConsoleError(ApiError::NotFound(format!("no such page: {text:?}"))))
 }
@@ -222,14 +222,14 @@ async fn list_jobs(
     let (from_text, before_text) = (text("queued_from"), text("queued_before"));
     let challenge_id = match challenge_text.as_str() {
         "" => None,
-        id => Some(id.parse::<i64>().map_err(|_| {
+        id => Some(id.parse::<ChallengeId>().map_err(|_| {
             ApiError::BadRequest(format!("challenge_id: {id:?} is not a challenge id"))
         })?),
     };
     let grader_id =
         match grader_text.as_str() {
             "" => None,
-            id => Some(id.parse::<Uuid>().map_err(|_| {
+            id => Some(id.parse::<GraderId>().map_err(|_| {
                 ApiError::BadRequest(format!("grader_id: {id:?} is not a grader id"))
             })?),
         };
@@ -298,7 +298,7 @@ async fn list_jobs(
                 @for job in &jobs {
                     tr {
                         td { input type="checkbox" name="job" value=(job.id) aria-label={ "Select job " (job.id) }; }
-                        td { a href={ "/admin/jobs/" (job.id) } { code { (job.id.simple().to_string()[..12]) } } }
+                        td { a href={ "/admin/jobs/" (job.id) } { code { (Uuid::from(job.id).simple().to_string()[..12]) } } }
                         td { (job.kind.as_str()) }
                         td { (job.lane.as_str()) }
                         td { (badge(job.state.as_str())) }
@@ -347,7 +347,7 @@ async fn bulk_jobs(State(state): State<AppState>, form: SignedForm) -> PageResul
     }
     let mut outcomes: Vec<(String, Result<JobState, String>)> = Vec::new();
     for id in ids {
-        let id = uuid_of(id)?;
+        let id: JobId = uuid_of(id)?;
         let result = if action == "cancel" {
             api::cancel_job(State(state.clone()), user.user.clone(), AppPath(id)).await
         } else {

@@ -15,7 +15,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use chrono::{Duration, Utc};
 use maud::{html, Markup};
-use sqlarena_common::{AttemptStatus, ChallengeState, ChallengeType, Role};
+use sqlarena_common::{AttemptStatus, ChallengeId, ChallengeState, ChallengeType, Role, UserId};
 
 use crate::console::layout::{
     badge, html_response, millis, next_page, page, when, ConsoleError, PageResult,
@@ -64,7 +64,7 @@ pub fn router() -> Router<AppState> {
 }
 
 /// Parses an id from the path (a 404 page for anything else).
-pub fn id_of(text: &str) -> Result<i64, ConsoleError> {
+pub fn id_of<T: std::str::FromStr>(text: &str) -> Result<T, ConsoleError> {
     text.parse()
         .map_err(|_| ConsoleError(ApiError::NotFound(format!("no such page: {text:?}"))))
 }
@@ -144,7 +144,7 @@ async fn list_challenges(
 async fn my_attempts_on(
     state: &AppState,
     user: &ConsoleUser,
-    id: i64,
+    id: ChallengeId,
 ) -> Result<Vec<AttemptView>, ConsoleError> {
     let (attempts, _) = api_users::list_user_attempts(
         State(state.clone()),
@@ -255,7 +255,7 @@ fn leaderboard(view: &ChallengeView) -> Markup {
 async fn render_challenge(
     state: &AppState,
     user: &ConsoleUser,
-    id: i64,
+    id: ChallengeId,
     draft: &str,
     error: Option<String>,
     status: StatusCode,
@@ -546,7 +546,7 @@ async fn challenge_attempts(
     let user_id = match user_text.as_str() {
         "" => None,
         text => Some(
-            text.parse::<i64>()
+            text.parse::<UserId>()
                 .map_err(|_| ApiError::BadRequest(format!("user_id: {text:?} is not a user id")))?,
         ),
     };

@@ -27,7 +27,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use chrono::{Duration, Utc};
 use maud::html;
-use sqlarena_common::Role;
+use sqlarena_common::{Role, UserId};
 use uuid::Uuid;
 
 use crate::auth::{self, CurrentUser};
@@ -103,7 +103,7 @@ impl ConsoleUser {
         self.user.0.role
     }
 
-    pub fn id(&self) -> i64 {
+    pub fn id(&self) -> UserId {
         self.user.0.id
     }
 }
@@ -321,7 +321,7 @@ pub async fn log_in(
     if let Err(error) = state.store.create_session(session).await {
         return ConsoleError::from(ApiError::from(error)).into_response();
     }
-    tracing::info!(user_id = user.id, "user signed in to the console");
+    tracing::info!(user_id = %user.id, "user signed in to the console");
     let secure = over_tls(&headers);
     let mut response = Redirect::to("/").into_response();
     let cookies = response.headers_mut();
@@ -349,7 +349,7 @@ pub async fn log_out(
     {
         return ConsoleError::from(ApiError::from(error)).into_response();
     }
-    tracing::info!(user_id = form.user.id(), "user signed out of the console");
+    tracing::info!(user_id = %form.user.id(), "user signed out of the console");
     let mut response = Redirect::to("/login").into_response();
     response.headers_mut().append(
         header::SET_COOKIE,

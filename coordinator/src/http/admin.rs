@@ -5,7 +5,8 @@ use axum::extract::State;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlarena_common::{
-    Envelope, GraderState, JobKind, JobOutcome, JobPayload, JobState, Lane, PageEnvelope,
+    AttemptId, ChallengeId, Envelope, GraderId, GraderState, JobId, JobKind, JobOutcome,
+    JobPayload, JobState, Lane, PageEnvelope, UserId,
 };
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -58,7 +59,7 @@ pub(crate) struct NewClusterToken {
 pub(crate) struct ClusterTokenView {
     pub(crate) id: Uuid,
     pub(crate) label: String,
-    pub(crate) created_by: Option<i64>,
+    pub(crate) created_by: Option<UserId>,
     pub(crate) created_at: DateTime<Utc>,
     pub(crate) revoked: bool,
     /// Present only in the reply that creates the token.
@@ -104,7 +105,7 @@ pub(crate) async fn create_cluster_token(
         revoked: false,
     };
     state.store.create_cluster_token(token.clone()).await?;
-    tracing::info!(token_id = %token.id, admin = user.0.id, "cluster token created");
+    tracing::info!(token_id = %token.id, admin = %user.0.id, "cluster token created");
     let mut view = ClusterTokenView::from(token);
     view.token = Some(secret);
     Ok(created(view))
@@ -141,13 +142,13 @@ pub(crate) async fn revoke_cluster_token(
     if !state.store.revoke_cluster_token(id).await? {
         return Err(ApiError::NotFound(format!("no cluster token {id}")));
     }
-    tracing::info!(token_id = %id, admin = user.0.id, "cluster token revoked");
+    tracing::info!(token_id = %id, admin = %user.0.id, "cluster token revoked");
     Ok(ok(Revoked { id, revoked: true }))
 }
 
 #[derive(Serialize, ToSchema)]
 pub(crate) struct GraderView {
-    pub(crate) id: Uuid,
+    pub(crate) id: GraderId,
     pub(crate) name: String,
     pub(crate) hostname: String,
     pub(crate) version: String,
@@ -195,7 +196,7 @@ pub(crate) async fn list_graders(
 /// A grader's new state.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct GraderStateView {
-    pub(crate) id: Uuid,
+    pub(crate) id: GraderId,
     pub(crate) state: GraderState,
 }
 
@@ -206,7 +207,7 @@ pub(crate) struct GraderStateView {
 pub(crate) async fn drain_grader(
     State(state): State<AppState>,
     user: CurrentUser,
-    AppPath(id): AppPath<Uuid>,
+    AppPath(id): AppPath<GraderId>,
 ) -> ApiResult<Reply<GraderStateView>> {
     require_admin(&user)?;
     let grader = state
@@ -224,7 +225,7 @@ pub(crate) async fn drain_grader(
             grader.name, grader.state
         )));
     }
-    tracing::info!(grader_id = %id, admin = user.0.id, "grader draining");
+    tracing::info!(grader_id = %id, admin = %user.0.id, "grader draining");
     Ok(ok(GraderStateView {
         id,
         state: GraderState::Draining,
@@ -234,15 +235,15 @@ pub(crate) async fn drain_grader(
 /// A job as admins see it.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct JobView {
-    pub(crate) id: Uuid,
+    pub(crate) id: JobId,
     pub(crate) kind: JobKind,
     pub(crate) lane: Lane,
     pub(crate) state: JobState,
     pub(crate) tries: u32,
     pub(crate) max_tries: u32,
-    pub(crate) challenge_id: i64,
-    pub(crate) attempt_id: Option<i64>,
-    pub(crate) grader_id: Option<Uuid>,
+    pub(crate) challenge_id: ChallengeId,
+    pub(crate) attempt_id: Option<AttemptId>,
+    pub(crate) grader_id: Option<GraderId>,
     pub(crate) lease_expires_at: Option<DateTime<Utc>>,
     pub(crate) error: Option<String>,
     pub(crate) cancel_requested: bool,
@@ -295,9 +296,9 @@ pub(crate) struct JobListParams {
     /// Only jobs on this lane.
     pub(crate) lane: Option<Lane>,
     /// Only jobs for this challenge (init or attempt).
-    pub(crate) challenge_id: Option<i64>,
+    pub(crate) challenge_id: Option<ChallengeId>,
     /// Only jobs leased now by this grader.
-    pub(crate) grader_id: Option<Uuid>,
+    pub(crate) grader_id: Option<GraderId>,
     /// Only jobs queued at or after this time (RFC 3339).
     pub(crate) queued_from: Option<DateTime<Utc>>,
     /// Only jobs queued before this time (RFC 3339).
@@ -350,7 +351,7 @@ pub(crate) async fn list_jobs(
 pub(crate) async fn get_job(
     State(state): State<AppState>,
     user: CurrentUser,
-    AppPath(id): AppPath<Uuid>,
+    AppPath(id): AppPath<JobId>,
 ) -> ApiResult<Reply<JobView>> {
     require_admin(&user)?;
     let job = state
@@ -368,12 +369,12 @@ pub(crate) async fn get_job(
 pub(crate) async fn cancel_job(
     State(state): State<AppState>,
     user: CurrentUser,
-    AppPath(id): AppPath<Uuid>,
+    AppPath(id): AppPath<JobId>,
 ) -> ApiResult<Reply<JobView>> {
     require_admin(&user)?;
     let reason = format!("cancelled by admin {}", user.0.email);
     let job = state.jobs.cancel_job(id, &reason).await?;
-    tracing::info!(job_id = %id, admin = user.0.id, "job cancelled");
+    tracing::info!(job_id = %id, admin = %user.0.id, "job cancelled");
     Ok(ok(JobView::from(job)))
 }
 
@@ -385,11 +386,11 @@ pub(crate) async fn cancel_job(
 pub(crate) async fn retry_job(
     State(state): State<AppState>,
     user: CurrentUser,
-    AppPath(id): AppPath<Uuid>,
+    AppPath(id): AppPath<JobId>,
 ) -> ApiResult<Reply<JobView>> {
     require_admin(&user)?;
     let job = state.jobs.retry_job(id).await?;
-    tracing::info!(job_id = %id, admin = user.0.id, "job requeued by admin");
+    tracing::info!(job_id = %id, admin = %user.0.id, "job requeued by admin");
     Ok(ok(JobView::from(job)))
 }
 

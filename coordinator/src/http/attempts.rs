@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use axum::extract::State;
 use serde::Deserialize;
-use sqlarena_common::{AttemptStatus, Envelope, PageEnvelope};
+use sqlarena_common::{AttemptId, AttemptStatus, ChallengeId, Envelope, PageEnvelope, UserId};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -36,7 +36,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateAttemptRequest {
-    pub(crate) challenge_id: i64,
+    pub(crate) challenge_id: ChallengeId,
     /// One read-only statement; not blank, no NUL characters.
     #[schema(
         max_length = 65536,
@@ -47,7 +47,7 @@ pub(crate) struct CreateAttemptRequest {
     /// otherwise: a rule that depends on the caller), unless the caller is an
     /// admin.
     #[serde(default)]
-    pub(crate) user_id: Option<i64>,
+    pub(crate) user_id: Option<UserId>,
 }
 
 /// Submits a query for a READY, unexpired challenge (409 while it is not
@@ -96,7 +96,7 @@ pub(crate) async fn create_attempt(
         .jobs
         .submit_attempt(&challenge, user.0.id, request.query)
         .await?;
-    tracing::info!(attempt_id = attempt.id, challenge_id = challenge.id, user_id = user.0.id, job_id = %job.id, lane = %job.lane, "attempt queued");
+    tracing::info!(attempt_id = %attempt.id, challenge_id = %challenge.id, user_id = %user.0.id, job_id = %job.id, lane = %job.lane, "attempt queued");
     Ok(created(AttemptView::new(
         &attempt,
         Some(&challenge),
@@ -109,7 +109,7 @@ pub(crate) async fn create_attempt(
 async fn visible_attempt(
     state: &AppState,
     viewer: &CurrentUser,
-    id: i64,
+    id: AttemptId,
 ) -> ApiResult<(Attempt, Option<Challenge>)> {
     let attempt = state
         .store
@@ -136,7 +136,7 @@ async fn visible_attempt(
 pub(crate) async fn get_attempt(
     State(state): State<AppState>,
     user: CurrentUser,
-    AppPath(id): AppPath<i64>,
+    AppPath(id): AppPath<AttemptId>,
 ) -> ApiResult<Reply<AttemptView>> {
     let (attempt, challenge) = visible_attempt(&state, &user, id).await?;
     let attempt = state.jobs.live_attempt(attempt).await?;
@@ -151,7 +151,7 @@ pub(crate) async fn get_attempt(
 pub(crate) async fn cancel_attempt(
     State(state): State<AppState>,
     user: CurrentUser,
-    AppPath(id): AppPath<i64>,
+    AppPath(id): AppPath<AttemptId>,
 ) -> ApiResult<Reply<AttemptView>> {
     let (attempt, challenge) = visible_attempt(&state, &user, id).await?;
     let reason = if attempt.user_id == user.0.id {
@@ -164,8 +164,8 @@ pub(crate) async fn cancel_attempt(
         .cancel_attempt(&attempt, &reason, AttemptErrorKind::Cancelled)
         .await?;
     tracing::info!(
-        attempt_id = attempt.id,
-        user_id = user.0.id,
+        attempt_id = %attempt.id,
+        user_id = %user.0.id,
         "attempt cancelled"
     );
     Ok(ok(AttemptView::new(&attempt, challenge.as_ref(), &user.0)))
@@ -179,7 +179,7 @@ pub(crate) struct ChallengeAttemptParams {
     /// Only attempts with this status.
     pub(crate) status: Option<AttemptStatus>,
     /// Only this user's attempts.
-    pub(crate) user_id: Option<i64>,
+    pub(crate) user_id: Option<UserId>,
     /// Entries per page (default 50).
     #[param(minimum = 1, maximum = 500)]
     pub(crate) limit: Option<i64>,
@@ -195,7 +195,7 @@ pub(crate) struct ChallengeAttemptParams {
 pub(crate) async fn list_challenge_attempts(
     State(state): State<AppState>,
     user: CurrentUser,
-    AppPath(id): AppPath<i64>,
+    AppPath(id): AppPath<ChallengeId>,
     AppQuery(params): AppQuery<ChallengeAttemptParams>,
 ) -> ApiResult<Paged<AttemptView>> {
     let request = PageRequest::new("challenge-attempts", params.limit, params.cursor.as_deref())?;

@@ -4,20 +4,18 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlarena_common::{AttemptStatus, JobState, Lane};
-use uuid::Uuid;
+use sqlarena_common::{AttemptId, AttemptStatus, ChallengeId, GraderId, JobState, Lane, UserId};
 
 use super::{Attempt, Job, Page, StoreResult};
 
 /// Which attempts of a challenge to list.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ChallengeAttemptFilter {
-    /// (An i64 until the id newtypes of `common/src/ids.rs` land here.)
-    pub challenge_id: i64,
+    pub challenge_id: ChallengeId,
     /// Only attempts with this status.
     pub status: Option<AttemptStatus>,
     /// Only this user's attempts.
-    pub user_id: Option<i64>,
+    pub user_id: Option<UserId>,
 }
 
 /// Which jobs to list, oldest first (by `seq`). Every field is optional.
@@ -26,9 +24,9 @@ pub struct JobQuery {
     pub state: Option<JobState>,
     pub lane: Option<Lane>,
     /// Only jobs for this challenge (init or attempt).
-    pub challenge_id: Option<i64>,
+    pub challenge_id: Option<ChallengeId>,
     /// Only jobs leased now by this grader (a finished job keeps no lease).
-    pub grader_id: Option<Uuid>,
+    pub grader_id: Option<GraderId>,
     /// Only jobs queued at or after this time, read from the job's id (a
     /// UUID v7, see [`super::first_job_id_at`]), as job retention does.
     pub queued_from: Option<DateTime<Utc>>,
@@ -58,7 +56,7 @@ pub trait ConsoleStore: Send + Sync {
     async fn list_challenge_attempts(
         &self,
         filter: ChallengeAttemptFilter,
-        page: Page<i64>,
+        page: Page<AttemptId>,
     ) -> StoreResult<Vec<Attempt>>;
 
     /// Lists the jobs matching `query`, oldest first.

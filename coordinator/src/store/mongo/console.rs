@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
 use mongodb::bson::{doc, Document};
-use sqlarena_common::JobState;
+use sqlarena_common::{AttemptId, JobState};
 
 use super::{attempt_from, backend, Fields, MongoStore};
 use crate::store::console::{ChallengeAttemptFilter, ConsoleStore, JobQuery, JobTimes};
@@ -15,7 +15,7 @@ impl ConsoleStore for MongoStore {
     async fn list_challenge_attempts(
         &self,
         filter: ChallengeAttemptFilter,
-        page: Page<i64>,
+        page: Page<AttemptId>,
     ) -> StoreResult<Vec<Attempt>> {
         // Served by the `{challenge_id, status}` index.
         let mut query = doc! { "challenge_id": filter.challenge_id };

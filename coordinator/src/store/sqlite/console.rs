@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter};
-use sqlarena_common::JobState;
+use sqlarena_common::{AttemptId, JobState};
 
 use super::{
     optional_time_at, select_attempts, select_jobs, sql_limit, time_at, wire_at, SqliteStore,
@@ -37,7 +37,7 @@ fn job_query_sql(query: &JobQuery) -> (String, Vec<Value>) {
     if let Some(challenge_id) = query.challenge_id {
         condition(
             "json_extract(payload, '$.challenge_id') = ?",
-            Value::Integer(challenge_id),
+            Value::Integer(challenge_id.into()),
         );
     }
     if let Some(grader_id) = query.grader_id {
@@ -62,7 +62,7 @@ impl ConsoleStore for SqliteStore {
     async fn list_challenge_attempts(
         &self,
         filter: ChallengeAttemptFilter,
-        page: Page<i64>,
+        page: Page<AttemptId>,
     ) -> StoreResult<Vec<Attempt>> {
         self.call(move |connection| {
             select_attempts(
@@ -73,7 +73,7 @@ impl ConsoleStore for SqliteStore {
                     filter.challenge_id,
                     filter.status.map(|status| status.as_str()),
                     filter.user_id,
-                    page.after.unwrap_or(i64::MAX),
+                    page.after.unwrap_or(AttemptId(i64::MAX)),
                     sql_limit(page.limit)
                 ],
             )
