@@ -12,6 +12,9 @@
 #                                       for them (bench_assessments: --students --concurrency
 #                                       --requests --store)
 #   scripts/bench.sh storage [flags]    store bytes per graded attempt (bench_storage: --attempts)
+#   scripts/bench.sh console [flags]    the web console's list pages and overview with 1,000,000 jobs
+#                                       and 100,000 attempts: p50/p95 per page against its target
+#                                       (bench_console: --jobs --attempts --requests --store)
 #   scripts/bench.sh logins [flags]     a coordinator under a flood of bogus logins: its RSS and a
 #                                       student's read latency (bench_logins: --clients --seconds
 #                                       [-- coordinator flags]); runs the defaults, then without the
@@ -55,6 +58,7 @@ case "$which" in
     leaderboard) target/release/examples/bench_leaderboard "$@" ;;
     assessments) target/release/examples/bench_assessments "$@" ;;
     storage) target/release/examples/bench_storage "$@" ;;
+    console) target/release/examples/bench_console "$@" ;;
     logins)
         if [ $# -gt 0 ]; then
             target/release/examples/bench_logins "$@"

@@ -2,7 +2,8 @@
 # Installs and starts what sqlarena's tests and demo need on a fresh
 # Debian/Ubuntu machine with Rust: PostgreSQL (system package, as root) and
 # the MongoDB wire-protocol test server nx-27017 and schemathesis, which
-# checks the API against its OpenAPI document (PyPI, into .venv/).
+# checks the API against its OpenAPI document (PyPI, into .venv/), and
+# Chromium with chromedriver for the web console's browser tests (apt-get).
 #
 # Writes .sqlarena.env with SQLARENA_TEST_POSTGRES_URL, the PostgreSQL admin
 # URL the tests and the demo use. Idempotent.
@@ -95,6 +96,16 @@ if [ "$("$root/.venv/bin/schemathesis" --version 2>/dev/null)" != "schemathesis,
     say "installing schemathesis $schemathesis_version into .venv"
     "$root/.venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$schemathesis_version" \
         || die "could not install schemathesis from PyPI"
+fi
+
+# --- Chromium and chromedriver (tests/tests/console.rs) -----------------------
+# The web console's tests drive a real headless Chromium through
+# chromedriver: Debian's packages, never a browser downloaded by a crate.
+if ! command -v chromedriver >/dev/null || ! { command -v chromium >/dev/null || command -v chromium-browser >/dev/null; }; then
+    say "Chromium or chromedriver is missing: installing chromium and chromium-driver with apt-get"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+        && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver \
+        || die "could not install Chromium; run as root: apt-get install -y chromium chromium-driver"
 fi
 
 cat > "$env_file" <<ENV

@@ -173,6 +173,13 @@ pub struct CurrentUser(pub User, SessionHash);
 struct SessionHash(String);
 
 impl CurrentUser {
+    /// The user of a session whose token hashes to `token_hash`, found by
+    /// another way in than the bearer header (the console's cookie), so
+    /// that the same rules apply to it.
+    pub(crate) fn from_session(user: User, token_hash: String) -> CurrentUser {
+        CurrentUser(user, SessionHash(token_hash))
+    }
+
     /// Returns 403 unless the user has one of `roles`.
     ///
     /// # Errors

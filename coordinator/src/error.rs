@@ -203,10 +203,12 @@ impl From<JobsError> for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status = self.status();
-        let message = match &self {
+impl ApiError {
+    /// Returns what the client is told: the message, except for faults of
+    /// the server, which are logged here with their detail and shown as a
+    /// fixed sentence.
+    pub fn public_message(&self) -> String {
+        match self {
             ApiError::Internal(detail) => {
                 tracing::error!(error = %crate::redact(detail), "internal error");
                 "internal error".to_string()
@@ -220,7 +222,14 @@ impl IntoResponse for ApiError {
                 "the store is unavailable, try again shortly".to_string()
             }
             other => other.to_string(),
-        };
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let message = self.public_message();
         let retry_after = self.retry_after_secs();
         let body = ErrorEnvelope {
             status: ErrorStatus::Error,
@@ -246,6 +255,13 @@ impl IntoResponse for ApiError {
 pub struct Reply<T> {
     status: StatusCode,
     data: T,
+}
+
+impl<T> Reply<T> {
+    /// Returns the data (the console renders it as HTML).
+    pub fn into_data(self) -> T {
+        self.data
+    }
 }
 
 impl<T: Serialize> IntoResponse for Reply<T> {

@@ -7,6 +7,7 @@ pub mod assessments;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod error;
 pub mod http;
 pub mod jobs;

@@ -1,7 +1,8 @@
 //! Test and benchmark support shared by the workspace: starting the real
 //! binaries ([`harness`]), the one HTTP test client ([`client`]), the demo
-//! flow, a MongoDB test server.
+//! flow, a MongoDB test server, a headless browser ([`browser`]).
 
+pub mod browser;
 pub mod client;
 pub mod demo;
 pub mod harness;

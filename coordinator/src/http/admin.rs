@@ -19,7 +19,8 @@ use crate::http::openapi::{Conflict, Forbidden};
 use crate::http::pagination::{page, PageParams, PageRequest, Paged};
 use crate::http::views::Revoked;
 use crate::state::AppState;
-use crate::store::{ClusterToken, Grader, Job, JobFilter};
+use crate::store::console::JobQuery;
+use crate::store::{ClusterToken, Grader, Job};
 
 /// Routes of the admin endpoints.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -35,7 +36,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_queues))
 }
 
-fn require_admin(user: &CurrentUser) -> ApiResult<()> {
+/// Returns 403 unless `user` is an admin (the console's admin pages ask
+/// the same).
+pub(crate) fn require_admin(user: &CurrentUser) -> ApiResult<()> {
     if user.is_admin() {
         Ok(())
     } else {
@@ -45,23 +48,23 @@ fn require_admin(user: &CurrentUser) -> ApiResult<()> {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewClusterToken {
+pub(crate) struct NewClusterToken {
     /// What the token is for, for people.
     #[serde(default)]
     #[schema(max_length = 200)]
-    label: String,
+    pub(crate) label: String,
 }
 
 #[derive(Serialize, ToSchema)]
-struct ClusterTokenView {
-    id: Uuid,
-    label: String,
-    created_by: Option<UserId>,
-    created_at: DateTime<Utc>,
-    revoked: bool,
+pub(crate) struct ClusterTokenView {
+    pub(crate) id: Uuid,
+    pub(crate) label: String,
+    pub(crate) created_by: Option<UserId>,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) revoked: bool,
     /// Present only in the reply that creates the token.
     #[serde(skip_serializing_if = "Option::is_none")]
-    token: Option<String>,
+    pub(crate) token: Option<String>,
 }
 
 impl From<ClusterToken> for ClusterTokenView {
@@ -81,7 +84,7 @@ impl From<ClusterToken> for ClusterTokenView {
 #[utoipa::path(post, path = "/admin/cluster-tokens", tag = "admin", security(("session" = [])),
     request_body = NewClusterToken,
     responses((status = 201, body = Envelope<ClusterTokenView>), Forbidden))]
-async fn create_cluster_token(
+pub(crate) async fn create_cluster_token(
     State(state): State<AppState>,
     user: CurrentUser,
     AppJson(request): AppJson<NewClusterToken>,
@@ -111,7 +114,7 @@ async fn create_cluster_token(
 /// Lists cluster tokens (never their secrets).
 #[utoipa::path(get, path = "/admin/cluster-tokens", tag = "admin", security(("session" = [])),
     responses((status = 200, body = Envelope<Vec<ClusterTokenView>>), Forbidden))]
-async fn list_cluster_tokens(
+pub(crate) async fn list_cluster_tokens(
     State(state): State<AppState>,
     user: CurrentUser,
 ) -> ApiResult<Reply<Vec<ClusterTokenView>>> {
@@ -130,7 +133,7 @@ async fn list_cluster_tokens(
 #[utoipa::path(delete, path = "/admin/cluster-tokens/{id}", tag = "admin", security(("session" = [])),
     params(("id" = Uuid, Path, description = "The cluster token")),
     responses((status = 200, body = Envelope<Revoked>), Forbidden))]
-async fn revoke_cluster_token(
+pub(crate) async fn revoke_cluster_token(
     State(state): State<AppState>,
     user: CurrentUser,
     AppPath(id): AppPath<Uuid>,
@@ -144,17 +147,17 @@ async fn revoke_cluster_token(
 }
 
 #[derive(Serialize, ToSchema)]
-struct GraderView {
-    id: GraderId,
-    name: String,
-    hostname: String,
-    version: String,
-    lanes: Vec<Lane>,
-    slots: u32,
-    state: GraderState,
-    last_heartbeat: DateTime<Utc>,
-    registered_at: DateTime<Utc>,
-    jobs_done: u64,
+pub(crate) struct GraderView {
+    pub(crate) id: GraderId,
+    pub(crate) name: String,
+    pub(crate) hostname: String,
+    pub(crate) version: String,
+    pub(crate) lanes: Vec<Lane>,
+    pub(crate) slots: u32,
+    pub(crate) state: GraderState,
+    pub(crate) last_heartbeat: DateTime<Utc>,
+    pub(crate) registered_at: DateTime<Utc>,
+    pub(crate) jobs_done: u64,
 }
 
 impl From<Grader> for GraderView {
@@ -177,7 +180,7 @@ impl From<Grader> for GraderView {
 /// Lists graders.
 #[utoipa::path(get, path = "/admin/graders", tag = "admin", security(("session" = [])), params(PageParams),
     responses((status = 200, body = PageEnvelope<GraderView>), Forbidden))]
-async fn list_graders(
+pub(crate) async fn list_graders(
     State(state): State<AppState>,
     user: CurrentUser,
     AppQuery(params): AppQuery<PageParams>,
@@ -192,16 +195,16 @@ async fn list_graders(
 
 /// A grader's new state.
 #[derive(Serialize, ToSchema)]
-struct GraderStateView {
-    id: GraderId,
-    state: GraderState,
+pub(crate) struct GraderStateView {
+    pub(crate) id: GraderId,
+    pub(crate) state: GraderState,
 }
 
 /// Drains a grader: it finishes its jobs and leases nothing new.
 #[utoipa::path(post, path = "/admin/graders/{id}/drain", tag = "admin", security(("session" = [])),
     params(("id" = Uuid, Path, description = "The grader")),
     responses((status = 200, body = Envelope<GraderStateView>), Forbidden, Conflict))]
-async fn drain_grader(
+pub(crate) async fn drain_grader(
     State(state): State<AppState>,
     user: CurrentUser,
     AppPath(id): AppPath<GraderId>,
@@ -231,25 +234,25 @@ async fn drain_grader(
 
 /// A job as admins see it.
 #[derive(Serialize, ToSchema)]
-struct JobView {
-    id: JobId,
-    kind: JobKind,
-    lane: Lane,
-    state: JobState,
-    tries: u32,
-    max_tries: u32,
-    challenge_id: ChallengeId,
-    attempt_id: Option<AttemptId>,
-    grader_id: Option<GraderId>,
-    lease_expires_at: Option<DateTime<Utc>>,
-    error: Option<String>,
-    cancel_requested: bool,
-    applied: bool,
-    cases_recorded: usize,
-    has_outcome: bool,
-    created_at: DateTime<Utc>,
-    leased_at: Option<DateTime<Utc>>,
-    finished_at: Option<DateTime<Utc>>,
+pub(crate) struct JobView {
+    pub(crate) id: JobId,
+    pub(crate) kind: JobKind,
+    pub(crate) lane: Lane,
+    pub(crate) state: JobState,
+    pub(crate) tries: u32,
+    pub(crate) max_tries: u32,
+    pub(crate) challenge_id: ChallengeId,
+    pub(crate) attempt_id: Option<AttemptId>,
+    pub(crate) grader_id: Option<GraderId>,
+    pub(crate) lease_expires_at: Option<DateTime<Utc>>,
+    pub(crate) error: Option<String>,
+    pub(crate) cancel_requested: bool,
+    pub(crate) applied: bool,
+    pub(crate) cases_recorded: usize,
+    pub(crate) has_outcome: bool,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) leased_at: Option<DateTime<Utc>>,
+    pub(crate) finished_at: Option<DateTime<Utc>>,
 }
 
 impl From<Job> for JobView {
@@ -287,22 +290,31 @@ impl From<Job> for JobView {
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-struct JobListParams {
+pub(crate) struct JobListParams {
     /// Only jobs in this state.
-    state: Option<JobState>,
+    pub(crate) state: Option<JobState>,
     /// Only jobs on this lane.
-    lane: Option<Lane>,
+    pub(crate) lane: Option<Lane>,
+    /// Only jobs for this challenge (init or attempt).
+    pub(crate) challenge_id: Option<ChallengeId>,
+    /// Only jobs leased now by this grader.
+    pub(crate) grader_id: Option<GraderId>,
+    /// Only jobs queued at or after this time (RFC 3339).
+    pub(crate) queued_from: Option<DateTime<Utc>>,
+    /// Only jobs queued before this time (RFC 3339).
+    pub(crate) queued_before: Option<DateTime<Utc>>,
     /// Entries per page (default 50).
     #[param(minimum = 1, maximum = 500)]
-    limit: Option<i64>,
+    pub(crate) limit: Option<i64>,
     /// The `next_cursor` of the previous page; absent or empty for the first.
-    cursor: Option<String>,
+    pub(crate) cursor: Option<String>,
 }
 
-/// Lists jobs, oldest first, optionally of one state and lane.
+/// Lists jobs, oldest first, optionally of one state, lane, challenge and
+/// grader (jobs it holds now), queued within a time range.
 #[utoipa::path(get, path = "/admin/jobs", tag = "admin", security(("session" = [])), params(JobListParams),
     responses((status = 200, body = PageEnvelope<JobView>), Forbidden))]
-async fn list_jobs(
+pub(crate) async fn list_jobs(
     State(state): State<AppState>,
     user: CurrentUser,
     AppQuery(params): AppQuery<JobListParams>,
@@ -316,9 +328,13 @@ async fn list_jobs(
     let store_page = request.store_page();
     let jobs = state
         .store
-        .list_jobs(JobFilter {
+        .list_jobs_matching(JobQuery {
             state: job_state,
             lane,
+            challenge_id: params.challenge_id,
+            grader_id: params.grader_id,
+            queued_from: params.queued_from,
+            queued_before: params.queued_before,
             limit: store_page.limit,
             after: store_page.after,
         })
@@ -332,7 +348,7 @@ async fn list_jobs(
 #[utoipa::path(get, path = "/admin/jobs/{id}", tag = "admin", security(("session" = [])),
     params(("id" = Uuid, Path, description = "The job")),
     responses((status = 200, body = Envelope<JobView>), Forbidden))]
-async fn get_job(
+pub(crate) async fn get_job(
     State(state): State<AppState>,
     user: CurrentUser,
     AppPath(id): AppPath<JobId>,
@@ -350,7 +366,7 @@ async fn get_job(
 #[utoipa::path(post, path = "/admin/jobs/{id}/cancel", tag = "admin", security(("session" = [])),
     params(("id" = Uuid, Path, description = "The job")),
     responses((status = 200, body = Envelope<JobView>), Forbidden, Conflict))]
-async fn cancel_job(
+pub(crate) async fn cancel_job(
     State(state): State<AppState>,
     user: CurrentUser,
     AppPath(id): AppPath<JobId>,
@@ -367,7 +383,7 @@ async fn cancel_job(
 #[utoipa::path(post, path = "/admin/jobs/{id}/retry", tag = "admin", security(("session" = [])),
     params(("id" = Uuid, Path, description = "The job")),
     responses((status = 200, body = Envelope<JobView>), Forbidden, Conflict))]
-async fn retry_job(
+pub(crate) async fn retry_job(
     State(state): State<AppState>,
     user: CurrentUser,
     AppPath(id): AppPath<JobId>,
@@ -379,18 +395,18 @@ async fn retry_job(
 }
 
 #[derive(Serialize, ToSchema)]
-struct QueueView {
-    lane: Lane,
-    queued: u64,
-    leased: u64,
-    oldest_queued_at: Option<DateTime<Utc>>,
-    oldest_age_ms: i64,
+pub(crate) struct QueueView {
+    pub(crate) lane: Lane,
+    pub(crate) queued: u64,
+    pub(crate) leased: u64,
+    pub(crate) oldest_queued_at: Option<DateTime<Utc>>,
+    pub(crate) oldest_age_ms: i64,
 }
 
 /// Depth and age of each lane's queue.
 #[utoipa::path(get, path = "/admin/queues", tag = "admin", security(("session" = [])),
     responses((status = 200, body = Envelope<Vec<QueueView>>), Forbidden))]
-async fn get_queues(
+pub(crate) async fn get_queues(
     State(state): State<AppState>,
     user: CurrentUser,
 ) -> ApiResult<Reply<Vec<QueueView>>> {

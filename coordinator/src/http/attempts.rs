@@ -2,20 +2,25 @@
 //! challenge (one grading job on the challenge's lane), follows its per-case
 //! results as they arrive, and may cancel it.
 
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+
 use axum::extract::State;
 use serde::Deserialize;
-use sqlarena_common::{AttemptId, ChallengeId, Envelope, UserId};
-use utoipa::ToSchema;
+use sqlarena_common::{AttemptId, AttemptStatus, ChallengeId, Envelope, PageEnvelope, UserId};
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::assessments::withheld_attempts;
 use crate::auth::CurrentUser;
-use crate::error::{created, ok, ApiError, ApiResult, AppJson, AppPath, Reply};
+use crate::error::{created, ok, ApiError, ApiResult, AppJson, AppPath, AppQuery, Reply};
 use crate::http::assessments::withhold;
 use crate::http::openapi::{Conflict, Forbidden, NotFound, RateLimited};
-use crate::http::views::AttemptView;
+use crate::http::pagination::{page, PageRequest, Paged};
+use crate::http::views::{sees_everything, AttemptView};
 use crate::state::AppState;
+use crate::store::console::ChallengeAttemptFilter;
 use crate::store::{Attempt, AttemptErrorKind, Challenge};
 
 /// Longest accepted query, in bytes.
@@ -27,23 +32,24 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(create_attempt))
         .routes(routes!(get_attempt))
         .routes(routes!(cancel_attempt))
+        .routes(routes!(list_challenge_attempts))
 }
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateAttemptRequest {
-    challenge_id: ChallengeId,
+pub(crate) struct CreateAttemptRequest {
+    pub(crate) challenge_id: ChallengeId,
     /// One read-only statement; not blank, no NUL characters.
     #[schema(
         max_length = 65536,
         pattern = r"^[^\x00]*[^\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\x00][^\x00]*$"
     )]
-    query: String,
+    pub(crate) query: String,
     /// The seed sends the submitter's id; it must be the caller's own (422
     /// otherwise: a rule that depends on the caller), unless the caller is an
     /// admin.
     #[serde(default)]
-    user_id: Option<UserId>,
+    pub(crate) user_id: Option<UserId>,
 }
 
 /// Submits a query for a READY, unexpired challenge (409 while it is not
@@ -52,7 +58,7 @@ struct CreateAttemptRequest {
     request_body = CreateAttemptRequest,
     responses((status = 201, body = Envelope<AttemptView>), Forbidden, NotFound, Conflict,
         RateLimited))]
-async fn create_attempt(
+pub(crate) async fn create_attempt(
     State(state): State<AppState>,
     user: CurrentUser,
     AppJson(request): AppJson<CreateAttemptRequest>,
@@ -129,7 +135,7 @@ async fn visible_attempt(
 #[utoipa::path(get, path = "/attempts/{id}", tag = "attempts", security(("session" = [])),
     params(("id" = i64, Path, description = "The attempt")),
     responses((status = 200, body = Envelope<AttemptView>), Forbidden))]
-async fn get_attempt(
+pub(crate) async fn get_attempt(
     State(state): State<AppState>,
     user: CurrentUser,
     AppPath(id): AppPath<AttemptId>,
@@ -152,7 +158,7 @@ async fn get_attempt(
 #[utoipa::path(post, path = "/attempts/{id}/cancel", tag = "attempts", security(("session" = [])),
     params(("id" = i64, Path, description = "The attempt")),
     responses((status = 200, body = Envelope<AttemptView>), Forbidden, Conflict))]
-async fn cancel_attempt(
+pub(crate) async fn cancel_attempt(
     State(state): State<AppState>,
     user: CurrentUser,
     AppPath(id): AppPath<AttemptId>,
@@ -173,4 +179,67 @@ async fn cancel_attempt(
         "attempt cancelled"
     );
     Ok(ok(AttemptView::new(&attempt, challenge.as_ref(), &user.0)))
+}
+
+/// The filters and page of a challenge's attempts.
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ChallengeAttemptParams {
+    /// Only attempts with this status.
+    pub(crate) status: Option<AttemptStatus>,
+    /// Only this user's attempts.
+    pub(crate) user_id: Option<UserId>,
+    /// Entries per page (default 50).
+    #[param(minimum = 1, maximum = 500)]
+    pub(crate) limit: Option<i64>,
+    /// The `next_cursor` of the previous page; absent or empty for the first.
+    pub(crate) cursor: Option<String>,
+}
+
+/// A challenge's attempts, newest first, optionally of one status and one
+/// user: for the challenge's professor and admins (others 403).
+#[utoipa::path(get, path = "/challenges/{id}/attempts", tag = "attempts", security(("session" = [])),
+    params(("id" = i64, Path, description = "The challenge"), ChallengeAttemptParams),
+    responses((status = 200, body = PageEnvelope<AttemptView>), Forbidden, NotFound))]
+pub(crate) async fn list_challenge_attempts(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    AppPath(id): AppPath<ChallengeId>,
+    AppQuery(params): AppQuery<ChallengeAttemptParams>,
+) -> ApiResult<Paged<AttemptView>> {
+    let request = PageRequest::new("challenge-attempts", params.limit, params.cursor.as_deref())?;
+    let challenge = state
+        .store
+        .get_challenge(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no challenge {id}")))?;
+    if !sees_everything(&user.0, &challenge) {
+        return Err(ApiError::Forbidden(
+            "only the challenge's professor or an admin may list its attempts".into(),
+        ));
+    }
+    let filter = ChallengeAttemptFilter {
+        challenge_id: id,
+        status: params.status,
+        user_id: params.user_id,
+    };
+    let attempts = state
+        .store
+        .list_challenge_attempts(filter, request.store_page())
+        .await?;
+    let (attempts, next_cursor) = request.finish(attempts, |attempt| attempt.id);
+    // Each attempt shows the test cases of the version it was made against.
+    let mut versions: HashMap<i64, Option<Challenge>> = HashMap::new();
+    let mut views = Vec::with_capacity(attempts.len());
+    for attempt in attempts {
+        let challenge = match versions.entry(attempt.challenge_version) {
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(entry) => entry.insert(state.jobs.attempt_challenge(&attempt).await?),
+        };
+        let challenge = challenge.as_ref();
+        let attempt = state.jobs.live_attempt(attempt).await?;
+        views.push(AttemptView::new(&attempt, challenge, &user.0));
+    }
+    Ok(page(views, next_cursor))
 }

@@ -42,45 +42,45 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// nor hold NUL characters.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateChallengeRequest {
+pub(crate) struct CreateChallengeRequest {
     /// The seed sends the creator's id; it must be the caller's own (422
     /// otherwise: a rule that depends on the caller), unless the caller is an
     /// admin.
     #[serde(default)]
-    user_id: Option<UserId>,
+    pub(crate) user_id: Option<UserId>,
     /// Not blank; whitespace around it is dropped.
     #[schema(
         max_length = 200,
         pattern = r"[^\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
     )]
-    name: String,
+    pub(crate) name: String,
     /// Blank means none.
     #[serde(default)]
     #[schema(max_length = 65536)]
-    description: Option<String>,
+    pub(crate) description: Option<String>,
     #[serde(rename = "type")]
-    challenge_type: ChallengeType,
+    pub(crate) challenge_type: ChallengeType,
     /// SQL that builds the schema.
     #[schema(
         max_length = 262144,
         pattern = r"^[^\x00]*[^\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\x00][^\x00]*$"
     )]
-    init: String,
+    pub(crate) init: String,
     /// The reference query.
     #[schema(
         max_length = 262144,
         pattern = r"^[^\x00]*[^\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\x00][^\x00]*$"
     )]
-    solution: String,
+    pub(crate) solution: String,
     #[schema(minimum = 1, maximum = 100)]
-    times_to_run: u32,
+    pub(crate) times_to_run: u32,
     /// RFC 3339 (`2030-06-01T12:00:00Z`); the seed's naive
     /// `2030-06-01T12:00` (and with seconds) is also accepted, as UTC. Must be
     /// in the future (422 otherwise: a rule no schema can state).
     #[schema(format = DateTime)]
-    expires_at: String,
+    pub(crate) expires_at: String,
     #[schema(min_items = 1, max_items = 50)]
-    test_cases: Vec<TestCaseRequest>,
+    pub(crate) test_cases: Vec<TestCaseRequest>,
 }
 
 /// A change to a challenge. Every field is optional: absent (or null) leaves
@@ -88,43 +88,43 @@ struct CreateChallengeRequest {
 /// are those of creation.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct UpdateChallengeRequest {
+pub(crate) struct UpdateChallengeRequest {
     #[schema(
         max_length = 200,
         pattern = r"[^\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
     )]
-    name: Option<String>,
+    pub(crate) name: Option<String>,
     /// Blank removes the description.
     #[schema(max_length = 65536)]
-    description: Option<String>,
+    pub(crate) description: Option<String>,
     #[schema(
         max_length = 262144,
         pattern = r"^[^\x00]*[^\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\x00][^\x00]*$"
     )]
-    init: Option<String>,
+    pub(crate) init: Option<String>,
     #[schema(
         max_length = 262144,
         pattern = r"^[^\x00]*[^\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\x00][^\x00]*$"
     )]
-    solution: Option<String>,
+    pub(crate) solution: Option<String>,
     #[schema(minimum = 1, maximum = 100)]
-    times_to_run: Option<u32>,
+    pub(crate) times_to_run: Option<u32>,
     /// As on creation: RFC 3339, in the future.
     #[schema(format = DateTime)]
-    expires_at: Option<String>,
+    pub(crate) expires_at: Option<String>,
     #[schema(min_items = 1, max_items = 50)]
-    test_cases: Option<Vec<TestCaseRequest>>,
+    pub(crate) test_cases: Option<Vec<TestCaseRequest>>,
 }
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct TestCaseRequest {
+pub(crate) struct TestCaseRequest {
     /// Statements (INSERTs) run after the init SQL; may be empty.
     #[schema(max_length = 262144)]
-    data: String,
+    pub(crate) data: String,
     /// Hidden unless said otherwise.
     #[serde(default)]
-    is_visible: bool,
+    pub(crate) is_visible: bool,
 }
 
 /// Parses an expiry given as RFC 3339 or as the seed's naive
@@ -150,7 +150,7 @@ fn parse_expiry(text: &str) -> ApiResult<DateTime<Utc>> {
     )))
 }
 
-fn check_sql(field: &str, text: &str) -> ApiResult<()> {
+pub(crate) fn check_sql(field: &str, text: &str) -> ApiResult<()> {
     if text.trim().is_empty() {
         return Err(ApiError::Unprocessable(format!(
             "{field}: must not be empty"
@@ -171,7 +171,7 @@ fn check_sql(field: &str, text: &str) -> ApiResult<()> {
 }
 
 /// Returns the trimmed name, if its length is acceptable.
-fn check_name(name: &str) -> ApiResult<String> {
+pub(crate) fn check_name(name: &str) -> ApiResult<String> {
     let too_long = name.chars().count() > MAX_NAME;
     let name = name.trim().to_string();
     if name.is_empty() || too_long {
@@ -183,7 +183,7 @@ fn check_name(name: &str) -> ApiResult<String> {
 }
 
 /// Returns the description (none when blank), if it is not too long.
-fn check_description(description: Option<String>) -> ApiResult<Option<String>> {
+pub(crate) fn check_description(description: Option<String>) -> ApiResult<Option<String>> {
     if description
         .as_ref()
         .is_some_and(|text| text.chars().count() > MAX_DESCRIPTION)
@@ -196,7 +196,7 @@ fn check_description(description: Option<String>) -> ApiResult<Option<String>> {
     Ok(description.filter(|text| !text.trim().is_empty()))
 }
 
-fn check_times_to_run(times_to_run: u32) -> ApiResult<u32> {
+pub(crate) fn check_times_to_run(times_to_run: u32) -> ApiResult<u32> {
     if !TIMES_TO_RUN.contains(&times_to_run) {
         return Err(ApiError::Unprocessable(format!(
             "times_to_run: must be between {} and {}",
@@ -207,7 +207,7 @@ fn check_times_to_run(times_to_run: u32) -> ApiResult<u32> {
     Ok(times_to_run)
 }
 
-fn check_test_cases(test_cases: Vec<TestCaseRequest>) -> ApiResult<Vec<NewTestCase>> {
+pub(crate) fn check_test_cases(test_cases: Vec<TestCaseRequest>) -> ApiResult<Vec<NewTestCase>> {
     if !TEST_CASES.contains(&test_cases.len()) {
         return Err(ApiError::Unprocessable(format!(
             "test_cases: give {} to {} test cases",
@@ -233,7 +233,7 @@ fn check_test_cases(test_cases: Vec<TestCaseRequest>) -> ApiResult<Vec<NewTestCa
 }
 
 /// Returns the expiry, if it parses and is in the future.
-fn check_expiry(text: &str) -> ApiResult<DateTime<Utc>> {
+pub(crate) fn check_expiry(text: &str) -> ApiResult<DateTime<Utc>> {
     let expires_at = parse_expiry(text)?;
     if expires_at <= Utc::now() {
         return Err(ApiError::Unprocessable(format!(
@@ -328,7 +328,7 @@ fn validate_update(
 #[utoipa::path(post, path = "/challenges", tag = "challenges", security(("session" = [])),
     request_body = CreateChallengeRequest,
     responses((status = 201, body = Envelope<ChallengeView>), Forbidden))]
-async fn create_challenge(
+pub(crate) async fn create_challenge(
     State(state): State<AppState>,
     user: CurrentUser,
     AppJson(request): AppJson<CreateChallengeRequest>,
@@ -345,7 +345,7 @@ async fn create_challenge(
 /// Lists challenges, newest first, shaped for the caller.
 #[utoipa::path(get, path = "/challenges", tag = "challenges", security(("session" = [])), params(PageParams),
     responses((status = 200, body = PageEnvelope<ChallengeView>)))]
-async fn list_challenges(
+pub(crate) async fn list_challenges(
     State(state): State<AppState>,
     user: CurrentUser,
     AppQuery(params): AppQuery<PageParams>,
@@ -358,7 +358,7 @@ async fn list_challenges(
 #[utoipa::path(get, path = "/challenges-by-user/{user_id}", tag = "challenges", security(("session" = [])),
     params(("user_id" = i64, Path, description = "The creator"), PageParams),
     responses((status = 200, body = PageEnvelope<ChallengeView>)))]
-async fn list_user_challenges(
+pub(crate) async fn list_user_challenges(
     State(state): State<AppState>,
     user: CurrentUser,
     AppPath(user_id): AppPath<UserId>,
@@ -408,7 +408,22 @@ async fn leaderboard(state: &AppState, challenge: &Challenge) -> ApiResult<Vec<L
         .collect())
 }
 
-async fn find_challenge(state: &AppState, id: ChallengeId) -> ApiResult<Challenge> {
+/// Returns 403 unless `user` may change `challenge`: a professor who
+/// created it, or an admin. The console's edit page asks the same.
+///
+/// # Errors
+/// `Forbidden` for everyone else.
+pub(crate) fn require_may_change(user: &CurrentUser, challenge: &Challenge) -> ApiResult<()> {
+    user.require(&[Role::Professor, Role::Admin])?;
+    if challenge.created_user_id != user.0.id && !user.is_admin() {
+        return Err(ApiError::Forbidden(
+            "only the challenge's creator or an admin may change it".into(),
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) async fn find_challenge(state: &AppState, id: ChallengeId) -> ApiResult<Challenge> {
     state
         .store
         .get_challenge(id)
@@ -456,7 +471,7 @@ async fn full_view(
 #[utoipa::path(get, path = "/challenges/{id}", tag = "challenges", security(("session" = [])),
     params(("id" = i64, Path, description = "The challenge")),
     responses((status = 200, body = Envelope<ChallengeView>)))]
-async fn get_challenge(
+pub(crate) async fn get_challenge(
     State(state): State<AppState>,
     user: CurrentUser,
     AppPath(id): AppPath<ChallengeId>,
@@ -490,19 +505,14 @@ async fn get_challenge(
     params(("id" = i64, Path, description = "The challenge")),
     request_body = UpdateChallengeRequest,
     responses((status = 200, body = Envelope<ChallengeView>), Forbidden, Conflict))]
-async fn update_challenge(
+pub(crate) async fn update_challenge(
     State(state): State<AppState>,
     user: CurrentUser,
     AppPath(id): AppPath<ChallengeId>,
     AppJson(request): AppJson<UpdateChallengeRequest>,
 ) -> ApiResult<Reply<ChallengeView>> {
-    user.require(&[Role::Professor, Role::Admin])?;
     let challenge = find_challenge(&state, id).await?;
-    if challenge.created_user_id != user.0.id && !user.is_admin() {
-        return Err(ApiError::Forbidden(
-            "only the challenge's creator or an admin may change it".into(),
-        ));
-    }
+    require_may_change(&user, &challenge)?;
     let update = validate_update(request, &challenge)?;
     let (challenge, switch) = state
         .jobs

@@ -5,6 +5,9 @@
 //! Every route but the grader's long-poll lease answers within
 //! `--request-timeout-ms`.
 //!
+//! The web console (`crate::console`, HTML at `/`) is merged here too,
+//! outside the OpenAPI document.
+//!
 //! Routes are registered through `utoipa_axum`'s `OpenApiRouter`, which
 //! collects the OpenAPI document as it goes (see [`openapi`]): the document
 //! served at `/api/v1/openapi.json` lists exactly the routes served.
@@ -41,9 +44,14 @@ use crate::state::AppState;
 /// served on its own address, see [`metrics_router`]).
 pub fn router(state: AppState) -> Router {
     let max_body = state.config.max_body_bytes;
+    let request_timeout = state.config.request_timeout();
     let (router, document) = documented_router(&state).split_for_parts();
     let document = ops::OpenApiJson::new(&document);
+    // The web console's HTML pages: not part of the API's document.
+    let console =
+        crate::console::router().layer(middleware::from_fn_with_state(request_timeout, limit_time));
     router
+        .merge(console)
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(Extension(document))

@@ -126,6 +126,13 @@ fn decode<K: FromStr>(list: &str, cursor: &str) -> Option<K> {
 #[derive(Debug)]
 pub struct Paged<T>(PageEnvelope<T>);
 
+impl<T> Paged<T> {
+    /// Returns the entries and the next cursor (the console renders them).
+    pub fn into_parts(self) -> (Vec<T>, Option<String>) {
+        (self.0.data, self.0.next_cursor)
+    }
+}
+
 impl<T: Serialize> IntoResponse for Paged<T> {
     fn into_response(self) -> Response {
         Json(self.0).into_response()

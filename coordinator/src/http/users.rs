@@ -101,19 +101,19 @@ struct LoginRequest {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct InviteRequest {
+pub(crate) struct InviteRequest {
     /// The role the invitee gets; `PROF` when absent or null.
     #[serde(default)]
-    role: Option<Role>,
+    pub(crate) role: Option<Role>,
 }
 
 #[derive(Serialize, ToSchema)]
-struct InviteView {
+pub(crate) struct InviteView {
     /// The code to hand to the invitee; shown only here.
-    code: String,
-    role: Role,
+    pub(crate) code: String,
+    pub(crate) role: Role,
     /// The code is refused after this.
-    expires_at: DateTime<Utc>,
+    pub(crate) expires_at: DateTime<Utc>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -337,19 +337,18 @@ async fn dummy_hash() -> &'static str {
     .await
 }
 
-/// Signs in: the reply carries the bearer token, shown once. Throttled per
-/// client and per account.
-#[utoipa::path(post, path = "/login", tag = "users", request_body = LoginRequest,
-    responses((status = 200, body = Envelope<LoginView>),
-        (status = 401, description = "`unauthorized`: wrong email or password", body = ErrorEnvelope),
-        RateLimited))]
-async fn login_user(
-    State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    AppJson(request): AppJson<LoginRequest>,
-) -> ApiResult<Reply<LoginView>> {
-    let password = pick_password(request.password, request.unsafe_password)?;
-    let email = request.email.trim();
+/// Checks an email and password, throttled per client and per account
+/// (the console's sign-in uses it too, so both obey the same limits).
+///
+/// # Errors
+/// 401 for a wrong email or password, 429 or 503 when throttled.
+pub(crate) async fn authenticate(
+    state: &AppState,
+    peer: SocketAddr,
+    email: &str,
+    password: String,
+) -> ApiResult<User> {
+    let email = email.trim();
     let attempt = state.throttle.admit(peer.ip(), email).await?;
     let user = state.store.get_user_by_email(email).await?;
     let hash = match &user {
@@ -362,6 +361,22 @@ async fn login_user(
         _ => return Err(ApiError::Unauthorized("wrong email or password".into())),
     };
     attempt.succeeded();
+    Ok(user)
+}
+
+/// Signs in: the reply carries the bearer token, shown once. Throttled per
+/// client and per account.
+#[utoipa::path(post, path = "/login", tag = "users", request_body = LoginRequest,
+    responses((status = 200, body = Envelope<LoginView>),
+        (status = 401, description = "`unauthorized`: wrong email or password", body = ErrorEnvelope),
+        RateLimited))]
+async fn login_user(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    AppJson(request): AppJson<LoginRequest>,
+) -> ApiResult<Reply<LoginView>> {
+    let password = pick_password(request.password, request.unsafe_password)?;
+    let user = authenticate(&state, peer, &request.email, password).await?;
     let token = auth::new_token("sqa_");
     let now = Utc::now();
     let expires_at = now + Duration::hours(state.config.session_ttl_hours.max(1));
@@ -513,7 +528,7 @@ async fn revoke_session(
 #[utoipa::path(post, path = "/invites", tag = "users", security(("session" = [])),
     request_body = InviteRequest,
     responses((status = 201, body = Envelope<InviteView>), Forbidden))]
-async fn create_invite(
+pub(crate) async fn create_invite(
     State(state): State<AppState>,
     user: CurrentUser,
     AppJson(request): AppJson<InviteRequest>,
@@ -576,7 +591,7 @@ async fn get_user(
 #[utoipa::path(get, path = "/users/{id}/attempts", tag = "users", security(("session" = [])),
     params(("id" = i64, Path, description = "The user"), PageParams),
     responses((status = 200, body = PageEnvelope<AttemptView>), Forbidden))]
-async fn list_user_attempts(
+pub(crate) async fn list_user_attempts(
     State(state): State<AppState>,
     viewer: CurrentUser,
     AppPath(id): AppPath<UserId>,

@@ -47,6 +47,7 @@ use sqlarena_common::{
 };
 use uuid::Uuid;
 
+use super::console::{ChallengeAttemptFilter, JobQuery};
 use super::{
     pruned_payload, Admission, AttemptErrorKind, AttemptUpdate, ChallengeUpdate, ChallengeVersion,
     ClusterToken, Completion, FailOutcome, Grader, HeldLease, InitResult, Invite, JobFilter,
@@ -119,6 +120,8 @@ macro_rules! __with_store_conformance_checks {
             lists_are_paged_by_key,
             leaderboards_keep_each_users_best_per_version,
             applied_jobs_are_pruned_then_compacted,
+            challenge_attempts_are_listed_newest_first_with_filters,
+            jobs_are_found_by_every_console_filter,
         );
     };
 }
@@ -3556,6 +3559,196 @@ pub async fn applied_jobs_are_pruned_then_compacted(store: Arc<dyn Store>) {
     for stays in [unapplied.id, queued.id] {
         assert!(store.get_job(stays).await.unwrap().is_some(), "job {stays}");
     }
+}
+
+/// The console's list of a challenge's attempts: newest first, only that
+/// challenge's, filtered by status and by user, paged by id.
+pub async fn challenge_attempts_are_listed_newest_first_with_filters(store: Arc<dyn Store>) {
+    let prof = create_user(&store, Role::Professor).await;
+    let ada = create_user(&store, Role::Student).await;
+    let alan = create_user(&store, Role::Student).await;
+    let challenge = store
+        .create_challenge(new_challenge(prof.id, ChallengeType::FE, 1))
+        .await
+        .unwrap();
+    let other = store
+        .create_challenge(new_challenge(prof.id, ChallengeType::FE, 1))
+        .await
+        .unwrap();
+    let attempt = |user_id: UserId, challenge_id: ChallengeId| {
+        let store = store.clone();
+        async move {
+            store
+                .create_attempt(NewAttempt {
+                    user_id,
+                    challenge_id,
+                    challenge_version: 1,
+                    query: "select a from t".into(),
+                })
+                .await
+                .unwrap()
+        }
+    };
+    let first = attempt(ada.id, challenge.id).await;
+    let second = attempt(alan.id, challenge.id).await;
+    attempt(ada.id, other.id).await;
+    let third = attempt(ada.id, challenge.id).await;
+    store
+        .update_attempt(
+            second.id,
+            AttemptUpdate {
+                status: Some(AttemptStatus::Passed),
+                ..AttemptUpdate::default()
+            },
+        )
+        .await
+        .unwrap();
+    let list = |status: Option<AttemptStatus>, user_id: Option<UserId>, page: Page<AttemptId>| {
+        let store = store.clone();
+        let filter = ChallengeAttemptFilter {
+            challenge_id: challenge.id,
+            status,
+            user_id,
+        };
+        async move {
+            store
+                .list_challenge_attempts(filter, page)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|attempt| attempt.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        list(None, None, Page::all()).await,
+        [third.id, second.id, first.id]
+    );
+    assert_eq!(
+        list(Some(AttemptStatus::Passed), None, Page::all()).await,
+        [second.id]
+    );
+    assert_eq!(
+        list(Some(AttemptStatus::Pending), Some(ada.id), Page::all()).await,
+        [third.id, first.id]
+    );
+    assert_eq!(list(None, Some(alan.id), Page::all()).await, [second.id]);
+    let page = |after: Option<AttemptId>| Page { after, limit: 2 };
+    assert_eq!(list(None, None, page(None)).await, [third.id, second.id]);
+    assert_eq!(list(None, None, page(Some(second.id))).await, [first.id]);
+}
+
+/// The time in a job's id (a UUID v7).
+fn id_time(id: JobId) -> DateTime<Utc> {
+    let (seconds, nanos) = Uuid::from(id).get_timestamp().expect("a v7 id").to_unix();
+    DateTime::from_timestamp(i64::try_from(seconds).unwrap(), nanos).unwrap()
+}
+
+/// The console's job list: each filter alone and together, the grader
+/// filter on current leases, the queue-time range, pages by `seq`.
+pub async fn jobs_are_found_by_every_console_filter(store: Arc<dyn Store>) {
+    let first = store
+        .enqueue_job(attempt_job(Lane::Fast, AttemptId(1)))
+        .await
+        .unwrap();
+    // Distinct queue times (a backend may keep milliseconds only).
+    tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+    let init = store.enqueue_job(init_job(ChallengeId(7))).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+    let mut slow = attempt_job(Lane::Slow, AttemptId(2));
+    if let JobPayload::Attempt(payload) = &mut slow.payload {
+        payload.challenge_id = ChallengeId(7);
+    }
+    let slow = store.enqueue_job(slow).await.unwrap();
+    let grader = GraderId::new_v7();
+    let claimed = store
+        .claim_job(grader, &[Lane::Fast], now_ms())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(claimed.id, first.id);
+    let find = |query: JobQuery| {
+        let store = store.clone();
+        async move {
+            store
+                .list_jobs_matching(query)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|job| job.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        find(JobQuery::default()).await,
+        [first.id, init.id, slow.id]
+    );
+    let of_seven = JobQuery {
+        challenge_id: Some(ChallengeId(7)),
+        ..JobQuery::default()
+    };
+    assert_eq!(find(of_seven).await, [init.id, slow.id]);
+    assert_eq!(
+        find(JobQuery {
+            lane: Some(Lane::Slow),
+            ..of_seven
+        })
+        .await,
+        [slow.id]
+    );
+    assert_eq!(
+        find(JobQuery {
+            state: Some(JobState::Queued),
+            challenge_id: Some(ChallengeId(1)),
+            ..JobQuery::default()
+        })
+        .await,
+        Vec::<JobId>::new()
+    );
+    assert_eq!(
+        find(JobQuery {
+            grader_id: Some(grader),
+            ..JobQuery::default()
+        })
+        .await,
+        [first.id]
+    );
+    assert!(find(JobQuery {
+        grader_id: Some(GraderId::new_v7()),
+        ..JobQuery::default()
+    })
+    .await
+    .is_empty());
+    assert_eq!(
+        find(JobQuery {
+            queued_from: Some(id_time(init.id)),
+            queued_before: Some(id_time(slow.id)),
+            ..JobQuery::default()
+        })
+        .await,
+        [init.id]
+    );
+    assert_eq!(
+        find(JobQuery {
+            limit: 1,
+            after: Some(init.seq),
+            ..JobQuery::default()
+        })
+        .await,
+        [slow.id]
+    );
+    // The overview's history: four fields of each job queued since a time.
+    let times = store.list_job_times(id_time(init.id), 0).await.unwrap();
+    assert_eq!(times.len(), 2, "{times:?}");
+    assert_eq!(
+        (times[0].state, ms(times[0].created_at), times[0].leased_at),
+        (JobState::Queued, ms(init.created_at), None)
+    );
+    assert_eq!(ms(times[1].created_at), ms(slow.created_at));
+    let times = store.list_job_times(id_time(first.id), 1).await.unwrap();
+    assert_eq!(times.len(), 1);
+    assert_eq!(times[0].state, JobState::Leased);
+    assert!(times[0].leased_at.is_some() && times[0].finished_at.is_none());
 }
 
 #[cfg(test)]

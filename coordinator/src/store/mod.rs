@@ -21,6 +21,7 @@ mod attempts;
 mod challenges;
 #[cfg(feature = "testsuite")]
 mod conformance;
+pub mod console;
 mod graders;
 mod jobs;
 pub mod lease;
@@ -42,6 +43,7 @@ pub use attempts::*;
 pub use challenges::*;
 #[cfg(feature = "testsuite")]
 pub use conformance::{Check, CheckFuture, CHECKS};
+pub use console::ConsoleStore;
 pub use graders::*;
 pub use jobs::*;
 pub use users::*;
@@ -183,6 +185,7 @@ pub trait Store:
     + JobStore
     + GraderStore
     + AssessmentStore
+    + ConsoleStore
     + Send
     + Sync
     + 'static

@@ -30,7 +30,9 @@ async fn main() {
     if keep {
         let challenge_id = &report.challenge["id"];
         println!(
-            "\nthe cluster keeps running; explore it with the CLI (Ctrl-C stops everything):\n\
+            "\nthe cluster keeps running (Ctrl-C stops everything).\
+             \n\nopen the web console at {url}/ and sign in as ada@example.edu, alan@example.edu or\
+             \nadmin@example.com (passwords: demo-password, admin-password), or use the CLI:\n\
              \n  export PATH=\"$PWD/target/debug:$PATH\"\
              \n  sqlarena login {url} --email ada@example.edu --password demo-password      # the professor (students: alan@, grace@, edgar@example.edu)\
              \n  sqlarena challenge show {challenge_id}\

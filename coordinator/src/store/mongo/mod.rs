@@ -33,6 +33,7 @@
 mod assessments;
 mod attempts;
 mod challenges;
+mod console;
 mod graders;
 mod jobs;
 pub mod maintenance;
@@ -567,7 +568,7 @@ pub(crate) fn wanted_indexes() -> Vec<(&'static str, Document, Option<IndexOptio
     // No compound index names `_id`: nx-27017 then rejects every insert
     // into the collection ("JSON path error near '_id'"); sorts by `_id`
     // use the `_id` index.
-    let indexes: [(&'static str, Document, Option<IndexOptions>); 15] = [
+    let indexes: [(&'static str, Document, Option<IndexOptions>); 16] = [
         // Case-insensitive email uniqueness: the lower-cased copy.
         ("users", doc! { "email_lower": 1 }, unique()),
         // Sessions and invites are keyed by their hash (`_id`); a
@@ -595,6 +596,8 @@ pub(crate) fn wanted_indexes() -> Vec<(&'static str, Document, Option<IndexOptio
         ("jobs", doc! { "lease_expires_ms": 1 }, None),
         ("jobs", doc! { "state": 1, "lane": 1 }, None),
         ("jobs", doc! { "lease.grader_id": 1 }, None),
+        // The console's jobs of one challenge.
+        ("jobs", doc! { "payload.challenge_id": 1, "seq": 1 }, None),
         ("jobs", doc! { "applied": 1, "state": 1, "seq": 1 }, None),
         // The best rows of a challenge version, in ranking order.
         (

@@ -25,6 +25,7 @@
 
 mod attempts;
 mod challenges;
+mod console;
 mod graders;
 mod jobs;
 mod users;
@@ -63,7 +64,7 @@ use super::{
 
 /// Version of the schema created by [`SCHEMA`]; kept in `schema_version` so
 /// that [`migrate`] can bring an older file up to date.
-const SCHEMA_VERSION: i64 = 6;
+const SCHEMA_VERSION: i64 = 7;
 
 /// The schema, created idempotently at every open.
 const SCHEMA: &str = "
@@ -454,8 +455,9 @@ fn configure(connection: &Connection, synchronous: Synchronous) -> anyhow::Resul
         "PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 10000;"
     ))?;
     connection.execute_batch(&format!(
-        "BEGIN IMMEDIATE; {SCHEMA} {} COMMIT;",
-        assessments::SCHEMA
+        "BEGIN IMMEDIATE; {SCHEMA} {} {} COMMIT;",
+        assessments::SCHEMA,
+        console::SCHEMA
     ))?;
     let version: Option<i64> =
         connection.query_row("SELECT MAX(version) FROM schema_version", [], |row| {
@@ -517,6 +519,8 @@ fn migrate(connection: &Connection, from: i64) -> anyhow::Result<()> {
     // Version 6: assessments, their sessions and manual scores
     // (`assessments::SCHEMA`): new tables only, created with the schema
     // before this runs, so nothing to change here.
+    // Version 7: the console lists a challenge's attempts newest first
+    // (`attempts_by_challenge_id`, created with the console's schema).
     steps.push_str(&format!(
         "UPDATE schema_version SET version = {SCHEMA_VERSION}; COMMIT;"
     ));
