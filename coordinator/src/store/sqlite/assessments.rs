@@ -371,7 +371,7 @@ mod tests {
                 row.get(0)
             })
             .unwrap();
-        assert_eq!(version, 6);
+        assert_eq!(version, super::super::SCHEMA_VERSION);
         assert_eq!(
             store.get_user(professor.id).await.unwrap(),
             Some(professor.clone())
