@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 pub mod ids;
-pub use ids::{AttemptId, ChallengeId, GraderId, JobId, LeaseId, TestCaseId, UserId};
+pub use ids::{AttemptId, ChallengeId, GraderId, JobId, LeaseId, RunId, TestCaseId, UserId};
 
 /// A user's role. Serialized as in the seed API: `PROF`, `STUD`, `ADMIN`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
@@ -81,6 +81,8 @@ macro_rules! wire_names {
         }
     };
 }
+
+pub mod runs;
 
 /// Lifecycle of a challenge: created `PENDING`, then `READY` or `FAILED` once
 /// its init job reports.
@@ -256,6 +258,10 @@ pub struct AttemptPayload {
     pub query: String,
     pub times_to_run: u32,
     pub test_case_ids: Vec<i64>,
+    /// Set when the job grades an item of a grading run: its result goes
+    /// to that item, never to the attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_item: Option<runs::RunItemRef>,
 }
 
 /// What a job asks a grader to do.

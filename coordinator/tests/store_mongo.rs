@@ -44,6 +44,7 @@ fn attempt_job(attempt_id: i64) -> NewJob {
             query: "select 1".into(),
             times_to_run: 3,
             test_case_ids: vec![1, 2],
+            run_item: None,
         }),
         max_tries: 3,
         timeout_ms: 30_000,

@@ -16,6 +16,7 @@ pub mod grader;
 pub mod openapi;
 pub mod ops;
 pub mod pagination;
+pub mod runs;
 pub mod server;
 pub mod users;
 pub mod views;
@@ -63,6 +64,7 @@ fn documented_router(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(challenges::router())
         .merge(attempts::router())
         .merge(admin::router())
+        .merge(runs::router())
         .nest("/grader", grader::router());
     let mut timed = OpenApiRouter::new()
         .nest("/api/v1", api)

@@ -55,6 +55,7 @@ pub const METRICS: &str = "metrics";
         (name = "users", description = "Registration, sessions, passwords, invites"),
         (name = "challenges", description = "Challenges and their leaderboards"),
         (name = "attempts", description = "Submitting and following attempts"),
+        (name = "runs", description = "Grading runs: a roster graded at once, gradebook, webhook"),
         (name = "admin", description = "Cluster tokens, graders, jobs, queues (ADMIN only)"),
         (name = "grader", description = "The grader protocol"),
         (name = "operations", description = "Health, readiness, metrics, this document"),

@@ -92,6 +92,11 @@ impl Jobs {
                     Err(error) => return Err(error.into()),
                 }
             }
+            (JobPayload::Attempt(attempt), _) if attempt.run_item.is_some() => {
+                if let Some(reference) = attempt.run_item {
+                    self.apply_run_item(job, reference).await?;
+                }
+            }
             (JobPayload::Attempt(attempt), state_now) => {
                 let update = attempt_result(job, state_now, now);
                 match self.store.update_attempt(attempt.attempt_id, update).await {

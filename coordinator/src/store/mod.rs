@@ -15,6 +15,7 @@
 mod conformance;
 pub mod lease;
 pub mod mongo;
+pub mod runs;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -550,7 +551,7 @@ pub fn first_job_id_at(at: DateTime<Utc>) -> Uuid {
 /// Everything the coordinator keeps. Implementations must be safe to share
 /// between tasks; the MongoDB one between coordinator processes too.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: runs::RunStore + Send + Sync + 'static {
     /// Checks the backend is reachable (for `/readyz`).
     async fn ping(&self) -> StoreResult<()>;
 

@@ -47,6 +47,8 @@ use uuid::Uuid;
 
 use crate::leaderboard;
 
+mod runs;
+
 use super::lease::{self, CompletionCheck, HeldLease, LeaseEnd, TryCount};
 use super::{
     first_job_id_at, pruned_payload, Admission, Attempt, AttemptErrorKind, AttemptUpdate,
@@ -222,7 +224,10 @@ impl MongoStore {
                 None,
             ),
         ];
-        for (collection, keys, options) in indexes {
+        let runs = runs::indexes()
+            .into_iter()
+            .map(|(name, keys)| (name, keys, None));
+        for (collection, keys, options) in indexes.into_iter().chain(runs) {
             let model = IndexModel::builder().keys(keys).options(options).build();
             self.collection(collection)
                 .create_index(model)

@@ -43,6 +43,8 @@ use uuid::Uuid;
 
 use crate::leaderboard;
 
+mod runs;
+
 use super::lease::{self, CompletionCheck, HeldLease, LeaseEnd, TryCount};
 use super::{
     first_job_id_at, pruned_payload, Admission, Attempt, AttemptErrorKind, AttemptUpdate,
@@ -53,7 +55,7 @@ use super::{
 
 /// Version of the schema created by [`SCHEMA`]; kept in `schema_version` so
 /// that [`migrate`] can bring an older file up to date.
-const SCHEMA_VERSION: i64 = 5;
+const SCHEMA_VERSION: i64 = 6;
 
 /// The schema, created idempotently at every open.
 const SCHEMA: &str = "
@@ -443,7 +445,10 @@ fn configure(connection: &Connection, synchronous: Synchronous) -> anyhow::Resul
     connection.execute_batch(&format!(
         "PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 10000;"
     ))?;
-    connection.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} COMMIT;"))?;
+    connection.execute_batch(&format!(
+        "BEGIN IMMEDIATE; {SCHEMA} {} COMMIT;",
+        runs::SCHEMA
+    ))?;
     let version: Option<i64> =
         connection.query_row("SELECT MAX(version) FROM schema_version", [], |row| {
             row.get(0)
@@ -501,6 +506,8 @@ fn migrate(connection: &Connection, from: i64) -> anyhow::Result<()> {
              ALTER TABLE graders ADD COLUMN cluster_token_id TEXT;"
         ));
     }
+    // Version 6: grading runs (`runs::SCHEMA`), new tables only, created
+    // with the schema at every open.
     steps.push_str(&format!(
         "UPDATE schema_version SET version = {SCHEMA_VERSION}; COMMIT;"
     ));
