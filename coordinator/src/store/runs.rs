@@ -112,8 +112,10 @@ pub struct NewRunItem {
 /// The note of an item whose student has no attempt to grade.
 pub const NO_ATTEMPT_NOTE: &str = "no attempt to grade: the student made none that finished";
 
-/// A graded item's result.
+/// A graded item's result (every field optional on the way in: an item
+/// not yet graded stores `{}`).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ItemResult {
     /// The grade, as an attempt's status (PASSED, FAILED, ERROR for a
     /// query the grader rejected).
