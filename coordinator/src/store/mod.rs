@@ -16,6 +16,8 @@ mod conformance;
 pub mod lease;
 pub mod mongo;
 pub mod runs;
+#[cfg(feature = "testsuite")]
+pub mod runs_conformance;
 pub mod sqlite;
 
 use std::sync::Arc;
