@@ -1,6 +1,7 @@
 //! A run's gradebook: one CSV row per item (student), read page by page
 //! from the store.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
 use crate::store::runs::Run;
@@ -29,9 +30,8 @@ pub async fn build(store: &dyn Store, run: &Run) -> StoreResult<String> {
         };
         after = Some(last.item);
         for item in &items {
-            if !users.contains_key(&item.user_id.0) {
-                let user = store.get_user(item.user_id.0).await?;
-                users.insert(item.user_id.0, user);
+            if let Entry::Vacant(entry) = users.entry(item.user_id.0) {
+                entry.insert(store.get_user(item.user_id.0).await?);
             }
             let user = users.get(&item.user_id.0).and_then(Option::as_ref);
             let attempt = match item.attempt_id {

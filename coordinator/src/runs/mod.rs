@@ -550,7 +550,13 @@ impl Runs {
             "gradebook_url": format!("/api/v1/runs/{}/gradebook", run.id),
         }))
         .map_err(|error| StoreError::Backend(error.to_string()))?;
-        let delivery_id = Uuid::now_v7();
+        let call = webhook::Call {
+            url,
+            secret: &secret,
+            body: &body,
+            delivery_id: Uuid::now_v7(),
+            run_id: run.id,
+        };
         let started = Instant::now();
         let mut backoff = self.retry.first_backoff;
         let mut attempt = earlier.len() as u32;
@@ -571,17 +577,7 @@ impl Runs {
             {
                 return Ok(false);
             }
-            let delivery = webhook::try_once(
-                &self.http,
-                url,
-                &secret,
-                &body,
-                delivery_id,
-                run.id,
-                attempt,
-                self.retry.timeout,
-            )
-            .await;
+            let delivery = webhook::try_once(&self.http, &call, attempt, self.retry.timeout).await;
             let succeeded = delivery.succeeded();
             tracing::info!(run_id = %run.id, attempt, status = ?delivery.status_code, error = ?delivery.error, "webhook delivery");
             self.store.record_delivery(delivery).await?;

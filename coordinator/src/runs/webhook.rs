@@ -59,17 +59,30 @@ pub struct RetryPolicy {
     pub timeout: Duration,
 }
 
-/// One try: POSTs `body` and reports what happened.
+/// One webhook call, tried until it succeeds or the window closes.
+pub struct Call<'a> {
+    pub url: &'a str,
+    pub secret: &'a str,
+    pub body: &'a [u8],
+    /// Names the call to the receiver (the same for every try).
+    pub delivery_id: Uuid,
+    pub run_id: RunId,
+}
+
+/// One try of `call`: POSTs its body and reports what happened.
 pub async fn try_once(
     client: &reqwest::Client,
-    url: &str,
-    secret: &str,
-    body: &[u8],
-    delivery_id: Uuid,
-    run_id: RunId,
+    call: &Call<'_>,
     attempt: u32,
     timeout: Duration,
 ) -> Delivery {
+    let Call {
+        url,
+        secret,
+        body,
+        delivery_id,
+        run_id,
+    } = *call;
     let started = Instant::now();
     let at = Utc::now();
     let answer = client
