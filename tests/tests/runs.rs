@@ -133,6 +133,14 @@ async fn people(api: &Api, label: &str, students: usize) -> (Api, Api, Api, Vec<
     (admin, first, second, people)
 }
 
+/// An RFC 3339 UTC time with its fraction padded to nanoseconds, so that
+/// times sort as text (the API writes as many digits as a time needs).
+fn sortable_time(time: &str) -> String {
+    let time = time.trim_end_matches('Z');
+    let (seconds, fraction) = time.split_once('.').unwrap_or((time, ""));
+    format!("{seconds}.{fraction:0<9}Z")
+}
+
 async fn run_state(viewer: &Api, run_id: i64) -> Value {
     let (status, reply) = viewer.get(&format!("/runs/{run_id}")).await;
     assert_eq!(status, 200, "{reply}");
@@ -347,6 +355,113 @@ async fn a_run_grades_every_student_once_and_postprocesses_once() {
     // Still exactly one successful delivery.
     assert_eq!(receiver.requests.lock().unwrap().len(), 2);
 
+    // The event stream of a finished run: its last state, then the end.
+    let events = professor
+        .client
+        .call_raw(
+            reqwest::Method::GET,
+            &format!("/api/v1/runs/{run_id}/events"),
+            professor.token.as_deref(),
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(events.status, 200, "{}", events.text);
+    assert!(
+        events.text.contains("event: run") && events.text.contains("\"state\":\"COMPLETED\""),
+        "{}",
+        events.text
+    );
+    let (status, reply) = other.get(&format!("/runs/{run_id}/events")).await;
+    assert_eq!(status, 403, "{reply}");
+
+    // Shadow mode: the challenge is fixed (here the reference becomes the
+    // query student 1 wrote), every final attempt is graded against the new
+    // version beside the published results, the diff names who changes,
+    // and publishing makes the shadow results the published ones.
+    let (status, reply) = professor
+        .call(
+            reqwest::Method::PATCH,
+            &format!("/challenges/{challenge_id}"),
+            Some(json!({"solution": WRONG})),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    eventually(
+        "the new version to be READY",
+        Duration::from_secs(120),
+        || async {
+            let (_, reply) = professor.get(&format!("/challenges/{challenge_id}")).await;
+            (reply["data"]["state"] == "READY").then_some(())
+        },
+    )
+    .await;
+    let (status, reply) = professor
+        .post(
+            "/runs",
+            json!({"challenge_id": challenge_id, "targets": "all", "mode": "shadow"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{reply}");
+    let shadow_id = reply["data"]["id"].as_i64().unwrap();
+    assert_eq!(reply["data"]["published"], false, "{reply}");
+    let shadow = wait_run_final(&professor, shadow_id).await;
+    assert_eq!(shadow["state"], "COMPLETED", "{shadow}");
+    let (status, diff) = professor.get(&format!("/runs/{shadow_id}/diff")).await;
+    assert_eq!(status, 200, "{diff}");
+    let changes: Vec<(i64, &str, &str)> = diff["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|change| {
+            assert_eq!(
+                change["published_from"],
+                format!("run {run_id}"),
+                "{change}"
+            );
+            (
+                change["user_id"].as_i64().unwrap(),
+                change["published_status"].as_str().unwrap(),
+                change["status"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        changes,
+        vec![
+            (students[0].0, "PASSED", "FAILED"),
+            (students[1].0, "FAILED", "PASSED"),
+            (students[2].0, "PASSED", "FAILED"),
+        ],
+        "{diff}"
+    );
+    let (status, reply) = other.get(&format!("/runs/{shadow_id}/diff")).await;
+    assert_eq!(status, 403, "{reply}");
+    let (status, reply) = other
+        .post(&format!("/runs/{shadow_id}/publish"), json!({}))
+        .await;
+    assert_eq!(status, 403, "{reply}");
+    let (status, published) = professor
+        .post(&format!("/runs/{shadow_id}/publish"), json!({}))
+        .await;
+    assert_eq!(status, 200, "{published}");
+    assert_eq!(published["data"]["published"], true, "{published}");
+    let (status, reply) = professor
+        .post(&format!("/runs/{shadow_id}/publish"), json!({}))
+        .await;
+    assert_eq!(status, 409, "published once: {reply}");
+    let (status, reply) = professor
+        .post(&format!("/runs/{run_id}/publish"), json!({}))
+        .await;
+    assert_eq!(status, 409, "a publish run is published already: {reply}");
+    for ((_, student), before) in students.iter().zip(&attempts) {
+        let id = before["id"].as_i64().unwrap();
+        let (_, now) = student.get(&format!("/attempts/{id}")).await;
+        assert_eq!(
+            now["data"]["status"], before["status"],
+            "a regrade never touches attempts"
+        );
+    }
+
     // Broadway's shape.
     let (status, created) = professor
         .post(
@@ -484,4 +599,99 @@ async fn a_paused_run_survives_a_restart_and_a_killed_grader_and_still_finishes(
     );
     drop(second);
     drop(coordinator);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn live_attempts_go_first_and_professors_runs_take_turns() {
+    let token = token();
+    let coordinator = start_coordinator(
+        "runs-turns-coordinator",
+        &temp_store("runs-turns"),
+        &token,
+        &[],
+    )
+    .await;
+    let mut grader = start_grader(
+        "runs-turns-grader-1",
+        coordinator.url(),
+        &token,
+        &["--slots", "1"],
+    )
+    .await;
+    let api = Api::new(coordinator.url());
+    let (admin, first, second, students) = people(&api, "turns", 6).await;
+    let mut challenges = Vec::new();
+    for (professor, name) in [(&first, "runs: turns a"), (&second, "runs: turns b")] {
+        let challenge = publish_sample_challenge(professor, name, Duration::from_secs(120)).await;
+        challenges.push(challenge["id"].as_i64().unwrap());
+    }
+    for (index, (_, student)) in students.iter().enumerate() {
+        let attempt = submit(student, challenges[index % 2], SOLUTION).await;
+        wait_final(student, attempt).await;
+    }
+    // No grader while the queue fills: two runs, then a live attempt.
+    grader.terminate(Duration::from_secs(15)).await;
+    let mut runs = Vec::new();
+    for (professor, challenge_id) in [(&first, challenges[0]), (&second, challenges[1])] {
+        let (status, reply) = professor
+            .post(
+                "/runs",
+                json!({"challenge_id": challenge_id, "targets": "all"}),
+            )
+            .await;
+        assert_eq!(status, 201, "{reply}");
+        assert_eq!(reply["data"]["counts"]["total"], 3, "{reply}");
+        runs.push(reply["data"]["id"].as_i64().unwrap());
+    }
+    let (_, live_student) = &students[0];
+    let live = submit(live_student, challenges[0], SOLUTION).await;
+    let run = run_state(&first, runs[0]).await;
+    assert!(run["queue_position"].as_u64().is_some(), "{run}");
+
+    let grader = start_grader(
+        "runs-turns-grader-2",
+        coordinator.url(),
+        &token,
+        &["--slots", "1"],
+    )
+    .await;
+    wait_final(live_student, live).await;
+    for (professor, run_id) in [(&first, runs[0]), (&second, runs[1])] {
+        let finished = wait_run_final(professor, *run_id).await;
+        assert_eq!(finished["state"], "COMPLETED", "{finished}");
+    }
+    let (status, jobs) = admin.get("/admin/jobs?limit=500").await;
+    assert_eq!(status, 200, "{jobs}");
+    let mut leased: Vec<(String, i64, i64)> = jobs["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|job| job["kind"] == "attempt")
+        .filter_map(|job| {
+            Some((
+                sortable_time(job["leased_at"].as_str()?),
+                job["challenge_id"].as_i64()?,
+                job["attempt_id"].as_i64()?,
+            ))
+        })
+        .collect();
+    leased.sort();
+    // The last 7 leases: the live attempt, then the runs' items by turns.
+    let order: Vec<(i64, i64)> = leased[leased.len() - 7..]
+        .iter()
+        .map(|(_, challenge, attempt)| (*challenge, *attempt))
+        .collect();
+    assert_eq!(
+        order[0],
+        (challenges[0], live),
+        "the live attempt first: {order:?}"
+    );
+    let turns: Vec<i64> = order[1..].iter().map(|(challenge, _)| *challenge).collect();
+    let (a, b) = (challenges[0], challenges[1]);
+    assert_eq!(
+        turns,
+        vec![a, b, a, b, a, b],
+        "round-robin between professors: {order:?}"
+    );
+    drop(grader);
 }

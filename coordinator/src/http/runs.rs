@@ -6,6 +6,7 @@
 
 use axum::extract::{Query, State};
 use axum::http::header;
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -39,6 +40,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(cancel_run))
         .routes(routes!(retry_run))
         .routes(routes!(get_gradebook))
+        .routes(routes!(get_run_diff))
+        .routes(routes!(run_events))
+        .routes(routes!(publish_run))
         .routes(routes!(create_grading_run))
         .routes(routes!(start_grading_run, get_grading_run))
 }
@@ -489,6 +493,111 @@ async fn get_gradebook(
         ],
         gradebook,
     ))
+}
+
+/// A student whose published status or score the run would change.
+#[derive(Debug, Serialize, ToSchema)]
+struct ChangeView {
+    user_id: UserId,
+    attempt_id: AttemptId,
+    /// Where the published result comes from: `run N` or `attempt N`.
+    published_from: String,
+    published_status: Option<AttemptStatus>,
+    published_score: Option<f64>,
+    status: Option<AttemptStatus>,
+    score: Option<f64>,
+}
+
+/// The students whose status or score this (shadow) run would change,
+/// against the challenge's latest published run or, where none graded a
+/// student, the attempt's own result (409 until the run has finished).
+#[utoipa::path(get, path = "/runs/{id}/diff", tag = "runs", security(("session" = [])),
+    params(("id" = i64, Path, description = "The run")),
+    responses((status = 200, body = Envelope<Vec<ChangeView>>), Forbidden, Conflict))]
+async fn get_run_diff(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    AppPath(id): AppPath<RunId>,
+) -> ApiResult<Reply<Vec<ChangeView>>> {
+    let run = visible(&state, &user, id).await?;
+    let changes = state.runs.diff(&run).await?;
+    Ok(ok(changes
+        .into_iter()
+        .map(|change| ChangeView {
+            user_id: change.user_id,
+            attempt_id: change.attempt_id,
+            published_from: change.published_from,
+            published_status: change.published_status,
+            published_score: change.published_score,
+            status: change.status,
+            score: change.score,
+        })
+        .collect()))
+}
+
+/// Publishes a finished shadow run: its results become the published ones
+/// (409 for a publish run, an unfinished or already published one).
+#[utoipa::path(post, path = "/runs/{id}/publish", tag = "runs", security(("session" = [])),
+    params(("id" = i64, Path, description = "The run")),
+    responses((status = 200, body = Envelope<RunView>), Forbidden, Conflict))]
+async fn publish_run(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    AppPath(id): AppPath<RunId>,
+) -> ApiResult<Reply<RunView>> {
+    let run = visible(&state, &user, id).await?;
+    let run = state.runs.publish(&run).await?;
+    tracing::info!(run_id = %run.id, user_id = user.0.id, "run published");
+    Ok(ok(run_view(&state, run, None).await?))
+}
+
+/// A server-sent-events stream of the run's transitions: a `run` event
+/// with the run as `GET /runs/{id}` shows it, at once and then each time
+/// one of its items or the run itself changes; the stream ends after the
+/// event that shows the run ended.
+#[utoipa::path(get, path = "/runs/{id}/events", tag = "runs", security(("session" = [])),
+    params(("id" = i64, Path, description = "The run")),
+    responses((status = 200, content_type = "text/event-stream",
+        description = "`run` events, each the run's JSON", body = String), Forbidden))]
+async fn run_events(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    AppPath(id): AppPath<RunId>,
+) -> ApiResult<Sse<impl futures_util::Stream<Item = Result<Event, std::convert::Infallible>>>> {
+    visible(&state, &user, id).await?;
+    let receiver = state.jobs.run_events();
+    let shutdown = state.shutdown.clone();
+    let stream = futures_util::stream::unfold(
+        (state, receiver, false, true),
+        move |(state, mut receiver, ended, first)| {
+            let shutdown = shutdown.clone();
+            async move {
+                if ended {
+                    return None;
+                }
+                if !first {
+                    loop {
+                        let changed = tokio::select! {
+                            () = shutdown.cancelled() => return None,
+                            changed = receiver.recv() => changed,
+                        };
+                        match changed {
+                            Ok(run_id) if run_id == id => break,
+                            Ok(_) => {}
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
+                            Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                        }
+                    }
+                }
+                let run = state.store.get_run(id).await.ok().flatten()?;
+                let view = run_view(&state, run, None).await.ok()?;
+                let ended = view.state.is_final();
+                let event = Event::default().event("run").json_data(&view).ok()?;
+                Some((Ok(event), (state, receiver, ended, false)))
+            }
+        },
+    );
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
 // --- Broadway's shape -------------------------------------------------------

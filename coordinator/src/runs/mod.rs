@@ -21,7 +21,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use sqlarena_common::runs::{AttemptRule, ItemState, PostprocessingState, RunItemRef, RunState};
+use sqlarena_common::runs::{
+    AttemptRule, ItemState, PostprocessingState, RunItemRef, RunMode, RunState,
+};
 use sqlarena_common::{AttemptStatus, ChallengeState, ChallengeType, JobId, RunId, UserId};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -80,6 +82,19 @@ pub struct CreatedRun {
     pub run: Run,
     pub created: bool,
     pub webhook_secret: Option<String>,
+}
+
+/// A student whose status or score a run would change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    pub user_id: UserId,
+    pub attempt_id: sqlarena_common::AttemptId,
+    /// Where the published result comes from: `run N` or `attempt N`.
+    pub published_from: String,
+    pub published_status: Option<AttemptStatus>,
+    pub published_score: Option<f64>,
+    pub status: Option<AttemptStatus>,
+    pub score: Option<f64>,
 }
 
 /// The runs service; cheap to clone.
@@ -380,6 +395,107 @@ impl Runs {
         };
         self.after_change(&retried).await?;
         self.reload(retried).await
+    }
+
+    /// Lists the students whose status or score the run would change:
+    /// each item against the challenge's latest published run, or, where
+    /// none graded the student, the attempt's own result.
+    ///
+    /// # Errors
+    /// `Conflict` until the run has finished.
+    pub async fn diff(&self, run: &Run) -> RunsResult<Vec<Change>> {
+        if !run.state.is_final() {
+            return Err(RunsError::Conflict(format!(
+                "run {} is {}: its diff is known once it has finished",
+                run.id, run.state
+            )));
+        }
+        let published = self
+            .store
+            .latest_published_run(run.spec.challenge_id, run.id)
+            .await?;
+        let mut before: BTreeMap<i64, (Option<AttemptStatus>, Option<f64>, String)> =
+            BTreeMap::new();
+        if let Some(published) = &published {
+            for item in self
+                .store
+                .list_run_items(published.id, None, None, 0)
+                .await?
+            {
+                before.insert(
+                    item.user_id.0,
+                    (
+                        item.result.status,
+                        item.result.score,
+                        format!("run {}", published.id),
+                    ),
+                );
+            }
+        }
+        let mut changes = Vec::new();
+        for item in self.store.list_run_items(run.id, None, None, 0).await? {
+            let Some(attempt_id) = item.attempt_id else {
+                continue;
+            };
+            let was = match before.get(&item.user_id.0) {
+                Some(was) => was.clone(),
+                None => match self.store.get_attempt(attempt_id.0).await? {
+                    Some(attempt) => {
+                        let passed = attempt
+                            .cases
+                            .iter()
+                            .filter(|case| case.status == sqlarena_common::CaseStatus::Passed)
+                            .count();
+                        let score = (!attempt.cases.is_empty()).then(|| {
+                            (passed as f64 * 10_000.0 / attempt.cases.len() as f64).round() / 100.0
+                        });
+                        (Some(attempt.status), score, format!("attempt {attempt_id}"))
+                    }
+                    None => continue,
+                },
+            };
+            let score_changed = match (was.1, item.result.score) {
+                (Some(a), Some(b)) => (a - b).abs() > 1e-9,
+                (a, b) => a.is_some() != b.is_some(),
+            };
+            if was.0 != item.result.status || score_changed {
+                changes.push(Change {
+                    user_id: item.user_id,
+                    attempt_id,
+                    published_from: was.2,
+                    published_status: was.0,
+                    published_score: was.1,
+                    status: item.result.status,
+                    score: item.result.score,
+                });
+            }
+        }
+        Ok(changes)
+    }
+
+    /// Publishes a finished shadow run: its results become the published
+    /// ones (the earlier ones are kept, no longer the latest).
+    ///
+    /// # Errors
+    /// `Conflict` unless the run is a finished, unpublished shadow run
+    /// without cancelled or failed items.
+    pub async fn publish(&self, run: &Run) -> RunsResult<Run> {
+        if run.spec.mode != RunMode::Shadow {
+            return Err(RunsError::Conflict(format!(
+                "run {} is a publish run: its results are published already",
+                run.id
+            )));
+        }
+        let Some(published) = self.store.publish_run(run.id).await? else {
+            return Err(RunsError::Conflict(format!(
+                "run {} is {}{}: only a COMPLETED or COMPLETED_WITH_ERRORS shadow run can be published, once",
+                run.id,
+                run.state,
+                if run.published { " and published" } else { "" }
+            )));
+        };
+        self.jobs.announce_run(run.id);
+        Ok(published)
     }
 
     async fn reload(&self, run: Run) -> RunsResult<Run> {

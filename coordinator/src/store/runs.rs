@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 use sqlarena_common::runs::{
     AttemptRule, ItemFailurePolicy, ItemState, PostprocessingState, RunMode, RunState,
 };
-use sqlarena_common::{AttemptId, AttemptStatus, ChallengeId, GraderId, JobId, RunId, UserId};
+use sqlarena_common::{
+    AttemptId, AttemptStatus, ChallengeId, GraderId, JobId, Lane, RunId, UserId,
+};
 use uuid::Uuid;
 
 use super::{Attempt, Job, NewJob, StoreResult};
@@ -107,6 +109,27 @@ pub struct NewRun {
 pub struct NewRunItem {
     pub user_id: UserId,
     pub attempt_id: Option<AttemptId>,
+}
+
+/// Where run items sit in the queue. A job's `lane_priority` orders the
+/// claims: live jobs have their lane's priority (0 to 2); a run item has
+/// `BATCH_PRIORITY_BASE + 4 * round + lane priority`, so every live job of
+/// a lane is claimed before any run item (the batch share of the queue),
+/// and among run items the lower round goes first. Each professor's items
+/// get consecutive rounds from the later of where their last run ended and
+/// the lowest round still queued, so runs of different professors are
+/// served in turn (round-robin) and a professor's second run queues behind
+/// their first.
+pub const BATCH_PRIORITY_BASE: i64 = 4;
+
+/// The claim priority of a run item on `lane` in `round`.
+pub fn batch_priority(lane: Lane, round: i64) -> i64 {
+    BATCH_PRIORITY_BASE + 4 * round + lane.priority()
+}
+
+/// The round of a run item's claim priority.
+pub fn batch_round(priority: i64) -> i64 {
+    (priority - BATCH_PRIORITY_BASE).div_euclid(4)
 }
 
 /// The note of an item whose student has no attempt to grade.
@@ -212,8 +235,9 @@ pub trait RunStore: Send + Sync {
     async fn list_unqueued_items(&self, run_id: RunId, limit: u32) -> StoreResult<Vec<RunItem>>;
     /// Queues `jobs` (as the jobs store would, in one step where the backend
     /// can) and links each to its item, for items still QUEUED without a job
-    /// of a RUNNING run that is not being cancelled. Returns the jobs
-    /// queued.
+    /// of a RUNNING run that is not being cancelled, on the batch share of
+    /// the queue in the run creator's next rounds ([`batch_priority`]).
+    /// Returns the jobs queued.
     async fn queue_item_jobs(
         &self,
         run_id: RunId,
@@ -277,6 +301,17 @@ pub trait RunStore: Send + Sync {
         state: RunState,
         now: DateTime<Utc>,
     ) -> StoreResult<bool>;
+    /// Publishes a finished shadow run (COMPLETED or COMPLETED_WITH_ERRORS,
+    /// not yet published): its results become the published ones. `None`
+    /// when it is not such a run.
+    async fn publish_run(&self, id: RunId) -> StoreResult<Option<Run>>;
+    /// The published, finished run of a challenge with the highest id
+    /// other than `except`: the results a shadow run is compared with.
+    async fn latest_published_run(
+        &self,
+        challenge_id: ChallengeId,
+        except: RunId,
+    ) -> StoreResult<Option<Run>>;
     /// Records a webhook delivery.
     async fn record_delivery(&self, delivery: Delivery) -> StoreResult<()>;
     /// Lists a run's deliveries, oldest first.

@@ -38,6 +38,8 @@ macro_rules! store_runs_conformance_suite {
             pause_cancel_and_retry_move_runs_and_items,
             items_are_listed_by_state_and_page,
             deliveries_secrets_and_gradable_attempts,
+            run_items_wait_for_live_jobs_and_take_turns,
+            shadow_runs_are_published_once,
         );
     };
 }
@@ -622,4 +624,130 @@ pub async fn deliveries_secrets_and_gradable_attempts(store: Arc<dyn Store>) {
             .collect::<Vec<_>>(),
         ids
     );
+}
+
+pub async fn run_items_wait_for_live_jobs_and_take_turns(store: Arc<dyn Store>) {
+    let (first, second) = (user(&store).await, user(&store).await);
+    let (run_a, _) = store
+        .create_run(new_run(first, 2, 0, None), Utc::now())
+        .await
+        .unwrap();
+    let (run_b, _) = store
+        .create_run(new_run(second, 2, 0, None), Utc::now())
+        .await
+        .unwrap();
+    let a = queue(&store, run_a.id, &[1, 2]).await;
+    let b = queue(&store, run_b.id, &[1, 2]).await;
+    assert_eq!(store.run_queue_position(run_b.id).await.unwrap(), Some(1));
+    let (_, mut live_job) = item_job(run_a.id, 9);
+    if let JobPayload::Attempt(payload) = &mut live_job.payload {
+        payload.run_item = None;
+    }
+    let live = store.enqueue_job(live_job).await.unwrap();
+    assert_eq!(
+        store.run_queue_position(run_a.id).await.unwrap(),
+        Some(1),
+        "the live job is ahead of the run's first item"
+    );
+    let grader = Uuid::now_v7();
+    let mut order = Vec::new();
+    while let Some(job) = store
+        .claim_job(grader, &[Lane::Init, Lane::Fast, Lane::Slow], Utc::now())
+        .await
+        .unwrap()
+    {
+        order.push(JobId(job.id));
+    }
+    assert_eq!(
+        order,
+        vec![JobId(live.id), a[0], b[0], a[1], b[1]],
+        "the live job first, then the professors' items by turns"
+    );
+    // A professor's next run queues behind the items of their last one.
+    let (run_c, _) = store
+        .create_run(new_run(first, 1, 0, None), Utc::now())
+        .await
+        .unwrap();
+    let (run_d, _) = store
+        .create_run(new_run(second, 1, 0, None), Utc::now())
+        .await
+        .unwrap();
+    let c = queue(&store, run_c.id, &[1]).await;
+    let d = queue(&store, run_d.id, &[1]).await;
+    let batch = store
+        .claim_jobs(grader, &[Lane::Fast], 5, Utc::now())
+        .await
+        .unwrap();
+    let ids: Vec<JobId> = batch.iter().map(|job| JobId(job.id)).collect();
+    assert_eq!(ids, vec![c[0], d[0]]);
+}
+
+pub async fn shadow_runs_are_published_once(store: Arc<dyn Store>) {
+    let professor = user(&store).await;
+    let challenge = ChallengeId(1);
+    let mut published = new_run(professor, 0, 1, None);
+    published.spec = spec(challenge.0, RunMode::Publish);
+    let (published, _) = store.create_run(published, Utc::now()).await.unwrap();
+    let mut shadow = new_run(professor, 0, 1, None);
+    shadow.spec = spec(challenge.0, RunMode::Shadow);
+    let (shadow, _) = store.create_run(shadow, Utc::now()).await.unwrap();
+    assert!(published.published && !shadow.published);
+    assert!(
+        store
+            .latest_published_run(challenge, shadow.id)
+            .await
+            .unwrap()
+            .is_none(),
+        "an unfinished run is not the published one"
+    );
+    for run in [&published, &shadow] {
+        let token = Uuid::now_v7();
+        let now = Utc::now();
+        store
+            .claim_postprocessing(run.id, token, now, now)
+            .await
+            .unwrap()
+            .unwrap();
+        store
+            .finish_postprocessing(
+                run.id,
+                token,
+                String::new(),
+                PostprocessingState::Done,
+                RunState::Completed,
+                now,
+            )
+            .await
+            .unwrap();
+    }
+    let latest = store
+        .latest_published_run(challenge, shadow.id)
+        .await
+        .unwrap();
+    assert_eq!(latest.map(|run| run.id), Some(published.id));
+    assert!(store
+        .latest_published_run(challenge, published.id)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store
+        .latest_published_run(ChallengeId(2), shadow.id)
+        .await
+        .unwrap()
+        .is_none());
+    let now_published = store
+        .publish_run(shadow.id)
+        .await
+        .unwrap()
+        .expect("publish");
+    assert!(now_published.published);
+    assert!(
+        store.publish_run(shadow.id).await.unwrap().is_none(),
+        "once"
+    );
+    let latest = store
+        .latest_published_run(challenge, RunId(0))
+        .await
+        .unwrap();
+    assert_eq!(latest.map(|run| run.id), Some(shadow.id));
 }

@@ -398,6 +398,9 @@ fn claim_next(
             break;
         }
     }
+    if chosen.is_none() {
+        chosen = next_batch_item(transaction, priorities)?;
+    }
     let Some((seq, timeout_ms)) = chosen else {
         return Ok(None);
     };
@@ -418,6 +421,26 @@ fn claim_next(
         job_from,
     )?;
     Ok(Some(job))
+}
+
+/// The next queued run item of the lanes with `priorities`, once no live
+/// job of them is queued: one range of `jobs_queued` from the batch share
+/// on, in round order (`runs::batch_priority`), skipping other lanes'.
+fn next_batch_item(
+    transaction: &Transaction<'_>,
+    priorities: &[i64],
+) -> StoreResult<Option<(i64, i64)>> {
+    let lanes: Vec<String> = priorities.iter().map(i64::to_string).collect();
+    let sql = format!(
+        "SELECT seq, timeout_ms FROM jobs WHERE state = 'QUEUED' AND lane_priority >= {} \
+         AND lane_priority % 4 IN ({}) ORDER BY lane_priority, seq LIMIT 1",
+        super::runs::BATCH_PRIORITY_BASE,
+        lanes.join(", ")
+    );
+    Ok(transaction
+        .prepare_cached(&sql)?
+        .query_row([], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?)))
+        .optional()?)
 }
 
 /// Returns the path of the lock file guarding the store at `path`.

@@ -20,7 +20,8 @@ use sqlarena_common::{AttemptId, AttemptStatus, ChallengeId, JobId, JobState, Ru
 use uuid::Uuid;
 
 use super::super::runs::{
-    Delivery, ItemEnd, ItemResult, NewRun, Run, RunCounts, RunItem, RunStore, NO_ATTEMPT_NOTE,
+    batch_priority, batch_round, Delivery, ItemEnd, ItemResult, NewRun, Run, RunCounts, RunItem,
+    RunStore, BATCH_PRIORITY_BASE, NO_ATTEMPT_NOTE,
 };
 use super::super::{Attempt, Job, NewJob, StoreError, StoreResult};
 use super::{attempt_from, backend, bson_time, job_from, stored_now, to_bson, Fields, MongoStore};
@@ -29,6 +30,7 @@ use super::{attempt_from, backend, bson_time, job_from, stored_now, to_bson, Fie
 pub(super) fn indexes() -> Vec<(&'static str, Document)> {
     vec![
         ("runs", doc! { "state": 1 }),
+        ("runs", doc! { "challenge_id": 1 }),
         ("run_items", doc! { "run_id": 1, "state": 1, "item": 1 }),
         ("run_items", doc! { "run_id": 1, "item": 1 }),
         ("run_deliveries", doc! { "run_id": 1, "at_ms": 1 }),
@@ -238,6 +240,7 @@ impl RunStore for MongoStore {
         let document = doc! {
             "_id": id.0,
             "spec": json(&run.spec)?,
+            "challenge_id": run.spec.challenge_id.0,
             "challenge_version": run.challenge_version,
             "created_by": run.created_by.0,
             "idempotency_key": run.idempotency_key.clone(),
@@ -392,10 +395,14 @@ impl RunStore for MongoStore {
         if feeding.is_none() || jobs.is_empty() {
             return Ok(Vec::new());
         }
-        // Jobs first, then the links: a crash in between leaves jobs whose
-        // item is not theirs, which end as no-ops when applied.
+        let created_by = feeding.map_or(0, |run| run.created_by.0);
+        let first = self.first_round(created_by).await?;
+        // Each item is linked to its job before the job is inserted, so no
+        // grader can end a job its item does not name yet. A crash between
+        // the two leaves an item naming a job that does not exist: it stays
+        // QUEUED until the run is cancelled (a known gap of this backend).
         let mut documents = Vec::with_capacity(jobs.len());
-        for (item, job) in &jobs {
+        for (round, (item, job)) in (first..).zip(&jobs) {
             let seq = self.next_id("jobs").await?;
             let timeout_ms = i64::try_from(job.timeout_ms).map_err(|_| {
                 StoreError::Backend(format!("timeout_ms out of range: {}", job.timeout_ms))
@@ -407,7 +414,7 @@ impl RunStore for MongoStore {
                     "seq": seq,
                     "kind": job.payload.kind().as_str(),
                     "lane": job.lane.as_str(),
-                    "lane_priority": job.lane.priority(),
+                    "lane_priority": batch_priority(job.lane, round),
                     "payload": to_bson(&job.payload)?,
                     "state": JobState::Queued.as_str(),
                     "tries": 0_i64,
@@ -448,6 +455,14 @@ impl RunStore for MongoStore {
             self.jobs().insert_one(&document).await.map_err(backend)?;
             queued.push(job);
         }
+        self.collection("run_rounds")
+            .update_one(
+                doc! { "_id": created_by },
+                doc! { "$max": { "next_round": first + jobs.len() as i64 } },
+            )
+            .upsert(true)
+            .await
+            .map_err(backend)?;
         Ok(queued)
     }
 
@@ -572,20 +587,24 @@ impl RunStore for MongoStore {
             .find_many(
                 "jobs",
                 doc! { "payload.run_item.run_id": run_id.0, "state": "QUEUED" },
-                doc! { "seq": 1 },
+                doc! { "lane_priority": 1, "seq": 1 },
                 1,
             )
             .await?;
         let Some(first) = first.first() else {
             return Ok(None);
         };
+        let priority = Fields::new(first, "job").i64("lane_priority")?;
         let job = job_from(first)?;
         let ahead = self
             .jobs()
             .count_documents(doc! {
                 "state": "QUEUED",
                 "lane": job.lane.as_str(),
-                "seq": { "$lt": job.seq },
+                "$or": [
+                    { "lane_priority": { "$lt": priority } },
+                    { "lane_priority": priority, "seq": { "$lt": job.seq } },
+                ],
             })
             .await
             .map_err(backend)?;
@@ -687,6 +706,46 @@ impl RunStore for MongoStore {
             .await
             .map_err(backend)?;
         Ok(finished.modified_count > 0)
+    }
+
+    async fn publish_run(&self, id: RunId) -> StoreResult<Option<Run>> {
+        let Some(run) = self.get_run(id).await? else {
+            return Ok(None);
+        };
+        if run.published
+            || !matches!(
+                run.state,
+                RunState::Completed | RunState::CompletedWithErrors
+            )
+        {
+            return Ok(None);
+        }
+        self.update_run(
+            doc! { "_id": id.0, "state": run.state.as_str(), "published_ms": Bson::Null },
+            doc! { "$set": { "published": true, "published_ms": Utc::now().timestamp_millis() } },
+        )
+        .await
+    }
+
+    async fn latest_published_run(
+        &self,
+        challenge_id: ChallengeId,
+        except: RunId,
+    ) -> StoreResult<Option<Run>> {
+        // `published` may read back as 1 on nx-27017 once `$set`: filter the
+        // finished runs of the challenge and decide here.
+        let mut filter = state_in(&["COMPLETED", "COMPLETED_WITH_ERRORS"]);
+        filter.insert("challenge_id", challenge_id.0);
+        let documents = self
+            .find_many("runs", filter, doc! { "_id": -1 }, 0)
+            .await?;
+        for document in &documents {
+            let run = run_from(document)?;
+            if run.published && run.id != except {
+                return Ok(Some(run));
+            }
+        }
+        Ok(None)
     }
 
     async fn record_delivery(&self, delivery: Delivery) -> StoreResult<()> {
@@ -799,6 +858,40 @@ impl RunStore for MongoStore {
 }
 
 impl MongoStore {
+    /// The first round of a professor's next items (see the SQLite store's
+    /// `first_round`).
+    async fn first_round(&self, created_by: i64) -> StoreResult<i64> {
+        let own = self
+            .collection("run_rounds")
+            .find_one(doc! { "_id": created_by })
+            .await
+            .map_err(backend)?
+            .map(|document| Fields::new(&document, "run round").i64("next_round"))
+            .transpose()?
+            .unwrap_or(0);
+        let lowest = self
+            .find_many(
+                "jobs",
+                doc! { "state": "QUEUED", "lane_priority": { "$gte": BATCH_PRIORITY_BASE } },
+                doc! { "lane_priority": 1 },
+                1,
+            )
+            .await?;
+        let floor = match lowest.first() {
+            Some(job) => batch_round(Fields::new(job, "job").i64("lane_priority")?),
+            None => {
+                let highest = self
+                    .find_many("run_rounds", doc! {}, doc! { "next_round": -1 }, 1)
+                    .await?;
+                match highest.first() {
+                    Some(round) => Fields::new(round, "run round").i64("next_round")?,
+                    None => 0,
+                }
+            }
+        };
+        Ok(own.max(floor))
+    }
+
     /// The items of a run whose job is LEASED.
     async fn leased_items(&self, run_id: RunId) -> StoreResult<std::collections::BTreeSet<i64>> {
         let documents = self

@@ -10,7 +10,8 @@ use sqlarena_common::{AttemptId, ChallengeId, JobId, RunId, UserId};
 use uuid::Uuid;
 
 use super::super::runs::{
-    Delivery, ItemEnd, ItemResult, NewRun, Run, RunCounts, RunItem, RunStore, NO_ATTEMPT_NOTE,
+    batch_priority, batch_round, Delivery, ItemEnd, ItemResult, NewRun, Run, RunCounts, RunItem,
+    RunStore, BATCH_PRIORITY_BASE, NO_ATTEMPT_NOTE,
 };
 use super::super::{Attempt, Job, NewJob, StoreError, StoreResult};
 use super::{
@@ -23,6 +24,7 @@ pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     spec TEXT NOT NULL,
+    challenge_id INTEGER NOT NULL,
     challenge_version INTEGER NOT NULL,
     created_by INTEGER NOT NULL,
     idempotency_key TEXT,
@@ -44,6 +46,7 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS runs_by_idempotency_key
     ON runs (created_by, idempotency_key) WHERE idempotency_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS runs_published ON runs (challenge_id, id) WHERE published = 1;
 CREATE INDEX IF NOT EXISTS runs_active ON runs (state)
     WHERE state IN ('RUNNING', 'PAUSED', 'POSTPROCESSING');
 CREATE TABLE IF NOT EXISTS run_items (
@@ -69,6 +72,10 @@ CREATE TABLE IF NOT EXISTS run_deliveries (
     duration_ms INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS run_deliveries_by_run ON run_deliveries (run_id, at);
+CREATE TABLE IF NOT EXISTS run_rounds (
+    user_id INTEGER PRIMARY KEY,
+    next_round INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS webhook_secrets (
     user_id INTEGER PRIMARY KEY,
     secret TEXT NOT NULL
@@ -162,6 +169,31 @@ fn fan_in(transaction: &Transaction<'_>, id: RunId) -> StoreResult<()> {
     Ok(())
 }
 
+/// The first round of a professor's next items: where their last run's
+/// items ended, but not before the lowest round still queued (nor, with
+/// nothing queued, before where anyone's ended), so a professor idle for a
+/// while does not jump the queue with old rounds.
+fn first_round(transaction: &Transaction<'_>, created_by: i64) -> StoreResult<i64> {
+    let own: Option<i64> = transaction
+        .prepare_cached("SELECT next_round FROM run_rounds WHERE user_id = ?1")?
+        .query_row([created_by], |row| row.get(0))
+        .optional()?;
+    let lowest_queued: Option<i64> = transaction
+        .prepare_cached(
+            "SELECT lane_priority FROM jobs WHERE state = 'QUEUED' AND lane_priority >= ?1 \
+             ORDER BY lane_priority LIMIT 1",
+        )?
+        .query_row([BATCH_PRIORITY_BASE], |row| row.get(0))
+        .optional()?;
+    let floor = match lowest_queued {
+        Some(priority) => batch_round(priority),
+        None => transaction
+            .prepare_cached("SELECT COALESCE(MAX(next_round), 0) FROM run_rounds")?
+            .query_row([], |row| row.get(0))?,
+    };
+    Ok(own.unwrap_or(0).max(floor))
+}
+
 /// The column counting items that end as `state`.
 fn counter(state: ItemState) -> &'static str {
     match state {
@@ -199,8 +231,8 @@ impl RunStore for SqliteStore {
             transaction
                 .prepare_cached(
                     "INSERT INTO runs (spec, challenge_version, created_by, idempotency_key, state, \
-                     total, done, created_at, started_at, published) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                     total, done, created_at, started_at, published, challenge_id) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 )?
                 .execute(params![
                     to_json(&run.spec)?,
@@ -213,6 +245,7 @@ impl RunStore for SqliteStore {
                     micros(now),
                     started_at,
                     run.spec.mode == sqlarena_common::runs::RunMode::Publish,
+                    run.spec.challenge_id.0,
                 ])?;
             let id = RunId(transaction.last_insert_rowid());
             let mut insert = transaction.prepare_cached(
@@ -367,6 +400,10 @@ impl RunStore for SqliteStore {
             if !feeding {
                 return Ok(Vec::new());
             }
+            let created_by: i64 = transaction
+                .prepare_cached("SELECT created_by FROM runs WHERE id = ?1")?
+                .query_row([run_id.0], |row| row.get(0))?;
+            let mut round = first_round(transaction, created_by)?;
             let created_at = micros(stored_now());
             let mut queued = Vec::with_capacity(jobs.len());
             let mut link = transaction.prepare_cached(
@@ -387,14 +424,21 @@ impl RunStore for SqliteStore {
                     id.to_string(),
                     job.payload.kind().as_str(),
                     job.lane.as_str(),
-                    job.lane.priority(),
+                    batch_priority(job.lane, round),
                     to_json(&job.payload)?,
                     job.max_tries,
                     to_i64(job.timeout_ms, "timeout_ms")?,
                     created_at
                 ])?;
                 queued.push(existing_job(transaction, id)?);
+                round += 1;
             }
+            transaction
+                .prepare_cached(
+                    "INSERT INTO run_rounds (user_id, next_round) VALUES (?1, ?2) \
+                     ON CONFLICT (user_id) DO UPDATE SET next_round = excluded.next_round",
+                )?
+                .execute(params![created_by, round])?;
             Ok(queued)
         })
         .await
@@ -526,23 +570,26 @@ impl RunStore for SqliteStore {
 
     async fn run_queue_position(&self, run_id: RunId) -> StoreResult<Option<u64>> {
         self.call(move |connection| {
-            let first: Option<(i64, i64)> = connection
+            let first: Option<(i64, i64, String)> = connection
                 .prepare_cached(
-                    "SELECT j.seq, j.lane_priority FROM run_items i JOIN jobs j ON j.id = i.job_id \
+                    "SELECT j.seq, j.lane_priority, j.lane FROM run_items i \
+                     JOIN jobs j ON j.id = i.job_id \
                      WHERE i.run_id = ?1 AND i.state = 'QUEUED' AND j.state = 'QUEUED' \
-                     ORDER BY j.seq LIMIT 1",
+                     ORDER BY j.lane_priority, j.seq LIMIT 1",
                 )?
-                .query_row([run_id.0], |row| Ok((row.get(0)?, row.get(1)?)))
+                .query_row([run_id.0], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get::<_, String>(2)?))
+                })
                 .optional()?;
-            let Some((seq, priority)) = first else {
+            let Some((seq, priority, lane)) = first else {
                 return Ok(None);
             };
             let ahead: i64 = connection
                 .prepare_cached(
-                    "SELECT COUNT(*) FROM jobs WHERE state = 'QUEUED' AND lane_priority <= ?1 \
-                     AND (lane_priority < ?1 OR seq < ?2)",
+                    "SELECT COUNT(*) FROM jobs WHERE state = 'QUEUED' AND lane = ?3 \
+                     AND (lane_priority < ?1 OR (lane_priority = ?1 AND seq < ?2))",
                 )?
-                .query_row(params![priority, seq], |row| row.get(0))?;
+                .query_row(params![priority, seq, lane], |row| row.get(0))?;
             Ok(Some(u64::try_from(ahead).unwrap_or(0)))
         })
         .await
@@ -620,6 +667,41 @@ impl RunStore for SqliteStore {
                     micros(now)
                 ])?;
             Ok(changed > 0)
+        })
+        .await
+    }
+
+    async fn publish_run(&self, id: RunId) -> StoreResult<Option<Run>> {
+        self.write(move |transaction| {
+            let changed = transaction
+                .prepare_cached(
+                    "UPDATE runs SET published = 1 WHERE id = ?1 AND published = 0 \
+                     AND state IN ('COMPLETED', 'COMPLETED_WITH_ERRORS')",
+                )?
+                .execute([id.0])?;
+            if changed == 0 {
+                return Ok(None);
+            }
+            select_run(transaction, id)
+        })
+        .await
+    }
+
+    async fn latest_published_run(
+        &self,
+        challenge_id: ChallengeId,
+        except: RunId,
+    ) -> StoreResult<Option<Run>> {
+        self.call(move |connection| {
+            let sql = format!(
+                "SELECT {RUN_COLUMNS} FROM runs WHERE challenge_id = ?1 AND published = 1 \
+                 AND id <> ?2 AND state IN ('COMPLETED', 'COMPLETED_WITH_ERRORS') \
+                 ORDER BY id DESC LIMIT 1"
+            );
+            Ok(connection
+                .prepare_cached(&sql)?
+                .query_row(params![challenge_id.0, except.0], run_from)
+                .optional()?)
         })
         .await
     }
