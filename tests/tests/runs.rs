@@ -657,7 +657,7 @@ async fn live_attempts_go_first_and_professors_runs_take_turns() {
     .await;
     wait_final(live_student, live).await;
     for (professor, run_id) in [(&first, runs[0]), (&second, runs[1])] {
-        let finished = wait_run_final(professor, *run_id).await;
+        let finished = wait_run_final(professor, run_id).await;
         assert_eq!(finished["state"], "COMPLETED", "{finished}");
     }
     let (status, jobs) = admin.get("/admin/jobs?limit=500").await;
