@@ -48,7 +48,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// `"all"` (every student who attempted the challenge) or a list of user ids.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(untagged)]
 enum TargetsRequest {
     All(AllTargets),
@@ -145,8 +145,7 @@ struct RunView {
     attempt: AttemptRule,
     on_item_failure: ItemFailurePolicy,
     /// `"all"` or the user ids asked for.
-    #[schema(value_type = Object)]
-    targets: serde_json::Value,
+    targets: TargetsRequest,
     webhook_url: Option<String>,
     idempotency_key: Option<String>,
     counts: ItemCounts,
@@ -216,7 +215,10 @@ async fn run_view(
         _ => None,
     };
     let deliveries = state.store.list_deliveries(run.id).await?;
-    let targets = serde_json::to_value(&run.spec.targets).unwrap_or_default();
+    let targets = match &run.spec.targets {
+        RunTargets::All(all) => TargetsRequest::All(*all),
+        RunTargets::Users(users) => TargetsRequest::Users(users.clone()),
+    };
     Ok(RunView {
         id: run.id,
         challenge_id: run.spec.challenge_id,

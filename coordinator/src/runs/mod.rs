@@ -506,6 +506,11 @@ impl Runs {
     /// to the queue, postprocess one whose items all ended.
     async fn after_change(&self, run: &Run) -> RunsResult<()> {
         self.jobs.announce_run(run.id);
+        self.advance(run).await
+    }
+
+    /// Feeds a running run, cancels a failing one, wakes postprocessing.
+    async fn advance(&self, run: &Run) -> RunsResult<()> {
         match run.state {
             RunState::Running if run.failing && !run.cancel_requested => {
                 if let Some(cancelling) = self.store.request_run_cancel(run.id, Utc::now()).await? {
@@ -585,9 +590,17 @@ impl Runs {
         for run in self.store.list_active_runs().await? {
             let run = self.store.recount_run(run.id).await?.unwrap_or(run);
             if run.state == RunState::Postprocessing {
-                self.postprocess(run).await?;
+                // Its own task: a webhook may be retried for an hour. A
+                // second task for the same run loses the claim and returns.
+                let runs = self.clone();
+                tokio::spawn(async move {
+                    let id = run.id;
+                    if let Err(error) = runs.postprocess(run).await {
+                        tracing::warn!(run_id = %id, error = %error, "postprocessing failed; the sweep tries again");
+                    }
+                });
             } else {
-                self.after_change(&run).await?;
+                self.advance(&run).await?;
             }
         }
         Ok(())
@@ -685,8 +698,10 @@ impl Runs {
                     run.id,
                     token,
                     now,
+                    // Held through this try and the wait before the next.
                     now + CLAIM_FOR
-                        + chrono::Duration::from_std(self.retry.timeout).unwrap_or_default(),
+                        + chrono::Duration::from_std(self.retry.timeout + backoff)
+                            .unwrap_or_default(),
                 )
                 .await?
                 .is_none()

@@ -328,3 +328,21 @@ pub trait RunStore: Send + Sync {
     /// ERROR), oldest first: what a run chooses from.
     async fn list_gradable_attempts(&self, challenge_id: ChallengeId) -> StoreResult<Vec<Attempt>>;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_priorities_come_after_live_lanes_in_rounds() {
+        for lane in Lane::ALL {
+            assert!(batch_priority(lane, 0) > Lane::Slow.priority());
+            for round in [0, 1, 7, 1_000_000] {
+                let priority = batch_priority(lane, round);
+                assert_eq!(batch_round(priority), round);
+                assert_eq!(priority % 4, lane.priority(), "the lane stays readable");
+            }
+        }
+        assert!(batch_priority(Lane::Slow, 0) < batch_priority(Lane::Init, 1));
+    }
+}
