@@ -695,3 +695,79 @@ async fn live_attempts_go_first_and_professors_runs_take_turns() {
     );
     drop(grader);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_item_out_of_tries_is_an_error_the_run_still_finishes_and_retry_grades_it() {
+    let token = token();
+    let coordinator = start_coordinator(
+        "runs-error-coordinator",
+        &temp_store("runs-error"),
+        &token,
+        &["--max-tries", "1", "--heartbeat-interval-ms", "500"],
+    )
+    .await;
+    let url = coordinator.url().to_string();
+    let mut first = start_grader("runs-error-grader-1", &url, &token, &["--slots", "1"]).await;
+    let api = Api::new(&url);
+    let (_admin, professor, _other, students) = people(&api, "error", 2).await;
+    let challenge =
+        publish_sample_challenge(&professor, "runs: errors", Duration::from_secs(120)).await;
+    let challenge_id = challenge["id"].as_i64().unwrap();
+    let mut attempts = Vec::new();
+    for (_, student) in &students {
+        let attempt = submit(student, challenge_id, SLOW_CORRECT).await;
+        attempts.push(wait_final(student, attempt).await);
+    }
+    let (status, reply) = professor
+        .post(
+            "/runs",
+            json!({"challenge_id": challenge_id, "targets": "all", "on_item_failure": "continue"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{reply}");
+    let run_id = reply["data"]["id"].as_i64().unwrap();
+    eventually("an item to run", Duration::from_secs(60), || async {
+        let run = run_state(&professor, run_id).await;
+        (run["counts"]["running"] == 1).then_some(())
+    })
+    .await;
+    // Its grader dies on the item's only try: the item is ERROR, the other
+    // item is graded by another grader, and the run finishes.
+    first.kill().await;
+    let second = start_grader("runs-error-grader-2", &url, &token, &["--slots", "1"]).await;
+    let finished = wait_run_final(&professor, run_id).await;
+    assert_eq!(finished["state"], "COMPLETED_WITH_ERRORS", "{finished}");
+    assert_eq!(finished["counts"]["error"], 1, "{finished}");
+    assert_eq!(finished["counts"]["done"], 1, "{finished}");
+    assert_eq!(finished["postprocessing"], "DONE", "{finished}");
+    let (_, errors) = professor
+        .get(&format!("/runs/{run_id}/items?state=ERROR"))
+        .await;
+    let errors = errors["data"].as_array().unwrap().clone();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0]["error"].as_str().unwrap().contains("gave up"),
+        "{errors:?}"
+    );
+    assert_eq!(
+        errors[0]["status"],
+        Value::Null,
+        "never charged to the student: {errors:?}"
+    );
+    for ((_, student), before) in students.iter().zip(&attempts) {
+        let id = before["id"].as_i64().unwrap();
+        let (_, now) = student.get(&format!("/attempts/{id}")).await;
+        assert_eq!(now["data"]["status"], "PASSED", "{now}");
+    }
+    // Retry grades the item in ERROR again; postprocessing runs again.
+    let (status, retried) = professor
+        .post(&format!("/runs/{run_id}/retry"), json!({}))
+        .await;
+    assert_eq!(status, 200, "{retried}");
+    assert_eq!(retried["data"]["state"], "RUNNING", "{retried}");
+    let finished = wait_run_final(&professor, run_id).await;
+    assert_eq!(finished["state"], "COMPLETED", "{finished}");
+    assert_eq!(finished["counts"]["done"], 2, "{finished}");
+    assert_eq!(finished["counts"]["error"], 0, "{finished}");
+    drop(second);
+}
