@@ -771,3 +771,64 @@ async fn an_item_out_of_tries_is_an_error_the_run_still_finishes_and_retry_grade
     assert_eq!(finished["counts"]["error"], 0, "{finished}");
     drop(second);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn under_fail_run_an_item_out_of_tries_fails_the_run_and_cancels_the_rest() {
+    let token = token();
+    let coordinator = start_coordinator(
+        "runs-failrun-coordinator",
+        &temp_store("runs-failrun"),
+        &token,
+        &["--max-tries", "1", "--heartbeat-interval-ms", "500"],
+    )
+    .await;
+    let url = coordinator.url().to_string();
+    let mut first = start_grader("runs-failrun-grader-1", &url, &token, &["--slots", "1"]).await;
+    let api = Api::new(&url);
+    let (_admin, professor, _other, students) = people(&api, "failrun", 3).await;
+    let challenge =
+        publish_sample_challenge(&professor, "runs: fail run", Duration::from_secs(120)).await;
+    let challenge_id = challenge["id"].as_i64().unwrap();
+    for (_, student) in &students {
+        let attempt = submit(student, challenge_id, SLOW_CORRECT).await;
+        wait_final(student, attempt).await;
+    }
+    let receiver = Arc::new(Receiver::default());
+    let hook = start_receiver(receiver.clone()).await;
+    let (status, reply) = professor
+        .post(
+            "/runs",
+            json!({"challenge_id": challenge_id, "targets": "all",
+                   "on_item_failure": "fail_run", "webhook_url": hook}),
+        )
+        .await;
+    assert_eq!(status, 201, "{reply}");
+    let run_id = reply["data"]["id"].as_i64().unwrap();
+    eventually("an item to run", Duration::from_secs(60), || async {
+        let run = run_state(&professor, run_id).await;
+        (run["counts"]["running"] == 1).then_some(())
+    })
+    .await;
+    first.kill().await;
+    let finished = wait_run_final(&professor, run_id).await;
+    assert_eq!(finished["state"], "FAILED", "{finished}");
+    assert_eq!(finished["counts"]["error"], 1, "{finished}");
+    assert_eq!(
+        finished["counts"]["done"].as_u64().unwrap()
+            + finished["counts"]["cancelled"].as_u64().unwrap(),
+        2,
+        "{finished}"
+    );
+    assert!(
+        finished["counts"]["cancelled"].as_u64().unwrap() >= 1,
+        "{finished}"
+    );
+    // Postprocessing still ran, once.
+    assert_eq!(finished["postprocessing"], "DONE", "{finished}");
+    let requests = receiver.requests.lock().unwrap().clone();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert!(
+        requests[0].1.contains("\"state\":\"FAILED\""),
+        "{requests:?}"
+    );
+}
