@@ -832,3 +832,78 @@ async fn under_fail_run_an_item_out_of_tries_fails_the_run_and_cancels_the_rest(
         "{requests:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_coordinators_on_one_mongodb_postprocess_a_run_once() {
+    let token = token();
+    let store = sqlarena_e2e::mongo::test_mongodb_uri();
+    let first = start_coordinator("runs-mongo-coordinator-1", &store, &token, &[]).await;
+    let second = start_coordinator("runs-mongo-coordinator-2", &store, &token, &[]).await;
+    let graders = vec![
+        start_grader("runs-mongo-grader-1", first.url(), &token, &[]).await,
+        start_grader("runs-mongo-grader-2", second.url(), &token, &[]).await,
+    ];
+    let api = Api::new(first.url());
+    let (_admin, professor, _other, students) = people(&api, "mongo", 3).await;
+    let challenge =
+        publish_sample_challenge(&professor, "runs: mongo", Duration::from_secs(180)).await;
+    let challenge_id = challenge["id"].as_i64().unwrap();
+    for ((_, student), query) in students.iter().zip([SOLUTION, WRONG, SOLUTION]) {
+        let attempt = submit(student, challenge_id, query).await;
+        wait_final(student, attempt).await;
+    }
+    let receiver = Arc::new(Receiver::default());
+    let hook = start_receiver(receiver.clone()).await;
+    let (status, reply) = professor
+        .post(
+            "/runs",
+            json!({"challenge_id": challenge_id, "targets": "all", "webhook_url": hook,
+                   "idempotency_key": "mongo-1"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{reply}");
+    let run_id = reply["data"]["id"].as_i64().unwrap();
+    // The other coordinator knows the key too.
+    let other_side = Api::new(second.url())
+        .login("runs-prof-a-mongo@example.edu", "demo-password")
+        .await;
+    let (status, again) = other_side
+        .post(
+            "/runs",
+            json!({"challenge_id": challenge_id, "targets": "all", "webhook_url": hook,
+                   "idempotency_key": "mongo-1"}),
+        )
+        .await;
+    assert_eq!(
+        (status, again["data"]["id"].as_i64()),
+        (200, Some(run_id)),
+        "{again}"
+    );
+    let finished = wait_run_final(&other_side, run_id).await;
+    assert_eq!(finished["state"], "COMPLETED", "{finished}");
+    assert_eq!(finished["counts"]["done"], 3, "{finished}");
+    let (_, items) = professor.get(&format!("/runs/{run_id}/items")).await;
+    let statuses: Vec<&str> = items["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, vec!["PASSED", "FAILED", "PASSED"], "{items}");
+    let gradebook = professor
+        .client
+        .call_raw(
+            reqwest::Method::GET,
+            &format!("/api/v1/runs/{run_id}/gradebook"),
+            professor.token.as_deref(),
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(gradebook.text.lines().count(), 4, "{}", gradebook.text);
+    assert_eq!(
+        receiver.requests.lock().unwrap().len(),
+        1,
+        "both coordinators sweep, one postprocesses"
+    );
+    drop(graders);
+}
