@@ -45,6 +45,29 @@ macro_rules! int_ids {
                 id.0
             }
         }
+
+        #[cfg(feature = "bson")]
+        impl From<$name> for bson::Bson {
+            fn from(id: $name) -> Self {
+                bson::Bson::Int64(id.0)
+            }
+        }
+
+        #[cfg(feature = "rusqlite")]
+        impl rusqlite::ToSql for $name {
+            fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+                self.0.to_sql()
+            }
+        }
+
+        #[cfg(feature = "rusqlite")]
+        impl rusqlite::types::FromSql for $name {
+            fn column_result(
+                value: rusqlite::types::ValueRef<'_>,
+            ) -> rusqlite::types::FromSqlResult<Self> {
+                i64::column_result(value).map(Self)
+            }
+        }
     )*};
 }
 

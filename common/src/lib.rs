@@ -6,7 +6,6 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use uuid::Uuid;
 
 pub mod ids;
 pub use ids::{AttemptId, ChallengeId, GraderId, JobId, LeaseId, RunId, TestCaseId, UserId};
@@ -227,7 +226,7 @@ pub struct QueryResult {
 /// One test case's data as shipped to a grader.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct TestCaseData {
-    pub id: i64,
+    pub id: TestCaseId,
     /// INSERT statements run after the challenge's init SQL.
     pub data: String,
 }
@@ -236,7 +235,7 @@ pub struct TestCaseData {
 /// expected results.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct InitPayload {
-    pub challenge_id: i64,
+    pub challenge_id: ChallengeId,
     pub challenge_name: String,
     pub version: i64,
     pub init: String,
@@ -248,16 +247,16 @@ pub struct InitPayload {
 /// Payload of an attempt job: grade one student query.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct AttemptPayload {
-    pub attempt_id: i64,
-    pub user_id: i64,
-    pub challenge_id: i64,
+    pub attempt_id: AttemptId,
+    pub user_id: UserId,
+    pub challenge_id: ChallengeId,
     pub challenge_name: String,
     pub challenge_version: i64,
     /// Identifies the bundle (init, data, solution) the grader must have.
     pub version_hash: String,
     pub query: String,
     pub times_to_run: u32,
-    pub test_case_ids: Vec<i64>,
+    pub test_case_ids: Vec<TestCaseId>,
     /// Set when the job grades an item of a grading run: its result goes
     /// to that item, never to the attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -285,7 +284,7 @@ impl JobPayload {
 /// The expected result of one test case, computed by an init job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ExpectedCase {
-    pub test_case_id: i64,
+    pub test_case_id: TestCaseId,
     pub result: QueryResult,
     /// Median time of the reference solution on this case, in milliseconds.
     #[serde(default)]
@@ -310,7 +309,7 @@ pub struct InitOutcome {
 /// Result of one test case of an attempt, as measured by a grader.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct CaseResult {
-    pub test_case_id: i64,
+    pub test_case_id: TestCaseId,
     pub status: CaseStatus,
     /// Median of the student query's timed runs, in milliseconds.
     #[serde(default)]
@@ -393,7 +392,7 @@ pub struct RegisterGraderRequest {
 /// Reply to a registration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct RegisterGraderResponse {
-    pub grader_id: Uuid,
+    pub grader_id: GraderId,
     /// Bearer token for every further call; shown once.
     pub grader_token: String,
     pub heartbeat_interval_ms: u64,
@@ -404,8 +403,8 @@ pub struct RegisterGraderResponse {
 /// A lease a grader holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct HeldLease {
-    pub job_id: Uuid,
-    pub lease_id: Uuid,
+    pub job_id: JobId,
+    pub lease_id: LeaseId,
 }
 
 /// `POST /grader/heartbeat`.
@@ -420,7 +419,7 @@ pub struct HeartbeatRequest {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
 pub struct HeartbeatResponse {
     /// Jobs the grader must stop at once (cancelled, or no longer its own).
-    pub cancel: Vec<Uuid>,
+    pub cancel: Vec<JobId>,
     /// True when an admin drains this grader: finish current work, lease
     /// nothing new.
     pub drain: bool,
@@ -429,8 +428,8 @@ pub struct HeartbeatResponse {
 /// A job handed to a grader by `POST /grader/jobs/lease`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct LeasedJob {
-    pub job_id: Uuid,
-    pub lease_id: Uuid,
+    pub job_id: JobId,
+    pub lease_id: LeaseId,
     pub lane: Lane,
     /// Number of times this job has been leased, this lease included.
     pub tries: u32,
@@ -451,7 +450,7 @@ pub struct LeaseBatch {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProgressRequest {
-    pub lease_id: Uuid,
+    pub lease_id: LeaseId,
     pub case: CaseResult,
 }
 
@@ -459,7 +458,7 @@ pub struct ProgressRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CompleteRequest {
-    pub lease_id: Uuid,
+    pub lease_id: LeaseId,
     pub outcome: JobOutcome,
 }
 
@@ -467,7 +466,7 @@ pub struct CompleteRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FailRequest {
-    pub lease_id: Uuid,
+    pub lease_id: LeaseId,
     pub error: String,
     /// True when another try (possibly on another grader) could succeed.
     pub retryable: bool,
@@ -476,7 +475,7 @@ pub struct FailRequest {
 /// One test case in a challenge bundle.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct BundleCase {
-    pub id: i64,
+    pub id: TestCaseId,
     pub data: String,
     pub expected: Option<QueryResult>,
 }
@@ -485,7 +484,7 @@ pub struct BundleCase {
 /// challenge's databases and grade attempts against it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ChallengeBundle {
-    pub challenge_id: i64,
+    pub challenge_id: ChallengeId,
     pub version: i64,
     pub version_hash: String,
     pub init: String,
@@ -628,14 +627,14 @@ mod tests {
     #[test]
     fn payloads_carry_their_kind_tag() {
         let payload = JobPayload::Init(InitPayload {
-            challenge_id: 1,
+            challenge_id: ChallengeId(1),
             challenge_name: "c".into(),
             version: 1,
             init: "create table t(a int)".into(),
             solution: "select a from t".into(),
             times_to_run: 3,
             test_cases: vec![TestCaseData {
-                id: 1,
+                id: TestCaseId(1),
                 data: "insert into t values (1)".into(),
             }],
         });

@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use sqlarena_common::{
-    AttemptOutcome, AttemptPayload, JobOutcome, JobPayload, Lane, LeaseBatch, LeasedJob,
-    RegisterGraderResponse,
+    AttemptId, AttemptOutcome, AttemptPayload, ChallengeId, JobId, JobOutcome, JobPayload, Lane,
+    LeaseBatch, LeasedJob, RegisterGraderResponse, UserId,
 };
 use sqlarena_coordinator::config::Config;
 use sqlarena_coordinator::state::AppState;
@@ -111,9 +111,9 @@ fn noop_job(lane: Lane, index: usize) -> NewJob {
     NewJob {
         lane,
         payload: JobPayload::Attempt(AttemptPayload {
-            attempt_id: -(index as i64) - 1,
-            user_id: 0,
-            challenge_id: 0,
+            attempt_id: AttemptId(-(index as i64) - 1),
+            user_id: UserId(0),
+            challenge_id: ChallengeId(0),
             challenge_name: "bench".into(),
             challenge_version: 1,
             version_hash: "bench".into(),
@@ -240,7 +240,7 @@ impl Grader {
 /// job arrived.
 fn spawn_graders(
     graders: &[Grader],
-    arrivals: Arc<Mutex<HashMap<Uuid, Instant>>>,
+    arrivals: Arc<Mutex<HashMap<JobId, Instant>>>,
     done: Arc<AtomicUsize>,
     stop: CancellationToken,
 ) -> Vec<tokio::task::JoinHandle<()>> {

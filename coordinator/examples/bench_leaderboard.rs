@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use serde_json::Value;
 use sqlarena_common::{
-    AttemptStatus, CaseResult, CaseStatus, ChallengeType, Column, QueryResult, Role,
+    AttemptStatus, CaseResult, CaseStatus, ChallengeType, Column, QueryResult, Role, TestCaseId,
+    UserId,
 };
 use sqlarena_coordinator::auth;
 use sqlarena_coordinator::config::Config;
@@ -62,7 +63,7 @@ fn options() -> Options {
     options
 }
 
-async fn user(store: &Arc<dyn Store>, email: String, role: Role) -> i64 {
+async fn user(store: &Arc<dyn Store>, email: String, role: Role) -> UserId {
     store
         .create_user(NewUser {
             email,
@@ -135,7 +136,7 @@ async fn main() {
     for worker in 0..workers {
         let store = store.clone();
         let users = users.clone();
-        let case_ids: Vec<i64> = challenge.test_cases.iter().map(|case| case.id).collect();
+        let case_ids: Vec<TestCaseId> = challenge.test_cases.iter().map(|case| case.id).collect();
         let attempts = options.attempts;
         tasks.spawn(async move {
             for attempt in (worker..attempts).step_by(workers) {

@@ -12,7 +12,7 @@
 //! `(rank_key, time_of_attempt, attempt_id)` for both types.
 
 use chrono::{DateTime, Utc};
-use sqlarena_common::{AttemptStatus, CaseStatus, ChallengeType};
+use sqlarena_common::{AttemptId, AttemptStatus, CaseStatus, ChallengeId, ChallengeType, UserId};
 
 use crate::store::{Attempt, TestCase};
 
@@ -22,10 +22,10 @@ pub const LEADERBOARD_SIZE: u32 = 10;
 /// A user's best passing attempt on one version of a challenge.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LeaderboardRow {
-    pub challenge_id: i64,
+    pub challenge_id: ChallengeId,
     pub version: i64,
-    pub user_id: i64,
-    pub attempt_id: i64,
+    pub user_id: UserId,
+    pub attempt_id: AttemptId,
     /// Geometric mean of the cases' student/reference time ratios.
     pub score: f64,
     /// Ascending sort key: `score` for FE, `-score` for SE.
@@ -109,12 +109,12 @@ pub fn row_for(
 mod tests {
     use super::*;
     use chrono::Duration;
-    use sqlarena_common::CaseResult;
+    use sqlarena_common::{CaseResult, TestCaseId};
 
     fn case(id: i64) -> TestCase {
         TestCase {
-            id,
-            challenge_id: 1,
+            id: TestCaseId(id),
+            challenge_id: ChallengeId(1),
             data: String::new(),
             is_visible: true,
             expected: None,
@@ -128,7 +128,7 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(index, ratio)| CaseResult {
-                test_case_id: 10 + index as i64,
+                test_case_id: TestCaseId(10 + index as i64),
                 status: CaseStatus::Passed,
                 execution_ms: Some(4.0),
                 min_ms: None,
@@ -141,9 +141,9 @@ mod tests {
             })
             .collect();
         Attempt {
-            id,
-            user_id: 100,
-            challenge_id: 1,
+            id: AttemptId(id),
+            user_id: UserId(100),
+            challenge_id: ChallengeId(1),
             challenge_version: 2,
             query: "select 1".into(),
             status: AttemptStatus::Passed,

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use chrono::Utc;
-use sqlarena_common::Role;
+use sqlarena_common::{Role, UserId};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -177,7 +177,7 @@ pub async fn create_admin(
     email: &str,
     password: &str,
     full_name: &str,
-) -> anyhow::Result<i64> {
+) -> anyhow::Result<UserId> {
     match create_user(store, email, password, full_name).await {
         Ok(id) => Ok(id),
         Err(StoreError::Conflict(_)) => {
@@ -193,7 +193,7 @@ async fn create_user(
     email: &str,
     password: &str,
     full_name: &str,
-) -> Result<i64, StoreError> {
+) -> Result<UserId, StoreError> {
     let password_hash = auth::hash_password(password.to_string())
         .await
         .map_err(|error| StoreError::Backend(error.to_string()))?;

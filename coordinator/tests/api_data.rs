@@ -9,7 +9,10 @@ use chrono::Utc;
 use common::TestServer;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use sqlarena_common::{Column, LeasedJob, QueryResult, RegisterGraderResponse};
+use sqlarena_common::{
+    AttemptId, ChallengeId, Column, LeasedJob, QueryResult, RegisterGraderResponse, TestCaseId,
+    UserId,
+};
 use sqlarena_coordinator::store::{InitResult, Page};
 
 const CLUSTER_TOKEN: &str = "data-test-cluster-token-0123456789";
@@ -61,7 +64,13 @@ async fn ready_challenge(server: &TestServer, professor: &str) -> i64 {
         .as_array()
         .unwrap()
         .iter()
-        .map(|case| (case["id"].as_i64().unwrap(), result.clone(), Some(2.0)))
+        .map(|case| {
+            (
+                TestCaseId(case["id"].as_i64().unwrap()),
+                result.clone(),
+                Some(2.0),
+            )
+        })
         .collect();
     let id = challenge["id"].as_i64().unwrap();
     let ready = InitResult::Ready {
@@ -70,7 +79,7 @@ async fn ready_challenge(server: &TestServer, professor: &str) -> i64 {
     };
     assert!(server
         .store()
-        .set_challenge_init(id, 1, ready, Utc::now())
+        .set_challenge_init(ChallengeId(id), 1, ready, Utc::now())
         .await
         .unwrap());
     id
@@ -126,7 +135,7 @@ async fn thirty_parallel_attempts_admit_exactly_the_cap(uri: Option<String>) {
     assert_eq!((accepted, refused), (5, 25));
     let stored = server
         .store()
-        .list_user_attempts(student_id, Page::all())
+        .list_user_attempts(UserId(student_id), Page::all())
         .await
         .unwrap();
     assert_eq!(stored.len(), 5, "refused submissions leave nothing behind");
@@ -277,7 +286,7 @@ async fn students_see_a_fixed_message_per_failure_class(uri: Option<String>) {
     let cancelled = submit(&server, &student, challenge_id, "SELECT a FROM t").await;
     let job_id = server
         .store()
-        .get_attempt(cancelled)
+        .get_attempt(AttemptId(cancelled))
         .await
         .unwrap()
         .unwrap()
@@ -332,7 +341,7 @@ async fn students_see_a_fixed_message_per_failure_class(uri: Option<String>) {
     server.stop().await;
 }
 
-fn job_case_ids(job: &LeasedJob) -> Vec<i64> {
+fn job_case_ids(job: &LeasedJob) -> Vec<TestCaseId> {
     match &job.payload {
         sqlarena_common::JobPayload::Attempt(attempt) => attempt.test_case_ids.clone(),
         other => panic!("not an attempt job: {other:?}"),
@@ -495,7 +504,7 @@ async fn every_list_is_cursor_paginated_on_mongodb() {
 }
 
 /// A failing case with `rows` rows of a 600-character cell.
-fn wide_failing_case(test_case_id: i64, rows: usize) -> Value {
+fn wide_failing_case(test_case_id: TestCaseId, rows: usize) -> Value {
     let row = json!(["w".repeat(600)]);
     json!({
         "test_case_id": test_case_id, "status": "FAILED", "execution_ms": 3.0,
@@ -558,7 +567,7 @@ async fn a_failing_cases_rows_are_stored_once_and_capped(uri: Option<String>) {
     }
     let attempt = server
         .store()
-        .get_attempt(attempt_id)
+        .get_attempt(AttemptId(attempt_id))
         .await
         .unwrap()
         .unwrap();
@@ -620,7 +629,7 @@ async fn finished_jobs_past_their_retention_are_compacted(uri: Option<String>) {
     let queued = submit(&server, &student, challenge_id, "SELECT a FROM t").await;
     let queued_job = server
         .store()
-        .get_attempt(queued)
+        .get_attempt(AttemptId(queued))
         .await
         .unwrap()
         .unwrap()

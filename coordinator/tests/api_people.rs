@@ -12,7 +12,8 @@ use common::TestServer;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use sqlarena_common::{
-    AttemptStatus, CaseResult, CaseStatus, Column, JobKind, JobPayload, JobState, Lane, QueryResult,
+    AttemptId, AttemptStatus, CaseResult, CaseStatus, ChallengeId, Column, JobKind, JobPayload,
+    JobState, Lane, QueryResult, TestCaseId, UserId,
 };
 use sqlarena_coordinator::store::{
     AttemptUpdate, Challenge, InitResult, Job, JobFilter, NewAttempt, Page,
@@ -72,7 +73,7 @@ async fn make_ready(server: &TestServer, challenge: &Value) {
         .enumerate()
         .map(|(index, case)| {
             (
-                case["id"].as_i64().unwrap(),
+                TestCaseId(case["id"].as_i64().unwrap()),
                 result_of(index as i64 + 1),
                 Some(2.0),
             )
@@ -84,7 +85,7 @@ async fn make_ready(server: &TestServer, challenge: &Value) {
     };
     assert!(server
         .store()
-        .set_challenge_init(id, version, ready, Utc::now())
+        .set_challenge_init(ChallengeId(id), version, ready, Utc::now())
         .await
         .unwrap());
 }
@@ -129,7 +130,7 @@ async fn pass(server: &TestServer, attempt_id: i64, case_ids: &[i64]) {
     let cases = case_ids
         .iter()
         .map(|case_id| CaseResult {
-            test_case_id: *case_id,
+            test_case_id: TestCaseId(*case_id),
             status: CaseStatus::Passed,
             execution_ms: Some(2.0),
             min_ms: None,
@@ -149,7 +150,7 @@ async fn pass(server: &TestServer, attempt_id: i64, case_ids: &[i64]) {
     };
     server
         .store()
-        .update_attempt(attempt_id, update)
+        .update_attempt(AttemptId(attempt_id), update)
         .await
         .unwrap();
 }
@@ -211,13 +212,13 @@ async fn counts(server: &TestServer, student_id: i64) -> Counts {
         jobs: all_jobs(server).await.len(),
         attempts: server
             .store()
-            .list_user_attempts(student_id, Page::all())
+            .list_user_attempts(UserId(student_id), Page::all())
             .await
             .unwrap()
             .len(),
         next_user_exists: server
             .store()
-            .get_user(student_id + 1)
+            .get_user(UserId(student_id + 1))
             .await
             .unwrap()
             .is_some(),
@@ -252,7 +253,7 @@ async fn register_login_and_tokens() {
     assert_eq!(user["role"], "STUD");
     assert!(user["created_at"].as_str().unwrap().contains('T'));
     let id = user["id"].as_i64().unwrap();
-    let stored = server.store().get_user(id).await.unwrap().unwrap();
+    let stored = server.store().get_user(UserId(id)).await.unwrap().unwrap();
     assert!(
         stored.password_hash.starts_with("$argon2"),
         "the password is kept hashed"
@@ -431,7 +432,10 @@ async fn challenges_queue_an_init_job_and_hide_solutions_and_hidden_data() {
     let JobPayload::Init(payload) = &jobs[0].payload else {
         panic!("not an init payload")
     };
-    assert_eq!((payload.challenge_id, payload.version), (id, 1));
+    assert_eq!(
+        (payload.challenge_id, payload.version),
+        (ChallengeId(id), 1)
+    );
     assert_eq!(payload.solution, "SELECT a FROM t");
     assert_eq!(payload.times_to_run, 3);
     let case_ids: Vec<i64> = challenge["test_cases"]
@@ -444,7 +448,7 @@ async fn challenges_queue_an_init_job_and_hide_solutions_and_hidden_data() {
         payload
             .test_cases
             .iter()
-            .map(|case| case.id)
+            .map(|case| case.id.0)
             .collect::<Vec<_>>(),
         case_ids
     );
@@ -548,7 +552,7 @@ async fn attempts_need_a_ready_unexpired_challenge_and_queue_on_its_lane() {
     assert!(message.contains("not ready"), "{message}");
     assert!(server
         .store()
-        .list_user_attempts(student_id, Page::all())
+        .list_user_attempts(UserId(student_id), Page::all())
         .await
         .unwrap()
         .is_empty());
@@ -582,14 +586,18 @@ async fn attempts_need_a_ready_unexpired_challenge_and_queue_on_its_lane() {
     };
     assert_eq!(
         (payload.attempt_id, payload.user_id, payload.challenge_id),
-        (attempt_id, student_id, fe_id)
+        (
+            AttemptId(attempt_id),
+            UserId(student_id),
+            ChallengeId(fe_id)
+        )
     );
     assert_eq!(payload.query, "SELECT a FROM t");
     assert_eq!(payload.test_case_ids.len(), 2);
     assert_eq!(
         server
             .store()
-            .get_attempt(attempt_id)
+            .get_attempt(AttemptId(attempt_id))
             .await
             .unwrap()
             .unwrap()
@@ -615,7 +623,7 @@ async fn attempts_need_a_ready_unexpired_challenge_and_queue_on_its_lane() {
     assert_eq!(
         server
             .store()
-            .list_user_attempts(student_id, Page::all())
+            .list_user_attempts(UserId(student_id), Page::all())
             .await
             .unwrap()
             .len(),
@@ -661,7 +669,7 @@ async fn attempts_need_a_ready_unexpired_challenge_and_queue_on_its_lane() {
     let job = all_jobs(&server)
         .await
         .into_iter()
-        .find(|job| matches!(&job.payload, JobPayload::Attempt(p) if p.attempt_id == se_attempt))
+        .find(|job| matches!(&job.payload, JobPayload::Attempt(p) if p.attempt_id == AttemptId(se_attempt)))
         .expect("the SE attempt's job");
     assert_eq!(job.lane, Lane::Slow);
 
@@ -708,7 +716,7 @@ async fn attempt_results_hide_hidden_cases_from_students_only() {
 
     // The grader's part: a visible pass and a hidden wrong answer.
     let case = |test_case_id: i64, status: CaseStatus, actual: i64| CaseResult {
-        test_case_id,
+        test_case_id: TestCaseId(test_case_id),
         status,
         execution_ms: Some(3.0),
         min_ms: Some(2.5),
@@ -730,7 +738,7 @@ async fn attempt_results_hide_hidden_cases_from_students_only() {
     };
     server
         .store()
-        .update_attempt(attempt_id, update)
+        .update_attempt(AttemptId(attempt_id), update)
         .await
         .unwrap();
 
@@ -868,7 +876,7 @@ async fn the_leaderboard_ranks_each_users_best_passing_attempt() {
             .iter()
             .zip(ratios)
             .map(|(case_id, ratio)| CaseResult {
-                test_case_id: *case_id,
+                test_case_id: TestCaseId(*case_id),
                 status,
                 execution_ms: Some(ratio * 10.0),
                 min_ms: None,
@@ -890,7 +898,11 @@ async fn the_leaderboard_ranks_each_users_best_passing_attempt() {
             finished_at: Some(Utc::now()),
             ..AttemptUpdate::default()
         };
-        server.store().update_attempt(id, update).await.unwrap();
+        server
+            .store()
+            .update_attempt(AttemptId(id), update)
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let view = server
@@ -954,7 +966,12 @@ async fn metadata_changes_in_place_and_only_the_creator_or_an_admin_may_change()
             .expect_error(StatusCode::FORBIDDEN);
         assert!(!message.is_empty());
     }
-    let stored = server.store().get_challenge(id).await.unwrap().unwrap();
+    let stored = server
+        .store()
+        .get_challenge(ChallengeId(id))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
         stored.name, "first name",
         "a refused update changes nothing"
@@ -1036,7 +1053,12 @@ async fn a_new_solution_makes_a_new_version_that_is_reinitialized() {
     let queued = submit(&server, &other, id).await;
     assert_eq!(leaderboard(&server, &student, id).await, vec![graded]);
     // What a submission racing the change read: version 1.
-    let read_before_change = server.store().get_challenge(id).await.unwrap().unwrap();
+    let read_before_change = server
+        .store()
+        .get_challenge(ChallengeId(id))
+        .await
+        .unwrap()
+        .unwrap();
 
     let reply = update_challenge(
         &server,
@@ -1070,7 +1092,12 @@ async fn a_new_solution_makes_a_new_version_that_is_reinitialized() {
     );
 
     // The store holds version 2 and a queued init job for it.
-    let stored = server.store().get_challenge(id).await.unwrap().unwrap();
+    let stored = server
+        .store()
+        .get_challenge(ChallengeId(id))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
         (stored.version, stored.solution.as_str()),
         (2, "SELECT a FROM t ORDER BY a")
@@ -1097,13 +1124,16 @@ async fn a_new_solution_makes_a_new_version_that_is_reinitialized() {
         (inits[1].lane, inits[1].state),
         (Lane::Init, JobState::Queued)
     );
-    assert_eq!((payload.challenge_id, payload.version), (id, 2));
+    assert_eq!(
+        (payload.challenge_id, payload.version),
+        (ChallengeId(id), 2)
+    );
     assert_eq!(payload.solution, "SELECT a FROM t ORDER BY a");
     assert_eq!(
         payload
             .test_cases
             .iter()
-            .map(|case| case.id)
+            .map(|case| case.id.0)
             .collect::<Vec<_>>(),
         new_ids
     );
@@ -1122,7 +1152,7 @@ async fn a_new_solution_makes_a_new_version_that_is_reinitialized() {
     assert!(error.contains("challenge changed"), "{error}");
     let job_id = server
         .store()
-        .get_attempt(queued)
+        .get_attempt(AttemptId(queued))
         .await
         .unwrap()
         .unwrap()
@@ -1139,7 +1169,7 @@ async fn a_new_solution_makes_a_new_version_that_is_reinitialized() {
         .store()
         .create_attempt(NewAttempt {
             user_id: read_before_change.created_user_id,
-            challenge_id: id,
+            challenge_id: ChallengeId(id),
             challenge_version: 1,
             query: "SELECT a FROM t".into(),
         })
@@ -1192,7 +1222,7 @@ async fn a_new_solution_makes_a_new_version_that_is_reinitialized() {
     assert_eq!(
         server
             .store()
-            .get_attempt(queued)
+            .get_attempt(AttemptId(queued))
             .await
             .unwrap()
             .unwrap()
@@ -1258,7 +1288,7 @@ async fn a_new_solution_makes_a_new_version_that_is_reinitialized() {
     assert!(!server
         .store()
         .set_challenge_init(
-            id,
+            ChallengeId(id),
             1,
             InitResult::Failed {
                 errors: vec!["late".into()]
@@ -1270,7 +1300,7 @@ async fn a_new_solution_makes_a_new_version_that_is_reinitialized() {
     assert_eq!(
         server
             .store()
-            .get_challenge(id)
+            .get_challenge(ChallengeId(id))
             .await
             .unwrap()
             .unwrap()

@@ -12,9 +12,9 @@ use chrono::Utc;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sqlarena_common::{
-    AttemptOutcome, AttemptStatus, CaseResult, CaseStatus, ChallengeType, HeartbeatResponse,
-    HeldLease, JobOutcome, JobPayload, JobState, Lane, LeaseBatch, LeasedJob,
-    RegisterGraderResponse, Role,
+    AttemptId, AttemptOutcome, AttemptStatus, CaseResult, CaseStatus, ChallengeType, GraderId,
+    HeartbeatResponse, HeldLease, JobId, JobOutcome, JobPayload, JobState, Lane, LeaseBatch,
+    LeaseId, LeasedJob, RegisterGraderResponse, Role,
 };
 use sqlarena_coordinator::config::Config;
 use sqlarena_coordinator::state::AppState;
@@ -121,7 +121,7 @@ impl Coordinator {
 struct ScriptedGrader {
     http: reqwest::Client,
     base: String,
-    id: Uuid,
+    id: GraderId,
     token: String,
 }
 
@@ -344,7 +344,7 @@ fn passing_outcome(job: &LeasedJob) -> JobOutcome {
 }
 
 /// Creates a user, a challenge and `count` attempts with their jobs queued.
-async fn queue_attempts(state: &AppState, count: usize) -> Vec<(i64, Uuid)> {
+async fn queue_attempts(state: &AppState, count: usize) -> Vec<(AttemptId, JobId)> {
     let store = &state.store;
     let user = store
         .create_user(NewUser {
@@ -432,7 +432,7 @@ async fn racing_graders_complete_each_job_once(spec: StoreSpec) {
     for worker in workers {
         all.extend(worker.await.unwrap());
     }
-    let distinct: HashSet<Uuid> = all.iter().copied().collect();
+    let distinct: HashSet<JobId> = all.iter().copied().collect();
     assert_eq!(all.len(), 1000, "every job leased once in all");
     assert_eq!(distinct.len(), 1000);
     assert_eq!(recorded.load(Ordering::SeqCst), 1000);
@@ -934,7 +934,7 @@ async fn bundles_go_only_to_lease_holders(spec: StoreSpec) {
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert_eq!(body["status"], "error");
     let (status, _) = holder
-        .get(&format!("/challenges/{}/bundle", challenge_id + 1000))
+        .get(&format!("/challenges/{}/bundle", challenge_id.0 + 1000))
         .await;
     assert_eq!(
         status,
@@ -959,13 +959,13 @@ async fn batch_lease_fills_free_slots(spec: StoreSpec) {
     let batch = ScriptedGrader::register_slots(&coordinator.base, "batch", 3).await;
     let _batch_alive = batch.keep_alive();
     let jobs = batch.lease_batch(1000, 5).await;
-    let expected: Vec<Uuid> = queued.iter().take(3).map(|(_, job_id)| *job_id).collect();
+    let expected: Vec<JobId> = queued.iter().take(3).map(|(_, job_id)| *job_id).collect();
     assert_eq!(
         jobs.iter().map(|job| job.job_id).collect::<Vec<_>>(),
         expected,
         "as many as its slots, oldest first"
     );
-    let lease_ids: HashSet<Uuid> = jobs.iter().map(|job| job.lease_id).collect();
+    let lease_ids: HashSet<LeaseId> = jobs.iter().map(|job| job.lease_id).collect();
     assert_eq!(lease_ids.len(), 3, "one lease per job");
     for job in &jobs {
         let (status, body) = batch.complete(job).await;
@@ -1109,7 +1109,7 @@ async fn quiet_heartbeats_write_nothing(spec: StoreSpec) {
     let store = store::open(&spec.uri).await.unwrap();
     let coordinator = Coordinator::start_with_heartbeat(store, &spec.uri, 2000).await;
     let grader = ScriptedGrader::register_slots(&coordinator.base, "quiet", 1).await;
-    let stored = |store: Arc<dyn Store>, id: Uuid| async move {
+    let stored = |store: Arc<dyn Store>, id: GraderId| async move {
         store
             .get_grader(id)
             .await
@@ -1270,7 +1270,7 @@ async fn two_coordinators_share_one_mongodb() {
         assert!(!done.is_empty(), "every grader got work");
         all.extend(done);
     }
-    let distinct: HashSet<Uuid> = all.iter().copied().collect();
+    let distinct: HashSet<JobId> = all.iter().copied().collect();
     assert_eq!((all.len(), distinct.len()), (200, 200));
     for (attempt_id, _) in queued.iter().step_by(20) {
         let attempt = first

@@ -12,11 +12,13 @@ use std::sync::Arc;
 use chrono::Utc;
 use mongodb::bson::{doc, Bson, Document};
 use mongodb::{Client, Collection};
-use sqlarena_common::{AttemptPayload, JobPayload, JobState, Lane};
+use sqlarena_common::{
+    AttemptId, AttemptPayload, ChallengeId, GraderId, JobId, JobPayload, JobState, Lane,
+    TestCaseId, UserId,
+};
 use sqlarena_coordinator::store::mongo::MongoStore;
-use sqlarena_coordinator::store::{NewJob, Store};
+use sqlarena_coordinator::store::{AttemptStore, ChallengeStore, NewJob, Store, UserStore};
 use sqlarena_e2e::mongo::{test_mongodb_uri, using_nx_27017};
-use uuid::Uuid;
 
 /// Connects a store to a fresh, empty database.
 async fn fresh_store() -> Arc<dyn Store> {
@@ -36,15 +38,15 @@ fn attempt_job(attempt_id: i64) -> NewJob {
     NewJob {
         lane: Lane::Fast,
         payload: JobPayload::Attempt(AttemptPayload {
-            attempt_id,
-            user_id: 1,
-            challenge_id: 1,
+            attempt_id: AttemptId(attempt_id),
+            user_id: UserId(1),
+            challenge_id: ChallengeId(1),
             challenge_name: "c".into(),
             challenge_version: 1,
             version_hash: "v1".into(),
             query: "select 1".into(),
             times_to_run: 3,
-            test_case_ids: vec![1, 2],
+            test_case_ids: vec![TestCaseId(1), TestCaseId(2)],
             run_item: None,
         }),
         max_tries: 3,
@@ -79,7 +81,7 @@ async fn two_coordinators_lease_every_job_once() {
             second.clone()
         };
         claimers.spawn(async move {
-            let grader_id = Uuid::new_v4();
+            let grader_id = GraderId::new_v7();
             let mut claimed = Vec::new();
             while let Some(job) = store
                 .claim_job(grader_id, &[Lane::Fast], Utc::now())
@@ -98,7 +100,7 @@ async fn two_coordinators_lease_every_job_once() {
     while let Some(claimed) = claimers.join_next().await {
         leased.extend(claimed.expect("claimer panicked"));
     }
-    let distinct: HashSet<Uuid> = leased.iter().copied().collect();
+    let distinct: HashSet<JobId> = leased.iter().copied().collect();
     assert_eq!(distinct.len(), leased.len(), "a job was leased twice");
     assert_eq!(distinct, queued, "every queued job is leased");
     for store in [&first, &second] {
@@ -121,7 +123,7 @@ async fn claims_set_the_deadline_from_the_jobs_timeout() {
     let short = store.enqueue_job(short).await.expect("enqueue");
     let now = chrono::DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap();
     let claimed = store
-        .claim_job(Uuid::new_v4(), &[Lane::Fast], now)
+        .claim_job(GraderId::new_v7(), &[Lane::Fast], now)
         .await
         .expect("claim")
         .expect("a job");

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-use sqlarena_common::Role;
+use sqlarena_common::{Role, UserId};
 use sqlarena_coordinator::store::sqlite::SqliteStore;
-use sqlarena_coordinator::store::{NewUser, Store};
+use sqlarena_coordinator::store::{NewUser, Store, UserStore};
 use uuid::Uuid;
 
 /// Returns a path for a new store file in its own temporary directory.
@@ -179,7 +179,7 @@ async fn acknowledged_writes_survive_sigkill() {
 
     let store = SqliteStore::open(&location).expect("the lock of a killed process is released");
     for id in acknowledged {
-        let user = store.get_user(id).await.unwrap();
+        let user = store.get_user(UserId(id)).await.unwrap();
         assert!(user.is_some(), "acknowledged user {id} survived SIGKILL");
     }
 }

@@ -12,11 +12,10 @@ use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sqlarena_common::{
-    ChallengeBundle, CompleteRequest, ErrorCode, ErrorEnvelope, FailRequest, HeartbeatRequest,
-    HeartbeatResponse, LeaseBatch, LeasedJob, ProgressRequest, RegisterGraderRequest,
-    RegisterGraderResponse,
+    ChallengeBundle, ChallengeId, CompleteRequest, ErrorCode, ErrorEnvelope, FailRequest,
+    HeartbeatRequest, HeartbeatResponse, JobId, LeaseBatch, LeasedJob, ProgressRequest,
+    RegisterGraderRequest, RegisterGraderResponse,
 };
-use uuid::Uuid;
 
 /// The part of a success envelope the grader reads.
 #[derive(serde::Deserialize)]
@@ -229,7 +228,7 @@ impl CoordinatorClient {
     /// [`ClientError::Conflict`] when the lease is stale.
     pub async fn progress(
         &self,
-        job_id: Uuid,
+        job_id: JobId,
         request: &ProgressRequest,
     ) -> Result<(), ClientError> {
         let path = format!("/jobs/{job_id}/progress");
@@ -245,7 +244,7 @@ impl CoordinatorClient {
     /// [`ClientError::Conflict`] when the lease is stale.
     pub async fn complete(
         &self,
-        job_id: Uuid,
+        job_id: JobId,
         request: &CompleteRequest,
     ) -> Result<(), ClientError> {
         let path = format!("/jobs/{job_id}/complete");
@@ -259,7 +258,7 @@ impl CoordinatorClient {
     /// # Errors
     ///
     /// [`ClientError::Conflict`] when the lease is stale.
-    pub async fn fail(&self, job_id: Uuid, request: &FailRequest) -> Result<(), ClientError> {
+    pub async fn fail(&self, job_id: JobId, request: &FailRequest) -> Result<(), ClientError> {
         let path = format!("/jobs/{job_id}/fail");
         self.call::<_, serde_json::Value>(Method::POST, &path, None, Some(request), CALL_TIMEOUT)
             .await
@@ -271,7 +270,7 @@ impl CoordinatorClient {
     /// # Errors
     ///
     /// As classed by [`ClientError`].
-    pub async fn bundle(&self, challenge_id: i64) -> Result<ChallengeBundle, ClientError> {
+    pub async fn bundle(&self, challenge_id: ChallengeId) -> Result<ChallengeBundle, ClientError> {
         self.call_data::<(), _>(
             Method::GET,
             &format!("/challenges/{challenge_id}/bundle"),

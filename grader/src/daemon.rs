@@ -15,14 +15,13 @@ use std::time::Duration;
 use anyhow::Context;
 use rand::Rng;
 use sqlarena_common::{
-    CompleteRequest, FailRequest, HeartbeatRequest, HeldLease, JobOutcome, JobPayload, LeasedJob,
-    ProgressRequest, RegisterGraderRequest,
+    ChallengeId, CompleteRequest, FailRequest, HeartbeatRequest, HeldLease, JobId, JobOutcome,
+    JobPayload, LeaseId, LeasedJob, ProgressRequest, RegisterGraderRequest,
 };
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, instrument, warn};
-use uuid::Uuid;
 
 use crate::client::{ClientError, CoordinatorClient};
 use crate::config::Config;
@@ -70,7 +69,7 @@ async fn pause(duration: Duration, cancel: &CancellationToken) -> bool {
 
 /// A job this grader is running.
 struct RunningJob {
-    lease_id: Uuid,
+    lease_id: LeaseId,
     cancel: CancellationToken,
 }
 
@@ -79,7 +78,7 @@ struct Session {
     client: CoordinatorClient,
     sandbox: Arc<Sandbox>,
     config: Arc<Config>,
-    jobs: Mutex<HashMap<Uuid, RunningJob>>,
+    jobs: Mutex<HashMap<JobId, RunningJob>>,
     draining: AtomicBool,
     /// Fired when the coordinator no longer knows this grader.
     lost: CancellationToken,
@@ -563,7 +562,7 @@ where
 /// Returns the built bundle, fetching and building it when missing.
 async fn ensure_bundle(
     session: &Session,
-    challenge_id: i64,
+    challenge_id: ChallengeId,
     version_hash: &str,
     cancel: &CancellationToken,
 ) -> Result<Arc<crate::sandbox::CachedBundle>, JobError> {

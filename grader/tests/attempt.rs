@@ -7,7 +7,7 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use sqlarena_common::{AttemptPayload, CaseStatus};
+use sqlarena_common::{AttemptId, AttemptPayload, CaseStatus, ChallengeId, TestCaseId, UserId};
 use sqlarena_grader::run::run_attempt;
 use sqlarena_grader::sandbox::SessionKind;
 use tokio_util::sync::CancellationToken;
@@ -113,15 +113,15 @@ async fn attempt_jobs() {
     // Progress: one message per case, in order.
     let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel();
     let attempt_payload = AttemptPayload {
-        attempt_id: 7,
-        user_id: 1,
-        challenge_id: 1,
+        attempt_id: AttemptId(7),
+        user_id: UserId(1),
+        challenge_id: ChallengeId(1),
         challenge_name: "people".into(),
         challenge_version: 1,
         version_hash: "people-v1".into(),
         query: payload.solution.clone(),
         times_to_run: 1,
-        test_case_ids: vec![2, 1],
+        test_case_ids: vec![TestCaseId(2), TestCaseId(1)],
         run_item: None,
     };
     let outcome = run_attempt(
@@ -140,7 +140,7 @@ async fn attempt_jobs() {
     while let Some(case) = receiver.recv().await {
         seen.push(case.test_case_id);
     }
-    assert_eq!(seen, vec![2, 1]);
+    assert_eq!(seen, vec![TestCaseId(2), TestCaseId(1)]);
     assert_eq!(outcome.cases.len(), 2);
 
     // A cancelled job stops.
@@ -272,7 +272,7 @@ async fn every_run_is_its_own_read_only_transaction() {
     let payload = people_init("SELECT id FROM people", &[(1, people_data(3, 0))], 1);
     let bundle = prepare_challenge(&sandbox, &payload, "runs-v1").await;
     let mut session = sandbox
-        .runner_session(&bundle.databases[&1], SessionKind::Student)
+        .runner_session(&bundle.databases[&TestCaseId(1)], SessionKind::Student)
         .await
         .unwrap();
     let probe = session
@@ -390,15 +390,15 @@ async fn slow_attempts_run_fewer_rounds_to_finish_by_the_deadline() {
     let payload = people_init(solution, &[(1, people_data(200, 0))], 1);
     let bundle = prepare_challenge(&sandbox, &payload, "budget-v1").await;
     let job = AttemptPayload {
-        attempt_id: 9,
-        user_id: 1,
-        challenge_id: 1,
+        attempt_id: AttemptId(9),
+        user_id: UserId(1),
+        challenge_id: ChallengeId(1),
         challenge_name: "people".into(),
         challenge_version: 1,
         version_hash: "budget-v1".into(),
         query: solution.into(),
         times_to_run: 30,
-        test_case_ids: vec![1],
+        test_case_ids: vec![TestCaseId(1)],
         run_item: None,
     };
     // One round (student + reference) of this query takes about half a
@@ -442,7 +442,7 @@ async fn runner_connections_log_in_as_the_runner_with_its_settings() {
     let payload = people_init("SELECT id FROM people", &[(1, people_data(3, 0))], 1);
     let bundle = prepare_challenge(&sandbox, &payload, "settings-v1").await;
     let mut session = sandbox
-        .runner_session(&bundle.databases[&1], SessionKind::Student)
+        .runner_session(&bundle.databases[&TestCaseId(1)], SessionKind::Student)
         .await
         .unwrap();
     let names = [

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::json;
-use sqlarena_common::InitPayload;
+use sqlarena_common::{InitPayload, TestCaseId};
 use sqlarena_grader::run::run_init;
 use tokio_util::sync::CancellationToken;
 
@@ -28,7 +28,7 @@ async fn init_jobs() {
     assert!(outcome.warnings.is_empty(), "{:?}", outcome.warnings);
     assert_eq!(outcome.expected.len(), 2);
     let first = &outcome.expected[0];
-    assert_eq!(first.test_case_id, 1);
+    assert_eq!(first.test_case_id, TestCaseId(1));
     assert!(first.result.ordered);
     assert!(first.reference_ms.is_some_and(|ms| ms >= 0.0));
     let types: Vec<&str> = first

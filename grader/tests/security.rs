@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use sqlarena_common::CaseStatus;
+use sqlarena_common::{CaseStatus, TestCaseId};
 
 const PREFIX: &str = "sqlarena_t_security";
 
@@ -143,8 +143,8 @@ async fn hostile_submissions_are_contained() {
         "security-other",
     )
     .await;
-    let database = bundle.databases[&1].clone();
-    let other_database = other.databases[&9].clone();
+    let database = bundle.databases[&TestCaseId(1)].clone();
+    let other_database = other.databases[&TestCaseId(9)].clone();
     let before = fingerprint(&database).await;
     let hostile = submissions(&other_database);
     assert!(hostile.len() >= 25);

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::json;
-use sqlarena_common::CaseStatus;
+use sqlarena_common::{CaseStatus, ChallengeId, TestCaseId};
 use sqlarena_grader::error::JobError;
 use sqlarena_grader::run::run_attempt;
 use sqlarena_grader::sandbox::{Limits, Sandbox};
@@ -68,7 +68,7 @@ async fn students_never_see_the_reference_solution() {
 
     // Defence in depth aside: grant the catalog back, as a careless
     // operator might, and the student's session still holds nothing else.
-    let database = bundle.databases[&1].clone();
+    let database = bundle.databases[&TestCaseId(1)].clone();
     admin(&database)
         .await
         .batch_execute(&format!(
@@ -249,7 +249,7 @@ async fn one_professor_cannot_touch_another_challenge() {
     let sandbox = start_sandbox("sqlarena_t_trust_owner").await;
     let payload = people_init(SOLUTION, &[(1, people_data(30, 0))], 1);
     let victim = prepare_challenge(&sandbox, &payload, "owner-victim").await;
-    let victim_database = victim.databases[&1].clone();
+    let victim_database = victim.databases[&TestCaseId(1)].clone();
     let template = format!("{}_template", sandbox.prefix());
     for hostile in [
         format!("DROP DATABASE {template}"),
@@ -346,14 +346,14 @@ async fn a_hung_build_stops_on_cancel_and_blocks_no_other() {
         "{PEOPLE_INIT}; SET statement_timeout = 0; SELECT count(*) FROM generate_series(1, 100000000000)"
     );
     let hung_bundle = sqlarena_common::ChallengeBundle {
-        challenge_id: 2,
+        challenge_id: ChallengeId(2),
         version: 1,
         version_hash: "cancel-hung".into(),
         init: hung.init.clone(),
         solution: SOLUTION.into(),
         times_to_run: 1,
         test_cases: vec![sqlarena_common::BundleCase {
-            id: 1,
+            id: TestCaseId(1),
             data: people_data(5, 0),
             expected: None,
         }],
@@ -479,7 +479,7 @@ async fn a_killed_backend_costs_only_its_job() {
     let bundle = prepare_challenge(&sandbox, &payload, "trust-kill").await;
     let other_payload = people_init("SELECT id FROM people", &[(7, people_data(30, 1))], 1);
     let other = prepare_challenge(&sandbox, &other_payload, "trust-kill-other").await;
-    let database = bundle.databases[&1].clone();
+    let database = bundle.databases[&TestCaseId(1)].clone();
     let limits = Limits::new(Duration::from_secs(30), 10_000, 1 << 20);
     let slow = "SELECT a.name, a.age FROM people a, people b, people c \
                 WHERE a.age >= 30 AND b.id = c.id AND a.id = b.id AND (a.age + b.age + c.age) >= 0 \

@@ -119,8 +119,23 @@ async fn cleanup_removes_a_graders_objects_but_never_under_it() {
     };
     assert!(leftovers().await > 0, "the running grader has its roles");
     grader.kill().await;
-    let (code, text) = cleanup("cleanup-grader").await;
-    assert_eq!(code, 0, "{text}");
+    // PostgreSQL ends the killed grader's sessions (and with them its hold
+    // on the prefix) a moment after the process is gone: on a loaded
+    // machine, after the first try. Refusals until then are the rule
+    // working, so the cleanup is retried until it may run.
+    let text = eventually(
+        "cleanup to run once the killed grader's sessions are gone",
+        Duration::from_secs(30),
+        || async {
+            let (code, text) = cleanup("cleanup-grader").await;
+            if code == 1 && text.contains("is running") {
+                return None;
+            }
+            assert_eq!(code, 0, "{text}");
+            Some(text)
+        },
+    )
+    .await;
     assert!(text.contains("sqlarena_cleanup_grader_runner"), "{text}");
     assert_eq!(leftovers().await, 0, "cleanup left objects behind");
     coordinator.terminate(Duration::from_secs(10)).await;

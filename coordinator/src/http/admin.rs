@@ -5,7 +5,8 @@ use axum::extract::State;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlarena_common::{
-    Envelope, GraderState, JobKind, JobOutcome, JobPayload, JobState, Lane, PageEnvelope,
+    AttemptId, ChallengeId, Envelope, GraderId, GraderState, JobId, JobKind, JobOutcome,
+    JobPayload, JobState, Lane, PageEnvelope, UserId,
 };
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -55,7 +56,7 @@ struct NewClusterToken {
 struct ClusterTokenView {
     id: Uuid,
     label: String,
-    created_by: Option<i64>,
+    created_by: Option<UserId>,
     created_at: DateTime<Utc>,
     revoked: bool,
     /// Present only in the reply that creates the token.
@@ -101,7 +102,7 @@ async fn create_cluster_token(
         revoked: false,
     };
     state.store.create_cluster_token(token.clone()).await?;
-    tracing::info!(token_id = %token.id, admin = user.0.id, "cluster token created");
+    tracing::info!(token_id = %token.id, admin = %user.0.id, "cluster token created");
     let mut view = ClusterTokenView::from(token);
     view.token = Some(secret);
     Ok(created(view))
@@ -138,13 +139,13 @@ async fn revoke_cluster_token(
     if !state.store.revoke_cluster_token(id).await? {
         return Err(ApiError::NotFound(format!("no cluster token {id}")));
     }
-    tracing::info!(token_id = %id, admin = user.0.id, "cluster token revoked");
+    tracing::info!(token_id = %id, admin = %user.0.id, "cluster token revoked");
     Ok(ok(Revoked { id, revoked: true }))
 }
 
 #[derive(Serialize, ToSchema)]
 struct GraderView {
-    id: Uuid,
+    id: GraderId,
     name: String,
     hostname: String,
     version: String,
@@ -192,7 +193,7 @@ async fn list_graders(
 /// A grader's new state.
 #[derive(Serialize, ToSchema)]
 struct GraderStateView {
-    id: Uuid,
+    id: GraderId,
     state: GraderState,
 }
 
@@ -203,7 +204,7 @@ struct GraderStateView {
 async fn drain_grader(
     State(state): State<AppState>,
     user: CurrentUser,
-    AppPath(id): AppPath<Uuid>,
+    AppPath(id): AppPath<GraderId>,
 ) -> ApiResult<Reply<GraderStateView>> {
     require_admin(&user)?;
     let grader = state
@@ -221,7 +222,7 @@ async fn drain_grader(
             grader.name, grader.state
         )));
     }
-    tracing::info!(grader_id = %id, admin = user.0.id, "grader draining");
+    tracing::info!(grader_id = %id, admin = %user.0.id, "grader draining");
     Ok(ok(GraderStateView {
         id,
         state: GraderState::Draining,
@@ -231,15 +232,15 @@ async fn drain_grader(
 /// A job as admins see it.
 #[derive(Serialize, ToSchema)]
 struct JobView {
-    id: Uuid,
+    id: JobId,
     kind: JobKind,
     lane: Lane,
     state: JobState,
     tries: u32,
     max_tries: u32,
-    challenge_id: i64,
-    attempt_id: Option<i64>,
-    grader_id: Option<Uuid>,
+    challenge_id: ChallengeId,
+    attempt_id: Option<AttemptId>,
+    grader_id: Option<GraderId>,
     lease_expires_at: Option<DateTime<Utc>>,
     error: Option<String>,
     cancel_requested: bool,
@@ -334,7 +335,7 @@ async fn list_jobs(
 async fn get_job(
     State(state): State<AppState>,
     user: CurrentUser,
-    AppPath(id): AppPath<Uuid>,
+    AppPath(id): AppPath<JobId>,
 ) -> ApiResult<Reply<JobView>> {
     require_admin(&user)?;
     let job = state
@@ -352,12 +353,12 @@ async fn get_job(
 async fn cancel_job(
     State(state): State<AppState>,
     user: CurrentUser,
-    AppPath(id): AppPath<Uuid>,
+    AppPath(id): AppPath<JobId>,
 ) -> ApiResult<Reply<JobView>> {
     require_admin(&user)?;
     let reason = format!("cancelled by admin {}", user.0.email);
     let job = state.jobs.cancel_job(id, &reason).await?;
-    tracing::info!(job_id = %id, admin = user.0.id, "job cancelled");
+    tracing::info!(job_id = %id, admin = %user.0.id, "job cancelled");
     Ok(ok(JobView::from(job)))
 }
 
@@ -369,11 +370,11 @@ async fn cancel_job(
 async fn retry_job(
     State(state): State<AppState>,
     user: CurrentUser,
-    AppPath(id): AppPath<Uuid>,
+    AppPath(id): AppPath<JobId>,
 ) -> ApiResult<Reply<JobView>> {
     require_admin(&user)?;
     let job = state.jobs.retry_job(id).await?;
-    tracing::info!(job_id = %id, admin = user.0.id, "job requeued by admin");
+    tracing::info!(job_id = %id, admin = %user.0.id, "job requeued by admin");
     Ok(ok(JobView::from(job)))
 }
 

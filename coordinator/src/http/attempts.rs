@@ -4,7 +4,7 @@
 
 use axum::extract::State;
 use serde::Deserialize;
-use sqlarena_common::Envelope;
+use sqlarena_common::{AttemptId, ChallengeId, Envelope, UserId};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -30,7 +30,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateAttemptRequest {
-    challenge_id: i64,
+    challenge_id: ChallengeId,
     /// One read-only statement; not blank, no NUL characters.
     #[schema(
         max_length = 65536,
@@ -41,7 +41,7 @@ struct CreateAttemptRequest {
     /// otherwise: a rule that depends on the caller), unless the caller is an
     /// admin.
     #[serde(default)]
-    user_id: Option<i64>,
+    user_id: Option<UserId>,
 }
 
 /// Submits a query for a READY, unexpired challenge (409 while it is not
@@ -90,7 +90,7 @@ async fn create_attempt(
         .jobs
         .submit_attempt(&challenge, user.0.id, request.query)
         .await?;
-    tracing::info!(attempt_id = attempt.id, challenge_id = challenge.id, user_id = user.0.id, job_id = %job.id, lane = %job.lane, "attempt queued");
+    tracing::info!(attempt_id = %attempt.id, challenge_id = %challenge.id, user_id = %user.0.id, job_id = %job.id, lane = %job.lane, "attempt queued");
     Ok(created(AttemptView::new(
         &attempt,
         Some(&challenge),
@@ -103,7 +103,7 @@ async fn create_attempt(
 async fn visible_attempt(
     state: &AppState,
     viewer: &CurrentUser,
-    id: i64,
+    id: AttemptId,
 ) -> ApiResult<(Attempt, Option<Challenge>)> {
     let attempt = state
         .store
@@ -130,7 +130,7 @@ async fn visible_attempt(
 async fn get_attempt(
     State(state): State<AppState>,
     user: CurrentUser,
-    AppPath(id): AppPath<i64>,
+    AppPath(id): AppPath<AttemptId>,
 ) -> ApiResult<Reply<AttemptView>> {
     let (attempt, challenge) = visible_attempt(&state, &user, id).await?;
     let attempt = state.jobs.live_attempt(attempt).await?;
@@ -145,7 +145,7 @@ async fn get_attempt(
 async fn cancel_attempt(
     State(state): State<AppState>,
     user: CurrentUser,
-    AppPath(id): AppPath<i64>,
+    AppPath(id): AppPath<AttemptId>,
 ) -> ApiResult<Reply<AttemptView>> {
     let (attempt, challenge) = visible_attempt(&state, &user, id).await?;
     let reason = if attempt.user_id == user.0.id {
@@ -158,8 +158,8 @@ async fn cancel_attempt(
         .cancel_attempt(&attempt, &reason, AttemptErrorKind::Cancelled)
         .await?;
     tracing::info!(
-        attempt_id = attempt.id,
-        user_id = user.0.id,
+        attempt_id = %attempt.id,
+        user_id = %user.0.id,
         "attempt cancelled"
     );
     Ok(ok(AttemptView::new(&attempt, challenge.as_ref(), &user.0)))

@@ -6,7 +6,7 @@
 use axum::extract::State;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::Deserialize;
-use sqlarena_common::{ChallengeType, Envelope, PageEnvelope, Role};
+use sqlarena_common::{ChallengeId, ChallengeType, Envelope, PageEnvelope, Role, UserId};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -47,7 +47,7 @@ struct CreateChallengeRequest {
     /// otherwise: a rule that depends on the caller), unless the caller is an
     /// admin.
     #[serde(default)]
-    user_id: Option<i64>,
+    user_id: Option<UserId>,
     /// Not blank; whitespace around it is dropped.
     #[schema(
         max_length = 200,
@@ -338,7 +338,7 @@ async fn create_challenge(
         .jobs
         .create_challenge(validate(request, &user)?)
         .await?;
-    tracing::info!(challenge_id = challenge.id, user_id = user.0.id, job_id = %job.id, "challenge created, init queued");
+    tracing::info!(challenge_id = %challenge.id, user_id = %user.0.id, job_id = %job.id, "challenge created, init queued");
     Ok(created(ChallengeView::new(&challenge, &user.0)))
 }
 
@@ -361,7 +361,7 @@ async fn list_challenges(
 async fn list_user_challenges(
     State(state): State<AppState>,
     user: CurrentUser,
-    AppPath(user_id): AppPath<i64>,
+    AppPath(user_id): AppPath<UserId>,
     AppQuery(params): AppQuery<PageParams>,
 ) -> ApiResult<Paged<ChallengeView>> {
     let request = PageRequest::from_params("challenges-by-user", &params)?;
@@ -375,8 +375,8 @@ async fn list_user_challenges(
 async fn challenge_page(
     state: &AppState,
     viewer: &CurrentUser,
-    created_by: Option<i64>,
-    request: PageRequest<i64>,
+    created_by: Option<UserId>,
+    request: PageRequest<ChallengeId>,
 ) -> ApiResult<Paged<ChallengeView>> {
     let challenges = state
         .store
@@ -408,7 +408,7 @@ async fn leaderboard(state: &AppState, challenge: &Challenge) -> ApiResult<Vec<L
         .collect())
 }
 
-async fn find_challenge(state: &AppState, id: i64) -> ApiResult<Challenge> {
+async fn find_challenge(state: &AppState, id: ChallengeId) -> ApiResult<Challenge> {
     state
         .store
         .get_challenge(id)
@@ -445,7 +445,7 @@ async fn full_view(
 async fn get_challenge(
     State(state): State<AppState>,
     user: CurrentUser,
-    AppPath(id): AppPath<i64>,
+    AppPath(id): AppPath<ChallengeId>,
 ) -> ApiResult<Reply<ChallengeView>> {
     let challenge = find_challenge(&state, id).await?;
     Ok(ok(full_view(&state, &challenge, &user).await?))
@@ -479,7 +479,7 @@ async fn get_challenge(
 async fn update_challenge(
     State(state): State<AppState>,
     user: CurrentUser,
-    AppPath(id): AppPath<i64>,
+    AppPath(id): AppPath<ChallengeId>,
     AppJson(request): AppJson<UpdateChallengeRequest>,
 ) -> ApiResult<Reply<ChallengeView>> {
     user.require(&[Role::Professor, Role::Admin])?;
@@ -495,11 +495,11 @@ async fn update_challenge(
         .change_challenge(id, challenge.version, update)
         .await?;
     if let Some(switch) = switch {
-        tracing::info!(challenge_id = id, version = challenge.version, user_id = user.0.id, job_id = %switch.init_job.id, cancelled = switch.cancelled_attempts, stale_inits = switch.cancelled_inits, "challenge changed, new version queued for init");
+        tracing::info!(challenge_id = %id, version = challenge.version, user_id = %user.0.id, job_id = %switch.init_job.id, cancelled = switch.cancelled_attempts, stale_inits = switch.cancelled_inits, "challenge changed, new version queued for init");
     } else {
         tracing::info!(
-            challenge_id = id,
-            user_id = user.0.id,
+            challenge_id = %id,
+            user_id = %user.0.id,
             "challenge updated in place"
         );
     }

@@ -11,9 +11,9 @@ use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use sqlarena_common::{
-    BundleCase, ChallengeBundle, CompleteRequest, Envelope, FailRequest, GraderState,
-    HeartbeatRequest, HeartbeatResponse, JobPayload, JobState, LeaseBatch, LeasedJob,
-    ProgressRequest, RegisterGraderRequest, RegisterGraderResponse,
+    BundleCase, ChallengeBundle, ChallengeId, CompleteRequest, Envelope, FailRequest, GraderId,
+    GraderState, HeartbeatRequest, HeartbeatResponse, JobId, JobPayload, JobState, LeaseBatch,
+    LeaseId, LeasedJob, ProgressRequest, RegisterGraderRequest, RegisterGraderResponse,
 };
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -25,7 +25,7 @@ use crate::error::{created, ok, ApiError, ApiResult, AppJson, AppPath, AppQuery,
 use crate::http::openapi::{Conflict, Forbidden};
 use crate::jobs;
 use crate::state::AppState;
-use crate::store::{Completion, Grader, Job};
+use crate::store::{Completion, Grader, Job, Retry};
 
 /// Longest a lease request may wait.
 const MAX_WAIT_MS: u64 = 30_000;
@@ -61,7 +61,7 @@ struct Deregistered {
 /// The reply to a progress report.
 #[derive(Serialize, ToSchema)]
 struct ProgressRecorded {
-    job_id: Uuid,
+    job_id: JobId,
     /// Cases recorded so far.
     cases_recorded: usize,
 }
@@ -70,14 +70,14 @@ struct ProgressRecorded {
 /// had been recorded already (a retried request).
 #[derive(Serialize, ToSchema)]
 struct CompletionRecorded {
-    job_id: Uuid,
+    job_id: JobId,
     recorded: bool,
 }
 
 /// The reply to a failure: `QUEUED` again, or `FAILED` for good.
 #[derive(Serialize, ToSchema)]
 struct FailureRecorded {
-    job_id: Uuid,
+    job_id: JobId,
     state: JobState,
 }
 
@@ -144,7 +144,7 @@ async fn register_grader(
     let token = auth::new_token("sqg_");
     let now = Utc::now();
     let grader = Grader {
-        id: Uuid::now_v7(),
+        id: GraderId::new_v7(),
         name: request.name,
         hostname: request.hostname,
         version: request.version,
@@ -191,7 +191,7 @@ async fn heartbeat_grader(
     } else {
         grader
     };
-    let leases: Vec<(Uuid, Uuid)> = request
+    let leases: Vec<(JobId, LeaseId)> = request
         .leases
         .iter()
         .map(|lease| (lease.job_id, lease.lease_id))
@@ -381,7 +381,7 @@ fn leased_job(job: Job) -> ApiResult<LeasedJob> {
 async fn progress_job(
     State(state): State<AppState>,
     GraderAuth(grader): GraderAuth,
-    AppPath(job_id): AppPath<Uuid>,
+    AppPath(job_id): AppPath<JobId>,
     AppJson(request): AppJson<ProgressRequest>,
 ) -> ApiResult<Reply<ProgressRecorded>> {
     let job = state
@@ -402,7 +402,7 @@ async fn progress_job(
 async fn complete_job(
     State(state): State<AppState>,
     GraderAuth(grader): GraderAuth,
-    AppPath(job_id): AppPath<Uuid>,
+    AppPath(job_id): AppPath<JobId>,
     AppJson(request): AppJson<CompleteRequest>,
 ) -> ApiResult<Reply<CompletionRecorded>> {
     let completion = state
@@ -427,13 +427,23 @@ async fn complete_job(
 async fn fail_job(
     State(state): State<AppState>,
     GraderAuth(grader): GraderAuth,
-    AppPath(job_id): AppPath<Uuid>,
+    AppPath(job_id): AppPath<JobId>,
     AppJson(request): AppJson<FailRequest>,
 ) -> ApiResult<Reply<FailureRecorded>> {
     let error = truncate(&request.error, 4000);
     let job = state
         .jobs
-        .fail_job(&grader, job_id, request.lease_id, error, request.retryable)
+        .fail_job(
+            &grader,
+            job_id,
+            request.lease_id,
+            error,
+            if request.retryable {
+                Retry::IfTriesLeft
+            } else {
+                Retry::Never
+            },
+        )
         .await?;
     Ok(ok(FailureRecorded {
         job_id: job.id,
@@ -449,7 +459,7 @@ async fn fail_job(
 async fn get_bundle(
     State(state): State<AppState>,
     GraderAuth(grader): GraderAuth,
-    AppPath(challenge_id): AppPath<i64>,
+    AppPath(challenge_id): AppPath<ChallengeId>,
 ) -> ApiResult<Reply<ChallengeBundle>> {
     cut_off_if_revoked(&state, &grader).await?;
     let leases = state.store.list_grader_leases(grader.id).await?;

@@ -414,7 +414,7 @@ async fn control(
         Control::Cancel => runs.cancel(&run).await?,
         Control::Retry => runs.retry(&run).await?,
     };
-    tracing::info!(run_id = %run.id, user_id = user.0.id, state = %run.state, "run controlled");
+    tracing::info!(run_id = %run.id, user_id = %user.0.id, state = %run.state, "run controlled");
     Ok(ok(run_view(state, run, None).await?))
 }
 
@@ -549,7 +549,7 @@ async fn publish_run(
 ) -> ApiResult<Reply<RunView>> {
     let run = visible(&state, &user, id).await?;
     let run = state.runs.publish(&run).await?;
-    tracing::info!(run_id = %run.id, user_id = user.0.id, "run published");
+    tracing::info!(run_id = %run.id, user_id = %user.0.id, "run published");
     Ok(ok(run_view(&state, run, None).await?))
 }
 

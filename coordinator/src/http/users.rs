@@ -14,7 +14,9 @@ use std::net::SocketAddr;
 use axum::extract::{ConnectInfo, State};
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
-use sqlarena_common::{Envelope, ErrorEnvelope, PageEnvelope, Role};
+use sqlarena_common::{
+    AttemptId, ChallengeId, Envelope, ErrorEnvelope, PageEnvelope, Role, UserId,
+};
 use tokio::sync::OnceCell;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -149,7 +151,7 @@ struct SignedOut {
 /// The reply to a password change.
 #[derive(Serialize, ToSchema)]
 struct PasswordChanged {
-    id: i64,
+    id: UserId,
     password_changed: bool,
 }
 
@@ -157,7 +159,7 @@ struct PasswordChanged {
 #[derive(Serialize, ToSchema)]
 struct SessionsRevoked {
     /// The user.
-    id: i64,
+    id: UserId,
     /// How many sessions were revoked.
     revoked: u64,
 }
@@ -308,7 +310,7 @@ async fn register_user(
     };
     attempt.succeeded();
     tracing::info!(
-        user_id = user.id,
+        user_id = %user.id,
         role = user.role.as_str(),
         "user registered"
     );
@@ -369,7 +371,7 @@ async fn login_user(
         expires_at,
     };
     state.store.create_session(session).await?;
-    tracing::info!(user_id = user.id, "user signed in");
+    tracing::info!(user_id = %user.id, "user signed in");
     Ok(ok(LoginView {
         user: UserView::from(&user),
         token,
@@ -385,7 +387,7 @@ async fn logout_user(
     user: CurrentUser,
 ) -> ApiResult<Reply<SignedOut>> {
     state.store.delete_session(user.token_hash()).await?;
-    tracing::info!(user_id = user.0.id, "user signed out");
+    tracing::info!(user_id = %user.0.id, "user signed out");
     Ok(ok(SignedOut { signed_out: true }))
 }
 
@@ -399,7 +401,7 @@ async fn change_password(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     viewer: CurrentUser,
-    AppPath(id): AppPath<i64>,
+    AppPath(id): AppPath<UserId>,
     AppJson(request): AppJson<PasswordRequest>,
 ) -> ApiResult<Reply<PasswordChanged>> {
     require_self_or_admin(&viewer, id)?;
@@ -429,8 +431,8 @@ async fn change_password(
     let password_hash = state.hashing.hash(password).await?;
     state.store.set_password(id, &password_hash, keep).await?;
     tracing::info!(
-        user_id = id,
-        by = viewer.0.id,
+        user_id = %id,
+        by = %viewer.0.id,
         "password changed, other sessions revoked"
     );
     Ok(ok(PasswordChanged {
@@ -446,7 +448,7 @@ async fn change_password(
 async fn list_sessions(
     State(state): State<AppState>,
     viewer: CurrentUser,
-    AppPath(id): AppPath<i64>,
+    AppPath(id): AppPath<UserId>,
 ) -> ApiResult<Reply<Vec<SessionView>>> {
     require_self_or_admin(&viewer, id)?;
     find_user(&state, id).await?;
@@ -472,12 +474,12 @@ async fn list_sessions(
 async fn revoke_sessions(
     State(state): State<AppState>,
     viewer: CurrentUser,
-    AppPath(id): AppPath<i64>,
+    AppPath(id): AppPath<UserId>,
 ) -> ApiResult<Reply<SessionsRevoked>> {
     require_self_or_admin(&viewer, id)?;
     find_user(&state, id).await?;
     let revoked = state.store.delete_user_sessions(id, None).await?;
-    tracing::info!(user_id = id, by = viewer.0.id, revoked, "sessions revoked");
+    tracing::info!(user_id = %id, by = %viewer.0.id, revoked, "sessions revoked");
     Ok(ok(SessionsRevoked { id, revoked }))
 }
 
@@ -490,7 +492,7 @@ async fn revoke_sessions(
 async fn revoke_session(
     State(state): State<AppState>,
     viewer: CurrentUser,
-    AppPath((id, session_id)): AppPath<(i64, Uuid)>,
+    AppPath((id, session_id)): AppPath<(UserId, Uuid)>,
 ) -> ApiResult<Reply<Revoked>> {
     require_self_or_admin(&viewer, id)?;
     if !state.store.delete_user_session(id, session_id).await? {
@@ -498,7 +500,7 @@ async fn revoke_session(
             "user {id} has no session {session_id}"
         )));
     }
-    tracing::info!(user_id = id, by = viewer.0.id, session_id = %session_id, "session revoked");
+    tracing::info!(user_id = %id, by = %viewer.0.id, session_id = %session_id, "session revoked");
     Ok(ok(Revoked {
         id: session_id,
         revoked: true,
@@ -527,7 +529,7 @@ async fn create_invite(
         used_by: None,
     };
     state.store.create_invite(invite.clone()).await?;
-    tracing::info!(admin = user.0.id, role = role.as_str(), "invite created");
+    tracing::info!(admin = %user.0.id, role = role.as_str(), "invite created");
     Ok(created(InviteView {
         code,
         role,
@@ -536,7 +538,7 @@ async fn create_invite(
 }
 
 /// Returns 403 unless `viewer` is the user `id` or an admin.
-fn require_self_or_admin(viewer: &CurrentUser, id: i64) -> ApiResult<()> {
+fn require_self_or_admin(viewer: &CurrentUser, id: UserId) -> ApiResult<()> {
     if viewer.0.id == id || viewer.is_admin() {
         Ok(())
     } else {
@@ -546,7 +548,7 @@ fn require_self_or_admin(viewer: &CurrentUser, id: i64) -> ApiResult<()> {
     }
 }
 
-async fn find_user(state: &AppState, id: i64) -> ApiResult<User> {
+async fn find_user(state: &AppState, id: UserId) -> ApiResult<User> {
     state
         .store
         .get_user(id)
@@ -561,7 +563,7 @@ async fn find_user(state: &AppState, id: i64) -> ApiResult<User> {
 async fn get_user(
     State(state): State<AppState>,
     viewer: CurrentUser,
-    AppPath(id): AppPath<i64>,
+    AppPath(id): AppPath<UserId>,
 ) -> ApiResult<Reply<UserView>> {
     require_self_or_admin(&viewer, id)?;
     let user = find_user(&state, id).await?;
@@ -575,7 +577,7 @@ async fn get_user(
 async fn list_user_attempts(
     State(state): State<AppState>,
     viewer: CurrentUser,
-    AppPath(id): AppPath<i64>,
+    AppPath(id): AppPath<UserId>,
     AppQuery(params): AppQuery<PageParams>,
 ) -> ApiResult<Paged<AttemptView>> {
     let request = PageRequest::from_params("user-attempts", &params)?;
@@ -587,7 +589,7 @@ async fn list_user_attempts(
         .await?;
     let (attempts, next_cursor) = request.finish(attempts, |attempt| attempt.id);
     // By challenge and version: attempts show their version's test cases.
-    let mut challenges: HashMap<(i64, i64), Option<Challenge>> = HashMap::new();
+    let mut challenges: HashMap<(ChallengeId, i64), Option<Challenge>> = HashMap::new();
     let mut views = Vec::new();
     for attempt in attempts {
         let key = (attempt.challenge_id, attempt.challenge_version);
@@ -612,7 +614,7 @@ async fn list_user_attempts(
 async fn get_user_attempt(
     State(state): State<AppState>,
     viewer: CurrentUser,
-    AppPath((id, attempt_id)): AppPath<(i64, i64)>,
+    AppPath((id, attempt_id)): AppPath<(UserId, AttemptId)>,
 ) -> ApiResult<Reply<AttemptView>> {
     let not_found = || ApiError::NotFound(format!("user {id} has no attempt {attempt_id}"));
     let attempt = state

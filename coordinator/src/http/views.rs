@@ -10,8 +10,8 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlarena_common::{
-    AttemptStatus, CaseResult, CaseStatus, CaseTiming, ChallengeState, ChallengeType, QueryResult,
-    Role,
+    AttemptId, AttemptStatus, CaseResult, CaseStatus, CaseTiming, ChallengeId, ChallengeState,
+    ChallengeType, QueryResult, Role, TestCaseId, UserId,
 };
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -21,7 +21,7 @@ use crate::store::{Attempt, AttemptErrorKind, Challenge, TestCase, User};
 /// A user as clients see it: never the password or its hash.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct UserView {
-    pub id: i64,
+    pub id: UserId,
     pub email: String,
     pub full_name: String,
     pub role: Role,
@@ -66,8 +66,8 @@ pub fn sees_everything(viewer: &User, challenge: &Challenge) -> bool {
 /// unless the viewer sees everything.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct TestCaseView {
-    pub id: i64,
-    pub challenge_id: i64,
+    pub id: TestCaseId,
+    pub challenge_id: ChallengeId,
     pub data: Option<String>,
     pub is_visible: bool,
     pub expected_result: Option<QueryResult>,
@@ -91,8 +91,8 @@ impl TestCaseView {
 /// A challenge as one viewer may see it.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ChallengeView {
-    pub id: i64,
-    pub created_user_id: i64,
+    pub id: ChallengeId,
+    pub created_user_id: UserId,
     pub name: String,
     pub description: Option<String>,
     #[serde(rename = "type")]
@@ -161,7 +161,7 @@ impl ChallengeView {
 /// timings, no error text, no rows (each can leak the hidden data).
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct CaseView {
-    pub test_case_id: i64,
+    pub test_case_id: TestCaseId,
     pub is_visible: bool,
     pub status: CaseStatus,
     pub execution_ms: Option<f64>,
@@ -206,7 +206,7 @@ impl CaseView {
     }
 
     /// A hidden case as students see it: its status and nothing else.
-    fn status_only(test_case_id: i64, status: CaseStatus) -> CaseView {
+    fn status_only(test_case_id: TestCaseId, status: CaseStatus) -> CaseView {
         CaseView {
             test_case_id,
             is_visible: false,
@@ -264,9 +264,9 @@ pub fn student_error(kind: Option<AttemptErrorKind>, error: &str) -> String {
 /// An attempt with its per-test-case list (`attempts`, as the seed names it).
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct AttemptView {
-    pub id: i64,
-    pub user_id: i64,
-    pub challenge_id: i64,
+    pub id: AttemptId,
+    pub user_id: UserId,
+    pub challenge_id: ChallengeId,
     pub challenge_version: i64,
     pub query: String,
     pub status: AttemptStatus,
@@ -288,7 +288,7 @@ impl AttemptView {
     pub fn new(attempt: &Attempt, challenge: Option<&Challenge>, viewer: &User) -> AttemptView {
         let full = viewer.role == Role::Admin
             || challenge.is_some_and(|challenge| viewer.id == challenge.created_user_id);
-        let cases_by_id: HashMap<i64, &TestCase> = challenge
+        let cases_by_id: HashMap<TestCaseId, &TestCase> = challenge
             .map(|challenge| {
                 challenge
                     .test_cases
@@ -346,8 +346,8 @@ impl AttemptView {
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct LeaderboardEntry {
     pub rank: usize,
-    pub attempt_id: i64,
-    pub user_id: i64,
+    pub attempt_id: AttemptId,
+    pub user_id: UserId,
     pub user_full_name: String,
     /// Geometric mean of the cases' student/reference time ratios (absent
     /// for students when the challenge has hidden cases).
@@ -367,8 +367,8 @@ mod tests {
     fn challenge(challenge_type: ChallengeType) -> Challenge {
         let now = Utc::now();
         let case = |id: i64, is_visible: bool| TestCase {
-            id,
-            challenge_id: 1,
+            id: TestCaseId(id),
+            challenge_id: ChallengeId(1),
             data: format!("insert {id}"),
             is_visible,
             expected: Some(QueryResult::default()),
@@ -376,8 +376,8 @@ mod tests {
             created_at: now,
         };
         Challenge {
-            id: 1,
-            created_user_id: 7,
+            id: ChallengeId(1),
+            created_user_id: UserId(7),
             name: "c".into(),
             description: None,
             challenge_type,
@@ -397,7 +397,7 @@ mod tests {
 
     fn passed(id: i64, user_id: i64, ratios: [f64; 2], minutes: i64) -> Attempt {
         let case = |test_case_id: i64, ratio: f64| CaseResult {
-            test_case_id,
+            test_case_id: TestCaseId(test_case_id),
             status: CaseStatus::Passed,
             execution_ms: Some(ratio * 2.0),
             min_ms: None,
@@ -409,9 +409,9 @@ mod tests {
             timing: None,
         };
         Attempt {
-            id,
-            user_id,
-            challenge_id: 1,
+            id: AttemptId(id),
+            user_id: UserId(user_id),
+            challenge_id: ChallengeId(1),
             challenge_version: 2,
             query: "select a from t".into(),
             status: AttemptStatus::Passed,
@@ -429,7 +429,7 @@ mod tests {
         let challenge = challenge(ChallengeType::FE);
         let now = Utc::now();
         let user = |id: i64, role: Role| User {
-            id,
+            id: UserId(id),
             email: format!("u{id}@example.com"),
             full_name: "U".into(),
             role,

@@ -2,7 +2,7 @@
 //! grading job), how it looks while graded, and cancelling it.
 
 use chrono::Utc;
-use sqlarena_common::{AttemptStatus, ChallengeState, JobState};
+use sqlarena_common::{AttemptStatus, ChallengeState, JobState, UserId};
 
 use super::{Jobs, JobsError, JobsResult};
 use crate::store::{
@@ -58,7 +58,7 @@ impl Jobs {
     pub async fn submit_attempt(
         &self,
         challenge: &Challenge,
-        user_id: i64,
+        user_id: UserId,
         query: String,
     ) -> JobsResult<(Attempt, Job)> {
         check_accepts_attempts(challenge)?;

@@ -2,7 +2,7 @@
 //! and the leaderboard as shown.
 
 use chrono::Utc;
-use sqlarena_common::{JobPayload, JobState, Lane};
+use sqlarena_common::{ChallengeId, JobPayload, JobState, Lane};
 
 use super::attempts::outdated_reason;
 use super::{Jobs, JobsError, JobsResult};
@@ -51,7 +51,7 @@ impl Jobs {
     /// `Conflict` when the challenge was changed meanwhile.
     pub async fn change_challenge(
         &self,
-        id: i64,
+        id: ChallengeId,
         expected_version: i64,
         update: ChallengeUpdate,
     ) -> JobsResult<(Challenge, Option<VersionSwitch>)> {
@@ -114,7 +114,11 @@ impl Jobs {
     /// challenge, whose results would be ignored anyway; a grader running
     /// one learns it from its next heartbeat. Returns how many were
     /// cancelled.
-    async fn cancel_stale_inits(&self, challenge_id: i64, version: i64) -> JobsResult<usize> {
+    async fn cancel_stale_inits(
+        &self,
+        challenge_id: ChallengeId,
+        version: i64,
+    ) -> JobsResult<usize> {
         let reason = format!("challenge {challenge_id} moved on to version {version}");
         let mut cancelled = 0;
         for job_state in [JobState::Queued, JobState::Leased] {

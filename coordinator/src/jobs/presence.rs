@@ -19,8 +19,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlarena_common::GraderState;
-use uuid::Uuid;
+use sqlarena_common::{GraderId, GraderState};
 
 use super::{Jobs, JobsResult};
 use crate::metrics::Metrics;
@@ -40,12 +39,12 @@ pub const PRESENCE_CONFIRM_TICK: u32 = 5;
 /// replaced it here.
 #[derive(Debug, Default)]
 pub struct Presence {
-    streams: Mutex<HashMap<Uuid, u64>>,
+    streams: Mutex<HashMap<GraderId, u64>>,
 }
 
 impl Presence {
     /// Records a new stream of `grader_id`; returns its generation.
-    fn open(&self, grader_id: Uuid) -> u64 {
+    fn open(&self, grader_id: GraderId) -> u64 {
         let mut streams = self.streams.lock().expect("presence lock");
         let generation = streams.entry(grader_id).or_default();
         *generation += 1;
@@ -53,12 +52,12 @@ impl Presence {
     }
 
     /// True while the stream `generation` is the newest of `grader_id` here.
-    fn is_newest(&self, grader_id: Uuid, generation: u64) -> bool {
+    fn is_newest(&self, grader_id: GraderId, generation: u64) -> bool {
         self.streams.lock().expect("presence lock").get(&grader_id) == Some(&generation)
     }
 
     /// Forgets `grader_id` unless a newer stream replaced `generation`.
-    fn forget(&self, grader_id: Uuid, generation: u64) {
+    fn forget(&self, grader_id: GraderId, generation: u64) {
         let mut streams = self.streams.lock().expect("presence lock");
         if streams.get(&grader_id) == Some(&generation) {
             streams.remove(&grader_id);
@@ -70,7 +69,7 @@ impl Presence {
 /// is dropped: the connection closed) it schedules the take-back.
 pub struct PresenceGuard {
     jobs: Jobs,
-    grader_id: Uuid,
+    grader_id: GraderId,
     generation: u64,
 }
 
@@ -141,7 +140,7 @@ impl Jobs {
     ///
     /// # Errors
     /// Store failures.
-    pub async fn open_presence(&self, grader_id: Uuid) -> JobsResult<PresenceGuard> {
+    pub async fn open_presence(&self, grader_id: GraderId) -> JobsResult<PresenceGuard> {
         self.store.touch_grader(grader_id, Utc::now()).await?;
         let generation = self.presence.open(grader_id);
         Ok(PresenceGuard {
@@ -154,7 +153,11 @@ impl Jobs {
     /// Declares a grader whose presence stream was seen closed at `ended_at`
     /// dead and takes its leases back, unless it showed up since (a heartbeat, a new
     /// stream on any coordinator) or is already dead.
-    async fn take_back_absent(&self, grader_id: Uuid, ended_at: DateTime<Utc>) -> JobsResult<()> {
+    async fn take_back_absent(
+        &self,
+        grader_id: GraderId,
+        ended_at: DateTime<Utc>,
+    ) -> JobsResult<()> {
         let Some(grader) = self.store.get_grader(grader_id).await? else {
             return Ok(());
         };
@@ -185,7 +188,7 @@ mod tests {
 
     fn grader_seen_at(last_heartbeat: DateTime<Utc>) -> Grader {
         Grader {
-            id: Uuid::now_v7(),
+            id: GraderId::new_v7(),
             name: "g".into(),
             hostname: "h".into(),
             version: "v".into(),

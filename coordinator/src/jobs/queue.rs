@@ -2,8 +2,7 @@
 
 use chrono::Utc;
 use sha2::{Digest, Sha256};
-use sqlarena_common::{AttemptPayload, InitPayload, JobPayload, Lane, TestCaseData};
-use uuid::Uuid;
+use sqlarena_common::{AttemptPayload, InitPayload, JobId, JobPayload, Lane, TestCaseData};
 
 use super::{Jobs, JobsError, JobsResult};
 use crate::metrics::Metrics;
@@ -23,7 +22,7 @@ pub fn version_hash(challenge: &Challenge) -> String {
         hasher.update(part.as_bytes());
     }
     for case in &challenge.test_cases {
-        hasher.update(case.id.to_le_bytes());
+        hasher.update(case.id.0.to_le_bytes());
         hasher.update((case.data.len() as u64).to_le_bytes());
         hasher.update(case.data.as_bytes());
     }
@@ -119,7 +118,7 @@ impl Jobs {
     ///
     /// # Errors
     /// `NotFound` when there is no such job.
-    pub async fn job(&self, id: Uuid) -> JobsResult<Job> {
+    pub async fn job(&self, id: JobId) -> JobsResult<Job> {
         self.store
             .get_job(id)
             .await?
@@ -131,7 +130,7 @@ impl Jobs {
     ///
     /// # Errors
     /// `NotFound` for an unknown job, `Conflict` when it already finished.
-    pub async fn cancel_job(&self, id: Uuid, reason: &str) -> JobsResult<Job> {
+    pub async fn cancel_job(&self, id: JobId, reason: &str) -> JobsResult<Job> {
         let existing = self.job(id).await?;
         let Some(job) = self.store.cancel_job(id, reason, Utc::now()).await? else {
             return Err(JobsError::Conflict(format!(
@@ -150,7 +149,7 @@ impl Jobs {
     /// `NotFound` for an unknown job; `Conflict` when it is in another
     /// state, or was made for a version of its challenge that has since
     /// changed (its grading would be against databases that no longer exist).
-    pub async fn retry_job(&self, id: Uuid) -> JobsResult<Job> {
+    pub async fn retry_job(&self, id: JobId) -> JobsResult<Job> {
         let existing = self.job(id).await?;
         if let JobPayload::Attempt(AttemptPayload {
             run_item: Some(reference),
@@ -170,13 +169,7 @@ impl Jobs {
             )));
         };
         if let JobPayload::Attempt(attempt) = &job.payload {
-            let reopen = AttemptUpdate {
-                reopen: true,
-                ..AttemptUpdate::default()
-            };
-            self.store
-                .update_attempt(attempt.attempt_id, reopen)
-                .await?;
+            self.store.reopen_attempt(attempt.attempt_id).await?;
         }
         self.dispatcher.notify(job.lane);
         Ok(job)

@@ -5,9 +5,9 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use sqlarena_common::GraderState;
-use uuid::Uuid;
+use sqlarena_common::{GraderId, GraderState};
 
+use super::results::LeaseEndedBy;
 use super::{Jobs, JobsResult};
 use crate::metrics::Metrics;
 use crate::store::{FailOutcome, Grader, TryCount};
@@ -20,7 +20,7 @@ impl Jobs {
     /// applies failed ones.
     async fn settle(&self, outcomes: Vec<FailOutcome>) -> JobsResult<()> {
         for outcome in outcomes {
-            self.settle_one(outcome, true).await?;
+            self.settle_one(outcome, LeaseEndedBy::TakenBack).await?;
         }
         Ok(())
     }
@@ -32,7 +32,7 @@ impl Jobs {
     /// Store failures.
     pub async fn release_grader(
         &self,
-        grader_id: Uuid,
+        grader_id: GraderId,
         tries: TryCount,
         reason: &str,
     ) -> JobsResult<()> {

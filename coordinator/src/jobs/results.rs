@@ -4,15 +4,15 @@
 
 use chrono::Utc;
 use sqlarena_common::{
-    AttemptStatus, CaseResult, CaseStatus, JobOutcome, JobPayload, JobState, QueryResult,
+    AttemptOutcome, AttemptStatus, CaseResult, CaseStatus, JobId, JobOutcome, JobPayload, JobState,
+    LeaseId, QueryResult,
 };
-use uuid::Uuid;
 
 use super::{Jobs, JobsError, JobsResult};
 use crate::metrics::Metrics;
 use crate::store::{
     AttemptErrorKind, AttemptUpdate, Completion, FailOutcome, Grader, HeldLease, InitResult, Job,
-    StoreError,
+    Retry, StoreError,
 };
 
 /// Rows of a failed case's `actual_result` kept.
@@ -87,7 +87,7 @@ impl Jobs {
                 {
                     Ok(_) => {}
                     Err(StoreError::NotFound(_)) => {
-                        tracing::warn!(job_id = %job.id, challenge_id = init.challenge_id, "finished job's challenge is gone");
+                        tracing::warn!(job_id = %job.id, challenge_id = %init.challenge_id, "finished job's challenge is gone");
                     }
                     Err(error) => return Err(error.into()),
                 }
@@ -103,7 +103,7 @@ impl Jobs {
                     Ok(_) => {}
                     // Nothing left to apply the result to.
                     Err(StoreError::NotFound(_)) => {
-                        tracing::warn!(job_id = %job.id, attempt_id = attempt.attempt_id, "finished job's attempt is gone");
+                        tracing::warn!(job_id = %job.id, attempt_id = %attempt.attempt_id, "finished job's attempt is gone");
                     }
                     Err(error) => return Err(error.into()),
                 }
@@ -122,8 +122,8 @@ impl Jobs {
     pub async fn record_progress(
         &self,
         grader: &Grader,
-        job_id: Uuid,
-        lease_id: Uuid,
+        job_id: JobId,
+        lease_id: LeaseId,
         mut case: CaseResult,
     ) -> JobsResult<Job> {
         case.actual_result = None;
@@ -141,25 +141,40 @@ impl Jobs {
     pub async fn complete_job(
         &self,
         grader: &Grader,
-        job_id: Uuid,
-        lease_id: Uuid,
+        job_id: JobId,
+        lease_id: LeaseId,
         mut outcome: JobOutcome,
     ) -> JobsResult<Completion> {
         if let JobOutcome::Attempt(attempt) = &mut outcome {
             attempt.cases.iter_mut().for_each(bound_case_result);
         }
         let held = held_lease(grader, job_id, lease_id);
-        let completion = self.store.complete_job(held, outcome, Utc::now()).await;
+        let now = Utc::now();
+        // An attempt's result is applied in the same store step; an init's
+        // (rare, and it touches the challenge) right after, and so is a run
+        // item's (`complete_attempt_job` only records it: it goes to the
+        // item, never to the attempt).
+        let completion = match &outcome {
+            JobOutcome::Attempt(attempt) => {
+                let update = finished_attempt(attempt, now);
+                self.store
+                    .complete_attempt_job(held, outcome, update, now)
+                    .await
+            }
+            JobOutcome::Init(_) => self.store.complete_job(held, outcome, now).await,
+        };
         let completion = self.fenced(job_id, completion)?;
         if let Completion::Recorded(job) = &completion {
             self.observe_completion(job);
-            self.apply_finished_job(job).await?;
+            if !job.applied {
+                self.apply_finished_job(job).await?;
+            }
         }
         Ok(completion)
     }
 
     /// Records a failure `grader` reported under its lease: the job is
-    /// requeued when `retryable` and it has tries left, else FAILED and
+    /// requeued when `retry` allows and it has tries left, else FAILED and
     /// applied.
     ///
     /// # Errors
@@ -167,24 +182,21 @@ impl Jobs {
     pub async fn fail_job(
         &self,
         grader: &Grader,
-        job_id: Uuid,
-        lease_id: Uuid,
+        job_id: JobId,
+        lease_id: LeaseId,
         error: &str,
-        retryable: bool,
+        retry: Retry,
     ) -> JobsResult<Job> {
         let error = format!("grader {}: {error}", grader.name);
         let held = held_lease(grader, job_id, lease_id);
-        let outcome = self
-            .store
-            .fail_job(held, &error, retryable, Utc::now())
-            .await;
+        let outcome = self.store.fail_job(held, &error, retry, Utc::now()).await;
         let outcome = self.fenced(job_id, outcome)?;
-        self.settle_one(outcome, false).await
+        self.settle_one(outcome, LeaseEndedBy::Grader).await
     }
 
     /// Turns the refusals of a fenced store call into the service's: a
     /// stale lease (counted), an unknown job, a contradicting outcome.
-    fn fenced<T>(&self, job_id: Uuid, result: Result<T, StoreError>) -> JobsResult<T> {
+    fn fenced<T>(&self, job_id: JobId, result: Result<T, StoreError>) -> JobsResult<T> {
         result.map_err(|error| match error {
             StoreError::StaleLease(message) => {
                 Metrics::incr(&self.metrics.stale_lease_rejections);
@@ -197,13 +209,13 @@ impl Jobs {
     }
 
     /// Settles a requeue or failure: wakes a grader for a requeued job,
-    /// applies a failed one. `taken_back` says a lease was taken back (by
-    /// the reaper or a release) rather than given up by its grader.
+    /// applies a failed one; logs the leases the coordinator took back.
     pub(super) async fn settle_one(
         &self,
         outcome: FailOutcome,
-        taken_back: bool,
+        ended_by: LeaseEndedBy,
     ) -> JobsResult<Job> {
+        let taken_back = ended_by == LeaseEndedBy::TakenBack;
         match outcome {
             FailOutcome::Requeued(job) => {
                 Metrics::incr(&self.metrics.requeues);
@@ -238,8 +250,17 @@ impl Jobs {
     }
 }
 
+/// Who ended a lease that brought no result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum LeaseEndedBy {
+    /// Its grader reported a failure.
+    Grader,
+    /// The coordinator took it back (the reaper, a release, a dead grader).
+    TakenBack,
+}
+
 /// The lease `grader` reports under.
-fn held_lease(grader: &Grader, job_id: Uuid, lease_id: Uuid) -> HeldLease {
+fn held_lease(grader: &Grader, job_id: JobId, lease_id: LeaseId) -> HeldLease {
     HeldLease {
         job_id,
         lease_id,
@@ -282,16 +303,21 @@ fn init_result(job: &Job, state_now: JobState) -> InitResult {
 }
 
 /// What a finished grading job changes in its attempt.
+/// What a graded attempt's outcome makes of the attempt.
+fn finished_attempt(outcome: &AttemptOutcome, now: chrono::DateTime<Utc>) -> AttemptUpdate {
+    AttemptUpdate {
+        status: Some(attempt_status(&outcome.cases, outcome.error.as_deref())),
+        cases: Some(outcome.cases.clone()),
+        error: outcome.error.clone(),
+        error_kind: outcome.error.is_some().then_some(AttemptErrorKind::Query),
+        finished_at: Some(now),
+        ..AttemptUpdate::default()
+    }
+}
+
 fn attempt_result(job: &Job, state_now: JobState, now: chrono::DateTime<Utc>) -> AttemptUpdate {
     match (state_now, &job.outcome) {
-        (JobState::Done, Some(JobOutcome::Attempt(outcome))) => AttemptUpdate {
-            status: Some(attempt_status(&outcome.cases, outcome.error.as_deref())),
-            cases: Some(outcome.cases.clone()),
-            error: outcome.error.clone(),
-            error_kind: outcome.error.is_some().then_some(AttemptErrorKind::Query),
-            finished_at: Some(now),
-            ..AttemptUpdate::default()
-        },
+        (JobState::Done, Some(JobOutcome::Attempt(outcome))) => finished_attempt(outcome, now),
         (JobState::Cancelled, _) => AttemptUpdate {
             status: Some(AttemptStatus::Cancelled),
             cases: Some(job.progress.clone()),
@@ -315,11 +341,11 @@ fn attempt_result(job: &Job, state_now: JobState, now: chrono::DateTime<Utc>) ->
 mod tests {
     use super::*;
     use serde_json::json;
-    use sqlarena_common::Column;
+    use sqlarena_common::{Column, TestCaseId};
 
     fn failed_with(rows: usize, cell: &str) -> CaseResult {
         CaseResult {
-            test_case_id: 1,
+            test_case_id: TestCaseId(1),
             status: CaseStatus::Failed,
             execution_ms: None,
             min_ms: None,

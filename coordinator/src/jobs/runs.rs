@@ -81,7 +81,7 @@ impl Jobs {
                 .is_some_and(|run| run.state == RunState::Paused && !run.cancel_requested);
             if paused {
                 self.store
-                    .detach_item_job(run_id, reference.item, sqlarena_common::JobId(job.id))
+                    .detach_item_job(run_id, reference.item, job.id)
                     .await?;
                 return Ok(());
             }
@@ -90,13 +90,7 @@ impl Jobs {
         let errored = matches!(end, ItemEnd::Error(_));
         let run = self
             .store
-            .finish_run_item(
-                run_id,
-                reference.item,
-                sqlarena_common::JobId(job.id),
-                end,
-                Utc::now(),
-            )
+            .finish_run_item(run_id, reference.item, job.id, end, Utc::now())
             .await?;
         let Some(run) = run else {
             return Ok(());
@@ -116,9 +110,7 @@ impl Jobs {
 
 /// How a finished job ends its item.
 fn item_end(job: &Job) -> ItemEnd {
-    let grader_id = job
-        .lease
-        .map(|lease| sqlarena_common::GraderId(lease.grader_id));
+    let grader_id = job.lease.map(|lease| lease.grader_id);
     let base = ItemResult {
         tries: job.tries,
         grader_id,

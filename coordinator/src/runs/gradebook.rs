@@ -31,11 +31,11 @@ pub async fn build(store: &dyn Store, run: &Run) -> StoreResult<String> {
         after = Some(last.item);
         for item in &items {
             if let Entry::Vacant(entry) = users.entry(item.user_id.0) {
-                entry.insert(store.get_user(item.user_id.0).await?);
+                entry.insert(store.get_user(item.user_id).await?);
             }
             let user = users.get(&item.user_id.0).and_then(Option::as_ref);
             let attempt = match item.attempt_id {
-                Some(id) => store.get_attempt(id.0).await?,
+                Some(id) => store.get_attempt(id).await?,
                 None => None,
             };
             let number =

@@ -24,7 +24,7 @@ use chrono::Utc;
 use sqlarena_common::runs::{
     AttemptRule, ItemState, PostprocessingState, RunItemRef, RunMode, RunState,
 };
-use sqlarena_common::{AttemptStatus, ChallengeState, ChallengeType, JobId, RunId, UserId};
+use sqlarena_common::{AttemptStatus, ChallengeState, ChallengeType, RunId, UserId};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -143,12 +143,12 @@ impl Runs {
             .get_run(id)
             .await?
             .ok_or_else(|| RunsError::NotFound(format!("no run {id}")))?;
-        if viewer.role == sqlarena_common::Role::Admin || run.created_by.0 == viewer.id {
+        if viewer.role == sqlarena_common::Role::Admin || run.created_by == viewer.id {
             return Ok(run);
         }
         let owns_challenge = self
             .store
-            .get_challenge(run.spec.challenge_id.0)
+            .get_challenge(run.spec.challenge_id)
             .await?
             .is_some_and(|challenge| challenge.created_user_id == viewer.id);
         if owns_challenge {
@@ -173,7 +173,7 @@ impl Runs {
         let challenge_id = request.spec.challenge_id;
         let challenge = self
             .store
-            .get_challenge(challenge_id.0)
+            .get_challenge(challenge_id)
             .await?
             .ok_or_else(|| {
                 RunsError::NotFound(format!("challenge_id: no challenge {challenge_id}"))
@@ -193,10 +193,7 @@ impl Runs {
         let webhook_secret = match &request.spec.webhook_url {
             Some(_) => {
                 let fresh = crate::auth::new_token("sqw_");
-                let (_, created) = self
-                    .store
-                    .webhook_secret(UserId(creator.id), fresh.clone())
-                    .await?;
+                let (_, created) = self.store.webhook_secret(creator.id, fresh.clone()).await?;
                 created.then_some(fresh)
             }
             None => None,
@@ -204,7 +201,7 @@ impl Runs {
         let new_run = NewRun {
             spec: request.spec,
             challenge_version: challenge.version,
-            created_by: UserId(creator.id),
+            created_by: creator.id,
             idempotency_key: request.idempotency_key,
             items,
             start: request.start,
@@ -229,30 +226,30 @@ impl Runs {
         spec: &RunSpec,
     ) -> RunsResult<Vec<NewRunItem>> {
         let attempts = self.store.list_gradable_attempts(spec.challenge_id).await?;
-        let mut by_user: BTreeMap<i64, Vec<Attempt>> = BTreeMap::new();
+        let mut by_user: BTreeMap<UserId, Vec<Attempt>> = BTreeMap::new();
         for attempt in attempts {
             by_user.entry(attempt.user_id).or_default().push(attempt);
         }
-        let targets: Vec<i64> = match &spec.targets {
+        let targets: Vec<UserId> = match &spec.targets {
             RunTargets::All(_) => by_user.keys().copied().collect(),
             RunTargets::Users(users) => {
                 for user in users {
-                    if self.store.get_user(user.0).await?.is_none() {
+                    if self.store.get_user(*user).await?.is_none() {
                         return Err(RunsError::Invalid(format!(
                             "targets: there is no user {user}"
                         )));
                     }
                 }
-                users.iter().map(|user| user.0).collect()
+                users.clone()
             }
         };
         Ok(targets
             .into_iter()
             .map(|user_id| NewRunItem {
-                user_id: UserId(user_id),
+                user_id,
                 attempt_id: by_user.get(&user_id).and_then(|attempts| {
                     choose(attempts, spec.attempt, challenge.challenge_type)
-                        .map(|attempt| sqlarena_common::AttemptId(attempt.id))
+                        .map(|attempt| attempt.id)
                 }),
             })
             .collect())
@@ -309,11 +306,11 @@ impl Runs {
                 };
                 if let Some(job) = self
                     .store
-                    .cancel_job(job_id.0, PAUSE_REASON, Utc::now())
+                    .cancel_job(job_id, PAUSE_REASON, Utc::now())
                     .await?
                 {
                     self.store
-                        .detach_item_job(run.id, item.item, JobId(job.id))
+                        .detach_item_job(run.id, item.item, job.id)
                         .await?;
                     self.jobs.apply_finished_job(&job).await?;
                 }
@@ -369,7 +366,7 @@ impl Runs {
             after = Some(last.item);
             for item in items.iter().filter(|item| !item.state.is_final()) {
                 if let Some(job_id) = item.job_id {
-                    match self.jobs.cancel_job(job_id.0, reason).await {
+                    match self.jobs.cancel_job(job_id, reason).await {
                         Ok(_) | Err(JobsError::Conflict(_) | JobsError::NotFound(_)) => {}
                         Err(error) => return Err(error.into()),
                     }
@@ -439,7 +436,7 @@ impl Runs {
             };
             let was = match before.get(&item.user_id.0) {
                 Some(was) => was.clone(),
-                None => match self.store.get_attempt(attempt_id.0).await? {
+                None => match self.store.get_attempt(attempt_id).await? {
                     Some(attempt) => {
                         let passed = attempt
                             .cases
@@ -532,7 +529,7 @@ impl Runs {
 
     /// Queues a job for every QUEUED item of a RUNNING run that has none.
     async fn feed(&self, run: &Run) -> RunsResult<()> {
-        let Some(challenge) = self.store.get_challenge(run.spec.challenge_id.0).await? else {
+        let Some(challenge) = self.store.get_challenge(run.spec.challenge_id).await? else {
             return Ok(());
         };
         loop {
@@ -545,7 +542,7 @@ impl Runs {
                 let Some(attempt_id) = item.attempt_id else {
                     continue;
                 };
-                let Some(attempt) = self.store.get_attempt(attempt_id.0).await? else {
+                let Some(attempt) = self.store.get_attempt(attempt_id).await? else {
                     continue;
                 };
                 let reference = RunItemRef {
@@ -830,18 +827,18 @@ fn choose(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sqlarena_common::{CaseResult, CaseStatus};
+    use sqlarena_common::{AttemptId, CaseResult, CaseStatus, ChallengeId, TestCaseId};
 
     fn attempt(id: i64, status: AttemptStatus, ratio: f64) -> Attempt {
         Attempt {
-            id,
-            user_id: 1,
-            challenge_id: 1,
+            id: AttemptId(id),
+            user_id: UserId(1),
+            challenge_id: ChallengeId(1),
             challenge_version: 1,
             query: String::new(),
             status,
             cases: vec![CaseResult {
-                test_case_id: 1,
+                test_case_id: TestCaseId(1),
                 status: CaseStatus::Passed,
                 execution_ms: None,
                 min_ms: None,
@@ -867,13 +864,13 @@ mod tests {
             attempt(2, AttemptStatus::Passed, 2.0),
             attempt(3, AttemptStatus::Failed, 0.1),
         ];
-        let pick = |rule, kind| choose(&attempts, rule, kind).map(|attempt| attempt.id);
+        let pick = |rule, kind| choose(&attempts, rule, kind).map(|attempt| attempt.id.0);
         assert_eq!(pick(AttemptRule::Latest, ChallengeType::FE), Some(3));
         assert_eq!(pick(AttemptRule::Best, ChallengeType::FE), Some(1));
         assert_eq!(pick(AttemptRule::Best, ChallengeType::SE), Some(2));
         let failed = vec![attempt(4, AttemptStatus::Failed, 1.0)];
         assert_eq!(
-            choose(&failed, AttemptRule::Best, ChallengeType::FE).map(|attempt| attempt.id),
+            choose(&failed, AttemptRule::Best, ChallengeType::FE).map(|attempt| attempt.id.0),
             Some(4)
         );
     }

@@ -40,17 +40,18 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use sqlarena_common::{
-    AttemptOutcome, AttemptPayload, AttemptStatus, CaseResult, CaseStatus, ChallengeState,
-    ChallengeType, Column, GraderState, InitOutcome, InitPayload, JobKind, JobOutcome, JobPayload,
-    JobState, Lane, QueryResult, Role, TestCaseData,
+    AttemptId, AttemptOutcome, AttemptPayload, AttemptStatus, CaseResult, CaseStatus, ChallengeId,
+    ChallengeState, ChallengeType, Column, GraderId, GraderState, InitOutcome, InitPayload, JobId,
+    JobKind, JobOutcome, JobPayload, JobState, Lane, LeaseId, QueryResult, Role, TestCaseData,
+    TestCaseId, UserId,
 };
 use uuid::Uuid;
 
 use super::{
     pruned_payload, Admission, AttemptErrorKind, AttemptUpdate, ChallengeUpdate, ChallengeVersion,
     ClusterToken, Completion, FailOutcome, Grader, HeldLease, InitResult, Invite, JobFilter,
-    NewAttempt, NewChallenge, NewJob, NewTestCase, NewUser, Page, Session, Store, StoreError,
-    TryCount,
+    NewAttempt, NewChallenge, NewJob, NewTestCase, NewUser, Page, Retry, Session, Store,
+    StoreError, TryCount,
 };
 
 /// What running a check returns.
@@ -104,6 +105,7 @@ macro_rules! __with_store_conformance_checks {
             concurrent_batch_claims_lease_every_job_once,
             stale_leases_change_nothing,
             completions_are_recorded_once_and_applied,
+            attempt_completions_apply_their_result,
             expired_leases_are_requeued_then_failed,
             grader_leases_are_released,
             failures_are_retried_or_final,
@@ -174,6 +176,11 @@ fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", Uuid::new_v4().simple())
 }
 
+/// A fresh time-ordered id of whichever type the call needs.
+fn new_id<T: From<Uuid>>() -> T {
+    Uuid::now_v7().into()
+}
+
 async fn create_user(store: &Arc<dyn Store>, role: Role) -> super::User {
     store
         .create_user(NewUser {
@@ -187,7 +194,7 @@ async fn create_user(store: &Arc<dyn Store>, role: Role) -> super::User {
 }
 
 fn new_challenge(
-    created_user_id: i64,
+    created_user_id: UserId,
     challenge_type: ChallengeType,
     cases: usize,
 ) -> NewChallenge {
@@ -209,7 +216,8 @@ fn new_challenge(
     }
 }
 
-fn result_of(value: i64) -> QueryResult {
+fn result_of(value: impl Into<i64>) -> QueryResult {
+    let value = value.into();
     QueryResult {
         columns: vec![Column {
             name: "a".into(),
@@ -223,7 +231,7 @@ fn result_of(value: i64) -> QueryResult {
     }
 }
 
-fn case_result(test_case_id: i64, status: CaseStatus) -> CaseResult {
+fn case_result(test_case_id: TestCaseId, status: CaseStatus) -> CaseResult {
     CaseResult {
         test_case_id,
         status,
@@ -240,19 +248,19 @@ fn case_result(test_case_id: i64, status: CaseStatus) -> CaseResult {
 
 /// A job on `lane` with an attempt payload naming `attempt_id` (no real
 /// attempt is needed: the store does not interpret payloads).
-fn attempt_job(lane: Lane, attempt_id: i64) -> NewJob {
+fn attempt_job(lane: Lane, attempt_id: AttemptId) -> NewJob {
     NewJob {
         lane,
         payload: JobPayload::Attempt(AttemptPayload {
             attempt_id,
-            user_id: 1,
-            challenge_id: 1,
+            user_id: UserId(1),
+            challenge_id: ChallengeId(1),
             challenge_name: "c".into(),
             challenge_version: 1,
             version_hash: "abc".into(),
             query: "select a from t".into(),
             times_to_run: 3,
-            test_case_ids: vec![1, 2],
+            test_case_ids: vec![TestCaseId(1), TestCaseId(2)],
             run_item: None,
         }),
         max_tries: 3,
@@ -260,7 +268,7 @@ fn attempt_job(lane: Lane, attempt_id: i64) -> NewJob {
     }
 }
 
-fn init_job(challenge_id: i64) -> NewJob {
+fn init_job(challenge_id: ChallengeId) -> NewJob {
     NewJob {
         lane: Lane::Init,
         payload: JobPayload::Init(InitPayload {
@@ -271,7 +279,7 @@ fn init_job(challenge_id: i64) -> NewJob {
             solution: "select a from t".into(),
             times_to_run: 3,
             test_cases: vec![TestCaseData {
-                id: 1,
+                id: TestCaseId(1),
                 data: "insert into t values (1)".into(),
             }],
         }),
@@ -283,25 +291,25 @@ fn init_job(challenge_id: i64) -> NewJob {
 fn attempt_outcome() -> JobOutcome {
     JobOutcome::Attempt(AttemptOutcome {
         cases: vec![
-            case_result(1, CaseStatus::Passed),
-            case_result(2, CaseStatus::Failed),
+            case_result(TestCaseId(1), CaseStatus::Passed),
+            case_result(TestCaseId(2), CaseStatus::Failed),
         ],
         error: None,
     })
 }
 
-fn payload_attempt_id(payload: &JobPayload) -> i64 {
+fn payload_attempt_id(payload: &JobPayload) -> Option<AttemptId> {
     match payload {
-        JobPayload::Attempt(attempt) => attempt.attempt_id,
-        JobPayload::Init(init) => init.challenge_id,
+        JobPayload::Attempt(attempt) => Some(attempt.attempt_id),
+        JobPayload::Init(_) => None,
     }
 }
 
 /// Enqueues one job and claims it for a new grader; returns the leased job.
-async fn leased_job(store: &Arc<dyn Store>, job: NewJob) -> (super::Job, Uuid) {
+async fn leased_job(store: &Arc<dyn Store>, job: NewJob) -> (super::Job, GraderId) {
     let lane = job.lane;
     let queued = store.enqueue_job(job).await.expect("enqueue_job");
-    let grader_id = Uuid::now_v7();
+    let grader_id = new_id();
     let leased = store
         .claim_job(grader_id, &[lane], now_ms())
         .await
@@ -313,15 +321,17 @@ async fn leased_job(store: &Arc<dyn Store>, job: NewJob) -> (super::Job, Uuid) {
 
 /// The lease `job`'s current holder (if it has one) reports under with
 /// `lease_id`.
-fn held_lease(job: &super::Job, lease_id: Uuid) -> HeldLease {
+fn held_lease(job: &super::Job, lease_id: LeaseId) -> HeldLease {
     HeldLease {
         job_id: job.id,
         lease_id,
-        grader_id: job.lease.map_or(Uuid::nil(), |lease| lease.grader_id),
+        grader_id: job
+            .lease
+            .map_or(GraderId(Uuid::nil()), |lease| lease.grader_id),
     }
 }
 
-fn lease_id_of(job: &super::Job) -> Uuid {
+fn lease_id_of(job: &super::Job) -> LeaseId {
     job.lease.expect("a leased job has a lease").lease_id
 }
 
@@ -366,7 +376,10 @@ pub async fn emails_are_unique_case_insensitively(store: Arc<dyn Store>) {
         .expect("found by lower-case email");
     assert_eq!(found, user);
     assert_eq!(store.get_user(user.id).await.unwrap(), Some(user.clone()));
-    assert_eq!(store.get_user(user.id + 1_000_000).await.unwrap(), None);
+    assert_eq!(
+        store.get_user(UserId(user.id.0 + 1_000_000)).await.unwrap(),
+        None
+    );
     assert_eq!(
         store.get_user_by_email("nobody@example.com").await.unwrap(),
         None
@@ -404,6 +417,10 @@ pub async fn integer_ids_increase_and_are_distinct(store: Arc<dyn Store>) {
             .unwrap();
         attempt_ids.push(attempt.id);
     }
+    let user_ids: Vec<i64> = user_ids.iter().map(|id| id.0).collect();
+    let challenge_ids: Vec<i64> = challenge_ids.iter().map(|id| id.0).collect();
+    let case_ids: Vec<i64> = case_ids.iter().map(|id| id.0).collect();
+    let attempt_ids: Vec<i64> = attempt_ids.iter().map(|id| id.0).collect();
     for (what, ids) in [
         ("user", &user_ids),
         ("challenge", &challenge_ids),
@@ -468,7 +485,7 @@ pub async fn sessions_resolve_until_they_expire(store: Arc<dyn Store>) {
 }
 
 /// Creates a session of `user_id` made `age` ago, lasting `ttl`.
-async fn session(store: &Arc<dyn Store>, user_id: i64, age: Duration, ttl: Duration) -> Session {
+async fn session(store: &Arc<dyn Store>, user_id: UserId, age: Duration, ttl: Duration) -> Session {
     let created_at = now_ms() - age;
     let session = Session {
         id: Uuid::new_v4(),
@@ -576,14 +593,16 @@ pub async fn passwords_change_and_sign_out_other_sessions(store: Arc<dyn Store>)
         .await
         .unwrap();
     assert!(store.list_sessions(user.id, now).await.unwrap().is_empty());
-    let missing = store.set_password(user.id + 1_000_000, "x", None).await;
+    let missing = store
+        .set_password(UserId(user.id.0 + 1_000_000), "x", None)
+        .await;
     assert!(
         matches!(missing, Err(StoreError::NotFound(_))),
         "{missing:?}"
     );
 }
 
-fn invite(created_by: i64, role: Role, expires_at: DateTime<Utc>) -> Invite {
+fn invite(created_by: UserId, role: Role, expires_at: DateTime<Utc>) -> Invite {
     Invite {
         code_hash: unique("invite"),
         role,
@@ -753,7 +772,13 @@ pub async fn challenges_are_created_listed_and_initialized(store: Arc<dyn Store>
         store.get_challenge(first.id).await.unwrap(),
         Some(first.clone())
     );
-    assert_eq!(store.get_challenge(third.id + 1_000).await.unwrap(), None);
+    assert_eq!(
+        store
+            .get_challenge(ChallengeId(third.id.0 + 1_000))
+            .await
+            .unwrap(),
+        None
+    );
 
     let ids = |challenges: Vec<super::Challenge>| {
         challenges.into_iter().map(|c| c.id).collect::<Vec<_>>()
@@ -774,7 +799,7 @@ pub async fn challenges_are_created_listed_and_initialized(store: Arc<dyn Store>
             .list_challenges(Some(nobody.id), Page::all())
             .await
             .unwrap()),
-        Vec::<i64>::new()
+        Vec::<ChallengeId>::new()
     );
     let listed = store
         .list_challenges(Some(bob.id), Page::all())
@@ -787,10 +812,10 @@ pub async fn challenges_are_created_listed_and_initialized(store: Arc<dyn Store>
     );
 
     // Another version's result changes nothing.
-    let expected: Vec<(i64, QueryResult, Option<f64>)> = first
+    let expected: Vec<(TestCaseId, QueryResult, Option<f64>)> = first
         .test_cases
         .iter()
-        .map(|case| (case.id, result_of(case.id), Some(case.id as f64 + 0.5)))
+        .map(|case| (case.id, result_of(case.id), Some(case.id.0 as f64 + 0.5)))
         .collect();
     let ready = InitResult::Ready {
         expected: expected.clone(),
@@ -993,7 +1018,7 @@ pub async fn challenges_change_in_place_or_move_to_a_new_version(store: Arc<dyn 
     assert_eq!(second.times_to_run, 7);
     assert_eq!(second.challenge_type, ChallengeType::SE);
     assert_eq!(second.test_cases.len(), 3);
-    let old_ids: BTreeSet<i64> = first.test_cases.iter().map(|case| case.id).collect();
+    let old_ids: BTreeSet<TestCaseId> = first.test_cases.iter().map(|case| case.id).collect();
     let newest_old_id = *old_ids.last().unwrap();
     for (case, new_case) in second.test_cases.iter().zip(&version.test_cases) {
         assert!(
@@ -1027,7 +1052,7 @@ pub async fn challenges_change_in_place_or_move_to_a_new_version(store: Arc<dyn 
     );
     assert!(store.list_test_cases(id, 3).await.unwrap().is_empty());
     assert!(store
-        .list_test_cases(id + 1_000, 1)
+        .list_test_cases(ChallengeId(id.0 + 1_000), 1)
         .await
         .unwrap()
         .is_empty());
@@ -1056,7 +1081,7 @@ pub async fn challenges_change_in_place_or_move_to_a_new_version(store: Arc<dyn 
         "stale updates change nothing"
     );
     let missing = store
-        .update_challenge(id + 1_000, 1, ChallengeUpdate::default())
+        .update_challenge(ChallengeId(id.0 + 1_000), 1, ChallengeUpdate::default())
         .await;
     assert!(
         matches!(missing, Err(StoreError::NotFound(_))),
@@ -1133,7 +1158,7 @@ pub async fn attempts_are_created_listed_and_updated(store: Arc<dyn Store>) {
         .create_challenge(new_challenge(prof.id, ChallengeType::FE, 2))
         .await
         .unwrap();
-    let new_attempt = |user_id: i64| NewAttempt {
+    let new_attempt = |user_id: UserId| NewAttempt {
         user_id,
         challenge_id: challenge.id,
         challenge_version: 1,
@@ -1158,7 +1183,13 @@ pub async fn attempts_are_created_listed_and_updated(store: Arc<dyn Store>) {
         store.get_attempt(first.id).await.unwrap(),
         Some(first.clone())
     );
-    assert_eq!(store.get_attempt(theirs.id + 1_000).await.unwrap(), None);
+    assert_eq!(
+        store
+            .get_attempt(AttemptId(theirs.id.0 + 1_000))
+            .await
+            .unwrap(),
+        None
+    );
 
     let ids =
         |attempts: Vec<super::Attempt>| attempts.into_iter().map(|a| a.id).collect::<Vec<_>>();
@@ -1196,7 +1227,7 @@ pub async fn attempts_are_created_listed_and_updated(store: Arc<dyn Store>) {
         "a challenge's unfinished attempts, oldest first"
     );
     assert!(store
-        .list_unfinished_challenge_attempts(challenge.id + 1_000)
+        .list_unfinished_challenge_attempts(ChallengeId(challenge.id.0 + 1_000))
         .await
         .unwrap()
         .is_empty());
@@ -1207,7 +1238,7 @@ pub async fn attempts_are_created_listed_and_updated(store: Arc<dyn Store>) {
         .unwrap();
     assert_eq!(untouched, theirs, "an empty update changes nothing");
 
-    let job_id = Uuid::now_v7();
+    let job_id = new_id();
     let running = store
         .update_attempt(
             first.id,
@@ -1311,20 +1342,8 @@ pub async fn attempts_are_created_listed_and_updated(store: Arc<dyn Store>) {
         "finished attempts are not listed"
     );
 
-    // Reopening (an admin retried the job) applies even to a final attempt
-    // and ignores the update's other fields.
-    let reopened = store
-        .update_attempt(
-            first.id,
-            AttemptUpdate {
-                reopen: true,
-                status: Some(AttemptStatus::Failed),
-                error: Some("ignored".into()),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    // Reopening (an admin retried the job) applies even to a final attempt.
+    let reopened = store.reopen_attempt(first.id).await.unwrap();
     assert_eq!(reopened.status, AttemptStatus::Pending);
     assert!(reopened.cases.is_empty());
     assert_eq!((reopened.error.clone(), reopened.finished_at), (None, None));
@@ -1341,8 +1360,13 @@ pub async fn attempts_are_created_listed_and_updated(store: Arc<dyn Store>) {
         .is_empty());
 
     let missing = store
-        .update_attempt(theirs.id + 1_000, AttemptUpdate::default())
+        .update_attempt(AttemptId(theirs.id.0 + 1_000), AttemptUpdate::default())
         .await;
+    assert!(
+        matches!(missing, Err(StoreError::NotFound(_))),
+        "{missing:?}"
+    );
+    let missing = store.reopen_attempt(AttemptId(theirs.id.0 + 1_000)).await;
     assert!(
         matches!(missing, Err(StoreError::NotFound(_))),
         "{missing:?}"
@@ -1366,7 +1390,7 @@ pub async fn unfinished_attempts_are_capped_in_one_step(store: Arc<dyn Store>) {
         .create_challenge(new_challenge(prof.id, ChallengeType::FE, 1))
         .await
         .unwrap();
-    let new_attempt = move |user_id: i64| NewAttempt {
+    let new_attempt = move |user_id: UserId| NewAttempt {
         user_id,
         challenge_id: challenge.id,
         challenge_version: 1,
@@ -1447,16 +1471,7 @@ pub async fn unfinished_attempts_are_capped_in_one_step(store: Arc<dyn Store>) {
             .unwrap(),
         Admission::OverCap { unfinished: CAP }
     ));
-    let reopened = store
-        .update_attempt(
-            finished.id,
-            AttemptUpdate {
-                reopen: true,
-                ..AttemptUpdate::default()
-            },
-        )
-        .await
-        .unwrap();
+    let reopened = store.reopen_attempt(finished.id).await.unwrap();
     assert_eq!((reopened.error, reopened.error_kind), (None, None));
     store
         .update_attempt(
@@ -1487,7 +1502,10 @@ pub async fn concurrent_claims_lease_every_job_once(store: Arc<dyn Store>) {
     let mut enqueued = HashSet::new();
     for index in 0..JOBS {
         let lane = Lane::ALL[(index % 3) as usize];
-        let job = store.enqueue_job(attempt_job(lane, index)).await.unwrap();
+        let job = store
+            .enqueue_job(attempt_job(lane, AttemptId(index)))
+            .await
+            .unwrap();
         assert_eq!(
             (job.state, job.tries, job.lease),
             (JobState::Queued, 0, None)
@@ -1501,7 +1519,7 @@ pub async fn concurrent_claims_lease_every_job_once(store: Arc<dyn Store>) {
     for _ in 0..16 {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
-            let grader_id = Uuid::now_v7();
+            let grader_id = new_id();
             let mut claimed = Vec::new();
             while let Some(job) = store
                 .claim_job(grader_id, &Lane::ALL, now)
@@ -1518,12 +1536,12 @@ pub async fn concurrent_claims_lease_every_job_once(store: Arc<dyn Store>) {
         claimed.extend(task.await.unwrap());
     }
     assert_eq!(claimed.len() as i64, JOBS, "every job is claimed once");
-    let claimed_ids: HashSet<Uuid> = claimed.iter().map(|(_, job)| job.id).collect();
+    let claimed_ids: HashSet<_> = claimed.iter().map(|(_, job)| job.id).collect();
     assert_eq!(
         claimed_ids, enqueued,
         "the claimed jobs are the enqueued ones, none twice"
     );
-    let lease_ids: HashSet<Uuid> = claimed.iter().map(|(_, job)| lease_id_of(job)).collect();
+    let lease_ids: HashSet<_> = claimed.iter().map(|(_, job)| lease_id_of(job)).collect();
     assert_eq!(lease_ids.len() as i64, JOBS, "every lease id is new");
     for (grader_id, job) in &claimed {
         let lease = job.lease.unwrap();
@@ -1545,7 +1563,7 @@ pub async fn concurrent_claims_lease_every_job_once(store: Arc<dyn Store>) {
         .unwrap();
     assert_eq!(leased.len() as i64, JOBS, "a limit of 0 lists every job");
     assert!(store
-        .claim_job(Uuid::now_v7(), &Lane::ALL, now)
+        .claim_job(new_id(), &Lane::ALL, now)
         .await
         .unwrap()
         .is_none());
@@ -1555,11 +1573,20 @@ pub async fn concurrent_claims_lease_every_job_once(store: Arc<dyn Store>) {
 /// (lane priority, then age), each LEASED to the grader under its own new
 /// lease; it takes nothing with no lanes or `max == 0`.
 pub async fn batch_claims_take_up_to_max_in_priority_order(store: Arc<dyn Store>) {
-    let slow = store.enqueue_job(attempt_job(Lane::Slow, 1)).await.unwrap();
-    let fast_old = store.enqueue_job(attempt_job(Lane::Fast, 2)).await.unwrap();
-    let init = store.enqueue_job(init_job(3)).await.unwrap();
-    let fast_new = store.enqueue_job(attempt_job(Lane::Fast, 4)).await.unwrap();
-    let grader_id = Uuid::now_v7();
+    let slow = store
+        .enqueue_job(attempt_job(Lane::Slow, AttemptId(1)))
+        .await
+        .unwrap();
+    let fast_old = store
+        .enqueue_job(attempt_job(Lane::Fast, AttemptId(2)))
+        .await
+        .unwrap();
+    let init = store.enqueue_job(init_job(ChallengeId(3))).await.unwrap();
+    let fast_new = store
+        .enqueue_job(attempt_job(Lane::Fast, AttemptId(4)))
+        .await
+        .unwrap();
+    let grader_id = new_id();
     let now = now_ms();
     assert!(store
         .claim_jobs(grader_id, &[], 3, now)
@@ -1575,7 +1602,7 @@ pub async fn batch_claims_take_up_to_max_in_priority_order(store: Arc<dyn Store>
         .claim_jobs(grader_id, &Lane::ALL, 3, now)
         .await
         .unwrap();
-    let ids: Vec<Uuid> = first.iter().map(|job| job.id).collect();
+    let ids: Vec<_> = first.iter().map(|job| job.id).collect();
     assert_eq!(
         ids,
         vec![init.id, fast_old.id, fast_new.id],
@@ -1588,7 +1615,7 @@ pub async fn batch_claims_take_up_to_max_in_priority_order(store: Arc<dyn Store>
         assert_eq!(job.leased_at.map(ms), Some(ms(now)));
         assert_eq!(store.get_job(job.id).await.unwrap().as_ref(), Some(job));
     }
-    let lease_ids: HashSet<Uuid> = first.iter().map(lease_id_of).collect();
+    let lease_ids: HashSet<_> = first.iter().map(lease_id_of).collect();
     assert_eq!(lease_ids.len(), 3, "one new lease per job");
     let rest = store
         .claim_jobs(grader_id, &Lane::ALL, 3, now)
@@ -1614,7 +1641,7 @@ pub async fn concurrent_batch_claims_lease_every_job_once(store: Arc<dyn Store>)
         let lane = Lane::ALL[(index % 3) as usize];
         enqueued.insert(
             store
-                .enqueue_job(attempt_job(lane, index))
+                .enqueue_job(attempt_job(lane, AttemptId(index)))
                 .await
                 .unwrap()
                 .id,
@@ -1625,7 +1652,7 @@ pub async fn concurrent_batch_claims_lease_every_job_once(store: Arc<dyn Store>)
     for max in 1..=8 {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
-            let grader_id = Uuid::now_v7();
+            let grader_id = new_id();
             let mut claimed = Vec::new();
             loop {
                 let batch = store
@@ -1645,7 +1672,7 @@ pub async fn concurrent_batch_claims_lease_every_job_once(store: Arc<dyn Store>)
         claimed.extend(task.await.unwrap());
     }
     assert_eq!(claimed.len() as i64, JOBS, "every job is claimed once");
-    let claimed_ids: HashSet<Uuid> = claimed.iter().map(|(_, job)| job.id).collect();
+    let claimed_ids: HashSet<_> = claimed.iter().map(|(_, job)| job.id).collect();
     assert_eq!(claimed_ids, enqueued);
     for (grader_id, job) in &claimed {
         assert_eq!((job.state, job.tries), (JobState::Leased, 1));
@@ -1656,11 +1683,23 @@ pub async fn concurrent_batch_claims_lease_every_job_once(store: Arc<dyn Store>)
 /// Claims take the init lane before fast before slow, the oldest job first
 /// within a lane, and only from the lanes asked for.
 pub async fn claims_follow_lane_priority_then_age(store: Arc<dyn Store>) {
-    let slow_old = store.enqueue_job(attempt_job(Lane::Slow, 1)).await.unwrap();
-    let fast_old = store.enqueue_job(attempt_job(Lane::Fast, 2)).await.unwrap();
-    let slow_new = store.enqueue_job(attempt_job(Lane::Slow, 3)).await.unwrap();
-    let init = store.enqueue_job(init_job(4)).await.unwrap();
-    let fast_new = store.enqueue_job(attempt_job(Lane::Fast, 5)).await.unwrap();
+    let slow_old = store
+        .enqueue_job(attempt_job(Lane::Slow, AttemptId(1)))
+        .await
+        .unwrap();
+    let fast_old = store
+        .enqueue_job(attempt_job(Lane::Fast, AttemptId(2)))
+        .await
+        .unwrap();
+    let slow_new = store
+        .enqueue_job(attempt_job(Lane::Slow, AttemptId(3)))
+        .await
+        .unwrap();
+    let init = store.enqueue_job(init_job(ChallengeId(4))).await.unwrap();
+    let fast_new = store
+        .enqueue_job(attempt_job(Lane::Fast, AttemptId(5)))
+        .await
+        .unwrap();
     assert_eq!((init.kind, init.lane), (JobKind::Init, Lane::Init));
     assert_eq!(
         (fast_old.kind, fast_old.lane),
@@ -1674,9 +1713,9 @@ pub async fn claims_follow_lane_priority_then_age(store: Arc<dyn Store>) {
     );
     assert_eq!((init.max_tries, init.timeout_ms), (3, 30_000));
     assert_eq!(store.get_job(init.id).await.unwrap(), Some(init.clone()));
-    assert_eq!(store.get_job(Uuid::now_v7()).await.unwrap(), None);
+    assert_eq!(store.get_job(new_id()).await.unwrap(), None);
 
-    let grader_id = Uuid::now_v7();
+    let grader_id = new_id();
     let now = now_ms();
     assert_eq!(
         store.claim_job(grader_id, &[], now).await.unwrap(),
@@ -1723,7 +1762,7 @@ pub async fn claims_follow_lane_priority_then_age(store: Arc<dyn Store>) {
     let slow = store.get_job(slow_new.id).await.unwrap().unwrap();
     assert_eq!(
         payload_attempt_id(&slow.payload),
-        3,
+        Some(AttemptId(3)),
         "the payload round-trips"
     );
     assert_eq!(slow.payload, slow_new.payload);
@@ -1736,7 +1775,7 @@ pub async fn claims_follow_lane_priority_then_age(store: Arc<dyn Store>) {
 /// Progress, completion and failure under a lease that is not the job's
 /// current one change nothing and report `StaleLease`.
 pub async fn stale_leases_change_nothing(store: Arc<dyn Store>) {
-    let (leased, grader_id) = leased_job(&store, attempt_job(Lane::Fast, 1)).await;
+    let (leased, grader_id) = leased_job(&store, attempt_job(Lane::Fast, AttemptId(1))).await;
     let lease_id = lease_id_of(&leased);
     let now = now_ms();
 
@@ -1749,12 +1788,12 @@ pub async fn stale_leases_change_nothing(store: Arc<dyn Store>) {
         }
         other => panic!("{what}: expected StaleLease, got {other:?}"),
     };
-    let forged = Uuid::now_v7();
+    let forged = new_id();
     assert_stale(
         store
             .record_progress(
                 held_lease(&leased, forged),
-                case_result(1, CaseStatus::Passed),
+                case_result(TestCaseId(1), CaseStatus::Passed),
             )
             .await
             .map(drop),
@@ -1769,7 +1808,7 @@ pub async fn stale_leases_change_nothing(store: Arc<dyn Store>) {
     );
     assert_stale(
         store
-            .fail_job(held_lease(&leased, forged), "boom", false, now)
+            .fail_job(held_lease(&leased, forged), "boom", Retry::Never, now)
             .await
             .map(drop),
         "fail",
@@ -1782,7 +1821,7 @@ pub async fn stale_leases_change_nothing(store: Arc<dyn Store>) {
 
     // The lease id of another grader's job: refused as not its own.
     let thief = HeldLease {
-        grader_id: Uuid::now_v7(),
+        grader_id: new_id(),
         ..held_lease(&leased, lease_id)
     };
     let assert_not_owner = |result: Result<(), StoreError>, what: &str| match result {
@@ -1793,7 +1832,7 @@ pub async fn stale_leases_change_nothing(store: Arc<dyn Store>) {
     };
     assert_not_owner(
         store
-            .record_progress(thief, case_result(1, CaseStatus::Passed))
+            .record_progress(thief, case_result(TestCaseId(1), CaseStatus::Passed))
             .await
             .map(drop),
         "progress",
@@ -1806,7 +1845,10 @@ pub async fn stale_leases_change_nothing(store: Arc<dyn Store>) {
         "complete",
     );
     assert_not_owner(
-        store.fail_job(thief, "boom", false, now).await.map(drop),
+        store
+            .fail_job(thief, "boom", Retry::Never, now)
+            .await
+            .map(drop),
         "fail",
     );
     // An outcome of the other kind is refused before anything is written.
@@ -1834,21 +1876,21 @@ pub async fn stale_leases_change_nothing(store: Arc<dyn Store>) {
     store
         .record_progress(
             held_lease(&leased, lease_id),
-            case_result(2, CaseStatus::Passed),
+            case_result(TestCaseId(2), CaseStatus::Passed),
         )
         .await
         .unwrap();
     store
         .record_progress(
             held_lease(&leased, lease_id),
-            case_result(1, CaseStatus::Passed),
+            case_result(TestCaseId(1), CaseStatus::Passed),
         )
         .await
         .unwrap();
     let progressed = store
         .record_progress(
             held_lease(&leased, lease_id),
-            case_result(2, CaseStatus::Failed),
+            case_result(TestCaseId(2), CaseStatus::Failed),
         )
         .await
         .unwrap();
@@ -1861,12 +1903,12 @@ pub async fn stale_leases_change_nothing(store: Arc<dyn Store>) {
     let case_two = progressed
         .progress
         .iter()
-        .find(|case| case.test_case_id == 2)
+        .find(|case| case.test_case_id == TestCaseId(2))
         .expect("case 2");
     assert_eq!(case_two.status, CaseStatus::Failed);
     assert_eq!(
         case_two,
-        &case_result(2, CaseStatus::Failed),
+        &case_result(TestCaseId(2), CaseStatus::Failed),
         "case results round-trip"
     );
     assert_eq!(
@@ -1883,7 +1925,7 @@ pub async fn stale_leases_change_nothing(store: Arc<dyn Store>) {
         store
             .record_progress(
                 held_lease(&leased, lease_id),
-                case_result(1, CaseStatus::Passed),
+                case_result(TestCaseId(1), CaseStatus::Passed),
             )
             .await
             .map(drop),
@@ -1898,7 +1940,12 @@ pub async fn stale_leases_change_nothing(store: Arc<dyn Store>) {
     );
     assert_stale(
         store
-            .fail_job(held_lease(&leased, lease_id), "boom", true, now)
+            .fail_job(
+                held_lease(&leased, lease_id),
+                "boom",
+                Retry::IfTriesLeft,
+                now,
+            )
             .await
             .map(drop),
         "fail",
@@ -1909,7 +1956,7 @@ pub async fn stale_leases_change_nothing(store: Arc<dyn Store>) {
         (JobState::Queued, None)
     );
 
-    let other_grader = Uuid::now_v7();
+    let other_grader = new_id();
     let again = store
         .claim_job(other_grader, &[Lane::Fast], now)
         .await
@@ -1931,14 +1978,14 @@ pub async fn stale_leases_change_nothing(store: Arc<dyn Store>) {
     );
     assert_eq!(store.get_job(leased.id).await.unwrap(), Some(again.clone()));
 
-    let unknown_job = Uuid::now_v7();
+    let unknown_job = new_id();
     let stale = store
         .stale_leases(
             other_grader,
             &[
                 (again.id, new_lease),
                 (again.id, lease_id),
-                (unknown_job, Uuid::now_v7()),
+                (unknown_job, new_id()),
             ],
         )
         .await
@@ -1966,7 +2013,7 @@ pub async fn stale_leases_change_nothing(store: Arc<dyn Store>) {
 /// A completion is recorded once; a repeat by the same lease is
 /// `AlreadyRecorded`; the result stays unapplied until marked.
 pub async fn completions_are_recorded_once_and_applied(store: Arc<dyn Store>) {
-    let (leased, _) = leased_job(&store, attempt_job(Lane::Fast, 1)).await;
+    let (leased, _) = leased_job(&store, attempt_job(Lane::Fast, AttemptId(1))).await;
     let lease_id = lease_id_of(&leased);
     let now = now_ms();
     let outcome = attempt_outcome();
@@ -2004,14 +2051,19 @@ pub async fn completions_are_recorded_once_and_applied(store: Arc<dyn Store>) {
         other => panic!("expected AlreadyRecorded, got {other:?}"),
     }
     let forged = store
-        .complete_job(held_lease(&leased, Uuid::now_v7()), outcome.clone(), now)
+        .complete_job(held_lease(&leased, new_id()), outcome.clone(), now)
         .await;
     assert!(
         matches!(forged, Err(StoreError::StaleLease(_))),
         "{forged:?}"
     );
     let late_failure = store
-        .fail_job(held_lease(&leased, lease_id), "boom", true, now)
+        .fail_job(
+            held_lease(&leased, lease_id),
+            "boom",
+            Retry::IfTriesLeft,
+            now,
+        )
         .await;
     assert!(
         matches!(late_failure, Err(StoreError::StaleLease(_))),
@@ -2020,7 +2072,7 @@ pub async fn completions_are_recorded_once_and_applied(store: Arc<dyn Store>) {
     let late_progress = store
         .record_progress(
             held_lease(&leased, lease_id),
-            case_result(1, CaseStatus::Passed),
+            case_result(TestCaseId(1), CaseStatus::Passed),
         )
         .await;
     assert!(
@@ -2033,10 +2085,10 @@ pub async fn completions_are_recorded_once_and_applied(store: Arc<dyn Store>) {
     );
 
     // Init outcomes round-trip too.
-    let (init, _) = leased_job(&store, init_job(7)).await;
+    let (init, _) = leased_job(&store, init_job(ChallengeId(7))).await;
     let init_outcome = JobOutcome::Init(InitOutcome {
         expected: vec![sqlarena_common::ExpectedCase {
-            test_case_id: 1,
+            test_case_id: TestCaseId(1),
             result: result_of(1),
             reference_ms: Some(0.25),
         }],
@@ -2056,9 +2108,12 @@ pub async fn completions_are_recorded_once_and_applied(store: Arc<dyn Store>) {
     };
     assert_eq!(init_done.outcome, Some(init_outcome));
 
-    let queued = store.enqueue_job(attempt_job(Lane::Slow, 2)).await.unwrap();
+    let queued = store
+        .enqueue_job(attempt_job(Lane::Slow, AttemptId(2)))
+        .await
+        .unwrap();
     assert!(!queued.applied);
-    let unapplied: Vec<Uuid> = store
+    let unapplied: Vec<_> = store
         .list_unapplied_jobs()
         .await
         .unwrap()
@@ -2072,7 +2127,7 @@ pub async fn completions_are_recorded_once_and_applied(store: Arc<dyn Store>) {
     );
     store.mark_job_applied(leased.id).await.unwrap();
     assert!(store.get_job(leased.id).await.unwrap().unwrap().applied);
-    let unapplied: Vec<Uuid> = store
+    let unapplied: Vec<_> = store
         .list_unapplied_jobs()
         .await
         .unwrap()
@@ -2082,15 +2137,138 @@ pub async fn completions_are_recorded_once_and_applied(store: Arc<dyn Store>) {
     assert_eq!(unapplied, vec![init.id]);
 }
 
+/// An attempt job's completion applies its result in the same step: the
+/// attempt takes the update, the job is DONE, applied and pruned; a repeat
+/// or a stale lease changes neither.
+pub async fn attempt_completions_apply_their_result(store: Arc<dyn Store>) {
+    let student = create_user(&store, Role::Student).await;
+    let prof = create_user(&store, Role::Professor).await;
+    let challenge = store
+        .create_challenge(new_challenge(prof.id, ChallengeType::FE, 2))
+        .await
+        .unwrap();
+    let attempt = store
+        .create_attempt(NewAttempt {
+            user_id: student.id,
+            challenge_id: challenge.id,
+            challenge_version: 1,
+            query: "select a from t".into(),
+        })
+        .await
+        .unwrap();
+    let (leased, _) = leased_job(&store, attempt_job(Lane::Fast, attempt.id)).await;
+    let lease_id = lease_id_of(&leased);
+    let now = now_ms();
+    let JobOutcome::Attempt(graded) = attempt_outcome() else {
+        unreachable!("an attempt outcome")
+    };
+    let update = AttemptUpdate {
+        status: Some(AttemptStatus::Failed),
+        cases: Some(graded.cases.clone()),
+        finished_at: Some(now),
+        ..AttemptUpdate::default()
+    };
+    let forged = store
+        .complete_attempt_job(
+            held_lease(&leased, new_id()),
+            attempt_outcome(),
+            update.clone(),
+            now,
+        )
+        .await;
+    assert!(
+        matches!(forged, Err(StoreError::StaleLease(_))),
+        "{forged:?}"
+    );
+    assert_eq!(
+        store.get_attempt(attempt.id).await.unwrap(),
+        Some(attempt.clone()),
+        "a refused completion leaves the attempt alone"
+    );
+
+    let Completion::Recorded(done) = store
+        .complete_attempt_job(
+            held_lease(&leased, lease_id),
+            attempt_outcome(),
+            update.clone(),
+            now,
+        )
+        .await
+        .unwrap()
+    else {
+        panic!("the first completion is recorded");
+    };
+    assert_eq!((done.state, done.applied), (JobState::Done, true));
+    assert_eq!(done.payload, pruned_payload(&leased.payload));
+    assert_eq!(store.get_job(leased.id).await.unwrap(), Some(done.clone()));
+    let graded_attempt = store.get_attempt(attempt.id).await.unwrap().unwrap();
+    assert_eq!(graded_attempt.status, AttemptStatus::Failed);
+    assert_eq!(graded_attempt.cases, graded.cases);
+    assert_eq!(graded_attempt.finished_at.map(ms), Some(ms(now)));
+    assert!(
+        !store
+            .list_unapplied_jobs()
+            .await
+            .unwrap()
+            .iter()
+            .any(|job| job.id == leased.id),
+        "nothing is left to apply"
+    );
+
+    let repeat = store
+        .complete_attempt_job(
+            held_lease(&leased, lease_id),
+            attempt_outcome(),
+            AttemptUpdate {
+                status: Some(AttemptStatus::Passed),
+                ..AttemptUpdate::default()
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(&repeat, Completion::AlreadyRecorded(job) if *job == done),
+        "{repeat:?}"
+    );
+    assert_eq!(
+        store.get_attempt(attempt.id).await.unwrap(),
+        Some(graded_attempt),
+        "a repeat changes nothing"
+    );
+
+    // The attempt may be gone meanwhile: the job still finishes, applied.
+    let (orphan, _) = leased_job(&store, attempt_job(Lane::Fast, AttemptId(i64::MAX))).await;
+    let Completion::Recorded(orphan_done) = store
+        .complete_attempt_job(
+            held_lease(&orphan, lease_id_of(&orphan)),
+            attempt_outcome(),
+            update,
+            now,
+        )
+        .await
+        .unwrap()
+    else {
+        panic!("the first completion is recorded");
+    };
+    assert_eq!(
+        (orphan_done.state, orphan_done.applied),
+        (JobState::Done, true)
+    );
+}
+
 /// Leases past their deadline are taken back: requeued with the try
 /// counted, then FAILED with a reason once out of tries.
 pub async fn expired_leases_are_requeued_then_failed(store: Arc<dyn Store>) {
-    let mut short = attempt_job(Lane::Fast, 1);
+    let mut short = attempt_job(Lane::Fast, AttemptId(1));
     short.max_tries = 2;
     short.timeout_ms = 1_000;
     let job = store.enqueue_job(short).await.unwrap();
-    let long = store.enqueue_job(attempt_job(Lane::Slow, 2)).await.unwrap();
-    let grader_id = Uuid::now_v7();
+    let long = store
+        .enqueue_job(attempt_job(Lane::Slow, AttemptId(2)))
+        .await
+        .unwrap();
+    let grader_id = new_id();
     let start = now_ms();
     let first = store
         .claim_job(grader_id, &[Lane::Fast], start)
@@ -2167,7 +2345,7 @@ pub async fn expired_leases_are_requeued_then_failed(store: Arc<dyn Store>) {
     assert_eq!(failed.finished_at.map(ms), Some(ms(end)));
     assert!(!failed.applied);
     assert_eq!(store.get_job(job.id).await.unwrap(), Some(failed));
-    let unapplied: Vec<Uuid> = store
+    let unapplied: Vec<_> = store
         .list_unapplied_jobs()
         .await
         .unwrap()
@@ -2190,12 +2368,18 @@ pub async fn expired_leases_are_requeued_then_failed(store: Arc<dyn Store>) {
 /// A grader's leases are released: cleanly (the try does not count) or
 /// because it died (the try counts, and a job out of tries FAILS).
 pub async fn grader_leases_are_released(store: Arc<dyn Store>) {
-    let roomy = store.enqueue_job(attempt_job(Lane::Fast, 1)).await.unwrap();
-    let mut last_try = attempt_job(Lane::Fast, 2);
+    let roomy = store
+        .enqueue_job(attempt_job(Lane::Fast, AttemptId(1)))
+        .await
+        .unwrap();
+    let mut last_try = attempt_job(Lane::Fast, AttemptId(2));
     last_try.max_tries = 1;
     let last_try = store.enqueue_job(last_try).await.unwrap();
-    let elsewhere = store.enqueue_job(attempt_job(Lane::Fast, 3)).await.unwrap();
-    let (dying, healthy) = (Uuid::now_v7(), Uuid::now_v7());
+    let elsewhere = store
+        .enqueue_job(attempt_job(Lane::Fast, AttemptId(3)))
+        .await
+        .unwrap();
+    let (dying, healthy) = (new_id(), new_id());
     let now = now_ms();
     for (grader_id, expected) in [
         (dying, roomy.id),
@@ -2270,7 +2454,7 @@ pub async fn grader_leases_are_released(store: Arc<dyn Store>) {
         }
     }
     assert!(store
-        .release_grader_leases(Uuid::now_v7(), TryCount::Counts, "unknown", now)
+        .release_grader_leases(new_id(), TryCount::Counts, "unknown", now)
         .await
         .unwrap()
         .is_empty());
@@ -2283,7 +2467,7 @@ pub async fn grader_leases_are_released(store: Arc<dyn Store>) {
 /// A grader's failure report requeues a retryable job with tries left and
 /// FAILS it otherwise.
 pub async fn failures_are_retried_or_final(store: Arc<dyn Store>) {
-    let mut twice = attempt_job(Lane::Fast, 1);
+    let mut twice = attempt_job(Lane::Fast, AttemptId(1));
     twice.max_tries = 2;
     let (leased, grader_id) = leased_job(&store, twice).await;
     let now = now_ms();
@@ -2291,7 +2475,7 @@ pub async fn failures_are_retried_or_final(store: Arc<dyn Store>) {
         .fail_job(
             held_lease(&leased, lease_id_of(&leased)),
             "connection refused",
-            true,
+            Retry::IfTriesLeft,
             now,
         )
         .await
@@ -2319,7 +2503,7 @@ pub async fn failures_are_retried_or_final(store: Arc<dyn Store>) {
         .fail_job(
             held_lease(&again, lease_id_of(&again)),
             "connection refused",
-            true,
+            Retry::IfTriesLeft,
             now,
         )
         .await
@@ -2335,12 +2519,12 @@ pub async fn failures_are_retried_or_final(store: Arc<dyn Store>) {
         .contains("connection refused"));
     assert_eq!(failed.finished_at.map(ms), Some(ms(now)));
 
-    let (leased, _) = leased_job(&store, attempt_job(Lane::Slow, 2)).await;
+    let (leased, _) = leased_job(&store, attempt_job(Lane::Slow, AttemptId(2))).await;
     let FailOutcome::Failed(terminal) = store
         .fail_job(
             held_lease(&leased, lease_id_of(&leased)),
             "syntax error in init SQL",
-            false,
+            Retry::Never,
             now,
         )
         .await
@@ -2358,7 +2542,7 @@ pub async fn failures_are_retried_or_final(store: Arc<dyn Store>) {
         .fail_job(
             held_lease(&leased, lease_id_of(&leased)),
             "again",
-            false,
+            Retry::Never,
             now,
         )
         .await;
@@ -2366,7 +2550,7 @@ pub async fn failures_are_retried_or_final(store: Arc<dyn Store>) {
         matches!(repeat, Err(StoreError::StaleLease(_))),
         "{repeat:?}"
     );
-    let unapplied: BTreeSet<Uuid> = store
+    let unapplied: BTreeSet<_> = store
         .list_unapplied_jobs()
         .await
         .unwrap()
@@ -2380,9 +2564,12 @@ pub async fn failures_are_retried_or_final(store: Arc<dyn Store>) {
 /// `cancel_requested`, which makes their lease stale. Failed and cancelled
 /// jobs can be retried from zero tries.
 pub async fn jobs_are_cancelled_and_retried(store: Arc<dyn Store>) {
-    let (leased, grader_id) = leased_job(&store, attempt_job(Lane::Fast, 1)).await;
+    let (leased, grader_id) = leased_job(&store, attempt_job(Lane::Fast, AttemptId(1))).await;
     let lease_id = lease_id_of(&leased);
-    let queued = store.enqueue_job(attempt_job(Lane::Fast, 2)).await.unwrap();
+    let queued = store
+        .enqueue_job(attempt_job(Lane::Fast, AttemptId(2)))
+        .await
+        .unwrap();
     let now = now_ms();
 
     let cancelled = store
@@ -2424,7 +2611,7 @@ pub async fn jobs_are_cancelled_and_retried(store: Arc<dyn Store>) {
     let late = store
         .record_progress(
             held_lease(&leased, lease_id),
-            case_result(1, CaseStatus::Passed),
+            case_result(TestCaseId(1), CaseStatus::Passed),
         )
         .await;
     assert!(matches!(late, Err(StoreError::StaleLease(_))), "{late:?}");
@@ -2438,7 +2625,7 @@ pub async fn jobs_are_cancelled_and_retried(store: Arc<dyn Store>) {
         None,
         "cancelled jobs are not claimed"
     );
-    let unapplied: BTreeSet<Uuid> = store
+    let unapplied: BTreeSet<_> = store
         .list_unapplied_jobs()
         .await
         .unwrap()
@@ -2513,13 +2700,25 @@ pub async fn jobs_are_cancelled_and_retried(store: Arc<dyn Store>) {
 
 /// Jobs are listed oldest first, by state, by lane, or both, up to a limit.
 pub async fn jobs_are_listed_by_state_and_lane(store: Arc<dyn Store>) {
-    let fast_one = store.enqueue_job(attempt_job(Lane::Fast, 1)).await.unwrap();
-    let slow_one = store.enqueue_job(attempt_job(Lane::Slow, 2)).await.unwrap();
-    let init = store.enqueue_job(init_job(3)).await.unwrap();
-    let fast_two = store.enqueue_job(attempt_job(Lane::Fast, 4)).await.unwrap();
-    let slow_two = store.enqueue_job(attempt_job(Lane::Slow, 5)).await.unwrap();
+    let fast_one = store
+        .enqueue_job(attempt_job(Lane::Fast, AttemptId(1)))
+        .await
+        .unwrap();
+    let slow_one = store
+        .enqueue_job(attempt_job(Lane::Slow, AttemptId(2)))
+        .await
+        .unwrap();
+    let init = store.enqueue_job(init_job(ChallengeId(3))).await.unwrap();
+    let fast_two = store
+        .enqueue_job(attempt_job(Lane::Fast, AttemptId(4)))
+        .await
+        .unwrap();
+    let slow_two = store
+        .enqueue_job(attempt_job(Lane::Slow, AttemptId(5)))
+        .await
+        .unwrap();
     let claimed = store
-        .claim_job(Uuid::now_v7(), &[Lane::Fast], now_ms())
+        .claim_job(new_id(), &[Lane::Fast], now_ms())
         .await
         .unwrap()
         .unwrap();
@@ -2565,7 +2764,7 @@ pub async fn jobs_are_listed_by_state_and_lane(store: Arc<dyn Store>) {
     assert_eq!(list(None, None, 2).await, vec![fast_one.id, slow_one.id]);
     assert_eq!(
         list(Some(JobState::Done), None, 0).await,
-        Vec::<Uuid>::new()
+        Vec::<JobId>::new()
     );
     let listed = store
         .list_jobs(JobFilter {
@@ -2599,11 +2798,17 @@ pub async fn lane_stats_cover_every_lane(store: Arc<dyn Store>) {
         );
     }
 
-    let oldest_fast = store.enqueue_job(attempt_job(Lane::Fast, 1)).await.unwrap();
-    store.enqueue_job(attempt_job(Lane::Fast, 2)).await.unwrap();
-    store.enqueue_job(init_job(3)).await.unwrap();
+    let oldest_fast = store
+        .enqueue_job(attempt_job(Lane::Fast, AttemptId(1)))
+        .await
+        .unwrap();
     store
-        .claim_job(Uuid::now_v7(), &[Lane::Init], now_ms())
+        .enqueue_job(attempt_job(Lane::Fast, AttemptId(2)))
+        .await
+        .unwrap();
+    store.enqueue_job(init_job(ChallengeId(3))).await.unwrap();
+    store
+        .claim_job(new_id(), &[Lane::Init], now_ms())
         .await
         .unwrap()
         .expect("the init job");
@@ -2644,7 +2849,7 @@ fn grader(
     state: GraderState,
 ) -> Grader {
     Grader {
-        id: Uuid::now_v7(),
+        id: new_id(),
         name: unique("grader"),
         hostname: "box-1".into(),
         version: "0.1.0".into(),
@@ -2655,7 +2860,7 @@ fn grader(
         last_heartbeat,
         registered_at,
         jobs_done: 0,
-        cluster_token_id: Some(Uuid::now_v7()),
+        cluster_token_id: Some(new_id()),
     }
 }
 
@@ -2682,13 +2887,13 @@ pub async fn graders_register_heartbeat_and_die(store: Arc<dyn Store>) {
         store.get_grader(first.id).await.unwrap(),
         Some(first.clone())
     );
-    assert_eq!(store.get_grader(Uuid::now_v7()).await.unwrap(), None);
+    assert_eq!(store.get_grader(new_id()).await.unwrap(), None);
     assert_eq!(
         store.get_grader_by_token(&second.token_hash).await.unwrap(),
         Some(second.clone())
     );
     assert_eq!(store.get_grader_by_token("unknown").await.unwrap(), None);
-    let ids: Vec<Uuid> = store
+    let ids: Vec<_> = store
         .list_graders(Page::all())
         .await
         .unwrap()
@@ -2744,13 +2949,13 @@ pub async fn graders_register_heartbeat_and_die(store: Arc<dyn Store>) {
         store.get_grader(draining.id).await.unwrap().unwrap().state,
         GraderState::Dead
     );
-    assert_eq!(store.touch_grader(Uuid::now_v7(), now).await.unwrap(), None);
+    assert_eq!(store.touch_grader(new_id(), now).await.unwrap(), None);
 
     // A recorded completion counts in the lease holder's jobs_done, once:
     // the repeat of the same completion counts nothing.
     for attempt_id in [1, 2] {
         store
-            .enqueue_job(attempt_job(Lane::Fast, attempt_id))
+            .enqueue_job(attempt_job(Lane::Fast, AttemptId(attempt_id)))
             .await
             .unwrap();
         let job = store
@@ -2771,7 +2976,7 @@ pub async fn graders_register_heartbeat_and_die(store: Arc<dyn Store>) {
         2
     );
 
-    let dead: BTreeSet<Uuid> = store
+    let dead: BTreeSet<_> = store
         .mark_dead_graders(now + Duration::seconds(10))
         .await
         .unwrap()
@@ -2845,7 +3050,7 @@ pub async fn grader_leases_are_listed(store: Arc<dyn Store>) {
     let other = grader(now, now, GraderState::Alive);
     for attempt_id in 1..=4 {
         store
-            .enqueue_job(attempt_job(Lane::Fast, attempt_id))
+            .enqueue_job(attempt_job(Lane::Fast, AttemptId(attempt_id)))
             .await
             .unwrap();
     }
@@ -2877,7 +3082,7 @@ pub async fn grader_leases_are_listed(store: Arc<dyn Store>) {
         )
         .await
         .unwrap();
-    let leases: Vec<Uuid> = store
+    let leases: Vec<_> = store
         .list_grader_leases(holder.id)
         .await
         .unwrap()
@@ -2885,11 +3090,7 @@ pub async fn grader_leases_are_listed(store: Arc<dyn Store>) {
         .map(|job| job.id)
         .collect();
     assert_eq!(leases, vec![first.id, second.id]);
-    assert!(store
-        .list_grader_leases(Uuid::now_v7())
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(store.list_grader_leases(new_id()).await.unwrap().is_empty());
 }
 
 /// Cluster tokens are stored by hash, listed newest first and revoked.
@@ -2897,7 +3098,7 @@ pub async fn cluster_tokens_are_created_and_revoked(store: Arc<dyn Store>) {
     let admin = create_user(&store, Role::Admin).await;
     let now = now_ms();
     let older = ClusterToken {
-        id: Uuid::now_v7(),
+        id: new_id(),
         label: "rack 1".into(),
         token_hash: unique("hash"),
         created_by: Some(admin.id),
@@ -2905,7 +3106,7 @@ pub async fn cluster_tokens_are_created_and_revoked(store: Arc<dyn Store>) {
         revoked: false,
     };
     let newer = ClusterToken {
-        id: Uuid::now_v7(),
+        id: new_id(),
         label: "from the command line".into(),
         token_hash: unique("hash"),
         created_by: None,
@@ -2931,7 +3132,7 @@ pub async fn cluster_tokens_are_created_and_revoked(store: Arc<dyn Store>) {
     );
 
     let mut duplicate = newer.clone();
-    duplicate.id = Uuid::now_v7();
+    duplicate.id = new_id();
     let result = store.create_cluster_token(duplicate).await;
     assert!(matches!(result, Err(StoreError::Conflict(_))), "{result:?}");
 
@@ -2939,7 +3140,7 @@ pub async fn cluster_tokens_are_created_and_revoked(store: Arc<dyn Store>) {
         store.get_cluster_token(newer.id).await.unwrap(),
         Some(newer.clone())
     );
-    assert_eq!(store.get_cluster_token(Uuid::now_v7()).await.unwrap(), None);
+    assert_eq!(store.get_cluster_token(new_id()).await.unwrap(), None);
     assert!(store.revoke_cluster_token(older.id).await.unwrap());
     let revoked = store
         .get_cluster_token_by_hash(&older.token_hash)
@@ -2955,7 +3156,7 @@ pub async fn cluster_tokens_are_created_and_revoked(store: Arc<dyn Store>) {
             .unwrap()
             .revoked
     );
-    assert!(!store.revoke_cluster_token(Uuid::now_v7()).await.unwrap());
+    assert!(!store.revoke_cluster_token(new_id()).await.unwrap());
     assert_eq!(store.list_cluster_tokens().await.unwrap().len(), 2);
 }
 
@@ -3002,7 +3203,7 @@ pub async fn lists_are_paged_by_key(store: Arc<dyn Store>) {
             .unwrap();
         challenges.push((challenge.id, creator));
     }
-    let newest_first = |creator: Option<i64>| -> Vec<i64> {
+    let newest_first = |creator: Option<UserId>| -> Vec<ChallengeId> {
         challenges
             .iter()
             .rev()
@@ -3020,7 +3221,7 @@ pub async fn lists_are_paged_by_key(store: Arc<dyn Store>) {
             },
         )
         .await;
-        let ids: Vec<i64> = walked.iter().map(|c| c.id).collect();
+        let ids: Vec<ChallengeId> = walked.iter().map(|c| c.id).collect();
         assert_eq!(ids, newest_first(creator), "challenges by {creator:?}");
     }
 
@@ -3054,11 +3255,14 @@ pub async fn lists_are_paged_by_key(store: Arc<dyn Store>) {
     for attempt_id in 0..5 {
         fast.push(
             store
-                .enqueue_job(attempt_job(Lane::Fast, attempt_id))
+                .enqueue_job(attempt_job(Lane::Fast, AttemptId(attempt_id)))
                 .await
                 .unwrap(),
         );
-        store.enqueue_job(init_job(attempt_id)).await.unwrap();
+        store
+            .enqueue_job(init_job(ChallengeId(attempt_id)))
+            .await
+            .unwrap();
     }
     let walked = walk(
         2,
@@ -3126,11 +3330,11 @@ pub async fn lists_are_paged_by_key(store: Arc<dyn Store>) {
 /// FAILED) and returns its id.
 async fn finish_with_ratios(
     store: &Arc<dyn Store>,
-    user_id: i64,
+    user_id: UserId,
     challenge: &super::Challenge,
     ratios: &[f64],
     passed: bool,
-) -> i64 {
+) -> AttemptId {
     let attempt = store
         .create_attempt(NewAttempt {
             user_id,
@@ -3205,7 +3409,7 @@ pub async fn leaderboards_keep_each_users_best_per_version(store: Arc<dyn Store>
             .unwrap(),
     )
     .await;
-    let top = |challenge_id: i64, version: i64| {
+    let top = |challenge_id: ChallengeId, version: i64| {
         let store = store.clone();
         async move {
             store
@@ -3272,11 +3476,11 @@ pub async fn leaderboards_keep_each_users_best_per_version(store: Arc<dyn Store>
 /// for a retry). `delete_finished_jobs` deletes only finished, applied
 /// jobs queued before the cutoff, at most `limit` per call.
 pub async fn applied_jobs_are_pruned_then_compacted(store: Arc<dyn Store>) {
-    let (done, _) = leased_job(&store, attempt_job(Lane::Fast, 1)).await;
+    let (done, _) = leased_job(&store, attempt_job(Lane::Fast, AttemptId(1))).await;
     store
         .record_progress(
             held_lease(&done, lease_id_of(&done)),
-            case_result(1, CaseStatus::Passed),
+            case_result(TestCaseId(1), CaseStatus::Passed),
         )
         .await
         .unwrap();
@@ -3288,11 +3492,11 @@ pub async fn applied_jobs_are_pruned_then_compacted(store: Arc<dyn Store>) {
         )
         .await
         .unwrap();
-    let (failed, _) = leased_job(&store, attempt_job(Lane::Fast, 2)).await;
+    let (failed, _) = leased_job(&store, attempt_job(Lane::Fast, AttemptId(2))).await;
     store
         .record_progress(
             held_lease(&failed, lease_id_of(&failed)),
-            case_result(1, CaseStatus::Passed),
+            case_result(TestCaseId(1), CaseStatus::Passed),
         )
         .await
         .unwrap();
@@ -3300,13 +3504,13 @@ pub async fn applied_jobs_are_pruned_then_compacted(store: Arc<dyn Store>) {
         .fail_job(
             held_lease(&failed, lease_id_of(&failed)),
             "boom",
-            false,
+            Retry::Never,
             now_ms(),
         )
         .await
         .unwrap();
     let unapplied = {
-        let (job, _) = leased_job(&store, attempt_job(Lane::Fast, 3)).await;
+        let (job, _) = leased_job(&store, attempt_job(Lane::Fast, AttemptId(3))).await;
         store
             .complete_job(
                 held_lease(&job, lease_id_of(&job)),
@@ -3317,7 +3521,10 @@ pub async fn applied_jobs_are_pruned_then_compacted(store: Arc<dyn Store>) {
             .unwrap();
         job
     };
-    let queued = store.enqueue_job(attempt_job(Lane::Slow, 4)).await.unwrap();
+    let queued = store
+        .enqueue_job(attempt_job(Lane::Slow, AttemptId(4)))
+        .await
+        .unwrap();
 
     for job in [&done, &failed] {
         store.mark_job_applied(job.id).await.unwrap();
@@ -3329,7 +3536,10 @@ pub async fn applied_jobs_are_pruned_then_compacted(store: Arc<dyn Store>) {
     let JobPayload::Attempt(payload) = &pruned.payload else {
         panic!("an attempt payload");
     };
-    assert_eq!((payload.attempt_id, payload.query.as_str()), (1, ""));
+    assert_eq!(
+        (payload.attempt_id, payload.query.as_str()),
+        (AttemptId(1), "")
+    );
     let kept = store.get_job(failed.id).await.unwrap().unwrap();
     assert_eq!(kept.payload, failed.payload, "a FAILED job can be retried");
     assert!(kept.progress.is_empty());

@@ -7,8 +7,7 @@
 //! decide, with writes conditional on the lease they read.
 
 use chrono::{DateTime, Utc};
-use sqlarena_common::{JobKind, JobOutcome, JobState};
-use uuid::Uuid;
+use sqlarena_common::{GraderId, JobId, JobKind, JobOutcome, JobState, LeaseId};
 
 use super::{Job, Lease, StoreError, StoreResult};
 
@@ -16,9 +15,18 @@ use super::{Job, Lease, StoreError, StoreResult};
 /// and the grader itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HeldLease {
-    pub job_id: Uuid,
-    pub lease_id: Uuid,
-    pub grader_id: Uuid,
+    pub job_id: JobId,
+    pub lease_id: LeaseId,
+    pub grader_id: GraderId,
+}
+
+/// Whether a failure its grader reported may be tried again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// A fault of the grader or its machine: requeued while tries are left.
+    IfTriesLeft,
+    /// Trying again cannot help (the payload itself is bad): FAILED now.
+    Never,
 }
 
 /// Whether taking a lease back counts as one of the job's tries.
@@ -52,10 +60,10 @@ pub enum CompletionCheck {
 }
 
 /// A new lease of a job with `timeout_ms` for `grader_id`, from `now`.
-pub fn new_lease(timeout_ms: u64, grader_id: Uuid, now: DateTime<Utc>) -> Lease {
+pub fn new_lease(timeout_ms: u64, grader_id: GraderId, now: DateTime<Utc>) -> Lease {
     let timeout = i64::try_from(timeout_ms).unwrap_or(i64::MAX);
     Lease {
-        lease_id: Uuid::now_v7(),
+        lease_id: LeaseId::new_v7(),
         grader_id,
         expires_at: now + chrono::Duration::milliseconds(timeout),
     }
@@ -134,7 +142,7 @@ pub fn outcome_kind(outcome: &JobOutcome) -> JobKind {
 
 /// True while `grader_id` still holds `lease_id` on `job` and no cancel
 /// was requested (a heartbeat's grader keeps running it).
-pub fn still_held(job: &Job, lease_id: Uuid, grader_id: Uuid) -> bool {
+pub fn still_held(job: &Job, lease_id: LeaseId, grader_id: GraderId) -> bool {
     job.state == JobState::Leased
         && !job.cancel_requested
         && job
@@ -143,18 +151,17 @@ pub fn still_held(job: &Job, lease_id: Uuid, grader_id: Uuid) -> bool {
 }
 
 /// What a failure its grader reported makes of a job that passed the
-/// fence: requeued when `retryable` with tries left, else FAILED.
-pub fn after_failure(job: &Job, error: &str, retryable: bool) -> LeaseEnd {
-    if retryable && job.tries < job.max_tries {
+/// fence: requeued when it may be retried and tries are left, else FAILED.
+pub fn after_failure(job: &Job, error: &str, retry: Retry) -> LeaseEnd {
+    if retry == Retry::IfTriesLeft && job.tries < job.max_tries {
         return LeaseEnd::Requeue {
             tries: job.tries,
             error: Some(error.to_owned()),
         };
     }
-    let error = if retryable {
-        gave_up(job.tries, error)
-    } else {
-        error.to_owned()
+    let error = match retry {
+        Retry::IfTriesLeft => gave_up(job.tries, error),
+        Retry::Never => error.to_owned(),
     };
     LeaseEnd::Fail { error }
 }
@@ -212,9 +219,18 @@ fn gave_up(tries: u32, reason: &str) -> String {
 #[cfg(test)]
 mod tests {
     use chrono::TimeZone;
-    use sqlarena_common::{AttemptOutcome, AttemptPayload, InitOutcome, JobPayload, Lane};
+    use sqlarena_common::{
+        AttemptId, AttemptOutcome, AttemptPayload, ChallengeId, InitOutcome, JobPayload, Lane,
+        TestCaseId, UserId,
+    };
+    use uuid::Uuid;
 
     use super::*;
+
+    /// A fresh id of whichever type the call needs.
+    fn new_id<T: From<Uuid>>() -> T {
+        Uuid::now_v7().into()
+    }
 
     fn at(seconds: i64) -> DateTime<Utc> {
         Utc.timestamp_opt(1_800_000_000 + seconds, 0).unwrap()
@@ -222,23 +238,23 @@ mod tests {
 
     /// A grading job leased at second 0 for 30 s to `grader`, on its
     /// `tries`th try of 3.
-    fn leased(grader: Uuid, tries: u32) -> (Job, HeldLease) {
+    fn leased(grader: GraderId, tries: u32) -> (Job, HeldLease) {
         let lease = new_lease(30_000, grader, at(0));
         let job = Job {
-            id: Uuid::now_v7(),
+            id: new_id(),
             seq: 1,
             kind: JobKind::Attempt,
             lane: Lane::Fast,
             payload: JobPayload::Attempt(AttemptPayload {
-                attempt_id: 1,
-                user_id: 1,
-                challenge_id: 1,
+                attempt_id: AttemptId(1),
+                user_id: UserId(1),
+                challenge_id: ChallengeId(1),
                 challenge_name: "c".into(),
                 challenge_version: 1,
                 version_hash: String::new(),
                 query: "SELECT 1".into(),
                 times_to_run: 1,
-                test_case_ids: vec![1],
+                test_case_ids: vec![TestCaseId(1)],
                 run_item: None,
             }),
             state: JobState::Leased,
@@ -279,7 +295,7 @@ mod tests {
 
     #[test]
     fn a_new_lease_runs_for_the_job_timeout() {
-        let grader = Uuid::now_v7();
+        let grader = new_id();
         let lease = new_lease(1_500, grader, at(0));
         assert_eq!(lease.grader_id, grader);
         assert_eq!(
@@ -291,18 +307,18 @@ mod tests {
 
     #[test]
     fn the_fence_passes_only_the_current_lease_of_its_own_grader() {
-        let grader = Uuid::now_v7();
+        let grader = new_id();
         let (job, held) = leased(grader, 1);
         check_fence(&job, held).unwrap();
 
         let thief = HeldLease {
-            grader_id: Uuid::now_v7(),
+            grader_id: new_id(),
             ..held
         };
         assert!(stale_message(check_fence(&job, thief)).contains("is not this grader's"));
 
         let forged = HeldLease {
-            lease_id: Uuid::now_v7(),
+            lease_id: new_id(),
             ..held
         };
         assert!(stale_message(check_fence(&job, forged)).contains("under another lease"));
@@ -327,7 +343,7 @@ mod tests {
 
     #[test]
     fn a_completion_checks_the_owner_then_the_kind_then_repeats() {
-        let grader = Uuid::now_v7();
+        let grader = new_id();
         let (job, held) = leased(grader, 1);
         assert_eq!(
             check_completion(&job, held, &attempt_outcome()).unwrap(),
@@ -343,7 +359,7 @@ mod tests {
             Err(StoreError::Invalid(message)) if message.contains("post an outcome of that kind")
         ));
         let thief = HeldLease {
-            grader_id: Uuid::now_v7(),
+            grader_id: new_id(),
             ..held
         };
         assert!(stale_message(check_completion(&job, thief, &wrong_kind))
@@ -360,11 +376,11 @@ mod tests {
 
     #[test]
     fn a_heartbeat_lease_is_held_until_cancelled_or_taken() {
-        let grader = Uuid::now_v7();
+        let grader = new_id();
         let (job, held) = leased(grader, 1);
         assert!(still_held(&job, held.lease_id, grader));
-        assert!(!still_held(&job, held.lease_id, Uuid::now_v7()));
-        assert!(!still_held(&job, Uuid::now_v7(), grader));
+        assert!(!still_held(&job, held.lease_id, new_id()));
+        assert!(!still_held(&job, new_id(), grader));
         let cancelling = Job {
             cancel_requested: true,
             ..job.clone()
@@ -379,23 +395,23 @@ mod tests {
 
     #[test]
     fn a_reported_failure_requeues_while_tries_are_left_and_retryable() {
-        let (job, _) = leased(Uuid::now_v7(), 2);
+        let (job, _) = leased(new_id(), 2);
         assert_eq!(
-            after_failure(&job, "flaky", true),
+            after_failure(&job, "flaky", Retry::IfTriesLeft),
             LeaseEnd::Requeue {
                 tries: 2,
                 error: Some("flaky".into())
             }
         );
         assert_eq!(
-            after_failure(&job, "bad query", false),
+            after_failure(&job, "bad query", Retry::Never),
             LeaseEnd::Fail {
                 error: "bad query".into()
             }
         );
-        let (last, _) = leased(Uuid::now_v7(), 3);
+        let (last, _) = leased(new_id(), 3);
         assert_eq!(
-            after_failure(&last, "flaky", true),
+            after_failure(&last, "flaky", Retry::IfTriesLeft),
             LeaseEnd::Fail {
                 error: "gave up after 3 tries: flaky".into()
             }
@@ -404,7 +420,7 @@ mod tests {
 
     #[test]
     fn a_take_back_counts_the_try_or_refunds_it() {
-        let (job, _) = leased(Uuid::now_v7(), 1);
+        let (job, _) = leased(new_id(), 1);
         assert_eq!(
             after_take_back(&job, TryCount::Counts, "grader g1 stopped heartbeating"),
             LeaseEnd::Requeue {
@@ -419,7 +435,7 @@ mod tests {
                 error: None
             }
         );
-        let (last, _) = leased(Uuid::now_v7(), 3);
+        let (last, _) = leased(new_id(), 3);
         assert_eq!(
             after_take_back(&last, TryCount::Counts, "grader g1 stopped heartbeating"),
             LeaseEnd::Fail {
@@ -434,7 +450,7 @@ mod tests {
 
     #[test]
     fn a_lease_expires_only_after_its_deadline() {
-        let (job, _) = leased(Uuid::now_v7(), 1);
+        let (job, _) = leased(new_id(), 1);
         assert_eq!(after_expiry(&job, at(29)), None);
         assert_eq!(
             after_expiry(&job, at(30)),

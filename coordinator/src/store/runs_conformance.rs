@@ -13,8 +13,9 @@ use sqlarena_common::runs::{
     AttemptRule, ItemFailurePolicy, ItemState, PostprocessingState, RunItemRef, RunMode, RunState,
 };
 use sqlarena_common::{
-    AttemptPayload, AttemptStatus, ChallengeId, ChallengeType, JobId, JobPayload, JobState, Lane,
-    Role, RunId, UserId,
+    AttemptId, AttemptOutcome, AttemptPayload, AttemptStatus, CaseResult, CaseStatus, ChallengeId,
+    ChallengeType, GraderId, JobId, JobOutcome, JobPayload, JobState, Lane, Role, RunId,
+    TestCaseId, UserId,
 };
 use uuid::Uuid;
 
@@ -22,7 +23,10 @@ use super::runs::{
     AllTargets, Delivery, ItemEnd, ItemResult, NewRun, NewRunItem, RunSpec, RunTargets,
     NO_ATTEMPT_NOTE,
 };
-use super::{AttemptUpdate, NewAttempt, NewChallenge, NewJob, NewTestCase, NewUser, Store};
+use super::{
+    AttemptUpdate, Completion, HeldLease, NewAttempt, NewChallenge, NewJob, NewTestCase, NewUser,
+    Store,
+};
 
 /// Generates, in a module `store_runs_conformance`, one `#[tokio::test]`
 /// per runs conformance check, each on the fresh empty store returned by
@@ -40,6 +44,7 @@ macro_rules! store_runs_conformance_suite {
             deliveries_secrets_and_gradable_attempts,
             run_items_wait_for_live_jobs_and_take_turns,
             shadow_runs_are_published_once,
+            run_item_completions_leave_the_attempt_alone,
         );
     };
 }
@@ -73,7 +78,7 @@ async fn user(store: &Arc<dyn Store>) -> UserId {
         })
         .await
         .expect("create_user");
-    UserId(user.id)
+    user.id
 }
 
 fn spec(challenge_id: i64, mode: RunMode) -> RunSpec {
@@ -93,7 +98,7 @@ fn new_run(created_by: UserId, attempts: usize, without: usize, key: Option<&str
     let mut items: Vec<NewRunItem> = (0..attempts)
         .map(|index| NewRunItem {
             user_id: UserId(100 + index as i64),
-            attempt_id: Some(sqlarena_common::AttemptId(index as i64 + 1)),
+            attempt_id: Some(AttemptId(index as i64 + 1)),
         })
         .collect();
     items.extend((0..without).map(|index| NewRunItem {
@@ -112,15 +117,15 @@ fn new_run(created_by: UserId, attempts: usize, without: usize, key: Option<&str
 
 fn item_job(run_id: RunId, item: i64) -> (i64, NewJob) {
     let payload = JobPayload::Attempt(AttemptPayload {
-        attempt_id: item,
-        user_id: 1,
-        challenge_id: 1,
+        attempt_id: AttemptId(item),
+        user_id: UserId(1),
+        challenge_id: ChallengeId(1),
         challenge_name: "c".into(),
         challenge_version: 1,
         version_hash: "abc".into(),
         query: "select 1".into(),
         times_to_run: 1,
-        test_case_ids: vec![1],
+        test_case_ids: vec![TestCaseId(1)],
         run_item: Some(RunItemRef { run_id, item }),
     });
     (
@@ -139,7 +144,7 @@ async fn queue(store: &Arc<dyn Store>, run_id: RunId, items: &[i64]) -> Vec<JobI
     let jobs = items.iter().map(|item| item_job(run_id, *item)).collect();
     let queued = store.queue_item_jobs(run_id, jobs).await.expect("queue");
     assert_eq!(queued.len(), items.len());
-    queued.iter().map(|job| JobId(job.id)).collect()
+    queued.iter().map(|job| job.id).collect()
 }
 
 fn graded(score: f64) -> ItemEnd {
@@ -231,11 +236,11 @@ pub async fn items_end_once_and_the_last_one_fans_in(store: Arc<dyn Store>) {
         .await
         .unwrap()
         .is_empty());
-    let job = store.get_job(jobs[0].0).await.unwrap().expect("the job");
+    let job = store.get_job(jobs[0]).await.unwrap().expect("the job");
     assert_eq!(job.state, JobState::Queued);
 
     let now = Utc::now();
-    let wrong_job = JobId(Uuid::now_v7());
+    let wrong_job = JobId::new_v7();
     assert!(store
         .finish_run_item(run.id, 1, wrong_job, graded(50.0), now)
         .await
@@ -486,13 +491,13 @@ pub async fn items_are_listed_by_state_and_page(store: Arc<dyn Store>) {
         .unwrap();
     let jobs = queue(&store, run.id, &[1, 2, 3, 4]).await;
     assert_eq!(store.run_queue_position(run.id).await.unwrap(), Some(0));
-    let grader = Uuid::now_v7();
+    let grader = GraderId::new_v7();
     let claimed = store
         .claim_job(grader, &[Lane::Fast], Utc::now())
         .await
         .unwrap()
         .expect("a job");
-    assert_eq!(JobId(claimed.id), jobs[0]);
+    assert_eq!(claimed.id, jobs[0]);
     assert_eq!(store.count_running_items(run.id).await.unwrap(), 1);
     assert_eq!(store.run_queue_position(run.id).await.unwrap(), Some(0));
     store
@@ -567,7 +572,7 @@ pub async fn deliveries_secrets_and_gradable_attempts(store: Arc<dyn Store>) {
 
     let challenge = store
         .create_challenge(NewChallenge {
-            created_user_id: professor.0,
+            created_user_id: professor,
             name: format!("runs-{}", Uuid::new_v4().simple()),
             description: None,
             challenge_type: ChallengeType::FE,
@@ -591,7 +596,7 @@ pub async fn deliveries_secrets_and_gradable_attempts(store: Arc<dyn Store>) {
     ] {
         let attempt = store
             .create_attempt(NewAttempt {
-                user_id: student.0,
+                user_id: student,
                 challenge_id: challenge.id,
                 challenge_version: 1,
                 query: "select 1".into(),
@@ -613,10 +618,7 @@ pub async fn deliveries_secrets_and_gradable_attempts(store: Arc<dyn Store>) {
             ids.push(attempt.id);
         }
     }
-    let gradable = store
-        .list_gradable_attempts(ChallengeId(challenge.id))
-        .await
-        .unwrap();
+    let gradable = store.list_gradable_attempts(challenge.id).await.unwrap();
     assert_eq!(
         gradable
             .iter()
@@ -649,18 +651,18 @@ pub async fn run_items_wait_for_live_jobs_and_take_turns(store: Arc<dyn Store>) 
         Some(1),
         "the live job is ahead of the run's first item"
     );
-    let grader = Uuid::now_v7();
+    let grader = GraderId::new_v7();
     let mut order = Vec::new();
     while let Some(job) = store
         .claim_job(grader, &[Lane::Init, Lane::Fast, Lane::Slow], Utc::now())
         .await
         .unwrap()
     {
-        order.push(JobId(job.id));
+        order.push(job.id);
     }
     assert_eq!(
         order,
-        vec![JobId(live.id), a[0], b[0], a[1], b[1]],
+        vec![live.id, a[0], b[0], a[1], b[1]],
         "the live job first, then the professors' items by turns"
     );
     // A professor's next run queues behind the items of their last one.
@@ -678,7 +680,7 @@ pub async fn run_items_wait_for_live_jobs_and_take_turns(store: Arc<dyn Store>) 
         .claim_jobs(grader, &[Lane::Fast], 5, Utc::now())
         .await
         .unwrap();
-    let ids: Vec<JobId> = batch.iter().map(|job| JobId(job.id)).collect();
+    let ids: Vec<JobId> = batch.iter().map(|job| job.id).collect();
     assert_eq!(ids, vec![c[0], d[0]]);
 }
 
@@ -750,4 +752,128 @@ pub async fn shadow_runs_are_published_once(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(latest.map(|run| run.id), Some(shadow.id));
+}
+
+/// A run item's job completed through `Store::complete_attempt_job` (the
+/// path every attempt job's result takes) is only recorded: DONE with its
+/// outcome, not applied, and the student's attempt is left as it was; its
+/// result is the item's, applied by `finish_run_item`.
+pub async fn run_item_completions_leave_the_attempt_alone(store: Arc<dyn Store>) {
+    let professor = user(&store).await;
+    let challenge = store
+        .create_challenge(NewChallenge {
+            created_user_id: professor,
+            name: format!("runs-{}", Uuid::new_v4().simple()),
+            description: None,
+            challenge_type: ChallengeType::FE,
+            init: "create table t (a int)".into(),
+            solution: "select a from t".into(),
+            times_to_run: 1,
+            expires_at: Utc::now() + Duration::days(1),
+            test_cases: vec![NewTestCase {
+                data: "insert into t values (1)".into(),
+                is_visible: true,
+            }],
+        })
+        .await
+        .unwrap();
+    let student = user(&store).await;
+    let attempt = store
+        .create_attempt(NewAttempt {
+            user_id: student,
+            challenge_id: challenge.id,
+            challenge_version: 1,
+            query: "select a from t".into(),
+        })
+        .await
+        .unwrap();
+    let before = store.get_attempt(attempt.id).await.unwrap().unwrap();
+    let mut new = new_run(professor, 0, 0, None);
+    new.spec = spec(challenge.id.0, RunMode::Publish);
+    new.items = vec![NewRunItem {
+        user_id: student,
+        attempt_id: Some(attempt.id),
+    }];
+    let (run, _) = store.create_run(new, Utc::now()).await.unwrap();
+    let (item, mut job) = item_job(run.id, 1);
+    if let JobPayload::Attempt(payload) = &mut job.payload {
+        payload.attempt_id = attempt.id;
+        payload.user_id = student;
+        payload.challenge_id = challenge.id;
+    }
+    let queued = store
+        .queue_item_jobs(run.id, vec![(item, job)])
+        .await
+        .unwrap();
+    assert_eq!(queued.len(), 1);
+    let leased = store
+        .claim_job(GraderId::new_v7(), &[Lane::Fast], Utc::now())
+        .await
+        .unwrap()
+        .expect("the item's job");
+    assert_eq!(leased.id, queued[0].id);
+    let lease = leased.lease.expect("a leased job has a lease");
+    let held = HeldLease {
+        job_id: leased.id,
+        lease_id: lease.lease_id,
+        grader_id: lease.grader_id,
+    };
+    let outcome = JobOutcome::Attempt(AttemptOutcome {
+        cases: vec![CaseResult {
+            test_case_id: TestCaseId(1),
+            status: CaseStatus::Passed,
+            execution_ms: Some(1.0),
+            min_ms: None,
+            reference_ms: None,
+            ratio: None,
+            actual_result: None,
+            diff: None,
+            error: None,
+            timing: None,
+        }],
+        error: None,
+    });
+    let now = chrono::DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap();
+    let update = AttemptUpdate {
+        status: Some(AttemptStatus::Passed),
+        finished_at: Some(now),
+        ..AttemptUpdate::default()
+    };
+    let Completion::Recorded(done) = store
+        .complete_attempt_job(held, outcome.clone(), update.clone(), now)
+        .await
+        .unwrap()
+    else {
+        panic!("the first completion is recorded");
+    };
+    assert_eq!(done.state, JobState::Done);
+    assert!(!done.applied, "a run item's job is left for its item");
+    assert_eq!(done.outcome, Some(outcome.clone()), "its outcome is kept");
+    assert_eq!(store.get_job(done.id).await.unwrap(), Some(done.clone()));
+    assert!(store
+        .list_unapplied_jobs()
+        .await
+        .unwrap()
+        .iter()
+        .any(|job| job.id == done.id));
+    assert_eq!(
+        store.get_attempt(attempt.id).await.unwrap(),
+        Some(before.clone()),
+        "the student's attempt is left alone"
+    );
+    let repeat = store
+        .complete_attempt_job(held, outcome, update, now)
+        .await
+        .unwrap();
+    assert!(
+        matches!(&repeat, Completion::AlreadyRecorded(job) if job.id == done.id && !job.applied),
+        "{repeat:?}"
+    );
+    assert_eq!(store.get_attempt(attempt.id).await.unwrap(), Some(before));
+    let ended = store
+        .finish_run_item(run.id, 1, done.id, graded(100.0), now)
+        .await
+        .unwrap()
+        .expect("the item takes the result");
+    assert_eq!(ended.counts.done, 1);
 }

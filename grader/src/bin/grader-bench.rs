@@ -24,7 +24,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use sqlarena_common::{AttemptPayload, BundleCase, ChallengeBundle, InitPayload, TestCaseData};
+use sqlarena_common::{
+    AttemptId, AttemptPayload, BundleCase, ChallengeBundle, ChallengeId, InitPayload, TestCaseData,
+    TestCaseId, UserId,
+};
 use sqlarena_grader::run::{run_attempt, run_init};
 use sqlarena_grader::sandbox::{Limits, Sandbox, SandboxConfig, SessionKind};
 use sqlarena_grader::timing::median;
@@ -80,14 +83,14 @@ async fn main() -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
     let solution = "SELECT category, count(*) AS n, sum(price) AS total FROM items WHERE price > 100 GROUP BY category";
     let payload = InitPayload {
-        challenge_id: 1,
+        challenge_id: ChallengeId(1),
         challenge_name: "bench".into(),
         version: 1,
         init: "CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL, category int NOT NULL, price numeric(8,2));"
             .into(),
         solution: solution.into(),
         times_to_run: TIMES_TO_RUN,
-        test_cases: (1..=3).map(|id| TestCaseData { id, data: case_data(id as usize) }).collect(),
+        test_cases: (1..=3).map(|id| TestCaseData { id: TestCaseId(id), data: case_data(id as usize) }).collect(),
     };
 
     let started = Instant::now();
@@ -97,7 +100,7 @@ async fn main() -> anyhow::Result<()> {
     println!("init: {init_ms:.1} ms (3 test cases x 1,000 rows, times_to_run={TIMES_TO_RUN})");
 
     let bundle = ChallengeBundle {
-        challenge_id: 1,
+        challenge_id: ChallengeId(1),
         version: 1,
         version_hash: "bench-v1".into(),
         init: payload.init.clone(),
@@ -127,15 +130,15 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let attempt = |query: &str| AttemptPayload {
-        attempt_id: 1,
-        user_id: 1,
-        challenge_id: 1,
+        attempt_id: AttemptId(1),
+        user_id: UserId(1),
+        challenge_id: ChallengeId(1),
         challenge_name: "bench".into(),
         challenge_version: 1,
         version_hash: "bench-v1".into(),
         query: query.into(),
         times_to_run: TIMES_TO_RUN,
-        test_case_ids: vec![1, 2, 3],
+        test_case_ids: vec![TestCaseId(1), TestCaseId(2), TestCaseId(3)],
         run_item: None,
     };
     let student = attempt(
@@ -199,7 +202,7 @@ async fn main() -> anyhow::Result<()> {
     // Where the overhead goes: one run's wall time (execute() from the
     // caller's side) against the part it reports as measured (from sending
     // BEGIN, the query and ROLLBACK to the last row).
-    let database = bundle.databases[&1].clone();
+    let database = bundle.databases[&TestCaseId(1)].clone();
     let mut session = sandbox
         .runner_session(&database, SessionKind::Reference)
         .await?;

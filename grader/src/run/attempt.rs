@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sqlarena_common::{AttemptOutcome, AttemptPayload, CaseResult, CaseStatus, CaseTiming};
+use sqlarena_common::{
+    AttemptOutcome, AttemptPayload, CaseResult, CaseStatus, CaseTiming, TestCaseId,
+};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, instrument};
@@ -28,7 +30,7 @@ use crate::timing::{millis, timed_rounds, CaseTimings};
 /// [`JobError::Terminal`] when the payload names cases the bundle lacks,
 /// [`JobError::Retryable`] when PostgreSQL fails, [`JobError::Cancelled`]
 /// when `cancel` fires.
-#[instrument(skip_all, fields(attempt_id = payload.attempt_id, challenge_id = payload.challenge_id))]
+#[instrument(skip_all, fields(attempt_id = %payload.attempt_id, challenge_id = %payload.challenge_id))]
 pub async fn run_attempt(
     sandbox: &Sandbox,
     payload: &AttemptPayload,
@@ -57,7 +59,7 @@ pub async fn run_attempt(
             Some(message) => error_case(case_id, message.clone()),
             None => run_case(sandbox, payload, &bundle, case_id, limits, cancel, budget).await?,
         };
-        debug!(case_id, status = %case.status, "case finished");
+        debug!(%case_id, status = %case.status, "case finished");
         if let Some(progress) = progress {
             // The receiver is gone only when the job is being abandoned.
             let _ = progress.send(case.clone());
@@ -68,7 +70,7 @@ pub async fn run_attempt(
 }
 
 /// A case result carrying only an error.
-fn error_case(test_case_id: i64, error: String) -> CaseResult {
+fn error_case(test_case_id: TestCaseId, error: String) -> CaseResult {
     CaseResult {
         test_case_id,
         status: CaseStatus::Error,
@@ -84,7 +86,7 @@ fn error_case(test_case_id: i64, error: String) -> CaseResult {
 }
 
 /// Maps a student query's failure into a case result or a job error.
-fn student_failure(case_id: i64, error: QueryError) -> Result<CaseResult, JobError> {
+fn student_failure(case_id: TestCaseId, error: QueryError) -> Result<CaseResult, JobError> {
     match error {
         QueryError::Cancelled => Err(JobError::Cancelled),
         QueryError::Connection(message) => Err(JobError::Retryable(format!(
@@ -97,7 +99,7 @@ fn student_failure(case_id: i64, error: QueryError) -> Result<CaseResult, JobErr
 }
 
 /// Maps a reference failure (which should not happen) into a job error.
-fn reference_failure(case_id: i64, error: QueryError) -> JobError {
+fn reference_failure(case_id: TestCaseId, error: QueryError) -> JobError {
     match error {
         QueryError::Cancelled => JobError::Cancelled,
         other => JobError::Retryable(format!(
@@ -115,7 +117,7 @@ async fn run_case(
     sandbox: &Sandbox,
     payload: &AttemptPayload,
     bundle: &CachedBundle,
-    case_id: i64,
+    case_id: TestCaseId,
     limits: &Limits,
     cancel: &CancellationToken,
     budget: Option<Duration>,
@@ -163,7 +165,7 @@ async fn grade_case(
     sessions: Sessions<'_>,
     payload: &AttemptPayload,
     bundle: &CachedBundle,
-    case_id: i64,
+    case_id: TestCaseId,
     limits: &Limits,
     cancel: &CancellationToken,
     budget: Option<Duration>,
@@ -218,7 +220,7 @@ async fn grade_case(
     let rounds = timed_rounds(payload.times_to_run, left, round);
     if rounds < payload.times_to_run {
         debug!(
-            case_id,
+            %case_id,
             rounds, "fewer timed rounds to finish before the job's deadline"
         );
     }

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use sqlarena_common::{ExpectedCase, InitOutcome, InitPayload};
+use sqlarena_common::{ExpectedCase, InitOutcome, InitPayload, TestCaseId};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, instrument};
 
@@ -24,7 +24,7 @@ use crate::timing::{median, millis, timed_rounds};
 ///
 /// [`JobError::Retryable`] when PostgreSQL fails, [`JobError::Cancelled`]
 /// when `cancel` fires.
-#[instrument(skip_all, fields(challenge_id = payload.challenge_id, version = payload.version))]
+#[instrument(skip_all, fields(challenge_id = %payload.challenge_id, version = payload.version))]
 pub async fn run_init(
     sandbox: &Sandbox,
     payload: &InitPayload,
@@ -34,7 +34,7 @@ pub async fn run_init(
 ) -> Result<InitOutcome, JobError> {
     let owner = sandbox.create_owner().await.map_err(|error| match error {
         BuildError::Cancelled => JobError::Cancelled,
-        other => JobError::Retryable(other.describe(0)),
+        other => JobError::Retryable(other.describe(None)),
     })?;
     let mut databases = Vec::new();
     let result = build_and_run(
@@ -68,7 +68,7 @@ async fn build_and_run(
     limits: &Limits,
     cancel: &CancellationToken,
     finish_by: Option<Instant>,
-    databases: &mut Vec<(i64, String)>,
+    databases: &mut Vec<(TestCaseId, String)>,
 ) -> Result<InitOutcome, JobError> {
     let mut outcome = InitOutcome {
         expected: vec![],
@@ -94,10 +94,10 @@ async fn build_and_run(
             Err(BuildError::Cancelled) => return Err(JobError::Cancelled),
             Err(error @ BuildError::Init { .. }) => {
                 // The init SQL is the same for every case: report it once.
-                outcome.errors.push(error.describe(case.id));
+                outcome.errors.push(error.describe(Some(case.id)));
                 return Ok(outcome);
             }
-            Err(error) => outcome.errors.push(error.describe(case.id)),
+            Err(error) => outcome.errors.push(error.describe(Some(case.id))),
         }
     }
     if !outcome.errors.is_empty() {
@@ -106,7 +106,7 @@ async fn build_and_run(
     sandbox
         .seal_owner(owner)
         .await
-        .map_err(|error| JobError::Retryable(error.describe(0)))?;
+        .map_err(|error| JobError::Retryable(error.describe(None)))?;
     for (index, (case_id, database)) in databases.iter().enumerate() {
         let budget = finish_by.map(|at| {
             at.saturating_duration_since(Instant::now())
@@ -116,15 +116,22 @@ async fn build_and_run(
             times_to_run: payload.times_to_run,
             budget,
         };
-        match run_reference(sandbox, &payload.solution, database, runs, limits, cancel).await {
+        match run_reference(
+            sandbox,
+            *case_id,
+            &payload.solution,
+            database,
+            runs,
+            limits,
+            cancel,
+        )
+        .await
+        {
             Ok(expected) => {
                 if let Some(warning) = order_warning(*case_id, &payload.solution, &expected) {
                     outcome.warnings.push(warning);
                 }
-                outcome.expected.push(ExpectedCase {
-                    test_case_id: *case_id,
-                    ..expected
-                });
+                outcome.expected.push(expected);
             }
             Err(QueryError::Cancelled) => return Err(JobError::Cancelled),
             Err(QueryError::Connection(message)) => return Err(JobError::Retryable(message)),
@@ -158,6 +165,7 @@ struct Runs {
 /// runner connection.
 async fn run_reference(
     sandbox: &Sandbox,
+    case_id: TestCaseId,
     solution: &str,
     database: &str,
     runs: Runs,
@@ -189,14 +197,14 @@ async fn run_reference(
         RowOrder::Ordered { .. }
     );
     Ok(ExpectedCase {
-        test_case_id: 0,
+        test_case_id: case_id,
         result,
         reference_ms: median(&times),
     })
 }
 
 /// Warns when the ORDER BY leaves ties whose order is not fixed.
-fn order_warning(case_id: i64, solution: &str, expected: &ExpectedCase) -> Option<String> {
+fn order_warning(case_id: TestCaseId, solution: &str, expected: &ExpectedCase) -> Option<String> {
     let RowOrder::Ordered { tie_columns } = row_order(solution, &expected.result.columns) else {
         return None;
     };

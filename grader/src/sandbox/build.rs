@@ -9,6 +9,7 @@
 //! obeys the per-statement timeout, the job's cancellation and the
 //! database-size cap on the client side, whatever the SQL itself SETs.
 
+use sqlarena_common::TestCaseId;
 use std::time::Duration;
 
 use tokio_postgres::{CancelToken, Client, NoTls};
@@ -44,8 +45,13 @@ pub enum BuildError {
 }
 
 impl BuildError {
-    /// Describes the failure for a professor, naming the test case.
-    pub fn describe(&self, test_case_id: i64) -> String {
+    /// Describes the failure for a professor, naming the test case
+    /// (`None` while building the template, before any test case).
+    pub fn describe(&self, test_case: Option<TestCaseId>) -> String {
+        let case = |separator: &str| match test_case {
+            Some(id) => format!("test case {id}{separator} "),
+            None => String::new(),
+        };
         match self {
             BuildError::Init {
                 statement,
@@ -59,29 +65,33 @@ impl BuildError {
                 text,
                 message,
             } => {
-                format!("test case {test_case_id}, data statement {statement} ({text}): {message}")
+                format!(
+                    "{}data statement {statement} ({text}): {message}",
+                    case(",")
+                )
             }
             BuildError::Infrastructure(message) => {
-                format!("test case {test_case_id}: database setup failed: {message}")
+                format!("{}database setup failed: {message}", case(":"))
             }
-            BuildError::Cancelled => format!("test case {test_case_id}: the build was cancelled"),
+            BuildError::Cancelled => format!("{}the build was cancelled", case(":")),
         }
     }
 
     /// Describes the failure without the statement's text or PostgreSQL's
     /// message, which can quote hidden test data: for attempts, whose
     /// errors students see.
-    pub fn summary(&self, test_case_id: i64) -> String {
+    pub fn summary(&self, test_case: Option<TestCaseId>) -> String {
         match self {
             BuildError::Init { statement, .. } => {
                 format!("init SQL statement {statement} failed on this grader")
             }
-            BuildError::Data { statement, .. } => {
-                format!(
-                    "test case {test_case_id}, data statement {statement} failed on this grader"
-                )
-            }
-            BuildError::Infrastructure(_) | BuildError::Cancelled => self.describe(test_case_id),
+            BuildError::Data { statement, .. } => match test_case {
+                Some(id) => {
+                    format!("test case {id}, data statement {statement} failed on this grader")
+                }
+                None => format!("data statement {statement} failed on this grader"),
+            },
+            BuildError::Infrastructure(_) | BuildError::Cancelled => self.describe(test_case),
         }
     }
 }

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use sqlarena_common::ChallengeBundle;
+use sqlarena_common::{ChallengeBundle, TestCaseId};
 
 /// A bundle whose test-case databases exist on this grader.
 #[derive(Debug)]
@@ -16,7 +16,7 @@ pub struct CachedBundle {
     /// The version's owner role, dropped with the databases.
     pub owner: String,
     /// Test case id to database name.
-    pub databases: HashMap<i64, String>,
+    pub databases: HashMap<TestCaseId, String>,
 }
 
 /// An LRU map of built bundles.
@@ -95,11 +95,12 @@ impl BundleCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sqlarena_common::ChallengeId;
 
     fn bundle(hash: &str) -> Arc<CachedBundle> {
         Arc::new(CachedBundle {
             bundle: ChallengeBundle {
-                challenge_id: 1,
+                challenge_id: ChallengeId(1),
                 version: 1,
                 version_hash: hash.into(),
                 init: String::new(),

@@ -28,7 +28,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlarena_common::ChallengeBundle;
+use sqlarena_common::{ChallengeBundle, TestCaseId};
 use tokio::sync::Mutex;
 use tokio_postgres::config::Host;
 use tokio_postgres::{Client, Config, NoTls};
@@ -455,7 +455,7 @@ impl Sandbox {
         let owner = self
             .create_owner()
             .await
-            .map_err(|e| build_failure(&bundle, 0, &e))?;
+            .map_err(|e| build_failure(&bundle, None, &e))?;
         let mut databases = HashMap::new();
         for case in &bundle.test_cases {
             match self
@@ -468,16 +468,16 @@ impl Sandbox {
                 Err(error) => {
                     self.drop_version(&owner.role, databases.into_values())
                         .await;
-                    return Err(build_failure(&bundle, case.id, &error));
+                    return Err(build_failure(&bundle, Some(case.id), &error));
                 }
             }
         }
         if let Err(error) = self.seal_owner(&owner).await {
             self.drop_version(&owner.role, databases.into_values())
                 .await;
-            return Err(build_failure(&bundle, 0, &error));
+            return Err(build_failure(&bundle, None, &error));
         }
-        info!(challenge_id = bundle.challenge_id, version_hash = %bundle.version_hash, "bundle built");
+        info!(challenge_id = %bundle.challenge_id, version_hash = %bundle.version_hash, "bundle built");
         // Log the runner in now, so the first attempt does not pay for it.
         for name in databases.values() {
             for kind in [SessionKind::Student, SessionKind::Reference] {
@@ -638,12 +638,16 @@ async fn lock_prefix(admin: &Config, prefix: &str) -> Result<Client, SandboxErro
 /// A bundle build's failure as a job error: retryable, without the
 /// statement's text or PostgreSQL's message (they can quote hidden test
 /// data, and attempts' errors reach students); the log has the details.
-fn build_failure(bundle: &ChallengeBundle, case_id: i64, error: &BuildError) -> JobError {
+fn build_failure(
+    bundle: &ChallengeBundle,
+    case_id: Option<TestCaseId>,
+    error: &BuildError,
+) -> JobError {
     if *error == BuildError::Cancelled {
         return JobError::Cancelled;
     }
     warn!(
-        challenge_id = bundle.challenge_id,
+        challenge_id = %bundle.challenge_id,
         detail = %error.describe(case_id),
         "cannot build a challenge's databases"
     );
@@ -711,10 +715,10 @@ mod tests {
             message: "boom".into(),
         };
         assert_eq!(
-            error.describe(7),
+            error.describe(Some(TestCaseId(7))),
             "test case 7, data statement 2 (`insert ...`): boom"
         );
-        let summary = error.summary(7);
+        let summary = error.summary(Some(TestCaseId(7)));
         assert!(
             summary.contains("data statement 2")
                 && !summary.contains("insert")

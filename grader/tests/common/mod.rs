@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlarena_common::{
-    AttemptOutcome, AttemptPayload, BundleCase, ChallengeBundle, InitOutcome, InitPayload,
-    TestCaseData,
+    AttemptId, AttemptOutcome, AttemptPayload, BundleCase, ChallengeBundle, ChallengeId,
+    InitOutcome, InitPayload, TestCaseData, TestCaseId, UserId,
 };
 use sqlarena_grader::run::{run_attempt, run_init};
 use sqlarena_grader::sandbox::{CachedBundle, Limits, Sandbox, SandboxConfig};
@@ -110,7 +110,7 @@ pub fn people_data(count: usize, seed: usize) -> String {
 /// An init payload for the people challenge.
 pub fn people_init(solution: &str, cases: &[(i64, String)], times_to_run: u32) -> InitPayload {
     InitPayload {
-        challenge_id: 1,
+        challenge_id: ChallengeId(1),
         challenge_name: "people".into(),
         version: 1,
         init: PEOPLE_INIT.into(),
@@ -119,7 +119,7 @@ pub fn people_init(solution: &str, cases: &[(i64, String)], times_to_run: u32) -
         test_cases: cases
             .iter()
             .map(|(id, data)| TestCaseData {
-                id: *id,
+                id: TestCaseId(*id),
                 data: data.clone(),
             })
             .collect(),
@@ -184,8 +184,8 @@ pub async fn prepare_challenge(
 /// An attempt payload for `query` on every case of an installed bundle.
 pub fn attempt_payload(bundle: &CachedBundle, query: &str) -> AttemptPayload {
     AttemptPayload {
-        attempt_id: 1,
-        user_id: 1,
+        attempt_id: AttemptId(1),
+        user_id: UserId(1),
         challenge_id: bundle.bundle.challenge_id,
         challenge_name: "people".into(),
         challenge_version: bundle.bundle.version,

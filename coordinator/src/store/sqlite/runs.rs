@@ -19,6 +19,26 @@ use super::{
     stored_now, time_at, to_i64, to_json, u32_at, wire_at, SqliteStore,
 };
 
+/// The next queued run item of the lanes with `priorities`, once no live
+/// job of them is queued: one range of `jobs_queued` from the batch share
+/// on, in round order (`batch_priority`), skipping other lanes'.
+pub(super) fn next_batch_item(
+    transaction: &Transaction<'_>,
+    priorities: &[i64],
+) -> StoreResult<Option<(i64, i64)>> {
+    let lanes: Vec<String> = priorities.iter().map(i64::to_string).collect();
+    let sql = format!(
+        "SELECT seq, timeout_ms FROM jobs WHERE state = 'QUEUED' AND lane_priority >= {} \
+         AND lane_priority % 4 IN ({}) ORDER BY lane_priority, seq LIMIT 1",
+        BATCH_PRIORITY_BASE,
+        lanes.join(", ")
+    );
+    Ok(transaction
+        .prepare_cached(&sql)?
+        .query_row([], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?)))
+        .optional()?)
+}
+
 /// The runs tables, created with the main schema.
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS runs (
@@ -416,7 +436,7 @@ impl RunStore for SqliteStore {
                  VALUES (?1, ?2, ?3, ?4, ?5, 'QUEUED', 0, ?6, ?7, '[]', 0, 0, ?8)",
             )?;
             for (item, job) in jobs {
-                let id = Uuid::now_v7();
+                let id = JobId::new_v7();
                 if link.execute(params![run_id.0, item, id.to_string()])? == 0 {
                     continue;
                 }

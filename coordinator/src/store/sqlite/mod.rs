@@ -23,6 +23,14 @@
 //! test cases and attempts come from `AUTOINCREMENT` columns (never reused);
 //! job payloads, progress and outcomes are JSON text.
 
+mod attempts;
+mod challenges;
+mod graders;
+mod jobs;
+mod runs;
+mod users;
+
+use crate::store::{AttemptStore, ChallengeStore, GraderStore, JobStore, Retry, UserStore};
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -36,14 +44,12 @@ use rusqlite::{params, Connection, OptionalExtension as _, Row, Transaction, Tra
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sqlarena_common::{
-    AttemptStatus, CaseResult, ChallengeState, ChallengeType, GraderState, JobOutcome, JobState,
-    Lane, Role,
+    AttemptId, AttemptStatus, CaseResult, ChallengeId, ChallengeState, ChallengeType, GraderId,
+    GraderState, JobId, JobOutcome, JobPayload, JobState, Lane, LeaseId, Role, UserId,
 };
 use uuid::Uuid;
 
 use crate::leaderboard;
-
-mod runs;
 
 use super::lease::{self, CompletionCheck, HeldLease, LeaseEnd, TryCount};
 use super::{
@@ -381,7 +387,7 @@ fn lane_priorities(lanes: &[Lane]) -> Vec<i64> {
 fn claim_next(
     transaction: &Transaction<'_>,
     priorities: &[i64],
-    grader_id: Uuid,
+    grader_id: GraderId,
     now: DateTime<Utc>,
 ) -> StoreResult<Option<Job>> {
     // One index seek per lane, in priority order: cheap however deep the
@@ -399,7 +405,7 @@ fn claim_next(
         }
     }
     if chosen.is_none() {
-        chosen = next_batch_item(transaction, priorities)?;
+        chosen = runs::next_batch_item(transaction, priorities)?;
     }
     let Some((seq, timeout_ms)) = chosen else {
         return Ok(None);
@@ -421,26 +427,6 @@ fn claim_next(
         job_from,
     )?;
     Ok(Some(job))
-}
-
-/// The next queued run item of the lanes with `priorities`, once no live
-/// job of them is queued: one range of `jobs_queued` from the batch share
-/// on, in round order (`runs::batch_priority`), skipping other lanes'.
-fn next_batch_item(
-    transaction: &Transaction<'_>,
-    priorities: &[i64],
-) -> StoreResult<Option<(i64, i64)>> {
-    let lanes: Vec<String> = priorities.iter().map(i64::to_string).collect();
-    let sql = format!(
-        "SELECT seq, timeout_ms FROM jobs WHERE state = 'QUEUED' AND lane_priority >= {} \
-         AND lane_priority % 4 IN ({}) ORDER BY lane_priority, seq LIMIT 1",
-        super::runs::BATCH_PRIORITY_BASE,
-        lanes.join(", ")
-    );
-    Ok(transaction
-        .prepare_cached(&sql)?
-        .query_row([], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?)))
-        .optional()?)
 }
 
 /// Returns the path of the lock file guarding the store at `path`.
@@ -648,13 +634,15 @@ fn wire_at<T>(row: &Row<'_>, index: usize, parse: fn(&str) -> Option<T>) -> rusq
     parse(&text).ok_or_else(|| conversion_error(index, format!("unknown value {text:?}")))
 }
 
-fn uuid_at(row: &Row<'_>, index: usize) -> rusqlite::Result<Uuid> {
+/// Reads a UUID stored as text, as whichever id type it is.
+fn uuid_at<T: From<Uuid>>(row: &Row<'_>, index: usize) -> rusqlite::Result<T> {
     let text: String = row.get(index)?;
     Uuid::parse_str(&text)
+        .map(T::from)
         .map_err(|error| conversion_error(index, format!("bad uuid {text:?}: {error}")))
 }
 
-fn optional_uuid_at(row: &Row<'_>, index: usize) -> rusqlite::Result<Option<Uuid>> {
+fn optional_uuid_at<T: From<Uuid>>(row: &Row<'_>, index: usize) -> rusqlite::Result<Option<T>> {
     match row.get::<_, Option<String>>(index)? {
         None => Ok(None),
         Some(_) => uuid_at(row, index).map(Some),
@@ -855,7 +843,7 @@ fn stored_now() -> DateTime<Utc> {
     DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now)
 }
 
-fn select_user(connection: &Connection, id: i64) -> StoreResult<Option<User>> {
+fn select_user(connection: &Connection, id: UserId) -> StoreResult<Option<User>> {
     let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1");
     Ok(connection
         .prepare_cached(&sql)?
@@ -887,14 +875,14 @@ fn insert_user(transaction: &Transaction<'_>, user: NewUser) -> StoreResult<User
         }
         other => other?,
     };
-    let id = transaction.last_insert_rowid();
+    let id = UserId(transaction.last_insert_rowid());
     select_user(transaction, id)?.ok_or_else(|| StoreError::Backend(format!("user {id} vanished")))
 }
 
 /// Deletes a user's sessions but the one with `keep_token_hash`.
 fn delete_sessions_but(
     transaction: &Transaction<'_>,
-    user_id: i64,
+    user_id: UserId,
     keep_token_hash: Option<&str>,
 ) -> StoreResult<u64> {
     let deleted = transaction
@@ -903,7 +891,7 @@ fn delete_sessions_but(
     Ok(deleted as u64)
 }
 
-fn select_challenge(connection: &Connection, id: i64) -> StoreResult<Option<Challenge>> {
+fn select_challenge(connection: &Connection, id: ChallengeId) -> StoreResult<Option<Challenge>> {
     let sql = format!("SELECT {CHALLENGE_COLUMNS} FROM challenges WHERE id = ?1");
     let challenge = connection
         .prepare_cached(&sql)?
@@ -920,7 +908,7 @@ fn select_challenge(connection: &Connection, id: i64) -> StoreResult<Option<Chal
 
 fn select_test_cases(
     connection: &Connection,
-    challenge_id: i64,
+    challenge_id: ChallengeId,
     version: i64,
 ) -> StoreResult<Vec<TestCase>> {
     let sql = format!(
@@ -928,7 +916,7 @@ fn select_test_cases(
     );
     let mut statement = connection.prepare_cached(&sql)?;
     let cases = statement
-        .query_map([challenge_id, version], test_case_from)?
+        .query_map(params![challenge_id, version], test_case_from)?
         .collect::<rusqlite::Result<_>>()?;
     Ok(cases)
 }
@@ -936,7 +924,7 @@ fn select_test_cases(
 /// Inserts the test cases of one version of a challenge.
 fn insert_test_cases(
     transaction: &Transaction<'_>,
-    challenge_id: i64,
+    challenge_id: ChallengeId,
     version: i64,
     cases: &[NewTestCase],
     now: i64,
@@ -957,7 +945,7 @@ fn insert_test_cases(
     Ok(())
 }
 
-fn select_attempt(connection: &Connection, id: i64) -> StoreResult<Option<Attempt>> {
+fn select_attempt(connection: &Connection, id: AttemptId) -> StoreResult<Option<Attempt>> {
     let sql = format!("SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE id = ?1");
     Ok(connection
         .prepare_cached(&sql)?
@@ -978,7 +966,7 @@ fn select_attempts(
     Ok(attempts)
 }
 
-fn select_job(connection: &Connection, id: Uuid) -> StoreResult<Option<Job>> {
+fn select_job(connection: &Connection, id: JobId) -> StoreResult<Option<Job>> {
     let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1");
     Ok(connection
         .prepare_cached(&sql)?
@@ -987,7 +975,7 @@ fn select_job(connection: &Connection, id: Uuid) -> StoreResult<Option<Job>> {
 }
 
 /// Returns the job or `NotFound`.
-fn existing_job(connection: &Connection, id: Uuid) -> StoreResult<Job> {
+fn existing_job(connection: &Connection, id: JobId) -> StoreResult<Job> {
     select_job(connection, id)?.ok_or_else(|| StoreError::NotFound(format!("job {id}")))
 }
 
@@ -1006,7 +994,7 @@ fn select_jobs(
     Ok(jobs)
 }
 
-fn select_grader(connection: &Connection, id: Uuid) -> StoreResult<Option<Grader>> {
+fn select_grader(connection: &Connection, id: GraderId) -> StoreResult<Option<Grader>> {
     let sql = format!("SELECT {GRADER_COLUMNS} FROM graders WHERE id = ?1");
     Ok(connection
         .prepare_cached(&sql)?
@@ -1121,1026 +1109,58 @@ impl Store for SqliteStore {
         .await
     }
 
-    // --- users, sessions, invites -------------------------------------------
-
-    async fn create_user(&self, user: NewUser) -> StoreResult<User> {
-        self.write(move |transaction| insert_user(transaction, user))
-            .await
-    }
-
-    async fn get_user(&self, id: i64) -> StoreResult<Option<User>> {
-        self.call(move |connection| select_user(connection, id))
-            .await
-    }
-
-    async fn get_user_by_email(&self, email: &str) -> StoreResult<Option<User>> {
-        let email_lower = email.to_lowercase();
-        self.call(move |connection| {
-            let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE email_lower = ?1");
-            Ok(connection
-                .prepare_cached(&sql)?
-                .query_row([email_lower], user_from)
-                .optional()?)
-        })
-        .await
-    }
-
-    async fn create_session(&self, session: Session) -> StoreResult<()> {
-        self.write(move |transaction| {
-            transaction
-                .prepare_cached(
-                    "INSERT INTO sessions (id, token_hash, user_id, created_at, expires_at) \
-                     VALUES (?5, ?1, ?2, ?3, ?4)",
-                )?
-                .execute(params![
-                    session.token_hash,
-                    session.user_id,
-                    micros(session.created_at),
-                    micros(session.expires_at),
-                    session.id.to_string()
-                ])?;
-            Ok(())
-        })
-        .await
-    }
-
-    async fn get_session_user(
-        &self,
-        token_hash: &str,
-        now: DateTime<Utc>,
-    ) -> StoreResult<Option<User>> {
-        let token_hash = token_hash.to_owned();
-        self.call(move |connection| {
-            let sql = format!(
-                "SELECT {} FROM sessions JOIN users ON users.id = sessions.user_id \
-                 WHERE sessions.token_hash = ?1 AND sessions.expires_at > ?2",
-                USER_COLUMNS
-                    .split(", ")
-                    .map(|column| format!("users.{column}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-            Ok(connection
-                .prepare_cached(&sql)?
-                .query_row(params![token_hash, micros(now)], user_from)
-                .optional()?)
-        })
-        .await
-    }
-
-    async fn list_sessions(&self, user_id: i64, now: DateTime<Utc>) -> StoreResult<Vec<Session>> {
-        self.call(move |connection| {
-            let sql = format!(
-                "SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = ?1 AND expires_at > ?2 \
-                 ORDER BY created_at DESC, rowid DESC"
-            );
-            let mut statement = connection.prepare_cached(&sql)?;
-            let sessions = statement
-                .query_map(params![user_id, micros(now)], session_from)?
-                .collect::<rusqlite::Result<_>>()?;
-            Ok(sessions)
-        })
-        .await
-    }
-
-    async fn delete_session(&self, token_hash: &str) -> StoreResult<bool> {
-        let token_hash = token_hash.to_owned();
-        self.write(move |transaction| {
-            let deleted = transaction
-                .prepare_cached("DELETE FROM sessions WHERE token_hash = ?1")?
-                .execute([token_hash])?;
-            Ok(deleted > 0)
-        })
-        .await
-    }
-
-    async fn delete_user_session(&self, user_id: i64, session_id: Uuid) -> StoreResult<bool> {
-        self.write(move |transaction| {
-            let deleted = transaction
-                .prepare_cached("DELETE FROM sessions WHERE user_id = ?1 AND id = ?2")?
-                .execute(params![user_id, session_id.to_string()])?;
-            Ok(deleted > 0)
-        })
-        .await
-    }
-
-    async fn delete_user_sessions(
-        &self,
-        user_id: i64,
-        keep_token_hash: Option<&str>,
-    ) -> StoreResult<u64> {
-        let keep = keep_token_hash.map(str::to_owned);
-        self.write(move |transaction| delete_sessions_but(transaction, user_id, keep.as_deref()))
-            .await
-    }
-
-    async fn set_password(
-        &self,
-        user_id: i64,
-        password_hash: &str,
-        keep_token_hash: Option<&str>,
-    ) -> StoreResult<()> {
-        let password_hash = password_hash.to_owned();
-        let keep = keep_token_hash.map(str::to_owned);
-        self.write(move |transaction| {
-            let changed = transaction
-                .prepare_cached("UPDATE users SET password_hash = ?2 WHERE id = ?1")?
-                .execute(params![user_id, password_hash])?;
-            if changed == 0 {
-                return Err(StoreError::NotFound(format!("user {user_id}")));
-            }
-            delete_sessions_but(transaction, user_id, keep.as_deref())?;
-            Ok(())
-        })
-        .await
-    }
-
-    async fn create_invite(&self, invite: Invite) -> StoreResult<()> {
-        self.write(move |transaction| {
-            transaction
-                .prepare_cached(
-                    "INSERT INTO invites (code_hash, role, created_by, created_at, expires_at, used_by) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )?
-                .execute(params![
-                    invite.code_hash,
-                    invite.role.as_str(),
-                    invite.created_by,
-                    micros(invite.created_at),
-                    micros(invite.expires_at),
-                    invite.used_by
-                ])?;
-            Ok(())
-        })
-        .await
-    }
-
-    async fn create_invited_user(
-        &self,
-        user: NewUser,
-        code_hash: &str,
-        now: DateTime<Utc>,
-    ) -> StoreResult<Option<User>> {
-        let code_hash = code_hash.to_owned();
-        self.write(move |transaction| {
-            let role: Option<String> = transaction
-                .prepare_cached(
-                    "SELECT role FROM invites WHERE code_hash = ?1 AND used_by IS NULL AND expires_at > ?2",
-                )?
-                .query_row(params![code_hash, micros(now)], |row| row.get(0))
-                .optional()?;
-            let Some(role) = role.as_deref().and_then(Role::parse) else {
-                return Ok(None);
-            };
-            let created = insert_user(transaction, NewUser { role, ..user })?;
-            transaction
-                .prepare_cached("UPDATE invites SET used_by = ?2 WHERE code_hash = ?1")?
-                .execute(params![code_hash, created.id])?;
-            Ok(Some(created))
-        })
-        .await
-    }
-
-    // --- challenges ---------------------------------------------------------
-
-    async fn create_challenge(&self, challenge: NewChallenge) -> StoreResult<Challenge> {
-        self.write(move |transaction| {
-            let now = micros(stored_now());
-            transaction
-                .prepare_cached(
-                    "INSERT INTO challenges (created_user_id, name, description, challenge_type, init, solution, \
-                     times_to_run, expires_at, version, state, init_warnings, created_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, 'PENDING', '[]', ?9)",
-                )?
-                .execute(params![
-                    challenge.created_user_id,
-                    challenge.name,
-                    challenge.description,
-                    challenge_type_name(challenge.challenge_type),
-                    challenge.init,
-                    challenge.solution,
-                    challenge.times_to_run,
-                    micros(challenge.expires_at),
-                    now
-                ])?;
-            let id = transaction.last_insert_rowid();
-            insert_test_cases(transaction, id, 1, &challenge.test_cases, now)?;
-            select_challenge(transaction, id)?.ok_or_else(|| StoreError::Backend(format!("challenge {id} vanished")))
-        })
-        .await
-    }
-
-    async fn get_challenge(&self, id: i64) -> StoreResult<Option<Challenge>> {
-        self.call(move |connection| select_challenge(connection, id))
-            .await
-    }
-
-    async fn list_challenges(
-        &self,
-        created_by: Option<i64>,
-        page: Page<i64>,
-    ) -> StoreResult<Vec<Challenge>> {
-        self.call(move |connection| {
-            let transaction = connection.transaction()?;
-            let below = page.after.unwrap_or(i64::MAX);
-            let limit = sql_limit(page.limit);
-            let ids: Vec<i64> = match created_by {
-                Some(user_id) => transaction
-                    .prepare_cached(
-                        "SELECT id FROM challenges WHERE created_user_id = ?1 AND id < ?2 \
-                         ORDER BY id DESC LIMIT ?3",
-                    )?
-                    .query_map(params![user_id, below, limit], |row| row.get(0))?
-                    .collect::<rusqlite::Result<_>>()?,
-                None => transaction
-                    .prepare_cached(
-                        "SELECT id FROM challenges WHERE id < ?1 ORDER BY id DESC LIMIT ?2",
-                    )?
-                    .query_map(params![below, limit], |row| row.get(0))?
-                    .collect::<rusqlite::Result<_>>()?,
-            };
-            let mut challenges = Vec::with_capacity(ids.len());
-            for id in ids {
-                challenges.extend(select_challenge(&transaction, id)?);
-            }
-            Ok(challenges)
-        })
-        .await
-    }
-
-    async fn update_challenge(
-        &self,
-        id: i64,
-        expected_version: i64,
-        update: ChallengeUpdate,
-    ) -> StoreResult<Challenge> {
-        self.write(move |transaction| {
-            let challenge = select_challenge(transaction, id)?
-                .ok_or_else(|| StoreError::NotFound(format!("challenge {id}")))?;
-            if challenge.version != expected_version {
-                return Err(StoreError::Conflict(format!(
-                    "challenge {id} is at version {}, not {expected_version}",
-                    challenge.version
-                )));
-            }
-            transaction
-                .prepare_cached(
-                    "UPDATE challenges SET name = ?2, description = ?3, times_to_run = ?4, \
-                     expires_at = ?5 WHERE id = ?1",
-                )?
-                .execute(params![
-                    id,
-                    update.name.unwrap_or(challenge.name),
-                    update.description.unwrap_or(challenge.description),
-                    update.times_to_run.unwrap_or(challenge.times_to_run),
-                    micros(update.expires_at.unwrap_or(challenge.expires_at))
-                ])?;
-            if let Some(new_version) = update.new_version {
-                // The old version's test cases stay, for its attempts.
-                let version = expected_version + 1;
-                transaction
-                    .prepare_cached(
-                        "UPDATE challenges SET init = ?2, solution = ?3, version = ?4, \
-                         state = 'PENDING', init_at = NULL, init_errors = NULL, \
-                         init_warnings = '[]' WHERE id = ?1",
-                    )?
-                    .execute(params![id, new_version.init, new_version.solution, version])?;
-                let now = micros(stored_now());
-                insert_test_cases(transaction, id, version, &new_version.test_cases, now)?;
-            }
-            select_challenge(transaction, id)?
-                .ok_or_else(|| StoreError::Backend(format!("challenge {id} vanished")))
-        })
-        .await
-    }
-
-    async fn list_test_cases(&self, challenge_id: i64, version: i64) -> StoreResult<Vec<TestCase>> {
-        self.call(move |connection| select_test_cases(connection, challenge_id, version))
-            .await
-    }
-
-    async fn set_challenge_init(
-        &self,
-        id: i64,
-        version: i64,
-        result: InitResult,
-        at: DateTime<Utc>,
-    ) -> StoreResult<bool> {
-        self.write(move |transaction| {
-            let current: Option<i64> = transaction
-                .prepare_cached("SELECT version FROM challenges WHERE id = ?1")?
-                .query_row([id], |row| row.get(0))
-                .optional()?;
-            match current {
-                None => return Err(StoreError::NotFound(format!("challenge {id}"))),
-                Some(current) if current != version => return Ok(false),
-                Some(_) => {}
-            }
-            match result {
-                InitResult::Ready { expected, warnings } => {
-                    let mut update_case = transaction.prepare_cached(
-                        "UPDATE test_cases SET expected = ?4, reference_ms = ?5 \
-                         WHERE id = ?1 AND challenge_id = ?2 AND version = ?3",
-                    )?;
-                    for (case_id, result, reference_ms) in &expected {
-                        if update_case.execute(params![case_id, id, version, to_json(result)?, reference_ms])? == 0 {
-                            return Err(StoreError::NotFound(format!("test case {case_id} of challenge {id}")));
-                        }
-                    }
-                    transaction
-                        .prepare_cached(
-                            "UPDATE challenges SET state = 'READY', init_at = ?2, init_errors = NULL, \
-                             init_warnings = ?3 WHERE id = ?1",
-                        )?
-                        .execute(params![id, micros(at), to_json(&warnings)?])?;
-                }
-                InitResult::Failed { errors } => {
-                    transaction
-                        .prepare_cached(
-                            "UPDATE challenges SET state = 'FAILED', init_at = ?2, init_errors = ?3 WHERE id = ?1",
-                        )?
-                        .execute(params![id, micros(at), to_json(&errors)?])?;
-                }
-            }
-            Ok(true)
-        })
-        .await
-    }
-
-    // --- attempts -----------------------------------------------------------
-
-    async fn admit_attempt(
-        &self,
-        attempt: NewAttempt,
-        max_unfinished: u64,
-    ) -> StoreResult<Admission> {
-        // One write transaction: no other call runs between the count and
-        // the insert.
-        self.write(move |transaction| {
-            let unfinished: i64 = transaction
-                .prepare_cached(UNFINISHED_COUNT_SQL)?
-                .query_row([attempt.user_id], |row| row.get(0))?;
-            let unfinished = unfinished.unsigned_abs();
-            if unfinished >= max_unfinished {
-                return Ok(Admission::OverCap { unfinished });
-            }
-            transaction
-                .prepare_cached(
-                    "INSERT INTO attempts (user_id, challenge_id, challenge_version, query, status, cases, \
-                     created_at) VALUES (?1, ?2, ?3, ?4, 'PENDING', '[]', ?5)",
-                )?
-                .execute(params![
-                    attempt.user_id,
-                    attempt.challenge_id,
-                    attempt.challenge_version,
-                    attempt.query,
-                    micros(stored_now())
-                ])?;
-            let id = transaction.last_insert_rowid();
-            let created = select_attempt(transaction, id)?
-                .ok_or_else(|| StoreError::Backend(format!("attempt {id} vanished")))?;
-            Ok(Admission::Created(created))
-        })
-        .await
-    }
-
-    async fn get_attempt(&self, id: i64) -> StoreResult<Option<Attempt>> {
-        self.call(move |connection| select_attempt(connection, id))
-            .await
-    }
-
-    async fn list_user_attempts(&self, user_id: i64, page: Page<i64>) -> StoreResult<Vec<Attempt>> {
-        self.call(move |connection| {
-            select_attempts(
-                connection,
-                "user_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3",
-                params![
-                    user_id,
-                    page.after.unwrap_or(i64::MAX),
-                    sql_limit(page.limit)
-                ],
-            )
-        })
-        .await
-    }
-
-    async fn list_passed_attempts(&self, challenge_id: i64) -> StoreResult<Vec<Attempt>> {
-        self.call(move |connection| {
-            select_attempts(
-                connection,
-                "challenge_id = ?1 AND status = 'PASSED' ORDER BY id",
-                [challenge_id],
-            )
-        })
-        .await
-    }
-
-    async fn top_attempts(
-        &self,
-        challenge_id: i64,
-        version: i64,
-        limit: u32,
-    ) -> StoreResult<Vec<LeaderboardRow>> {
-        self.call(move |connection| {
-            let rows = connection
-                .prepare_cached(TOP_ATTEMPTS_SQL)?
-                .query_map(
-                    params![challenge_id, version, sql_limit(limit)],
-                    leaderboard_row_from,
-                )?
-                .collect::<rusqlite::Result<_>>()?;
-            Ok(rows)
-        })
-        .await
-    }
-
-    async fn list_unfinished_challenge_attempts(
-        &self,
-        challenge_id: i64,
-    ) -> StoreResult<Vec<Attempt>> {
-        self.call(move |connection| {
-            select_attempts(
-                connection,
-                "challenge_id = ?1 AND status IN ('PENDING', 'RUNNING') ORDER BY id",
-                [challenge_id],
-            )
-        })
-        .await
-    }
-
-    async fn count_unfinished_attempts(&self, user_id: i64) -> StoreResult<u64> {
-        self.call(move |connection| {
-            let count: i64 = connection
-                .prepare_cached(UNFINISHED_COUNT_SQL)?
-                .query_row([user_id], |row| row.get(0))?;
-            Ok(count.unsigned_abs())
-        })
-        .await
-    }
-
-    async fn update_attempt(&self, id: i64, update: AttemptUpdate) -> StoreResult<Attempt> {
-        self.write(move |transaction| {
-            let attempt = select_attempt(transaction, id)?.ok_or_else(|| StoreError::NotFound(format!("attempt {id}")))?;
-            if update.reopen {
-                transaction
-                    .prepare_cached(
-                        "UPDATE attempts SET status = 'PENDING', cases = '[]', error = NULL, \
-                         error_kind = NULL, finished_at = NULL WHERE id = ?1",
-                    )?
-                    .execute([id])?;
-                return select_attempt(transaction, id)?
-                    .ok_or_else(|| StoreError::Backend(format!("attempt {id} vanished")));
-            }
-            if attempt.status.is_final() {
-                return Ok(attempt);
-            }
-            let cases = match &update.cases {
-                Some(cases) => to_json(cases)?,
-                None => to_json(&attempt.cases)?,
-            };
-            transaction
-                .prepare_cached(
-                    "UPDATE attempts SET status = ?2, cases = ?3, error = ?4, job_id = ?5, finished_at = ?6, \
-                     error_kind = ?7 WHERE id = ?1",
-                )?
-                .execute(params![
-                    id,
-                    update.status.unwrap_or(attempt.status).as_str(),
-                    cases,
-                    update.error.or(attempt.error),
-                    update.job_id.or(attempt.job_id).map(|job_id| job_id.to_string()),
-                    update.finished_at.or(attempt.finished_at).map(micros),
-                    update.error_kind.or(attempt.error_kind).map(AttemptErrorKind::as_str)
-                ])?;
-            let updated = select_attempt(transaction, id)?
-                .ok_or_else(|| StoreError::Backend(format!("attempt {id} vanished")))?;
-            if updated.status == AttemptStatus::Passed {
-                record_ranking(transaction, &updated)?;
-            }
-            Ok(updated)
-        })
-        .await
-    }
-
-    // --- jobs ---------------------------------------------------------------
-
-    async fn enqueue_job(&self, job: NewJob) -> StoreResult<Job> {
-        self.write(move |transaction| {
-            let id = Uuid::now_v7();
-            transaction
-                .prepare_cached(
-                    "INSERT INTO jobs (id, kind, lane, lane_priority, payload, state, tries, max_tries, timeout_ms, \
-                     progress, applied, cancel_requested, created_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, 'QUEUED', 0, ?6, ?7, '[]', 0, 0, ?8)",
-                )?
-                .execute(params![
-                    id.to_string(),
-                    job.payload.kind().as_str(),
-                    job.lane.as_str(),
-                    job.lane.priority(),
-                    to_json(&job.payload)?,
-                    job.max_tries,
-                    to_i64(job.timeout_ms, "timeout_ms")?,
-                    micros(stored_now())
-                ])?;
-            existing_job(transaction, id)
-        })
-        .await
-    }
-
-    async fn get_job(&self, id: Uuid) -> StoreResult<Option<Job>> {
-        self.call(move |connection| select_job(connection, id))
-            .await
-    }
-
-    async fn list_jobs(&self, filter: JobFilter) -> StoreResult<Vec<Job>> {
-        self.call(move |connection| {
-            let limit = sql_limit(filter.limit);
-            let after = filter.after.unwrap_or(0);
-            // One statement per filter shape, so each can use an index
-            // (`jobs_queued` or `jobs_by_lane`) instead of sorting every job.
-            match (filter.state, filter.lane) {
-                (Some(state), Some(lane)) => select_jobs(
-                    connection,
-                    "WHERE state = ?1 AND lane_priority = ?2 AND seq > ?3 ORDER BY seq LIMIT ?4",
-                    params![state.as_str(), lane.priority(), after, limit],
-                ),
-                (Some(state), None) => select_jobs(
-                    connection,
-                    "WHERE state = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
-                    params![state.as_str(), after, limit],
-                ),
-                (None, Some(lane)) => select_jobs(
-                    connection,
-                    "WHERE lane_priority = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
-                    params![lane.priority(), after, limit],
-                ),
-                (None, None) => select_jobs(
-                    connection,
-                    "WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-                    params![after, limit],
-                ),
-            }
-        })
-        .await
-    }
-
-    async fn claim_job(
-        &self,
-        grader_id: Uuid,
-        lanes: &[Lane],
-        now: DateTime<Utc>,
-    ) -> StoreResult<Option<Job>> {
-        let priorities = lane_priorities(lanes);
-        self.write(move |transaction| claim_next(transaction, &priorities, grader_id, now))
-            .await
-    }
-
-    async fn claim_jobs(
-        &self,
-        grader_id: Uuid,
-        lanes: &[Lane],
-        max: u32,
-        now: DateTime<Utc>,
-    ) -> StoreResult<Vec<Job>> {
-        let priorities = lane_priorities(lanes);
-        self.write(move |transaction| {
-            let mut jobs = Vec::new();
-            while jobs.len() < max as usize {
-                match claim_next(transaction, &priorities, grader_id, now)? {
-                    Some(job) => jobs.push(job),
-                    None => break,
-                }
-            }
-            Ok(jobs)
-        })
-        .await
-    }
-
-    async fn record_progress(&self, held: HeldLease, case: CaseResult) -> StoreResult<Job> {
-        let HeldLease {
-            job_id, lease_id, ..
-        } = held;
-        self.write(move |transaction| {
-            let job = existing_job(transaction, job_id)?;
-            lease::check_fence(&job, held)?;
-            let mut progress = job.progress;
-            progress.retain(|existing| existing.test_case_id != case.test_case_id);
-            progress.push(case);
-            progress.sort_by_key(|existing| existing.test_case_id);
-            transaction
-                .prepare_cached("UPDATE jobs SET progress = ?3 WHERE id = ?1 AND state = 'LEASED' AND lease_id = ?2")?
-                .execute(params![job_id.to_string(), lease_id.to_string(), to_json(&progress)?])?;
-            existing_job(transaction, job_id)
-        })
-        .await
-    }
-
-    async fn complete_job(
+    async fn complete_attempt_job(
         &self,
         held: HeldLease,
         outcome: JobOutcome,
+        update: AttemptUpdate,
         now: DateTime<Utc>,
     ) -> StoreResult<Completion> {
-        let HeldLease {
-            job_id, lease_id, ..
-        } = held;
         self.write(move |transaction| {
-            let job = existing_job(transaction, job_id)?;
+            let job = existing_job(transaction, held.job_id)?;
             if lease::check_completion(&job, held, &outcome)? == CompletionCheck::AlreadyRecorded {
                 return Ok(Completion::AlreadyRecorded(job));
             }
+            let JobPayload::Attempt(payload) = &job.payload else {
+                return Err(StoreError::Invalid(format!("job {} is no attempt job", job.id)));
+            };
+            if payload.run_item.is_some() {
+                // A run item's result goes to its item, never to the
+                // attempt: recorded only (as `complete_job`), and
+                // `Jobs::apply_finished_job` applies it to the item.
+                jobs::record_completion_in(transaction, &job, held, &outcome, now)?;
+                return Ok(Completion::Recorded(existing_job(transaction, held.job_id)?));
+            }
+            // Applied at once: the outcome goes straight into the attempt,
+            // so the job keeps neither it nor its progress.
             transaction
                 .prepare_cached(
-                    "UPDATE jobs SET state = 'DONE', outcome = ?3, finished_at = ?4, applied = 0 \
+                    "UPDATE jobs SET state = 'DONE', outcome = NULL, progress = '[]', payload = ?3, \
+                     finished_at = ?4, applied = 1 \
                      WHERE id = ?1 AND state = 'LEASED' AND lease_id = ?2",
                 )?
                 .execute(params![
-                    job_id.to_string(),
-                    lease_id.to_string(),
-                    to_json(&outcome)?,
+                    held.job_id.to_string(),
+                    held.lease_id.to_string(),
+                    to_json(&pruned_payload(&job.payload))?,
                     micros(now)
                 ])?;
-            if let Some(lease) = &job.lease {
-                transaction
-                    .prepare_cached("UPDATE graders SET jobs_done = jobs_done + 1 WHERE id = ?1")?
-                    .execute([lease.grader_id.to_string()])?;
-            }
-            Ok(Completion::Recorded(existing_job(transaction, job_id)?))
+            count_job_done(transaction, &job)?;
+            attempts::update_attempt_in(transaction, payload.attempt_id, update)?;
+            Ok(Completion::Recorded(existing_job(transaction, held.job_id)?))
         })
         .await
     }
+}
 
-    async fn fail_job(
-        &self,
-        held: HeldLease,
-        error: &str,
-        retryable: bool,
-        now: DateTime<Utc>,
-    ) -> StoreResult<FailOutcome> {
-        let error = error.to_owned();
-        self.write(move |transaction| {
-            let job = existing_job(transaction, held.job_id)?;
-            lease::check_fence(&job, held)?;
-            let end = lease::after_failure(&job, &error, retryable);
-            end_lease(transaction, &job, end, now)
-        })
-        .await
+/// Counts a completed job in its grader's `jobs_done`.
+fn count_job_done(transaction: &Transaction<'_>, job: &Job) -> StoreResult<()> {
+    if let Some(lease) = &job.lease {
+        transaction
+            .prepare_cached("UPDATE graders SET jobs_done = jobs_done + 1 WHERE id = ?1")?
+            .execute([lease.grader_id.to_string()])?;
     }
-
-    async fn mark_job_applied(&self, job_id: Uuid) -> StoreResult<()> {
-        self.write(move |transaction| {
-            let job = existing_job(transaction, job_id)?;
-            let payload = match job.state {
-                JobState::Done => pruned_payload(&job.payload),
-                _ => job.payload,
-            };
-            transaction
-                .prepare_cached(
-                    "UPDATE jobs SET applied = 1, outcome = NULL, progress = '[]', payload = ?2 \
-                     WHERE id = ?1 AND state IN ('DONE', 'FAILED', 'CANCELLED')",
-                )?
-                .execute(params![job_id.to_string(), to_json(&payload)?])?;
-            Ok(())
-        })
-        .await
-    }
-
-    async fn delete_finished_jobs(
-        &self,
-        created_before: DateTime<Utc>,
-        limit: u32,
-    ) -> StoreResult<u64> {
-        let below = first_job_id_at(created_before).to_string();
-        self.write(move |transaction| {
-            let deleted = transaction
-                .prepare_cached(
-                    "DELETE FROM jobs WHERE seq IN (SELECT seq FROM jobs WHERE id < ?1 AND applied = 1 \
-                     AND state IN ('DONE', 'FAILED', 'CANCELLED') LIMIT ?2)",
-                )?
-                .execute(params![below, sql_limit(limit)])?;
-            Ok(deleted as u64)
-        })
-        .await
-    }
-
-    async fn list_unapplied_jobs(&self) -> StoreResult<Vec<Job>> {
-        self.call(|connection| select_jobs(connection, UNAPPLIED_FILTER, []))
-            .await
-    }
-
-    async fn release_grader_leases(
-        &self,
-        grader_id: Uuid,
-        tries: TryCount,
-        reason: &str,
-        now: DateTime<Utc>,
-    ) -> StoreResult<Vec<FailOutcome>> {
-        let reason = reason.to_owned();
-        self.write(move |transaction| {
-            let jobs = select_jobs(transaction, GRADER_LEASES_FILTER, [grader_id.to_string()])?;
-            jobs.iter()
-                .map(|job| {
-                    let end = lease::after_take_back(job, tries, &reason);
-                    end_lease(transaction, job, end, now)
-                })
-                .collect()
-        })
-        .await
-    }
-
-    async fn requeue_expired(&self, now: DateTime<Utc>) -> StoreResult<Vec<FailOutcome>> {
-        self.write(move |transaction| {
-            let jobs = select_jobs(transaction, EXPIRED_LEASES_FILTER, [micros(now)])?;
-            jobs.iter()
-                .filter_map(|job| {
-                    let end = lease::after_expiry(job, now)?;
-                    Some(end_lease(transaction, job, end, now))
-                })
-                .collect()
-        })
-        .await
-    }
-
-    async fn stale_leases(
-        &self,
-        grader_id: Uuid,
-        leases: &[(Uuid, Uuid)],
-    ) -> StoreResult<Vec<Uuid>> {
-        let leases = leases.to_vec();
-        self.call(move |connection| {
-            let transaction = connection.transaction()?;
-            let mut stale = Vec::new();
-            for (job_id, lease_id) in leases {
-                let still_held = select_job(&transaction, job_id)?
-                    .is_some_and(|job| lease::still_held(&job, lease_id, grader_id));
-                if !still_held {
-                    stale.push(job_id);
-                }
-            }
-            Ok(stale)
-        })
-        .await
-    }
-
-    async fn cancel_job(
-        &self,
-        job_id: Uuid,
-        reason: &str,
-        now: DateTime<Utc>,
-    ) -> StoreResult<Option<Job>> {
-        let reason = reason.to_owned();
-        self.write(move |transaction| {
-            let job = existing_job(transaction, job_id)?;
-            let cancel_requested = match job.state {
-                JobState::Queued => false,
-                JobState::Leased => true,
-                JobState::Done | JobState::Failed | JobState::Cancelled => return Ok(None),
-            };
-            transaction
-                .prepare_cached(
-                    "UPDATE jobs SET state = 'CANCELLED', cancel_requested = ?2, error = ?3, finished_at = ?4, \
-                     applied = 0 WHERE id = ?1 AND state IN ('QUEUED', 'LEASED')",
-                )?
-                .execute(params![job_id.to_string(), cancel_requested, reason, micros(now)])?;
-            Ok(Some(existing_job(transaction, job_id)?))
-        })
-        .await
-    }
-
-    async fn retry_job(&self, job_id: Uuid) -> StoreResult<Option<Job>> {
-        self.write(move |transaction| {
-            let job = existing_job(transaction, job_id)?;
-            if !matches!(job.state, JobState::Failed | JobState::Cancelled) {
-                return Ok(None);
-            }
-            transaction
-                .prepare_cached(
-                    "UPDATE jobs SET state = 'QUEUED', tries = 0, lease_id = NULL, grader_id = NULL, \
-                     lease_expires_at = NULL, leased_at = NULL, finished_at = NULL, outcome = NULL, \
-                     progress = '[]', applied = 0, cancel_requested = 0 \
-                     WHERE id = ?1 AND state IN ('FAILED', 'CANCELLED')",
-                )?
-                .execute([job_id.to_string()])?;
-            Ok(Some(existing_job(transaction, job_id)?))
-        })
-        .await
-    }
-
-    async fn lane_stats(&self) -> StoreResult<Vec<LaneStats>> {
-        self.call(|connection| {
-            let transaction = connection.transaction()?;
-            let mut stats = Vec::with_capacity(Lane::ALL.len());
-            for lane in Lane::ALL {
-                let count_in = |state: &str| -> StoreResult<u64> {
-                    let count: i64 = transaction
-                        .prepare_cached(
-                            "SELECT COUNT(*) FROM jobs WHERE state = ?1 AND lane_priority = ?2",
-                        )?
-                        .query_row(params![state, lane.priority()], |row| row.get(0))?;
-                    Ok(count.unsigned_abs())
-                };
-                let queued = count_in("QUEUED")?;
-                let leased = count_in("LEASED")?;
-                let oldest_queued_at = transaction
-                    .prepare_cached(
-                        "SELECT created_at FROM jobs WHERE state = 'QUEUED' AND lane_priority = ?1 \
-                         ORDER BY seq LIMIT 1",
-                    )?
-                    .query_row([lane.priority()], |row| time_at(row, 0))
-                    .optional()?;
-                stats.push(LaneStats {
-                    lane,
-                    queued,
-                    leased,
-                    oldest_queued_at,
-                });
-            }
-            Ok(stats)
-        })
-        .await
-    }
-
-    // --- graders ------------------------------------------------------------
-
-    async fn create_grader(&self, grader: Grader) -> StoreResult<()> {
-        self.write(move |transaction| {
-            transaction
-                .prepare_cached(
-                    "INSERT INTO graders (id, name, hostname, version, lanes, slots, state, token_hash, \
-                     last_heartbeat, registered_at, jobs_done, cluster_token_id) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-                )?
-                .execute(params![
-                    grader.id.to_string(),
-                    grader.name,
-                    grader.hostname,
-                    grader.version,
-                    to_json(&grader.lanes)?,
-                    grader.slots,
-                    grader.state.as_str(),
-                    grader.token_hash,
-                    micros(grader.last_heartbeat),
-                    micros(grader.registered_at),
-                    to_i64(grader.jobs_done, "jobs_done")?,
-                    grader.cluster_token_id.map(|id| id.to_string())
-                ])?;
-            Ok(())
-        })
-        .await
-    }
-
-    async fn get_grader(&self, id: Uuid) -> StoreResult<Option<Grader>> {
-        self.call(move |connection| select_grader(connection, id))
-            .await
-    }
-
-    async fn get_grader_by_token(&self, token_hash: &str) -> StoreResult<Option<Grader>> {
-        let token_hash = token_hash.to_owned();
-        self.call(move |connection| {
-            let sql = format!("SELECT {GRADER_COLUMNS} FROM graders WHERE token_hash = ?1");
-            Ok(connection
-                .prepare_cached(&sql)?
-                .query_row([token_hash], grader_from)
-                .optional()?)
-        })
-        .await
-    }
-
-    async fn list_graders(&self, page: Page<Uuid>) -> StoreResult<Vec<Grader>> {
-        self.call(move |connection| {
-            let sql = format!(
-                "SELECT {GRADER_COLUMNS} FROM graders WHERE ?1 IS NULL OR id < ?1 \
-                 ORDER BY id DESC LIMIT ?2"
-            );
-            let mut statement = connection.prepare_cached(&sql)?;
-            let after = page.after.map(|id| id.to_string());
-            let graders = statement
-                .query_map(params![after, sql_limit(page.limit)], grader_from)?
-                .collect::<rusqlite::Result<_>>()?;
-            Ok(graders)
-        })
-        .await
-    }
-
-    async fn touch_grader(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<Option<Grader>> {
-        self.write(move |transaction| {
-            let sql = format!(
-                "UPDATE graders SET last_heartbeat = ?2 WHERE id = ?1 AND state != 'DEAD' RETURNING {GRADER_COLUMNS}"
-            );
-            Ok(transaction.prepare_cached(&sql)?.query_row(params![id.to_string(), micros(now)], grader_from).optional()?)
-        })
-        .await
-    }
-
-    async fn set_grader_state(&self, id: Uuid, state: GraderState) -> StoreResult<bool> {
-        self.write(move |transaction| {
-            let changed = transaction
-                .prepare_cached("UPDATE graders SET state = ?2 WHERE id = ?1 AND state != 'DEAD'")?
-                .execute(params![id.to_string(), state.as_str()])?;
-            Ok(changed > 0)
-        })
-        .await
-    }
-
-    async fn mark_dead_graders(&self, cutoff: DateTime<Utc>) -> StoreResult<Vec<Grader>> {
-        self.write(move |transaction| {
-            let sql = format!(
-                "UPDATE graders SET state = 'DEAD' WHERE state IN ('ALIVE', 'DRAINING') AND last_heartbeat < ?1 \
-                 RETURNING {GRADER_COLUMNS}"
-            );
-            let mut statement = transaction.prepare_cached(&sql)?;
-            let graders = statement.query_map([micros(cutoff)], grader_from)?.collect::<rusqlite::Result<_>>()?;
-            Ok(graders)
-        })
-        .await
-    }
-
-    async fn delete_dead_graders(&self, cutoff: DateTime<Utc>) -> StoreResult<u64> {
-        self.write(move |transaction| {
-            let deleted = transaction
-                .prepare_cached("DELETE FROM graders WHERE state = 'DEAD' AND last_heartbeat < ?1")?
-                .execute([micros(cutoff)])?;
-            Ok(deleted as u64)
-        })
-        .await
-    }
-
-    async fn list_grader_leases(&self, grader_id: Uuid) -> StoreResult<Vec<Job>> {
-        self.call(move |connection| {
-            select_jobs(connection, GRADER_LEASES_FILTER, [grader_id.to_string()])
-        })
-        .await
-    }
-
-    // --- cluster tokens -----------------------------------------------------
-
-    async fn create_cluster_token(&self, token: ClusterToken) -> StoreResult<()> {
-        self.write(move |transaction| {
-            transaction
-                .prepare_cached(
-                    "INSERT INTO cluster_tokens (id, label, token_hash, created_by, created_at, revoked) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )?
-                .execute(params![
-                    token.id.to_string(),
-                    token.label,
-                    token.token_hash,
-                    token.created_by,
-                    micros(token.created_at),
-                    token.revoked
-                ])?;
-            Ok(())
-        })
-        .await
-    }
-
-    async fn list_cluster_tokens(&self) -> StoreResult<Vec<ClusterToken>> {
-        self.call(|connection| {
-            let sql = format!("SELECT {CLUSTER_TOKEN_COLUMNS} FROM cluster_tokens ORDER BY created_at DESC, rowid DESC");
-            let mut statement = connection.prepare_cached(&sql)?;
-            let tokens = statement.query_map([], cluster_token_from)?.collect::<rusqlite::Result<_>>()?;
-            Ok(tokens)
-        })
-        .await
-    }
-
-    async fn get_cluster_token_by_hash(
-        &self,
-        token_hash: &str,
-    ) -> StoreResult<Option<ClusterToken>> {
-        let token_hash = token_hash.to_owned();
-        self.call(move |connection| {
-            let sql =
-                format!("SELECT {CLUSTER_TOKEN_COLUMNS} FROM cluster_tokens WHERE token_hash = ?1");
-            Ok(connection
-                .prepare_cached(&sql)?
-                .query_row([token_hash], cluster_token_from)
-                .optional()?)
-        })
-        .await
-    }
-
-    async fn get_cluster_token(&self, id: Uuid) -> StoreResult<Option<ClusterToken>> {
-        self.call(move |connection| {
-            let sql = format!("SELECT {CLUSTER_TOKEN_COLUMNS} FROM cluster_tokens WHERE id = ?1");
-            Ok(connection
-                .prepare_cached(&sql)?
-                .query_row([id.to_string()], cluster_token_from)
-                .optional()?)
-        })
-        .await
-    }
-
-    async fn revoke_cluster_token(&self, id: Uuid) -> StoreResult<bool> {
-        self.write(move |transaction| {
-            let changed = transaction
-                .prepare_cached("UPDATE cluster_tokens SET revoked = 1 WHERE id = ?1")?
-                .execute([id.to_string()])?;
-            Ok(changed > 0)
-        })
-        .await
-    }
+    Ok(())
 }
 
 #[cfg(test)]
