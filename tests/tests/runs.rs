@@ -341,7 +341,11 @@ async fn a_run_grades_every_student_once_and_postprocesses_once() {
         let id = before["id"].as_i64().unwrap();
         let (_, now) = student.get(&format!("/attempts/{id}")).await;
         assert_eq!(now["data"]["status"], before["status"]);
-        assert_eq!(now["data"]["finished_at"], before["finished_at"]);
+        assert_eq!(now["data"]["error"], before["error"]);
+        assert_eq!(
+            now["data"]["finished_at"], before["finished_at"],
+            "run items complete through complete_attempt_job, yet never into the attempt"
+        );
     }
     // Nothing is retried in a run without errors; a finished run is not paused.
     let (status, reply) = professor
@@ -459,6 +463,10 @@ async fn a_run_grades_every_student_once_and_postprocesses_once() {
         assert_eq!(
             now["data"]["status"], before["status"],
             "a regrade never touches attempts"
+        );
+        assert_eq!(
+            now["data"]["finished_at"], before["finished_at"],
+            "a regrade's results go to its items, never to attempts"
         );
     }
 
@@ -758,6 +766,10 @@ async fn an_item_out_of_tries_is_an_error_the_run_still_finishes_and_retry_grade
         let id = before["id"].as_i64().unwrap();
         let (_, now) = student.get(&format!("/attempts/{id}")).await;
         assert_eq!(now["data"]["status"], "PASSED", "{now}");
+        assert_eq!(
+            now["data"]["finished_at"], before["finished_at"],
+            "an item's end never reaches the attempt: {now}"
+        );
     }
     // Retry grades the item in ERROR again; postprocessing runs again.
     let (status, retried) = professor
