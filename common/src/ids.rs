@@ -127,6 +127,8 @@ int_ids! {
     TestCaseId;
     /// A student's attempt at a challenge.
     AttemptId;
+    /// A grading run (a whole roster graded at once).
+    RunId;
 }
 
 uuid_ids! {

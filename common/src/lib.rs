@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 pub mod ids;
-pub use ids::{AttemptId, ChallengeId, GraderId, JobId, LeaseId, TestCaseId, UserId};
+pub use ids::{AttemptId, ChallengeId, GraderId, JobId, LeaseId, RunId, TestCaseId, UserId};
 
 pub mod assessments;
 
@@ -82,6 +82,8 @@ macro_rules! wire_names {
         }
     };
 }
+
+pub mod runs;
 
 /// Lifecycle of a challenge: created `PENDING`, then `READY` or `FAILED` once
 /// its init job reports.
@@ -257,6 +259,10 @@ pub struct AttemptPayload {
     pub query: String,
     pub times_to_run: u32,
     pub test_case_ids: Vec<TestCaseId>,
+    /// Set when the job grades an item of a grading run: its result goes
+    /// to that item, never to the attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_item: Option<runs::RunItemRef>,
 }
 
 /// What a job asks a grader to do.

@@ -106,6 +106,7 @@ fn attempt_job(index: usize) -> NewJob {
     NewJob {
         lane,
         payload: JobPayload::Attempt(AttemptPayload {
+            run_item: None,
             attempt_id: AttemptId(index as i64 + 1),
             user_id: UserId(1),
             challenge_id: ChallengeId((index % 100) as i64 + 1),

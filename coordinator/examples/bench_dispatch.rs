@@ -120,6 +120,7 @@ fn noop_job(lane: Lane, index: usize) -> NewJob {
             query: "select 1".into(),
             times_to_run: 1,
             test_case_ids: Vec::new(),
+            run_item: None,
         }),
         max_tries: 3,
         timeout_ms: 600_000,

@@ -203,6 +203,14 @@ pub struct Config {
     /// Logs as JSON lines.
     #[arg(long, env = "SQLARENA_JSON_LOGS")]
     pub json_logs: bool,
+    /// A run's webhook is retried (with exponential backoff) for this long
+    /// before postprocessing gives up on it, in seconds.
+    #[arg(long, env = "SQLARENA_WEBHOOK_RETRY_SECS", default_value_t = 3600)]
+    pub webhook_retry_secs: u64,
+    /// The wait before a webhook's second try, doubled after each failed
+    /// try (at most 5 minutes), in milliseconds.
+    #[arg(long, env = "SQLARENA_WEBHOOK_BACKOFF_MS", default_value_t = 1000)]
+    pub webhook_backoff_ms: u64,
 }
 
 /// Parses a retention: a whole number with a unit `s`, `m`, `h` or `d`

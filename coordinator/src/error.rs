@@ -18,6 +18,7 @@ use serde::Serialize;
 use sqlarena_common::{Envelope, ErrorCode, ErrorEnvelope, ErrorStatus};
 
 use crate::jobs::JobsError;
+use crate::runs::RunsError;
 use crate::store::StoreError;
 
 /// An error answered to a client, with its HTTP status.
@@ -199,6 +200,19 @@ impl From<JobsError> for ApiError {
                 retry_after_secs: OVER_CAP_RETRY_AFTER_SECS,
             },
             JobsError::Store(error) => error.into(),
+        }
+    }
+}
+
+impl From<RunsError> for ApiError {
+    fn from(error: RunsError) -> Self {
+        match error {
+            RunsError::NotFound(message) => ApiError::NotFound(message),
+            RunsError::Forbidden(message) => ApiError::Forbidden(message),
+            RunsError::Conflict(message) => ApiError::Conflict(message),
+            RunsError::Invalid(message) => ApiError::Unprocessable(message),
+            RunsError::Jobs(error) => error.into(),
+            RunsError::Store(error) => error.into(),
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod http;
 pub mod jobs;
 pub mod leaderboard;
 pub mod metrics;
+pub mod runs;
 pub mod state;
 pub mod store;
 pub mod throttle;
@@ -101,6 +102,7 @@ pub async fn serve_listeners(
     let tracker = TaskTracker::new();
     tracker.spawn(state.jobs.clone().run_reaper());
     tracker.spawn(state.jobs.clone().run_compaction());
+    tracker.spawn(state.runs.clone().run_loop());
     let header_timeout = state.config.header_timeout();
     if let Some(metrics_listener) = metrics_listener {
         let address = metrics_listener

@@ -7,6 +7,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::jobs::{Dispatcher, Jobs, JobsConfig};
 use crate::metrics::Metrics;
+use crate::runs::Runs;
 use crate::store::Store;
 use crate::throttle::{CredentialThrottle, HashGate};
 
@@ -17,6 +18,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Queueing, leases, results and the workflows built on them.
     pub jobs: Jobs,
+    /// Grading runs, built on the jobs.
+    pub runs: Runs,
     pub metrics: Arc<Metrics>,
     /// Per-client and per-account limits of the password endpoints.
     pub throttle: Arc<CredentialThrottle>,
@@ -38,9 +41,11 @@ impl AppState {
             JobsConfig::from_config(&config),
             shutdown.clone(),
         );
+        let runs = Runs::new(store.clone(), jobs.clone(), &config, shutdown.clone());
         AppState {
             store,
             jobs,
+            runs,
             throttle: Arc::new(CredentialThrottle::new(&config)),
             hashing: Arc::new(HashGate::new(
                 config.max_concurrent_hashes,

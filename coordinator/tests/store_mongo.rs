@@ -33,6 +33,7 @@ async fn connect(uri: &str) -> MongoStore {
 
 sqlarena_coordinator::store_conformance_suite!(fresh_store);
 sqlarena_coordinator::assessment_store_conformance_suite!(fresh_store);
+sqlarena_coordinator::store_runs_conformance_suite!(fresh_store);
 
 fn attempt_job(attempt_id: i64) -> NewJob {
     NewJob {
@@ -47,6 +48,7 @@ fn attempt_job(attempt_id: i64) -> NewJob {
             query: "select 1".into(),
             times_to_run: 3,
             test_case_ids: vec![TestCaseId(1), TestCaseId(2)],
+            run_item: None,
         }),
         max_tries: 3,
         timeout_ms: 30_000,

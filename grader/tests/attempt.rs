@@ -122,6 +122,7 @@ async fn attempt_jobs() {
         query: payload.solution.clone(),
         times_to_run: 1,
         test_case_ids: vec![TestCaseId(2), TestCaseId(1)],
+        run_item: None,
     };
     let outcome = run_attempt(
         &sandbox,
@@ -398,6 +399,7 @@ async fn slow_attempts_run_fewer_rounds_to_finish_by_the_deadline() {
         query: solution.into(),
         times_to_run: 30,
         test_case_ids: vec![TestCaseId(1)],
+        run_item: None,
     };
     // One round (student + reference) of this query takes about half a
     // second here, so 31 rounds take over 10 s; the budget is 1.5 s.

@@ -20,6 +20,7 @@ pub mod grader;
 pub mod openapi;
 pub mod ops;
 pub mod pagination;
+pub mod runs;
 pub mod server;
 pub mod users;
 pub mod views;
@@ -73,6 +74,7 @@ fn documented_router(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(attempts::router())
         .merge(admin::router())
         .merge(assessments::router())
+        .merge(runs::router())
         .nest("/grader", grader::router());
     let mut timed = OpenApiRouter::new()
         .nest("/api/v1", api)

@@ -56,6 +56,7 @@ pub const METRICS: &str = "metrics";
         (name = "challenges", description = "Challenges and their leaderboards"),
         (name = "attempts", description = "Submitting and following attempts"),
         (name = "assessments", description = "Timed assessments, their sessions and scores"),
+        (name = "runs", description = "Grading runs: a roster graded at once, gradebook, webhook"),
         (name = "admin", description = "Cluster tokens, graders, jobs, queues (ADMIN only)"),
         (name = "grader", description = "The grader protocol"),
         (name = "operations", description = "Health, readiness, metrics, this document"),

@@ -21,6 +21,7 @@ mod presence;
 mod queue;
 mod reaper;
 mod results;
+mod runs;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +40,7 @@ pub use presence::{
 };
 pub use queue::version_hash;
 pub use results::{attempt_status, bound_case_result, MAX_ACTUAL_BYTES, MAX_ACTUAL_ROWS};
+pub use runs::PAUSE_REASON;
 
 /// What the jobs service refuses, and store faults.
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +121,11 @@ pub struct Jobs {
     shutdown: CancellationToken,
     /// The graders' presence streams open on this coordinator.
     presence: Arc<presence::Presence>,
+    /// Woken when a run item's end needs the runs service (the run is
+    /// POSTPROCESSING, or failing under `fail_run`).
+    run_wakeup: Arc<tokio::sync::Notify>,
+    /// The id of every run whose items changed, for event streams.
+    run_events: tokio::sync::broadcast::Sender<sqlarena_common::RunId>,
 }
 
 impl Jobs {
@@ -137,7 +144,24 @@ impl Jobs {
             config: Arc::new(config),
             shutdown,
             presence: Arc::default(),
+            run_wakeup: Arc::default(),
+            run_events: tokio::sync::broadcast::channel(1024).0,
         }
+    }
+
+    /// Woken when a run needs the runs service (see `runs`).
+    pub fn run_wakeup(&self) -> &Arc<tokio::sync::Notify> {
+        &self.run_wakeup
+    }
+
+    /// Announces that something of run `run_id` changed.
+    pub fn announce_run(&self, run_id: sqlarena_common::RunId) {
+        let _ = self.run_events.send(run_id);
+    }
+
+    /// Subscribes to the ids of runs whose items or state change.
+    pub fn run_events(&self) -> tokio::sync::broadcast::Receiver<sqlarena_common::RunId> {
+        self.run_events.subscribe()
     }
 
     /// Returns the dispatcher that wakes long-polling graders.

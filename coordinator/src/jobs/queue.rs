@@ -92,6 +92,7 @@ impl Jobs {
             query: attempt.query.clone(),
             times_to_run: challenge.times_to_run,
             test_case_ids: challenge.test_cases.iter().map(|case| case.id).collect(),
+            run_item: None,
         });
         let timeout_ms = match lane {
             Lane::Slow => self.config.slow_timeout_ms,
@@ -150,6 +151,16 @@ impl Jobs {
     /// changed (its grading would be against databases that no longer exist).
     pub async fn retry_job(&self, id: JobId) -> JobsResult<Job> {
         let existing = self.job(id).await?;
+        if let JobPayload::Attempt(AttemptPayload {
+            run_item: Some(reference),
+            ..
+        }) = &existing.payload
+        {
+            return Err(JobsError::Conflict(format!(
+                "job {id} grades item {} of run {}: retry it with POST /api/v1/runs/{}/retry",
+                reference.item, reference.run_id, reference.run_id
+            )));
+        }
         self.check_version_is_current(&existing).await?;
         let Some(job) = self.store.retry_job(id).await? else {
             return Err(JobsError::Conflict(format!(

@@ -92,6 +92,11 @@ impl Jobs {
                     Err(error) => return Err(error.into()),
                 }
             }
+            (JobPayload::Attempt(attempt), _) if attempt.run_item.is_some() => {
+                if let Some(reference) = attempt.run_item {
+                    self.apply_run_item(job, reference).await?;
+                }
+            }
             (JobPayload::Attempt(attempt), state_now) => {
                 let update = attempt_result(job, state_now, now);
                 match self.store.update_attempt(attempt.attempt_id, update).await {
@@ -146,7 +151,9 @@ impl Jobs {
         let held = held_lease(grader, job_id, lease_id);
         let now = Utc::now();
         // An attempt's result is applied in the same store step; an init's
-        // (rare, and it touches the challenge) right after.
+        // (rare, and it touches the challenge) right after, and so is a run
+        // item's (`complete_attempt_job` only records it: it goes to the
+        // item, never to the attempt).
         let completion = match &outcome {
             JobOutcome::Attempt(attempt) => {
                 let update = finished_attempt(attempt, now);

@@ -264,6 +264,7 @@ fn attempt_job(lane: Lane, attempt_id: AttemptId) -> NewJob {
             query: "select a from t".into(),
             times_to_run: 3,
             test_case_ids: vec![TestCaseId(1), TestCaseId(2)],
+            run_item: None,
         }),
         max_tries: 3,
         timeout_ms: 30_000,

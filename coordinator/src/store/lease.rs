@@ -255,6 +255,7 @@ mod tests {
                 query: "SELECT 1".into(),
                 times_to_run: 1,
                 test_case_ids: vec![TestCaseId(1)],
+                run_item: None,
             }),
             state: JobState::Leased,
             tries,

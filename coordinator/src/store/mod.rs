@@ -1,6 +1,7 @@
 //! The coordinator's store: everything the coordinator keeps, one async
 //! trait per aggregate ([`UserStore`], [`ChallengeStore`], [`AttemptStore`],
-//! [`JobStore`], [`GraderStore`]) gathered by [`Store`], with two backends
+//! [`JobStore`], [`GraderStore`], and grading runs' [`runs::RunStore`])
+//! gathered by [`Store`], with two backends
 //! chosen by URI scheme. Each backend implements each aggregate in a file of
 //! its own (`sqlite/jobs.rs`, `mongo/jobs.rs`, ...).
 //!
@@ -27,6 +28,9 @@ mod jobs;
 pub mod lease;
 pub mod migration;
 pub mod mongo;
+pub mod runs;
+#[cfg(feature = "testsuite")]
+pub mod runs_conformance;
 pub mod sqlite;
 mod users;
 
@@ -186,6 +190,7 @@ pub trait Store:
     + GraderStore
     + AssessmentStore
     + ConsoleStore
+    + runs::RunStore
     + Send
     + Sync
     + 'static
@@ -197,6 +202,10 @@ pub trait Store:
     /// applies the result: `update` to the attempt (unless it is gone or
     /// final), then the job is marked applied. Refusals as
     /// [`JobStore::complete_job`], and nothing changes then.
+    ///
+    /// A job grading a run item (`run_item: Some(_)`) is only recorded, as
+    /// [`JobStore::complete_job`] does (unapplied): its result goes to the
+    /// item, never to the attempt.
     ///
     /// This default takes the three steps one after the other; a crash
     /// between them leaves the job unapplied, and
@@ -216,6 +225,11 @@ pub trait Store:
         let JobPayload::Attempt(payload) = &job.payload else {
             return Ok(completion);
         };
+        if payload.run_item.is_some() {
+            // A run item's result goes to its item (`Jobs::apply_finished_job`
+            // routes the unapplied job there), never to the attempt.
+            return Ok(completion);
+        }
         match self.update_attempt(payload.attempt_id, update).await {
             Ok(_) | Err(StoreError::NotFound(_)) => {}
             Err(error) => return Err(error),

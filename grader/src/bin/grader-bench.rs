@@ -139,6 +139,7 @@ async fn main() -> anyhow::Result<()> {
         query: query.into(),
         times_to_run: TIMES_TO_RUN,
         test_case_ids: vec![TestCaseId(1), TestCaseId(2), TestCaseId(3)],
+        run_item: None,
     };
     let student = attempt(
         "SELECT i.category, count(*) AS n, sum(i.price) AS total FROM items i WHERE NOT i.price <= 100 GROUP BY 1",

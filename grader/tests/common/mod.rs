@@ -193,6 +193,7 @@ pub fn attempt_payload(bundle: &CachedBundle, query: &str) -> AttemptPayload {
         query: query.into(),
         times_to_run: bundle.bundle.times_to_run,
         test_case_ids: bundle.bundle.test_cases.iter().map(|c| c.id).collect(),
+        run_item: None,
     }
 }
 

@@ -37,6 +37,7 @@ mod console;
 mod graders;
 mod jobs;
 pub mod maintenance;
+mod runs;
 mod users;
 
 use crate::store::{AttemptStore, ChallengeStore, GraderStore, JobStore, Retry, UserStore};
@@ -606,7 +607,14 @@ pub(crate) fn wanted_indexes() -> Vec<(&'static str, Document, Option<IndexOptio
             None,
         ),
     ];
-    indexes.into_iter().chain(assessments::indexes()).collect()
+    let runs = runs::indexes()
+        .into_iter()
+        .map(|(name, keys)| (name, keys, None));
+    indexes
+        .into_iter()
+        .chain(assessments::indexes())
+        .chain(runs)
+        .collect()
 }
 
 /// Maps a driver error: duplicate keys are `Conflict`, the rest `Backend`.

@@ -122,26 +122,13 @@ impl JobStore for SqliteStore {
         outcome: JobOutcome,
         now: DateTime<Utc>,
     ) -> StoreResult<Completion> {
-        let HeldLease {
-            job_id, lease_id, ..
-        } = held;
+        let job_id = held.job_id;
         self.write(move |transaction| {
             let job = existing_job(transaction, job_id)?;
             if lease::check_completion(&job, held, &outcome)? == CompletionCheck::AlreadyRecorded {
                 return Ok(Completion::AlreadyRecorded(job));
             }
-            transaction
-                .prepare_cached(
-                    "UPDATE jobs SET state = 'DONE', outcome = ?3, finished_at = ?4, applied = 0 \
-                     WHERE id = ?1 AND state = 'LEASED' AND lease_id = ?2",
-                )?
-                .execute(params![
-                    job_id.to_string(),
-                    lease_id.to_string(),
-                    to_json(&outcome)?,
-                    micros(now)
-                ])?;
-            count_job_done(transaction, &job)?;
+            record_completion_in(transaction, &job, held, &outcome, now)?;
             Ok(Completion::Recorded(existing_job(transaction, job_id)?))
         })
         .await
@@ -336,4 +323,28 @@ impl JobStore for SqliteStore {
         })
         .await
     }
+}
+
+/// Records `job`'s completion under `held` (checked by the caller): DONE
+/// with its outcome kept, not yet applied, counted in its grader's
+/// `jobs_done`.
+pub(super) fn record_completion_in(
+    transaction: &Transaction<'_>,
+    job: &Job,
+    held: HeldLease,
+    outcome: &JobOutcome,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    transaction
+        .prepare_cached(
+            "UPDATE jobs SET state = 'DONE', outcome = ?3, finished_at = ?4, applied = 0 \
+             WHERE id = ?1 AND state = 'LEASED' AND lease_id = ?2",
+        )?
+        .execute(params![
+            held.job_id.to_string(),
+            held.lease_id.to_string(),
+            to_json(outcome)?,
+            micros(now)
+        ])?;
+    count_job_done(transaction, job)
 }

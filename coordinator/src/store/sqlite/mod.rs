@@ -28,6 +28,7 @@ mod challenges;
 mod console;
 mod graders;
 mod jobs;
+mod runs;
 mod users;
 
 use crate::store::{AttemptStore, ChallengeStore, GraderStore, JobStore, Retry, UserStore};
@@ -64,7 +65,7 @@ use super::{
 
 /// Version of the schema created by [`SCHEMA`]; kept in `schema_version` so
 /// that [`migrate`] can bring an older file up to date.
-const SCHEMA_VERSION: i64 = 7;
+const SCHEMA_VERSION: i64 = 8;
 
 /// The schema, created idempotently at every open.
 const SCHEMA: &str = "
@@ -407,6 +408,9 @@ fn claim_next(
             break;
         }
     }
+    if chosen.is_none() {
+        chosen = runs::next_batch_item(transaction, priorities)?;
+    }
     let Some((seq, timeout_ms)) = chosen else {
         return Ok(None);
     };
@@ -455,9 +459,10 @@ fn configure(connection: &Connection, synchronous: Synchronous) -> anyhow::Resul
         "PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 10000;"
     ))?;
     connection.execute_batch(&format!(
-        "BEGIN IMMEDIATE; {SCHEMA} {} {} COMMIT;",
+        "BEGIN IMMEDIATE; {SCHEMA} {} {} {} COMMIT;",
         assessments::SCHEMA,
-        console::SCHEMA
+        console::SCHEMA,
+        runs::SCHEMA
     ))?;
     let version: Option<i64> =
         connection.query_row("SELECT MAX(version) FROM schema_version", [], |row| {
@@ -521,6 +526,8 @@ fn migrate(connection: &Connection, from: i64) -> anyhow::Result<()> {
     // before this runs, so nothing to change here.
     // Version 7: the console lists a challenge's attempts newest first
     // (`attempts_by_challenge_id`, created with the console's schema).
+    // Version 8: grading runs (`runs::SCHEMA`), new tables only, created
+    // with the schema at every open.
     steps.push_str(&format!(
         "UPDATE schema_version SET version = {SCHEMA_VERSION}; COMMIT;"
     ));
@@ -1128,6 +1135,13 @@ impl Store for SqliteStore {
             let JobPayload::Attempt(payload) = &job.payload else {
                 return Err(StoreError::Invalid(format!("job {} is no attempt job", job.id)));
             };
+            if payload.run_item.is_some() {
+                // A run item's result goes to its item, never to the
+                // attempt: recorded only (as `complete_job`), and
+                // `Jobs::apply_finished_job` applies it to the item.
+                jobs::record_completion_in(transaction, &job, held, &outcome, now)?;
+                return Ok(Completion::Recorded(existing_job(transaction, held.job_id)?));
+            }
             // Applied at once: the outcome goes straight into the attempt,
             // so the job keeps neither it nor its progress.
             transaction
