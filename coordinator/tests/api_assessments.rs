@@ -12,12 +12,10 @@ use chrono::{DateTime, Utc};
 use common::TestServer;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use sqlarena_common::{AttemptId, ChallengeId, Role, TestCaseId, UserId};
+use sqlarena_common::{AttemptId, ChallengeId, TestCaseId, UserId};
 use sqlarena_common::{AttemptStatus, CaseResult, CaseStatus, Column, QueryResult};
-use sqlarena_coordinator::auth::token_hash;
 use sqlarena_coordinator::store::assessments::Submission;
-use sqlarena_coordinator::store::{AttemptUpdate, InitResult, NewUser, Session};
-use uuid::Uuid;
+use sqlarena_coordinator::store::{AttemptUpdate, InitResult};
 
 fn mongodb() -> Option<String> {
     Some(sqlarena_e2e::mongo::test_mongodb_uri())
@@ -1015,107 +1013,4 @@ async fn a_submission_cut_off_before_its_attempt_is_queued_again() {
         .await;
     assert_eq!(finished.data()["state"], "FINALIZED");
     server.stop().await;
-}
-
-/// 300 students start their sessions at once; each submits 1 s before its
-/// own deadline (accepted) and 1 s after it (403 `deadline_passed`).
-/// Students are signed in through the store, to spend the test's time on
-/// sessions rather than on password hashing.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn three_hundred_students_start_at_once_and_each_deadline_holds() {
-    const STUDENTS: usize = 300;
-    let server = TestServer::start().await;
-    let (_, professor) = server.professor("crowd-prof@example.com").await;
-    let challenge = ready_challenge(&server, &professor, "crowd").await;
-    let id = create(
-        &server,
-        &professor,
-        spec(&[challenge], json!({"time_limit_s": 4})),
-    )
-    .await;
-    let mut tokens = Vec::new();
-    for index in 0..STUDENTS {
-        let user = server
-            .store()
-            .create_user(NewUser {
-                email: format!("crowd-{index}@example.com"),
-                full_name: format!("Student {index}"),
-                role: Role::Student,
-                password_hash: "$argon2id$unused".into(),
-            })
-            .await
-            .unwrap();
-        let token = format!("sqa_crowd_{index}_{}", Uuid::new_v4().simple());
-        let now = Utc::now();
-        server
-            .store()
-            .create_session(Session {
-                id: Uuid::new_v4(),
-                token_hash: token_hash(&token),
-                user_id: user.id,
-                created_at: now,
-                expires_at: now + chrono::Duration::hours(1),
-            })
-            .await
-            .unwrap();
-        tokens.push(token);
-    }
-    let students: Vec<_> = tokens
-        .into_iter()
-        .map(|token| {
-            let client = server.client.clone();
-            tokio::spawn(async move {
-                let started = client
-                    .post(
-                        &format!("/api/v1/assessments/{id}/sessions"),
-                        Some(&token),
-                        json!({}),
-                    )
-                    .await;
-                assert_eq!(started.status, StatusCode::CREATED, "{}", started.text);
-                let session = started.data()["id"].as_i64().unwrap();
-                let deadline: DateTime<Utc> = started.data()["deadline"]
-                    .as_str()
-                    .unwrap()
-                    .parse()
-                    .unwrap();
-                let path = format!("/api/v1/sessions/{session}/questions/1/attempts");
-                let body = json!({"query": "SELECT a FROM t"});
-                sleep_until_time(deadline - chrono::Duration::seconds(1)).await;
-                let early = client.post(&path, Some(&token), body.clone()).await;
-                sleep_until_time(deadline + chrono::Duration::seconds(1)).await;
-                let late = client.post(&path, Some(&token), body).await;
-                (early, late)
-            })
-        })
-        .collect();
-    for student in students {
-        let (early, late) = student.await.unwrap();
-        assert_eq!(
-            early.status,
-            StatusCode::CREATED,
-            "1 s before: {}",
-            early.text
-        );
-        assert_eq!(
-            late.status,
-            StatusCode::FORBIDDEN,
-            "1 s after: {}",
-            late.text
-        );
-        assert_eq!(code(&late), "deadline_passed");
-    }
-    let sessions = server.store().list_assessment_sessions(id).await.unwrap();
-    assert_eq!(sessions.len(), STUDENTS);
-    assert!(sessions.iter().all(
-        |session| session.submissions.len() == 1 && session.submissions[0].attempt_id.is_some()
-    ));
-    server.stop().await;
-}
-
-/// Sleeps until the wall-clock time `at` (at once if it has passed).
-async fn sleep_until_time(at: DateTime<Utc>) {
-    if let Ok(wait) = (at - Utc::now()).to_std() {
-        tokio::time::sleep(wait).await;
-    }
 }

@@ -232,3 +232,157 @@ async fn a_sigkill_mid_assessment_loses_no_submission() {
     grader.terminate(Duration::from_secs(15)).await;
     coordinator.terminate(Duration::from_secs(10)).await;
 }
+
+/// 300 students start their sessions at once on the real cluster. Each
+/// submits 1 s before its own deadline (accepted, then graded by a real
+/// grader) and 1 s after it (refused with `deadline_passed`). Per-student
+/// extra time (0-5 s) spreads the deadlines, as accommodations do in a
+/// real class, and shows the override is honoured to the second too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_hundred_students_start_at_once_and_each_deadline_holds() {
+    const STUDENTS: usize = 300;
+    const LIMIT_S: i64 = 10;
+    let token = format!("sqc_assess_{}", Uuid::new_v4().simple());
+    let mut coordinator =
+        start_coordinator("assess-crowd", &temp_store("assess-crowd"), &token, &[]).await;
+    // Timing precision is not what this test is about: the stated rounds
+    // only, so 300 attempts grade quickly on a busy machine.
+    let mut grader = start_grader(
+        "assess-crowd-grader",
+        coordinator.url(),
+        &token,
+        &["--precision-time-ms", "0", "--slots", "4"],
+    )
+    .await;
+    let api = Api::new(coordinator.url());
+    let admin = api.login("admin@example.com", "admin-password").await;
+    let (_, invite) = admin.post("/invites", json!({"role": "PROF"})).await;
+    let code = invite["data"]["code"].as_str().unwrap().to_string();
+    let (_, professor) = register(
+        &api,
+        "assess-crowd-prof@example.edu",
+        "Prof",
+        "PROF",
+        Some(&code),
+    )
+    .await;
+    let challenge =
+        publish_sample_challenge(&professor, "assess-crowd", Duration::from_secs(120)).await;
+    let challenge_id = challenge["id"].as_i64().unwrap();
+    let students = register_students(&api, STUDENTS).await;
+
+    let now = Utc::now();
+    let (status, reply) = professor
+        .post(
+            "/assessments",
+            json!({
+                "name": "Crowd", "zones": [{"pool": [challenge_id], "pick": 1, "points": 1.0}],
+                "selection": "random", "time_limit_s": LIMIT_S,
+                "opens_at": (now - chrono::Duration::minutes(1)).to_rfc3339(),
+                "closes_at": (now + chrono::Duration::hours(1)).to_rfc3339(),
+                "feedback": "immediate", "scoreboard": "hidden"
+            }),
+        )
+        .await;
+    assert_eq!(status, 201, "{reply}");
+    let assessment_id = reply["data"]["id"].as_i64().unwrap();
+    for (index, (user_id, _)) in students.iter().enumerate() {
+        let (status, reply) = professor
+            .call(
+                reqwest::Method::PUT,
+                &format!("/assessments/{assessment_id}/overrides"),
+                Some(json!({"user_id": user_id, "extra_s": index % 6})),
+            )
+            .await;
+        assert_eq!(status, 200, "{reply}");
+    }
+
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(STUDENTS));
+    let tasks: Vec<_> = students
+        .into_iter()
+        .enumerate()
+        .map(|(index, (_, student))| {
+            let start = start.clone();
+            tokio::spawn(async move {
+                start.wait().await;
+                let (status, session) = student
+                    .post(&format!("/assessments/{assessment_id}/sessions"), json!({}))
+                    .await;
+                assert_eq!(status, 201, "{session}");
+                let session = &session["data"];
+                let started = time_of(&session["started_at"]);
+                let deadline = time_of(&session["deadline"]);
+                let extra = i64::try_from(index % 6).unwrap();
+                assert_eq!((deadline - started).num_seconds(), LIMIT_S + extra);
+                let id = session["id"].as_i64().unwrap();
+                let path = format!("/sessions/{id}/questions/1/attempts");
+                sleep_until_time(deadline - chrono::Duration::seconds(1)).await;
+                let early = student.post(&path, json!({"query": SOLUTION})).await;
+                sleep_until_time(deadline + chrono::Duration::seconds(1)).await;
+                let late = student.post(&path, json!({"query": SOLUTION})).await;
+                assert_eq!(early.0, 201, "1 s before the deadline: {}", early.1);
+                assert_eq!(late.0, 403, "1 s after the deadline: {}", late.1);
+                assert_eq!(late.1["code"], "deadline_passed");
+                (student, id)
+            })
+        })
+        .collect();
+    let mut sessions = Vec::new();
+    for task in tasks {
+        sessions.push(task.await.unwrap());
+    }
+
+    // Every accepted submission is graded by the real grader, and counts.
+    for (student, id) in &sessions {
+        let path = format!("/sessions/{id}");
+        let session = eventually(
+            "the session to be FINALIZED",
+            Duration::from_secs(300),
+            || async {
+                let (_, reply) = student.get(&path).await;
+                (reply["data"]["state"] == "FINALIZED").then(|| reply["data"].clone())
+            },
+        )
+        .await;
+        let submissions = session["questions"][0]["submissions"].as_array().unwrap();
+        assert_eq!(submissions.len(), 1, "{session}");
+        assert_eq!(submissions[0]["status"], "PASSED", "{session}");
+    }
+    let (_, scores) = professor
+        .get(&format!("/assessments/{assessment_id}/scores"))
+        .await;
+    let scores = scores["data"]["scores"].as_array().unwrap();
+    assert_eq!(scores.len(), STUDENTS);
+    assert!(scores.iter().all(|score| score["score"] == 1.0));
+
+    grader.terminate(Duration::from_secs(15)).await;
+    coordinator.terminate(Duration::from_secs(10)).await;
+}
+
+/// Registers `count` students, eight at a time (each is two password
+/// hashes), and returns their ids and signed-in clients.
+async fn register_students(api: &Api, count: usize) -> Vec<(i64, Api)> {
+    let mut students = Vec::with_capacity(count);
+    for batch in (0..count).collect::<Vec<_>>().chunks(8) {
+        let registered = batch.iter().map(|index| {
+            let api = api.clone();
+            let email = format!("assess-crowd-{index}@example.edu");
+            tokio::spawn(async move { register(&api, &email, "Student", "STUD", None).await })
+        });
+        for task in registered.collect::<Vec<_>>() {
+            students.push(task.await.unwrap());
+        }
+    }
+    students
+}
+
+fn time_of(value: &serde_json::Value) -> DateTime<Utc> {
+    value.as_str().unwrap().parse().unwrap()
+}
+
+/// Sleeps until the wall-clock time `at` (at once if it has passed).
+async fn sleep_until_time(at: DateTime<Utc>) {
+    if let Ok(wait) = (at - Utc::now()).to_std() {
+        tokio::time::sleep(wait).await;
+    }
+}

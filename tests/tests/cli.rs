@@ -579,3 +579,189 @@ async fn the_readme_quickstart_runs_as_written() {
         process.terminate(std::time::Duration::from_secs(15)).await;
     }
 }
+
+/// A professor grades the class with a run and holds a timed assessment,
+/// and a student takes it, all from the shell; a student may do neither
+/// staff command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_runs_a_class_and_holds_an_assessment() {
+    let token = cluster_token();
+    let mut coordinator =
+        start_coordinator("cli-runs-coordinator", &temp_store("cli-runs"), &token, &[]).await;
+    let url = coordinator.url().to_string();
+    let mut grader = start_grader("cli-runs", &url, &token, &[]).await;
+    let admin = User::new("runs-admin");
+    admin
+        .login(&url, "admin@example.com", "admin-password")
+        .await;
+    let code = admin
+        .expect(0, &["invite", "create", "--role", "PROF"])
+        .await
+        .stdout;
+    let professor = User::new("runs-professor");
+    professor
+        .expect(
+            0,
+            &[
+                "register",
+                &url,
+                "--email",
+                "prof-runs@example.edu",
+                "--name",
+                "Prof Runs",
+                "--invite",
+                code.trim(),
+                "--password",
+                "prof-password",
+            ],
+        )
+        .await;
+    let dir = temp_dir("cli-runs-challenge").join("big-spenders");
+    copy_dir(&example("big-spenders"), &dir);
+    let pushed = professor
+        .json(0, &["challenge", "push", dir.to_str().unwrap(), "--wait"])
+        .await;
+    let challenge_id = pushed["challenge"]["id"].as_i64().unwrap().to_string();
+    let attempt_file = example("big-spenders-attempt.sql");
+    let attempt_file = attempt_file.to_str().unwrap();
+    let mut students = Vec::new();
+    for index in 0..2 {
+        let student = User::new(&format!("runs-student-{index}"));
+        student
+            .expect(
+                0,
+                &[
+                    "register",
+                    &url,
+                    "--email",
+                    &format!("stud-runs-{index}@example.edu"),
+                    "--name",
+                    &format!("Student {index}"),
+                    "--password",
+                    "stud-password",
+                ],
+            )
+            .await;
+        student
+            .expect(
+                0,
+                &["attempt", "submit", &challenge_id, attempt_file, "--wait"],
+            )
+            .await;
+        students.push(student);
+    }
+
+    // A run over the class: it ends COMPLETED with one item per student.
+    let refused = students[0]
+        .expect(3, &["run", "start", &challenge_id])
+        .await;
+    assert!(!refused.stderr.is_empty(), "{refused:?}");
+    let run = professor
+        .json(
+            0,
+            &["run", "start", &challenge_id, "--wait", "--timeout", "300"],
+        )
+        .await;
+    assert_eq!(run["state"], "COMPLETED", "{run}");
+    assert_eq!(run["counts"]["done"], 2, "{run}");
+    let run_id = &run["id"].to_string();
+    let items = professor.json(0, &["run", "items", run_id]).await;
+    let statuses: Vec<&str> = items
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, vec!["PASSED", "PASSED"], "{items}");
+    let gradebook = temp_dir("cli-runs-gradebook").join("gradebook.csv");
+    professor
+        .expect(
+            0,
+            &[
+                "run",
+                "gradebook",
+                run_id,
+                "--output",
+                gradebook.to_str().unwrap(),
+            ],
+        )
+        .await;
+    let csv = std::fs::read_to_string(&gradebook).unwrap();
+    assert_eq!(
+        csv.lines().count(),
+        3,
+        "a header and a row per student:\n{csv}"
+    );
+    let shown = professor.expect(0, &["run", "show", run_id]).await;
+    assert!(shown.stdout.contains(": COMPLETED"), "{shown:?}");
+    assert!(shown.stdout.contains("2 done"), "{shown:?}");
+
+    // A timed assessment over the challenge.
+    let now = chrono::Utc::now();
+    let spec = serde_json::json!({
+        "name": "CLI quiz",
+        "zones": [{"pool": [challenge_id.parse::<i64>().unwrap()], "pick": 1, "points": 4.0}],
+        "selection": "stable", "time_limit_s": 600,
+        "opens_at": (now - chrono::Duration::minutes(1)).to_rfc3339(),
+        "closes_at": (now + chrono::Duration::hours(1)).to_rfc3339(),
+        "feedback": "immediate", "scoreboard": "hidden"
+    });
+    let spec_file = temp_dir("cli-assessment").join("quiz.json");
+    std::fs::write(&spec_file, spec.to_string()).unwrap();
+    let assessment = professor
+        .json(0, &["assessment", "create", spec_file.to_str().unwrap()])
+        .await;
+    let assessment_id = assessment["id"].to_string();
+    let student = &students[0];
+    let session = student
+        .json(0, &["assessment", "start", &assessment_id])
+        .await;
+    let session_id = session["id"].to_string();
+    let deadline = session["deadline"].as_str().unwrap().to_string();
+    let graded = student
+        .json(
+            0,
+            &[
+                "session",
+                "submit",
+                &session_id,
+                "1",
+                attempt_file,
+                "--wait",
+            ],
+        )
+        .await;
+    assert_eq!(graded["status"], "PASSED", "{graded}");
+
+    // Staff add time; the student may not.
+    let refused = student
+        .expect(3, &["session", "time", &session_id, "60"])
+        .await;
+    assert!(!refused.stderr.is_empty(), "{refused:?}");
+    let extended = professor
+        .json(0, &["session", "time", &session_id, "60"])
+        .await;
+    assert_ne!(extended["deadline"].as_str().unwrap(), deadline);
+    let finished = student.json(0, &["session", "finish", &session_id]).await;
+    assert_eq!(finished["state"], "FINALIZED", "{finished}");
+    let scores = professor
+        .expect(0, &["assessment", "scores", &assessment_id])
+        .await;
+    assert!(scores.stdout.contains("4.0 / 4.0"), "{scores:?}");
+    let log = professor.json(0, &["session", "log", &session_id]).await;
+    let kinds: Vec<&str> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| entry["kind"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"started") && kinds.contains(&"extended"),
+        "{kinds:?}"
+    );
+
+    grader.terminate(std::time::Duration::from_secs(15)).await;
+    coordinator
+        .terminate(std::time::Duration::from_secs(10))
+        .await;
+}

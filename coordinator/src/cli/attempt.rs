@@ -50,7 +50,7 @@ fn show(attempt: &Value, json: bool) {
 }
 
 /// Reads the query from `file`, or standard input for `-`.
-fn read_query(file: &Path) -> Result<String, CliError> {
+pub(super) fn read_query(file: &Path) -> Result<String, CliError> {
     if file == Path::new("-") {
         let mut query = String::new();
         std::io::stdin()
@@ -106,7 +106,11 @@ async fn submit(
 }
 
 /// Polls an attempt until its status is final.
-async fn wait_graded(client: &Client, id: i64, timeout: Duration) -> Result<Value, CliError> {
+pub(super) async fn wait_graded(
+    client: &Client,
+    id: i64,
+    timeout: Duration,
+) -> Result<Value, CliError> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let attempt = client.get(&format!("/attempts/{id}")).await?;

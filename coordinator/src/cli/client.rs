@@ -111,6 +111,14 @@ impl Client {
         Ok(self.send(Method::PATCH, path, &[], Some(body)).await?.data)
     }
 
+    /// PUTs `body` to `path` and returns `data`.
+    ///
+    /// # Errors
+    /// As [`Client::get`].
+    pub async fn put(&self, path: &str, body: &Value) -> Result<Value, CliError> {
+        Ok(self.send(Method::PUT, path, &[], Some(body)).await?.data)
+    }
+
     /// GETs every page of a list (`next_cursor` beside `data`) and returns
     /// all items. A server without pagination answers in one page.
     ///
@@ -143,6 +151,14 @@ impl Client {
         )))
     }
 
+    /// GETs `path` and returns the body as it is (a CSV, say), not JSON.
+    ///
+    /// # Errors
+    /// As [`Client::get`].
+    pub async fn download(&self, path: &str) -> Result<String, CliError> {
+        self.text(Method::GET, path, &[], None).await
+    }
+
     async fn send(
         &self,
         method: Method,
@@ -150,6 +166,27 @@ impl Client {
         query: &[(&str, String)],
         body: Option<&Value>,
     ) -> Result<Page, CliError> {
+        let text = self.text(method, path, query, body).await?;
+        let reply: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Ok(Page {
+            data: reply.get("data").cloned().unwrap_or(Value::Null),
+            next_cursor: reply
+                .get("next_cursor")
+                .and_then(Value::as_str)
+                .filter(|cursor| !cursor.is_empty())
+                .map(str::to_string),
+        })
+    }
+
+    /// Sends a request and returns a successful reply's body; an error
+    /// reply becomes the [`CliError`] its status and envelope say.
+    async fn text(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+    ) -> Result<String, CliError> {
         let url = format!("{}/api/v1{path}", self.base);
         let mut request = self.http.request(method.clone(), &url);
         if !query.is_empty() {
@@ -172,17 +209,8 @@ impl Client {
         let text = response.text().await.map_err(|error| {
             CliError::Server(format!("{method} {path}: reading the reply: {error}"))
         })?;
-        let reply: Option<Value> = serde_json::from_str(&text).ok();
         if status.is_success() {
-            let reply = reply.unwrap_or(Value::Null);
-            return Ok(Page {
-                data: reply.get("data").cloned().unwrap_or(Value::Null),
-                next_cursor: reply
-                    .get("next_cursor")
-                    .and_then(Value::as_str)
-                    .filter(|cursor| !cursor.is_empty())
-                    .map(str::to_string),
-            });
+            return Ok(text);
         }
         let message = match ErrorEnvelope::parse(&text) {
             Some(envelope) => envelope.message,

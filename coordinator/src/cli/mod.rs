@@ -7,12 +7,14 @@
 //! what failed (see [`CliError::exit_code`]).
 
 mod admin;
+mod assessment;
 mod attempt;
 mod challenge;
 mod challenge_dir;
 mod client;
 mod credentials;
 mod output;
+mod run;
 mod session;
 
 use std::path::PathBuf;
@@ -33,7 +35,7 @@ pub const EXIT_UNSUCCESSFUL: u8 = 1;
     name = "sqlarena",
     version,
     about = "Command-line client of a sqlarena coordinator",
-    after_help = "The login is kept in $SQLARENA_CONFIG_DIR, else $XDG_CONFIG_HOME/sqlarena, else ~/.config/sqlarena (credentials.toml, mode 0600).\n\nExit codes: 0 done; 1 a graded attempt that did not pass (or a challenge whose init failed); 2 usage or a request the server refused as given (400, 409, 422, 429); 3 not logged in, wrong password or not allowed (401, 403); 4 not found (404); 5 server or network error."
+    after_help = "The login is kept in $SQLARENA_CONFIG_DIR, else $XDG_CONFIG_HOME/sqlarena, else ~/.config/sqlarena (credentials.toml, mode 0600).\n\nExit codes: 0 done; 1 a graded attempt that did not pass (or a challenge whose init failed, or a waited-for run that did not end COMPLETED); 2 usage or a request the server refused as given (400, 409, 422, 429); 3 not logged in, wrong password or not allowed (401, 403); 4 not found (404); 5 server or network error."
 )]
 pub struct Cli {
     /// Prints the API's JSON instead of tables, for scripts.
@@ -67,6 +69,15 @@ pub enum Command {
     /// Invites (admins): a code that lets someone register with a role.
     #[command(subcommand)]
     Invite(InviteCommand),
+    /// Grading runs (professors): grade a whole class, follow, pause, cancel, diff, publish.
+    #[command(subcommand)]
+    Run(RunCommand),
+    /// Timed assessments: create, add time, scores (staff); start your session (students).
+    #[command(subcommand)]
+    Assessment(AssessmentCommand),
+    /// Assessment sessions: show, submit, finish (students); add time, reopen, log (staff).
+    #[command(subcommand)]
+    Session(SessionCommand),
 }
 
 /// `sqlarena login URL`.
@@ -172,6 +183,123 @@ pub enum InviteCommand {
     },
 }
 
+/// `sqlarena run ...`.
+#[derive(Debug, Subcommand)]
+pub enum RunCommand {
+    /// Grades every student who attempted a challenge (or `--users`) at once.
+    Start {
+        challenge_id: i64,
+        /// Only these students (user ids, comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        users: Vec<i64>,
+        /// Which attempt of each student is graded: latest or best.
+        #[arg(long, default_value = "latest", value_parser = ["latest", "best"])]
+        attempt: String,
+        /// Grades beside the published results; `run diff` and `run publish` follow.
+        #[arg(long)]
+        shadow: bool,
+        /// The first item in ERROR fails the whole run.
+        #[arg(long)]
+        fail_on_error: bool,
+        /// Called once when the run ends, signed with your webhook secret.
+        #[arg(long)]
+        webhook: Option<String>,
+        /// An idempotency key: the same key returns the run it made.
+        #[arg(long)]
+        key: Option<String>,
+        /// Waits until the run ends; exits 1 unless COMPLETED.
+        #[arg(long)]
+        wait: bool,
+        /// Longest wait, in seconds.
+        #[arg(long, default_value_t = 3600)]
+        timeout: u64,
+    },
+    /// Shows a run: state, item counts, queue position, ETA.
+    Show { id: String },
+    /// Lists a run's items (one per student).
+    Items {
+        id: String,
+        /// Only items in this state (QUEUED, RUNNING, DONE, ERROR, CANCELLED).
+        #[arg(long)]
+        state: Option<String>,
+    },
+    /// Pauses a run at its next item.
+    Pause { id: String },
+    /// Resumes a paused run.
+    Resume { id: String },
+    /// Cancels a run; running items are cancelled on their graders.
+    Cancel { id: String },
+    /// Retries the items in ERROR.
+    Retry { id: String },
+    /// Lists the students whose result a finished shadow run would change.
+    Diff { id: String },
+    /// Publishes a finished shadow run's results.
+    Publish { id: String },
+    /// Prints (or writes to --output) the run's gradebook CSV.
+    Gradebook {
+        id: String,
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+}
+
+/// `sqlarena assessment ...`.
+#[derive(Debug, Subcommand)]
+pub enum AssessmentCommand {
+    /// Creates an assessment from a JSON file in the API's shape
+    /// (name, zones, selection, time_limit_s, opens_at, closes_at, ...).
+    Create { file: PathBuf },
+    /// Shows an assessment.
+    Show { id: i64 },
+    /// Adds SECONDS to every session and to the close date.
+    Time { id: i64, seconds: i64 },
+    /// Sets one student's time override (accommodations).
+    Override {
+        id: i64,
+        user_id: i64,
+        /// Extra seconds.
+        #[arg(long)]
+        extra_s: Option<u32>,
+        /// Multiplies the time limit (e.g. 1.5).
+        #[arg(long)]
+        time_scale: Option<f64>,
+        /// The student's own close date (RFC 3339).
+        #[arg(long)]
+        closes_at: Option<String>,
+    },
+    /// Shows the scores: every student's (staff) or your own.
+    Scores { id: i64 },
+    /// Starts your session (or shows it if started): the questions and the deadline.
+    Start { id: i64 },
+}
+
+/// `sqlarena session ...`.
+#[derive(Debug, Subcommand)]
+pub enum SessionCommand {
+    /// Shows a session: state, deadline, time left, each question's submissions.
+    Show { id: i64 },
+    /// Submits the query in FILE (`-` reads standard input) to a question.
+    Submit {
+        id: i64,
+        question: u32,
+        file: PathBuf,
+        /// Waits for the result (when feedback is immediate); exits 1 unless PASSED.
+        #[arg(long)]
+        wait: bool,
+        /// Longest wait, in seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+    },
+    /// Finishes the session: no more submissions.
+    Finish { id: i64 },
+    /// Adds SECONDS to this session (staff).
+    Time { id: i64, seconds: i64 },
+    /// Reopens a closed session (staff).
+    Reopen { id: i64 },
+    /// Shows the session's log: started, submitted, extended, closed.
+    Log { id: i64 },
+}
+
 /// What went wrong, classed by who can fix it.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -246,6 +374,18 @@ async fn dispatch(cli: Cli) -> Result<Outcome, CliError> {
         Command::Invite(command) => {
             let (client, _) = Client::signed_in()?;
             admin::run_invite(command, &client, json).await
+        }
+        Command::Run(command) => {
+            let (client, _) = Client::signed_in()?;
+            run::run(command, &client, json).await
+        }
+        Command::Assessment(command) => {
+            let (client, _) = Client::signed_in()?;
+            assessment::run_assessment(command, &client, json).await
+        }
+        Command::Session(command) => {
+            let (client, _) = Client::signed_in()?;
+            assessment::run_session(command, &client, json).await
         }
     }
 }
