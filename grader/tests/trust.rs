@@ -308,8 +308,10 @@ async fn builds_obey_deadlines_cancellation_and_the_size_cap() {
     );
     let started = Instant::now();
     let outcome = init(&sandbox, &payload).await;
+    // Unstopped, the init would count for hours; the bound is loose so a
+    // busy machine cannot fail it.
     assert!(
-        started.elapsed() < Duration::from_secs(5),
+        started.elapsed() < Duration::from_secs(30),
         "{:?}",
         started.elapsed()
     );
@@ -373,8 +375,10 @@ async fn a_hung_build_stops_on_cancel_and_blocks_no_other() {
     );
     let ((hung, stopped), (built, cancelled)) = (hung, built);
     assert!(matches!(hung, Err(JobError::Cancelled)), "{hung:?}");
+    // Uncancelled, the build would count for hours: 30 s proves the
+    // cancel reached the server even on a busy machine.
     assert!(
-        stopped.duration_since(cancelled) < Duration::from_secs(3),
+        stopped.duration_since(cancelled) < Duration::from_secs(30),
         "stopped {:?} after the cancel",
         stopped.duration_since(cancelled)
     );
