@@ -12,10 +12,10 @@ use chrono::{DateTime, Utc};
 use common::TestServer;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use sqlarena_common::{AttemptId, ChallengeId, TestCaseId, UserId};
-use sqlarena_common::{AttemptStatus, CaseResult, CaseStatus, Column, QueryResult};
+use sqlarena_common::{AttemptId, ChallengeId, UserId};
+use sqlarena_common::{AttemptStatus, CaseResult, CaseStatus};
 use sqlarena_coordinator::store::assessments::Submission;
-use sqlarena_coordinator::store::{AttemptUpdate, InitResult};
+use sqlarena_coordinator::store::AttemptUpdate;
 
 fn mongodb() -> Option<String> {
     Some(sqlarena_e2e::mongo::test_mongodb_uri())
@@ -23,50 +23,16 @@ fn mongodb() -> Option<String> {
 
 /// Creates a READY challenge as `professor` and returns its id.
 async fn ready_challenge(server: &TestServer, professor: &str, name: &str) -> i64 {
-    let reply = server
-        .post(
-            "/api/v1/challenges",
-            Some(professor),
+    server
+        .ready_challenge(
+            professor,
             json!({
                 "name": name, "type": "FE", "init": "CREATE TABLE t (a int)",
                 "expires_at": "2099-06-01T12:00", "solution": "SELECT a FROM t", "times_to_run": 3,
                 "test_cases": [{"data": "INSERT INTO t VALUES (1)", "is_visible": true}]
             }),
         )
-        .await;
-    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
-    let challenge = reply.data();
-    let result = QueryResult {
-        columns: vec![Column {
-            name: "a".into(),
-            type_name: "int4".into(),
-        }],
-        rows: vec![vec![json!(1)]],
-        ordered: false,
-    };
-    let expected = challenge["test_cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|case| {
-            (
-                TestCaseId(case["id"].as_i64().unwrap()),
-                result.clone(),
-                Some(2.0),
-            )
-        })
-        .collect();
-    let id = challenge["id"].as_i64().unwrap();
-    let ready = InitResult::Ready {
-        expected,
-        warnings: Vec::new(),
-    };
-    assert!(server
-        .store()
-        .set_challenge_init(ChallengeId(id), 1, ready, Utc::now())
         .await
-        .unwrap());
-    id
 }
 
 fn time(offset_s: i64) -> String {

@@ -5,15 +5,11 @@
 
 mod common;
 
-use chrono::Utc;
 use common::TestServer;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use sqlarena_common::{
-    AttemptId, ChallengeId, Column, LeasedJob, QueryResult, RegisterGraderResponse, TestCaseId,
-    UserId,
-};
-use sqlarena_coordinator::store::{InitResult, Page};
+use sqlarena_common::{AttemptId, LeasedJob, RegisterGraderResponse, TestCaseId, UserId};
+use sqlarena_coordinator::store::Page;
 
 const CLUSTER_TOKEN: &str = "data-test-cluster-token-0123456789";
 
@@ -36,10 +32,9 @@ async fn start(uri: Option<String>) -> TestServer {
 /// Creates a READY challenge (one visible, one hidden case) as `professor`
 /// and returns its id.
 async fn ready_challenge(server: &TestServer, professor: &str) -> i64 {
-    let reply = server
-        .post(
-            "/api/v1/challenges",
-            Some(professor),
+    server
+        .ready_challenge(
+            professor,
             json!({
                 "name": "data", "type": "FE", "init": "CREATE TABLE t (a int)",
                 "expires_at": "2099-06-01T12:00", "solution": "SELECT a FROM t", "times_to_run": 3,
@@ -49,40 +44,7 @@ async fn ready_challenge(server: &TestServer, professor: &str) -> i64 {
                 ]
             }),
         )
-        .await;
-    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
-    let challenge = reply.data();
-    let result = QueryResult {
-        columns: vec![Column {
-            name: "a".into(),
-            type_name: "int4".into(),
-        }],
-        rows: vec![vec![json!(1)]],
-        ordered: false,
-    };
-    let expected = challenge["test_cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|case| {
-            (
-                TestCaseId(case["id"].as_i64().unwrap()),
-                result.clone(),
-                Some(2.0),
-            )
-        })
-        .collect();
-    let id = challenge["id"].as_i64().unwrap();
-    let ready = InitResult::Ready {
-        expected,
-        warnings: Vec::new(),
-    };
-    assert!(server
-        .store()
-        .set_challenge_init(ChallengeId(id), 1, ready, Utc::now())
         .await
-        .unwrap());
-    id
 }
 
 /// Fires 30 submissions from one student at once: exactly the cap (5) are

@@ -12,8 +12,8 @@ use common::TestServer;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use sqlarena_common::{
-    AttemptId, AttemptStatus, CaseResult, CaseStatus, ChallengeId, Column, JobKind, JobPayload,
-    JobState, Lane, QueryResult, TestCaseId, UserId,
+    AttemptId, AttemptStatus, CaseResult, CaseStatus, ChallengeId, JobKind, JobPayload, JobState,
+    Lane, TestCaseId, UserId,
 };
 use sqlarena_coordinator::store::{
     AttemptUpdate, Challenge, InitResult, Job, JobFilter, NewAttempt, Page,
@@ -39,17 +39,6 @@ fn challenge_body(name: &str, challenge_type: &str) -> Value {
     })
 }
 
-fn result_of(value: i64) -> QueryResult {
-    QueryResult {
-        columns: vec![Column {
-            name: "a".into(),
-            type_name: "int4".into(),
-        }],
-        rows: vec![vec![json!(value)]],
-        ordered: false,
-    }
-}
-
 /// Creates a challenge as `token` and returns its JSON.
 async fn create_challenge(server: &TestServer, token: &str, body: Value) -> Value {
     let reply = server.post("/api/v1/challenges", Some(token), body).await;
@@ -64,30 +53,9 @@ async fn create_challenge(server: &TestServer, token: &str, body: Value) -> Valu
 
 /// Plays the init job's part: the challenge becomes READY with expected results.
 async fn make_ready(server: &TestServer, challenge: &Value) {
-    let id = challenge["id"].as_i64().unwrap();
-    let version = challenge["version"].as_i64().unwrap();
-    let expected = challenge["test_cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .enumerate()
-        .map(|(index, case)| {
-            (
-                TestCaseId(case["id"].as_i64().unwrap()),
-                result_of(index as i64 + 1),
-                Some(2.0),
-            )
-        })
-        .collect();
-    let ready = InitResult::Ready {
-        expected,
-        warnings: vec!["solution warning".into()],
-    };
-    assert!(server
-        .store()
-        .set_challenge_init(ChallengeId(id), version, ready, Utc::now())
-        .await
-        .unwrap());
+    server
+        .make_ready(challenge, |index| index as i64 + 1, &["solution warning"])
+        .await;
 }
 
 /// Changes challenge `id` as `token`; returns the reply.
@@ -136,7 +104,7 @@ async fn pass(server: &TestServer, attempt_id: i64, case_ids: &[i64]) {
             min_ms: None,
             reference_ms: Some(2.0),
             ratio: Some(1.0),
-            actual_result: Some(result_of(*case_id)),
+            actual_result: Some(common::int_result(*case_id)),
             diff: None,
             error: None,
             timing: None,
@@ -722,7 +690,7 @@ async fn attempt_results_hide_hidden_cases_from_students_only() {
         min_ms: Some(2.5),
         reference_ms: Some(2.0),
         ratio: Some(1.5),
-        actual_result: Some(result_of(actual)),
+        actual_result: Some(common::int_result(actual)),
         diff: (status == CaseStatus::Failed).then(|| "row 1: expected 777, got 41".to_string()),
         error: (status == CaseStatus::Failed).then(|| "wrong answer: expected 777".to_string()),
         timing: None,

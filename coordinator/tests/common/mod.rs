@@ -11,11 +11,13 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use chrono::Utc;
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{json, Value};
+use sqlarena_common::{ChallengeId, Column, QueryResult, TestCaseId};
 use sqlarena_coordinator::config::Config;
 use sqlarena_coordinator::state::AppState;
-use sqlarena_coordinator::store::{self, Store};
+use sqlarena_coordinator::store::{self, InitResult, Store};
 pub use sqlarena_e2e::client::Client;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -159,6 +161,65 @@ impl TestServer {
         );
         let code = invite.data()["code"].as_str().unwrap().to_string();
         self.user(email, None, Some(&code)).await
+    }
+}
+
+/// A one-row result of one `int4` column `a`: what the tests' challenges
+/// expect.
+pub fn int_result(value: i64) -> QueryResult {
+    QueryResult {
+        columns: vec![Column {
+            name: "a".into(),
+            type_name: "int4".into(),
+        }],
+        rows: vec![vec![json!(value)]],
+        ordered: false,
+    }
+}
+
+impl TestServer {
+    /// Plays the init job's part: `challenge` (as the API returned it)
+    /// becomes READY, its case number `i` (from 0) expecting
+    /// `int_result(value_of(i))` with a 2 ms reference.
+    pub async fn make_ready(
+        &self,
+        challenge: &Value,
+        value_of: impl Fn(usize) -> i64,
+        warnings: &[&str],
+    ) {
+        let expected = challenge["test_cases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .enumerate()
+            .map(|(index, case)| {
+                (
+                    TestCaseId(case["id"].as_i64().unwrap()),
+                    int_result(value_of(index)),
+                    Some(2.0),
+                )
+            })
+            .collect();
+        let ready = InitResult::Ready {
+            expected,
+            warnings: warnings.iter().map(|warning| warning.to_string()).collect(),
+        };
+        let id = ChallengeId(challenge["id"].as_i64().unwrap());
+        let version = challenge["version"].as_i64().unwrap();
+        assert!(self
+            .store()
+            .set_challenge_init(id, version, ready, Utc::now())
+            .await
+            .unwrap());
+    }
+
+    /// Creates a challenge from `body` as `professor`, makes it READY with
+    /// every case expecting `a = 1`, and returns its id.
+    pub async fn ready_challenge(&self, professor: &str, body: Value) -> i64 {
+        let reply = self.post("/api/v1/challenges", Some(professor), body).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+        self.make_ready(reply.data(), |_| 1, &[]).await;
+        reply.data()["id"].as_i64().unwrap()
     }
 }
 
