@@ -1,7 +1,7 @@
 //! MongoDB: the bundles each grader holds, and claims by affinity.
 //!
-//! A grader's bundles are an array `bundles` in its document (indexed, so
-//! "does another ALIVE grader hold this bundle" is one indexed lookup);
+//! A grader's bundles are an array `bundles` in its document ("does
+//! another ALIVE grader hold this bundle" reads the ALIVE graders);
 //! queued jobs are found by their payload's `version_hash`. A claim reads
 //! its candidates, then takes the chosen job with the conditional write
 //! every claim uses ([`MongoStore::take_queued`]); if another coordinator
@@ -18,21 +18,15 @@ use crate::store::affinity::{
 
 /// Indexes of the affinity lookups (created with the others).
 pub(super) fn indexes() -> Vec<(&'static str, Document, Option<IndexOptions>)> {
-    vec![
-        ("graders", doc! { "bundles": 1 }, None),
-        (
-            "jobs",
-            doc! { "state": 1, "lane_priority": 1, "payload.version_hash": 1, "seq": 1 },
-            None,
-        ),
-    ]
+    vec![(
+        "jobs",
+        doc! { "state": 1, "lane_priority": 1, "payload.version_hash": 1, "seq": 1 },
+        None,
+    )]
 }
 
-/// What a queued job's claim needs to know of it.
-fn queued_projection() -> Document {
-    doc! { "seq": 1, "timeout_ms": 1, "created_at": 1, "payload.version_hash": 1 }
-}
-
+/// Reads a queued job from its whole document (nx-27017 leaves nested
+/// paths such as `payload.version_hash` out of a projection).
 fn queued_from(document: &Document) -> StoreResult<QueuedJob> {
     let fields = Fields::new(document, "job");
     let version_hash = match fields.document("payload")? {
@@ -198,7 +192,6 @@ impl MongoStore {
                 "payload.version_hash": { "$in": &affinity.held },
             })
             .sort(doc! { "seq": 1 })
-            .projection(queued_projection())
             .await
             .map_err(backend)?;
         found.as_ref().map(queued_from).transpose()
@@ -221,7 +214,6 @@ impl MongoStore {
             .find(doc! { "state": JobState::Queued.as_str(), "lane_priority": priority })
             .sort(doc! { "seq": 1 })
             .limit(i64::from(OPEN_SCAN_LIMIT))
-            .projection(queued_projection())
             .await
             .map_err(backend)?;
         let mut holders_known: HashMap<String, bool> = HashMap::new();
@@ -254,17 +246,32 @@ impl MongoStore {
     }
 
     /// Whether an ALIVE grader other than `grader_id` holds `version_hash`.
+    ///
+    /// Reads the ALIVE graders' bundles and looks in Rust: nx-27017 does
+    /// not match an array field by one of its elements (`{bundles: hash}`),
+    /// and the ALIVE graders are few.
     async fn held_elsewhere(&self, version_hash: &str, grader_id: GraderId) -> StoreResult<bool> {
-        let holder = self
-            .collection("graders")
-            .find_one(doc! {
-                "bundles": version_hash,
-                "state": GraderState::Alive.as_str(),
-                "_id": { "$ne": grader_id.to_string() },
-            })
-            .projection(doc! { "_id": 1 })
-            .await
-            .map_err(backend)?;
-        Ok(holder.is_some())
+        let graders = self
+            .find_many(
+                "graders",
+                doc! {
+                    "state": GraderState::Alive.as_str(),
+                    "_id": { "$ne": grader_id.to_string() },
+                },
+                doc! { "_id": 1 },
+                0,
+            )
+            .await?;
+        for document in &graders {
+            let fields = Fields::new(document, "grader");
+            if fields
+                .array("bundles")?
+                .iter()
+                .any(|held| matches!(held, Bson::String(held) if held == version_hash))
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 }
