@@ -163,10 +163,9 @@ async fn the_holder_of_a_bundle_gets_its_attempts(store: &str, label: &str) {
     holder.terminate(Duration::from_secs(15)).await;
 }
 
-/// A query that gives the right rows slowly: an uncorrelated subquery
-/// counts twenty million rows on every run (a second or more), and each
-/// attempt runs it 12 times (3 cases x (1 warm-up + 3 rounds)), far longer
-/// than a grader takes to start.
+/// A query that keeps a grader busy: an uncorrelated subquery counts
+/// twenty million rows on every run (a second or more, until the series'
+/// temporary file passes the runner's limit), for each of the 3 cases.
 const SLOW_ATTEMPT: &str = "SELECT player, points FROM scores \
      WHERE points > 10 AND (SELECT count(*) FROM generate_series(1, 20000000)) > 0 \
      ORDER BY points DESC, player";
@@ -210,8 +209,10 @@ async fn a_busy_holder_leaves_the_attempt_to_another_after_the_wait(store: &str,
         1,
         "the other grader built the bundle"
     );
+    // It only had to fill the slot: how it ends (PostgreSQL may refuse the
+    // series' temporary file) does not matter here.
     let slow = wait_final(&setup.student, slow).await;
-    assert_eq!(slow["status"], "PASSED", "{slow}");
+    assert!(slow["finished_at"].is_string(), "{slow}");
     other.terminate(Duration::from_secs(15)).await;
     holder.terminate(Duration::from_secs(15)).await;
 }
