@@ -6,6 +6,11 @@
 #   scripts/bench.sh grader             grader execution overhead, init time, reference ratio
 #   scripts/bench.sh e2e [flags]        real processes: submit -> result latency, attempts/s
 #                                       (e2e-bench: --latency-runs --students --attempts)
+#   scripts/bench.sh cluster [flags]    challenge affinity on and off: 8 graders x 1 slot, 40 challenges,
+#                                       2,000 Zipf-popular attempts from 100 students; bundle builds,
+#                                       submit -> graded p50/p99, attempts/s (cluster-bench: --graders
+#                                       --challenges --rows --attempts --students --zipf-s
+#                                       --times-to-run --wait-ms --max-reorder-ms --modes)
 #   scripts/bench.sh leaderboard [flags] GET /challenges/:id with 100,000 passing attempts
 #                                       (bench_leaderboard: --attempts --users --requests --store)
 #   scripts/bench.sh assessments [flags] 1,000 sessions started, then GET /assessments/:id/scores
@@ -55,6 +60,7 @@ case "$which" in
     dispatch) target/release/examples/bench_dispatch "$@" ;;
     grader) target/release/grader-bench "$@" ;;
     e2e) SQLARENA_BIN_PROFILE=release target/release/e2e-bench "$@" ;;
+    cluster) SQLARENA_BIN_PROFILE=release target/release/cluster-bench "$@" ;;
     leaderboard) target/release/examples/bench_leaderboard "$@" ;;
     assessments) target/release/examples/bench_assessments "$@" ;;
     storage) target/release/examples/bench_storage "$@" ;;
@@ -96,5 +102,5 @@ case "$which" in
         echo "== grader"; target/release/grader-bench
         echo "== e2e"; SQLARENA_BIN_PROFILE=release target/release/e2e-bench
         ;;
-    *) echo "usage: scripts/bench.sh [dispatch|grader|e2e|leaderboard|assessments|storage|logins|peers|all] [flags]" >&2; exit 2 ;;
+    *) echo "usage: scripts/bench.sh [dispatch|grader|e2e|cluster|leaderboard|assessments|storage|logins|peers|all] [flags]" >&2; exit 2 ;;
 esac

@@ -10,6 +10,7 @@ use utoipa::ToSchema;
 pub mod ids;
 pub use ids::{AttemptId, ChallengeId, GraderId, JobId, LeaseId, RunId, TestCaseId, UserId};
 
+pub mod affinity;
 pub mod assessments;
 
 /// A user's role. Serialized as in the seed API: `PROF`, `STUD`, `ADMIN`.

@@ -211,6 +211,21 @@ pub struct Config {
     /// try (at most 5 minutes), in milliseconds.
     #[arg(long, env = "SQLARENA_WEBHOOK_BACKOFF_MS", default_value_t = 1000)]
     pub webhook_backoff_ms: u64,
+    /// Leases ignore which challenge bundles graders hold: the oldest job
+    /// goes to whichever grader asks first (to measure what affinity buys).
+    #[arg(long, env = "SQLARENA_NO_AFFINITY")]
+    pub no_affinity: bool,
+    /// How long a queued attempt is kept for graders that hold its
+    /// challenge's bundle (an ALIVE one does) before any grader may take
+    /// it; 0 lets any grader take any job at once (graders still prefer
+    /// their own bundles).
+    #[arg(long, env = "SQLARENA_AFFINITY_WAIT_MS", default_value_t = 50)]
+    pub affinity_wait_ms: u64,
+    /// A grader takes a job of a bundle it holds before an older job it
+    /// would have to build only while the older one was queued at most
+    /// this much earlier: the most affinity may reorder the queue.
+    #[arg(long, env = "SQLARENA_AFFINITY_MAX_REORDER_MS", default_value_t = 2000)]
+    pub affinity_max_reorder_ms: u64,
 }
 
 /// Parses a retention: a whole number with a unit `s`, `m`, `h` or `d`

@@ -11,6 +11,7 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use sqlarena_common::affinity::bundles_parameter;
 use sqlarena_common::{
     ChallengeBundle, ChallengeId, CompleteRequest, ErrorCode, ErrorEnvelope, FailRequest,
     HeartbeatRequest, HeartbeatResponse, JobId, LeaseBatch, LeasedJob, ProgressRequest,
@@ -201,7 +202,8 @@ impl CoordinatorClient {
     }
 
     /// Long-polls for up to `max_jobs` jobs (the free slots) for up to
-    /// `wait`; empty when none came.
+    /// `wait`, reporting the `bundles` (version hashes) this grader holds,
+    /// so the coordinator prefers jobs it has built; empty when none came.
     ///
     /// # Errors
     ///
@@ -210,10 +212,12 @@ impl CoordinatorClient {
         &self,
         max_jobs: u32,
         wait: Duration,
+        bundles: &[String],
     ) -> Result<Vec<LeasedJob>, ClientError> {
         let path = format!(
-            "/jobs/lease?wait_ms={}&max_jobs={max_jobs}",
-            wait.as_millis()
+            "/jobs/lease?wait_ms={}&max_jobs={max_jobs}&bundles={}",
+            wait.as_millis(),
+            bundles_parameter(bundles)
         );
         let batch = self
             .call::<(), LeaseBatch>(Method::POST, &path, None, None, wait + CALL_TIMEOUT)

@@ -71,6 +71,8 @@ async fn pause(duration: Duration, cancel: &CancellationToken) -> bool {
 struct RunningJob {
     lease_id: LeaseId,
     cancel: CancellationToken,
+    /// The bundle it needs (attempts): built, or being built.
+    version_hash: Option<String>,
 }
 
 /// State shared by one registration's tasks.
@@ -332,8 +334,9 @@ async fn lease_loop(session: Arc<Session>, shutdown: CancellationToken) {
         while let Ok(permit) = Arc::clone(&slots).try_acquire_owned() {
             permits.push(permit);
         }
+        let bundles = held_bundles(&session).await;
         let leased = tokio::select! {
-            leased = session.client.lease_batch(permits.len() as u32, LEASE_WAIT) => leased,
+            leased = session.client.lease_batch(permits.len() as u32, LEASE_WAIT, &bundles) => leased,
             () = shutdown.cancelled() => break,
             () = session.lost.cancelled() => break,
         };
@@ -367,6 +370,26 @@ async fn lease_loop(session: Arc<Session>, shutdown: CancellationToken) {
     while running.join_next().await.is_some() {}
 }
 
+/// The bundles this grader holds for the coordinator's affinity: those
+/// built (most recently used first) and those its running jobs are
+/// building, each once.
+async fn held_bundles(session: &Session) -> Vec<String> {
+    let mut bundles = session.sandbox.cached_hashes().await;
+    let running: Vec<String> = session
+        .jobs
+        .lock()
+        .expect("jobs lock")
+        .values()
+        .filter_map(|job| job.version_hash.clone())
+        .collect();
+    for hash in running {
+        if !bundles.contains(&hash) {
+            bundles.push(hash);
+        }
+    }
+    bundles
+}
+
 /// Runs one leased job and posts its outcome (nothing when cancelled or
 /// when the lease went stale).
 #[instrument(skip_all, fields(job_id = %job.job_id, lane = %job.lane, tries = job.tries))]
@@ -377,6 +400,10 @@ async fn execute_job(session: &Arc<Session>, job: LeasedJob) {
         RunningJob {
             lease_id: job.lease_id,
             cancel: cancel.clone(),
+            version_hash: match &job.payload {
+                JobPayload::Attempt(attempt) => Some(attempt.version_hash.clone()),
+                JobPayload::Init(_) => None,
+            },
         },
     );
     let until_deadline = (job.deadline - chrono::Utc::now())

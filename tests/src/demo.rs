@@ -73,22 +73,39 @@ pub struct DemoCluster {
 impl DemoCluster {
     /// Starts a coordinator on a fresh embedded store and two graders.
     pub async fn start(label: &str) -> DemoCluster {
+        DemoCluster::start_with(label, &[], 2, &["--slots", "2"]).await
+    }
+
+    /// Starts a coordinator on a fresh embedded store with
+    /// `coordinator_flags`, and `graders` graders (named
+    /// `LABEL-grader-N`) with `grader_flags`.
+    pub async fn start_with(
+        label: &str,
+        coordinator_flags: &[&str],
+        graders: usize,
+        grader_flags: &[&str],
+    ) -> DemoCluster {
         let data = workspace_root()
             .join("target")
             .join("demo-data")
             .join(format!("{label}-{}", Uuid::new_v4().simple()));
         let store = format!("sqlite://{}/sqlarena.db", data.display());
         let token = format!("sqc_demo_{}", Uuid::new_v4().simple());
-        let coordinator =
-            start_coordinator(&format!("{label}-coordinator"), &store, &token, &[]).await;
-        let mut graders = Vec::new();
-        for index in 1..=2 {
+        let coordinator = start_coordinator(
+            &format!("{label}-coordinator"),
+            &store,
+            &token,
+            coordinator_flags,
+        )
+        .await;
+        let mut started = Vec::new();
+        for index in 1..=graders {
             let name = format!("{label}-grader-{index}");
-            graders.push(start_grader(&name, coordinator.url(), &token, &["--slots", "2"]).await);
+            started.push(start_grader(&name, coordinator.url(), &token, grader_flags).await);
         }
         DemoCluster {
             coordinator,
-            graders,
+            graders: started,
         }
     }
 

@@ -10,6 +10,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
+use sqlarena_common::affinity::parse_bundles_parameter;
 use sqlarena_common::{
     BundleCase, ChallengeBundle, ChallengeId, CompleteRequest, Envelope, FailRequest, GraderId,
     GraderState, HeartbeatRequest, HeartbeatResponse, JobId, JobPayload, JobState, LeaseBatch,
@@ -301,6 +302,12 @@ struct LeaseParams {
     /// answered alone (the shape of graders before batches).
     #[param(minimum = 1)]
     max_jobs: Option<u32>,
+    /// The challenge bundles the grader holds (built or being built), as
+    /// version hashes joined by commas; empty when it holds none. Leases
+    /// prefer jobs of these (challenge affinity); without it the
+    /// coordinator goes by the bundles of the jobs it leased the grader.
+    #[param(pattern = "^([0-9a-f]{32}(,[0-9a-f]{32}){0,255})?$", max_length = 8447)]
+    bundles: Option<String>,
 }
 
 /// A lease's answer: one job alone (no `max_jobs`), or a batch.
@@ -323,10 +330,16 @@ async fn lease_job(
     AppQuery(params): AppQuery<LeaseParams>,
 ) -> ApiResult<Response> {
     let wait = Duration::from_millis(params.wait_ms.min(MAX_WAIT_MS));
+    let reported = params
+        .bundles
+        .as_deref()
+        .map(parse_bundles_parameter)
+        .transpose()
+        .map_err(ApiError::Unprocessable)?;
     if let Some(max_jobs) = params.max_jobs {
-        return lease_jobs(&state, &grader, max_jobs, wait).await;
+        return lease_jobs(&state, &grader, max_jobs, wait, reported).await;
     }
-    match state.jobs.lease_next(&grader, wait).await? {
+    match state.jobs.lease_next(&grader, wait, reported).await? {
         Some(job) => Ok(ok(LeaseReply::One(leased_job(job)?)).into_response()),
         None => Ok(StatusCode::NO_CONTENT.into_response()),
     }
@@ -339,6 +352,7 @@ async fn lease_jobs(
     grader: &Grader,
     max_jobs: u32,
     wait: Duration,
+    reported: Option<Vec<String>>,
 ) -> ApiResult<Response> {
     if max_jobs == 0 {
         return Err(ApiError::Unprocessable(
@@ -347,7 +361,7 @@ async fn lease_jobs(
     }
     let jobs = state
         .jobs
-        .lease_up_to(grader, max_jobs.min(grader.slots), wait)
+        .lease_up_to(grader, max_jobs.min(grader.slots), wait, reported)
         .await?;
     if jobs.is_empty() {
         return Ok(StatusCode::NO_CONTENT.into_response());

@@ -14,6 +14,7 @@
 //! Applying is idempotent, and the reaper re-applies any finished job left
 //! unapplied by a crash, so nothing accepted is lost.
 
+mod affinity;
 mod attempts;
 mod challenges;
 mod dispatch;
@@ -32,6 +33,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
 
+pub use affinity::AffinitySettings;
 pub use attempts::check_accepts_attempts;
 pub use challenges::{RankedAttempt, VersionSwitch};
 pub use dispatch::Dispatcher;
@@ -90,6 +92,9 @@ pub struct JobsConfig {
     pub reaper_interval: Duration,
     /// Unfinished attempts a user may have at once.
     pub max_unfinished_attempts: u64,
+    /// How leases prefer graders that hold a job's bundle (`None`: they
+    /// do not).
+    pub affinity: Option<AffinitySettings>,
 }
 
 impl JobsConfig {
@@ -105,6 +110,7 @@ impl JobsConfig {
             job_retention: config.job_retention,
             reaper_interval: Duration::from_millis(config.reaper_interval_ms),
             max_unfinished_attempts: config.max_unfinished_attempts,
+            affinity: AffinitySettings::from_config(config),
         }
     }
 }

@@ -6,6 +6,7 @@ use sqlarena_common::{AttemptPayload, InitPayload, JobId, JobPayload, Lane, Test
 
 use super::{Jobs, JobsError, JobsResult};
 use crate::metrics::Metrics;
+use crate::store::affinity::bundle_of;
 use crate::store::{Attempt, AttemptUpdate, Challenge, Job, NewJob};
 
 /// Identifies what a grader must build for a challenge version: init SQL,
@@ -30,14 +31,16 @@ pub fn version_hash(challenge: &Challenge) -> String {
 }
 
 impl Jobs {
-    /// Queues a job and wakes a grader waiting on its lane.
+    /// Queues a job and wakes a grader waiting on its lane (one that holds
+    /// its bundle, if one waits).
     ///
     /// # Errors
     /// Store failures.
     pub async fn enqueue(&self, job: NewJob) -> JobsResult<Job> {
         let job = self.store.enqueue_job(job).await?;
         Metrics::incr(&self.metrics.jobs_enqueued);
-        self.dispatcher.notify(job.lane);
+        self.dispatcher
+            .notify_job(job.lane, bundle_of(&job.payload));
         Ok(job)
     }
 

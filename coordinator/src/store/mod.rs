@@ -1,6 +1,7 @@
 //! The coordinator's store: everything the coordinator keeps, one async
 //! trait per aggregate ([`UserStore`], [`ChallengeStore`], [`AttemptStore`],
-//! [`JobStore`], [`GraderStore`], and grading runs' [`runs::RunStore`])
+//! [`JobStore`], [`GraderStore`], grading runs' [`runs::RunStore`], and
+//! challenge affinity's [`AffinityStore`])
 //! gathered by [`Store`], with two backends
 //! chosen by URI scheme. Each backend implements each aggregate in a file of
 //! its own (`sqlite/jobs.rs`, `mongo/jobs.rs`, ...).
@@ -15,6 +16,9 @@
 //! (`record_progress`, `complete_job`, `fail_job`) are atomic so that a result
 //! is recorded exactly once.
 
+pub mod affinity;
+#[cfg(feature = "testsuite")]
+pub mod affinity_conformance;
 pub mod assessments;
 #[cfg(feature = "testsuite")]
 pub mod assessments_conformance;
@@ -40,6 +44,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlarena_common::{JobOutcome, JobPayload};
 
+pub use self::affinity::AffinityStore;
 pub use self::assessments::AssessmentStore;
 pub use self::lease::{HeldLease, Retry, TryCount};
 pub use crate::leaderboard::LeaderboardRow;
@@ -191,6 +196,7 @@ pub trait Store:
     + AssessmentStore
     + ConsoleStore
     + runs::RunStore
+    + AffinityStore
     + Send
     + Sync
     + 'static

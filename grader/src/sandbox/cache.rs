@@ -73,6 +73,18 @@ impl BundleCache {
         evicted
     }
 
+    /// Returns the version hashes of the cached bundles, most recently
+    /// used first.
+    pub fn hashes(&self) -> Vec<String> {
+        let mut entries: Vec<(&String, u64)> = self
+            .entries
+            .iter()
+            .map(|(hash, (_, used))| (hash, *used))
+            .collect();
+        entries.sort_by_key(|(_, used)| std::cmp::Reverse(*used));
+        entries.into_iter().map(|(hash, _)| hash.clone()).collect()
+    }
+
     /// Removes and returns every bundle.
     pub fn drain(&mut self) -> Vec<Arc<CachedBundle>> {
         self.entries
@@ -129,6 +141,16 @@ mod tests {
         assert_eq!(hashes(&cache.insert(bundle("c"))), vec!["b"]);
         assert!(cache.get("b").is_none());
         assert_eq!(cache.len(), 2);
+    }
+
+    #[test]
+    fn lists_hashes_most_recently_used_first() {
+        let mut cache = BundleCache::new(3);
+        cache.insert(bundle("a"));
+        cache.insert(bundle("b"));
+        cache.insert(bundle("c"));
+        assert!(cache.get("a").is_some());
+        assert_eq!(cache.hashes(), vec!["a", "c", "b"]);
     }
 
     #[test]

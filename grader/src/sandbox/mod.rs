@@ -424,6 +424,12 @@ impl Sandbox {
         self.cache.lock().await.get(version_hash)
     }
 
+    /// Returns the version hashes of the built bundles, most recently used
+    /// first (what the grader reports to the coordinator for affinity).
+    pub async fn cached_hashes(&self) -> Vec<String> {
+        self.cache.lock().await.hashes()
+    }
+
     /// Returns the lock of one version's build.
     fn build_lock(&self, version_hash: &str) -> Arc<Mutex<()>> {
         let mut builds = self.builds.lock().expect("build locks");

@@ -13,139 +13,30 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
-use sqlarena_e2e::demo::{eventually, register, DemoCluster};
+use sqlarena_e2e::bench::{
+    final_attempt, flag, flags, percentile, publish_scores_challenge, submit, People, ATTEMPT,
+};
+use sqlarena_e2e::demo::DemoCluster;
 use sqlarena_e2e::harness::Api;
 
-/// The trivial challenge: a small table per case, the reference sorts it.
-const INIT: &str =
-    "CREATE TABLE scores (id int PRIMARY KEY, player text NOT NULL, points int NOT NULL);";
-const SOLUTION: &str =
-    "SELECT player, points FROM scores WHERE points > 10 ORDER BY points DESC, player";
-const ATTEMPT: &str =
-    "SELECT player, points FROM scores WHERE NOT points <= 10 ORDER BY points DESC, player";
 const TIMES_TO_RUN: u32 = 3;
-
-struct Options {
-    latency_runs: usize,
-    students: usize,
-    attempts: usize,
-}
-
-fn options() -> Options {
-    let mut options = Options {
-        latency_runs: 200,
-        students: 50,
-        attempts: 500,
-    };
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    for pair in args.chunks(2) {
-        let value = || {
-            pair.get(1)
-                .and_then(|v| v.parse().ok())
-                .unwrap_or_else(|| panic!("{} needs a number", pair[0]))
-        };
-        match pair[0].as_str() {
-            "--latency-runs" => options.latency_runs = value(),
-            "--students" => options.students = value(),
-            "--attempts" => options.attempts = value(),
-            other => {
-                panic!("unknown flag {other}; flags: --latency-runs N --students N --attempts N")
-            }
-        }
-    }
-    options
-}
-
-fn case_data(seed: usize) -> String {
-    format!(
-        "INSERT INTO scores SELECT g, 'player ' || g, (g * {seed}) % 50 FROM generate_series(1, 20) g;"
-    )
-}
-
-fn percentile(sorted: &[f64], fraction: f64) -> f64 {
-    let index = ((sorted.len() as f64 - 1.0) * fraction).round() as usize;
-    sorted[index]
-}
-
-/// Submits `query`, retrying while the per-user cap answers 429; returns the
-/// attempt id and when the accepted submission was sent.
-async fn submit(student: &Api, challenge_id: i64, query: &str) -> (i64, Instant) {
-    loop {
-        let sent = Instant::now();
-        let (status, reply) = student
-            .post(
-                "/attempts",
-                json!({"challenge_id": challenge_id, "query": query}),
-            )
-            .await;
-        match status {
-            201 => return (reply["data"]["id"].as_i64().expect("attempt id"), sent),
-            429 => tokio::time::sleep(Duration::from_millis(50)).await,
-            _ => panic!("submission refused with {status}: {reply}"),
-        }
-    }
-}
-
-/// Polls an attempt every `every` until it is final; returns it.
-async fn final_attempt(viewer: &Api, attempt_id: i64, every: Duration) -> Value {
-    loop {
-        let (status, reply) = viewer.get(&format!("/attempts/{attempt_id}")).await;
-        assert_eq!(status, 200, "{reply}");
-        match reply["data"]["status"].as_str() {
-            Some("PENDING" | "RUNNING") => tokio::time::sleep(every).await,
-            Some(_) => return reply["data"].clone(),
-            None => panic!("attempt {attempt_id} without a status: {reply}"),
-        }
-    }
-}
 
 #[tokio::main]
 async fn main() {
-    let options = options();
+    let flags = flags(&["--latency-runs", "--students", "--attempts"]);
+    let latency_runs: usize = flag(&flags, "--latency-runs", 200);
+    let attempts: usize = flag(&flags, "--attempts", 500);
     let cluster = DemoCluster::start("bench").await;
     let api = Api::new(cluster.coordinator.url());
-    let admin = api.login("admin@example.com", "admin-password").await;
-    let (_, invite) = admin.post("/invites", json!({"role": "PROF"})).await;
-    let code = invite["data"]["code"]
-        .as_str()
-        .expect("invite code")
-        .to_string();
-    let (_, professor) = register(&api, "prof@bench.test", "Bench Prof", "PROF", Some(&code)).await;
-    let mut students = Vec::new();
-    for index in 0..options.students.max(1) {
-        let email = format!("student{index}@bench.test");
-        students.push(
-            register(&api, &email, "Bench Student", "STUD", None)
-                .await
-                .1,
-        );
-    }
-
-    let body = json!({
-        "name": "bench",
-        "description": "players above ten points, best first",
-        "type": "FE",
-        "init": INIT,
-        "solution": SOLUTION,
-        "times_to_run": TIMES_TO_RUN,
-        "expires_at": "2099-12-31T23:59:59Z",
-        "test_cases": [
-            {"data": case_data(7), "is_visible": true},
-            {"data": case_data(11), "is_visible": true},
-            {"data": case_data(13), "is_visible": false},
-        ]
-    });
-    let (status, reply) = professor.post("/challenges", body).await;
-    assert_eq!(status, 201, "{reply}");
-    let challenge_id = reply["data"]["id"].as_i64().unwrap();
-    eventually(
-        "the challenge to be READY",
+    let people = People::sign_up(&api, flag(&flags, "--students", 50)).await;
+    let students = people.students;
+    let challenge_id = publish_scores_challenge(
+        &people.professor,
+        "bench",
+        20,
+        &[7, 11, 13],
+        TIMES_TO_RUN,
         Duration::from_secs(60),
-        || async {
-            let (_, reply) = professor.get(&format!("/challenges/{challenge_id}")).await;
-            (reply["data"]["state"] == "READY").then_some(())
-        },
     )
     .await;
     // Both graders build the challenge's databases on first use: warm them.
@@ -158,7 +49,7 @@ async fn main() {
         "two graders (--slots 2), embedded store (sqlite, synchronous=normal), 3 test cases of 20 rows, times_to_run={TIMES_TO_RUN}"
     );
     let mut latencies = Vec::new();
-    for run in 0..options.latency_runs {
+    for run in 0..latency_runs {
         let student = &students[run % students.len()];
         let (id, sent) = submit(student, challenge_id, ATTEMPT).await;
         let attempt = final_attempt(student, id, Duration::from_millis(1)).await;
@@ -174,7 +65,7 @@ async fn main() {
         latencies.last().unwrap()
     );
 
-    let per_student = options.attempts.div_ceil(students.len());
+    let per_student = attempts.div_ceil(students.len());
     let started = Instant::now();
     let mut tasks = Vec::new();
     for student in students.clone() {

@@ -89,47 +89,12 @@ impl JobStore for MongoStore {
             return Ok(None);
         }
         let lanes: Vec<&str> = lanes.iter().map(|lane| lane.as_str()).collect();
+        let filter = doc! { "state": JobState::Queued.as_str(), "lane": { "$in": lanes } };
         for _ in 0..MAX_CONFLICT_RETRIES {
-            let provisional = Lease {
-                lease_id: LeaseId::new_v7(),
-                grader_id,
-                expires_at: now + chrono::Duration::milliseconds(PROVISIONAL_LEASE_MS),
-            };
-            let claim = doc! {
-                "$set": {
-                    "state": JobState::Leased.as_str(),
-                    "lease": lease_document(&provisional),
-            "lease_expires_ms": provisional.expires_at.timestamp_millis(),
-                    "leased_at": bson_time(now),
-                    "progress": Bson::Array(Vec::new()),
-                    "cancel_requested": false,
-                },
-                "$inc": { "tries": 1_i64, "progress_rev": 1_i64 },
-            };
-            let claimed = self
-                .jobs()
-                .find_one_and_update(
-                    doc! { "state": JobState::Queued.as_str(), "lane": { "$in": lanes.clone() } },
-                    claim,
-                )
-                .sort(doc! { "lane_priority": 1, "seq": 1 })
-                .return_document(ReturnDocument::After)
-                .await
-                .map_err(backend)?;
-            let Some(claimed) = claimed else {
-                return Ok(None);
-            };
-            let job = job_from(&claimed)?;
-            let lease = Lease {
-                lease_id: provisional.lease_id,
-                ..lease::new_lease(job.timeout_ms, grader_id, now)
-            };
-            let deadline = doc! { "$set": {
-            "lease": lease_document(&lease),
-            "lease_expires_ms": lease.expires_at.timestamp_millis(),
-            } };
-            if let Some(job) = self.update_leased(job.id, lease.lease_id, deadline).await? {
-                return Ok(Some(job));
+            match self.take_queued(filter.clone(), grader_id, now).await? {
+                Taken::Nothing => return Ok(None),
+                Taken::Leased(job) => return Ok(Some(job)),
+                Taken::Lost => continue,
             }
         }
         Err(StoreError::Backend(
@@ -465,5 +430,70 @@ impl JobStore for MongoStore {
             });
         }
         Ok(stats)
+    }
+}
+
+/// What [`MongoStore::take_queued`] did.
+pub(super) enum Taken {
+    /// No QUEUED job matched.
+    Nothing,
+    /// The job is leased to the grader, with its real deadline.
+    Leased(Job),
+    /// A job was taken but its lease was taken away (cancelled) before the
+    /// deadline was set: look again.
+    Lost,
+}
+
+impl MongoStore {
+    /// Leases the first QUEUED job matching `filter` (by lane priority,
+    /// then age) to `grader_id`, in the two writes [`MongoStore::claim_job`]
+    /// explains.
+    pub(super) async fn take_queued(
+        &self,
+        filter: Document,
+        grader_id: GraderId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Taken> {
+        let provisional = Lease {
+            lease_id: LeaseId::new_v7(),
+            grader_id,
+            expires_at: now + chrono::Duration::milliseconds(PROVISIONAL_LEASE_MS),
+        };
+        let claim = doc! {
+            "$set": {
+                "state": JobState::Leased.as_str(),
+                "lease": lease_document(&provisional),
+                "lease_expires_ms": provisional.expires_at.timestamp_millis(),
+                "leased_at": bson_time(now),
+                "progress": Bson::Array(Vec::new()),
+                "cancel_requested": false,
+            },
+            "$inc": { "tries": 1_i64, "progress_rev": 1_i64 },
+        };
+        let claimed = self
+            .jobs()
+            .find_one_and_update(filter, claim)
+            .sort(doc! { "lane_priority": 1, "seq": 1 })
+            .return_document(ReturnDocument::After)
+            .await
+            .map_err(backend)?;
+        let Some(claimed) = claimed else {
+            return Ok(Taken::Nothing);
+        };
+        let job = job_from(&claimed)?;
+        let lease = Lease {
+            lease_id: provisional.lease_id,
+            ..lease::new_lease(job.timeout_ms, grader_id, now)
+        };
+        let deadline = doc! { "$set": {
+            "lease": lease_document(&lease),
+            "lease_expires_ms": lease.expires_at.timestamp_millis(),
+        } };
+        Ok(
+            match self.update_leased(job.id, lease.lease_id, deadline).await? {
+                Some(job) => Taken::Leased(job),
+                None => Taken::Lost,
+            },
+        )
     }
 }

@@ -30,6 +30,7 @@
 //! where nx-27017 stores a value in another representation, the decoders
 //! below say so next to the tolerance.
 
+mod affinity;
 mod assessments;
 mod attempts;
 mod challenges;
@@ -613,6 +614,7 @@ pub(crate) fn wanted_indexes() -> Vec<(&'static str, Document, Option<IndexOptio
     indexes
         .into_iter()
         .chain(assessments::indexes())
+        .chain(affinity::indexes())
         .chain(runs)
         .collect()
 }

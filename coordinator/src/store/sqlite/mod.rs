@@ -23,6 +23,7 @@
 //! test cases and attempts come from `AUTOINCREMENT` columns (never reused);
 //! job payloads, progress and outcomes are JSON text.
 
+mod affinity;
 mod attempts;
 mod challenges;
 mod console;
@@ -65,7 +66,7 @@ use super::{
 
 /// Version of the schema created by [`SCHEMA`]; kept in `schema_version` so
 /// that [`migrate`] can bring an older file up to date.
-const SCHEMA_VERSION: i64 = 8;
+const SCHEMA_VERSION: i64 = 9;
 
 /// The schema, created idempotently at every open.
 const SCHEMA: &str = "
@@ -414,7 +415,26 @@ fn claim_next(
     let Some((seq, timeout_ms)) = chosen else {
         return Ok(None);
     };
-    let lease = lease::new_lease(u64::try_from(timeout_ms).unwrap_or(0), grader_id, now);
+    lease_queued(
+        transaction,
+        seq,
+        u64::try_from(timeout_ms).unwrap_or(0),
+        grader_id,
+        now,
+    )
+    .map(Some)
+}
+
+/// Leases the QUEUED job `seq` (whose lease lasts `timeout_ms`) to
+/// `grader_id`: LEASED, tries+1, a new lease id.
+fn lease_queued(
+    transaction: &Transaction<'_>,
+    seq: i64,
+    timeout_ms: u64,
+    grader_id: GraderId,
+    now: DateTime<Utc>,
+) -> StoreResult<Job> {
+    let lease = lease::new_lease(timeout_ms, grader_id, now);
     let sql = format!(
         "UPDATE jobs SET state = 'LEASED', tries = tries + 1, lease_id = ?2, grader_id = ?3, \
          lease_expires_at = ?5, leased_at = ?4, progress = '[]', \
@@ -430,7 +450,7 @@ fn claim_next(
         ],
         job_from,
     )?;
-    Ok(Some(job))
+    Ok(job)
 }
 
 /// Returns the path of the lock file guarding the store at `path`.
@@ -459,10 +479,11 @@ fn configure(connection: &Connection, synchronous: Synchronous) -> anyhow::Resul
         "PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 10000;"
     ))?;
     connection.execute_batch(&format!(
-        "BEGIN IMMEDIATE; {SCHEMA} {} {} {} COMMIT;",
+        "BEGIN IMMEDIATE; {SCHEMA} {} {} {} {} COMMIT;",
         assessments::SCHEMA,
         console::SCHEMA,
-        runs::SCHEMA
+        runs::SCHEMA,
+        affinity::SCHEMA
     ))?;
     let version: Option<i64> =
         connection.query_row("SELECT MAX(version) FROM schema_version", [], |row| {
@@ -528,6 +549,9 @@ fn migrate(connection: &Connection, from: i64) -> anyhow::Result<()> {
     // (`attempts_by_challenge_id`, created with the console's schema).
     // Version 8: grading runs (`runs::SCHEMA`), new tables only, created
     // with the schema at every open.
+    // Version 9: challenge affinity (`affinity::SCHEMA`): the bundles each
+    // grader holds and an index of queued jobs by bundle, created with the
+    // schema at every open.
     steps.push_str(&format!(
         "UPDATE schema_version SET version = {SCHEMA_VERSION}; COMMIT;"
     ));
@@ -1249,7 +1273,7 @@ mod tests {
     }
 
     /// Returns SQLite's query plan for `sql`, its parameters bound to NULL.
-    fn plan(connection: &Connection, sql: &str) -> String {
+    pub(super) fn plan(connection: &Connection, sql: &str) -> String {
         let mut statement = connection
             .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
             .unwrap();
