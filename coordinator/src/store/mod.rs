@@ -1,6 +1,7 @@
 //! The coordinator's store: everything the coordinator keeps, one async
 //! trait per aggregate ([`UserStore`], [`ChallengeStore`], [`AttemptStore`],
-//! [`JobStore`], [`GraderStore`], and grading runs' [`runs::RunStore`])
+//! [`JobStore`], [`GraderStore`], grading runs' [`runs::RunStore`] and
+//! exports' [`exports::ExportStore`])
 //! gathered by [`Store`], with two backends
 //! chosen by URI scheme. Each backend implements each aggregate in a file of
 //! its own (`sqlite/jobs.rs`, `mongo/jobs.rs`, ...).
@@ -23,6 +24,9 @@ mod challenges;
 #[cfg(feature = "testsuite")]
 mod conformance;
 pub mod console;
+pub mod exports;
+#[cfg(feature = "testsuite")]
+pub mod exports_conformance;
 mod graders;
 mod jobs;
 pub mod lease;
@@ -191,6 +195,7 @@ pub trait Store:
     + AssessmentStore
     + ConsoleStore
     + runs::RunStore
+    + exports::ExportStore
     + Send
     + Sync
     + 'static

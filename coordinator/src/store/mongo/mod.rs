@@ -34,6 +34,7 @@ mod assessments;
 mod attempts;
 mod challenges;
 mod console;
+mod exports;
 mod graders;
 mod jobs;
 pub mod maintenance;
@@ -609,6 +610,7 @@ pub(crate) fn wanted_indexes() -> Vec<(&'static str, Document, Option<IndexOptio
     ];
     let runs = runs::indexes()
         .into_iter()
+        .chain(exports::indexes())
         .map(|(name, keys)| (name, keys, None));
     indexes
         .into_iter()

@@ -26,6 +26,7 @@
 mod attempts;
 mod challenges;
 mod console;
+mod exports;
 mod graders;
 mod jobs;
 mod runs;
@@ -65,7 +66,7 @@ use super::{
 
 /// Version of the schema created by [`SCHEMA`]; kept in `schema_version` so
 /// that [`migrate`] can bring an older file up to date.
-const SCHEMA_VERSION: i64 = 8;
+const SCHEMA_VERSION: i64 = 9;
 
 /// The schema, created idempotently at every open.
 const SCHEMA: &str = "
@@ -459,10 +460,11 @@ fn configure(connection: &Connection, synchronous: Synchronous) -> anyhow::Resul
         "PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 10000;"
     ))?;
     connection.execute_batch(&format!(
-        "BEGIN IMMEDIATE; {SCHEMA} {} {} {} COMMIT;",
+        "BEGIN IMMEDIATE; {SCHEMA} {} {} {} {} COMMIT;",
         assessments::SCHEMA,
         console::SCHEMA,
-        runs::SCHEMA
+        runs::SCHEMA,
+        exports::SCHEMA
     ))?;
     let version: Option<i64> =
         connection.query_row("SELECT MAX(version) FROM schema_version", [], |row| {
@@ -527,6 +529,8 @@ fn migrate(connection: &Connection, from: i64) -> anyhow::Result<()> {
     // Version 7: the console lists a challenge's attempts newest first
     // (`attempts_by_challenge_id`, created with the console's schema).
     // Version 8: grading runs (`runs::SCHEMA`), new tables only, created
+    // with the schema at every open.
+    // Version 9: exports (`exports::SCHEMA`), a new table only, created
     // with the schema at every open.
     steps.push_str(&format!(
         "UPDATE schema_version SET version = {SCHEMA_VERSION}; COMMIT;"
