@@ -57,7 +57,10 @@ fn options() -> Options {
             other => panic!("unknown flag {other}"),
         }
     }
-    assert!(options.run_items <= options.students, "--run-items above --students");
+    assert!(
+        options.run_items <= options.students,
+        "--run-items above --students"
+    );
     options
 }
 
@@ -278,7 +281,9 @@ async fn main() {
     );
 
     // 2. A run of listed students, created in one request.
-    let targets: Vec<i64> = (0..options.run_items as i64).map(|index| 2 + index).collect();
+    let targets: Vec<i64> = (0..options.run_items as i64)
+        .map(|index| 2 + index)
+        .collect();
     let started = Instant::now();
     let (status, reply) = call(
         &http,

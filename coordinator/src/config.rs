@@ -281,7 +281,10 @@ impl Config {
             .map(|location| location.split('?').next().unwrap_or(location))
             .and_then(|path| std::path::Path::new(path).parent())
             .filter(|parent| !parent.as_os_str().is_empty());
-        sqlite_dir.map_or_else(|| std::path::PathBuf::from("data"), std::path::Path::to_path_buf)
+        sqlite_dir.map_or_else(
+            || std::path::PathBuf::from("data"),
+            std::path::Path::to_path_buf,
+        )
     }
 
     /// Returns the heartbeat interval.

@@ -102,7 +102,12 @@ async fn wait_export_final(viewer: &Api, id: i64) -> Value {
 
 /// GETs `path` (under the API) with an optional `Range`; answers status,
 /// `Content-Range` and the body's bytes.
-async fn download(viewer: &Api, base: &str, path: &str, range: Option<&str>) -> (u16, Option<String>, Vec<u8>) {
+async fn download(
+    viewer: &Api,
+    base: &str,
+    path: &str,
+    range: Option<&str>,
+) -> (u16, Option<String>, Vec<u8>) {
     let mut request = reqwest::Client::new()
         .get(format!("{base}/api/v1{path}"))
         .bearer_auth(viewer.token.as_deref().unwrap());
@@ -115,7 +120,11 @@ async fn download(viewer: &Api, base: &str, path: &str, range: Option<&str>) -> 
         .headers()
         .get("content-range")
         .map(|value| value.to_str().unwrap().to_string());
-    (status, content_range, response.bytes().await.unwrap().to_vec())
+    (
+        status,
+        content_range,
+        response.bytes().await.unwrap().to_vec(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -133,9 +142,12 @@ async fn exports_are_scoped_to_their_professor_and_downloaded_with_ranges() {
     let mut grader = start_grader("exports-grader", &base, &token, &["--slots", "2"]).await;
     let api = Api::new(&base);
     let (admin, professor, other, students) = people(&api, "main", 3).await;
-    let challenge =
-        publish_sample_challenge(&professor, "exports: big spenders", Duration::from_secs(120))
-            .await;
+    let challenge = publish_sample_challenge(
+        &professor,
+        "exports: big spenders",
+        Duration::from_secs(120),
+    )
+    .await;
     let challenge_id = challenge["id"].as_i64().unwrap();
     for ((_, student), query) in students.iter().zip([SOLUTION, WRONG, SOLUTION]) {
         let attempt = submit(student, challenge_id, query).await;
@@ -187,7 +199,11 @@ async fn exports_are_scoped_to_their_professor_and_downloaded_with_ranges() {
             json!({"kind": "attempts", "filters": {"challenge_id": 999_999}}),
         )
         .await;
-    assert_eq!((status, reply["code"].as_str()), (404, Some("not_found")), "{reply}");
+    assert_eq!(
+        (status, reply["code"].as_str()),
+        (404, Some("not_found")),
+        "{reply}"
+    );
     for bad in [
         json!({"kind": "attempts", "filters": {"date_gte": "yesterday"}}),
         json!({"kind": "attempts", "filters": {"date_gte": "2026-02-01", "date_lte": "2026-01-01"}}),
@@ -197,10 +213,7 @@ async fn exports_are_scoped_to_their_professor_and_downloaded_with_ranges() {
         json!({"kind": "attempts", "format": "xlsx"}),
     ] {
         let (status, reply) = professor.post("/exports", bad.clone()).await;
-        assert!(
-            matches!(status, 400 | 422),
-            "{bad}: {status} {reply}"
-        );
+        assert!(matches!(status, 400 | 422), "{bad}: {status} {reply}");
         assert_eq!(reply["status"], "error", "{reply}");
     }
     let (status, reply) = professor.get("/exports/1").await;
@@ -211,10 +224,16 @@ async fn exports_are_scoped_to_their_professor_and_downloaded_with_ranges() {
     let (status, reply) = professor.post("/exports", gradebook.clone()).await;
     assert_eq!(status, 201, "{reply}");
     let gradebook_id = reply["data"]["id"].as_i64().unwrap();
-    assert_eq!(reply["data"]["operation_id"], format!("export-{gradebook_id}"));
+    assert_eq!(
+        reply["data"]["operation_id"],
+        format!("export-{gradebook_id}")
+    );
     let finished = wait_export_final(&professor, gradebook_id).await;
     assert_eq!(finished["state"], "COMPLETED", "{finished}");
-    assert_eq!((finished["rows"].as_u64(), finished["total"].as_u64()), (Some(3), Some(3)));
+    assert_eq!(
+        (finished["rows"].as_u64(), finished["total"].as_u64()),
+        (Some(3), Some(3))
+    );
     let url = format!("/exports/{gradebook_id}/download");
     assert_eq!(finished["download_url"], format!("/api/v1{url}"));
     let (status, _, body) = download(&professor, &base, &url, None).await;
@@ -233,7 +252,10 @@ async fn exports_are_scoped_to_their_professor_and_downloaded_with_ranges() {
         lines[1].contains("Student 0") && lines[1].contains("PASSED") && lines[1].ends_with(",7.5"),
         "{text}"
     );
-    assert!(lines[2].contains("Student 1") && lines[2].contains("FAILED"), "{text}");
+    assert!(
+        lines[2].contains("Student 1") && lines[2].contains("FAILED"),
+        "{text}"
+    );
 
     // Ranges.
     let length = body.len();
@@ -243,9 +265,16 @@ async fn exports_are_scoped_to_their_professor_and_downloaded_with_ranges() {
     assert_eq!(part, body[..10]);
     let (status, content_range, part) = download(&professor, &base, &url, Some("bytes=-5")).await;
     assert_eq!(status, 206);
-    assert_eq!(content_range, Some(format!("bytes {}-{}/{length}", length - 5, length - 1)));
+    assert_eq!(
+        content_range,
+        Some(format!("bytes {}-{}/{length}", length - 5, length - 1))
+    );
     assert_eq!(part, body[length - 5..]);
-    for bad in [format!("bytes={length}-"), "bytes=9-2".into(), "pages=1-2".into()] {
+    for bad in [
+        format!("bytes={length}-"),
+        "bytes=9-2".into(),
+        "pages=1-2".into(),
+    ] {
         let (status, content_range, reply) = download(&professor, &base, &url, Some(&bad)).await;
         assert_eq!(status, 416, "{bad}");
         assert_eq!(content_range, Some(format!("bytes */{length}")), "{bad}");
@@ -259,7 +288,9 @@ async fn exports_are_scoped_to_their_professor_and_downloaded_with_ranges() {
         assert_eq!(status, 403, "{who}: {reply}");
         let (status, _, _) = download(viewer, &base, &url, None).await;
         assert_eq!(status, 403, "{who}");
-        let (status, reply) = viewer.get(&format!("/operations/export-{gradebook_id}")).await;
+        let (status, reply) = viewer
+            .get(&format!("/operations/export-{gradebook_id}"))
+            .await;
         assert_eq!(status, 403, "{who}: {reply}");
     }
     let (status, _, _) = download(&admin, &base, &url, None).await;
@@ -270,7 +301,10 @@ async fn exports_are_scoped_to_their_professor_and_downloaded_with_ranges() {
         .await;
     assert_eq!(status, 201, "{reply}");
     let empty = wait_export_final(&other, reply["data"]["id"].as_i64().unwrap()).await;
-    assert_eq!((empty["state"].as_str(), empty["rows"].as_u64()), (Some("COMPLETED"), Some(0)));
+    assert_eq!(
+        (empty["state"].as_str(), empty["rows"].as_u64()),
+        (Some("COMPLETED"), Some(0))
+    );
     let (status, reply) = admin
         .post("/exports", json!({"kind": "attempts", "format": "jsonl"}))
         .await;
@@ -289,7 +323,9 @@ async fn exports_are_scoped_to_their_professor_and_downloaded_with_ranges() {
     assert_eq!(rows[0]["score"], 100.0, "{rows:?}");
 
     // Operations: the export, the challenge's init, the alias.
-    let (status, operation) = professor.get(&format!("/operations/export-{gradebook_id}")).await;
+    let (status, operation) = professor
+        .get(&format!("/operations/export-{gradebook_id}"))
+        .await;
     assert_eq!(status, 200, "{operation}");
     let operation = &operation["data"];
     assert_eq!(
@@ -298,10 +334,14 @@ async fn exports_are_scoped_to_their_professor_and_downloaded_with_ranges() {
     );
     assert_eq!(operation["progress"], json!({"done": 3, "total": 3}));
     assert_eq!(operation["result_url"], format!("/api/v1{url}"));
-    let (status, alias) = professor.get(&format!("/job-status/export-{gradebook_id}")).await;
+    let (status, alias) = professor
+        .get(&format!("/job-status/export-{gradebook_id}"))
+        .await;
     assert_eq!(status, 200, "{alias}");
     assert_eq!(alias["data"]["id"], format!("export-{gradebook_id}"));
-    let (status, init) = professor.get(&format!("/operations/init-{challenge_id}")).await;
+    let (status, init) = professor
+        .get(&format!("/operations/init-{challenge_id}"))
+        .await;
     assert_eq!(status, 200, "{init}");
     assert_eq!(init["data"]["state"], "COMPLETED", "{init}");
     assert_eq!(init["data"]["progress"], json!({"done": 1, "total": 1}));
@@ -321,20 +361,33 @@ async fn exports_are_scoped_to_their_professor_and_downloaded_with_ranges() {
         let (status, reply) = professor.get(&format!("/operations/{bad}")).await;
         assert_eq!(status, 404, "{bad}: {reply}");
     }
-    let (status, reply) = students[0].1.get(&format!("/operations/init-{challenge_id}")).await;
+    let (status, reply) = students[0]
+        .1
+        .get(&format!("/operations/init-{challenge_id}"))
+        .await;
     assert_eq!(status, 403, "{reply}");
 
     // The file is deleted at its expiry; the download says so.
     let dir = exports_dir(&store);
-    let gone = eventually("the gradebook to expire", Duration::from_secs(90), || async {
-        let (status, _, body) = download(&professor, &base, &url, None).await;
-        (status == 410).then_some(body)
-    })
+    let gone = eventually(
+        "the gradebook to expire",
+        Duration::from_secs(90),
+        || async {
+            let (status, _, body) = download(&professor, &base, &url, None).await;
+            (status == 410).then_some(body)
+        },
+    )
     .await;
     let reply: Value = serde_json::from_slice(&gone).unwrap();
     assert_eq!(reply["code"], "gone", "{reply}");
-    assert!(files_of(&dir, gradebook_id).is_empty(), "the file is deleted");
-    assert_eq!(export_state(&professor, gradebook_id).await["state"], "EXPIRED");
+    assert!(
+        files_of(&dir, gradebook_id).is_empty(),
+        "the file is deleted"
+    );
+    assert_eq!(
+        export_state(&professor, gradebook_id).await["state"],
+        "EXPIRED"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -351,7 +404,8 @@ async fn a_paused_export_resumes_after_a_restart_byte_identical_and_a_cancelled_
         "--export-page-pause-ms",
         "300",
     ];
-    let mut coordinator = start_coordinator("exports-pause-coordinator", &store, &token, &extra).await;
+    let mut coordinator =
+        start_coordinator("exports-pause-coordinator", &store, &token, &extra).await;
     let base = coordinator.url().to_string();
     let mut grader = start_grader("exports-pause-grader", &base, &token, &["--slots", "2"]).await;
     let api = Api::new(&base);
@@ -395,33 +449,56 @@ async fn a_paused_export_resumes_after_a_restart_byte_identical_and_a_cancelled_
         "a partial file while paused"
     );
     coordinator.kill().await;
-    let coordinator = start_coordinator("exports-pause-coordinator-2", &store, &token, &extra).await;
+    let coordinator =
+        start_coordinator("exports-pause-coordinator-2", &store, &token, &extra).await;
     let after = export_state(&professor, paused_id).await;
-    assert_eq!(after["state"], "PAUSED", "the pause survives a restart: {after}");
-    assert_eq!(after["rows"], held["rows"], "nothing written while paused: {after}");
+    assert_eq!(
+        after["state"], "PAUSED",
+        "the pause survives a restart: {after}"
+    );
+    assert_eq!(
+        after["rows"], held["rows"],
+        "nothing written while paused: {after}"
+    );
     let (status, reply) = professor
         .post(&format!("/operations/export-{paused_id}/resume"), json!({}))
         .await;
     assert_eq!(status, 200, "{reply}");
     assert_eq!(reply["data"]["state"], "RUNNING", "{reply}");
     let resumed = wait_export_final(&professor, paused_id).await;
-    assert_eq!((resumed["state"].as_str(), resumed["rows"].as_u64()), (Some("COMPLETED"), Some(6)));
+    assert_eq!(
+        (resumed["state"].as_str(), resumed["rows"].as_u64()),
+        (Some("COMPLETED"), Some(6))
+    );
 
     // The same export in one go: the same bytes.
     let (status, reply) = professor.post("/exports", request.clone()).await;
     assert_eq!(status, 201, "{reply}");
     let straight_id = reply["data"]["id"].as_i64().unwrap();
     wait_export_final(&professor, straight_id).await;
-    let (_, _, resumed_bytes) =
-        download(&professor, &base, &format!("/exports/{paused_id}/download"), None).await;
-    let (_, _, straight_bytes) =
-        download(&professor, &base, &format!("/exports/{straight_id}/download"), None).await;
+    let (_, _, resumed_bytes) = download(
+        &professor,
+        &base,
+        &format!("/exports/{paused_id}/download"),
+        None,
+    )
+    .await;
+    let (_, _, straight_bytes) = download(
+        &professor,
+        &base,
+        &format!("/exports/{straight_id}/download"),
+        None,
+    )
+    .await;
     assert_eq!(
         String::from_utf8_lossy(&resumed_bytes).lines().count(),
         7,
         "a header and six attempts"
     );
-    assert_eq!(resumed_bytes, straight_bytes, "byte-identical after pause and restart");
+    assert_eq!(
+        resumed_bytes, straight_bytes,
+        "byte-identical after pause and restart"
+    );
 
     // Cancelled while writing, and while paused: no file is left.
     let (_, reply) = professor.post("/exports", request.clone()).await;
@@ -431,14 +508,20 @@ async fn a_paused_export_resumes_after_a_restart_byte_identical_and_a_cancelled_
     })
     .await;
     let (status, reply) = professor
-        .post(&format!("/operations/export-{running_id}/cancel"), json!({}))
+        .post(
+            &format!("/operations/export-{running_id}/cancel"),
+            json!({}),
+        )
         .await;
     assert_eq!(status, 200, "{reply}");
     assert_eq!(reply["data"]["state"], "CANCELLED", "{reply}");
     let (_, reply) = professor.post("/exports", request.clone()).await;
     let paused_then_cancelled = reply["data"]["id"].as_i64().unwrap();
     let (status, _) = professor
-        .post(&format!("/operations/export-{paused_then_cancelled}/pause"), json!({}))
+        .post(
+            &format!("/operations/export-{paused_then_cancelled}/pause"),
+            json!({}),
+        )
         .await;
     assert_eq!(status, 200);
     let (status, reply) = professor
@@ -459,10 +542,16 @@ async fn a_paused_export_resumes_after_a_restart_byte_identical_and_a_cancelled_
         assert_eq!(status, 409, "{}", String::from_utf8_lossy(&reply));
         let stopped = export_state(&professor, id).await;
         assert_eq!(stopped["state"], "CANCELLED", "{stopped}");
-        assert!(stopped["rows"].as_u64().unwrap() < 6, "cancelled midway: {stopped}");
+        assert!(
+            stopped["rows"].as_u64().unwrap() < 6,
+            "cancelled midway: {stopped}"
+        );
     }
     let (status, reply) = professor
-        .post(&format!("/operations/export-{running_id}/resume"), json!({}))
+        .post(
+            &format!("/operations/export-{running_id}/resume"),
+            json!({}),
+        )
         .await;
     assert_eq!(status, 409, "a cancelled export stays cancelled: {reply}");
     drop(coordinator);
@@ -490,7 +579,10 @@ async fn a_run_cancelled_through_its_operation_grades_nothing_more() {
         wait_final(student, attempt).await;
     }
     let (status, reply) = professor
-        .post("/runs", json!({"challenge_id": challenge_id, "targets": "all"}))
+        .post(
+            "/runs",
+            json!({"challenge_id": challenge_id, "targets": "all"}),
+        )
         .await;
     assert_eq!(status, 201, "{reply}");
     let run_id = reply["data"]["id"].as_i64().unwrap();
@@ -503,7 +595,10 @@ async fn a_run_cancelled_through_its_operation_grades_nothing_more() {
     let (status, reply) = professor.get(&operation).await;
     assert_eq!(status, 200, "{reply}");
     assert_eq!(
-        (reply["data"]["kind"].as_str(), reply["data"]["state"].as_str()),
+        (
+            reply["data"]["kind"].as_str(),
+            reply["data"]["state"].as_str()
+        ),
         (Some("run"), Some("RUNNING")),
         "{reply}"
     );
@@ -511,7 +606,9 @@ async fn a_run_cancelled_through_its_operation_grades_nothing_more() {
     let (status, reply) = other.post(&format!("{operation}/cancel"), json!({})).await;
     assert_eq!(status, 403, "another professor's run: {reply}");
 
-    let (status, reply) = professor.post(&format!("{operation}/cancel"), json!({})).await;
+    let (status, reply) = professor
+        .post(&format!("{operation}/cancel"), json!({}))
+        .await;
     assert_eq!(status, 200, "{reply}");
     let cancelled_at = chrono::Utc::now();
     let finished = eventually("the run to end", Duration::from_secs(60), || async {
@@ -519,12 +616,22 @@ async fn a_run_cancelled_through_its_operation_grades_nothing_more() {
         (reply["data"]["state"] == "CANCELLED").then_some(reply["data"].clone())
     })
     .await;
-    assert_eq!(finished["progress"]["done"], 4, "every item ended: {finished}");
+    assert_eq!(
+        finished["progress"]["done"], 4,
+        "every item ended: {finished}"
+    );
     // The running item's grader heard of the cancel on its heartbeat and
     // stopped the query.
-    eventually("the grader to stop the job", Duration::from_secs(30), || async {
-        grader.log().contains("coordinator cancelled the job").then_some(())
-    })
+    eventually(
+        "the grader to stop the job",
+        Duration::from_secs(30),
+        || async {
+            grader
+                .log()
+                .contains("coordinator cancelled the job")
+                .then_some(())
+        },
+    )
     .await;
     let (_, run) = professor.get(&format!("/runs/{run_id}")).await;
     let counts = run["data"]["counts"].clone();
@@ -546,12 +653,17 @@ async fn a_run_cancelled_through_its_operation_grades_nothing_more() {
             Some("DONE") => {
                 let finished_at: chrono::DateTime<chrono::Utc> =
                     item["finished_at"].as_str().unwrap().parse().unwrap();
-                assert!(finished_at <= cancelled_at, "graded after the cancel: {item}");
+                assert!(
+                    finished_at <= cancelled_at,
+                    "graded after the cancel: {item}"
+                );
             }
             _ => panic!("an item neither graded nor cancelled: {item}"),
         }
     }
-    let (status, reply) = professor.post(&format!("{operation}/resume"), json!({})).await;
+    let (status, reply) = professor
+        .post(&format!("{operation}/resume"), json!({}))
+        .await;
     assert_eq!(status, 409, "{reply}");
     drop(grader);
 }

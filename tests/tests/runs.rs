@@ -962,10 +962,14 @@ async fn a_200_student_run_survives_a_killed_grader_and_a_killed_coordinator() {
     assert_eq!(reply["data"]["counts"]["total"], STUDENTS, "{reply}");
 
     // A grader dies midway; another takes over.
-    eventually("a quarter of the items", Duration::from_secs(300), || async {
-        let run = run_state(&professor, run_id).await;
-        (run["counts"]["done"].as_u64() >= Some(50)).then_some(())
-    })
+    eventually(
+        "a quarter of the items",
+        Duration::from_secs(300),
+        || async {
+            let run = run_state(&professor, run_id).await;
+            (run["counts"]["done"].as_u64() >= Some(50)).then_some(())
+        },
+    )
     .await;
     first.kill().await;
     let second = start_grader("runs-200-grader-2", &url, &token, &["--slots", "2"]).await;
@@ -980,7 +984,10 @@ async fn a_200_student_run_survives_a_killed_grader_and_a_killed_coordinator() {
 
     let finished = wait_run_final(&professor, run_id).await;
     assert_eq!(finished["state"], "COMPLETED", "{finished}");
-    assert_eq!(finished["counts"]["done"], STUDENTS, "none lost: {finished}");
+    assert_eq!(
+        finished["counts"]["done"], STUDENTS,
+        "none lost: {finished}"
+    );
     assert_eq!(finished["counts"]["error"], 0, "{finished}");
     assert_eq!(finished["postprocessing"], "DONE", "{finished}");
     let mut items = Vec::new();

@@ -182,9 +182,15 @@ impl Exports {
         let challenge_ids = match (&run, filters.challenge_id) {
             (Some(run), _) => Some(vec![run.spec.challenge_id]),
             (None, Some(challenge_id)) => {
-                let challenge = self.store.get_challenge(challenge_id).await?.ok_or_else(|| {
-                    ExportsError::NotFound(format!("filters.challenge_id: no challenge {challenge_id}"))
-                })?;
+                let challenge = self
+                    .store
+                    .get_challenge(challenge_id)
+                    .await?
+                    .ok_or_else(|| {
+                        ExportsError::NotFound(format!(
+                            "filters.challenge_id: no challenge {challenge_id}"
+                        ))
+                    })?;
                 if creator.role != Role::Admin && challenge.created_user_id != creator.id {
                     return Err(ExportsError::Forbidden(format!(
                         "challenge {challenge_id} is another professor's: only its professor or an admin may export it"
@@ -246,7 +252,11 @@ impl Exports {
         }
         match spec.kind {
             ExportKind::Gradebook => self.store.count_scoped_users(&spec.attempt_scope()).await,
-            _ => self.store.count_scoped_attempts(&spec.attempt_scope()).await,
+            _ => {
+                self.store
+                    .count_scoped_attempts(&spec.attempt_scope())
+                    .await
+            }
         }
     }
 
@@ -446,7 +456,13 @@ impl Exports {
         let now = Utc::now();
         let finished = self
             .store
-            .finish_export(export.id, ExportState::Completed, None, now, Some(now + self.ttl))
+            .finish_export(
+                export.id,
+                ExportState::Completed,
+                None,
+                now,
+                Some(now + self.ttl),
+            )
             .await?;
         if finished {
             tracing::info!(rows = export.rows, "export completed");

@@ -115,11 +115,7 @@ mod tests {
     #[test]
     fn rows_are_csv_lines_or_json_objects() {
         let columns = vec!["id".to_string(), "name".to_string(), "score".to_string()];
-        let row = [
-            Cell::Int(7),
-            Cell::Text("O'Neil, A".into()),
-            Cell::Null,
-        ];
+        let row = [Cell::Int(7), Cell::Text("O'Neil, A".into()), Cell::Null];
         let mut csv = Vec::new();
         write_header(&mut csv, ExportFormat::Csv, &columns);
         write_row(&mut csv, ExportFormat::Csv, &columns, &row);

@@ -109,9 +109,7 @@ pub async fn next_page(
                 rows: items.into_iter().map(run_row).collect(),
             })
         }
-        (ExportKind::Run, None) => Err(StoreError::Invalid(
-            "a run export names its run".into(),
-        )),
+        (ExportKind::Run, None) => Err(StoreError::Invalid("a run export names its run".into())),
         (ExportKind::Gradebook, Some(run_id)) => {
             run_gradebook_page(store, spec, run_id, after, limit).await
         }
@@ -198,7 +196,14 @@ async fn student_cells(store: &dyn Store, user_id: UserId) -> StoreResult<Vec<Ce
 /// A challenge's cells of a gradebook row, from the attempt that counts.
 fn challenge_cells(attempt: Option<&Attempt>) -> [Cell; 6] {
     let Some(attempt) = attempt else {
-        return [Cell::Null, Cell::Null, Cell::Null, Cell::Null, Cell::Null, Cell::Null];
+        return [
+            Cell::Null,
+            Cell::Null,
+            Cell::Null,
+            Cell::Null,
+            Cell::Null,
+            Cell::Null,
+        ];
     };
     let graded = attempt_grade(attempt);
     [
@@ -236,9 +241,9 @@ async fn gradebook_page(
         };
         let mut counted: BTreeMap<ChallengeId, Attempt> = BTreeMap::new();
         for attempt in store.list_scoped_attempts(&own, None, 0).await? {
-            let replaces = counted.get(&attempt.challenge_id).is_none_or(|current| {
-                is_graded(attempt.status) || !is_graded(current.status)
-            });
+            let replaces = counted
+                .get(&attempt.challenge_id)
+                .is_none_or(|current| is_graded(attempt.status) || !is_graded(current.status));
             if replaces {
                 counted.insert(attempt.challenge_id, attempt);
             }
@@ -284,7 +289,10 @@ async fn assessment_score(
     if let Some(latest) = manual.last() {
         return Ok(Some(latest.score));
     }
-    let Some(session) = store.find_assessment_session(assessment.id, user_id).await? else {
+    let Some(session) = store
+        .find_assessment_session(assessment.id, user_id)
+        .await?
+    else {
         return Ok(None);
     };
     let scored = async {

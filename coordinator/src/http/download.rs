@@ -36,10 +36,7 @@ pub fn requested_range(headers: &HeaderMap, length: u64) -> ApiResult<Option<(u6
         message: format!("Range: {why} (the body has {length} bytes)"),
         length,
     };
-    let text = value
-        .to_str()
-        .map_err(|_| refuse("not ASCII"))?
-        .trim();
+    let text = value.to_str().map_err(|_| refuse("not ASCII"))?.trim();
     let spec = text
         .strip_prefix("bytes=")
         .ok_or_else(|| refuse("only `bytes=` ranges are served"))?;
@@ -84,7 +81,8 @@ fn base_headers(response: &mut Response, named: &Named<'_>, length: u64) {
     if let Ok(value) = HeaderValue::from_str(named.content_type) {
         headers.insert(header::CONTENT_TYPE, value);
     }
-    if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{}\"", named.filename))
+    if let Ok(value) =
+        HeaderValue::from_str(&format!("attachment; filename=\"{}\"", named.filename))
     {
         headers.insert(header::CONTENT_DISPOSITION, value);
     }
@@ -93,12 +91,7 @@ fn base_headers(response: &mut Response, named: &Named<'_>, length: u64) {
 }
 
 /// Answers with `body` (or the range of it asked for).
-fn respond(
-    body: Body,
-    named: &Named<'_>,
-    range: Option<(u64, u64)>,
-    total: u64,
-) -> Response {
+fn respond(body: Body, named: &Named<'_>, range: Option<(u64, u64)>, total: u64) -> Response {
     let (status, length) = match range {
         Some((start, end)) => (StatusCode::PARTIAL_CONTENT, end - start + 1),
         None => (StatusCode::OK, total),
@@ -132,7 +125,11 @@ pub fn serve_bytes(bytes: Vec<u8>, named: &Named<'_>, headers: &HeaderMap) -> Ap
 ///
 /// # Errors
 /// 416 for a bad range; `Internal` when the file cannot be read.
-pub async fn serve_file(path: &Path, named: &Named<'_>, headers: &HeaderMap) -> ApiResult<Response> {
+pub async fn serve_file(
+    path: &Path,
+    named: &Named<'_>,
+    headers: &HeaderMap,
+) -> ApiResult<Response> {
     let mut file = tokio::fs::File::open(path)
         .await
         .map_err(|error| ApiError::Internal(format!("opening {}: {error}", path.display())))?;
@@ -149,20 +146,21 @@ pub async fn serve_file(path: &Path, named: &Named<'_>, headers: &HeaderMap) -> 
     file.seek(std::io::SeekFrom::Start(start))
         .await
         .map_err(|error| ApiError::Internal(format!("seeking {}: {error}", path.display())))?;
-    let chunks = futures_util::stream::unfold((file.take(length), false), |(mut file, done)| async move {
-        if done {
-            return None;
-        }
-        let mut chunk = vec![0_u8; CHUNK];
-        match file.read(&mut chunk).await {
-            Ok(0) => None,
-            Ok(read) => {
-                chunk.truncate(read);
-                Some((Ok::<_, std::io::Error>(chunk), (file, false)))
+    let chunks =
+        futures_util::stream::unfold((file.take(length), false), |(mut file, done)| async move {
+            if done {
+                return None;
             }
-            Err(error) => Some((Err(error), (file, true))),
-        }
-    });
+            let mut chunk = vec![0_u8; CHUNK];
+            match file.read(&mut chunk).await {
+                Ok(0) => None,
+                Ok(read) => {
+                    chunk.truncate(read);
+                    Some((Ok::<_, std::io::Error>(chunk), (file, false)))
+                }
+                Err(error) => Some((Err(error), (file, true))),
+            }
+        });
     Ok(respond(Body::from_stream(chunks), named, range, total))
 }
 

@@ -161,8 +161,7 @@ pub(crate) fn export_view(export: Export) -> ExportView {
         total: export.total,
         bytes: export.bytes,
         eta_seconds,
-        download_url: (export.state == ExportState::Completed)
-            .then(|| download_url(export.id)),
+        download_url: (export.state == ExportState::Completed).then(|| download_url(export.id)),
         error: export.error,
         created_at: export.created_at,
         finished_at: export.finished_at,

@@ -188,7 +188,11 @@ fn init_operation(challenge: &Challenge) -> OperationView {
 /// Loads the operation `id` names, if `user` may see it: runs and exports
 /// as their own endpoints allow, inits for the challenge's professor and
 /// admins. Students see none.
-async fn load(state: &AppState, user: &CurrentUser, id: &str) -> ApiResult<(OperationId, OperationView)> {
+async fn load(
+    state: &AppState,
+    user: &CurrentUser,
+    id: &str,
+) -> ApiResult<(OperationId, OperationView)> {
     user.require(&[Role::Professor, Role::Admin])?;
     let operation = OperationId::parse(id)?;
     let view = match operation {

@@ -122,8 +122,7 @@ pub trait ExportStore: Send + Sync {
     /// export is not in the state to leave.
     async fn set_export_paused(&self, id: ExportId, paused: bool) -> StoreResult<Option<Export>>;
     /// RUNNING or PAUSED -> CANCELLED; `None` when it is already final.
-    async fn cancel_export(&self, id: ExportId, now: DateTime<Utc>)
-        -> StoreResult<Option<Export>>;
+    async fn cancel_export(&self, id: ExportId, now: DateTime<Utc>) -> StoreResult<Option<Export>>;
     /// Saves a written page (cursor, rows and bytes so far) of a RUNNING
     /// export; one in another state is left as it is. Returns the export
     /// as it stands (its state tells the writer to go on or stop), `None`

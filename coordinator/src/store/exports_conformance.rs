@@ -121,7 +121,10 @@ pub async fn exports_move_through_their_states(store: Arc<dyn Store>) {
     assert_eq!(export.spec.assessment_ids, vec![7]);
     let second = store.create_export(request, Utc::now()).await.unwrap();
     assert!(second.id > export.id, "ids come from a sequence");
-    assert_eq!(store.get_export(export.id).await.unwrap(), Some(export.clone()));
+    assert_eq!(
+        store.get_export(export.id).await.unwrap(),
+        Some(export.clone())
+    );
     assert_eq!(store.get_export(ExportId(999_999)).await.unwrap(), None);
 
     let saved = store
@@ -129,7 +132,10 @@ pub async fn exports_move_through_their_states(store: Arc<dyn Store>) {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!((saved.cursor, saved.rows, saved.bytes), (Some(17), 10, 1234));
+    assert_eq!(
+        (saved.cursor, saved.rows, saved.bytes),
+        (Some(17), 10, 1234)
+    );
     let paused = store
         .set_export_paused(export.id, true)
         .await
@@ -147,7 +153,12 @@ pub async fn exports_move_through_their_states(store: Arc<dyn Store>) {
         .unwrap()
         .unwrap();
     assert_eq!(
-        (unchanged.state, unchanged.cursor, unchanged.rows, unchanged.bytes),
+        (
+            unchanged.state,
+            unchanged.cursor,
+            unchanged.rows,
+            unchanged.bytes
+        ),
         (ExportState::Paused, Some(17), 10, 1234),
         "a page is not saved while paused: the writer is told to stop"
     );
@@ -189,7 +200,10 @@ pub async fn exports_move_through_their_states(store: Arc<dyn Store>) {
     assert_eq!(finished.state, ExportState::Completed);
     assert!(finished.finished_at.is_some());
     let expiry = finished.expires_at.unwrap();
-    assert!((expiry - expires_at).num_milliseconds().abs() <= 1, "{expiry}");
+    assert!(
+        (expiry - expires_at).num_milliseconds().abs() <= 1,
+        "{expiry}"
+    );
     assert!(!store
         .finish_export(export.id, ExportState::Failed, None, Utc::now(), None)
         .await
@@ -224,19 +238,11 @@ pub async fn exports_are_cancelled_once_and_expire_once(store: Arc<dyn Store>) {
         .unwrap();
     store.set_export_paused(paused.id, true).await.unwrap();
     for id in [running.id, paused.id] {
-        let cancelled = store
-            .cancel_export(id, Utc::now())
-            .await
-            .unwrap()
-            .unwrap();
+        let cancelled = store.cancel_export(id, Utc::now()).await.unwrap().unwrap();
         assert_eq!(cancelled.state, ExportState::Cancelled);
         assert!(cancelled.finished_at.is_some());
         assert!(store.cancel_export(id, Utc::now()).await.unwrap().is_none());
-        assert!(store
-            .set_export_paused(id, false)
-            .await
-            .unwrap()
-            .is_none());
+        assert!(store.set_export_paused(id, false).await.unwrap().is_none());
         let after = store
             .save_export_page(id, Some(5), 5, 50)
             .await
@@ -293,7 +299,11 @@ pub async fn scoped_attempts_are_paged_and_filtered(store: Arc<dyn Store>) {
     let mut attempts = Vec::new();
     for round in 0..3 {
         for (index, student) in students.iter().enumerate() {
-            let challenge_id = if (round + index) % 2 == 0 { mine } else { other };
+            let challenge_id = if (round + index) % 2 == 0 {
+                mine
+            } else {
+                other
+            };
             let attempt = store
                 .create_attempt(NewAttempt {
                     user_id: *student,
@@ -456,7 +466,10 @@ pub async fn scoped_users_are_distinct_and_paged(store: Arc<dyn Store>) {
         ..only_mine
     };
     assert_eq!(
-        store.list_scoped_users(&latest_only, None, 0).await.unwrap(),
+        store
+            .list_scoped_users(&latest_only, None, 0)
+            .await
+            .unwrap(),
         vec![students[0]],
         "dates apply to the users' attempts"
     );
@@ -492,7 +505,9 @@ pub async fn assessments_are_listed_by_creator(store: Arc<dyn Store>) {
     let b = store.create_assessment(second, spec("b")).await.unwrap();
     let c = store.create_assessment(first, spec("c")).await.unwrap();
     let ids = |list: Vec<crate::store::assessments::Assessment>| {
-        list.into_iter().map(|assessment| assessment.id).collect::<Vec<_>>()
+        list.into_iter()
+            .map(|assessment| assessment.id)
+            .collect::<Vec<_>>()
     };
     assert_eq!(
         ids(store.list_assessments_by(Some(first)).await.unwrap()),

@@ -204,11 +204,7 @@ impl ExportStore for MongoStore {
         .await
     }
 
-    async fn cancel_export(
-        &self,
-        id: ExportId,
-        now: DateTime<Utc>,
-    ) -> StoreResult<Option<Export>> {
+    async fn cancel_export(&self, id: ExportId, now: DateTime<Utc>) -> StoreResult<Option<Export>> {
         for from in [ExportState::Running, ExportState::Paused] {
             let cancelled = self
                 .update_export(

@@ -131,10 +131,8 @@ impl ExportStore for SqliteStore {
     }
 
     async fn list_unfinished_exports(&self) -> StoreResult<Vec<Export>> {
-        self.call(|connection| {
-            select_exports(connection, "state IN ('RUNNING', 'PAUSED')", [])
-        })
-        .await
+        self.call(|connection| select_exports(connection, "state IN ('RUNNING', 'PAUSED')", []))
+            .await
     }
 
     async fn set_export_paused(&self, id: ExportId, paused: bool) -> StoreResult<Option<Export>> {
@@ -155,11 +153,7 @@ impl ExportStore for SqliteStore {
         .await
     }
 
-    async fn cancel_export(
-        &self,
-        id: ExportId,
-        now: DateTime<Utc>,
-    ) -> StoreResult<Option<Export>> {
+    async fn cancel_export(&self, id: ExportId, now: DateTime<Utc>) -> StoreResult<Option<Export>> {
         self.write(move |transaction| {
             let changed = transaction
                 .prepare_cached(
