@@ -24,6 +24,10 @@
 #                                       student's read latency (bench_logins: --clients --seconds
 #                                       [-- coordinator flags]); runs the defaults, then without the
 #                                       per-client limit when given no flags
+#   scripts/bench.sh ops [flags]        runs and exports against a real coordinator: an export of
+#                                       1,000,000 attempts (rows/s, peak RSS), a 10,000-item run
+#                                       created, GET /runs/:id at 100,000 items (bench_ops:
+#                                       --attempts --students --run-items --requests)
 #   scripts/bench.sh peers [N]          the dispatch workload (N no-op jobs, default 20,000; K=8
 #                                       simulated graders) through bench_dispatch and through
 #                                       Celery 5 + a private Redis (scripts/celery_peer.py, two
@@ -65,6 +69,7 @@ case "$which" in
     assessments) target/release/examples/bench_assessments "$@" ;;
     storage) target/release/examples/bench_storage "$@" ;;
     console) target/release/examples/bench_console "$@" ;;
+    ops) target/release/examples/bench_ops "$@" ;;
     logins)
         if [ $# -gt 0 ]; then
             target/release/examples/bench_logins "$@"
@@ -102,5 +107,5 @@ case "$which" in
         echo "== grader"; target/release/grader-bench
         echo "== e2e"; SQLARENA_BIN_PROFILE=release target/release/e2e-bench
         ;;
-    *) echo "usage: scripts/bench.sh [dispatch|grader|e2e|cluster|leaderboard|assessments|storage|logins|peers|all] [flags]" >&2; exit 2 ;;
+    *) echo "usage: scripts/bench.sh [dispatch|grader|e2e|cluster|leaderboard|assessments|storage|console|logins|ops|peers|all] [flags]" >&2; exit 2 ;;
 esac

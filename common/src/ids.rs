@@ -129,6 +129,8 @@ int_ids! {
     AttemptId;
     /// A grading run (a whole roster graded at once).
     RunId;
+    /// An export (gradebook, attempts or a run's results written to a file).
+    ExportId;
 }
 
 uuid_ids! {

@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 pub mod ids;
-pub use ids::{AttemptId, ChallengeId, GraderId, JobId, LeaseId, RunId, TestCaseId, UserId};
+pub use ids::{
+    AttemptId, ChallengeId, ExportId, GraderId, JobId, LeaseId, RunId, TestCaseId, UserId,
+};
 
 pub mod affinity;
 pub mod assessments;
@@ -84,6 +86,7 @@ macro_rules! wire_names {
     };
 }
 
+pub mod exports;
 pub mod runs;
 
 /// Lifecycle of a challenge: created `PENDING`, then `READY` or `FAILED` once
@@ -587,6 +590,10 @@ pub enum ErrorCode {
     /// 409: a session of the assessment has started, so it can no longer
     /// be edited.
     AssessmentStarted,
+    /// 410: the resource existed but is gone (an expired export's file).
+    Gone,
+    /// 416: the `Range` asked for is malformed or outside the file.
+    RangeNotSatisfiable,
 }
 
 impl ErrorCode {
@@ -608,6 +615,8 @@ impl ErrorCode {
             ErrorCode::SubmissionLimit => "submission_limit",
             ErrorCode::TooSoon => "too_soon",
             ErrorCode::AssessmentStarted => "assessment_started",
+            ErrorCode::Gone => "gone",
+            ErrorCode::RangeNotSatisfiable => "range_not_satisfiable",
         }
     }
 }

@@ -226,6 +226,22 @@ pub struct Config {
     /// this much earlier: the most affinity may reorder the queue.
     #[arg(long, env = "SQLARENA_AFFINITY_MAX_REORDER_MS", default_value_t = 2000)]
     pub affinity_max_reorder_ms: u64,
+    /// Where the coordinator writes files (exports under `exports/`);
+    /// by default the SQLite store's directory, or `data` with MongoDB.
+    #[arg(long, env = "SQLARENA_DATA_DIR")]
+    pub data_dir: Option<std::path::PathBuf>,
+    /// How long a finished export's file is kept before it is deleted
+    /// (a number and a unit s, m, h or d).
+    #[arg(long, env = "SQLARENA_EXPORT_TTL", default_value = "24h", value_parser = parse_retention)]
+    pub export_ttl: Duration,
+    /// Rows an export reads from the store and writes per page (a pause
+    /// or cancel takes effect between two pages).
+    #[arg(long, env = "SQLARENA_EXPORT_PAGE_ROWS", default_value_t = crate::exports::PAGE_ROWS)]
+    pub export_page_rows: u32,
+    /// A wait between two pages of an export, in milliseconds, so a big
+    /// export leaves the store to live traffic (0: none).
+    #[arg(long, env = "SQLARENA_EXPORT_PAGE_PAUSE_MS", default_value_t = 0)]
+    pub export_page_pause_ms: u64,
 }
 
 /// Parses a retention: a whole number with a unit `s`, `m`, `h` or `d`
@@ -267,6 +283,23 @@ impl Config {
     pub fn for_store(store: &str) -> Config {
         let cli = Cli::parse_from(["coordinator", "--store", store, "--listen", "127.0.0.1:0"]);
         cli.serve
+    }
+
+    /// Returns the directory the coordinator writes files to.
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        if let Some(dir) = &self.data_dir {
+            return dir.clone();
+        }
+        let sqlite_dir = self
+            .store
+            .strip_prefix("sqlite://")
+            .map(|location| location.split('?').next().unwrap_or(location))
+            .and_then(|path| std::path::Path::new(path).parent())
+            .filter(|parent| !parent.as_os_str().is_empty());
+        sqlite_dir.map_or_else(
+            || std::path::PathBuf::from("data"),
+            std::path::Path::to_path_buf,
+        )
     }
 
     /// Returns the heartbeat interval.

@@ -17,6 +17,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sqlarena_common::{Envelope, ErrorCode, ErrorEnvelope, ErrorStatus};
 
+use crate::exports::ExportsError;
 use crate::jobs::JobsError;
 use crate::runs::RunsError;
 use crate::store::StoreError;
@@ -77,6 +78,14 @@ pub enum ApiError {
     /// 409 `assessment_started`: the assessment can no longer be edited.
     #[error("{0}")]
     AssessmentStarted(String),
+    /// 410 `gone`: the resource existed but no longer does (an expired
+    /// export's file).
+    #[error("{0}")]
+    Gone(String),
+    /// 416 `range_not_satisfiable`: a malformed `Range`, or one outside the
+    /// file of `length` bytes (answered with `Content-Range: bytes */length`).
+    #[error("{message}")]
+    RangeNotSatisfiable { message: String, length: u64 },
 }
 
 /// Result alias for handlers.
@@ -102,6 +111,8 @@ impl ApiError {
             ApiError::DeadlinePassed(_) => StatusCode::FORBIDDEN,
             ApiError::SubmissionLimit(_) | ApiError::AssessmentStarted(_) => StatusCode::CONFLICT,
             ApiError::TooSoon { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Gone(_) => StatusCode::GONE,
+            ApiError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
         }
     }
 
@@ -125,6 +136,8 @@ impl ApiError {
             ApiError::SubmissionLimit(_) => ErrorCode::SubmissionLimit,
             ApiError::TooSoon { .. } => ErrorCode::TooSoon,
             ApiError::AssessmentStarted(_) => ErrorCode::AssessmentStarted,
+            ApiError::Gone(_) => ErrorCode::Gone,
+            ApiError::RangeNotSatisfiable { .. } => ErrorCode::RangeNotSatisfiable,
         }
     }
 
@@ -217,6 +230,20 @@ impl From<RunsError> for ApiError {
     }
 }
 
+impl From<ExportsError> for ApiError {
+    fn from(error: ExportsError) -> Self {
+        match error {
+            ExportsError::NotFound(message) => ApiError::NotFound(message),
+            ExportsError::Forbidden(message) => ApiError::Forbidden(message),
+            ExportsError::Conflict(message) => ApiError::Conflict(message),
+            ExportsError::Invalid(message) => ApiError::Unprocessable(message),
+            ExportsError::Gone(message) => ApiError::Gone(message),
+            ExportsError::Runs(error) => error.into(),
+            ExportsError::Store(error) => error.into(),
+        }
+    }
+}
+
 impl ApiError {
     /// Returns what the client is told: the message, except for faults of
     /// the server, which are logged here with their detail and shown as a
@@ -252,7 +279,14 @@ impl IntoResponse for ApiError {
             // Also in the envelope, for clients that read only the body.
             retry_after,
         };
+        let content_range = match &self {
+            ApiError::RangeNotSatisfiable { length, .. } => Some(format!("bytes */{length}")),
+            _ => None,
+        };
         let mut response = (status, Json(body)).into_response();
+        if let Some(value) = content_range.and_then(|value| HeaderValue::from_str(&value).ok()) {
+            response.headers_mut().insert(header::CONTENT_RANGE, value);
+        }
         if let Some(seconds) = retry_after {
             response
                 .headers_mut()

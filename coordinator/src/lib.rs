@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod console;
 pub mod error;
+pub mod exports;
 pub mod http;
 pub mod jobs;
 pub mod leaderboard;
@@ -103,6 +104,7 @@ pub async fn serve_listeners(
     tracker.spawn(state.jobs.clone().run_reaper());
     tracker.spawn(state.jobs.clone().run_compaction());
     tracker.spawn(state.runs.clone().run_loop());
+    tracker.spawn(state.exports.clone().run_loop());
     let header_timeout = state.config.header_timeout();
     if let Some(metrics_listener) = metrics_listener {
         let address = metrics_listener

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::exports::Exports;
 use crate::jobs::{Dispatcher, Jobs, JobsConfig};
 use crate::metrics::Metrics;
 use crate::runs::Runs;
@@ -20,6 +21,8 @@ pub struct AppState {
     pub jobs: Jobs,
     /// Grading runs, built on the jobs.
     pub runs: Runs,
+    /// Exports written to files, page by page.
+    pub exports: Exports,
     pub metrics: Arc<Metrics>,
     /// Per-client and per-account limits of the password endpoints.
     pub throttle: Arc<CredentialThrottle>,
@@ -42,10 +45,18 @@ impl AppState {
             shutdown.clone(),
         );
         let runs = Runs::new(store.clone(), jobs.clone(), &config, shutdown.clone());
+        let exports = Exports::new(
+            store.clone(),
+            jobs.clone(),
+            runs.clone(),
+            &config,
+            shutdown.clone(),
+        );
         AppState {
             store,
             jobs,
             runs,
+            exports,
             throttle: Arc::new(CredentialThrottle::new(&config)),
             hashing: Arc::new(HashGate::new(
                 config.max_concurrent_hashes,

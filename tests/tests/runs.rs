@@ -919,3 +919,136 @@ async fn two_coordinators_on_one_mongodb_postprocess_a_run_once() {
     );
     drop(graders);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_200_student_run_survives_a_killed_grader_and_a_killed_coordinator() {
+    const STUDENTS: usize = 200;
+    let token = token();
+    let store = temp_store("runs-200");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let extra = [
+        "--listen",
+        listen.as_str(),
+        "--heartbeat-interval-ms",
+        "500",
+        "--webhook-backoff-ms",
+        "200",
+    ];
+    let mut coordinator = start_coordinator("runs-200-coordinator", &store, &token, &extra).await;
+    let url = coordinator.url().to_string();
+    let mut first = start_grader("runs-200-grader-1", &url, &token, &["--slots", "2"]).await;
+    let api = Api::new(&url);
+    let (_admin, professor, _other, students) = people(&api, "200", STUDENTS).await;
+    let challenge =
+        publish_sample_challenge(&professor, "runs: 200 students", Duration::from_secs(120)).await;
+    let challenge_id = challenge["id"].as_i64().unwrap();
+    let mut attempts = Vec::new();
+    for (_, student) in &students {
+        attempts.push(submit(student, challenge_id, SOLUTION).await);
+    }
+    for ((_, student), attempt) in students.iter().zip(&attempts) {
+        wait_final(student, *attempt).await;
+    }
+    let receiver = Arc::new(Receiver::default());
+    let hook = start_receiver(receiver.clone()).await;
+    let (status, reply) = professor
+        .post(
+            "/runs",
+            json!({"challenge_id": challenge_id, "targets": "all", "webhook_url": hook}),
+        )
+        .await;
+    assert_eq!(status, 201, "{reply}");
+    let run_id = reply["data"]["id"].as_i64().unwrap();
+    assert_eq!(reply["data"]["counts"]["total"], STUDENTS, "{reply}");
+
+    // A grader dies midway; another takes over.
+    eventually(
+        "a quarter of the items",
+        Duration::from_secs(300),
+        || async {
+            let run = run_state(&professor, run_id).await;
+            (run["counts"]["done"].as_u64() >= Some(50)).then_some(())
+        },
+    )
+    .await;
+    first.kill().await;
+    let second = start_grader("runs-200-grader-2", &url, &token, &["--slots", "2"]).await;
+    // Then the coordinator dies midway and comes back on the same store.
+    eventually("half of the items", Duration::from_secs(300), || async {
+        let run = run_state(&professor, run_id).await;
+        (run["counts"]["done"].as_u64() >= Some(100)).then_some(())
+    })
+    .await;
+    coordinator.kill().await;
+    let coordinator = start_coordinator("runs-200-coordinator-2", &store, &token, &extra).await;
+
+    let finished = wait_run_final(&professor, run_id).await;
+    assert_eq!(finished["state"], "COMPLETED", "{finished}");
+    assert_eq!(
+        finished["counts"]["done"], STUDENTS,
+        "none lost: {finished}"
+    );
+    assert_eq!(finished["counts"]["error"], 0, "{finished}");
+    assert_eq!(finished["postprocessing"], "DONE", "{finished}");
+    let mut items = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(cursor) => format!("/runs/{run_id}/items?limit=500&cursor={cursor}"),
+            None => format!("/runs/{run_id}/items?limit=500"),
+        };
+        let (status, page) = professor.get(&path).await;
+        assert_eq!(status, 200, "{page}");
+        items.extend(page["data"].as_array().unwrap().clone());
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(items.len(), STUDENTS, "one item per student");
+    let mut users: Vec<i64> = items
+        .iter()
+        .map(|item| {
+            assert_eq!(
+                (item["state"].as_str(), item["status"].as_str()),
+                (Some("DONE"), Some("PASSED")),
+                "{item}"
+            );
+            item["user_id"].as_i64().unwrap()
+        })
+        .collect();
+    users.sort_unstable();
+    users.dedup();
+    assert_eq!(users.len(), STUDENTS, "no student twice");
+
+    // Postprocessing ran once: one webhook call, one gradebook of 200 rows.
+    eventually("the webhook", Duration::from_secs(30), || async {
+        (!receiver.requests.lock().unwrap().is_empty()).then_some(())
+    })
+    .await;
+    let gradebook = professor
+        .client
+        .call_raw(
+            reqwest::Method::GET,
+            &format!("/api/v1/runs/{run_id}/gradebook"),
+            professor.token.as_deref(),
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(gradebook.status, 200, "{}", gradebook.text);
+    let rows: Vec<&str> = gradebook.text.lines().skip(1).collect();
+    assert_eq!(rows.len(), STUDENTS, "{}", gradebook.text);
+    let mut gradebook_users: Vec<i64> = rows
+        .iter()
+        .map(|row| row.split(',').next().unwrap().parse().unwrap())
+        .collect();
+    gradebook_users.sort_unstable();
+    assert_eq!(gradebook_users, users, "a row per student, none twice");
+    assert_eq!(
+        receiver.requests.lock().unwrap().len(),
+        1,
+        "postprocessing ran exactly once"
+    );
+    drop(second);
+    drop(coordinator);
+}

@@ -16,8 +16,11 @@ pub mod admin;
 pub mod assessments;
 pub mod attempts;
 pub mod challenges;
+pub mod download;
+pub mod exports;
 pub mod grader;
 pub mod openapi;
+pub mod operations;
 pub mod ops;
 pub mod pagination;
 pub mod runs;
@@ -75,6 +78,8 @@ fn documented_router(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(admin::router())
         .merge(assessments::router())
         .merge(runs::router())
+        .merge(exports::router())
+        .merge(operations::router())
         .nest("/grader", grader::router());
     let mut timed = OpenApiRouter::new()
         .nest("/api/v1", api)

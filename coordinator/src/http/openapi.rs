@@ -57,6 +57,8 @@ pub const METRICS: &str = "metrics";
         (name = "attempts", description = "Submitting and following attempts"),
         (name = "assessments", description = "Timed assessments, their sessions and scores"),
         (name = "runs", description = "Grading runs: a roster graded at once, gradebook, webhook"),
+        (name = "exports", description = "Gradebooks, attempts and run results written to files, downloadable with Range"),
+        (name = "long-jobs", description = "Long jobs (runs, exports, challenge inits) as operations: progress, pause, resume, cancel"),
         (name = "admin", description = "Cluster tokens, graders, jobs, queues (ADMIN only)"),
         (name = "grader", description = "The grader protocol"),
         (name = "operations", description = "Health, readiness, metrics, this document"),
@@ -247,4 +249,8 @@ error_responses! {
     Conflict => "409", "`conflict`: the resource's state does not allow this";
     /// 429 `rate_limited`, with `Retry-After`.
     RateLimited => "429", "`rate_limited`: too many requests; retry after `Retry-After` seconds";
+    /// 410 `gone`.
+    Gone => "410", "`gone`: it existed but was deleted (an expired export's file)";
+    /// 416 `range_not_satisfiable`, with `Content-Range: bytes */LENGTH`.
+    RangeNotSatisfiable => "416", "`range_not_satisfiable`: the `Range` is malformed, several ranges, or outside the file";
 }

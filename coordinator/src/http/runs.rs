@@ -5,11 +5,12 @@
 //! controls one.
 
 use axum::extract::{Query, State};
-use axum::http::header;
+use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::IntoResponse;
+use axum::response::Response;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use sqlarena_common::exports::ExportFormat;
 use sqlarena_common::runs::{
     AttemptRule, ItemFailurePolicy, ItemState, PostprocessingState, RunMode, RunState,
 };
@@ -23,7 +24,8 @@ use utoipa_axum::routes;
 
 use crate::auth::CurrentUser;
 use crate::error::{created, ok, ApiError, ApiResult, AppJson, AppPath, Reply};
-use crate::http::openapi::{Conflict, Forbidden, NotFound};
+use crate::http::download::{serve_bytes, Named};
+use crate::http::openapi::{Conflict, Forbidden, NotFound, RangeNotSatisfiable};
 use crate::http::pagination::{page, PageRequest, Paged};
 use crate::runs::{RunRequest, Runs, MAX_IDEMPOTENCY_KEY, MAX_WEBHOOK_URL};
 use crate::state::AppState;
@@ -204,16 +206,8 @@ async fn run_view(
     } else {
         None
     };
-    let ended = run.counts.ended();
-    let remaining = run.counts.total.saturating_sub(ended);
-    let eta_seconds = match (run.started_at, run.state) {
-        (_, RunState::Postprocessing) => Some(0.0),
-        (Some(started), RunState::Running) if ended > 0 && remaining > 0 => {
-            let elapsed = (Utc::now() - started).num_milliseconds().max(0) as f64 / 1000.0;
-            Some((elapsed / ended as f64 * remaining as f64 * 10.0).round() / 10.0)
-        }
-        _ => None,
-    };
+    let remaining = run.counts.total.saturating_sub(run.counts.ended());
+    let eta_seconds = crate::runs::eta_seconds(&run);
     let deliveries = state.store.list_deliveries(run.id).await?;
     let targets = match &run.spec.targets {
         RunTargets::All(all) => TargetsRequest::All(*all),
@@ -470,31 +464,30 @@ async fn retry_run(
 }
 
 /// The run's gradebook as CSV, one row per student (404 until
-/// postprocessing built it).
+/// postprocessing built it); `Range` is served as for exports (206, 416).
 #[utoipa::path(get, path = "/runs/{id}/gradebook", tag = "runs", security(("session" = [])),
     params(("id" = i64, Path, description = "The run")),
-    responses((status = 200, content_type = "text/csv", body = String), Forbidden))]
+    responses((status = 200, content_type = "text/csv", body = String),
+        (status = 206, description = "The range asked for", content_type = "text/csv", body = String),
+        RangeNotSatisfiable, Forbidden))]
 async fn get_gradebook(
     State(state): State<AppState>,
     user: CurrentUser,
     AppPath(id): AppPath<RunId>,
-) -> ApiResult<impl IntoResponse> {
+    headers: HeaderMap,
+) -> ApiResult<Response> {
     let run = visible(&state, &user, id).await?;
     let gradebook = run.gradebook.ok_or_else(|| {
         ApiError::NotFound(format!(
             "run {id} has no gradebook yet: it is built once every item has ended"
         ))
     })?;
-    Ok((
-        [
-            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
-            (
-                header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"run-{id}-gradebook.csv\""),
-            ),
-        ],
-        gradebook,
-    ))
+    let filename = format!("run-{id}-gradebook.csv");
+    let named = Named {
+        content_type: ExportFormat::Csv.content_type(),
+        filename: &filename,
+    };
+    serve_bytes(gradebook.into_bytes(), &named, &headers)
 }
 
 /// A student whose published status or score the run would change.

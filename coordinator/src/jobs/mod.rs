@@ -42,7 +42,7 @@ pub use presence::{
 };
 pub use queue::version_hash;
 pub use results::{attempt_status, bound_case_result, MAX_ACTUAL_BYTES, MAX_ACTUAL_ROWS};
-pub use runs::PAUSE_REASON;
+pub use runs::{grade, Grade, PAUSE_REASON};
 
 /// What the jobs service refuses, and store faults.
 #[derive(Debug, thiserror::Error)]

@@ -122,39 +122,13 @@ fn item_end(job: &Job) -> ItemEnd {
                 JobPayload::Attempt(payload) => payload.test_case_ids.len(),
                 JobPayload::Init(_) => 0,
             };
-            let passed = outcome
-                .cases
-                .iter()
-                .filter(|case| case.status == CaseStatus::Passed)
-                .count();
             let status = super::attempt_status(&outcome.cases, outcome.error.as_deref());
-            let score = if total == 0 {
-                0.0
-            } else {
-                (passed as f64 * 100.0 / total as f64 * 100.0).round() / 100.0
-            };
-            let execution_ms: Option<f64> = outcome
-                .cases
-                .iter()
-                .map(|case| case.execution_ms)
-                .sum::<Option<f64>>();
-            let ratios: Option<Vec<f64>> = outcome
-                .cases
-                .iter()
-                .map(|case| case.ratio.filter(|ratio| *ratio > 0.0))
-                .collect();
-            let ratio = match (status, ratios) {
-                (sqlarena_common::AttemptStatus::Passed, Some(ratios)) if !ratios.is_empty() => {
-                    let log_sum: f64 = ratios.iter().map(|ratio| ratio.ln()).sum();
-                    Some((log_sum / ratios.len() as f64).exp())
-                }
-                _ => None,
-            };
+            let grade = grade(status, &outcome.cases, total);
             ItemEnd::Graded(ItemResult {
                 status: Some(status),
-                score: Some(score),
-                execution_ms: execution_ms.filter(|_| !outcome.cases.is_empty()),
-                ratio,
+                score: Some(grade.score),
+                execution_ms: grade.execution_ms,
+                ratio: grade.ratio,
                 error: outcome.error.clone(),
                 ..base
             })
@@ -167,5 +141,51 @@ fn item_end(job: &Job) -> ItemEnd {
             error: Some(job.error.clone().unwrap_or_else(|| "grading failed".into())),
             ..base
         }),
+    }
+}
+
+/// The numbers of a graded query, as gradebooks and run items show them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Grade {
+    /// Percentage of the `total` test cases passed (two decimals).
+    pub score: f64,
+    /// Sum of the cases' median execution times, when every case has one.
+    pub execution_ms: Option<f64>,
+    /// Geometric mean of the cases' ratios, when the query PASSED.
+    pub ratio: Option<f64>,
+}
+
+/// Grades `cases` of a query whose status is `status`, out of `total`
+/// test cases.
+pub fn grade(
+    status: sqlarena_common::AttemptStatus,
+    cases: &[sqlarena_common::CaseResult],
+    total: usize,
+) -> Grade {
+    let passed = cases
+        .iter()
+        .filter(|case| case.status == CaseStatus::Passed)
+        .count();
+    let score = if total == 0 {
+        0.0
+    } else {
+        (passed as f64 * 100.0 / total as f64 * 100.0).round() / 100.0
+    };
+    let execution_ms: Option<f64> = cases.iter().map(|case| case.execution_ms).sum();
+    let ratios: Option<Vec<f64>> = cases
+        .iter()
+        .map(|case| case.ratio.filter(|ratio| *ratio > 0.0))
+        .collect();
+    let ratio = match (status, ratios) {
+        (sqlarena_common::AttemptStatus::Passed, Some(ratios)) if !ratios.is_empty() => {
+            let log_sum: f64 = ratios.iter().map(|ratio| ratio.ln()).sum();
+            Some((log_sum / ratios.len() as f64).exp())
+        }
+        _ => None,
+    };
+    Grade {
+        score,
+        execution_ms: execution_ms.filter(|_| !cases.is_empty()),
+        ratio,
     }
 }

@@ -13,7 +13,6 @@
 //! calls the webhook. A background loop (woken by the jobs service, and
 //! every sweep interval) does whatever runs need after a restart.
 
-pub mod gradebook;
 pub mod webhook;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -616,7 +615,13 @@ impl Runs {
             return Ok(());
         };
         tracing::info!(run_id = %run.id, "postprocessing run");
-        let gradebook = gradebook::build(self.store.as_ref(), &run).await?;
+        let assessments = crate::assessments::Assessments::new(
+            self.store.clone(),
+            self.jobs.clone(),
+            self.retry.timeout,
+        );
+        let gradebook =
+            crate::exports::run_gradebook(self.store.as_ref(), &assessments, &run).await?;
         let final_state = final_state(&run);
         let delivered = match &run.spec.webhook_url {
             Some(url) => self.call_webhook(&run, token, url, final_state).await?,
@@ -721,6 +726,21 @@ impl Runs {
             }
             backoff = (backoff * 2).min(self.retry.max_backoff);
         }
+    }
+}
+
+/// Estimated seconds until every item of `run` has ended, from the pace so
+/// far (0 while postprocessing; unknown before the first item ends).
+pub fn eta_seconds(run: &Run) -> Option<f64> {
+    let ended = run.counts.ended();
+    let remaining = run.counts.total.saturating_sub(ended);
+    match (run.started_at, run.state) {
+        (_, RunState::Postprocessing) => Some(0.0),
+        (Some(started), RunState::Running) if ended > 0 && remaining > 0 => {
+            let elapsed = (Utc::now() - started).num_milliseconds().max(0) as f64 / 1000.0;
+            Some((elapsed / ended as f64 * remaining as f64 * 10.0).round() / 10.0)
+        }
+        _ => None,
     }
 }
 

@@ -1,7 +1,8 @@
 //! The coordinator's store: everything the coordinator keeps, one async
 //! trait per aggregate ([`UserStore`], [`ChallengeStore`], [`AttemptStore`],
-//! [`JobStore`], [`GraderStore`], grading runs' [`runs::RunStore`], and
-//! challenge affinity's [`AffinityStore`])
+//! [`JobStore`], [`GraderStore`], grading runs' [`runs::RunStore`],
+//! challenge affinity's [`AffinityStore`] and exports'
+//! [`exports::ExportStore`])
 //! gathered by [`Store`], with two backends
 //! chosen by URI scheme. Each backend implements each aggregate in a file of
 //! its own (`sqlite/jobs.rs`, `mongo/jobs.rs`, ...).
@@ -27,6 +28,9 @@ mod challenges;
 #[cfg(feature = "testsuite")]
 mod conformance;
 pub mod console;
+pub mod exports;
+#[cfg(feature = "testsuite")]
+pub mod exports_conformance;
 mod graders;
 mod jobs;
 pub mod lease;
@@ -197,6 +201,7 @@ pub trait Store:
     + ConsoleStore
     + runs::RunStore
     + AffinityStore
+    + exports::ExportStore
     + Send
     + Sync
     + 'static

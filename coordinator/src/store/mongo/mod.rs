@@ -35,6 +35,7 @@ mod assessments;
 mod attempts;
 mod challenges;
 mod console;
+mod exports;
 mod graders;
 mod jobs;
 pub mod maintenance;
@@ -610,6 +611,7 @@ pub(crate) fn wanted_indexes() -> Vec<(&'static str, Document, Option<IndexOptio
     ];
     let runs = runs::indexes()
         .into_iter()
+        .chain(exports::indexes())
         .map(|(name, keys)| (name, keys, None));
     indexes
         .into_iter()

@@ -27,6 +27,7 @@ mod affinity;
 mod attempts;
 mod challenges;
 mod console;
+mod exports;
 mod graders;
 mod jobs;
 mod runs;
@@ -66,7 +67,7 @@ use super::{
 
 /// Version of the schema created by [`SCHEMA`]; kept in `schema_version` so
 /// that [`migrate`] can bring an older file up to date.
-const SCHEMA_VERSION: i64 = 9;
+const SCHEMA_VERSION: i64 = 10;
 
 /// The schema, created idempotently at every open.
 const SCHEMA: &str = "
@@ -479,11 +480,12 @@ fn configure(connection: &Connection, synchronous: Synchronous) -> anyhow::Resul
         "PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 10000;"
     ))?;
     connection.execute_batch(&format!(
-        "BEGIN IMMEDIATE; {SCHEMA} {} {} {} {} COMMIT;",
+        "BEGIN IMMEDIATE; {SCHEMA} {} {} {} {} {} COMMIT;",
         assessments::SCHEMA,
         console::SCHEMA,
         runs::SCHEMA,
-        affinity::SCHEMA
+        affinity::SCHEMA,
+        exports::SCHEMA
     ))?;
     let version: Option<i64> =
         connection.query_row("SELECT MAX(version) FROM schema_version", [], |row| {
@@ -552,6 +554,8 @@ fn migrate(connection: &Connection, from: i64) -> anyhow::Result<()> {
     // Version 9: challenge affinity (`affinity::SCHEMA`): the bundles each
     // grader holds and an index of queued jobs by bundle, created with the
     // schema at every open.
+    // Version 10: exports (`exports::SCHEMA`), a new table only, created
+    // with the schema at every open.
     steps.push_str(&format!(
         "UPDATE schema_version SET version = {SCHEMA_VERSION}; COMMIT;"
     ));
