@@ -45,7 +45,8 @@ const SESSION_ENDING: [&str; 4] = [
 ///   `current_password`; an assessment's dates in order, its pools of the
 ///   caller's existing challenges, a session open when submitting (409,
 ///   403 and 429 name the assessment rules); a run's targets must be users that
-///   exist (and its challenge READY: 409).
+///   exist (and its challenge READY: 409); an export of kind `run` names
+///   its run, an export's dates are in order and parse as dates.
 const CONFIG: &str = r#"
 [parameters]
 "query.cursor" = ""
@@ -58,7 +59,7 @@ include-operation-id = "lease_job"
 parameters = { wait_ms = 0 }
 
 [[operations]]
-include-operation-id = ["create_challenge", "update_challenge", "create_attempt", "change_password", "create_run", "create_grading_run"]
+include-operation-id = ["create_challenge", "update_challenge", "create_attempt", "change_password", "create_run", "create_grading_run", "create_export"]
 checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "404", "409", "422", "429"]
 
 [[operations]]

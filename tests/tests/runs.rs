@@ -982,7 +982,21 @@ async fn a_200_student_run_survives_a_killed_grader_and_a_killed_coordinator() {
     coordinator.kill().await;
     let coordinator = start_coordinator("runs-200-coordinator-2", &store, &token, &extra).await;
 
-    let finished = wait_run_final(&professor, run_id).await;
+    // 200 items on a loaded machine take longer than `wait_run_final` waits.
+    let finished = eventually(
+        "the 200-item run to finish",
+        Duration::from_secs(900),
+        || async {
+            let run = run_state(&professor, run_id).await;
+            run["state"]
+                .as_str()
+                .is_some_and(|state| {
+                    state.starts_with("COMPLETED") || state == "FAILED" || state == "CANCELLED"
+                })
+                .then_some(run)
+        },
+    )
+    .await;
     assert_eq!(finished["state"], "COMPLETED", "{finished}");
     assert_eq!(
         finished["counts"]["done"], STUDENTS,
