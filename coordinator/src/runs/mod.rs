@@ -848,6 +848,7 @@ mod tests {
                 diff: None,
                 error: None,
                 timing: None,
+                audit: None,
             }],
             error: None,
             error_kind: None,

@@ -19,6 +19,9 @@ pub mod assessments;
 #[cfg(feature = "testsuite")]
 pub mod assessments_conformance;
 mod attempts;
+pub mod audit;
+#[cfg(feature = "testsuite")]
+pub mod audit_conformance;
 mod challenges;
 #[cfg(feature = "testsuite")]
 mod conformance;
@@ -44,6 +47,7 @@ pub use self::assessments::AssessmentStore;
 pub use self::lease::{HeldLease, Retry, TryCount};
 pub use crate::leaderboard::LeaderboardRow;
 pub use attempts::*;
+pub use audit::AuditStore;
 pub use challenges::*;
 #[cfg(feature = "testsuite")]
 pub use conformance::{Check, CheckFuture, CHECKS};
@@ -189,6 +193,7 @@ pub trait Store:
     + JobStore
     + GraderStore
     + AssessmentStore
+    + AuditStore
     + ConsoleStore
     + runs::RunStore
     + Send
