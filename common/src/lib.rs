@@ -14,6 +14,8 @@ pub use ids::{
 
 pub mod affinity;
 pub mod assessments;
+pub mod audit;
+pub use audit::CaseAudit;
 
 /// A user's role. Serialized as in the seed API: `PROF`, `STUD`, `ADMIN`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
@@ -295,6 +297,9 @@ pub struct ExpectedCase {
     /// Median time of the reference solution on this case, in milliseconds.
     #[serde(default)]
     pub reference_ms: Option<f64>,
+    /// Where and how the reference was timed (for the professor and admins).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<CaseAudit>,
 }
 
 /// Outcome of an init job.
@@ -340,6 +345,9 @@ pub struct CaseResult {
     /// How a passed case was timed (how sure its ratio is).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timing: Option<CaseTiming>,
+    /// Where and how the case was measured (for the professor and admins).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<CaseAudit>,
 }
 
 /// How a test case was timed: the ratio's 95 % confidence interval, the

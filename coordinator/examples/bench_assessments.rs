@@ -263,6 +263,7 @@ async fn main() {
                 diff: None,
                 error: None,
                 timing: None,
+                audit: None,
             })
             .collect();
         store

@@ -138,6 +138,7 @@ mod tests {
                 diff: None,
                 error: None,
                 timing: None,
+                audit: None,
             })
             .collect();
         Attempt {

@@ -4,6 +4,7 @@
 //! cancelled; `main.rs` only parses configuration and sets up logging.
 
 pub mod assessments;
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod config;

@@ -142,6 +142,7 @@ async fn grade(server: &TestServer, attempt_id: i64, passed: bool, ratio: f64) {
             diff: None,
             error: None,
             timing: None,
+            audit: None,
         })
         .collect();
     server

@@ -108,6 +108,7 @@ async fn pass(server: &TestServer, attempt_id: i64, case_ids: &[i64]) {
             diff: None,
             error: None,
             timing: None,
+            audit: None,
         })
         .collect();
     let update = AttemptUpdate {
@@ -694,6 +695,7 @@ async fn attempt_results_hide_hidden_cases_from_students_only() {
         diff: (status == CaseStatus::Failed).then(|| "row 1: expected 777, got 41".to_string()),
         error: (status == CaseStatus::Failed).then(|| "wrong answer: expected 777".to_string()),
         timing: None,
+        audit: None,
     };
     let update = AttemptUpdate {
         status: Some(AttemptStatus::Failed),
@@ -854,6 +856,7 @@ async fn the_leaderboard_ranks_each_users_best_passing_attempt() {
                 diff: None,
                 error: None,
                 timing: None,
+                audit: None,
             })
             .collect();
         let update = AttemptUpdate {

@@ -337,6 +337,7 @@ fn passing_outcome(job: &LeasedJob) -> JobOutcome {
                 diff: None,
                 error: None,
                 timing: None,
+                audit: None,
             })
             .collect(),
         error: None,

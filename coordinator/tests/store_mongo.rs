@@ -36,6 +36,7 @@ sqlarena_coordinator::assessment_store_conformance_suite!(fresh_store);
 sqlarena_coordinator::store_runs_conformance_suite!(fresh_store);
 sqlarena_coordinator::store_affinity_conformance_suite!(fresh_store);
 sqlarena_coordinator::store_exports_conformance_suite!(fresh_store);
+sqlarena_coordinator::store_audit_conformance_suite!(fresh_store);
 
 fn attempt_job(attempt_id: i64) -> NewJob {
     NewJob {
@@ -539,6 +540,7 @@ async fn connecting_fills_an_empty_leaderboard_from_passed_attempts() {
         diff: None,
         error: None,
         timing: None,
+        audit: None,
     };
     let update = AttemptUpdate {
         status: Some(AttemptStatus::Passed),

@@ -84,6 +84,8 @@ pub struct TimingSummary {
     pub min_ms: f64,
     /// Median of the reference's kept runs.
     pub reference_ms: f64,
+    /// Fastest reference run.
+    pub reference_min_ms: f64,
     /// Median of the kept rounds' student/reference ratios.
     pub ratio: f64,
     /// The 95 % confidence interval of that median.
@@ -171,6 +173,7 @@ impl CaseTimings {
             execution_ms: median(&student)?,
             min_ms: minimum(&self.student_ms)?,
             reference_ms: median(&reference)?,
+            reference_min_ms: minimum(&self.reference_ms)?,
             ratio: median(&ratios)?,
             ratio_low,
             ratio_high,

@@ -106,7 +106,9 @@ async fn overview(State(state): State<AppState>, user: ConsoleUser) -> PageResul
             thead { tr {
                 th scope="col" { "Name" } th scope="col" { "Host" } th scope="col" { "Version" }
                 th scope="col" { "Lanes" } th.num scope="col" { "Slots" } th scope="col" { "State" }
-                th.num scope="col" { "Heartbeat" } th.num scope="col" { "Jobs done" } th scope="col" { "Actions" }
+                th.num scope="col" { "Heartbeat" } th.num scope="col" { "Jobs done" }
+                th.num scope="col" title="Reference runs' speed against the cluster's median grader (1.00: the median)" { "Reference speed" }
+                th scope="col" { "Actions" }
             } }
             tbody {
                 @for grader in &graders {
@@ -119,6 +121,7 @@ async fn overview(State(state): State<AppState>, user: ConsoleUser) -> PageResul
                         td { (badge(grader.state.as_str())) }
                         td.num { (age(grader.last_heartbeat, now)) " ago" }
                         td.num { (grader.jobs_done) }
+                        td.num.speed { @match grader.reference_speed { Some(speed) => (format!("{speed:.2}")), None => "–" } }
                         td {
                             @if grader.state == GraderState::Alive {
                                 form.inline method="post" action={ "/admin/graders/" (grader.id) "/drain" } {
@@ -430,6 +433,9 @@ async fn show_job(
             }
             @if let Some(error) = &job.error { h2 { "Last error" } pre.error { (error) } }
         }
+        @if let Some(audits) = job.audit.as_deref().filter(|audits| !audits.is_empty()) {
+            (audit_table(audits))
+        }
         p {
             @if !finished {
                 form.inline method="post" action={ "/admin/jobs/" (job.id) "/cancel" } {
@@ -451,6 +457,42 @@ async fn show_job(
         StatusCode::OK,
         page("Job", Some(&user), body),
     ))
+}
+
+/// Where and how each test case of a job was measured.
+fn audit_table(audits: &[api::CaseAuditEntry]) -> Markup {
+    let ms = |value: Option<f64>| value.map_or_else(|| "–".to_string(), |ms| format!("{ms:.3}"));
+    html! {
+        h2 { "Audit" }
+        table #audit {
+            thead { tr {
+                th scope="col" { "Test case" } th scope="col" { "Grader" } th scope="col" { "PostgreSQL" }
+                th.num scope="col" { "Rounds" } th.num scope="col" { "Discarded" }
+                th.num scope="col" { "Query median ms" } th.num scope="col" { "Reference median ms" }
+                th.num scope="col" { "Ratio (95 % interval)" }
+            } }
+            tbody {
+                @for entry in audits {
+                    @let audit = &entry.audit;
+                    tr {
+                        td { (entry.test_case_id) }
+                        td { (audit.grader_name.as_deref().unwrap_or("–")) " " @if let Some(id) = audit.grader_id { code { (id) } } }
+                        td { (audit.postgres_version.as_deref().unwrap_or("–")) }
+                        td.num { (audit.rounds) }
+                        td.num { (audit.discarded) }
+                        td.num { (ms(audit.student_median_ms)) }
+                        td.num { (ms(audit.reference_median_ms)) }
+                        td.num {
+                            @match (audit.ratio, audit.ratio_low, audit.ratio_high) {
+                                (Some(ratio), Some(low), Some(high)) => (format!("{ratio:.3} ({low:.3}-{high:.3})")),
+                                _ => "–",
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 async fn cancel_job(

@@ -260,9 +260,14 @@ async fn render_challenge(
     error: Option<String>,
     status: StatusCode,
 ) -> PageResult {
-    let view = api::get_challenge(State(state.clone()), user.user.clone(), AppPath(id))
-        .await?
-        .into_data();
+    let view = api::get_challenge(
+        State(state.clone()),
+        user.user.clone(),
+        AppPath(id),
+        AppQuery(api::ChallengeParams { grader_id: None }),
+    )
+    .await?
+    .into_data();
     let challenge = api::find_challenge(state, id).await?;
     let may_change = api::require_may_change(&user.user, &challenge).is_ok();
     let attempts = my_attempts_on(state, user, id).await?;

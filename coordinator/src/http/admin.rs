@@ -5,14 +5,15 @@ use axum::extract::State;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlarena_common::{
-    AttemptId, ChallengeId, Envelope, GraderId, GraderState, JobId, JobKind, JobOutcome,
-    JobPayload, JobState, Lane, PageEnvelope, UserId,
+    AttemptId, CaseAudit, ChallengeId, Envelope, GraderId, GraderState, JobId, JobKind, JobOutcome,
+    JobPayload, JobState, Lane, PageEnvelope, TestCaseId, UserId,
 };
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use crate::audit::{self, Calibration};
 use crate::auth::{self, CurrentUser};
 use crate::error::{created, ok, ApiError, ApiResult, AppJson, AppPath, AppQuery, Reply};
 use crate::http::openapi::{Conflict, Forbidden};
@@ -158,6 +159,25 @@ pub(crate) struct GraderView {
     pub(crate) last_heartbeat: DateTime<Utc>,
     pub(crate) registered_at: DateTime<Utc>,
     pub(crate) jobs_done: u64,
+    /// How fast its reference runs are against the cluster's median
+    /// grader, on the test cases both timed in the recent passed attempts:
+    /// 1.0 for the median grader, 0.5 for one whose reference runs take
+    /// twice as long (a slow or overloaded machine). Null until it shares a
+    /// test case with another grader.
+    pub(crate) reference_speed: Option<f64>,
+    /// The reference timings of this grader `reference_speed` comes from.
+    pub(crate) calibration_samples: u64,
+}
+
+impl GraderView {
+    /// The view of `grader` with its calibration, if it has one.
+    fn calibrated(grader: Grader, calibration: Option<&Calibration>) -> GraderView {
+        GraderView {
+            reference_speed: calibration.and_then(|calibration| calibration.reference_speed),
+            calibration_samples: calibration.map_or(0, |calibration| calibration.samples as u64),
+            ..GraderView::from(grader)
+        }
+    }
 }
 
 impl From<Grader> for GraderView {
@@ -173,6 +193,8 @@ impl From<Grader> for GraderView {
             last_heartbeat: grader.last_heartbeat,
             registered_at: grader.registered_at,
             jobs_done: grader.jobs_done,
+            reference_speed: None,
+            calibration_samples: 0,
         }
     }
 }
@@ -189,7 +211,14 @@ pub(crate) async fn list_graders(
     let request = PageRequest::from_params("graders", &params)?;
     let graders = state.store.list_graders(request.store_page()).await?;
     let (graders, next_cursor) = request.finish(graders, |grader| grader.id);
-    let views: Vec<GraderView> = graders.into_iter().map(Into::into).collect();
+    let calibration = audit::grader_calibration(state.store.as_ref()).await?;
+    let views: Vec<GraderView> = graders
+        .into_iter()
+        .map(|grader| {
+            let calibrated = calibration.get(&grader.id);
+            GraderView::calibrated(grader, calibrated)
+        })
+        .collect();
     Ok(page(views, next_cursor))
 }
 
@@ -253,6 +282,19 @@ pub(crate) struct JobView {
     pub(crate) created_at: DateTime<Utc>,
     pub(crate) leased_at: Option<DateTime<Utc>>,
     pub(crate) finished_at: Option<DateTime<Utc>>,
+    /// Where and how each test case was measured (grader, PostgreSQL
+    /// version, rounds, timing summary): in `GET /admin/jobs/{id}` only,
+    /// absent from lists.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) audit: Option<Vec<CaseAuditEntry>>,
+}
+
+/// The audit of one test case of a job.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct CaseAuditEntry {
+    pub(crate) test_case_id: TestCaseId,
+    #[serde(flatten)]
+    pub(crate) audit: CaseAudit,
 }
 
 impl From<Job> for JobView {
@@ -283,6 +325,7 @@ impl From<Job> for JobView {
             created_at: job.created_at,
             leased_at: job.leased_at,
             finished_at: job.finished_at,
+            audit: None,
         }
     }
 }
@@ -359,7 +402,18 @@ pub(crate) async fn get_job(
         .get_job(id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no job {id}")))?;
-    Ok(ok(JobView::from(job)))
+    let audits = audit::job_audits(state.store.as_ref(), &job).await?;
+    let mut view = JobView::from(job);
+    view.audit = Some(
+        audits
+            .into_iter()
+            .map(|(test_case_id, audit)| CaseAuditEntry {
+                test_case_id,
+                audit,
+            })
+            .collect(),
+    );
+    Ok(ok(view))
 }
 
 /// Cancels a job that has not finished.

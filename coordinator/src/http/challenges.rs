@@ -6,8 +6,8 @@
 use axum::extract::State;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::Deserialize;
-use sqlarena_common::{ChallengeId, ChallengeType, Envelope, PageEnvelope, Role, UserId};
-use utoipa::ToSchema;
+use sqlarena_common::{ChallengeId, ChallengeType, Envelope, GraderId, PageEnvelope, Role, UserId};
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -392,8 +392,12 @@ async fn challenge_page(
 
 /// Reads the leaderboard of a challenge's current version: the best
 /// [`LEADERBOARD_SIZE`] rows, kept by the store as attempts finish.
-async fn leaderboard(state: &AppState, challenge: &Challenge) -> ApiResult<Vec<LeaderboardEntry>> {
-    let ranked = state.jobs.leaderboard(challenge).await?;
+async fn leaderboard(
+    state: &AppState,
+    challenge: &Challenge,
+    grader: Option<GraderId>,
+) -> ApiResult<Vec<LeaderboardEntry>> {
+    let ranked = state.jobs.leaderboard(challenge, grader).await?;
     Ok(ranked
         .into_iter()
         .map(|ranked| LeaderboardEntry {
@@ -436,9 +440,10 @@ async fn full_view(
     state: &AppState,
     challenge: &Challenge,
     viewer: &CurrentUser,
+    grader: Option<GraderId>,
 ) -> ApiResult<ChallengeView> {
     let mut view = ChallengeView::new(challenge, &viewer.0);
-    let mut board = leaderboard(state, challenge).await?;
+    let mut board = leaderboard(state, challenge, grader).await?;
     // Score and time add up every case, hidden ones included: with hidden
     // cases, others than the professor and admins see the ranking only
     // (a time is a channel for hidden data).
@@ -467,17 +472,62 @@ async fn full_view(
     Ok(view)
 }
 
-/// A challenge with its leaderboard (`top_attempts`), shaped for the caller.
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ChallengeParams {
+    /// Ranks only the attempts this grader graded (each user's best of
+    /// them): for the challenge's professor and admins, who see which
+    /// grader graded what (403 for others).
+    pub(crate) grader_id: Option<GraderId>,
+}
+
+/// A challenge with its leaderboard (`top_attempts`), shaped for the
+/// caller; with `grader_id`, the leaderboard of that grader's results.
 #[utoipa::path(get, path = "/challenges/{id}", tag = "challenges", security(("session" = [])),
-    params(("id" = i64, Path, description = "The challenge")),
-    responses((status = 200, body = Envelope<ChallengeView>)))]
+    params(("id" = i64, Path, description = "The challenge"), ChallengeParams),
+    responses((status = 200, body = Envelope<ChallengeView>), Forbidden))]
 pub(crate) async fn get_challenge(
     State(state): State<AppState>,
     user: CurrentUser,
     AppPath(id): AppPath<ChallengeId>,
+    AppQuery(params): AppQuery<ChallengeParams>,
 ) -> ApiResult<Reply<ChallengeView>> {
     let challenge = find_challenge(&state, id).await?;
-    Ok(ok(full_view(&state, &challenge, &user).await?))
+    let full = crate::http::views::sees_everything(&user.0, &challenge);
+    if params.grader_id.is_some() && !full {
+        return Err(ApiError::Forbidden(
+            "only the challenge's professor and admins may rank one grader's results".into(),
+        ));
+    }
+    let mut view = full_view(&state, &challenge, &user, params.grader_id).await?;
+    if full {
+        add_init_audits(&state, &challenge, &mut view).await?;
+    }
+    Ok(ok(view))
+}
+
+/// Adds to a full view of `challenge` where and how its init timed the
+/// reference on each test case.
+async fn add_init_audits(
+    state: &AppState,
+    challenge: &Challenge,
+    view: &mut ChallengeView,
+) -> ApiResult<()> {
+    let audits = state
+        .store
+        .list_init_audits(challenge.id, challenge.version)
+        .await?;
+    for (test_case_id, audit) in audits {
+        if let Some(case) = view
+            .test_cases
+            .iter_mut()
+            .find(|case| case.id == test_case_id)
+        {
+            case.audit = Some(audit);
+        }
+    }
+    Ok(())
 }
 
 /// Changes a challenge: its creator or an admin (others 403; 404 for an
@@ -527,7 +577,7 @@ pub(crate) async fn update_challenge(
             "challenge updated in place"
         );
     }
-    Ok(ok(full_view(&state, &challenge, &user).await?))
+    Ok(ok(full_view(&state, &challenge, &user, None).await?))
 }
 
 #[cfg(test)]

@@ -10,8 +10,8 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlarena_common::{
-    AttemptId, AttemptStatus, CaseResult, CaseStatus, CaseTiming, ChallengeId, ChallengeState,
-    ChallengeType, QueryResult, Role, TestCaseId, UserId,
+    AttemptId, AttemptStatus, CaseAudit, CaseResult, CaseStatus, CaseTiming, ChallengeId,
+    ChallengeState, ChallengeType, QueryResult, Role, TestCaseId, UserId,
 };
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -72,6 +72,10 @@ pub struct TestCaseView {
     pub is_visible: bool,
     pub expected_result: Option<QueryResult>,
     pub created_at: DateTime<Utc>,
+    /// Where and how the init timed the reference on this case: only for
+    /// the challenge's professor and admins (see [`CaseView::audit`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit: Option<CaseAudit>,
 }
 
 impl TestCaseView {
@@ -84,6 +88,7 @@ impl TestCaseView {
             is_visible: case.is_visible,
             expected_result: if shown { case.expected.clone() } else { None },
             created_at: case.created_at,
+            audit: None,
         }
     }
 }
@@ -179,6 +184,11 @@ pub struct CaseView {
     /// discarded, whether the interval reached its target width.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timing: Option<CaseTiming>,
+    /// Where and how the case was measured (grader, PostgreSQL version,
+    /// rounds, timing summary): only for the challenge's professor and
+    /// admins, absent for everyone else.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit: Option<CaseAudit>,
 }
 
 impl CaseView {
@@ -202,6 +212,7 @@ impl CaseView {
             diff: result.diff.clone(),
             error: result.error.clone(),
             timing: result.timing,
+            audit: if full { result.audit.clone() } else { None },
         }
     }
 
@@ -220,6 +231,7 @@ impl CaseView {
             diff: None,
             error: None,
             timing: None,
+            audit: None,
         }
     }
 
@@ -407,6 +419,7 @@ mod tests {
             diff: None,
             error: None,
             timing: None,
+            audit: None,
         };
         Attempt {
             id: AttemptId(id),

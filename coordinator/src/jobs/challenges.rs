@@ -2,7 +2,7 @@
 //! and the leaderboard as shown.
 
 use chrono::Utc;
-use sqlarena_common::{ChallengeId, JobPayload, JobState, Lane};
+use sqlarena_common::{ChallengeId, GraderId, JobPayload, JobState, Lane};
 
 use super::attempts::outdated_reason;
 use super::{Jobs, JobsError, JobsResult};
@@ -145,15 +145,33 @@ impl Jobs {
     }
 
     /// Returns the leaderboard of a challenge's current version, best
-    /// first, with its users' names.
+    /// first, with its users' names: of every grader's results, or of
+    /// `grader`'s alone (each user's best attempt that grader graded).
     ///
     /// # Errors
     /// Store failures.
-    pub async fn leaderboard(&self, challenge: &Challenge) -> JobsResult<Vec<RankedAttempt>> {
-        let rows = self
-            .store
-            .top_attempts(challenge.id, challenge.version, LEADERBOARD_SIZE)
-            .await?;
+    pub async fn leaderboard(
+        &self,
+        challenge: &Challenge,
+        grader: Option<GraderId>,
+    ) -> JobsResult<Vec<RankedAttempt>> {
+        let rows = match grader {
+            None => {
+                self.store
+                    .top_attempts(challenge.id, challenge.version, LEADERBOARD_SIZE)
+                    .await?
+            }
+            Some(grader_id) => {
+                self.store
+                    .top_attempts_of_grader(
+                        challenge.id,
+                        challenge.version,
+                        grader_id,
+                        LEADERBOARD_SIZE,
+                    )
+                    .await?
+            }
+        };
         let mut ranked = Vec::with_capacity(rows.len());
         for (index, row) in rows.into_iter().enumerate() {
             let user_full_name = match self.store.get_user(row.user_id).await? {

@@ -4,8 +4,8 @@
 
 use chrono::Utc;
 use sqlarena_common::{
-    AttemptOutcome, AttemptStatus, CaseResult, CaseStatus, JobId, JobOutcome, JobPayload, JobState,
-    LeaseId, QueryResult,
+    audit, AttemptOutcome, AttemptStatus, CaseAudit, CaseResult, CaseStatus, JobId, JobOutcome,
+    JobPayload, JobState, LeaseId, QueryResult, TestCaseId,
 };
 
 use super::{Jobs, JobsError, JobsResult};
@@ -85,7 +85,15 @@ impl Jobs {
                     .set_challenge_init(init.challenge_id, init.version, result, now)
                     .await
                 {
-                    Ok(_) => {}
+                    Ok(true) => {
+                        let audits = init_audits(job);
+                        if !audits.is_empty() {
+                            self.store
+                                .record_init_audits(init.challenge_id, init.version, audits)
+                                .await?;
+                        }
+                    }
+                    Ok(false) => {}
                     Err(StoreError::NotFound(_)) => {
                         tracing::warn!(job_id = %job.id, challenge_id = %init.challenge_id, "finished job's challenge is gone");
                     }
@@ -127,6 +135,7 @@ impl Jobs {
         mut case: CaseResult,
     ) -> JobsResult<Job> {
         case.actual_result = None;
+        audit::stamp(&mut case.audit, grader.id, &grader.name);
         let held = held_lease(grader, job_id, lease_id);
         let recorded = self.store.record_progress(held, case).await;
         self.fenced(job_id, recorded)
@@ -148,6 +157,7 @@ impl Jobs {
         if let JobOutcome::Attempt(attempt) = &mut outcome {
             attempt.cases.iter_mut().for_each(bound_case_result);
         }
+        stamp_outcome(&mut outcome, grader);
         let held = held_lease(grader, job_id, lease_id);
         let now = Utc::now();
         // An attempt's result is applied in the same store step; an init's
@@ -268,6 +278,36 @@ fn held_lease(grader: &Grader, job_id: JobId, lease_id: LeaseId) -> HeldLease {
     }
 }
 
+/// Stamps every case audit of `outcome` with the grader that posted it
+/// under its lease: the audit names the grader the coordinator knows, not
+/// the one a grader may claim to be.
+fn stamp_outcome(outcome: &mut JobOutcome, grader: &Grader) {
+    match outcome {
+        JobOutcome::Attempt(attempt) => {
+            for case in &mut attempt.cases {
+                audit::stamp(&mut case.audit, grader.id, &grader.name);
+            }
+        }
+        JobOutcome::Init(init) => {
+            for expected in &mut init.expected {
+                audit::stamp(&mut expected.audit, grader.id, &grader.name);
+            }
+        }
+    }
+}
+
+/// The audits of a finished init job's reference runs, per test case.
+fn init_audits(job: &Job) -> Vec<(TestCaseId, CaseAudit)> {
+    match &job.outcome {
+        Some(JobOutcome::Init(outcome)) => outcome
+            .expected
+            .iter()
+            .filter_map(|case| Some((case.test_case_id, case.audit.clone()?)))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// What a finished init job establishes for its challenge version.
 fn init_result(job: &Job, state_now: JobState) -> InitResult {
     match (state_now, &job.outcome) {
@@ -362,6 +402,7 @@ mod tests {
             diff: None,
             error: None,
             timing: None,
+            audit: None,
         }
     }
 

@@ -868,6 +868,7 @@ mod tests {
                 diff: None,
                 error: None,
                 timing: None,
+                audit: None,
             }],
             error: None,
             error_kind: None,

@@ -246,6 +246,7 @@ fn case_result(test_case_id: TestCaseId, status: CaseStatus) -> CaseResult {
         diff: None,
         error: None,
         timing: None,
+        audit: None,
     }
 }
 
@@ -2094,6 +2095,7 @@ pub async fn completions_are_recorded_once_and_applied(store: Arc<dyn Store>) {
             test_case_id: TestCaseId(1),
             result: result_of(1),
             reference_ms: Some(0.25),
+            audit: None,
         }],
         errors: vec![],
         warnings: vec!["ties".into()],

@@ -24,6 +24,9 @@ pub mod assessments;
 #[cfg(feature = "testsuite")]
 pub mod assessments_conformance;
 mod attempts;
+pub mod audit;
+#[cfg(feature = "testsuite")]
+pub mod audit_conformance;
 mod challenges;
 #[cfg(feature = "testsuite")]
 mod conformance;
@@ -53,6 +56,7 @@ pub use self::assessments::AssessmentStore;
 pub use self::lease::{HeldLease, Retry, TryCount};
 pub use crate::leaderboard::LeaderboardRow;
 pub use attempts::*;
+pub use audit::AuditStore;
 pub use challenges::*;
 #[cfg(feature = "testsuite")]
 pub use conformance::{Check, CheckFuture, CHECKS};
@@ -198,6 +202,7 @@ pub trait Store:
     + JobStore
     + GraderStore
     + AssessmentStore
+    + AuditStore
     + ConsoleStore
     + runs::RunStore
     + AffinityStore

@@ -830,6 +830,7 @@ pub async fn run_item_completions_leave_the_attempt_alone(store: Arc<dyn Store>)
             diff: None,
             error: None,
             timing: None,
+            audit: None,
         }],
         error: None,
     });

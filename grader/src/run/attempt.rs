@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sqlarena_common::{
-    AttemptOutcome, AttemptPayload, CaseResult, CaseStatus, CaseTiming, TestCaseId,
+    AttemptOutcome, AttemptPayload, CaseAudit, CaseResult, CaseStatus, CaseTiming, TestCaseId,
 };
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
@@ -17,7 +17,7 @@ use crate::compare::compare;
 use crate::error::JobError;
 use crate::sandbox::session::check_query_shape;
 use crate::sandbox::{CachedBundle, Limits, QueryError, RunnerSession, Sandbox, SessionKind};
-use crate::timing::{millis, timed_rounds, CaseTimings};
+use crate::timing::{millis, timed_rounds, CaseTimings, TimingSummary};
 
 /// Runs an attempt job on a built bundle. Each case's result is sent to
 /// `progress` as it finishes. With `finish_by` (the job's deadline less a
@@ -55,10 +55,13 @@ pub async fn run_attempt(
         let budget = finish_by.map(|at| {
             at.saturating_duration_since(Instant::now()) / u32::try_from(cases - index).unwrap_or(1)
         });
-        let case = match &outcome.error {
+        let mut case = match &outcome.error {
             Some(message) => error_case(case_id, message.clone()),
             None => run_case(sandbox, payload, &bundle, case_id, limits, cancel, budget).await?,
         };
+        case.audit
+            .get_or_insert_with(CaseAudit::default)
+            .postgres_version = Some(sandbox.postgres_version().to_string());
         debug!(%case_id, status = %case.status, "case finished");
         if let Some(progress) = progress {
             // The receiver is gone only when the job is being abandoned.
@@ -82,6 +85,7 @@ fn error_case(test_case_id: TestCaseId, error: String) -> CaseResult {
         diff: None,
         error: Some(error),
         timing: None,
+        audit: None,
     }
 }
 
@@ -208,6 +212,10 @@ async fn grade_case(
         case.error = None;
         case.diff = Some(clip(diff, shown_budget(payload) / 4));
         case.execution_ms = Some(millis(warm_up.elapsed));
+        case.audit = Some(CaseAudit {
+            student_median_ms: case.execution_ms,
+            ..CaseAudit::default()
+        });
         case.actual_result = Some(shown(actual, shown_budget(payload)));
         return Ok(case);
     }
@@ -279,7 +287,26 @@ async fn grade_case(
             discarded: u32::try_from(summary.discarded).unwrap_or(u32::MAX),
             precise: summary.is_precise(),
         }),
+        audit: Some(audit_of(&summary)),
     })
+}
+
+/// The audit of a timed case: its rounds and timing summary (the
+/// PostgreSQL version is added by the caller, the grader by the
+/// coordinator).
+fn audit_of(summary: &TimingSummary) -> CaseAudit {
+    CaseAudit {
+        rounds: u32::try_from(summary.rounds).unwrap_or(u32::MAX),
+        discarded: u32::try_from(summary.discarded).unwrap_or(u32::MAX),
+        student_median_ms: Some(summary.execution_ms),
+        student_min_ms: Some(summary.min_ms),
+        reference_median_ms: Some(summary.reference_ms),
+        reference_min_ms: Some(summary.reference_min_ms),
+        ratio: Some(summary.ratio),
+        ratio_low: Some(summary.ratio_low),
+        ratio_high: Some(summary.ratio_high),
+        ..CaseAudit::default()
+    }
 }
 
 /// Most timed rounds of one case.

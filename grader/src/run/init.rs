@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use sqlarena_common::{ExpectedCase, InitOutcome, InitPayload, TestCaseId};
+use sqlarena_common::{CaseAudit, ExpectedCase, InitOutcome, InitPayload, TestCaseId};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, instrument};
 
@@ -11,7 +11,7 @@ use super::row_order;
 use crate::compare::{first_unfixed_tie, RowOrder};
 use crate::error::JobError;
 use crate::sandbox::{BuildError, Limits, Login, QueryError, Sandbox};
-use crate::timing::{median, millis, timed_rounds};
+use crate::timing::{median, millis, minimum, timed_rounds};
 
 /// Runs an init job. Problems with the professor's SQL are reported in the
 /// outcome's `errors` (one per failing statement or test case); only
@@ -200,6 +200,13 @@ async fn run_reference(
         test_case_id: case_id,
         result,
         reference_ms: median(&times),
+        audit: Some(CaseAudit {
+            postgres_version: Some(sandbox.postgres_version().to_string()),
+            rounds,
+            reference_median_ms: median(&times),
+            reference_min_ms: minimum(&times),
+            ..CaseAudit::default()
+        }),
     })
 }
 

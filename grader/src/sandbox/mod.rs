@@ -106,6 +106,9 @@ pub struct Sandbox {
     builds: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
     sessions: SessionPool,
     query_clock: Arc<QueryClock>,
+    /// `server_version` of the PostgreSQL, read at start, for the audit of
+    /// every case measured here.
+    postgres_version: String,
     /// The admin connection that holds this prefix's advisory lock for as
     /// long as the sandbox lives.
     _prefix_lock: Client,
@@ -178,7 +181,7 @@ impl Sandbox {
             .map_err(|e| SandboxError::InvalidUrl(e.to_string()))?;
         let prefix = config.prefix.clone();
         let prefix_lock = lock_prefix(&admin, &prefix).await?;
-        let sandbox = Sandbox {
+        let mut sandbox = Sandbox {
             admin,
             runner: Login::generate(format!("{prefix}_runner")),
             owners_group: format!("{prefix}_owners"),
@@ -191,10 +194,12 @@ impl Sandbox {
             builds: std::sync::Mutex::default(),
             sessions: SessionPool::new((config.runner_connection_limit / 2) as usize),
             query_clock: Arc::default(),
+            postgres_version: String::new(),
             _prefix_lock: prefix_lock,
             prefix,
         };
         let client = sandbox.admin_client(None).await?;
+        sandbox.postgres_version = server_version(&client).await?;
         sandbox.drop_stale(&client).await?;
         roles::setup_shared_roles(
             &client,
@@ -213,6 +218,11 @@ impl Sandbox {
     /// Returns the prefix of this sandbox's roles and databases.
     pub fn prefix(&self) -> &str {
         &self.prefix
+    }
+
+    /// Returns the `server_version` of this sandbox's PostgreSQL.
+    pub fn postgres_version(&self) -> &str {
+        &self.postgres_version
     }
 
     /// Returns the runner role's name.
@@ -599,6 +609,18 @@ pub async fn cleanup(admin_url: &str, prefix: &str) -> Result<Removed, SandboxEr
 }
 
 /// Connects as the admin with `search_path` pinned.
+/// Reads the server's `server_version` (e.g. `16.4 (Debian 16.4-1)`).
+async fn server_version(client: &Client) -> Result<String, SandboxError> {
+    let row = client
+        .query_one("SELECT pg_catalog.current_setting('server_version')", &[])
+        .await
+        .map_err(|error| SandboxError::Setup {
+            step: "reading the server version",
+            message: db_message(&error),
+        })?;
+    Ok(row.get(0))
+}
+
 async fn admin_connect(admin: &Config, database: Option<&str>) -> Result<Client, SandboxError> {
     let mut config = admin.clone();
     if let Some(database) = database {

@@ -101,24 +101,7 @@ impl AttemptStore for MongoStore {
                 i64::from(limit),
             )
             .await?;
-        documents
-            .iter()
-            .map(|document| {
-                let fields = Fields::new(document, "leaderboard row");
-                let time_ms = fields.i64("time_ms")?;
-                Ok(LeaderboardRow {
-                    challenge_id: fields.id("challenge_id")?,
-                    version: fields.i64("version")?,
-                    user_id: fields.id("user_id")?,
-                    attempt_id: fields.id("attempt_id")?,
-                    score: fields.f64("score")?,
-                    rank_key: fields.f64("rank_key")?,
-                    completion_time_ms: fields.f64("completion_time_ms")?,
-                    time_of_attempt: DateTime::from_timestamp_millis(time_ms)
-                        .ok_or_else(|| fields.invalid("time_ms", "out of range"))?,
-                })
-            })
-            .collect()
+        documents.iter().map(leaderboard_row_from).collect()
     }
 
     async fn list_unfinished_challenge_attempts(

@@ -33,6 +33,7 @@
 mod affinity;
 mod assessments;
 mod attempts;
+mod audit;
 mod challenges;
 mod console;
 mod exports;
@@ -508,21 +509,38 @@ impl MongoStore {
             return Ok(());
         };
         let id = format!("{}:{}:{}", row.challenge_id, row.version, row.user_id);
+        self.keep_better_row("leaderboard", id, leaderboard_fields(&row), &row)
+            .await?;
+        if let Some(grader_id) = crate::store::audit::graded_by(attempt) {
+            let id = format!(
+                "{grader_id}:{}:{}:{}",
+                row.challenge_id, row.version, row.user_id
+            );
+            let mut fields = leaderboard_fields(&row);
+            fields.insert("grader_id", grader_id.to_string());
+            self.keep_better_row("grader_leaderboard", id, fields, &row)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Keeps `row` (stored as `fields`) as the document `id` of
+    /// `collection` when it is the first there or ranks better. Two
+    /// writes, each atomic: an insert only the first row gets past, else
+    /// an update conditional on ranking better. Repeating it changes
+    /// nothing.
+    async fn keep_better_row(
+        &self,
+        collection: &str,
+        id: String,
+        fields: Document,
+        row: &LeaderboardRow,
+    ) -> StoreResult<()> {
         let time_ms = row.time_of_attempt.timestamp_millis();
-        let fields = doc! {
-            "challenge_id": row.challenge_id,
-            "version": row.version,
-            "user_id": row.user_id,
-            "attempt_id": row.attempt_id,
-            "score": row.score,
-            "rank_key": row.rank_key,
-            "completion_time_ms": row.completion_time_ms,
-            "time_ms": time_ms,
-        };
-        let leaderboard = self.collection("leaderboard");
+        let rows = self.collection(collection);
         let mut first = fields.clone();
         first.insert("_id", &id);
-        match leaderboard.insert_one(first).await.map_err(backend) {
+        match rows.insert_one(first).await.map_err(backend) {
             Ok(_) => return Ok(()),
             Err(StoreError::Conflict(_)) => {}
             Err(error) => return Err(error),
@@ -535,8 +553,7 @@ impl MongoStore {
                 { "rank_key": row.rank_key, "time_ms": time_ms, "attempt_id": { "$gt": row.attempt_id } },
             ],
         };
-        leaderboard
-            .update_one(better, doc! { "$set": fields })
+        rows.update_one(better, doc! { "$set": fields })
             .await
             .map_err(backend)?;
         Ok(())
@@ -617,6 +634,7 @@ pub(crate) fn wanted_indexes() -> Vec<(&'static str, Document, Option<IndexOptio
         .into_iter()
         .chain(assessments::indexes())
         .chain(affinity::indexes())
+        .chain(audit::indexes())
         .chain(runs)
         .collect()
 }
@@ -951,6 +969,36 @@ fn challenge_from(document: &Document) -> StoreResult<Challenge> {
         init_warnings: fields.opt_value("init_warnings")?.unwrap_or_default(),
         created_at: fields.time("created_at")?,
         test_cases,
+    })
+}
+
+/// A leaderboard row as stored (without its `_id`).
+fn leaderboard_fields(row: &LeaderboardRow) -> Document {
+    doc! {
+        "challenge_id": row.challenge_id,
+        "version": row.version,
+        "user_id": row.user_id,
+        "attempt_id": row.attempt_id,
+        "score": row.score,
+        "rank_key": row.rank_key,
+        "completion_time_ms": row.completion_time_ms,
+        "time_ms": row.time_of_attempt.timestamp_millis(),
+    }
+}
+
+fn leaderboard_row_from(document: &Document) -> StoreResult<LeaderboardRow> {
+    let fields = Fields::new(document, "leaderboard row");
+    let time_ms = fields.i64("time_ms")?;
+    Ok(LeaderboardRow {
+        challenge_id: fields.id("challenge_id")?,
+        version: fields.i64("version")?,
+        user_id: fields.id("user_id")?,
+        attempt_id: fields.id("attempt_id")?,
+        score: fields.f64("score")?,
+        rank_key: fields.f64("rank_key")?,
+        completion_time_ms: fields.f64("completion_time_ms")?,
+        time_of_attempt: DateTime::from_timestamp_millis(time_ms)
+            .ok_or_else(|| fields.invalid("time_ms", "out of range"))?,
     })
 }
 

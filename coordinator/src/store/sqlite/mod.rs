@@ -25,6 +25,7 @@
 
 mod affinity;
 mod attempts;
+mod audit;
 mod challenges;
 mod console;
 mod exports;
@@ -67,7 +68,7 @@ use super::{
 
 /// Version of the schema created by [`SCHEMA`]; kept in `schema_version` so
 /// that [`migrate`] can bring an older file up to date.
-const SCHEMA_VERSION: i64 = 10;
+const SCHEMA_VERSION: i64 = 11;
 
 /// The schema, created idempotently at every open.
 const SCHEMA: &str = "
@@ -480,12 +481,13 @@ fn configure(connection: &Connection, synchronous: Synchronous) -> anyhow::Resul
         "PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 10000;"
     ))?;
     connection.execute_batch(&format!(
-        "BEGIN IMMEDIATE; {SCHEMA} {} {} {} {} {} COMMIT;",
+        "BEGIN IMMEDIATE; {SCHEMA} {} {} {} {} {} {} COMMIT;",
         assessments::SCHEMA,
         console::SCHEMA,
         runs::SCHEMA,
         affinity::SCHEMA,
-        exports::SCHEMA
+        exports::SCHEMA,
+        audit::SCHEMA
     ))?;
     let version: Option<i64> =
         connection.query_row("SELECT MAX(version) FROM schema_version", [], |row| {
@@ -556,6 +558,8 @@ fn migrate(connection: &Connection, from: i64) -> anyhow::Result<()> {
     // schema at every open.
     // Version 10: exports (`exports::SCHEMA`), a new table only, created
     // with the schema at every open.
+    // Version 11: the audit's init records and per-grader leaderboard
+    // (`audit::SCHEMA`), new tables only, likewise.
     steps.push_str(&format!(
         "UPDATE schema_version SET version = {SCHEMA_VERSION}; COMMIT;"
     ));
@@ -1056,26 +1060,54 @@ fn record_ranking(transaction: &Connection, attempt: &Attempt) -> StoreResult<()
     let Some(row) = leaderboard::row_for(attempt, challenge_type, &cases) else {
         return Ok(());
     };
-    transaction
-        .prepare_cached(
-            "INSERT INTO leaderboard (challenge_id, version, user_id, attempt_id, score, rank_key, \
-             completion_time_ms, time_of_attempt) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
-             ON CONFLICT (challenge_id, version, user_id) DO UPDATE SET \
-             attempt_id = excluded.attempt_id, score = excluded.score, rank_key = excluded.rank_key, \
-             completion_time_ms = excluded.completion_time_ms, time_of_attempt = excluded.time_of_attempt \
-             WHERE (excluded.rank_key, excluded.time_of_attempt, excluded.attempt_id) \
-             < (leaderboard.rank_key, leaderboard.time_of_attempt, leaderboard.attempt_id)",
-        )?
-        .execute(params![
-            row.challenge_id,
-            row.version,
-            row.user_id,
-            row.attempt_id,
-            row.score,
-            row.rank_key,
-            row.completion_time_ms,
-            micros(row.time_of_attempt)
-        ])?;
+    keep_better_row(transaction, None, &row)?;
+    if let Some(grader_id) = crate::store::audit::graded_by(attempt) {
+        keep_better_row(transaction, Some(grader_id), &row)?;
+    }
+    Ok(())
+}
+
+/// Keeps `row` as its user's row of the whole leaderboard (`grader:
+/// None`) or of one grader's (`grader_leaderboard`) when it is the user's
+/// first there or ranks better: one upsert, conditional on ranking better.
+fn keep_better_row(
+    transaction: &Connection,
+    grader: Option<GraderId>,
+    row: &LeaderboardRow,
+) -> StoreResult<()> {
+    let (table, grader_column, grader_value, grader_key) = match grader {
+        None => ("leaderboard", "", "", ""),
+        Some(_) => ("grader_leaderboard", "grader_id, ", "?9, ", "grader_id, "),
+    };
+    let sql = format!(
+        "INSERT INTO {table} ({grader_column}challenge_id, version, user_id, attempt_id, score, rank_key, \
+         completion_time_ms, time_of_attempt) VALUES ({grader_value}?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+         ON CONFLICT ({grader_key}challenge_id, version, user_id) DO UPDATE SET \
+         attempt_id = excluded.attempt_id, score = excluded.score, rank_key = excluded.rank_key, \
+         completion_time_ms = excluded.completion_time_ms, time_of_attempt = excluded.time_of_attempt \
+         WHERE (excluded.rank_key, excluded.time_of_attempt, excluded.attempt_id) \
+         < ({table}.rank_key, {table}.time_of_attempt, {table}.attempt_id)"
+    );
+    let mut statement = transaction.prepare_cached(&sql)?;
+    let common = params![
+        row.challenge_id,
+        row.version,
+        row.user_id,
+        row.attempt_id,
+        row.score,
+        row.rank_key,
+        row.completion_time_ms,
+        micros(row.time_of_attempt)
+    ];
+    match grader {
+        None => statement.execute(common)?,
+        Some(grader_id) => {
+            let mut values: Vec<&dyn rusqlite::ToSql> = common.to_vec();
+            let grader_text = grader_id.to_string();
+            values.push(&grader_text);
+            statement.execute(values.as_slice())?
+        }
+    };
     Ok(())
 }
 
@@ -1395,6 +1427,7 @@ mod tests {
             diff: None,
             error: None,
             timing: None,
+            audit: None,
         };
         store
             .update_attempt(
