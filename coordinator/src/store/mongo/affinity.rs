@@ -122,7 +122,7 @@ impl AffinityStore for MongoStore {
                 let filter = doc! { "state": JobState::Queued.as_str(), "seq": chosen.seq };
                 match self.take_queued(filter, grader_id, now).await? {
                     Taken::Leased(job) => {
-                        leased = Some(job);
+                        leased = Some(*job);
                         break;
                     }
                     // Another claim got it first: look again.

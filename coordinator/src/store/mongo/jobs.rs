@@ -93,7 +93,7 @@ impl JobStore for MongoStore {
         for _ in 0..MAX_CONFLICT_RETRIES {
             match self.take_queued(filter.clone(), grader_id, now).await? {
                 Taken::Nothing => return Ok(None),
-                Taken::Leased(job) => return Ok(Some(job)),
+                Taken::Leased(job) => return Ok(Some(*job)),
                 Taken::Lost => continue,
             }
         }
@@ -438,7 +438,7 @@ pub(super) enum Taken {
     /// No QUEUED job matched.
     Nothing,
     /// The job is leased to the grader, with its real deadline.
-    Leased(Job),
+    Leased(Box<Job>),
     /// A job was taken but its lease was taken away (cancelled) before the
     /// deadline was set: look again.
     Lost,
@@ -491,7 +491,7 @@ impl MongoStore {
         } };
         Ok(
             match self.update_leased(job.id, lease.lease_id, deadline).await? {
-                Some(job) => Taken::Leased(job),
+                Some(job) => Taken::Leased(Box::new(job)),
                 None => Taken::Lost,
             },
         )
