@@ -34,6 +34,7 @@ async fn connect(uri: &str) -> MongoStore {
 sqlarena_coordinator::store_conformance_suite!(fresh_store);
 sqlarena_coordinator::assessment_store_conformance_suite!(fresh_store);
 sqlarena_coordinator::store_runs_conformance_suite!(fresh_store);
+sqlarena_coordinator::console_store_conformance_suite!(fresh_store);
 
 fn attempt_job(attempt_id: i64) -> NewJob {
     NewJob {

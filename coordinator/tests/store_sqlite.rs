@@ -30,6 +30,7 @@ async fn fresh_store() -> Arc<dyn Store> {
 sqlarena_coordinator::store_conformance_suite!(fresh_store);
 sqlarena_coordinator::assessment_store_conformance_suite!(fresh_store);
 sqlarena_coordinator::store_runs_conformance_suite!(fresh_store);
+sqlarena_coordinator::console_store_conformance_suite!(fresh_store);
 
 #[tokio::test]
 async fn a_second_open_of_the_same_file_is_refused() {

@@ -23,7 +23,11 @@ mod challenges;
 #[cfg(feature = "testsuite")]
 mod conformance;
 pub mod console;
+#[cfg(feature = "testsuite")]
+pub mod console_conformance;
 mod graders;
+pub mod history;
+pub mod job_tries;
 mod jobs;
 pub mod lease;
 pub mod migration;
@@ -48,6 +52,8 @@ pub use challenges::*;
 #[cfg(feature = "testsuite")]
 pub use conformance::{Check, CheckFuture, CHECKS};
 pub use console::ConsoleStore;
+pub use history::HistoryStore;
+pub use job_tries::JobTryStore;
 pub use graders::*;
 pub use jobs::*;
 pub use users::*;
@@ -190,6 +196,8 @@ pub trait Store:
     + GraderStore
     + AssessmentStore
     + ConsoleStore
+    + HistoryStore
+    + JobTryStore
     + runs::RunStore
     + Send
     + Sync

@@ -49,7 +49,7 @@ fn record<T: DeserializeOwned>(document: &Document, what: &'static str) -> Store
         .map_err(|error| StoreError::Backend(format!("bad {what} record: {error}")))
 }
 
-fn assessment_from(document: &Document) -> StoreResult<Assessment> {
+pub(super) fn assessment_from(document: &Document) -> StoreResult<Assessment> {
     let fields = Fields::new(document, "assessment");
     let mut assessment: Assessment = record(document, "assessment")?;
     assessment.id = fields.i64("_id")?;

@@ -35,6 +35,8 @@ mod attempts;
 mod challenges;
 mod console;
 mod graders;
+mod history;
+mod job_tries;
 mod jobs;
 pub mod maintenance;
 mod runs;
@@ -58,6 +60,7 @@ use uuid::Uuid;
 
 use crate::leaderboard;
 
+use super::job_tries::TryOutcome;
 use super::lease::{self, CompletionCheck, HeldLease, LeaseEnd, TryCount};
 use super::{
     first_job_id_at, pruned_payload, Admission, Attempt, AttemptErrorKind, AttemptUpdate,
@@ -316,6 +319,10 @@ impl MongoStore {
         };
         let update = lease_end_update(end, now);
         let taken = self.update_leased(job.id, lease.lease_id, update).await?;
+        if taken.is_some() {
+            let (outcome, error) = job_tries::outcome_of(end);
+            self.close_try(lease.lease_id, outcome, error, now).await?;
+        }
         Ok(taken.map(|job| match job.state {
             JobState::Failed => FailOutcome::Failed(job),
             _ => FailOutcome::Requeued(job),
@@ -610,10 +617,15 @@ pub(crate) fn wanted_indexes() -> Vec<(&'static str, Document, Option<IndexOptio
     let runs = runs::indexes()
         .into_iter()
         .map(|(name, keys)| (name, keys, None));
+    let console = history::indexes()
+        .into_iter()
+        .chain(job_tries::indexes())
+        .map(|(name, keys)| (name, keys, None));
     indexes
         .into_iter()
         .chain(assessments::indexes())
         .chain(runs)
+        .chain(console)
         .collect()
 }
 

@@ -48,7 +48,7 @@ fn record<T: DeserializeOwned>(text: &str, what: &str) -> StoreResult<T> {
         .map_err(|error| StoreError::Backend(format!("bad {what} record: {error}")))
 }
 
-fn assessment_from(id: i64, rev: i64, text: &str) -> StoreResult<Assessment> {
+pub(super) fn assessment_from(id: i64, rev: i64, text: &str) -> StoreResult<Assessment> {
     let mut assessment: Assessment = record(text, "assessment")?;
     assessment.id = id;
     assessment.rev = rev;
