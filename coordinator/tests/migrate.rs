@@ -72,7 +72,7 @@ async fn migrate_checks_backs_up_and_migrates_a_version_5_store() {
 
     let (ok, report) = coordinator(&["migrate", "--store", &uri, "--check"]);
     assert!(ok, "{report}");
-    assert!(report.contains("schema version 5 -> 8"), "{report}");
+    assert!(report.contains("schema version 5 -> 9"), "{report}");
     for table in ["assessments", "assessment_sessions", "score_overrides"] {
         assert!(report.contains(&format!("+ table {table}")), "{report}");
     }
@@ -89,8 +89,8 @@ async fn migrate_checks_backs_up_and_migrates_a_version_5_store() {
 
     let (ok, output) = coordinator(&["migrate", "--store", &uri]);
     assert!(ok, "{output}");
-    assert!(output.contains("schema version 5 -> 8"), "{output}");
-    assert_eq!(version(&path), 8);
+    assert!(output.contains("schema version 5 -> 9"), "{output}");
+    assert_eq!(version(&path), 9);
     assert_eq!(user_count(&path), 3, "every row is kept");
     let (ok, report) = coordinator(&["migrate", "--store", &uri, "--check"]);
     assert!(ok && report.contains("up to date"), "{report}");
