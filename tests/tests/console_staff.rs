@@ -19,21 +19,17 @@ use uuid::Uuid;
 /// How long a challenge's init, an attempt's or a run's grading may take.
 const GRADING_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// The `data-seconds` of a session's remaining-time cell.
-async fn remaining_seconds(browser: &Browser, session_id: i64) -> i64 {
-    browser
+/// The `data-seconds` of a session's remaining-time cell, once the page
+/// shows it (`None` while the page is being replaced).
+async fn remaining_seconds(browser: &Browser, session_id: i64) -> Option<i64> {
+    let cell = browser
         .client
         .find(Locator::Css(&format!(
             "tr[data-session='{session_id}'] td.remaining"
         )))
         .await
-        .expect("the session's row")
-        .attr("data-seconds")
-        .await
-        .unwrap()
-        .expect("data-seconds")
-        .parse()
-        .unwrap()
+        .ok()?;
+    cell.attr("data-seconds").await.ok()??.parse().ok()
 }
 
 /// The path of the run page the browser was sent to.
@@ -104,6 +100,8 @@ async fn staff_pages_for_runs_assessments_users_and_jobs_in_a_real_browser() {
         .wait_for_text("#run-state", "COMPLETED", GRADING_TIMEOUT)
         .await;
     assert_eq!(browser.text("#run-ended").await, "1 / 1");
+    // The controls are drawn with the page: load it again once the run ended.
+    browser.goto(&first_run).await;
     browser
         .wait_for_text("#run-controls", "gradebook", PAGE_TIMEOUT)
         .await;
@@ -162,7 +160,7 @@ async fn staff_pages_for_runs_assessments_users_and_jobs_in_a_real_browser() {
     browser.screenshot("professor-shadow-run-diff").await;
     browser.click("form[action$='/publish'] button").await;
     browser
-        .wait_for_text("main dl.facts", "published", PAGE_TIMEOUT)
+        .wait_for_text("#run-facts", "published", PAGE_TIMEOUT)
         .await;
 
     // With the only grader draining, a run waits: it is cancelled.
@@ -221,7 +219,7 @@ async fn staff_pages_for_runs_assessments_users_and_jobs_in_a_real_browser() {
         .wait_for_text("#sessions", "Sam Student", PAGE_TIMEOUT)
         .await;
     assert!(sessions.contains("min"), "{sessions}");
-    let before = remaining_seconds(&browser, session_id).await;
+    let before = remaining_seconds(&browser, session_id).await.unwrap();
     assert!((1000..=1200).contains(&before), "{before}");
     browser.screenshot("professor-assessment-sessions").await;
     browser.fill(&format!("#minutes-{session_id}"), "30").await;
@@ -229,7 +227,7 @@ async fn staff_pages_for_runs_assessments_users_and_jobs_in_a_real_browser() {
         .click(&format!("tr[data-session='{session_id}'] button"))
         .await;
     let after_one = eventually("the session's time to grow", PAGE_TIMEOUT, || async {
-        let seconds = remaining_seconds(&browser, session_id).await;
+        let seconds = remaining_seconds(&browser, session_id).await?;
         (seconds > before + 1700).then_some(seconds)
     })
     .await;
@@ -238,19 +236,12 @@ async fn staff_pages_for_runs_assessments_users_and_jobs_in_a_real_browser() {
         .click("form[action$='/time'] button")
         .await;
     let after_all = eventually("everyone's time to grow", PAGE_TIMEOUT, || async {
-        let seconds = remaining_seconds(&browser, session_id).await;
+        let seconds = remaining_seconds(&browser, session_id).await?;
         (seconds > after_one + 500).then_some(seconds)
     })
     .await;
     assert!(after_all > before + 2300, "{before} -> {after_one} -> {after_all}");
     browser.screenshot("professor-assessment-time-added").await;
-    let (_, session) = student.get(&format!("/sessions/{session_id}")).await;
-    let remaining = session["data"]["remaining_s"]
-        .as_i64()
-        .or_else(|| session["data"]["remaining_seconds"].as_i64());
-    if let Some(remaining) = remaining {
-        assert!(remaining > 3000, "{session}");
-    }
     browser.sign_out().await;
 
     // --- Admin: users, counts per filter value, a job's tries -------------

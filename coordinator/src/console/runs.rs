@@ -237,7 +237,7 @@ async fn show_run(
                 a #gradebook href={ "/professor/runs/" (run.id) "/gradebook" } download { "Download the gradebook (CSV)" }
             }
         }
-        dl.facts {
+        dl.facts #run-facts {
             dt { "Mode" } dd { (run.mode.as_str()) @if run.published { " (published)" } }
             dt { "Attempt counted" } dd { (run.attempt.as_str()) }
             dt { "Created" } dd { (when(run.created_at)) }

@@ -8,7 +8,7 @@ use sqlarena_common::{AttemptId, JobState, Lane, RunId, UserId};
 
 use super::{
     assessments, runs, user_from, USER_COLUMNS,
-    conversion_error, select_attempts, select_jobs, sql_limit, wire_at, SqliteStore,
+    select_attempts, select_jobs, sql_limit, wire_at, SqliteStore,
 };
 use crate::store::console::{
     ChallengeAttemptFilter, ConsoleStore, JobCount, JobCounts, JobQuery,
@@ -31,31 +31,34 @@ CREATE INDEX IF NOT EXISTS jobs_by_challenge ON jobs (json_extract(payload, '$.c
 CREATE TABLE IF NOT EXISTS job_counts (
     state TEXT NOT NULL,
     lane_priority INTEGER NOT NULL,
+    lane TEXT NOT NULL,
     jobs INTEGER NOT NULL,
-    PRIMARY KEY (state, lane_priority)
+    PRIMARY KEY (state, lane_priority, lane)
 ) WITHOUT ROWID;
 CREATE TRIGGER IF NOT EXISTS job_counts_insert AFTER INSERT ON jobs BEGIN
-    INSERT INTO job_counts (state, lane_priority, jobs) VALUES (NEW.state, NEW.lane_priority, 1)
-        ON CONFLICT (state, lane_priority) DO UPDATE SET jobs = jobs + 1;
+    INSERT INTO job_counts (state, lane_priority, lane, jobs)
+        VALUES (NEW.state, NEW.lane_priority, NEW.lane, 1)
+        ON CONFLICT (state, lane_priority, lane) DO UPDATE SET jobs = jobs + 1;
 END;
 CREATE TRIGGER IF NOT EXISTS job_counts_update AFTER UPDATE OF state ON jobs
     WHEN OLD.state IS NOT NEW.state BEGIN
     UPDATE job_counts SET jobs = jobs - 1
-        WHERE state = OLD.state AND lane_priority = OLD.lane_priority;
-    INSERT INTO job_counts (state, lane_priority, jobs) VALUES (NEW.state, NEW.lane_priority, 1)
-        ON CONFLICT (state, lane_priority) DO UPDATE SET jobs = jobs + 1;
+        WHERE state = OLD.state AND lane_priority = OLD.lane_priority AND lane = OLD.lane;
+    INSERT INTO job_counts (state, lane_priority, lane, jobs)
+        VALUES (NEW.state, NEW.lane_priority, NEW.lane, 1)
+        ON CONFLICT (state, lane_priority, lane) DO UPDATE SET jobs = jobs + 1;
 END;
 CREATE TRIGGER IF NOT EXISTS job_counts_delete AFTER DELETE ON jobs BEGIN
     UPDATE job_counts SET jobs = jobs - 1
-        WHERE state = OLD.state AND lane_priority = OLD.lane_priority;
+        WHERE state = OLD.state AND lane_priority = OLD.lane_priority AND lane = OLD.lane;
 END;
 ";
 
 /// Fills `job_counts` from the jobs (a store made before the counters).
 pub(super) const BACKFILL_JOB_COUNTS: &str = "
 DELETE FROM job_counts;
-INSERT INTO job_counts (state, lane_priority, jobs)
-    SELECT state, lane_priority, COUNT(*) FROM jobs GROUP BY state, lane_priority;
+INSERT INTO job_counts (state, lane_priority, lane, jobs)
+    SELECT state, lane_priority, lane, COUNT(*) FROM jobs GROUP BY state, lane_priority, lane;
 ";
 
 /// The first `seq` of a job queued at or after a time (`?` is the first
@@ -109,23 +112,11 @@ fn job_query_sql(query: &JobQuery) -> (String, Vec<Value>) {
     (sql, values)
 }
 
-/// The lane of a `lane_priority` column.
-fn lane_at(row: &Row<'_>, index: usize) -> rusqlite::Result<Lane> {
-    let priority: i64 = row.get(index)?;
-    Lane::ALL
-        .into_iter()
-        .find(|lane| lane.priority() == priority)
-        .ok_or_else(|| conversion_error(index, format!("no lane has priority {priority}")))
-}
-
 /// A (state, lane, jobs) row.
-fn count_from(
-    row: &Row<'_>,
-    lane: impl Fn(&Row<'_>) -> rusqlite::Result<Lane>,
-) -> rusqlite::Result<JobCount> {
+fn count_from(row: &Row<'_>) -> rusqlite::Result<JobCount> {
     Ok(JobCount {
         state: wire_at(row, 0, JobState::parse)?,
-        lane: lane(row)?,
+        lane: wire_at(row, 1, Lane::parse)?,
         jobs: row.get::<_, i64>(2)?.unsigned_abs(),
     })
 }
@@ -170,8 +161,11 @@ impl ConsoleStore for SqliteStore {
         self.call(move |connection| {
             if !filtered {
                 let cells = connection
-                    .prepare_cached("SELECT state, lane_priority, jobs FROM job_counts WHERE jobs > 0")?
-                    .query_map([], |row| count_from(row, |row| lane_at(row, 1)))?
+                    .prepare_cached(
+                        "SELECT state, lane, SUM(jobs) FROM job_counts WHERE jobs > 0 \
+                         GROUP BY state, lane",
+                    )?
+                    .query_map([], count_from)?
                     .collect::<rusqlite::Result<_>>()?;
                 return Ok(JobCounts {
                     cells,
@@ -194,9 +188,7 @@ impl ConsoleStore for SqliteStore {
             );
             let cells: Vec<JobCount> = connection
                 .prepare_cached(&sql)?
-                .query_map(params_from_iter(values), |row| {
-                    count_from(row, |row| wire_at(row, 1, Lane::parse))
-                })?
+                .query_map(params_from_iter(values), count_from)?
                 .collect::<rusqlite::Result<_>>()?;
             let counted: u64 = cells.iter().map(|cell| cell.jobs).sum();
             Ok(JobCounts {

@@ -304,7 +304,7 @@ impl JobStore for SqliteStore {
                 let count_in = |state: &str| -> StoreResult<u64> {
                     let count: i64 = transaction
                         .prepare_cached(
-                            "SELECT COALESCE((SELECT jobs FROM job_counts \
+                            "SELECT COALESCE((SELECT SUM(jobs) FROM job_counts \
                              WHERE state = ?1 AND lane_priority = ?2), 0)",
                         )?
                         .query_row(params![state, lane.priority()], |row| row.get(0))?;
