@@ -232,15 +232,16 @@ async fn staff_pages_for_runs_assessments_users_and_jobs_in_a_real_browser() {
     })
     .await;
     browser.fill("#all-minutes", "10").await;
-    browser
-        .click("form[action$='/time'] button")
-        .await;
+    browser.click("form[action$='/time'] button").await;
     let after_all = eventually("everyone's time to grow", PAGE_TIMEOUT, || async {
         let seconds = remaining_seconds(&browser, session_id).await?;
         (seconds > after_one + 500).then_some(seconds)
     })
     .await;
-    assert!(after_all > before + 2300, "{before} -> {after_one} -> {after_all}");
+    assert!(
+        after_all > before + 2300,
+        "{before} -> {after_one} -> {after_all}"
+    );
     browser.screenshot("professor-assessment-time-added").await;
     browser.sign_out().await;
 
@@ -248,7 +249,13 @@ async fn staff_pages_for_runs_assessments_users_and_jobs_in_a_real_browser() {
     browser.sign_in("admin@example.com", "admin-password").await;
     browser.goto("/admin/users").await;
     let users = browser.text("#users").await;
-    for expected in [professor_email, student_email, "admin@example.com", "PROF", "STUD"] {
+    for expected in [
+        professor_email,
+        student_email,
+        "admin@example.com",
+        "PROF",
+        "STUD",
+    ] {
         assert!(users.contains(expected), "{expected} missing: {users}");
     }
     browser.screenshot("admin-users").await;
@@ -272,7 +279,11 @@ async fn staff_pages_for_runs_assessments_users_and_jobs_in_a_real_browser() {
     browser.goto("/admin/jobs").await;
     let count = |selector: &'static str| {
         let browser = &browser;
-        async move { browser.text(&format!("#job-counts {selector} .count")).await }
+        async move {
+            browser
+                .text(&format!("#job-counts {selector} .count"))
+                .await
+        }
     };
     assert_eq!(count("a[data-state=DONE]").await, done);
     assert_eq!(count("a[data-state=QUEUED]").await, queued_jobs);
@@ -293,9 +304,7 @@ async fn staff_pages_for_runs_assessments_users_and_jobs_in_a_real_browser() {
     // The graded attempt's job: one try, by the grader, DONE.
     browser.goto("/admin/jobs?state=DONE&lane=fast").await;
     browser.click("#jobs tbody tr a").await;
-    let tries = browser
-        .wait_for_text("#tries", "DONE", PAGE_TIMEOUT)
-        .await;
+    let tries = browser.wait_for_text("#tries", "DONE", PAGE_TIMEOUT).await;
     assert!(tries.contains("console-staff-grader"), "{tries}");
     assert_eq!(
         browser
@@ -323,17 +332,33 @@ async fn staff_pages_for_runs_assessments_users_and_jobs_in_a_real_browser() {
     // --- Student: refused every staff page by URL ------------------------
     browser.sign_in(student_email, "demo-password").await;
     let refused = [
-        ("/professor/runs".to_string(), "this needs one of the roles PROF, ADMIN"),
+        (
+            "/professor/runs".to_string(),
+            "this needs one of the roles PROF, ADMIN",
+        ),
         (first_run.clone(), "this needs one of the roles PROF, ADMIN"),
-        (format!("{first_run}/gradebook"), "this needs one of the roles PROF, ADMIN"),
-        ("/professor/assessments".to_string(), "this needs one of the roles PROF, ADMIN"),
+        (
+            format!("{first_run}/gradebook"),
+            "this needs one of the roles PROF, ADMIN",
+        ),
+        (
+            "/professor/assessments".to_string(),
+            "this needs one of the roles PROF, ADMIN",
+        ),
         (format!("/professor/assessments/{assessment_id}"), ""),
-        ("/admin/users".to_string(), "this needs one of the roles ADMIN"),
+        (
+            "/admin/users".to_string(),
+            "this needs one of the roles ADMIN",
+        ),
         ("/admin/jobs".to_string(), "only admins may do this"),
     ];
     for (path, reason) in &refused {
         browser.goto(path).await;
-        assert_eq!(browser.text("h1").await, "403 Forbidden", "{path} was not refused");
+        assert_eq!(
+            browser.text("h1").await,
+            "403 Forbidden",
+            "{path} was not refused"
+        );
         assert!(browser.text("p.alert").await.contains(reason), "{path}");
     }
     browser.screenshot("student-refused-staff-pages").await;
@@ -392,13 +417,23 @@ async fn staff_pages_for_runs_assessments_users_and_jobs_in_a_real_browser() {
     let csrf_at = own_page.find("name=\"csrf\" value=\"").unwrap() + 19;
     let csrf = own_page[csrf_at..csrf_at + own_page[csrf_at..].find('"').unwrap()].to_string();
     let forged = [
-        (format!("/professor/assessments/{assessment_id}/time"), vec![("minutes", "60")]),
+        (
+            format!("/professor/assessments/{assessment_id}/time"),
+            vec![("minutes", "60")],
+        ),
         (
             format!("/professor/assessments/{assessment_id}/sessions/{session_id}/time"),
             vec![("minutes", "60")],
         ),
         (format!("{waiting_run}/resume"), vec![]),
-        ("/professor/runs".to_string(), vec![("challenge_id", "1"), ("attempt", "latest"), ("mode", "publish")]),
+        (
+            "/professor/runs".to_string(),
+            vec![
+                ("challenge_id", "1"),
+                ("attempt", "latest"),
+                ("mode", "publish"),
+            ],
+        ),
     ];
     for (path, mut fields) in forged {
         fields.push(("csrf", csrf.as_str()));

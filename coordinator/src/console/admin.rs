@@ -26,9 +26,9 @@ use crate::console::session::{ConsoleUser, SignedForm};
 use crate::error::{ApiError, AppJson, AppPath, AppQuery};
 use crate::http::admin as api;
 use crate::http::pagination::PageParams;
-use crate::store::console::{JobCounts, JobQuery};
 use crate::http::users as api_users;
 use crate::state::AppState;
+use crate::store::console::{JobCounts, JobQuery};
 
 /// Jobs per page.
 const JOBS_PAGE: i64 = 50;
@@ -262,7 +262,6 @@ fn parse_time(field: &str, text: &str) -> Result<Option<DateTime<Utc>>, ApiError
         .map(|at| Some(at.and_utc()))
         .ok_or_else(|| ApiError::BadRequest(format!("{field}: {text:?} is not a date and time")))
 }
-
 
 /// Jobs with their filters in the URL (`?state=QUEUED&lane=fast`), oldest
 /// first, one cursor page at a time.
@@ -513,9 +512,13 @@ async fn show_job(
     user: ConsoleUser,
     Path(id): Path<String>,
 ) -> PageResult {
-    let job = api::get_job(State(state.clone()), user.user.clone(), AppPath(uuid_of(&id)?))
-        .await?
-        .into_data();
+    let job = api::get_job(
+        State(state.clone()),
+        user.user.clone(),
+        AppPath(uuid_of(&id)?),
+    )
+    .await?
+    .into_data();
     // Read from the store directly, after the API's admin check.
     let tries = state.store.list_job_tries(job.id).await?;
     let mut grader_names: HashMap<GraderId, String> = HashMap::new();
@@ -787,9 +790,10 @@ async fn users_page(
     user.user.require(&[Role::Admin])?;
     let after = match query.get("after").map(|text| text.trim()) {
         None | Some("") => None,
-        Some(text) => Some(text.parse::<UserId>().map_err(|_| {
-            ApiError::BadRequest(format!("after: {text:?} is not a user id"))
-        })?),
+        Some(text) => Some(
+            text.parse::<UserId>()
+                .map_err(|_| ApiError::BadRequest(format!("after: {text:?} is not a user id")))?,
+        ),
     };
     let (users, next) = users_after(&state, after).await?;
     Ok(html_response(

@@ -129,10 +129,7 @@ async fn show_assessment(
     Path(id): Path<String>,
 ) -> PageResult {
     let id = number(&id, "assessment")?;
-    let assessment = api::service(&state)
-        .get(id)
-        .await
-        .map_err(ApiError::from)?;
+    let assessment = api::service(&state).get(id).await.map_err(ApiError::from)?;
     require_staff(&assessment, &user.user.0).map_err(ApiError::from)?;
     let sessions = state.store.list_assessment_sessions(id).await?;
     let now = Utc::now();
@@ -242,10 +239,7 @@ async fn add_time_to_session(
     let request = added_seconds(&form.fields)?;
     // Staff of the assessment in the URL only, and the session must be one
     // of its own (nothing about other sessions is told to anyone else).
-    let assessment = api::service(&state)
-        .get(id)
-        .await
-        .map_err(ApiError::from)?;
+    let assessment = api::service(&state).get(id).await.map_err(ApiError::from)?;
     require_staff(&assessment, &form.user.user.0).map_err(ApiError::from)?;
     let found = state.store.get_assessment_session(session).await?;
     if found.is_none_or(|found| found.assessment_id != id) {

@@ -40,7 +40,10 @@ pub fn series(samples: &[MinuteSample], queued_now: u64, now: DateTime<Utc>) -> 
     let mut queue_depth = vec![0.0; MINUTES];
     for sample in samples {
         let offset = (sample.minute - start).num_minutes();
-        let Some(minute) = usize::try_from(offset).ok().filter(|minute| *minute < MINUTES) else {
+        let Some(minute) = usize::try_from(offset)
+            .ok()
+            .filter(|minute| *minute < MINUTES)
+        else {
             continue;
         };
         throughput[minute] += (sample.completed + sample.failed) as f64;
@@ -123,8 +126,8 @@ mod tests {
     #[test]
     fn minutes_fall_in_their_bars() {
         let now = Utc::now();
-        let sample = |minutes_ago: i64, lane: Lane, completed: u64, depth: Option<u64>| {
-            MinuteSample {
+        let sample =
+            |minutes_ago: i64, lane: Lane, completed: u64, depth: Option<u64>| MinuteSample {
                 minute: minute_of(now) - Duration::minutes(minutes_ago),
                 lane,
                 completed,
@@ -132,8 +135,7 @@ mod tests {
                 latency_ms_sum: 3_000 * (completed + 1),
                 latency_count: completed + 1,
                 queue_depth: depth,
-            }
-        };
+            };
         let samples = [
             sample(30, Lane::Fast, 1, Some(4)),
             sample(30, Lane::Slow, 2, Some(3)),

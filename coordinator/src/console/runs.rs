@@ -173,8 +173,12 @@ async fn start_run(State(state): State<AppState>, form: SignedForm) -> PageResul
         webhook_url: None,
         idempotency_key: None,
     };
-    let created = api::create_run(State(state.clone()), form.user.user.clone(), AppJson(request))
-        .await;
+    let created = api::create_run(
+        State(state.clone()),
+        form.user.user.clone(),
+        AppJson(request),
+    )
+    .await;
     match created {
         Ok(reply) => {
             let run = reply.into_data();

@@ -38,7 +38,10 @@ impl History {
         let finished_at = job.finished_at.unwrap_or_else(Utc::now);
         let latency_ms = (finished_at - job.created_at).num_milliseconds().max(0) as u64;
         let minute = minute_of(finished_at);
-        let mut pending = self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let sample = pending
             .entry((minute, job.lane))
             .or_insert_with(|| empty(minute, job.lane));
@@ -53,19 +56,28 @@ impl History {
 
     /// The tallies not yet written (the overview adds them to the store's).
     pub fn pending(&self) -> Vec<MinuteSample> {
-        let pending = self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         pending.values().copied().collect()
     }
 
     /// Takes every tally out, to be written.
     fn take(&self) -> Vec<MinuteSample> {
-        let mut pending = self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         std::mem::take(&mut *pending).into_values().collect()
     }
 
     /// Puts tallies back after a failed write (adding to newer ones).
     fn restore(&self, samples: Vec<MinuteSample>) {
-        let mut pending = self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         for sample in samples {
             let kept = pending
                 .entry((sample.minute, sample.lane))

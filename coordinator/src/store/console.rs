@@ -105,8 +105,11 @@ pub trait ConsoleStore: Send + Sync {
 
     /// Lists runs newest first (of `created_by` only, when given), one page
     /// after `page.after`.
-    async fn list_runs(&self, created_by: Option<UserId>, page: Page<RunId>)
-        -> StoreResult<Vec<Run>>;
+    async fn list_runs(
+        &self,
+        created_by: Option<UserId>,
+        page: Page<RunId>,
+    ) -> StoreResult<Vec<Run>>;
 
     /// Lists assessments newest first (of `created_by` only, when given),
     /// one page after `page.after`.

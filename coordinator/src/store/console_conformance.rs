@@ -22,9 +22,9 @@ use sqlarena_common::{
 };
 
 use super::console::{JobCounts, JobQuery};
-use super::runs::{AllTargets, NewRun, NewRunItem, RunSpec, RunTargets};
 use super::history::{minute_of, MinuteSample};
 use super::job_tries::TryOutcome;
+use super::runs::{AllTargets, NewRun, NewRunItem, RunSpec, RunTargets};
 use super::{Completion, HeldLease, Job, NewJob, NewUser, Page, Retry, Store};
 
 /// Generates, in a module `console_store_conformance`, one
@@ -125,7 +125,12 @@ async fn counts(store: &Arc<dyn Store>, query: JobQuery) -> JobCounts {
 /// Counts per state and lane follow enqueue, claim, completion, failure,
 /// cancel, retry and retention, and the lane stats read the same numbers.
 pub async fn job_counts_follow_every_state_change(store: Arc<dyn Store>) {
-    assert_eq!(counts(&store, JobQuery::default()).await.in_state(JobState::Queued, None), 0);
+    assert_eq!(
+        counts(&store, JobQuery::default())
+            .await
+            .in_state(JobState::Queued, None),
+        0
+    );
     for _ in 0..3 {
         store.enqueue_job(job(Lane::Fast, 1)).await.unwrap();
     }
@@ -165,7 +170,11 @@ pub async fn job_counts_follow_every_state_change(store: Arc<dyn Store>) {
         (JobState::Cancelled, Lane::Init, 1),
     ];
     for (state, lane, jobs) in expected {
-        assert_eq!(all.in_state(state, Some(lane)), jobs, "{state} {lane}: {all:?}");
+        assert_eq!(
+            all.in_state(state, Some(lane)),
+            jobs,
+            "{state} {lane}: {all:?}"
+        );
     }
     assert_eq!(all.cells.iter().map(|cell| cell.jobs).sum::<u64>(), 6);
     let stats = store.lane_stats().await.unwrap();
@@ -233,8 +242,14 @@ pub async fn job_counts_honour_filters_and_their_cap(store: Arc<dyn Store>) {
         queued_from: Some(leased.created_at - Duration::seconds(60)),
         ..JobQuery::default()
     };
-    assert_eq!(counts(&store, since_start).await.on_lane(Lane::Fast, None), 4);
-    assert_eq!(store.list_jobs_matching(since_start).await.unwrap().len(), 5);
+    assert_eq!(
+        counts(&store, since_start).await.on_lane(Lane::Fast, None),
+        4
+    );
+    assert_eq!(
+        store.list_jobs_matching(since_start).await.unwrap().len(),
+        5
+    );
 }
 
 /// Each lease of a job is a try with its grader, start, end, outcome and
@@ -325,8 +340,8 @@ pub async fn every_try_of_a_job_is_kept(store: Arc<dyn Store>) {
 pub async fn minutes_add_up_and_expire(store: Arc<dyn Store>) {
     let now = minute_of(Utc::now());
     assert_eq!(ms(minute_of(now + Duration::seconds(59))), ms(now));
-    let sample = |minute: DateTime<Utc>, lane: Lane, completed: u64, depth: Option<u64>| {
-        MinuteSample {
+    let sample =
+        |minute: DateTime<Utc>, lane: Lane, completed: u64, depth: Option<u64>| MinuteSample {
             minute,
             lane,
             completed,
@@ -334,8 +349,7 @@ pub async fn minutes_add_up_and_expire(store: Arc<dyn Store>) {
             latency_ms_sum: 100 * completed,
             latency_count: completed,
             queue_depth: depth,
-        }
-    };
+        };
     let earlier = now - Duration::minutes(90);
     store
         .record_minute(sample(earlier, Lane::Fast, 1, Some(9)))
@@ -361,7 +375,12 @@ pub async fn minutes_add_up_and_expire(store: Arc<dyn Store>) {
     let fast = rows.iter().find(|row| row.lane == Lane::Fast).unwrap();
     assert_eq!(ms(fast.minute), ms(now));
     assert_eq!(
-        (fast.completed, fast.failed, fast.latency_ms_sum, fast.latency_count),
+        (
+            fast.completed,
+            fast.failed,
+            fast.latency_ms_sum,
+            fast.latency_count
+        ),
         (5, 2, 500, 5)
     );
     assert_eq!(fast.queue_depth, Some(5));
@@ -452,7 +471,10 @@ pub async fn users_runs_and_assessments_are_listed_by_page(store: Arc<dyn Store>
         })
         .await
         .unwrap();
-    assert_eq!(second.iter().map(|each| each.id).collect::<Vec<_>>(), [alan]);
+    assert_eq!(
+        second.iter().map(|each| each.id).collect::<Vec<_>>(),
+        [alan]
+    );
 
     let mut made = Vec::new();
     for creator in [ada, alan, ada] {
@@ -482,7 +504,11 @@ pub async fn users_runs_and_assessments_are_listed_by_page(store: Arc<dyn Store>
             .unwrap()),
         [made[0]]
     );
-    assert!(store.list_runs(Some(sam), Page::all()).await.unwrap().is_empty());
+    assert!(store
+        .list_runs(Some(sam), Page::all())
+        .await
+        .unwrap()
+        .is_empty());
 
     let first = store
         .create_assessment(ada, assessment_spec("first"))
@@ -496,7 +522,10 @@ pub async fn users_runs_and_assessments_are_listed_by_page(store: Arc<dyn Store>
         .create_assessment(ada, assessment_spec("last"))
         .await
         .unwrap();
-    let listed = store.list_assessments(Some(ada), Page::all()).await.unwrap();
+    let listed = store
+        .list_assessments(Some(ada), Page::all())
+        .await
+        .unwrap();
     let names: Vec<&str> = listed.iter().map(|each| each.spec.name.as_str()).collect();
     assert_eq!(names, ["last", "first"]);
     assert_eq!(listed[0].id, last.id);

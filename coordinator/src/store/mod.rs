@@ -52,9 +52,9 @@ pub use challenges::*;
 #[cfg(feature = "testsuite")]
 pub use conformance::{Check, CheckFuture, CHECKS};
 pub use console::ConsoleStore;
+pub use graders::*;
 pub use history::HistoryStore;
 pub use job_tries::JobTryStore;
-pub use graders::*;
 pub use jobs::*;
 pub use users::*;
 

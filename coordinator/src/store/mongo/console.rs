@@ -6,10 +6,8 @@ use mongodb::bson::{doc, Bson, Document};
 use sqlarena_common::{AttemptId, JobState, Lane, RunId, UserId};
 
 use super::{assessments, attempt_from, backend, runs, user_from, Fields, MongoStore};
-use crate::store::console::{
-    ChallengeAttemptFilter, ConsoleStore, JobCount, JobCounts, JobQuery,
-};
 use crate::store::assessments::Assessment;
+use crate::store::console::{ChallengeAttemptFilter, ConsoleStore, JobCount, JobCounts, JobQuery};
 use crate::store::runs::Run;
 use crate::store::{first_job_id_at, Attempt, Job, Page, StoreResult, User};
 
@@ -180,7 +178,12 @@ impl ConsoleStore for MongoStore {
             filter.insert("_id", doc! { "$lt": after });
         }
         let documents = self
-            .find_many("assessments", filter, doc! { "_id": -1 }, i64::from(page.limit))
+            .find_many(
+                "assessments",
+                filter,
+                doc! { "_id": -1 },
+                i64::from(page.limit),
+            )
             .await?;
         documents.iter().map(assessments::assessment_from).collect()
     }

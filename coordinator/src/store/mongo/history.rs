@@ -59,7 +59,10 @@ impl HistoryStore for MongoStore {
         };
         match sample.queue_depth {
             Some(depth) => {
-                update.insert("$set", doc! { "queue_depth": signed(depth, "queue_depth")? });
+                update.insert(
+                    "$set",
+                    doc! { "queue_depth": signed(depth, "queue_depth")? },
+                );
             }
             None => {
                 set_on_insert.insert("queue_depth", Bson::Null);
@@ -81,7 +84,9 @@ impl HistoryStore for MongoStore {
                 Err(error) => return Err(error),
             }
         }
-        Err(StoreError::Backend(format!("minute {id} could not be written")))
+        Err(StoreError::Backend(format!(
+            "minute {id} could not be written"
+        )))
     }
 
     async fn list_minutes(&self, since: DateTime<Utc>) -> StoreResult<Vec<MinuteSample>> {

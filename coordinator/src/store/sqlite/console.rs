@@ -7,13 +7,11 @@ use rusqlite::{params, params_from_iter, Row};
 use sqlarena_common::{AttemptId, JobState, Lane, RunId, UserId};
 
 use super::{
-    assessments, runs, user_from, USER_COLUMNS,
-    select_attempts, select_jobs, sql_limit, wire_at, SqliteStore,
-};
-use crate::store::console::{
-    ChallengeAttemptFilter, ConsoleStore, JobCount, JobCounts, JobQuery,
+    assessments, runs, select_attempts, select_jobs, sql_limit, user_from, wire_at, SqliteStore,
+    USER_COLUMNS,
 };
 use crate::store::assessments::Assessment;
+use crate::store::console::{ChallengeAttemptFilter, ConsoleStore, JobCount, JobCounts, JobQuery};
 use crate::store::runs::Run;
 use crate::store::{first_job_id_at, Attempt, Job, Page, StoreResult, User};
 
@@ -201,7 +199,8 @@ impl ConsoleStore for SqliteStore {
 
     async fn list_users(&self, page: Page<UserId>) -> StoreResult<Vec<User>> {
         self.call(move |connection| {
-            let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id > ?1 ORDER BY id LIMIT ?2");
+            let sql =
+                format!("SELECT {USER_COLUMNS} FROM users WHERE id > ?1 ORDER BY id LIMIT ?2");
             let users = connection
                 .prepare_cached(&sql)?
                 .query_map(

@@ -354,5 +354,12 @@ pub(super) fn record_completion_in(
             micros(now)
         ])?;
     count_job_done(transaction, job)?;
-    job_tries::close_try(transaction, job.id, held.lease_id, TryOutcome::Done, None, now)
+    job_tries::close_try(
+        transaction,
+        job.id,
+        held.lease_id,
+        TryOutcome::Done,
+        None,
+        now,
+    )
 }

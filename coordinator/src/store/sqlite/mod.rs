@@ -1114,7 +1114,13 @@ fn end_lease(
                      WHERE id = ?1 AND state = 'LEASED' AND lease_id = ?2",
                 )?
                 .execute(params![id, lease_id, tries, error])?;
-            close_lease_try(transaction, job, TryOutcome::Requeued, error.as_deref(), now)?;
+            close_lease_try(
+                transaction,
+                job,
+                TryOutcome::Requeued,
+                error.as_deref(),
+                now,
+            )?;
             Ok(FailOutcome::Requeued(existing_job(transaction, job.id)?))
         }
     }
@@ -1129,7 +1135,9 @@ fn close_lease_try(
     now: DateTime<Utc>,
 ) -> StoreResult<()> {
     match job.lease {
-        Some(lease) => job_tries::close_try(transaction, job.id, lease.lease_id, outcome, error, now),
+        Some(lease) => {
+            job_tries::close_try(transaction, job.id, lease.lease_id, outcome, error, now)
+        }
         None => Ok(()),
     }
 }
