@@ -194,6 +194,17 @@ wire_names!(JobState {
     Cancelled => "CANCELLED",
 });
 
+impl JobState {
+    /// Every state, in lifecycle order (for lists and counts per state).
+    pub const ALL: [JobState; 5] = [
+        JobState::Queued,
+        JobState::Leased,
+        JobState::Done,
+        JobState::Failed,
+        JobState::Cancelled,
+    ];
+}
+
 /// Lifecycle of a grader node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]

@@ -230,6 +230,24 @@ async fn main() {
         fill.elapsed().as_secs_f64()
     );
 
+    // A full hour of history (what the coordinator writes once a minute).
+    let this_minute = store::history::minute_of(Utc::now());
+    for minutes_ago in 0..60 {
+        for lane in Lane::ALL {
+            store
+                .record_minute(store::history::MinuteSample {
+                    minute: this_minute - chrono::Duration::minutes(minutes_ago),
+                    lane,
+                    completed: 300,
+                    failed: 2,
+                    latency_ms_sum: 302 * 850,
+                    latency_count: 302,
+                    queue_depth: Some(40),
+                })
+                .await
+                .expect("history");
+        }
+    }
     let admin_cookie = console_session(&store, admin).await;
     let professor_cookie = console_session(&store, professor).await;
     let student_cookie = console_session(&store, students[7]).await;
@@ -249,6 +267,16 @@ async fn main() {
         .build()
         .expect("HTTP client");
     let id = challenge.id;
+    let some_job = store
+        .list_jobs_matching(store::console::JobQuery {
+            limit: 1,
+            after: Some(500_000),
+            ..Default::default()
+        })
+        .await
+        .expect("a job")
+        .remove(0)
+        .id;
     let middle = (Utc::now() - chrono::Duration::seconds(30)).format("%Y-%m-%dT%H:%M:%S");
     let pages: Vec<(String, &str, f64)> = vec![
         ("/admin".into(), &admin_cookie, 50.0),
@@ -288,6 +316,15 @@ async fn main() {
             &professor_cookie,
             100.0,
         ),
+        (
+            format!("/admin/jobs?challenge_id=7&queued_from={middle}"),
+            &admin_cookie,
+            100.0,
+        ),
+        (format!("/admin/jobs/{some_job}"), &admin_cookie, 100.0),
+        ("/admin/users".into(), &admin_cookie, 100.0),
+        ("/professor/runs".into(), &professor_cookie, 100.0),
+        ("/professor/assessments".into(), &professor_cookie, 100.0),
         ("/professor/challenges".into(), &professor_cookie, 100.0),
         ("/challenges".into(), &student_cookie, 100.0),
         ("/attempts".into(), &student_cookie, 100.0),

@@ -104,6 +104,7 @@ pub async fn serve_listeners(
     let tracker = TaskTracker::new();
     tracker.spawn(state.jobs.clone().run_reaper());
     tracker.spawn(state.jobs.clone().run_compaction());
+    tracker.spawn(state.jobs.clone().run_history());
     tracker.spawn(state.runs.clone().run_loop());
     tracker.spawn(state.exports.clone().run_loop());
     let header_timeout = state.config.header_timeout();

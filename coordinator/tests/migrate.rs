@@ -72,7 +72,7 @@ async fn migrate_checks_backs_up_and_migrates_a_version_5_store() {
 
     let (ok, report) = coordinator(&["migrate", "--store", &uri, "--check"]);
     assert!(ok, "{report}");
-    assert!(report.contains("schema version 5 -> 11"), "{report}");
+    assert!(report.contains("schema version 5 -> 12"), "{report}");
     for table in ["assessments", "assessment_sessions", "score_overrides"] {
         assert!(report.contains(&format!("+ table {table}")), "{report}");
     }
@@ -89,8 +89,8 @@ async fn migrate_checks_backs_up_and_migrates_a_version_5_store() {
 
     let (ok, output) = coordinator(&["migrate", "--store", &uri]);
     assert!(ok, "{output}");
-    assert!(output.contains("schema version 5 -> 11"), "{output}");
-    assert_eq!(version(&path), 11);
+    assert!(output.contains("schema version 5 -> 12"), "{output}");
+    assert_eq!(version(&path), 12);
     assert_eq!(user_count(&path), 3, "every row is kept");
     let (ok, report) = coordinator(&["migrate", "--store", &uri, "--check"]);
     assert!(ok && report.contains("up to date"), "{report}");

@@ -37,6 +37,7 @@ sqlarena_coordinator::store_runs_conformance_suite!(fresh_store);
 sqlarena_coordinator::store_affinity_conformance_suite!(fresh_store);
 sqlarena_coordinator::store_exports_conformance_suite!(fresh_store);
 sqlarena_coordinator::store_audit_conformance_suite!(fresh_store);
+sqlarena_coordinator::console_store_conformance_suite!(fresh_store);
 
 fn attempt_job(attempt_id: i64) -> NewJob {
     NewJob {

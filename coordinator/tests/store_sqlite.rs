@@ -33,6 +33,7 @@ sqlarena_coordinator::store_runs_conformance_suite!(fresh_store);
 sqlarena_coordinator::store_affinity_conformance_suite!(fresh_store);
 sqlarena_coordinator::store_exports_conformance_suite!(fresh_store);
 sqlarena_coordinator::store_audit_conformance_suite!(fresh_store);
+sqlarena_coordinator::console_store_conformance_suite!(fresh_store);
 
 #[tokio::test]
 async fn a_second_open_of_the_same_file_is_refused() {

@@ -15,7 +15,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use maud::{html, Markup};
-use sqlarena_common::{ChallengeId, GraderId, GraderState, JobId, JobState, Lane, Role};
+use sqlarena_common::{ChallengeId, GraderId, GraderState, JobId, JobState, Lane, Role, UserId};
 use uuid::Uuid;
 
 use crate::console::charts;
@@ -28,6 +28,7 @@ use crate::http::admin as api;
 use crate::http::pagination::PageParams;
 use crate::http::users as api_users;
 use crate::state::AppState;
+use crate::store::console::{JobCounts, JobQuery};
 
 /// Jobs per page.
 const JOBS_PAGE: i64 = 50;
@@ -55,22 +56,20 @@ fn uuid_of<T: std::str::FromStr>(text: &str) -> Result<T, ConsoleError> {
         .map_err(|_| ConsoleError(ApiError::NotFound(format!("no such page: {text:?}"))))
 }
 
-/// Most jobs the charts read (the last hour's, four fields each).
-const HISTORY_LIMIT: u32 = 100_000;
-
 /// Graders with lanes, slots, state, heartbeat age and version; queue depth
 /// and oldest job age per lane; charts of the last hour.
 async fn overview(State(state): State<AppState>, user: ConsoleUser) -> PageResult {
     let queues = api::get_queues(State(state.clone()), user.user.clone())
         .await?
         .into_data();
-    // The history is read from the store directly (four fields a job, not
-    // the API's whole job): only after the API's own admin check.
+    // The history is read from the store directly (60 rows a lane), only
+    // after the API's own admin check.
     api::require_admin(&user.user)?;
     let now = Utc::now();
-    let since = now - chrono::Duration::minutes(charts::MINUTES as i64);
-    let history = state.store.list_job_times(since, HISTORY_LIMIT).await?;
-    let series = charts::series(&history, now);
+    let mut history = state.store.list_minutes(charts::first_minute(now)).await?;
+    history.extend(state.jobs.pending_history());
+    let queued_now = queues.iter().map(|queue| queue.queued).sum();
+    let series = charts::series(&history, queued_now, now);
     let (graders, _) = api::list_graders(
         State(state),
         user.user.clone(),
@@ -136,10 +135,10 @@ async fn overview(State(state): State<AppState>, user: ConsoleUser) -> PageResul
         }
         @if graders.is_empty() { p.hint { "No grader is registered." } }
         h2 { "The last hour" }
-        p.hint { "From the jobs queued in the last hour, as the store keeps them." }
+        p.hint { "From the per-minute history the coordinator keeps (queue depth sampled at the end of each minute)." }
         div.charts {
             (charts::bar_chart("chart-throughput", "Jobs graded", "jobs", &series.throughput))
-            (charts::bar_chart("chart-latency", "Queued to graded, median", "seconds", &series.latency_secs))
+            (charts::bar_chart("chart-latency", "Queued to graded, mean", "seconds", &series.latency_secs))
             (charts::bar_chart("chart-queue", "Queue depth", "jobs", &series.queue_depth))
         }
     };
@@ -158,16 +157,94 @@ async fn drain_grader(
     Ok(Redirect::to("/admin").into_response())
 }
 
-/// A select of a filter, with "any" first and the chosen value selected.
-fn filter_select(id: &str, label: &str, options: &[&str], chosen: &str) -> Markup {
+/// A select of a filter, with "any" first and the chosen value selected;
+/// each option shows its count, when given.
+fn filter_select(
+    id: &str,
+    label: &str,
+    options: &[(&str, Option<String>)],
+    chosen: &str,
+) -> Markup {
     html! {
         div {
             label for=(id) { (label) }
             select id=(id) name=(id) {
                 option value="" { "any" }
-                @for option in options {
-                    option value=(option) selected[*option == chosen] { (option) }
+                @for (option, count) in options {
+                    option value=(option) selected[*option == chosen] {
+                        (option) @if let Some(count) = count { " (" (count) ")" }
+                    }
                 }
+            }
+        }
+    }
+}
+
+/// Most jobs counted for the counts per filter value when a challenge,
+/// grader or time filter is set (without one, the counts are exact).
+const COUNT_CAP: u32 = 10_000;
+
+/// A count as shown: thousands separated, `+` when counting stopped at
+/// the cap.
+fn count_text(count: u64, capped: bool) -> String {
+    let digits = count.to_string();
+    let mut text = String::new();
+    for (index, digit) in digits.chars().enumerate() {
+        if index > 0 && (digits.len() - index).is_multiple_of(3) {
+            text.push(',');
+        }
+        text.push(digit);
+    }
+    if capped {
+        text.push('+');
+    }
+    text
+}
+
+/// The counts per filter value as links that set that value (keeping the
+/// other filters): one line per state, one per lane.
+fn count_links(
+    filters: &[(&str, String)],
+    counts: &JobCounts,
+    state: Option<JobState>,
+    lane: Option<Lane>,
+) -> Markup {
+    let link = |key: &str, value: &str| {
+        let mut pairs: Vec<(&str, &str)> = filters
+            .iter()
+            .filter(|(name, value)| *name != key && !value.is_empty())
+            .map(|(name, value)| (*name, value.as_str()))
+            .collect();
+        pairs.push((key, value));
+        format!(
+            "/admin/jobs?{}",
+            serde_urlencoded::to_string(&pairs).unwrap_or_default()
+        )
+    };
+    html! {
+        nav #job-counts aria-label="Jobs per filter value" {
+            p {
+                strong { "By state" @if let Some(lane) = lane { " (lane " (lane.as_str()) ")" } ": " }
+                @for each in JobState::ALL {
+                    a href=(link("state", each.as_str())) data-state=(each.as_str())
+                        aria-current=[(state == Some(each)).then_some("true")] {
+                        (each.as_str()) " " span.count { (count_text(counts.in_state(each, lane), counts.capped)) }
+                    }
+                    " "
+                }
+            }
+            p {
+                strong { "By lane" @if let Some(state) = state { " (state " (state.as_str()) ")" } ": " }
+                @for each in Lane::ALL {
+                    a href=(link("lane", each.as_str())) data-lane=(each.as_str())
+                        aria-current=[(lane == Some(each)).then_some("true")] {
+                        (each.as_str()) " " span.count { (count_text(counts.on_lane(each, state), counts.capped)) }
+                    }
+                    " "
+                }
+            }
+            @if counts.capped {
+                p.hint { "Counted over the first " (count_text(u64::from(COUNT_CAP), false)) " matching jobs." }
             }
         }
     }
@@ -189,9 +266,6 @@ fn parse_time(field: &str, text: &str) -> Result<Option<DateTime<Utc>>, ApiError
         .ok_or_else(|| ApiError::BadRequest(format!("{field}: {text:?} is not a date and time")))
 }
 
-const JOB_STATES: [&str; 5] = ["QUEUED", "LEASED", "DONE", "FAILED", "CANCELLED"];
-const LANES: [&str; 3] = ["init", "fast", "slow"];
-
 /// Jobs with their filters in the URL (`?state=QUEUED&lane=fast`), oldest
 /// first, one cursor page at a time.
 async fn list_jobs(
@@ -211,14 +285,17 @@ async fn list_jobs(
         name => Some(JobState::parse(name).ok_or_else(|| {
             ApiError::BadRequest(format!(
                 "state: {name:?} is none of {}",
-                JOB_STATES.join(", ")
+                JobState::ALL.map(JobState::as_str).join(", ")
             ))
         })?),
     };
     let lane = match lane_name.as_str() {
         "" => None,
         name => Some(Lane::parse(name).ok_or_else(|| {
-            ApiError::BadRequest(format!("lane: {name:?} is none of {}", LANES.join(", ")))
+            ApiError::BadRequest(format!(
+                "lane: {name:?} is none of {}",
+                Lane::ALL.map(Lane::as_str).join(", ")
+            ))
         })?),
     };
     let (challenge_text, grader_text) = (text("challenge_id"), text("grader_id"));
@@ -236,19 +313,54 @@ async fn list_jobs(
                 ApiError::BadRequest(format!("grader_id: {id:?} is not a grader id"))
             })?),
         };
+    let (queued_from, queued_before) = (
+        parse_time("queued_from", &from_text)?,
+        parse_time("queued_before", &before_text)?,
+    );
     let params = api::JobListParams {
         state: job_state,
         lane,
         challenge_id,
         grader_id,
-        queued_from: parse_time("queued_from", &from_text)?,
-        queued_before: parse_time("queued_before", &before_text)?,
+        queued_from,
+        queued_before,
         limit: Some(JOBS_PAGE),
         cursor: query.get("cursor").filter(|c| !c.is_empty()).cloned(),
     };
     let (jobs, next) = api::list_jobs(State(state.clone()), user.user.clone(), AppQuery(params))
         .await?
         .into_parts();
+    // Counts read from the store directly, after the API's admin check.
+    let counted = JobQuery {
+        challenge_id,
+        grader_id,
+        queued_from,
+        queued_before,
+        ..JobQuery::default()
+    };
+    let counts = state.store.count_jobs_by_value(counted, COUNT_CAP).await?;
+    let filters = [
+        ("state", state_name.clone()),
+        ("lane", lane_name.clone()),
+        ("challenge_id", challenge_text.clone()),
+        ("grader_id", grader_text.clone()),
+        ("queued_from", from_text.clone()),
+        ("queued_before", before_text.clone()),
+    ];
+    let state_options: Vec<(&str, Option<String>)> = JobState::ALL
+        .iter()
+        .map(|each| {
+            let count = counts.in_state(*each, lane);
+            (each.as_str(), Some(count_text(count, counts.capped)))
+        })
+        .collect();
+    let lane_options: Vec<(&str, Option<String>)> = Lane::ALL
+        .iter()
+        .map(|each| {
+            let count = counts.on_lane(*each, job_state);
+            (each.as_str(), Some(count_text(count, counts.capped)))
+        })
+        .collect();
     let (graders, _) = api::list_graders(
         State(state),
         user.user.clone(),
@@ -262,8 +374,8 @@ async fn list_jobs(
     let body = html! {
         h1 { "Jobs" }
         form.card.filters method="get" action="/admin/jobs" role="search" {
-            (filter_select("state", "State", &JOB_STATES, &state_name))
-            (filter_select("lane", "Lane", &LANES, &lane_name))
+            (filter_select("state", "State", &state_options, &state_name))
+            (filter_select("lane", "Lane", &lane_options, &lane_name))
             div {
                 label for="challenge_id" { "Challenge id" }
                 input #challenge_id type="number" min="1" name="challenge_id" value=(challenge_text);
@@ -288,6 +400,7 @@ async fn list_jobs(
             }
             div { button type="submit" { "Filter" } }
         }
+        (count_links(&filters, &counts, job_state, lane))
         form method="post" action="/admin/jobs/bulk" {
         input type="hidden" name="csrf" value=(user.csrf);
         table #jobs {
@@ -321,11 +434,7 @@ async fn list_jobs(
             }
         }
         }
-        (next_page("/admin/jobs", &[
-            ("state", state_name.clone()), ("lane", lane_name.clone()),
-            ("challenge_id", challenge_text.clone()), ("grader_id", grader_text.clone()),
-            ("queued_from", from_text.clone()), ("queued_before", before_text.clone()),
-        ], next.as_deref()))
+        (next_page("/admin/jobs", &filters, next.as_deref()))
     };
     Ok(html_response(
         StatusCode::OK,
@@ -406,9 +515,24 @@ async fn show_job(
     user: ConsoleUser,
     Path(id): Path<String>,
 ) -> PageResult {
-    let job = api::get_job(State(state), user.user.clone(), AppPath(uuid_of(&id)?))
-        .await?
-        .into_data();
+    let job = api::get_job(
+        State(state.clone()),
+        user.user.clone(),
+        AppPath(uuid_of(&id)?),
+    )
+    .await?
+    .into_data();
+    // Read from the store directly, after the API's admin check.
+    let tries = state.store.list_job_tries(job.id).await?;
+    let mut grader_names: HashMap<GraderId, String> = HashMap::new();
+    for each in &tries {
+        if !grader_names.contains_key(&each.grader_id) {
+            if let Some(grader) = state.store.get_grader(each.grader_id).await? {
+                grader_names.insert(grader.id, grader.name);
+            }
+        }
+    }
+    let now = Utc::now();
     let finished = matches!(
         job.state,
         JobState::Done | JobState::Failed | JobState::Cancelled
@@ -435,6 +559,36 @@ async fn show_job(
         }
         @if let Some(audits) = job.audit.as_deref().filter(|audits| !audits.is_empty()) {
             (audit_table(audits))
+        }
+        h2 #tries-title { "Every try" }
+        @if tries.is_empty() {
+            p.hint { "Never leased." }
+        } @else {
+            table #tries aria-labelledby="tries-title" {
+                thead { tr {
+                    th.num scope="col" { "Try" } th scope="col" { "Grader" } th scope="col" { "Lease start" }
+                    th scope="col" { "Lease end" } th.num scope="col" { "Held" } th scope="col" { "Outcome" } th scope="col" { "Error" }
+                } }
+                tbody {
+                    @for (number, each) in tries.iter().enumerate() {
+                        tr {
+                            td.num { (number + 1) }
+                            td {
+                                @match grader_names.get(&each.grader_id) {
+                                    Some(name) => { (name) " " }
+                                    None => {}
+                                }
+                                code { (Uuid::from(each.grader_id).simple().to_string()[..12]) }
+                            }
+                            td { (when(each.started_at)) }
+                            td { @match each.ended_at { Some(at) => (when(at)), None => "held now" } }
+                            td.num { (age(each.started_at, each.ended_at.unwrap_or(now))) }
+                            td { @match each.outcome { Some(outcome) => (badge(outcome.as_str())), None => (badge("LEASED")) } }
+                            td { @if let Some(error) = &each.error { (error) } @else { "–" } }
+                        }
+                    }
+                }
+            }
         }
         p {
             @if !finished {
@@ -595,8 +749,17 @@ async fn revoke_token(
     Ok(Redirect::to("/admin/tokens").into_response())
 }
 
-/// Invites (the code shown once), for professors, admins or students.
-fn users_body(user: &ConsoleUser, created: Option<&api_users::InviteView>) -> Markup {
+/// Users listed on a page.
+const USERS_PAGE: u32 = 100;
+
+/// Users by id, a page at a time, and invites (the code shown once), for
+/// professors, admins or students.
+fn users_body(
+    user: &ConsoleUser,
+    users: &[crate::store::User],
+    next: Option<UserId>,
+    created: Option<&api_users::InviteView>,
+) -> Markup {
     html! {
         h1 { "Users and invites" }
         @if let Some(invite) = created {
@@ -615,16 +778,69 @@ fn users_body(user: &ConsoleUser, created: Option<&api_users::InviteView>) -> Ma
             }
             p { button type="submit" { "Create invite" } }
         }
-        p.hint { "The invitee registers with the code (`POST /api/v1/register` with `invite`, or `sqlarena register`)." }
+        p.hint { "The invitee registers with the code (`POST /api/v1/register` with `invite`, or `sqlarena register`). An invite is single-use and expires; the API has no list or revoke of invites, so neither has the console." }
+        h2 #users-title { "Users" }
+        table #users aria-labelledby="users-title" {
+            thead { tr {
+                th.num scope="col" { "Id" } th scope="col" { "Name" } th scope="col" { "Email" }
+                th scope="col" { "Role" } th scope="col" { "Since" }
+            } }
+            tbody {
+                @for each in users {
+                    tr {
+                        td.num { (each.id) }
+                        td { (each.full_name) }
+                        td { (each.email) }
+                        td { (badge(each.role.as_str())) }
+                        td { (when(each.created_at)) }
+                    }
+                }
+            }
+        }
+        @if let Some(after) = next {
+            nav.pager aria-label="Pages" { a href={ "/admin/users?after=" (after) } rel="next" { "Next page →" } }
+        }
     }
 }
 
-async fn users_page(user: ConsoleUser) -> PageResult {
-    // Only admins may make invites: the same check as the API's.
+/// The page of users after `after` and the id to continue from.
+async fn users_after(
+    state: &AppState,
+    after: Option<UserId>,
+) -> Result<(Vec<crate::store::User>, Option<UserId>), ConsoleError> {
+    let mut users = state
+        .store
+        .list_users(crate::store::Page {
+            after,
+            limit: USERS_PAGE + 1,
+        })
+        .await?;
+    let next = (users.len() > USERS_PAGE as usize).then(|| {
+        users.truncate(USERS_PAGE as usize);
+        users.last().map(|last| last.id)
+    });
+    Ok((users, next.flatten()))
+}
+
+async fn users_page(
+    State(state): State<AppState>,
+    user: ConsoleUser,
+    Query(query): Query<HashMap<String, String>>,
+) -> PageResult {
+    // Only admins may list users and make invites: the same check as the
+    // API's.
     user.user.require(&[Role::Admin])?;
+    let after = match query.get("after").map(|text| text.trim()) {
+        None | Some("") => None,
+        Some(text) => Some(
+            text.parse::<UserId>()
+                .map_err(|_| ApiError::BadRequest(format!("after: {text:?} is not a user id")))?,
+        ),
+    };
+    let (users, next) = users_after(&state, after).await?;
     Ok(html_response(
         StatusCode::OK,
-        page("Users", Some(&user), users_body(&user, None)),
+        page("Users", Some(&user), users_body(&user, &users, next, None)),
     ))
 }
 
@@ -637,18 +853,19 @@ async fn create_invite(State(state): State<AppState>, form: SignedForm) -> PageR
         ),
     };
     let invite = api_users::create_invite(
-        State(state),
+        State(state.clone()),
         form.user.user.clone(),
         AppJson(api_users::InviteRequest { role }),
     )
     .await?
     .into_data();
+    let (users, next) = users_after(&state, None).await?;
     Ok(html_response(
         StatusCode::CREATED,
         page(
             "Users",
             Some(&form.user),
-            users_body(&form.user, Some(&invite)),
+            users_body(&form.user, &users, next, Some(&invite)),
         ),
     ))
 }

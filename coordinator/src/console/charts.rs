@@ -1,67 +1,61 @@
 //! The overview's charts of the last hour, drawn on the server as SVG from
-//! the coordinator's own history (its jobs, kept in the store, so they
-//! survive a restart): throughput, submit-to-graded latency and queue
-//! depth, one bar per minute.
+//! the coordinator's own history (per-minute rows kept in the store, see
+//! [`crate::store::history`], so they survive a restart, plus the minute
+//! not yet written): throughput, submit-to-graded latency and queue depth,
+//! one bar per minute.
 
 use chrono::{DateTime, Duration, Utc};
 use maud::{html, Markup};
-use sqlarena_common::JobState;
 
-pub use crate::store::console::JobTimes;
+use crate::store::history::{minute_of, MinuteSample};
 
 /// Minutes shown.
 pub const MINUTES: usize = 60;
+
+/// The first minute shown when it is `now`: the last bar is the current
+/// minute.
+pub fn first_minute(now: DateTime<Utc>) -> DateTime<Utc> {
+    minute_of(now) - Duration::minutes(MINUTES as i64 - 1)
+}
 
 /// One value per minute of the last hour, oldest first.
 pub struct Series {
     /// Jobs finished (DONE or FAILED) in each minute.
     pub throughput: Vec<f64>,
-    /// Median queued-to-finished time of the jobs finished in each minute,
+    /// Mean queued-to-finished time of the jobs finished in each minute,
     /// in seconds (0 for a minute without any).
     pub latency_secs: Vec<f64>,
-    /// Jobs waiting in the queue at the end of each minute.
+    /// Jobs waiting in the queue, sampled at the end of each minute (the
+    /// current minute: now).
     pub queue_depth: Vec<f64>,
 }
 
-/// Buckets `jobs` into the minutes of the hour before `now`.
-pub fn series(jobs: &[JobTimes], now: DateTime<Utc>) -> Series {
-    let start = now - Duration::minutes(MINUTES as i64);
-    let minute_of = |at: DateTime<Utc>| -> Option<usize> {
-        let offset = (at - start).num_seconds();
-        (0..MINUTES as i64 * 60)
-            .contains(&offset)
-            .then_some((offset / 60) as usize)
-    };
+/// Sums `samples` (every lane, stored and not yet written) into the minutes
+/// of the hour up to `now`; `queued_now` is the current minute's depth.
+pub fn series(samples: &[MinuteSample], queued_now: u64, now: DateTime<Utc>) -> Series {
+    let start = first_minute(now);
     let mut throughput = vec![0.0; MINUTES];
-    let mut latencies: Vec<Vec<f64>> = vec![Vec::new(); MINUTES];
-    for job in jobs {
-        let finished = matches!(job.state, JobState::Done | JobState::Failed);
-        if let (true, Some(at)) = (finished, job.finished_at) {
-            if let Some(minute) = minute_of(at) {
-                throughput[minute] += 1.0;
-                latencies[minute].push((at - job.created_at).num_milliseconds() as f64 / 1000.0);
-            }
-        }
+    let mut latency_sum = vec![0.0; MINUTES];
+    let mut latency_count = vec![0.0; MINUTES];
+    let mut queue_depth = vec![0.0; MINUTES];
+    for sample in samples {
+        let offset = (sample.minute - start).num_minutes();
+        let Some(minute) = usize::try_from(offset)
+            .ok()
+            .filter(|minute| *minute < MINUTES)
+        else {
+            continue;
+        };
+        throughput[minute] += (sample.completed + sample.failed) as f64;
+        latency_sum[minute] += sample.latency_ms_sum as f64 / 1000.0;
+        latency_count[minute] += sample.latency_count as f64;
+        queue_depth[minute] += sample.queue_depth.unwrap_or(0) as f64;
     }
-    let latency_secs = latencies
-        .into_iter()
-        .map(|mut values| {
-            values.sort_by(f64::total_cmp);
-            values.get(values.len() / 2).copied().unwrap_or(0.0)
-        })
-        .collect();
-    let queue_depth = (1..=MINUTES)
-        .map(|minute| {
-            let at = start + Duration::minutes(minute as i64);
-            let left_queue = |job: &JobTimes| match (job.leased_at, job.finished_at) {
-                (Some(leased), _) => leased <= at,
-                (None, Some(finished)) => finished <= at,
-                (None, None) => false,
-            };
-            jobs.iter()
-                .filter(|job| job.created_at <= at && !left_queue(job))
-                .count() as f64
-        })
+    queue_depth[MINUTES - 1] = queued_now as f64;
+    let latency_secs = latency_sum
+        .iter()
+        .zip(&latency_count)
+        .map(|(sum, count)| if *count > 0.0 { sum / count } else { 0.0 })
         .collect();
     Series {
         throughput,
@@ -125,45 +119,37 @@ fn format_value(value: f64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use sqlarena_common::Lane;
+
     use super::*;
 
     #[test]
-    fn jobs_fall_in_their_minutes() {
+    fn minutes_fall_in_their_bars() {
         let now = Utc::now();
-        let ago = |minutes: i64| now - Duration::minutes(minutes);
-        let jobs = [
-            // Queued 30 min ago, graded 2 s later.
-            JobTimes {
-                state: JobState::Done,
-                created_at: ago(30),
-                leased_at: Some(ago(30)),
-                finished_at: Some(ago(30) + Duration::seconds(2)),
-            },
-            // Still waiting since 10 min ago.
-            JobTimes {
-                state: JobState::Queued,
-                created_at: ago(10),
-                leased_at: None,
-                finished_at: None,
-            },
-            // Cancelled: not throughput.
-            JobTimes {
-                state: JobState::Cancelled,
-                created_at: ago(6),
-                leased_at: None,
-                finished_at: Some(ago(4)),
-            },
+        let sample =
+            |minutes_ago: i64, lane: Lane, completed: u64, depth: Option<u64>| MinuteSample {
+                minute: minute_of(now) - Duration::minutes(minutes_ago),
+                lane,
+                completed,
+                failed: 1,
+                latency_ms_sum: 3_000 * (completed + 1),
+                latency_count: completed + 1,
+                queue_depth: depth,
+            };
+        let samples = [
+            sample(30, Lane::Fast, 1, Some(4)),
+            sample(30, Lane::Slow, 2, Some(3)),
+            // Older than the hour: left out.
+            sample(60, Lane::Fast, 9, Some(9)),
+            sample(0, Lane::Fast, 0, None),
         ];
-        let series = series(&jobs, now);
-        assert_eq!(series.throughput.iter().sum::<f64>(), 1.0);
-        assert_eq!(series.throughput[29] + series.throughput[30], 1.0);
-        assert!(series
-            .latency_secs
-            .iter()
-            .any(|secs| (*secs - 2.0).abs() < 0.01));
-        assert_eq!(series.queue_depth[MINUTES - 1], 1.0);
-        assert_eq!(series.queue_depth[MINUTES - 6], 2.0);
-        assert_eq!(series.queue_depth[10], 0.0);
+        let series = series(&samples, 5, now);
+        assert_eq!(series.throughput.iter().sum::<f64>(), 6.0);
+        assert_eq!(series.throughput[MINUTES - 31], 5.0);
+        assert!((series.latency_secs[MINUTES - 31] - 3.0).abs() < 1e-9);
+        assert_eq!(series.queue_depth[MINUTES - 31], 7.0);
+        assert_eq!(series.queue_depth[MINUTES - 1], 5.0);
+        assert_eq!(series.queue_depth[0], 0.0);
         let chart = bar_chart("t", "Throughput", "jobs", &series.throughput).into_string();
         assert!(
             chart.contains("<svg") && chart.contains("<rect") && chart.contains("role=\"img\"")

@@ -25,6 +25,8 @@ fn navigation(role: Role) -> &'static [(&'static str, &'static str)] {
         Role::Professor => &[
             ("/professor/challenges", "My challenges"),
             ("/professor/challenges/new", "New challenge"),
+            ("/professor/runs", "Runs"),
+            ("/professor/assessments", "Assessments"),
             ("/challenges", "All challenges"),
         ],
         Role::Admin => &[
@@ -33,6 +35,8 @@ fn navigation(role: Role) -> &'static [(&'static str, &'static str)] {
             ("/admin/tokens", "Cluster tokens"),
             ("/admin/users", "Users"),
             ("/professor/challenges", "Challenges"),
+            ("/professor/runs", "Runs"),
+            ("/professor/assessments", "Assessments"),
         ],
     }
 }

@@ -17,10 +17,12 @@
 //! [`session`]): every form carries a CSRF token and is refused without it.
 
 mod admin;
+mod assessments;
 mod assets;
 mod challenges;
 mod charts;
 mod layout;
+mod runs;
 mod session;
 
 use axum::http::header::{self, HeaderValue};
@@ -45,6 +47,8 @@ pub fn router() -> Router<AppState> {
         .route("/console/console.js", get(assets::script))
         .merge(challenges::router())
         .merge(admin::router())
+        .merge(runs::router())
+        .merge(assessments::router())
         .layer(middleware::from_fn(page_headers))
 }
 

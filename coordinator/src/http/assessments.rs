@@ -55,7 +55,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(record_score))
 }
 
-fn service(state: &AppState) -> Assessments {
+pub(crate) fn service(state: &AppState) -> Assessments {
     Assessments::new(
         state.store.clone(),
         state.jobs.clone(),
@@ -162,7 +162,7 @@ pub(crate) fn withhold(view: &mut AttemptView) {
 /// An assessment: its spec as created (or last edited), and what changed
 /// since. `overrides` only for its staff.
 #[derive(Serialize, ToSchema)]
-struct AssessmentView {
+pub(crate) struct AssessmentView {
     id: i64,
     created_user_id: UserId,
     spec: AssessmentSpec,
@@ -230,7 +230,7 @@ struct SessionQuestionView {
 
 /// A student's session of an assessment.
 #[derive(Serialize, ToSchema)]
-struct AssessmentSessionView {
+pub(crate) struct AssessmentSessionView {
     id: i64,
     assessment_id: i64,
     user_id: UserId,
@@ -438,9 +438,9 @@ async fn set_override(
 /// Seconds to add.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct AddTimeRequest {
+pub(crate) struct AddTimeRequest {
     #[schema(minimum = 1, maximum = 2592000)]
-    delta_s: i64,
+    pub(crate) delta_s: i64,
 }
 
 /// Adds time for everyone (its professor or an admin): every session's
@@ -449,7 +449,7 @@ struct AddTimeRequest {
     params(("id" = i64, Path, description = "The assessment")),
     request_body = AddTimeRequest,
     responses((status = 200, body = Envelope<AssessmentView>), Forbidden))]
-async fn add_assessment_time(
+pub(crate) async fn add_assessment_time(
     State(state): State<AppState>,
     user: CurrentUser,
     AppPath(id): AppPath<i64>,
@@ -595,7 +595,7 @@ async fn finish_session(
     params(("id" = i64, Path, description = "The session")),
     request_body = AddTimeRequest,
     responses((status = 200, body = Envelope<AssessmentSessionView>), Forbidden))]
-async fn add_session_time(
+pub(crate) async fn add_session_time(
     State(state): State<AppState>,
     user: CurrentUser,
     AppPath(id): AppPath<i64>,

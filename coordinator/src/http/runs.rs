@@ -52,33 +52,33 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// `"all"` (every student who attempted the challenge) or a list of user ids.
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(untagged)]
-enum TargetsRequest {
+pub(crate) enum TargetsRequest {
     All(AllTargets),
     Users(Vec<UserId>),
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateRunRequest {
-    challenge_id: ChallengeId,
-    targets: TargetsRequest,
+pub(crate) struct CreateRunRequest {
+    pub(crate) challenge_id: ChallengeId,
+    pub(crate) targets: TargetsRequest,
     /// Which attempt of each student is graded (default `latest`).
     #[serde(default)]
-    attempt: Option<AttemptRule>,
+    pub(crate) attempt: Option<AttemptRule>,
     /// `publish` (default) or `shadow`.
     #[serde(default)]
-    mode: Option<RunMode>,
+    pub(crate) mode: Option<RunMode>,
     /// What an item in ERROR does to the run (default `continue`).
     #[serde(default)]
-    on_item_failure: Option<ItemFailurePolicy>,
+    pub(crate) on_item_failure: Option<ItemFailurePolicy>,
     /// Called once when the run ends (http or https).
     #[serde(default)]
     #[schema(max_length = 2048, pattern = "^https?://")]
-    webhook_url: Option<String>,
+    pub(crate) webhook_url: Option<String>,
     /// The same key from the same professor returns the run it created.
     #[serde(default)]
     #[schema(min_length = 1, max_length = 200)]
-    idempotency_key: Option<String>,
+    pub(crate) idempotency_key: Option<String>,
 }
 
 impl CreateRunRequest {
@@ -104,23 +104,23 @@ impl CreateRunRequest {
 
 /// Items of a run by state.
 #[derive(Debug, Serialize, ToSchema)]
-struct ItemCounts {
-    total: u64,
-    queued: u64,
-    running: u64,
-    done: u64,
-    error: u64,
-    cancelled: u64,
+pub(crate) struct ItemCounts {
+    pub(crate) total: u64,
+    pub(crate) queued: u64,
+    pub(crate) running: u64,
+    pub(crate) done: u64,
+    pub(crate) error: u64,
+    pub(crate) cancelled: u64,
 }
 
 /// One call of the run's webhook.
 #[derive(Debug, Serialize, ToSchema)]
-struct DeliveryView {
-    attempt: u32,
-    at: DateTime<Utc>,
-    status_code: Option<u16>,
-    error: Option<String>,
-    duration_ms: u64,
+pub(crate) struct DeliveryView {
+    pub(crate) attempt: u32,
+    pub(crate) at: DateTime<Utc>,
+    pub(crate) status_code: Option<u16>,
+    pub(crate) error: Option<String>,
+    pub(crate) duration_ms: u64,
 }
 
 impl From<Delivery> for DeliveryView {
@@ -137,35 +137,35 @@ impl From<Delivery> for DeliveryView {
 
 /// A grading run.
 #[derive(Debug, Serialize, ToSchema)]
-struct RunView {
-    id: RunId,
-    challenge_id: ChallengeId,
-    challenge_version: i64,
-    created_by: UserId,
-    state: RunState,
-    mode: RunMode,
-    attempt: AttemptRule,
-    on_item_failure: ItemFailurePolicy,
+pub(crate) struct RunView {
+    pub(crate) id: RunId,
+    pub(crate) challenge_id: ChallengeId,
+    pub(crate) challenge_version: i64,
+    pub(crate) created_by: UserId,
+    pub(crate) state: RunState,
+    pub(crate) mode: RunMode,
+    pub(crate) attempt: AttemptRule,
+    pub(crate) on_item_failure: ItemFailurePolicy,
     /// `"all"` or the user ids asked for.
-    targets: TargetsRequest,
-    webhook_url: Option<String>,
-    idempotency_key: Option<String>,
-    counts: ItemCounts,
+    pub(crate) targets: TargetsRequest,
+    pub(crate) webhook_url: Option<String>,
+    pub(crate) idempotency_key: Option<String>,
+    pub(crate) counts: ItemCounts,
     /// Jobs queued ahead of the run's next item in its lane.
-    queue_position: Option<u64>,
+    pub(crate) queue_position: Option<u64>,
     /// Estimated seconds until every item has ended.
-    eta_seconds: Option<f64>,
-    postprocessing: PostprocessingState,
-    published: bool,
+    pub(crate) eta_seconds: Option<f64>,
+    pub(crate) postprocessing: PostprocessingState,
+    pub(crate) published: bool,
     /// Where the gradebook (CSV) is, once built.
-    gradebook_url: Option<String>,
-    webhook_deliveries: Vec<DeliveryView>,
+    pub(crate) gradebook_url: Option<String>,
+    pub(crate) webhook_deliveries: Vec<DeliveryView>,
     /// The professor's webhook secret, shown once: when this run made it.
     #[serde(skip_serializing_if = "Option::is_none")]
-    webhook_secret: Option<String>,
-    created_at: DateTime<Utc>,
-    started_at: Option<DateTime<Utc>>,
-    finished_at: Option<DateTime<Utc>>,
+    pub(crate) webhook_secret: Option<String>,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) started_at: Option<DateTime<Utc>>,
+    pub(crate) finished_at: Option<DateTime<Utc>>,
 }
 
 /// One item of a run: a student and the attempt graded for them.
@@ -309,7 +309,7 @@ async fn create(
     responses((status = 201, body = Envelope<RunView>),
         (status = 200, description = "The run this idempotency key made", body = Envelope<RunView>),
         Forbidden, NotFound, Conflict))]
-async fn create_run(
+pub(crate) async fn create_run(
     State(state): State<AppState>,
     user: CurrentUser,
     AppJson(request): AppJson<CreateRunRequest>,
@@ -322,7 +322,7 @@ async fn create_run(
 #[utoipa::path(get, path = "/runs/{id}", tag = "runs", security(("session" = [])),
     params(("id" = i64, Path, description = "The run")),
     responses((status = 200, body = Envelope<RunView>), Forbidden))]
-async fn get_run(
+pub(crate) async fn get_run(
     State(state): State<AppState>,
     user: CurrentUser,
     AppPath(id): AppPath<RunId>,
@@ -417,7 +417,7 @@ async fn control(
 #[utoipa::path(post, path = "/runs/{id}/pause", tag = "runs", security(("session" = [])),
     params(("id" = i64, Path, description = "The run")),
     responses((status = 200, body = Envelope<RunView>), Forbidden, Conflict))]
-async fn pause_run(
+pub(crate) async fn pause_run(
     State(state): State<AppState>,
     user: CurrentUser,
     AppPath(id): AppPath<RunId>,
@@ -429,7 +429,7 @@ async fn pause_run(
 #[utoipa::path(post, path = "/runs/{id}/resume", tag = "runs", security(("session" = [])),
     params(("id" = i64, Path, description = "The run")),
     responses((status = 200, body = Envelope<RunView>), Forbidden, Conflict))]
-async fn resume_run(
+pub(crate) async fn resume_run(
     State(state): State<AppState>,
     user: CurrentUser,
     AppPath(id): AppPath<RunId>,
@@ -442,7 +442,7 @@ async fn resume_run(
 #[utoipa::path(post, path = "/runs/{id}/cancel", tag = "runs", security(("session" = [])),
     params(("id" = i64, Path, description = "The run")),
     responses((status = 200, body = Envelope<RunView>), Forbidden, Conflict))]
-async fn cancel_run(
+pub(crate) async fn cancel_run(
     State(state): State<AppState>,
     user: CurrentUser,
     AppPath(id): AppPath<RunId>,
@@ -470,7 +470,7 @@ async fn retry_run(
     responses((status = 200, content_type = "text/csv", body = String),
         (status = 206, description = "The range asked for", content_type = "text/csv", body = String),
         RangeNotSatisfiable, Forbidden))]
-async fn get_gradebook(
+pub(crate) async fn get_gradebook(
     State(state): State<AppState>,
     user: CurrentUser,
     AppPath(id): AppPath<RunId>,
@@ -492,15 +492,15 @@ async fn get_gradebook(
 
 /// A student whose published status or score the run would change.
 #[derive(Debug, Serialize, ToSchema)]
-struct ChangeView {
-    user_id: UserId,
-    attempt_id: AttemptId,
+pub(crate) struct ChangeView {
+    pub(crate) user_id: UserId,
+    pub(crate) attempt_id: AttemptId,
     /// Where the published result comes from: `run N` or `attempt N`.
-    published_from: String,
-    published_status: Option<AttemptStatus>,
-    published_score: Option<f64>,
-    status: Option<AttemptStatus>,
-    score: Option<f64>,
+    pub(crate) published_from: String,
+    pub(crate) published_status: Option<AttemptStatus>,
+    pub(crate) published_score: Option<f64>,
+    pub(crate) status: Option<AttemptStatus>,
+    pub(crate) score: Option<f64>,
 }
 
 /// The students whose status or score this (shadow) run would change,
@@ -509,7 +509,7 @@ struct ChangeView {
 #[utoipa::path(get, path = "/runs/{id}/diff", tag = "runs", security(("session" = [])),
     params(("id" = i64, Path, description = "The run")),
     responses((status = 200, body = Envelope<Vec<ChangeView>>), Forbidden, Conflict))]
-async fn get_run_diff(
+pub(crate) async fn get_run_diff(
     State(state): State<AppState>,
     user: CurrentUser,
     AppPath(id): AppPath<RunId>,
@@ -535,7 +535,7 @@ async fn get_run_diff(
 #[utoipa::path(post, path = "/runs/{id}/publish", tag = "runs", security(("session" = [])),
     params(("id" = i64, Path, description = "The run")),
     responses((status = 200, body = Envelope<RunView>), Forbidden, Conflict))]
-async fn publish_run(
+pub(crate) async fn publish_run(
     State(state): State<AppState>,
     user: CurrentUser,
     AppPath(id): AppPath<RunId>,

@@ -18,6 +18,7 @@ mod affinity;
 mod attempts;
 mod challenges;
 mod dispatch;
+mod history;
 mod presence;
 mod queue;
 mod reaper;
@@ -37,6 +38,7 @@ pub use affinity::AffinitySettings;
 pub use attempts::check_accepts_attempts;
 pub use challenges::{RankedAttempt, VersionSwitch};
 pub use dispatch::Dispatcher;
+pub use history::{History, HISTORY_RETENTION};
 pub use presence::{
     heartbeat_write_due, PresenceGuard, PRESENCE_CONFIRM_TICK, PRESENCE_GRACE, PRESENCE_TICK,
 };
@@ -132,6 +134,8 @@ pub struct Jobs {
     run_wakeup: Arc<tokio::sync::Notify>,
     /// The id of every run whose items changed, for event streams.
     run_events: tokio::sync::broadcast::Sender<sqlarena_common::RunId>,
+    /// Jobs that ended and were not yet added to the stored history.
+    history: Arc<History>,
 }
 
 impl Jobs {
@@ -152,6 +156,7 @@ impl Jobs {
             presence: Arc::default(),
             run_wakeup: Arc::default(),
             run_events: tokio::sync::broadcast::channel(1024).0,
+            history: Arc::default(),
         }
     }
 

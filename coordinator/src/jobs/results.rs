@@ -237,6 +237,7 @@ impl Jobs {
             }
             FailOutcome::Failed(job) => {
                 Metrics::incr(&self.metrics.jobs_failed);
+                self.history.record_end(&job);
                 if taken_back {
                     tracing::warn!(job_id = %job.id, reason = job.error.as_deref().unwrap_or(""), "job failed");
                 }
@@ -249,6 +250,7 @@ impl Jobs {
     /// Counts a recorded completion in the metrics.
     fn observe_completion(&self, job: &Job) {
         Metrics::incr(&self.metrics.jobs_completed);
+        self.history.record_end(job);
         if let (Some(leased_at), Some(finished_at)) = (job.leased_at, job.finished_at) {
             let seconds = (finished_at - leased_at)
                 .num_microseconds()

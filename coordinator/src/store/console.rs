@@ -1,12 +1,17 @@
 //! What the web console reads beyond the other aggregates: a challenge's
-//! attempts with filters, for its professor, and jobs with every filter an
-//! admin may put in the URL.
+//! attempts with filters, for its professor, jobs with every filter an
+//! admin may put in the URL, how many jobs each filter value has, and the
+//! lists of users, runs and assessments its pages show.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlarena_common::{AttemptId, AttemptStatus, ChallengeId, GraderId, JobState, Lane, UserId};
+use sqlarena_common::{
+    AttemptId, AttemptStatus, ChallengeId, GraderId, JobState, Lane, RunId, UserId,
+};
 
-use super::{Attempt, Job, Page, StoreResult};
+use super::assessments::Assessment;
+use super::runs::Run;
+use super::{Attempt, Job, Page, StoreResult, User};
 
 /// Which attempts of a challenge to list.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -38,14 +43,40 @@ pub struct JobQuery {
     pub after: Option<i64>,
 }
 
-/// When a job was queued, last leased and finished, and its state: what
-/// the overview's charts are drawn from.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct JobTimes {
+/// How many jobs of one state and lane match a query's other filters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobCount {
     pub state: JobState,
-    pub created_at: DateTime<Utc>,
-    pub leased_at: Option<DateTime<Utc>>,
-    pub finished_at: Option<DateTime<Utc>>,
+    pub lane: Lane,
+    pub jobs: u64,
+}
+
+/// Jobs per state and lane (cells with none may be left out).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobCounts {
+    pub cells: Vec<JobCount>,
+    /// True when counting stopped at the cap: the counts are lower bounds.
+    pub capped: bool,
+}
+
+impl JobCounts {
+    /// Jobs in `state` (on `lane` only, when given).
+    pub fn in_state(&self, state: JobState, lane: Option<Lane>) -> u64 {
+        self.sum(|cell| cell.state == state && lane.is_none_or(|lane| cell.lane == lane))
+    }
+
+    /// Jobs on `lane` (in `state` only, when given).
+    pub fn on_lane(&self, lane: Lane, state: Option<JobState>) -> u64 {
+        self.sum(|cell| cell.lane == lane && state.is_none_or(|state| cell.state == state))
+    }
+
+    fn sum(&self, wanted: impl Fn(&JobCount) -> bool) -> u64 {
+        self.cells
+            .iter()
+            .filter(|cell| wanted(cell))
+            .map(|cell| cell.jobs)
+            .sum()
+    }
 }
 
 /// Lists for the console.
@@ -62,12 +93,29 @@ pub trait ConsoleStore: Send + Sync {
     /// Lists the jobs matching `query`, oldest first.
     async fn list_jobs_matching(&self, query: JobQuery) -> StoreResult<Vec<Job>>;
 
-    /// Lists the times of the jobs queued at or after `queued_from` (by id,
-    /// as [`JobQuery::queued_from`]), oldest first, at most `limit` (0: all):
-    /// four fields a job, so the overview reads thousands cheaply.
-    async fn list_job_times(
+    /// Counts the jobs matching `query`'s challenge, grader and time
+    /// filters (its state, lane, page and limit are ignored) per state and
+    /// lane. Exact, from counters, when there is no such filter on SQLite;
+    /// otherwise at most about `cap` jobs are counted, and `capped` says
+    /// when counting stopped there.
+    async fn count_jobs_by_value(&self, query: JobQuery, cap: u32) -> StoreResult<JobCounts>;
+
+    /// Lists users by id, one page after `page.after`.
+    async fn list_users(&self, page: Page<UserId>) -> StoreResult<Vec<User>>;
+
+    /// Lists runs newest first (of `created_by` only, when given), one page
+    /// after `page.after`.
+    async fn list_runs(
         &self,
-        queued_from: DateTime<Utc>,
-        limit: u32,
-    ) -> StoreResult<Vec<JobTimes>>;
+        created_by: Option<UserId>,
+        page: Page<RunId>,
+    ) -> StoreResult<Vec<Run>>;
+
+    /// Lists assessments newest first (of `created_by` only, when given),
+    /// one page after `page.after`.
+    async fn list_assessments(
+        &self,
+        created_by: Option<UserId>,
+        page: Page<i64>,
+    ) -> StoreResult<Vec<Assessment>>;
 }

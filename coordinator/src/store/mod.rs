@@ -31,10 +31,14 @@ mod challenges;
 #[cfg(feature = "testsuite")]
 mod conformance;
 pub mod console;
+#[cfg(feature = "testsuite")]
+pub mod console_conformance;
 pub mod exports;
 #[cfg(feature = "testsuite")]
 pub mod exports_conformance;
 mod graders;
+pub mod history;
+pub mod job_tries;
 mod jobs;
 pub mod lease;
 pub mod migration;
@@ -62,6 +66,8 @@ pub use challenges::*;
 pub use conformance::{Check, CheckFuture, CHECKS};
 pub use console::ConsoleStore;
 pub use graders::*;
+pub use history::HistoryStore;
+pub use job_tries::JobTryStore;
 pub use jobs::*;
 pub use users::*;
 
@@ -204,6 +210,8 @@ pub trait Store:
     + AssessmentStore
     + AuditStore
     + ConsoleStore
+    + HistoryStore
+    + JobTryStore
     + runs::RunStore
     + AffinityStore
     + exports::ExportStore

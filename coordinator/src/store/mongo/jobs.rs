@@ -179,6 +179,8 @@ impl JobStore for MongoStore {
                     .await
                     .map_err(backend)?;
             }
+            self.close_try(held.lease_id, TryOutcome::Done, None, now)
+                .await?;
             return Ok(Completion::Recorded(job));
         }
         let job = self.existing_job(job_id).await?;
@@ -263,9 +265,12 @@ impl JobStore for MongoStore {
             let id = Fields::new(&document, "job").str("_id")?.to_owned();
             let result = self
                 .jobs()
-                .delete_one(doc! { "_id": id, "applied": true })
+                .delete_one(doc! { "_id": &id, "applied": true })
                 .await
                 .map_err(backend)?;
+            if result.deleted_count > 0 {
+                self.delete_tries(&id).await?;
+            }
             deleted += result.deleted_count;
         }
         Ok(deleted)
@@ -372,8 +377,12 @@ impl JobStore for MongoStore {
                 "applied": false,
                 "lease_expires_ms": Bson::Null,
             } };
-            if let Some(job) = self.update_job(filter, update).await? {
-                return Ok(Some(job));
+            if let Some(cancelled) = self.update_job(filter, update).await? {
+                if let Some(lease) = job.lease.filter(|_| cancel_requested) {
+                    self.close_try(lease.lease_id, TryOutcome::Cancelled, Some(reason), now)
+                        .await?;
+                }
+                return Ok(Some(cancelled));
             }
         }
         Err(StoreError::Backend(format!(
@@ -491,7 +500,10 @@ impl MongoStore {
         } };
         Ok(
             match self.update_leased(job.id, lease.lease_id, deadline).await? {
-                Some(job) => Taken::Leased(Box::new(job)),
+                Some(job) => {
+                    self.open_try(&job, now).await?;
+                    Taken::Leased(Box::new(job))
+                }
                 None => Taken::Lost,
             },
         )

@@ -38,6 +38,8 @@ mod challenges;
 mod console;
 mod exports;
 mod graders;
+mod history;
+mod job_tries;
 mod jobs;
 pub mod maintenance;
 mod runs;
@@ -61,6 +63,7 @@ use uuid::Uuid;
 
 use crate::leaderboard;
 
+use super::job_tries::TryOutcome;
 use super::lease::{self, CompletionCheck, HeldLease, LeaseEnd, TryCount};
 use super::{
     first_job_id_at, pruned_payload, Admission, Attempt, AttemptErrorKind, AttemptUpdate,
@@ -319,6 +322,10 @@ impl MongoStore {
         };
         let update = lease_end_update(end, now);
         let taken = self.update_leased(job.id, lease.lease_id, update).await?;
+        if taken.is_some() {
+            let (outcome, error) = job_tries::outcome_of(end);
+            self.close_try(lease.lease_id, outcome, error, now).await?;
+        }
         Ok(taken.map(|job| match job.state {
             JobState::Failed => FailOutcome::Failed(job),
             _ => FailOutcome::Requeued(job),
@@ -630,12 +637,17 @@ pub(crate) fn wanted_indexes() -> Vec<(&'static str, Document, Option<IndexOptio
         .into_iter()
         .chain(exports::indexes())
         .map(|(name, keys)| (name, keys, None));
+    let console = history::indexes()
+        .into_iter()
+        .chain(job_tries::indexes())
+        .map(|(name, keys)| (name, keys, None));
     indexes
         .into_iter()
         .chain(assessments::indexes())
         .chain(affinity::indexes())
         .chain(audit::indexes())
         .chain(runs)
+        .chain(console)
         .collect()
 }
 

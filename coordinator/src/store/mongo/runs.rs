@@ -52,7 +52,7 @@ fn count(fields: &Fields<'_>, key: &str) -> StoreResult<u64> {
     u64::try_from(value).map_err(|_| fields.invalid(key, "negative"))
 }
 
-fn run_from(document: &Document) -> StoreResult<Run> {
+pub(super) fn run_from(document: &Document) -> StoreResult<Run> {
     let fields = Fields::new(document, "run");
     Ok(Run {
         id: RunId(fields.i64("_id")?),

@@ -1,22 +1,71 @@
 //! The console's lists on SQLite.
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+
 use rusqlite::types::Value;
-use rusqlite::{params, params_from_iter};
-use sqlarena_common::{AttemptId, JobState};
+use rusqlite::{params, params_from_iter, Row};
+use sqlarena_common::{AttemptId, JobState, Lane, RunId, UserId};
 
 use super::{
-    optional_time_at, select_attempts, select_jobs, sql_limit, time_at, wire_at, SqliteStore,
+    assessments, runs, select_attempts, select_jobs, sql_limit, user_from, wire_at, SqliteStore,
+    USER_COLUMNS,
 };
-use crate::store::console::{ChallengeAttemptFilter, ConsoleStore, JobQuery, JobTimes};
-use crate::store::{first_job_id_at, Attempt, Job, Page, StoreResult};
+use crate::store::assessments::Assessment;
+use crate::store::console::{ChallengeAttemptFilter, ConsoleStore, JobCount, JobCounts, JobQuery};
+use crate::store::runs::Run;
+use crate::store::{first_job_id_at, Attempt, Job, Page, StoreResult, User};
 
 /// The console's tables and indexes (run with the main schema).
+///
+/// `job_counts` holds how many jobs each (state, lane) has, kept by
+/// triggers in the statement that changes a job, so that the jobs page
+/// shows a count per filter value without counting a million rows and no
+/// code path can forget it. A state change costs two small updates of a
+/// table of at most 15 rows (`bench_dispatch` before and after in
+/// BENCHMARKS.md).
 pub(super) const SCHEMA: &str = "
 CREATE INDEX IF NOT EXISTS attempts_by_challenge_id ON attempts (challenge_id, id);
 CREATE INDEX IF NOT EXISTS jobs_by_challenge ON jobs (json_extract(payload, '$.challenge_id'), seq);
+CREATE TABLE IF NOT EXISTS job_counts (
+    state TEXT NOT NULL,
+    lane_priority INTEGER NOT NULL,
+    lane TEXT NOT NULL,
+    jobs INTEGER NOT NULL,
+    PRIMARY KEY (state, lane_priority, lane)
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS job_counts_insert AFTER INSERT ON jobs BEGIN
+    INSERT INTO job_counts (state, lane_priority, lane, jobs)
+        VALUES (NEW.state, NEW.lane_priority, NEW.lane, 1)
+        ON CONFLICT (state, lane_priority, lane) DO UPDATE SET jobs = jobs + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS job_counts_update AFTER UPDATE OF state ON jobs
+    WHEN OLD.state IS NOT NEW.state BEGIN
+    UPDATE job_counts SET jobs = jobs - 1
+        WHERE state = OLD.state AND lane_priority = OLD.lane_priority AND lane = OLD.lane;
+    INSERT INTO job_counts (state, lane_priority, lane, jobs)
+        VALUES (NEW.state, NEW.lane_priority, NEW.lane, 1)
+        ON CONFLICT (state, lane_priority, lane) DO UPDATE SET jobs = jobs + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS job_counts_delete AFTER DELETE ON jobs BEGIN
+    UPDATE job_counts SET jobs = jobs - 1
+        WHERE state = OLD.state AND lane_priority = OLD.lane_priority AND lane = OLD.lane;
+END;
 ";
+
+/// Fills `job_counts` from the jobs (a store made before the counters).
+pub(super) const BACKFILL_JOB_COUNTS: &str = "
+DELETE FROM job_counts;
+INSERT INTO job_counts (state, lane_priority, lane, jobs)
+    SELECT state, lane_priority, lane, COUNT(*) FROM jobs GROUP BY state, lane_priority, lane;
+";
+
+/// The first `seq` of a job queued at or after a time (`?` is the first
+/// job id of that time), or past every job when there is none: ids are
+/// UUID v7 made in `seq` order, so a time range of ids is a range of
+/// `seq`, which the scan in `seq` order can start from (or stop at)
+/// instead of walking every older job.
+const FIRST_SEQ_AT: &str =
+    "COALESCE((SELECT seq FROM jobs WHERE id >= ? ORDER BY id LIMIT 1), 9223372036854775807)";
 
 /// The WHERE clause and parameters of a job query: only the filters given,
 /// so that SQLite can pick an index for them (`jobs_queued`,
@@ -47,14 +96,27 @@ fn job_query_sql(query: &JobQuery) -> (String, Vec<Value>) {
         );
     }
     if let Some(from) = query.queued_from {
-        condition("id >= ?", Value::Text(first_job_id_at(from).to_string()));
+        let first = Value::Text(first_job_id_at(from).to_string());
+        condition(&format!("seq >= {FIRST_SEQ_AT}"), first.clone());
+        condition("id >= ?", first);
     }
     if let Some(before) = query.queued_before {
-        condition("id < ?", Value::Text(first_job_id_at(before).to_string()));
+        let first = Value::Text(first_job_id_at(before).to_string());
+        condition(&format!("seq < {FIRST_SEQ_AT}"), first.clone());
+        condition("id < ?", first);
     }
     let sql = format!("WHERE {} ORDER BY seq LIMIT ?", conditions.join(" AND "));
     values.push(Value::Integer(sql_limit(query.limit)));
     (sql, values)
+}
+
+/// A (state, lane, jobs) row.
+fn count_from(row: &Row<'_>) -> rusqlite::Result<JobCount> {
+    Ok(JobCount {
+        state: wire_at(row, 0, JobState::parse)?,
+        lane: wire_at(row, 1, Lane::parse)?,
+        jobs: row.get::<_, i64>(2)?.unsigned_abs(),
+    })
 }
 
 #[async_trait]
@@ -89,30 +151,118 @@ impl ConsoleStore for SqliteStore {
         .await
     }
 
-    async fn list_job_times(
-        &self,
-        queued_from: DateTime<Utc>,
-        limit: u32,
-    ) -> StoreResult<Vec<JobTimes>> {
+    async fn count_jobs_by_value(&self, query: JobQuery, cap: u32) -> StoreResult<JobCounts> {
+        let filtered = query.challenge_id.is_some()
+            || query.grader_id.is_some()
+            || query.queued_from.is_some()
+            || query.queued_before.is_some();
         self.call(move |connection| {
-            let times = connection
-                .prepare_cached(
-                    "SELECT state, created_at, leased_at, finished_at FROM jobs \
-                     WHERE id >= ?1 ORDER BY id LIMIT ?2",
-                )?
+            if !filtered {
+                let cells = connection
+                    .prepare_cached(
+                        "SELECT state, lane, SUM(jobs) FROM job_counts WHERE jobs > 0 \
+                         GROUP BY state, lane",
+                    )?
+                    .query_map([], count_from)?
+                    .collect::<rusqlite::Result<_>>()?;
+                return Ok(JobCounts {
+                    cells,
+                    capped: false,
+                });
+            }
+            // Counted over the first `cap + 1` matching jobs: one pass in
+            // the order of the filter's own index.
+            let others = JobQuery {
+                state: None,
+                lane: None,
+                after: None,
+                limit: cap.saturating_add(1),
+                ..query
+            };
+            let (filter, values) = job_query_sql(&others);
+            let sql = format!(
+                "SELECT state, lane, COUNT(*) FROM (SELECT state, lane FROM jobs {filter}) \
+                 GROUP BY state, lane"
+            );
+            let cells: Vec<JobCount> = connection
+                .prepare_cached(&sql)?
+                .query_map(params_from_iter(values), count_from)?
+                .collect::<rusqlite::Result<_>>()?;
+            let counted: u64 = cells.iter().map(|cell| cell.jobs).sum();
+            Ok(JobCounts {
+                cells,
+                capped: counted > u64::from(cap),
+            })
+        })
+        .await
+    }
+
+    async fn list_users(&self, page: Page<UserId>) -> StoreResult<Vec<User>> {
+        self.call(move |connection| {
+            let sql =
+                format!("SELECT {USER_COLUMNS} FROM users WHERE id > ?1 ORDER BY id LIMIT ?2");
+            let users = connection
+                .prepare_cached(&sql)?
                 .query_map(
-                    params![first_job_id_at(queued_from).to_string(), sql_limit(limit)],
-                    |row| {
-                        Ok(JobTimes {
-                            state: wire_at(row, 0, JobState::parse)?,
-                            created_at: time_at(row, 1)?,
-                            leased_at: optional_time_at(row, 2)?,
-                            finished_at: optional_time_at(row, 3)?,
-                        })
-                    },
+                    params![page.after.map_or(0, i64::from), sql_limit(page.limit)],
+                    user_from,
                 )?
                 .collect::<rusqlite::Result<_>>()?;
-            Ok(times)
+            Ok(users)
+        })
+        .await
+    }
+
+    async fn list_runs(
+        &self,
+        created_by: Option<UserId>,
+        page: Page<RunId>,
+    ) -> StoreResult<Vec<Run>> {
+        self.call(move |connection| {
+            let sql = format!(
+                "SELECT {} FROM runs WHERE (?1 IS NULL OR created_by = ?1) AND id < ?2 \
+                 ORDER BY id DESC LIMIT ?3",
+                runs::RUN_COLUMNS
+            );
+            let runs = connection
+                .prepare_cached(&sql)?
+                .query_map(
+                    params![
+                        created_by.map(i64::from),
+                        page.after.map_or(i64::MAX, |run| run.0),
+                        sql_limit(page.limit)
+                    ],
+                    runs::run_from,
+                )?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(runs)
+        })
+        .await
+    }
+
+    async fn list_assessments(
+        &self,
+        created_by: Option<UserId>,
+        page: Page<i64>,
+    ) -> StoreResult<Vec<Assessment>> {
+        self.call(move |connection| {
+            let rows: Vec<(i64, i64, String)> = connection
+                .prepare_cached(
+                    "SELECT id, rev, record FROM assessments \
+                     WHERE (?1 IS NULL OR created_user_id = ?1) AND id < ?2 ORDER BY id DESC LIMIT ?3",
+                )?
+                .query_map(
+                    params![
+                        created_by.map(i64::from),
+                        page.after.unwrap_or(i64::MAX),
+                        sql_limit(page.limit)
+                    ],
+                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+                )?
+                .collect::<rusqlite::Result<_>>()?;
+            rows.iter()
+                .map(|(id, rev, text)| assessments::assessment_from(*id, *rev, text))
+                .collect()
         })
         .await
     }

@@ -30,6 +30,8 @@ mod challenges;
 mod console;
 mod exports;
 mod graders;
+mod history;
+mod job_tries;
 mod jobs;
 mod runs;
 mod users;
@@ -58,6 +60,7 @@ use crate::leaderboard;
 mod assessments;
 pub mod maintenance;
 
+use super::job_tries::TryOutcome;
 use super::lease::{self, CompletionCheck, HeldLease, LeaseEnd, TryCount};
 use super::{
     first_job_id_at, pruned_payload, Admission, Attempt, AttemptErrorKind, AttemptUpdate,
@@ -68,7 +71,7 @@ use super::{
 
 /// Version of the schema created by [`SCHEMA`]; kept in `schema_version` so
 /// that [`migrate`] can bring an older file up to date.
-const SCHEMA_VERSION: i64 = 11;
+const SCHEMA_VERSION: i64 = 12;
 
 /// The schema, created idempotently at every open.
 const SCHEMA: &str = "
@@ -452,6 +455,7 @@ fn lease_queued(
         ],
         job_from,
     )?;
+    job_tries::open_try(transaction, &job, now)?;
     Ok(job)
 }
 
@@ -481,13 +485,15 @@ fn configure(connection: &Connection, synchronous: Synchronous) -> anyhow::Resul
         "PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 10000;"
     ))?;
     connection.execute_batch(&format!(
-        "BEGIN IMMEDIATE; {SCHEMA} {} {} {} {} {} {} COMMIT;",
+        "BEGIN IMMEDIATE; {SCHEMA} {} {} {} {} {} {} {} {} COMMIT;",
         assessments::SCHEMA,
         console::SCHEMA,
         runs::SCHEMA,
         affinity::SCHEMA,
         exports::SCHEMA,
-        audit::SCHEMA
+        audit::SCHEMA,
+        history::SCHEMA,
+        job_tries::SCHEMA
     ))?;
     let version: Option<i64> =
         connection.query_row("SELECT MAX(version) FROM schema_version", [], |row| {
@@ -560,6 +566,14 @@ fn migrate(connection: &Connection, from: i64) -> anyhow::Result<()> {
     // with the schema at every open.
     // Version 11: the audit's init records and per-grader leaderboard
     // (`audit::SCHEMA`), new tables only, likewise.
+    if from < 12 {
+        // Version 12: the console's counts per job state and lane, kept by
+        // triggers from now on (`console::SCHEMA`), start from the jobs
+        // there are; the per-minute history (`history::SCHEMA`) and the
+        // tries of jobs (`job_tries::SCHEMA`) are new tables (tries of
+        // older jobs were not kept).
+        steps.push_str(console::BACKFILL_JOB_COUNTS);
+    }
     steps.push_str(&format!(
         "UPDATE schema_version SET version = {SCHEMA_VERSION}; COMMIT;"
     ));
@@ -1149,6 +1163,7 @@ fn end_lease(
                      WHERE id = ?1 AND state = 'LEASED' AND lease_id = ?2",
                 )?
                 .execute(params![id, lease_id, error, micros(now)])?;
+            close_lease_try(transaction, job, TryOutcome::Failed, Some(&error), now)?;
             Ok(FailOutcome::Failed(existing_job(transaction, job.id)?))
         }
         LeaseEnd::Requeue { tries, error } => {
@@ -1159,8 +1174,31 @@ fn end_lease(
                      WHERE id = ?1 AND state = 'LEASED' AND lease_id = ?2",
                 )?
                 .execute(params![id, lease_id, tries, error])?;
+            close_lease_try(
+                transaction,
+                job,
+                TryOutcome::Requeued,
+                error.as_deref(),
+                now,
+            )?;
             Ok(FailOutcome::Requeued(existing_job(transaction, job.id)?))
         }
+    }
+}
+
+/// Closes the try of `job`'s current lease (read before it ended).
+fn close_lease_try(
+    transaction: &Transaction<'_>,
+    job: &Job,
+    outcome: TryOutcome,
+    error: Option<&str>,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    match job.lease {
+        Some(lease) => {
+            job_tries::close_try(transaction, job.id, lease.lease_id, outcome, error, now)
+        }
+        None => Ok(()),
     }
 }
 
@@ -1217,6 +1255,7 @@ impl Store for SqliteStore {
                     micros(now)
                 ])?;
             count_job_done(transaction, &job)?;
+            job_tries::close_try(transaction, job.id, held.lease_id, TryOutcome::Done, None, now)?;
             attempts::update_attempt_in(transaction, payload.attempt_id, update)?;
             Ok(Completion::Recorded(existing_job(transaction, held.job_id)?))
         })

@@ -102,7 +102,7 @@ CREATE TABLE IF NOT EXISTS webhook_secrets (
 );
 ";
 
-const RUN_COLUMNS: &str =
+pub(super) const RUN_COLUMNS: &str =
     "id, spec, challenge_version, created_by, idempotency_key, state, total, \
      done, errors, cancelled, cancel_requested, failing, postprocessing, gradebook, published, \
      created_at, started_at, finished_at";
@@ -113,7 +113,7 @@ fn u64_at(row: &Row<'_>, index: usize) -> rusqlite::Result<u64> {
     Ok(u64::from(u32_at(row, index)?))
 }
 
-fn run_from(row: &Row<'_>) -> rusqlite::Result<Run> {
+pub(super) fn run_from(row: &Row<'_>) -> rusqlite::Result<Run> {
     Ok(Run {
         id: RunId(row.get(0)?),
         spec: json_at(row, 1)?,
