@@ -36,7 +36,9 @@ const SESSION_ENDING: [&str; 4] = [
 /// - a list's `cursor` must be the `next_cursor` of that list's previous
 ///   page (any other string is rightly refused with 400): lists are tested
 ///   from their first page;
-/// - a body over `--max-body-bytes` is refused with 413, a rejection too;
+/// - a body over `--max-body-bytes` is refused with 413, and a URI over
+///   64 KiB (a lease's `bundles` far past its limit) with 414 by the HTTP
+///   layer: rejections too;
 /// - the lease long-polls for `wait_ms`: 0, or each example waits up to
 ///   30 s for a job that never comes;
 /// - rules no schema can state, refused with 422: a challenge's
@@ -52,7 +54,7 @@ const CONFIG: &str = r#"
 "query.cursor" = ""
 
 [checks.negative_data_rejection]
-expected-statuses = ["400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "428", "429"]
+expected-statuses = ["400", "401", "403", "404", "405", "406", "409", "413", "414", "415", "422", "428", "429"]
 
 [[operations]]
 include-operation-id = "lease_job"

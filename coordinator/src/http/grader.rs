@@ -323,7 +323,8 @@ enum LeaseReply {
 /// `wait_ms` (or the grader is draining).
 #[utoipa::path(post, path = "/jobs/lease", tag = "grader", security(("grader" = [])), params(LeaseParams),
     responses((status = 200, body = Envelope<LeaseReply>),
-        (status = 204, description = "No job within the wait")))]
+        (status = 204, description = "No job within the wait"),
+        (status = 414, description = "A query string over 64 KiB (e.g. `bundles` far past its limit), refused by the HTTP layer before the handler")))]
 async fn lease_job(
     State(state): State<AppState>,
     GraderAuth(grader): GraderAuth,
