@@ -460,3 +460,98 @@ async fn one_invite_registers_one_user_under_concurrency() {
     }
     assert_eq!(created, 1);
 }
+
+/// Admins list invites (never their codes) and revoke open ones; a revoked
+/// code registers no one, a used invite cannot be revoked, and professors
+/// and students may neither list nor revoke.
+#[tokio::test]
+async fn admins_list_and_revoke_invites_and_no_one_else_may() {
+    let server = TestServer::start().await;
+    let admin = server.admin_token().await;
+    let mut made = Vec::new();
+    for _ in 0..2 {
+        let reply = server
+            .post("/api/v1/invites", Some(&admin), json!({"role": "PROF"}))
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+        let data = reply.data();
+        assert_eq!(
+            data["id"].as_str().unwrap(),
+            auth::token_hash(data["code"].as_str().unwrap()),
+            "the id is the code's hash"
+        );
+        made.push((
+            data["id"].as_str().unwrap().to_string(),
+            data["code"].as_str().unwrap().to_string(),
+        ));
+    }
+    let (used_id, used_code) = &made[0];
+    let (open_id, open_code) = &made[1];
+    let professor = register_invited(&server, "lister@example.com", used_code).await;
+    assert_eq!(professor.status, StatusCode::CREATED, "{}", professor.text);
+    let professor_id = professor.data()["id"].as_i64().unwrap();
+    let professor = server.login("lister@example.com", "password-123").await;
+    let (_, student) = server
+        .user("student-lister@example.com", None, None)
+        .await;
+
+    for token in [&professor, &student] {
+        server
+            .get("/api/v1/invites", Some(token))
+            .await
+            .expect_error(StatusCode::FORBIDDEN);
+        server
+            .call(
+                Method::DELETE,
+                &format!("/api/v1/invites/{open_id}"),
+                Some(token),
+                None,
+            )
+            .await
+            .expect_error(StatusCode::FORBIDDEN);
+    }
+
+    let listed = server.get("/api/v1/invites", Some(&admin)).await;
+    assert_eq!(listed.status, StatusCode::OK, "{}", listed.text);
+    assert!(
+        !listed.text.contains(used_code.as_str()) && !listed.text.contains(open_code.as_str()),
+        "codes are never listed: {}",
+        listed.text
+    );
+    let state_of = |reply: &Reply, id: &str| {
+        reply.data().as_array().unwrap().iter().find(|invite| invite["id"] == id).cloned()
+    };
+    let used = state_of(&listed, used_id).expect("the used invite is listed");
+    assert_eq!(used["state"], "USED");
+    assert_eq!(used["used_by"], professor_id);
+    let open = state_of(&listed, open_id).expect("the open invite is listed, after the refusals");
+    assert_eq!(open["state"], "OPEN");
+
+    let refused = server
+        .call(Method::DELETE, &format!("/api/v1/invites/{used_id}"), Some(&admin), None)
+        .await;
+    let message = refused.expect_error(StatusCode::CONFLICT);
+    assert!(message.contains("used"), "{message}");
+    let revoked = server
+        .call(Method::DELETE, &format!("/api/v1/invites/{open_id}"), Some(&admin), None)
+        .await;
+    assert_eq!(revoked.status, StatusCode::OK, "{}", revoked.text);
+    assert_eq!(revoked.data(), &json!({"id": open_id, "revoked": true}));
+    server
+        .call(Method::DELETE, &format!("/api/v1/invites/{open_id}"), Some(&admin), None)
+        .await
+        .expect_error(StatusCode::NOT_FOUND);
+    register_invited(&server, "too-late@example.com", open_code)
+        .await
+        .expect_error(StatusCode::FORBIDDEN);
+    assert!(server
+        .store()
+        .get_user_by_email("too-late@example.com")
+        .await
+        .unwrap()
+        .is_none());
+    let listed = server.get("/api/v1/invites", Some(&admin)).await;
+    assert!(state_of(&listed, open_id).is_none(), "{}", listed.text);
+    assert!(state_of(&listed, used_id).is_some(), "{}", listed.text);
+    server.stop().await;
+}

@@ -15,8 +15,8 @@ use std::time::Duration;
 use anyhow::Context;
 use rand::Rng;
 use sqlarena_common::{
-    ChallengeId, CompleteRequest, FailRequest, HeartbeatRequest, HeldLease, JobId, JobOutcome,
-    JobPayload, LeaseId, LeasedJob, ProgressRequest, RegisterGraderRequest,
+    CaseResult, ChallengeId, CompleteRequest, FailRequest, HeartbeatRequest, HeldLease, JobId,
+    JobOutcome, JobPayload, LeaseId, LeasedJob, ProgressRequest, RegisterGraderRequest,
 };
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -422,37 +422,13 @@ async fn execute_job(session: &Arc<Session>, job: LeasedJob) {
             }
         })
     };
-    let (progress, mut progress_receiver) = tokio::sync::mpsc::unbounded_channel();
-    let forwarder = {
-        let (session, cancel, job_id, lease_id) = (
-            Arc::clone(session),
-            cancel.clone(),
-            job.job_id,
-            job.lease_id,
-        );
-        tokio::spawn(async move {
-            while let Some(case) = progress_receiver.recv().await {
-                if cancel.is_cancelled() {
-                    continue;
-                }
-                let request = ProgressRequest { lease_id, case };
-                match post_with_retry(&session, &cancel, || {
-                    session.client.progress(job_id, &request)
-                })
-                .await
-                {
-                    Ok(()) => {}
-                    // The lease is no longer ours: stop working for it.
-                    Err(error @ (ClientError::Conflict(_) | ClientError::Unauthorized(_))) => {
-                        warn!(%error, "progress not accepted; stopping the job");
-                        cancel.cancel();
-                    }
-                    // The completion carries every case again.
-                    Err(error) => warn!(%error, "progress not accepted; going on"),
-                }
-            }
-        })
-    };
+    let (progress, progress_receiver) = tokio::sync::mpsc::unbounded_channel();
+    let forwarder = tokio::spawn(forward_progress(
+        Arc::clone(session),
+        cancel.clone(),
+        (job.job_id, job.lease_id),
+        progress_receiver,
+    ));
     let limits = session.config.limits(job.lane);
     let result = match &job.payload {
         JobPayload::Init(payload) => {
@@ -513,6 +489,62 @@ async fn execute_job(session: &Arc<Session>, job: LeasedJob) {
     cancel.cancel();
     let _ = deadline_guard.await;
     session.jobs.lock().expect("jobs lock").remove(&job.job_id);
+}
+
+/// Case results of a job's first moments wait for its completion: a job
+/// that ends within this long posts its results once, with the completion,
+/// instead of a progress post (a request and a store write) per case.
+const PROGRESS_AFTER: Duration = Duration::from_millis(100);
+
+/// Posts a job's case results as they arrive, once the job has run for
+/// [`PROGRESS_AFTER`] (the cases held until then first); a job that ends
+/// before then posts none, its completion carrying them all.
+async fn forward_progress(
+    session: Arc<Session>,
+    cancel: CancellationToken,
+    (job_id, lease_id): (JobId, LeaseId),
+    mut cases: tokio::sync::mpsc::UnboundedReceiver<CaseResult>,
+) {
+    let mut held = Vec::new();
+    let hold = tokio::time::sleep(PROGRESS_AFTER);
+    tokio::pin!(hold);
+    loop {
+        tokio::select! {
+            case = cases.recv() => match case {
+                Some(case) => held.push(case),
+                None => return,
+            },
+            () = &mut hold => break,
+        }
+    }
+    let mut held = held.into_iter();
+    loop {
+        let case = match held.next() {
+            Some(case) => case,
+            None => match cases.recv().await {
+                Some(case) => case,
+                None => return,
+            },
+        };
+        if cancel.is_cancelled() {
+            continue;
+        }
+        let request = ProgressRequest { lease_id, case };
+        match post_with_retry(&session, &cancel, || {
+            session.client.progress(job_id, &request)
+        })
+        .await
+        {
+            Ok(()) => {}
+            // The lease is no longer ours: stop working for it.
+            Err(error @ (ClientError::Conflict(_) | ClientError::Unauthorized(_))) => {
+                warn!(%error, "progress not accepted; stopping the job");
+                cancel.cancel();
+            }
+            // The completion carries every case again.
+            Err(error) => warn!(%error, "progress not accepted; going on"),
+        }
+    }
 }
 
 /// Posts a job's outcome. Should the coordinator refuse it (too large,

@@ -330,6 +330,31 @@ async fn each_role_walks_its_main_paths_in_a_real_browser() {
         .await;
     assert!(code.starts_with("sqi_"), "{code}");
     browser.screenshot("admin-invite-created").await;
+    // Listed without its code, and revoked: the invites table keeps only
+    // the professor's used one.
+    browser.goto("/admin/users").await;
+    let invites = browser.text("#invites tbody").await;
+    assert!(
+        invites.contains("OPEN") && invites.contains("USED") && !invites.contains(&code),
+        "{invites}"
+    );
+    browser.click("#invites button.danger").await;
+    browser
+        .wait_for_text("#revoked", "revoked", PAGE_TIMEOUT)
+        .await;
+    let invites = browser.text("#invites tbody").await;
+    assert!(
+        !invites.contains("OPEN") && invites.contains("USED"),
+        "{invites}"
+    );
+    let (status, reply) = api
+        .post(
+            "/register",
+            json!({"email": "revoked-invitee@example.edu", "full_name": "Too Late",
+                   "password": "demo-password", "invite": code}),
+        )
+        .await;
+    assert_eq!(status, 403, "a revoked invite registers no one: {reply}");
     browser.sign_out().await;
     // Signed out, pages send back to the sign-in form.
     browser.goto("/admin").await;

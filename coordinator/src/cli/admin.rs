@@ -1,4 +1,4 @@
-//! Admin commands: `grader ls|drain`, `token create`, `invite create`.
+//! Admin commands: `grader ls|drain`, `token create`, `invite create|ls|revoke`.
 //!
 //! Secrets (`token create`, `invite create`) go alone on standard output and
 //! the explanation on standard error, so `$(sqlarena invite create)` works.
@@ -129,7 +129,48 @@ pub async fn run_invite(
     client: &Client,
     json: bool,
 ) -> Result<Outcome, CliError> {
-    let InviteCommand::Create { role } = command;
+    let role = match command {
+        InviteCommand::Create { role } => role,
+        InviteCommand::Ls => {
+            let invites = client.get("/invites").await?;
+            if json {
+                print_json(&invites);
+                return Ok(Outcome::Done);
+            }
+            let rows: Vec<Vec<String>> = invites
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|invite| {
+                    vec![
+                        text(&invite["id"]),
+                        text(&invite["role"]),
+                        text(&invite["state"]),
+                        text(&invite["created_at"]),
+                        text(&invite["expires_at"]),
+                        or_dash(&invite["used_by"]),
+                    ]
+                })
+                .collect();
+            out!(
+                "{}",
+                table(
+                    &["id", "role", "state", "created", "expires", "used by"],
+                    &rows
+                )
+            );
+            return Ok(Outcome::Done);
+        }
+        InviteCommand::Revoke { id } => {
+            let revoked = client.delete(&format!("/invites/{id}")).await?;
+            if json {
+                print_json(&revoked);
+            } else {
+                outln!("invite {} revoked", text(&revoked["id"]));
+            }
+            return Ok(Outcome::Done);
+        }
+    };
     let invite = client
         .post("/invites", &json!({"role": role.to_uppercase()}))
         .await?;

@@ -119,6 +119,14 @@ impl Client {
         Ok(self.send(Method::PUT, path, &[], Some(body)).await?.data)
     }
 
+    /// DELETEs `path` and returns `data`.
+    ///
+    /// # Errors
+    /// As [`Client::get`].
+    pub async fn delete(&self, path: &str) -> Result<Value, CliError> {
+        Ok(self.send(Method::DELETE, path, &[], None).await?.data)
+    }
+
     /// GETs every page of a list (`next_cursor` beside `data`) and returns
     /// all items. A server without pagination answers in one page.
     ///

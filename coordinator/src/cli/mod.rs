@@ -181,6 +181,13 @@ pub enum InviteCommand {
         #[arg(long, default_value = "PROF")]
         role: String,
     },
+    /// Lists the newest invites: open, used or expired (never their codes).
+    Ls,
+    /// Revokes an open invite: its code then registers no one.
+    Revoke {
+        /// The invite's id, from `invite ls` or `invite create --json`.
+        id: String,
+    },
 }
 
 /// `sqlarena run ...`.

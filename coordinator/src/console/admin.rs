@@ -49,6 +49,7 @@ pub fn router() -> Router<AppState> {
         .route("/admin/tokens/{id}/revoke", post(revoke_token))
         .route("/admin/users", get(users_page))
         .route("/admin/invites", post(create_invite))
+        .route("/admin/invites/{id}/revoke", post(revoke_invite))
 }
 
 fn uuid_of<T: std::str::FromStr>(text: &str) -> Result<T, ConsoleError> {
@@ -752,16 +753,21 @@ async fn revoke_token(
 /// Users listed on a page.
 const USERS_PAGE: u32 = 100;
 
-/// Users by id, a page at a time, and invites (the code shown once), for
-/// professors, admins or students.
+/// Users by id, a page at a time, and invites (the code shown once; the
+/// open ones revocable).
 fn users_body(
     user: &ConsoleUser,
     users: &[crate::store::User],
     next: Option<UserId>,
+    invites: &[api_users::InviteRecord],
     created: Option<&api_users::InviteView>,
+    revoked: Option<&str>,
 ) -> Markup {
     html! {
         h1 { "Users and invites" }
+        @if let Some(id) = revoked {
+            p.notice #revoked role="status" { "Invite " code { (id) } " revoked: its code registers no one now." }
+        }
         @if let Some(invite) = created {
             div.notice role="status" {
                 p { "Invite for a " (invite.role.as_str()) " created, valid until " (when(invite.expires_at)) ". Copy it now: it is not shown again." }
@@ -778,7 +784,36 @@ fn users_body(
             }
             p { button type="submit" { "Create invite" } }
         }
-        p.hint { "The invitee registers with the code (`POST /api/v1/register` with `invite`, or `sqlarena register`). An invite is single-use and expires; the API has no list or revoke of invites, so neither has the console." }
+        p.hint { "The invitee registers with the code (`POST /api/v1/register` with `invite`, or `sqlarena register`). An invite is single-use and expires; an open one can be revoked." }
+        h2 #invites-title { "Invites" }
+        table #invites aria-labelledby="invites-title" {
+            thead { tr {
+                th scope="col" { "Id" } th scope="col" { "Role" } th scope="col" { "State" }
+                th scope="col" { "Created" } th scope="col" { "Expires" } th scope="col" { "Used by" }
+                th scope="col" { "Actions" }
+            } }
+            tbody {
+                @for invite in invites {
+                    @let short = invite.id.get(..12).unwrap_or(&invite.id);
+                    tr {
+                        td { code title=(invite.id) { (short) } }
+                        td { (badge(invite.role.as_str())) }
+                        td { (badge(invite.state.as_str())) }
+                        td { (when(invite.created_at)) }
+                        td { (when(invite.expires_at)) }
+                        td.num { @if let Some(used_by) = invite.used_by { (used_by) } }
+                        td {
+                            @if invite.state == api_users::InviteState::Open {
+                                form.inline method="post" action={ "/admin/invites/" (invite.id) "/revoke" } {
+                                    input type="hidden" name="csrf" value=(user.csrf);
+                                    button.danger type="submit" aria-label={ "Revoke invite " (short) } { "Revoke" }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
         h2 #users-title { "Users" }
         table #users aria-labelledby="users-title" {
             thead { tr {
@@ -838,10 +873,46 @@ async fn users_page(
         ),
     };
     let (users, next) = users_after(&state, after).await?;
+    let invites = invites(&state, &user).await?;
     Ok(html_response(
         StatusCode::OK,
-        page("Users", Some(&user), users_body(&user, &users, next, None)),
+        page(
+            "Users",
+            Some(&user),
+            users_body(
+                &user,
+                &users,
+                next,
+                &invites,
+                None,
+                query.get("revoked").map(String::as_str),
+            ),
+        ),
     ))
+}
+
+/// The invites as the API lists them to `user`.
+async fn invites(
+    state: &AppState,
+    user: &ConsoleUser,
+) -> Result<Vec<api_users::InviteRecord>, ConsoleError> {
+    Ok(
+        api_users::list_invites(State(state.clone()), user.user.clone())
+            .await?
+            .into_data(),
+    )
+}
+
+async fn revoke_invite(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    form: SignedForm,
+) -> PageResult {
+    let revoked = api_users::revoke_invite(State(state), form.user.user.clone(), AppPath(id))
+        .await?
+        .into_data();
+    let short = revoked.id.get(..12).unwrap_or(&revoked.id);
+    Ok(Redirect::to(&format!("/admin/users?revoked={short}")).into_response())
 }
 
 async fn create_invite(State(state): State<AppState>, form: SignedForm) -> PageResult {
@@ -860,12 +931,13 @@ async fn create_invite(State(state): State<AppState>, form: SignedForm) -> PageR
     .await?
     .into_data();
     let (users, next) = users_after(&state, None).await?;
+    let invites = invites(&state, &form.user).await?;
     Ok(html_response(
         StatusCode::CREATED,
         page(
             "Users",
             Some(&form.user),
-            users_body(&form.user, &users, next, Some(&invite)),
+            users_body(&form.user, &users, next, &invites, Some(&invite), None),
         ),
     ))
 }

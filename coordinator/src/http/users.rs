@@ -27,7 +27,7 @@ use crate::assessments::withheld_attempts;
 use crate::auth::{self, CurrentUser};
 use crate::error::{created, ok, ApiError, ApiResult, AppJson, AppPath, AppQuery, Reply};
 use crate::http::assessments::withhold;
-use crate::http::openapi::{Conflict, Forbidden, RateLimited};
+use crate::http::openapi::{Conflict, Forbidden, NotFound, RateLimited};
 use crate::http::pagination::{page, PageParams, PageRequest, Paged};
 use crate::http::views::{AttemptView, LoginView, Revoked, UserView};
 use crate::state::AppState;
@@ -46,7 +46,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(register_user))
         .routes(routes!(login_user))
         .routes(routes!(logout_user))
-        .routes(routes!(create_invite))
+        .routes(routes!(create_invite, list_invites))
+        .routes(routes!(revoke_invite))
         .routes(routes!(get_user))
         .routes(routes!(change_password))
         .routes(routes!(list_sessions, revoke_sessions))
@@ -109,12 +110,80 @@ pub(crate) struct InviteRequest {
 
 #[derive(Serialize, ToSchema)]
 pub(crate) struct InviteView {
+    /// The invite's id, to list and revoke it by: the sha256 of the code.
+    pub(crate) id: String,
     /// The code to hand to the invitee; shown only here.
     pub(crate) code: String,
     pub(crate) role: Role,
     /// The code is refused after this.
     pub(crate) expires_at: DateTime<Utc>,
 }
+
+/// Whether an invite can still register someone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub(crate) enum InviteState {
+    /// Unused and unexpired: it registers whoever brings the code.
+    Open,
+    /// Someone registered with it (`used_by`).
+    Used,
+    /// Unused, past `expires_at`.
+    Expired,
+}
+
+impl InviteState {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            InviteState::Open => "OPEN",
+            InviteState::Used => "USED",
+            InviteState::Expired => "EXPIRED",
+        }
+    }
+}
+
+/// An invite as listed to admins: never the code.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct InviteRecord {
+    /// The sha256 of the code; `DELETE /invites/{id}` revokes it.
+    pub(crate) id: String,
+    pub(crate) role: Role,
+    pub(crate) state: InviteState,
+    #[schema(value_type = i64)]
+    pub(crate) created_by: UserId,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) expires_at: DateTime<Utc>,
+    #[schema(value_type = Option<i64>)]
+    pub(crate) used_by: Option<UserId>,
+}
+
+impl InviteRecord {
+    pub(crate) fn new(invite: Invite, now: DateTime<Utc>) -> Self {
+        let state = match invite.used_by {
+            Some(_) => InviteState::Used,
+            None if invite.expires_at <= now => InviteState::Expired,
+            None => InviteState::Open,
+        };
+        InviteRecord {
+            id: invite.code_hash,
+            role: invite.role,
+            state,
+            created_by: invite.created_by,
+            created_at: invite.created_at,
+            expires_at: invite.expires_at,
+            used_by: invite.used_by,
+        }
+    }
+}
+
+/// The reply to revoking an invite.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct InviteRevoked {
+    pub(crate) id: String,
+    pub(crate) revoked: bool,
+}
+
+/// Most invites `GET /invites` lists.
+pub(crate) const LISTED_INVITES: usize = 500;
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -548,10 +617,44 @@ pub(crate) async fn create_invite(
     state.store.create_invite(invite.clone()).await?;
     tracing::info!(admin = %user.0.id, role = role.as_str(), "invite created");
     Ok(created(InviteView {
+        id: invite.code_hash,
         code,
         role,
         expires_at: invite.expires_at,
     }))
+}
+
+/// The newest invites (ADMIN only), open, used or expired, without their
+/// codes: at most 500.
+#[utoipa::path(get, path = "/invites", tag = "users", security(("session" = [])),
+    responses((status = 200, body = Envelope<Vec<InviteRecord>>), Forbidden))]
+pub(crate) async fn list_invites(
+    State(state): State<AppState>,
+    user: CurrentUser,
+) -> ApiResult<Reply<Vec<InviteRecord>>> {
+    user.require(&[Role::Admin])?;
+    let now = Utc::now();
+    let invites = state.store.list_invites(LISTED_INVITES).await?;
+    Ok(ok(invites
+        .into_iter()
+        .map(|invite| InviteRecord::new(invite, now))
+        .collect()))
+}
+
+/// Revokes an unused invite (ADMIN only): its code then registers no one.
+/// A used invite stays, as the record of who registered with it (409).
+#[utoipa::path(delete, path = "/invites/{id}", tag = "users", security(("session" = [])),
+    params(("id" = String, Path, description = "The invite's id (the sha256 of its code)")),
+    responses((status = 200, body = Envelope<InviteRevoked>), Forbidden, NotFound, Conflict))]
+pub(crate) async fn revoke_invite(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    AppPath(id): AppPath<String>,
+) -> ApiResult<Reply<InviteRevoked>> {
+    user.require(&[Role::Admin])?;
+    state.store.revoke_invite(&id).await?;
+    tracing::info!(admin = %user.0.id, invite = %id, "invite revoked");
+    Ok(ok(InviteRevoked { id, revoked: true }))
 }
 
 /// Returns 403 unless `viewer` is the user `id` or an admin.

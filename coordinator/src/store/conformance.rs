@@ -95,6 +95,7 @@ macro_rules! __with_store_conformance_checks {
             passwords_change_and_sign_out_other_sessions,
             invites_are_single_use,
             invites_expire_and_survive_a_taken_email,
+            invites_are_listed_and_revoked_until_used,
             challenges_are_created_listed_and_initialized,
             challenges_change_in_place_or_move_to_a_new_version,
             concurrent_updates_make_one_new_version,
@@ -674,6 +675,52 @@ pub async fn invites_are_single_use(store: Arc<dyn Store>) {
             .unwrap(),
         None
     );
+}
+
+/// Invites list newest first with whether and by whom they were used; an
+/// unused invite can be revoked and then registers no one, a used one
+/// cannot be revoked and stays listed.
+pub async fn invites_are_listed_and_revoked_until_used(store: Arc<dyn Store>) {
+    let admin = create_user(&store, Role::Admin).await;
+    let mut older = invite(admin.id, Role::Professor, now_ms() + Duration::days(1));
+    older.created_at = now_ms() + Duration::days(3650);
+    let mut newer = invite(admin.id, Role::Admin, now_ms() + Duration::days(1));
+    newer.created_at = older.created_at + Duration::seconds(1);
+    store.create_invite(older.clone()).await.unwrap();
+    store.create_invite(newer.clone()).await.unwrap();
+    let listed = store.list_invites(2).await.unwrap();
+    assert_eq!(listed, vec![newer.clone(), older.clone()], "newest first");
+    assert_eq!(store.list_invites(1).await.unwrap(), vec![newer.clone()]);
+
+    let used = store
+        .create_invited_user(new_user(Role::Student), &older.code_hash, now_ms())
+        .await
+        .unwrap()
+        .expect("the invite registers");
+    let refused = store.revoke_invite(&older.code_hash).await;
+    assert!(
+        matches!(refused, Err(StoreError::Conflict(_))),
+        "a used invite is not revoked: {refused:?}"
+    );
+    let listed = store.list_invites(2).await.unwrap();
+    assert_eq!(listed[1].used_by, Some(used.id), "{listed:?}");
+
+    store.revoke_invite(&newer.code_hash).await.unwrap();
+    let again = store.revoke_invite(&newer.code_hash).await;
+    assert!(
+        matches!(again, Err(StoreError::NotFound(_))),
+        "revoked once: {again:?}"
+    );
+    assert_eq!(
+        store
+            .create_invited_user(new_user(Role::Student), &newer.code_hash, now_ms())
+            .await
+            .unwrap(),
+        None,
+        "a revoked invite registers no one"
+    );
+    let listed = store.list_invites(1).await.unwrap();
+    assert_eq!(listed[0].code_hash, older.code_hash, "{listed:?}");
 }
 
 /// An expired invite creates nobody; a registration refused for a taken

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use sqlarena_common::{Role, UserId};
 use uuid::Uuid;
 
-use super::StoreResult;
+use super::{StoreError, StoreResult};
 
 /// A user as stored, including the password hash. Never serialize this to a
 /// client: the HTTP layer has its own views.
@@ -96,6 +96,12 @@ pub trait UserStore: Send + Sync {
     ) -> StoreResult<()>;
     /// Stores an invite.
     async fn create_invite(&self, invite: Invite) -> StoreResult<()>;
+    /// The newest `limit` invites, used, expired or open, newest first.
+    async fn list_invites(&self, limit: usize) -> StoreResult<Vec<Invite>>;
+    /// Deletes the invite with `code_hash` if no one has used it yet.
+    /// `Conflict` if it is used (it stays, as the record of who registered
+    /// with it), `NotFound` if there is no such invite.
+    async fn revoke_invite(&self, code_hash: &str) -> StoreResult<()>;
     /// Creates a user with the role of an unused invite unexpired at `now`,
     /// and marks the invite used by that user, as one step: either both
     /// happen or neither. `None` (nothing changed) if there is no such
@@ -107,4 +113,11 @@ pub trait UserStore: Send + Sync {
         code_hash: &str,
         now: DateTime<Utc>,
     ) -> StoreResult<Option<User>>;
+}
+
+/// The refusal to revoke an invite someone registered with.
+pub fn invite_used(code_hash: &str, user: UserId) -> StoreError {
+    StoreError::Conflict(format!(
+        "invite {code_hash} was used by user {user}: it stays as the record of who registered with it"
+    ))
 }

@@ -188,7 +188,7 @@ async fn grade_case(
     } = sessions;
     let (student, reference) = tokio::join!(
         student_session.prepare(&payload.query),
-        reference_session.prepare(&bundle.bundle.solution)
+        reference_session.prepare_kept(&bundle.bundle.solution)
     );
     let student = match student {
         Ok(prepared) => prepared,

@@ -140,6 +140,10 @@ pub struct RunnerSession {
     /// The BEGIN of the last limits a run used, kept so that a run does
     /// not format it again.
     begin: Option<(Limits, Arc<str>)>,
+    /// The statement [`RunnerSession::prepare_kept`] prepared last, with
+    /// its text: the reference's connection to a test-case database runs
+    /// only that case's solution, so it prepares it once.
+    kept: Option<(String, PreparedQuery)>,
 }
 
 /// The total time of the runs (execute + fetch) of the sessions sharing
@@ -265,6 +269,7 @@ impl RunnerSession {
             cancel,
             clock,
             begin: None,
+            kept: None,
         })
     }
 
@@ -297,6 +302,25 @@ impl RunnerSession {
             self.client = None;
         }
         result
+    }
+
+    /// As [`RunnerSession::prepare`], but a text this connection prepared
+    /// last is not prepared again: its statement is kept for the
+    /// connection's life. For the reference only; a student's statement
+    /// is closed when its attempt ends.
+    ///
+    /// # Errors
+    ///
+    /// As [`RunnerSession::prepare`].
+    pub async fn prepare_kept(&mut self, sql: &str) -> Result<PreparedQuery, QueryError> {
+        if let Some((text, query)) = &self.kept {
+            if text == sql {
+                return Ok(query.clone());
+            }
+        }
+        let query = self.prepare(sql).await?;
+        self.kept = Some((sql.to_owned(), query.clone()));
+        Ok(query)
     }
 
     /// Runs a prepared query once. With `keep_rows`, the decoded result is

@@ -1,6 +1,7 @@
 //! MongoDB: users, their login sessions and invites.
 
 use super::*;
+use crate::store::invite_used;
 
 #[async_trait]
 impl UserStore for MongoStore {
@@ -153,6 +154,43 @@ impl UserStore for MongoStore {
         Ok(())
     }
 
+    async fn list_invites(&self, limit: usize) -> StoreResult<Vec<Invite>> {
+        let documents = self
+            .find_many(
+                "invites",
+                doc! {},
+                doc! { "created_at": -1, "_id": 1 },
+                i64::try_from(limit).unwrap_or(i64::MAX),
+            )
+            .await?;
+        documents.iter().map(invite_from).collect()
+    }
+
+    /// One conditional delete; only when it deletes nothing is the invite
+    /// read, to say why.
+    async fn revoke_invite(&self, code_hash: &str) -> StoreResult<()> {
+        let invites = self.collection("invites");
+        let deleted = invites
+            .delete_one(doc! { "_id": code_hash, "used_by": Bson::Null })
+            .await
+            .map_err(backend)?;
+        if deleted.deleted_count == 1 {
+            return Ok(());
+        }
+        let found = invites
+            .find_one(doc! { "_id": code_hash })
+            .await
+            .map_err(backend)?;
+        match found.as_ref().map(invite_from).transpose()? {
+            Some(Invite {
+                used_by: Some(user),
+                ..
+            }) => Err(invite_used(code_hash, user)),
+            // Unused but not deleted: revoked by a concurrent call.
+            _ => Err(StoreError::NotFound(format!("no invite {code_hash}"))),
+        }
+    }
+
     /// Claims the invite for the new user's id with one conditional write,
     /// then inserts the user; if the insert fails the claim is handed back,
     /// so the invite is used exactly when the user exists. (Invites stored
@@ -196,4 +234,19 @@ impl UserStore for MongoStore {
             }
         }
     }
+}
+
+fn invite_from(document: &Document) -> StoreResult<Invite> {
+    let fields = Fields::new(document, "invite");
+    let created_at = fields.time("created_at")?;
+    Ok(Invite {
+        code_hash: fields.str("_id")?.to_owned(),
+        role: fields.parsed("role", Role::parse)?,
+        created_by: fields.id("created_by")?,
+        created_at,
+        // Invites stored before invites expired have no `expires_at`; they
+        // are refused, so they list as expired.
+        expires_at: fields.opt_time("expires_at")?.unwrap_or(created_at),
+        used_by: fields.opt_id("used_by")?,
+    })
 }

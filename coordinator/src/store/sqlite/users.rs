@@ -1,6 +1,7 @@
 //! SQLite: users, their login sessions and invites.
 
 use super::*;
+use crate::store::invite_used;
 
 #[async_trait]
 impl UserStore for SqliteStore {
@@ -156,6 +157,52 @@ impl UserStore for SqliteStore {
                     invite.used_by
                 ])?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn list_invites(&self, limit: usize) -> StoreResult<Vec<Invite>> {
+        self.call(move |connection| {
+            let mut statement = connection.prepare_cached(
+                "SELECT code_hash, role, created_by, created_at, expires_at, used_by FROM invites \
+                 ORDER BY created_at DESC, code_hash LIMIT ?1",
+            )?;
+            let invites = statement
+                .query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |row| {
+                    let role: String = row.get(1)?;
+                    Ok(Invite {
+                        code_hash: row.get(0)?,
+                        role: Role::parse(&role)
+                            .ok_or_else(|| conversion_error(1, format!("unknown role {role:?}")))?,
+                        created_by: row.get(2)?,
+                        created_at: time_at(row, 3)?,
+                        expires_at: time_at(row, 4)?,
+                        used_by: row.get(5)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(invites)
+        })
+        .await
+    }
+
+    async fn revoke_invite(&self, code_hash: &str) -> StoreResult<()> {
+        let code_hash = code_hash.to_owned();
+        self.write(move |transaction| {
+            let used_by: Option<Option<UserId>> = transaction
+                .prepare_cached("SELECT used_by FROM invites WHERE code_hash = ?1")?
+                .query_row([&code_hash], |row| row.get(0))
+                .optional()?;
+            match used_by {
+                None => Err(StoreError::NotFound(format!("no invite {code_hash}"))),
+                Some(Some(user)) => Err(invite_used(&code_hash, user)),
+                Some(None) => {
+                    transaction
+                        .prepare_cached("DELETE FROM invites WHERE code_hash = ?1")?
+                        .execute([&code_hash])?;
+                    Ok(())
+                }
+            }
         })
         .await
     }
