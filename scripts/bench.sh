@@ -11,6 +11,9 @@
 #                                       submit -> graded p50/p99, attempts/s (cluster-bench: --graders
 #                                       --challenges --rows --attempts --students --zipf-s
 #                                       --times-to-run --wait-ms --max-reorder-ms --modes)
+#   scripts/bench.sh drain [flags]      a 10,000-item grading run draining through two real graders:
+#                                       a live attempt's submit -> graded p50/p99 idle and meanwhile
+#                                       (run-drain-bench: --students --live --precision-time-ms)
 #   scripts/bench.sh leaderboard [flags] GET /challenges/:id with 100,000 passing attempts
 #                                       (bench_leaderboard: --attempts --users --requests --store)
 #   scripts/bench.sh assessments [flags] 1,000 sessions started, then GET /assessments/:id/scores
@@ -65,6 +68,7 @@ case "$which" in
     grader) target/release/grader-bench "$@" ;;
     e2e) SQLARENA_BIN_PROFILE=release target/release/e2e-bench "$@" ;;
     cluster) SQLARENA_BIN_PROFILE=release target/release/cluster-bench "$@" ;;
+    drain) SQLARENA_BIN_PROFILE=release target/release/run-drain-bench "$@" ;;
     leaderboard) target/release/examples/bench_leaderboard "$@" ;;
     assessments) target/release/examples/bench_assessments "$@" ;;
     storage) target/release/examples/bench_storage "$@" ;;

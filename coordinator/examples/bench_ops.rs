@@ -199,7 +199,7 @@ async fn main() {
     .collect();
     let env = [
         ("SQLARENA_ADMIN_PASSWORD", ADMIN_PASSWORD),
-        ("RUST_LOG", "warn"),
+        ("RUST_LOG", "warn,sqlarena_coordinator=info"),
     ];
     let mut first =
         Process::start_with_env("bench-ops-setup", &coordinator_binary(), &args, true, &env).await;

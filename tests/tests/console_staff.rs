@@ -362,6 +362,52 @@ async fn staff_pages_for_runs_assessments_users_and_jobs_in_a_real_browser() {
         assert!(browser.text("p.alert").await.contains(reason), "{path}");
     }
     browser.screenshot("student-refused-staff-pages").await;
+
+    // --- Student: the assessment in the console --------------------------
+    // The start button continues the session the API started; a wrong
+    // query, then the solution, graded on the page as they arrive.
+    browser.goto(&format!("/assessments/{assessment_id}")).await;
+    assert!(browser.text("#time-limit").await.contains("20 min"));
+    browser.click("form[action$='/start'] button").await;
+    browser
+        .wait_for_text("h1", &format!("Session {session_id} ACTIVE"), PAGE_TIMEOUT)
+        .await;
+    assert!(browser.text("#remaining").await.contains("min"));
+    assert!(browser.text("#question-1").await.contains("Staff spenders"));
+    browser.assert_fields_labelled().await;
+    browser.fill("#query-1", "SELECT 1 AS wrong").await;
+    browser.click("#question-1 button").await;
+    browser
+        .wait_for_text("#live-submissions", "FAILED", GRADING_TIMEOUT)
+        .await;
+    browser.fill("#query-1", SOLUTION).await;
+    browser.click("#question-1 button").await;
+    browser
+        .wait_for_text("#live-submissions", "PASSED", GRADING_TIMEOUT)
+        .await;
+    browser.screenshot("student-session").await;
+    browser.click("form[action$='/finish'] button").await;
+    browser
+        .wait_for_text("h1", "FINALIZED", PAGE_TIMEOUT)
+        .await;
+    assert!(browser.text("#remaining").await.contains("finished"));
+    let (status, refused) = student
+        .post(
+            &format!("/sessions/{session_id}/questions/1/attempts"),
+            json!({"query": SOLUTION}),
+        )
+        .await;
+    assert_eq!(status, 403, "a finished session takes nothing: {refused}");
+    let (_, scores) = student
+        .get(&format!("/assessments/{assessment_id}/scores"))
+        .await;
+    assert!(scores.to_string().contains("10.0"), "{scores}");
+    browser.sign_out().await;
+    // Another student cannot open the session.
+    register(&api, "staff-stud2@example.edu", "Olga Other", "STUD", None).await;
+    browser.sign_in("staff-stud2@example.edu", "demo-password").await;
+    browser.goto(&format!("/sessions/{session_id}")).await;
+    assert_eq!(browser.text("h1").await, "403 Forbidden");
     browser.close().await;
 
     // Over HTTP with the student's own valid CSRF token: the forms are

@@ -39,13 +39,13 @@ pub fn router() -> Router<AppState> {
         )
 }
 
-fn number(text: &str, what: &str) -> Result<i64, ConsoleError> {
+pub(super) fn number(text: &str, what: &str) -> Result<i64, ConsoleError> {
     text.parse()
         .map_err(|_| ConsoleError(ApiError::NotFound(format!("no such {what}: {text:?}"))))
 }
 
 /// Remaining time as people read it ("12 min 5 s"), or why there is none.
-fn remaining(deadline: DateTime<Utc>, finished: bool, now: DateTime<Utc>) -> String {
+pub(super) fn remaining(deadline: DateTime<Utc>, finished: bool, now: DateTime<Utc>) -> String {
     let seconds = (deadline - now).num_seconds();
     if finished {
         return "finished".into();

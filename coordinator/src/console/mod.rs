@@ -21,6 +21,7 @@ mod assessments;
 mod assets;
 mod challenges;
 mod charts;
+mod exams;
 mod layout;
 mod runs;
 mod session;
@@ -49,6 +50,7 @@ pub fn router() -> Router<AppState> {
         .merge(admin::router())
         .merge(runs::router())
         .merge(assessments::router())
+        .merge(exams::router())
         .layer(middleware::from_fn(page_headers))
 }
 

@@ -163,18 +163,18 @@ pub(crate) fn withhold(view: &mut AttemptView) {
 /// since. `overrides` only for its staff.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct AssessmentView {
-    id: i64,
-    created_user_id: UserId,
-    spec: AssessmentSpec,
+    pub(crate) id: i64,
+    pub(crate) created_user_id: UserId,
+    pub(crate) spec: AssessmentSpec,
     /// The most a student can score.
-    max_score: f64,
+    pub(crate) max_score: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    overrides: Option<Vec<TimeOverride>>,
+    pub(crate) overrides: Option<Vec<TimeOverride>>,
     /// Seconds added for everyone.
-    extension_s: i64,
+    pub(crate) extension_s: i64,
     /// True once a session started (then it can no longer be edited).
-    started: bool,
-    created_at: DateTime<Utc>,
+    pub(crate) started: bool,
+    pub(crate) created_at: DateTime<Utc>,
 }
 
 fn max_score(spec: &AssessmentSpec) -> f64 {
@@ -202,52 +202,54 @@ impl AssessmentView {
 /// A submission. Under `feedback: after_close` its student sees only
 /// `SUBMITTED` (no attempt) until the assessment closes.
 #[derive(Serialize, ToSchema)]
-struct SubmissionView {
-    number: u32,
-    question: u32,
-    received_at: DateTime<Utc>,
+pub(crate) struct SubmissionView {
+    pub(crate) number: u32,
+    pub(crate) question: u32,
+    pub(crate) received_at: DateTime<Utc>,
     /// `SUBMITTED` (results withheld), an attempt status (`PENDING`,
     /// `RUNNING`, `PASSED`, `FAILED`, `ERROR`, `CANCELLED`), or `ERROR`
     /// with `error` when no attempt could be made.
     #[schema(pattern = "^(SUBMITTED|PENDING|RUNNING|PASSED|FAILED|ERROR|CANCELLED)$")]
-    status: String,
-    attempt_id: Option<AttemptId>,
-    attempt: Option<AttemptView>,
-    error: Option<String>,
+    pub(crate) status: String,
+    pub(crate) attempt_id: Option<AttemptId>,
+    pub(crate) attempt: Option<AttemptView>,
+    pub(crate) error: Option<String>,
 }
 
 /// A question of a session.
 #[derive(Serialize, ToSchema)]
-struct SessionQuestionView {
-    number: u32,
-    challenge_id: ChallengeId,
-    challenge_name: Option<String>,
-    points: f64,
+pub(crate) struct SessionQuestionView {
+    pub(crate) number: u32,
+    pub(crate) challenge_id: ChallengeId,
+    pub(crate) challenge_name: Option<String>,
+    /// What the question asks: its challenge's description.
+    pub(crate) challenge_description: Option<String>,
+    pub(crate) points: f64,
     /// Submissions left (none: unlimited).
-    submissions_left: Option<u32>,
-    submissions: Vec<SubmissionView>,
+    pub(crate) submissions_left: Option<u32>,
+    pub(crate) submissions: Vec<SubmissionView>,
 }
 
 /// A student's session of an assessment.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct AssessmentSessionView {
-    id: i64,
-    assessment_id: i64,
-    user_id: UserId,
+    pub(crate) id: i64,
+    pub(crate) assessment_id: i64,
+    pub(crate) user_id: UserId,
     /// `ACTIVE`, then `CLOSED` (finished or past the deadline) while a
     /// submission is being graded, then `FINALIZED`.
     #[schema(pattern = "^(ACTIVE|CLOSED|FINALIZED)$")]
-    state: String,
-    started_at: DateTime<Utc>,
+    pub(crate) state: String,
+    pub(crate) started_at: DateTime<Utc>,
     /// `min(start + time_limit x time_scale + extra, closes_at)` plus the
     /// time staff added.
-    deadline: DateTime<Utc>,
+    pub(crate) deadline: DateTime<Utc>,
     /// Seconds until the deadline (0 once closed).
-    remaining_s: f64,
-    finished_at: Option<DateTime<Utc>>,
+    pub(crate) remaining_s: f64,
+    pub(crate) finished_at: Option<DateTime<Utc>>,
     /// False while results are withheld (`feedback: after_close`).
-    results_visible: bool,
-    questions: Vec<SessionQuestionView>,
+    pub(crate) results_visible: bool,
+    pub(crate) questions: Vec<SessionQuestionView>,
 }
 
 async fn session_view(
@@ -297,6 +299,7 @@ async fn session_view(
             number: question.number,
             challenge_id: question.challenge_id,
             challenge_name: challenge.map(|challenge| challenge.name.clone()),
+            challenge_description: challenge.and_then(|challenge| challenge.description.clone()),
             points: question.points,
             submissions_left: snapshot
                 .assessment
@@ -352,7 +355,7 @@ async fn create_assessment(
 #[utoipa::path(get, path = "/assessments/{id}", tag = "assessments", security(("session" = [])),
     params(("id" = i64, Path, description = "The assessment")),
     responses((status = 200, body = Envelope<AssessmentView>)))]
-async fn get_assessment(
+pub(crate) async fn get_assessment(
     State(state): State<AppState>,
     user: CurrentUser,
     AppPath(id): AppPath<i64>,
@@ -472,7 +475,7 @@ pub(crate) async fn add_assessment_time(
     responses((status = 201, body = Envelope<AssessmentSessionView>),
         (status = 200, description = "The session already existed", body = Envelope<AssessmentSessionView>),
         StartRefusals))]
-async fn start_session(
+pub(crate) async fn start_session(
     State(state): State<AppState>,
     user: CurrentUser,
     AppPath(id): AppPath<i64>,
@@ -501,7 +504,7 @@ async fn start_session(
 #[utoipa::path(get, path = "/sessions/{id}", tag = "assessments", security(("session" = [])),
     params(("id" = i64, Path, description = "The session")),
     responses((status = 200, body = Envelope<AssessmentSessionView>), Forbidden))]
-async fn get_session(
+pub(crate) async fn get_session(
     State(state): State<AppState>,
     user: CurrentUser,
     AppPath(id): AppPath<i64>,
@@ -515,13 +518,13 @@ async fn get_session(
 /// A query for one question.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct SubmitQueryRequest {
+pub(crate) struct SubmitQueryRequest {
     /// One read-only statement; not blank, no NUL characters.
     #[schema(
         max_length = 65536,
         pattern = r"^[^\x00]*[^\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\x00][^\x00]*$"
     )]
-    query: String,
+    pub(crate) query: String,
 }
 
 /// Submits a query for question `q` of the caller's session: accepted by
@@ -532,7 +535,7 @@ struct SubmitQueryRequest {
         ("q" = u32, Path, description = "The question's number")),
     request_body = SubmitQueryRequest,
     responses((status = 201, body = Envelope<SubmissionView>), SubmitRefusals))]
-async fn submit(
+pub(crate) async fn submit(
     State(state): State<AppState>,
     user: CurrentUser,
     AppPath((id, number)): AppPath<(i64, u32)>,
@@ -580,7 +583,7 @@ async fn submit(
 #[utoipa::path(post, path = "/sessions/{id}/finish", tag = "assessments", security(("session" = [])),
     params(("id" = i64, Path, description = "The session")),
     responses((status = 200, body = Envelope<AssessmentSessionView>), Forbidden))]
-async fn finish_session(
+pub(crate) async fn finish_session(
     State(state): State<AppState>,
     user: CurrentUser,
     AppPath(id): AppPath<i64>,

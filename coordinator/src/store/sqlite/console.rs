@@ -98,12 +98,15 @@ fn job_query_sql(query: &JobQuery) -> (String, Vec<Value>) {
     if let Some(from) = query.queued_from {
         let first = Value::Text(first_job_id_at(from).to_string());
         condition(&format!("seq >= {FIRST_SEQ_AT}"), first.clone());
-        condition("id >= ?", first);
+        // `+id`: the id check must not pick the `id` index, whose range
+        // would be read whole and sorted by `seq` (the seq bound above is
+        // what makes the scan short).
+        condition("+id >= ?", first);
     }
     if let Some(before) = query.queued_before {
         let first = Value::Text(first_job_id_at(before).to_string());
         condition(&format!("seq < {FIRST_SEQ_AT}"), first.clone());
-        condition("id < ?", first);
+        condition("+id < ?", first);
     }
     let sql = format!("WHERE {} ORDER BY seq LIMIT ?", conditions.join(" AND "));
     values.push(Value::Integer(sql_limit(query.limit)));
@@ -265,5 +268,48 @@ impl ConsoleStore for SqliteStore {
                 .collect()
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::plan;
+    use super::*;
+    use uuid::Uuid;
+
+    /// A queue-time filter reads jobs in `seq` order from the first job of
+    /// that time: a range of the primary key, never the `id` index's
+    /// range sorted afterwards (which reads every job since that time).
+    #[test]
+    fn queue_time_filters_scan_the_primary_key_from_their_first_job() {
+        let path = std::env::temp_dir()
+            .join(format!("sqlarena-console-plan-{}", Uuid::new_v4().simple()))
+            .join("store.db");
+        let store = SqliteStore::open(path.to_str().unwrap()).unwrap();
+        let connection = store.connection.lock().unwrap();
+        let now = chrono::Utc::now();
+        for query in [
+            JobQuery {
+                queued_from: Some(now),
+                limit: 50,
+                ..JobQuery::default()
+            },
+            JobQuery {
+                queued_from: Some(now),
+                queued_before: Some(now),
+                limit: 50,
+                ..JobQuery::default()
+            },
+        ] {
+            let (filter, _) = job_query_sql(&query);
+            let found = plan(&connection, &format!("SELECT seq FROM jobs {filter}"));
+            let outer = found.split("; ").next().unwrap_or_default();
+            assert!(
+                outer.contains("INTEGER PRIMARY KEY")
+                    && !found.contains("TEMP B-TREE")
+                    && !outer.contains("sqlite_autoindex_jobs"),
+                "{query:?}: {found}"
+            );
+        }
     }
 }
