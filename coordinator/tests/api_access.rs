@@ -491,9 +491,7 @@ async fn admins_list_and_revoke_invites_and_no_one_else_may() {
     assert_eq!(professor.status, StatusCode::CREATED, "{}", professor.text);
     let professor_id = professor.data()["id"].as_i64().unwrap();
     let professor = server.login("lister@example.com", "password-123").await;
-    let (_, student) = server
-        .user("student-lister@example.com", None, None)
-        .await;
+    let (_, student) = server.user("student-lister@example.com", None, None).await;
 
     for token in [&professor, &student] {
         server
@@ -519,7 +517,13 @@ async fn admins_list_and_revoke_invites_and_no_one_else_may() {
         listed.text
     );
     let state_of = |reply: &Reply, id: &str| {
-        reply.data().as_array().unwrap().iter().find(|invite| invite["id"] == id).cloned()
+        reply
+            .data()
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|invite| invite["id"] == id)
+            .cloned()
     };
     let used = state_of(&listed, used_id).expect("the used invite is listed");
     assert_eq!(used["state"], "USED");
@@ -528,17 +532,32 @@ async fn admins_list_and_revoke_invites_and_no_one_else_may() {
     assert_eq!(open["state"], "OPEN");
 
     let refused = server
-        .call(Method::DELETE, &format!("/api/v1/invites/{used_id}"), Some(&admin), None)
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/invites/{used_id}"),
+            Some(&admin),
+            None,
+        )
         .await;
     let message = refused.expect_error(StatusCode::CONFLICT);
     assert!(message.contains("used"), "{message}");
     let revoked = server
-        .call(Method::DELETE, &format!("/api/v1/invites/{open_id}"), Some(&admin), None)
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/invites/{open_id}"),
+            Some(&admin),
+            None,
+        )
         .await;
     assert_eq!(revoked.status, StatusCode::OK, "{}", revoked.text);
     assert_eq!(revoked.data(), &json!({"id": open_id, "revoked": true}));
     server
-        .call(Method::DELETE, &format!("/api/v1/invites/{open_id}"), Some(&admin), None)
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/invites/{open_id}"),
+            Some(&admin),
+            None,
+        )
         .await
         .expect_error(StatusCode::NOT_FOUND);
     register_invited(&server, "too-late@example.com", open_code)

@@ -387,9 +387,7 @@ async fn staff_pages_for_runs_assessments_users_and_jobs_in_a_real_browser() {
         .await;
     browser.screenshot("student-session").await;
     browser.click("form[action$='/finish'] button").await;
-    browser
-        .wait_for_text("h1", "FINALIZED", PAGE_TIMEOUT)
-        .await;
+    browser.wait_for_text("h1", "FINALIZED", PAGE_TIMEOUT).await;
     assert!(browser.text("#remaining").await.contains("finished"));
     let (status, refused) = student
         .post(
@@ -405,7 +403,9 @@ async fn staff_pages_for_runs_assessments_users_and_jobs_in_a_real_browser() {
     browser.sign_out().await;
     // Another student cannot open the session.
     register(&api, "staff-stud2@example.edu", "Olga Other", "STUD", None).await;
-    browser.sign_in("staff-stud2@example.edu", "demo-password").await;
+    browser
+        .sign_in("staff-stud2@example.edu", "demo-password")
+        .await;
     browser.goto(&format!("/sessions/{session_id}")).await;
     assert_eq!(browser.text("h1").await, "403 Forbidden");
     browser.close().await;

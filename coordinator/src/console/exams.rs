@@ -198,9 +198,11 @@ async fn session_view(
     user: &ConsoleUser,
     id: i64,
 ) -> Result<api::AssessmentSessionView, ApiError> {
-    Ok(api::get_session(State(state), user.user.clone(), AppPath(id))
-        .await?
-        .into_data())
+    Ok(
+        api::get_session(State(state), user.user.clone(), AppPath(id))
+            .await?
+            .into_data(),
+    )
 }
 
 async fn show_session(
@@ -229,10 +231,7 @@ async fn submissions_fragment(
 
 fn fragment(markup: Markup) -> Response {
     (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/html; charset=utf-8",
-        )],
+        [(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")],
         markup.into_string(),
     )
         .into_response()
@@ -262,7 +261,9 @@ async fn submit(
         Ok(_) => Ok(Redirect::to(&format!("/sessions/{id}")).into_response()),
         // The session's own refusals (deadline, limits, a blank query):
         // the page again, the message at the question, the query kept.
-        Err(error) if error.status().is_client_error() && error.status() != StatusCode::NOT_FOUND => {
+        Err(error)
+            if error.status().is_client_error() && error.status() != StatusCode::NOT_FOUND =>
+        {
             let status = error.status();
             let message = error.to_string();
             let view = session_view(state, &form.user, id).await?;

@@ -15,7 +15,7 @@
 
 pub mod webhook;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,13 +23,15 @@ use chrono::Utc;
 use sqlarena_common::runs::{
     AttemptRule, ItemState, PostprocessingState, RunItemRef, RunMode, RunState,
 };
-use sqlarena_common::{AttemptStatus, ChallengeState, ChallengeType, RunId, UserId};
+use sqlarena_common::{AttemptId, AttemptStatus, ChallengeState, ChallengeType, RunId, UserId};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::config::Config;
 use crate::jobs::{Jobs, JobsError, PAUSE_REASON};
-use crate::store::runs::{NewRun, NewRunItem, Run, RunSpec, RunTargets};
+use crate::store::runs::{
+    GradableAttempt, GradableQuery, NewRun, NewRunItem, Run, RunSpec, RunTargets,
+};
 use crate::store::{Attempt, Challenge, Store, StoreError, User};
 
 /// Most targets one run may have.
@@ -218,30 +220,40 @@ impl Runs {
         })
     }
 
-    /// Picks each target's attempt by the run's rule.
+    /// Picks each target's attempt by the run's rule: one store call for
+    /// the attempts (of the listed students only, when listed; with their
+    /// cases' ratios only for `best`) and one for the listed students'
+    /// existence, whatever their number.
     async fn choose_items(
         &self,
         challenge: &Challenge,
         spec: &RunSpec,
     ) -> RunsResult<Vec<NewRunItem>> {
-        let attempts = self.store.list_gradable_attempts(spec.challenge_id).await?;
-        let mut by_user: BTreeMap<UserId, Vec<Attempt>> = BTreeMap::new();
+        let listed = match &spec.targets {
+            RunTargets::All(_) => None,
+            RunTargets::Users(users) => {
+                let missing = self.store.missing_users(users.clone()).await?;
+                if let Some(user) = missing.first() {
+                    return Err(RunsError::Invalid(format!(
+                        "targets: there is no user {user}"
+                    )));
+                }
+                Some(users.clone())
+            }
+        };
+        let attempts = self
+            .store
+            .list_gradable_attempts(GradableQuery {
+                challenge_id: spec.challenge_id,
+                users: listed.clone(),
+                ratios: spec.attempt == AttemptRule::Best,
+            })
+            .await?;
+        let mut by_user: BTreeMap<UserId, Vec<GradableAttempt>> = BTreeMap::new();
         for attempt in attempts {
             by_user.entry(attempt.user_id).or_default().push(attempt);
         }
-        let targets: Vec<UserId> = match &spec.targets {
-            RunTargets::All(_) => by_user.keys().copied().collect(),
-            RunTargets::Users(users) => {
-                for user in users {
-                    if self.store.get_user(*user).await?.is_none() {
-                        return Err(RunsError::Invalid(format!(
-                            "targets: there is no user {user}"
-                        )));
-                    }
-                }
-                users.clone()
-            }
-        };
+        let targets: Vec<UserId> = listed.unwrap_or_else(|| by_user.keys().copied().collect());
         Ok(targets
             .into_iter()
             .map(|user_id| NewRunItem {
@@ -536,12 +548,17 @@ impl Runs {
             if items.is_empty() {
                 return Ok(());
             }
+            let ids: Vec<AttemptId> = items.iter().filter_map(|item| item.attempt_id).collect();
+            let attempts: HashMap<AttemptId, Attempt> = self
+                .store
+                .get_attempts(ids)
+                .await?
+                .into_iter()
+                .map(|attempt| (attempt.id, attempt))
+                .collect();
             let mut jobs = Vec::with_capacity(items.len());
             for item in &items {
-                let Some(attempt_id) = item.attempt_id else {
-                    continue;
-                };
-                let Some(attempt) = self.store.get_attempt(attempt_id).await? else {
+                let Some(attempt) = item.attempt_id.and_then(|id| attempts.get(&id)) else {
                     continue;
                 };
                 let reference = RunItemRef {
@@ -550,7 +567,7 @@ impl Runs {
                 };
                 jobs.push((
                     item.item,
-                    self.jobs.run_item_job(&challenge, &attempt, reference),
+                    self.jobs.run_item_job(&challenge, attempt, reference),
                 ));
             }
             if self.jobs.queue_run_items(run.id, jobs).await? == 0 {
@@ -812,26 +829,27 @@ fn check_webhook_url(url: &str) -> RunsResult<()> {
 /// (FE: lowest mean ratio, SE: highest; ties to the later), else the
 /// latest.
 fn choose(
-    attempts: &[Attempt],
+    attempts: &[GradableAttempt],
     rule: AttemptRule,
     challenge_type: ChallengeType,
-) -> Option<&Attempt> {
+) -> Option<&GradableAttempt> {
     let latest = attempts.iter().max_by_key(|attempt| attempt.id);
     match rule {
         AttemptRule::Latest => latest,
         AttemptRule::Best => {
-            let ratio = |attempt: &Attempt| -> f64 {
+            let ratio = |attempt: &GradableAttempt| -> f64 {
                 let ratios: Vec<f64> = attempt
-                    .cases
+                    .ratios
                     .iter()
-                    .filter_map(|case| case.ratio.filter(|ratio| *ratio > 0.0))
+                    .copied()
+                    .filter(|ratio| *ratio > 0.0)
                     .collect();
                 if ratios.is_empty() {
                     return 1.0;
                 }
                 (ratios.iter().map(|ratio| ratio.ln()).sum::<f64>() / ratios.len() as f64).exp()
             };
-            let key = |attempt: &Attempt| match challenge_type {
+            let key = |attempt: &GradableAttempt| match challenge_type {
                 ChallengeType::FE => ratio(attempt),
                 ChallengeType::SE => -ratio(attempt),
             };
@@ -847,34 +865,13 @@ fn choose(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sqlarena_common::{AttemptId, CaseResult, CaseStatus, ChallengeId, TestCaseId};
 
-    fn attempt(id: i64, status: AttemptStatus, ratio: f64) -> Attempt {
-        Attempt {
+    fn attempt(id: i64, status: AttemptStatus, ratio: f64) -> GradableAttempt {
+        GradableAttempt {
             id: AttemptId(id),
             user_id: UserId(1),
-            challenge_id: ChallengeId(1),
-            challenge_version: 1,
-            query: String::new(),
             status,
-            cases: vec![CaseResult {
-                test_case_id: TestCaseId(1),
-                status: CaseStatus::Passed,
-                execution_ms: None,
-                min_ms: None,
-                reference_ms: None,
-                ratio: Some(ratio),
-                actual_result: None,
-                diff: None,
-                error: None,
-                timing: None,
-                audit: None,
-            }],
-            error: None,
-            error_kind: None,
-            job_id: None,
-            created_at: Utc::now(),
-            finished_at: None,
+            ratios: vec![ratio],
         }
     }
 

@@ -124,6 +124,9 @@ pub trait AttemptStore: Send + Sync {
     ) -> StoreResult<Admission>;
     /// Returns an attempt.
     async fn get_attempt(&self, id: AttemptId) -> StoreResult<Option<Attempt>>;
+    /// Returns the attempts with these ids that exist, in any order: one
+    /// store call for a batch (a run's items are fed a thousand at a time).
+    async fn get_attempts(&self, ids: Vec<AttemptId>) -> StoreResult<Vec<Attempt>>;
     /// Lists a user's attempts, newest first (by id); a page starts below
     /// the id `page.after`.
     async fn list_user_attempts(

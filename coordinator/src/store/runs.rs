@@ -18,7 +18,7 @@ use sqlarena_common::{
 };
 use uuid::Uuid;
 
-use super::{Attempt, Job, NewJob, StoreResult};
+use super::{Job, NewJob, StoreResult};
 
 /// Whom a run grades: every student who attempted the challenge, or a list.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -325,8 +325,45 @@ pub trait RunStore: Send + Sync {
     /// Returns the run as it is.
     async fn recount_run(&self, id: RunId) -> StoreResult<Option<Run>>;
     /// Lists a challenge's attempts that finished graded (PASSED, FAILED,
-    /// ERROR), oldest first: what a run chooses from.
-    async fn list_gradable_attempts(&self, challenge_id: ChallengeId) -> StoreResult<Vec<Attempt>>;
+    /// ERROR), oldest first, of `query.users` only when given: what a run
+    /// chooses from. Their cases' ratios only when `query.ratios`.
+    async fn list_gradable_attempts(
+        &self,
+        query: GradableQuery,
+    ) -> StoreResult<Vec<GradableAttempt>>;
+}
+
+/// Which attempts of a challenge a run chooses from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GradableQuery {
+    pub challenge_id: ChallengeId,
+    /// Only these users' attempts (a run of listed students); every
+    /// student's when `None`.
+    pub users: Option<Vec<UserId>>,
+    /// Read each attempt's cases for their ratios (the `best` rule needs
+    /// them, `latest` does not).
+    pub ratios: bool,
+}
+
+/// An attempt as a run chooses it: who made it, how it ended and, when
+/// asked for, the ratios of its cases (those that have one).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GradableAttempt {
+    pub id: AttemptId,
+    pub user_id: UserId,
+    pub status: AttemptStatus,
+    pub ratios: Vec<f64>,
+}
+
+/// The ratios of the cases of an attempt stored as JSON text (its other
+/// fields are skipped, not built).
+pub fn ratios_of_cases(cases: &str) -> serde_json::Result<Vec<f64>> {
+    #[derive(Deserialize)]
+    struct Ratio {
+        ratio: Option<f64>,
+    }
+    let cases: Vec<Ratio> = serde_json::from_str(cases)?;
+    Ok(cases.into_iter().filter_map(|case| case.ratio).collect())
 }
 
 #[cfg(test)]

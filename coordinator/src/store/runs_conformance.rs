@@ -20,8 +20,8 @@ use sqlarena_common::{
 use uuid::Uuid;
 
 use super::runs::{
-    AllTargets, Delivery, ItemEnd, ItemResult, NewRun, NewRunItem, RunSpec, RunTargets,
-    NO_ATTEMPT_NOTE,
+    AllTargets, Delivery, GradableAttempt, GradableQuery, ItemEnd, ItemResult, NewRun, NewRunItem,
+    RunSpec, RunTargets, NO_ATTEMPT_NOTE,
 };
 use super::{
     AttemptUpdate, Completion, HeldLease, NewAttempt, NewChallenge, NewJob, NewTestCase, NewUser,
@@ -587,16 +587,17 @@ pub async fn deliveries_secrets_and_gradable_attempts(store: Arc<dyn Store>) {
         })
         .await
         .unwrap();
-    let student = user(&store).await;
+    let (student, other) = (user(&store).await, user(&store).await);
     let mut ids = Vec::new();
-    for status in [
-        AttemptStatus::Passed,
-        AttemptStatus::Pending,
-        AttemptStatus::Failed,
+    for (owner, status) in [
+        (student, AttemptStatus::Passed),
+        (student, AttemptStatus::Pending),
+        (other, AttemptStatus::Passed),
+        (student, AttemptStatus::Failed),
     ] {
         let attempt = store
             .create_attempt(NewAttempt {
-                user_id: student,
+                user_id: owner,
                 challenge_id: challenge.id,
                 challenge_version: 1,
                 query: "select 1".into(),
@@ -604,28 +605,92 @@ pub async fn deliveries_secrets_and_gradable_attempts(store: Arc<dyn Store>) {
             .await
             .unwrap();
         if status != AttemptStatus::Pending {
+            let case = graded_case(0.5 + ids.len() as f64);
             store
                 .update_attempt(
                     attempt.id,
                     AttemptUpdate {
                         status: Some(status),
+                        cases: Some(vec![case]),
                         finished_at: Some(Utc::now()),
                         ..AttemptUpdate::default()
                     },
                 )
                 .await
                 .unwrap();
-            ids.push(attempt.id);
+            ids.push((attempt.id, owner, status));
         }
     }
-    let gradable = store.list_gradable_attempts(challenge.id).await.unwrap();
+    let all = GradableQuery {
+        challenge_id: challenge.id,
+        users: None,
+        ratios: false,
+    };
+    let gradable = store.list_gradable_attempts(all.clone()).await.unwrap();
+    let expected: Vec<GradableAttempt> = ids
+        .iter()
+        .map(|&(id, user_id, status)| GradableAttempt {
+            id,
+            user_id,
+            status,
+            ratios: Vec::new(),
+        })
+        .collect();
+    assert_eq!(gradable, expected, "oldest first, without ratios");
+    let with_ratios = store
+        .list_gradable_attempts(GradableQuery {
+            ratios: true,
+            ..all.clone()
+        })
+        .await
+        .unwrap();
     assert_eq!(
-        gradable
+        with_ratios
             .iter()
-            .map(|attempt| attempt.id)
+            .map(|attempt| attempt.ratios.clone())
             .collect::<Vec<_>>(),
-        ids
+        [vec![0.5], vec![1.5], vec![2.5]]
     );
+    let listed = store
+        .list_gradable_attempts(GradableQuery {
+            users: Some(vec![other, UserId(i64::MAX - 1)]),
+            ..all
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed, expected[1..2], "only the listed students' attempts");
+
+    let fetched = store
+        .get_attempts(vec![ids[2].0, AttemptId(i64::MAX - 1), ids[0].0])
+        .await
+        .unwrap();
+    let mut fetched: Vec<AttemptId> = fetched.iter().map(|attempt| attempt.id).collect();
+    fetched.sort();
+    assert_eq!(fetched, [ids[0].0, ids[2].0], "the attempts that exist");
+    assert_eq!(
+        store
+            .missing_users(vec![student, UserId(i64::MAX - 1), other])
+            .await
+            .unwrap(),
+        [UserId(i64::MAX - 1)]
+    );
+}
+
+/// A passed case result with `ratio`.
+fn graded_case(ratio: f64) -> CaseResult {
+    CaseResult {
+        test_case_id: TestCaseId(1),
+        status: CaseStatus::Passed,
+        execution_ms: Some(1.0),
+        min_ms: None,
+        reference_ms: Some(1.0),
+        ratio: Some(ratio),
+        actual_result: None,
+        diff: None,
+        error: None,
+        timing: None,
+        audit: None,
+    }
 }
 
 pub async fn run_items_wait_for_live_jobs_and_take_turns(store: Arc<dyn Store>) {

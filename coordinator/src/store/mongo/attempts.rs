@@ -58,6 +58,18 @@ impl AttemptStore for MongoStore {
         found.as_ref().map(attempt_from).transpose()
     }
 
+    async fn get_attempts(&self, ids: Vec<AttemptId>) -> StoreResult<Vec<Attempt>> {
+        let documents = self
+            .find_many(
+                "attempts",
+                doc! { "_id": { "$in": ids } },
+                doc! { "_id": 1 },
+                0,
+            )
+            .await?;
+        documents.iter().map(attempt_from).collect()
+    }
+
     async fn list_user_attempts(
         &self,
         user_id: UserId,

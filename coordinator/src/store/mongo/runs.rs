@@ -13,6 +13,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use futures_util::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document};
 use mongodb::options::ReturnDocument;
 use sqlarena_common::runs::{ItemState, PostprocessingState, RunMode, RunState};
@@ -20,11 +21,11 @@ use sqlarena_common::{AttemptId, AttemptStatus, ChallengeId, JobId, JobState, Ru
 use uuid::Uuid;
 
 use super::super::runs::{
-    batch_priority, batch_round, Delivery, ItemEnd, ItemResult, NewRun, Run, RunCounts, RunItem,
-    RunStore, BATCH_PRIORITY_BASE, NO_ATTEMPT_NOTE,
+    batch_priority, batch_round, Delivery, GradableAttempt, GradableQuery, ItemEnd, ItemResult,
+    NewRun, Run, RunCounts, RunItem, RunStore, BATCH_PRIORITY_BASE, NO_ATTEMPT_NOTE,
 };
-use super::super::{Attempt, Job, NewJob, StoreError, StoreResult};
-use super::{attempt_from, backend, bson_time, job_from, stored_now, to_bson, Fields, MongoStore};
+use super::super::{Job, NewJob, StoreError, StoreResult};
+use super::{backend, bson_time, job_from, stored_now, to_bson, Fields, MongoStore};
 
 /// Indexes of the runs collections (created with the others).
 pub(super) fn indexes() -> Vec<(&'static str, Document)> {
@@ -799,8 +800,11 @@ impl RunStore for MongoStore {
         }
     }
 
-    async fn list_gradable_attempts(&self, challenge_id: ChallengeId) -> StoreResult<Vec<Attempt>> {
-        let mut filter = doc! { "challenge_id": challenge_id.0 };
+    async fn list_gradable_attempts(
+        &self,
+        query: GradableQuery,
+    ) -> StoreResult<Vec<GradableAttempt>> {
+        let mut filter = doc! { "challenge_id": query.challenge_id.0 };
         let statuses: Vec<Bson> = [
             AttemptStatus::Passed,
             AttemptStatus::Failed,
@@ -810,10 +814,44 @@ impl RunStore for MongoStore {
         .map(|status| Bson::Document(doc! { "status": status.as_str() }))
         .collect();
         filter.insert("$or", statuses);
-        let documents = self
-            .find_many("attempts", filter, doc! { "_id": 1 }, 0)
-            .await?;
-        documents.iter().map(attempt_from).collect()
+        if let Some(users) = &query.users {
+            filter.insert("user_id", doc! { "$in": users.clone() });
+        }
+        // Whole `cases` (nx-27017 drops nested projection paths).
+        let mut projection = doc! { "_id": 1, "user_id": 1, "status": 1 };
+        if query.ratios {
+            projection.insert("cases", 1);
+        }
+        let mut found = self
+            .collection("attempts")
+            .find(filter)
+            .projection(projection)
+            .sort(doc! { "_id": 1 })
+            .await
+            .map_err(backend)?;
+        let mut attempts = Vec::new();
+        while let Some(document) = found.try_next().await.map_err(backend)? {
+            let fields = Fields::new(&document, "attempt");
+            let ratios = if query.ratios {
+                fields
+                    .array("cases")?
+                    .iter()
+                    .filter_map(|case| match case {
+                        Bson::Document(case) => case.get_f64("ratio").ok(),
+                        _ => None,
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            attempts.push(GradableAttempt {
+                id: fields.id("_id")?,
+                user_id: fields.id("user_id")?,
+                status: fields.parsed("status", AttemptStatus::parse)?,
+                ratios,
+            });
+        }
+        Ok(attempts)
     }
 
     async fn recount_run(&self, id: RunId) -> StoreResult<Option<Run>> {

@@ -20,6 +20,23 @@ impl UserStore for MongoStore {
         found.as_ref().map(user_from).transpose()
     }
 
+    async fn missing_users(&self, ids: Vec<UserId>) -> StoreResult<Vec<UserId>> {
+        let mut found = self
+            .collection("users")
+            .find(doc! { "_id": { "$in": ids.clone() } })
+            .projection(doc! { "_id": 1 })
+            .await
+            .map_err(backend)?;
+        let mut existing = std::collections::HashSet::new();
+        while let Some(document) = found.try_next().await.map_err(backend)? {
+            existing.insert(Fields::new(&document, "user").id::<UserId>("_id")?);
+        }
+        Ok(ids
+            .into_iter()
+            .filter(|id| !existing.contains(id))
+            .collect())
+    }
+
     async fn get_user_by_email(&self, email: &str) -> StoreResult<Option<User>> {
         let filter = doc! { "email_lower": email.to_lowercase() };
         let found = self

@@ -44,6 +44,17 @@ impl AttemptStore for SqliteStore {
             .await
     }
 
+    async fn get_attempts(&self, ids: Vec<AttemptId>) -> StoreResult<Vec<Attempt>> {
+        self.call(move |connection| {
+            let mut found = Vec::with_capacity(ids.len());
+            for id in ids {
+                found.extend(select_attempt(connection, id)?);
+            }
+            Ok(found)
+        })
+        .await
+    }
+
     async fn list_user_attempts(
         &self,
         user_id: UserId,

@@ -6,16 +6,17 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, OptionalExtension as _, Row, Transaction};
 use sqlarena_common::runs::{ItemState, PostprocessingState, RunState};
-use sqlarena_common::{AttemptId, ChallengeId, JobId, RunId, UserId};
+use sqlarena_common::{AttemptId, AttemptStatus, ChallengeId, JobId, RunId, UserId};
 use uuid::Uuid;
 
 use super::super::runs::{
-    batch_priority, batch_round, Delivery, ItemEnd, ItemResult, NewRun, Run, RunCounts, RunItem,
-    RunStore, BATCH_PRIORITY_BASE, NO_ATTEMPT_NOTE,
+    batch_priority, batch_round, ratios_of_cases, Delivery, GradableAttempt, GradableQuery,
+    ItemEnd, ItemResult, NewRun, Run, RunCounts, RunItem, RunStore, BATCH_PRIORITY_BASE,
+    NO_ATTEMPT_NOTE,
 };
-use super::super::{Attempt, Job, NewJob, StoreError, StoreResult};
+use super::super::{Job, NewJob, StoreError, StoreResult};
 use super::{
-    existing_job, json_at, micros, optional_time_at, optional_uuid_at, select_attempts, sql_limit,
+    conversion_error, existing_job, json_at, micros, optional_time_at, optional_uuid_at, sql_limit,
     stored_now, time_at, to_i64, to_json, u32_at, wire_at, SqliteStore,
 };
 
@@ -578,9 +579,13 @@ impl RunStore for SqliteStore {
     async fn count_running_items(&self, run_id: RunId) -> StoreResult<u64> {
         self.call(move |connection| {
             let count: i64 = connection
+                // From the few LEASED jobs (a partial index; CROSS JOIN
+                // keeps them the outer loop), not from the run's QUEUED
+                // items, which may be a hundred thousand.
                 .prepare_cached(
-                    "SELECT COUNT(*) FROM run_items i JOIN jobs j ON j.id = i.job_id \
-                     WHERE i.run_id = ?1 AND i.state = 'QUEUED' AND j.state = 'LEASED'",
+                    "SELECT COUNT(*) FROM jobs j CROSS JOIN run_items i \
+                     ON i.run_id = ?1 AND i.job_id = j.id AND i.state = 'QUEUED' \
+                     WHERE j.state = 'LEASED' AND json_extract(j.payload, '$.run_item.run_id') = ?1",
                 )?
                 .query_row([run_id.0], |row| row.get(0))?;
             Ok(u64::try_from(count).unwrap_or(0))
@@ -591,11 +596,15 @@ impl RunStore for SqliteStore {
     async fn run_queue_position(&self, run_id: RunId) -> StoreResult<Option<u64>> {
         self.call(move |connection| {
             let first: Option<(i64, i64, String)> = connection
+                // The run's first waiting item in item order (items are
+                // fed, so queued, in that order): a walk of
+                // `run_items_by_state` that stops at the first one whose
+                // job is still queued, not a sort of all of them.
                 .prepare_cached(
                     "SELECT j.seq, j.lane_priority, j.lane FROM run_items i \
                      JOIN jobs j ON j.id = i.job_id \
                      WHERE i.run_id = ?1 AND i.state = 'QUEUED' AND j.state = 'QUEUED' \
-                     ORDER BY j.lane_priority, j.seq LIMIT 1",
+                     ORDER BY i.item LIMIT 1",
                 )?
                 .query_row([run_id.0], |row| {
                     Ok((row.get(0)?, row.get(1)?, row.get::<_, String>(2)?))
@@ -782,13 +791,51 @@ impl RunStore for SqliteStore {
         self.get_run(id).await
     }
 
-    async fn list_gradable_attempts(&self, challenge_id: ChallengeId) -> StoreResult<Vec<Attempt>> {
+    async fn list_gradable_attempts(
+        &self,
+        query: GradableQuery,
+    ) -> StoreResult<Vec<GradableAttempt>> {
         self.call(move |connection| {
-            select_attempts(
-                connection,
-                "challenge_id = ?1 AND status IN ('PASSED', 'FAILED', 'ERROR') ORDER BY id",
-                [challenge_id.0],
-            )
+            let cases = if query.ratios { "cases" } else { "NULL" };
+            let read = |row: &Row<'_>| -> rusqlite::Result<GradableAttempt> {
+                let ratios = match row.get::<_, Option<String>>(3)? {
+                    Some(text) => ratios_of_cases(&text)
+                        .map_err(|error| conversion_error(3, error.to_string()))?,
+                    None => Vec::new(),
+                };
+                Ok(GradableAttempt {
+                    id: row.get(0)?,
+                    user_id: row.get(1)?,
+                    status: wire_at(row, 2, AttemptStatus::parse)?,
+                    ratios,
+                })
+            };
+            let gradable = "status IN ('PASSED', 'FAILED', 'ERROR')";
+            let Some(users) = &query.users else {
+                let sql = format!(
+                    "SELECT id, user_id, status, {cases} FROM attempts \
+                     WHERE challenge_id = ?1 AND {gradable} ORDER BY id"
+                );
+                let attempts = connection
+                    .prepare_cached(&sql)?
+                    .query_map([query.challenge_id.0], read)?
+                    .collect::<rusqlite::Result<_>>()?;
+                return Ok(attempts);
+            };
+            // One seek of `attempts_by_user` per listed student.
+            let sql = format!(
+                "SELECT id, user_id, status, {cases} FROM attempts \
+                 WHERE user_id = ?1 AND {gradable} AND challenge_id = ?2"
+            );
+            let mut statement = connection.prepare_cached(&sql)?;
+            let mut attempts = Vec::new();
+            for user in users {
+                for attempt in statement.query_map(params![user.0, query.challenge_id.0], read)? {
+                    attempts.push(attempt?);
+                }
+            }
+            attempts.sort_by_key(|attempt: &GradableAttempt| attempt.id);
+            Ok(attempts)
         })
         .await
     }

@@ -15,6 +15,20 @@ impl UserStore for SqliteStore {
             .await
     }
 
+    async fn missing_users(&self, ids: Vec<UserId>) -> StoreResult<Vec<UserId>> {
+        self.call(move |connection| {
+            let mut exists = connection.prepare_cached("SELECT 1 FROM users WHERE id = ?1")?;
+            let mut missing = Vec::new();
+            for id in ids {
+                if !exists.exists([id])? {
+                    missing.push(id);
+                }
+            }
+            Ok(missing)
+        })
+        .await
+    }
+
     async fn get_user_by_email(&self, email: &str) -> StoreResult<Option<User>> {
         let email_lower = email.to_lowercase();
         self.call(move |connection| {
