@@ -20,6 +20,12 @@ use super::{
     stored_now, time_at, to_i64, to_json, u32_at, wire_at, SqliteStore,
 };
 
+/// A listed student's gradable attempts of a challenge: one seek of
+/// `attempts_by_user` (`+challenge_id` keeps SQLite from walking
+/// `attempts_by_challenge`, every attempt of the challenge, instead).
+const LISTED_GRADABLE: &str = "WHERE user_id = ?1 AND status IN ('PASSED', 'FAILED', 'ERROR') \
+     AND +challenge_id = ?2";
+
 /// The next queued run item of the lanes with `priorities`, once no live
 /// job of them is queued: one range of `jobs_queued` from the batch share
 /// on, in round order (`batch_priority`), skipping other lanes'.
@@ -822,11 +828,8 @@ impl RunStore for SqliteStore {
                     .collect::<rusqlite::Result<_>>()?;
                 return Ok(attempts);
             };
-            // One seek of `attempts_by_user` per listed student.
-            let sql = format!(
-                "SELECT id, user_id, status, {cases} FROM attempts \
-                 WHERE user_id = ?1 AND {gradable} AND challenge_id = ?2"
-            );
+            let sql =
+                format!("SELECT id, user_id, status, {cases} FROM attempts {LISTED_GRADABLE}");
             let mut statement = connection.prepare_cached(&sql)?;
             let mut attempts = Vec::new();
             for user in users {
@@ -838,5 +841,30 @@ impl RunStore for SqliteStore {
             Ok(attempts)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::plan;
+    use super::*;
+
+    /// A run of listed students reads each one's attempts through
+    /// `attempts_by_user`, never the challenge's every attempt.
+    #[test]
+    fn listed_students_attempts_are_seeks_of_their_own() {
+        let path = std::env::temp_dir()
+            .join(format!("sqlarena-runs-plan-{}", Uuid::new_v4().simple()))
+            .join("store.db");
+        let store = SqliteStore::open(path.to_str().unwrap()).unwrap();
+        let connection = store.connection.lock().unwrap();
+        let found = plan(
+            &connection,
+            &format!("SELECT id FROM attempts {LISTED_GRADABLE}"),
+        );
+        assert!(
+            found.contains("attempts_by_user") && !found.contains("attempts_by_challenge"),
+            "{found}"
+        );
     }
 }
