@@ -98,7 +98,7 @@ async fn main() {
     );
 
     let per_student = attempts.div_ceil(students.len());
-    let cost_before = CostSample::take(&cluster, "bench").await;
+    let cost_before = CostSample::take(&cluster).await;
     let started = Instant::now();
     let mut tasks = Vec::new();
     for student in students.clone() {
@@ -121,7 +121,7 @@ async fn main() {
     }
     let elapsed = started.elapsed().as_secs_f64();
     let total = per_student * students.len();
-    CostSample::take(&cluster, "bench")
+    CostSample::take(&cluster)
         .await
         .print_since(&cost_before, total);
     assert_eq!(passed, total, "every attempt passes");

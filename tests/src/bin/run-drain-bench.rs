@@ -103,7 +103,14 @@ async fn main() {
     let live: usize = flag(&flags, "--live", 100);
     let store = temp_store("run-drain");
     let token = format!("sqc_drain_{}", Uuid::new_v4().simple());
-    let coordinator = start_coordinator("drain-coordinator", &store, &token, &[]).await;
+    // A fixed address: the coordinator is restarted around the fill (it
+    // holds its store file exclusively) and the graders reconnect to it.
+    let address = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .to_string();
+    let listen = ["--listen", address.as_str()];
+    let mut coordinator = start_coordinator("drain-coordinator", &store, &token, &listen).await;
     let mut grader_flags = vec!["--slots", "2"];
     if let Some(precision) = flags.get("--precision-time-ms") {
         grader_flags.extend(["--precision-time-ms", precision.as_str()]);
@@ -146,9 +153,7 @@ async fn main() {
             .map_or(String::new(), |ms| format!(", --precision-time-ms {ms}"))
     );
 
-    let idle = live_latencies(student, challenge_id, live, || false).await;
-    println!("idle: a live attempt's submit -> graded {}", summary(&idle));
-
+    coordinator.terminate(Duration::from_secs(10)).await;
     let path = store.trim_start_matches("sqlite://").to_string();
     let filling = Instant::now();
     tokio::task::spawn_blocking(move || fill(&path, challenge_id, version, students))
@@ -158,6 +163,12 @@ async fn main() {
         "filled {students} students with a graded attempt each in {:.1} s",
         filling.elapsed().as_secs_f64()
     );
+    let _coordinator = start_coordinator("drain-coordinator-2", &store, &token, &listen).await;
+    // The graders are back once an attempt is graded again.
+    live_latencies(student, challenge_id, 2, || false).await;
+
+    let idle = live_latencies(student, challenge_id, live, || false).await;
+    println!("idle: a live attempt's submit -> graded {}", summary(&idle));
 
     let started = Instant::now();
     let (status, run) = people

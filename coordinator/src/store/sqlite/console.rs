@@ -71,8 +71,25 @@ const FIRST_SEQ_AT: &str =
 /// so that SQLite can pick an index for them (`jobs_queued`,
 /// `jobs_by_lane`, `jobs_by_grader`, `jobs_by_challenge`).
 fn job_query_sql(query: &JobQuery) -> (String, Vec<Value>) {
-    let mut conditions = vec!["seq > ?".to_string()];
-    let mut values = vec![Value::Integer(query.after.unwrap_or(0))];
+    // One lower bound of `seq`, the page's and the queue time's together:
+    // given two, SQLite seeks by one and filters by the other, walking
+    // every job below the later bound.
+    let after = Value::Integer(query.after.unwrap_or(0) + 1);
+    let (mut conditions, mut values) = match query.queued_from {
+        Some(from) => {
+            let first = Value::Text(first_job_id_at(from).to_string());
+            (
+                vec![
+                    format!("seq >= MAX(?, {FIRST_SEQ_AT})"),
+                    // `+id`: the id check must not pick the `id` index,
+                    // whose range would be read whole and sorted by `seq`.
+                    "+id >= ?".to_string(),
+                ],
+                vec![after, first.clone(), first],
+            )
+        }
+        None => (vec!["seq >= ?".to_string()], vec![after]),
+    };
     let mut condition = |sql: &str, value: Value| {
         conditions.push(sql.to_string());
         values.push(value);
@@ -94,14 +111,6 @@ fn job_query_sql(query: &JobQuery) -> (String, Vec<Value>) {
             "state = 'LEASED' AND grader_id = ?",
             Value::Text(grader_id.to_string()),
         );
-    }
-    if let Some(from) = query.queued_from {
-        let first = Value::Text(first_job_id_at(from).to_string());
-        condition(&format!("seq >= {FIRST_SEQ_AT}"), first.clone());
-        // `+id`: the id check must not pick the `id` index, whose range
-        // would be read whole and sorted by `seq` (the seq bound above is
-        // what makes the scan short).
-        condition("+id >= ?", first);
     }
     if let Some(before) = query.queued_before {
         let first = Value::Text(first_job_id_at(before).to_string());
