@@ -365,7 +365,15 @@ async fn staff_pages_for_runs_assessments_users_and_jobs_in_a_real_browser() {
 
     // --- Student: the assessment in the console --------------------------
     // The start button continues the session the API started; a wrong
-    // query, then the solution, graded on the page as they arrive.
+    // query, then the solution, graded on the page as they arrive (by a
+    // second grader: the first one is draining).
+    let _second_grader = start_grader(
+        "console-staff-grader-2",
+        coordinator.url(),
+        &cluster_token,
+        &["--slots", "2"],
+    )
+    .await;
     browser.goto(&format!("/assessments/{assessment_id}")).await;
     assert!(browser.text("#time-limit").await.contains("20 min"));
     browser.click("form[action$='/start'] button").await;

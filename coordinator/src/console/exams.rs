@@ -10,7 +10,7 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Redirect};
 use axum::routing::{get, post};
 use axum::Router;
 use chrono::{Duration, Utc};
@@ -226,15 +226,7 @@ async fn submissions_fragment(
 ) -> PageResult {
     let id = number(&id, "session")?;
     let view = session_view(state, &user, id).await?;
-    Ok(fragment(submissions_table(&view)))
-}
-
-fn fragment(markup: Markup) -> Response {
-    (
-        [(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        markup.into_string(),
-    )
-        .into_response()
+    Ok(html_response(StatusCode::OK, submissions_table(&view)))
 }
 
 /// Submits a question's query; a refusal (past the deadline, too many
