@@ -76,7 +76,13 @@ impl Client {
     /// A client of the coordinator at `base`.
     pub fn new(base: &str) -> Client {
         Client {
-            http: reqwest::Client::new(),
+            // Idle connections are dropped before the coordinator's 10 s
+            // header timeout closes them, so a request never goes out on a
+            // connection the server is closing (a reset, not an answer).
+            http: reqwest::Client::builder()
+                .pool_idle_timeout(std::time::Duration::from_secs(5))
+                .build()
+                .expect("an HTTP client"),
             base: base.trim_end_matches('/').to_string(),
         }
     }
